@@ -1,0 +1,15 @@
+//! Attribution: Integrated Gradients (all Captum quadrature rules), NoiseTunnel,
+//! baselines, and relevance maps.
+
+pub mod baseline;
+pub mod ig;
+pub mod noise;
+pub mod noise_tunnel;
+pub mod quadrature;
+pub mod relevance;
+
+pub use baseline::Baseline;
+pub use ig::{integrated_gradients, IgConfig, IgOutput, Progress};
+pub use noise_tunnel::{noise_tunnel_ig, Noise, NoiseTunnelConfig, NtOutput, NtType};
+pub use quadrature::{quadrature, Method, Quadrature};
+pub use relevance::{normalize, reduce_channels, Normalizer, Reduction};

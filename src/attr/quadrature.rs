@@ -1,0 +1,185 @@
+//! Captum's quadrature rules for the IG path integral
+//! (`captum/attr/_utils/approximation_methods.py`, spec §1.2).
+//!
+//! Each rule gives `n` path points α ∈ [0, 1] and weights ("step sizes"). Values are
+//! returned in f64, as Captum hands Python floats to IG; IG rounds them to f32.
+
+use crate::error::{Error, Result};
+
+/// An IG quadrature rule, named as in Captum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Method {
+    /// Gauss–Legendre nodes mapped to [0, 1] (Captum's default).
+    #[default]
+    GaussLegendre,
+    RiemannLeft,
+    RiemannRight,
+    RiemannMiddle,
+    /// Ends at 0 and 1; Captum halves the first and last of its 1/n weights.
+    RiemannTrapezoid,
+}
+
+impl Method {
+    pub const ALL: [Method; 5] = [Method::GaussLegendre, Method::RiemannLeft, Method::RiemannRight, Method::RiemannMiddle, Method::RiemannTrapezoid];
+
+    /// Captum's name for the rule.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::GaussLegendre => "gausslegendre",
+            Method::RiemannLeft => "riemann_left",
+            Method::RiemannRight => "riemann_right",
+            Method::RiemannMiddle => "riemann_middle",
+            Method::RiemannTrapezoid => "riemann_trapezoid",
+        }
+    }
+}
+
+impl std::str::FromStr for Method {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| Error::param("method", format!("`{s}` is not one of gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid")))
+    }
+}
+
+/// Path points and weights of one rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quadrature {
+    pub alphas: Vec<f64>,
+    pub steps: Vec<f64>,
+}
+
+/// The rule's `n` points and weights, exactly as Captum computes them.
+///
+/// # Errors
+/// [`Error::InvalidParam`] when `n` is 0, or 1 for the Riemann rules (Captum asserts
+/// n > 1 there).
+pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
+    if n == 0 || (n == 1 && method != Method::GaussLegendre) {
+        return Err(Error::param("n_steps", format!("{n} steps: {} needs at least {}", method.name(), if method == Method::GaussLegendre { 1 } else { 2 })));
+    }
+    if n > 100_000 {
+        return Err(Error::param("n_steps", format!("{n} steps is unreasonably many (max 100000)")));
+    }
+    if method == Method::GaussLegendre {
+        let (nodes, weights) = gauss_legendre(n);
+        return Ok(Quadrature {
+            alphas: nodes.iter().map(|x| 0.5 * (1.0 + x)).collect(),
+            steps: weights.iter().map(|w| 0.5 * w).collect(),
+        });
+    }
+    let nf = n as f64;
+    let mut steps = vec![1.0 / nf; n];
+    let (start, end) = match method {
+        Method::RiemannTrapezoid => {
+            steps[0] /= 2.0;
+            steps[n - 1] /= 2.0;
+            (0.0, 1.0)
+        }
+        Method::RiemannLeft => (0.0, 1.0 - 1.0 / nf),
+        Method::RiemannMiddle => (1.0 / (2.0 * nf), 1.0 - 1.0 / (2.0 * nf)),
+        Method::RiemannRight => (1.0 / nf, 1.0),
+        Method::GaussLegendre => unreachable!("handled above"),
+    };
+    Ok(Quadrature { alphas: linspace_f32(start as f32, end as f32, n).into_iter().map(f64::from).collect(), steps })
+}
+
+/// `torch.linspace(start, end, n)` in float32: the first half counts up from
+/// `start`, the second half down from `end`, with the step computed in f32.
+fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
+    let step = (end - start) / (n - 1) as f32;
+    let half = n / 2;
+    (0..n)
+        .map(|i| if i < half { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 })
+        .collect()
+}
+
+/// Gauss–Legendre nodes (ascending) and weights on [−1, 1], by Newton's method on
+/// the Legendre recurrence in f64 (agrees with numpy's `leggauss` to ~1e-16).
+fn gauss_legendre(n: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut nodes = vec![0f64; n];
+    let mut weights = vec![0f64; n];
+    let nf = n as f64;
+    for i in 0..n.div_ceil(2) {
+        // Tricomi's initial guess for the i-th largest root.
+        let mut x = (std::f64::consts::PI * (i as f64 + 0.75) / (nf + 0.5)).cos();
+        let mut dp = 1.0;
+        for _ in 0..100 {
+            let (p, d) = legendre_and_derivative(n, x);
+            dp = d;
+            let dx = p / d;
+            x -= dx;
+            if dx.abs() < 1e-16 {
+                break;
+            }
+        }
+        let (_, d) = legendre_and_derivative(n, x);
+        dp = if d != 0.0 { d } else { dp };
+        let w = 2.0 / ((1.0 - x * x) * dp * dp);
+        nodes[n - 1 - i] = x;
+        nodes[i] = -x;
+        weights[n - 1 - i] = w;
+        weights[i] = w;
+    }
+    if n % 2 == 1 {
+        nodes[n / 2] = 0.0;
+    }
+    (nodes, weights)
+}
+
+/// P_n(x) and P_n'(x) by the three-term recurrence.
+fn legendre_and_derivative(n: usize, x: f64) -> (f64, f64) {
+    let (mut p0, mut p1) = (1.0, x);
+    for k in 2..=n {
+        let kf = k as f64;
+        let p2 = ((2.0 * kf - 1.0) * x * p1 - (kf - 1.0) * p0) / kf;
+        p0 = p1;
+        p1 = p2;
+    }
+    if n == 0 {
+        return (1.0, 0.0);
+    }
+    let d = n as f64 * (x * p1 - p0) / (x * x - 1.0);
+    (p1, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gauss_legendre_50_matches_the_spec_check_values() {
+        // Spec §1.2, from numpy leggauss(50).
+        let q = quadrature(Method::GaussLegendre, 50).unwrap();
+        assert!((q.alphas[0] - 0.0005667977899644905).abs() < 1e-15);
+        assert!((q.alphas[1] - 0.002984015283954644).abs() < 1e-15);
+        assert!((q.alphas[49] - 0.9994332022100355).abs() < 1e-15);
+        assert!((q.steps[0] - 0.0014543112765789633).abs() < 1e-15);
+        assert!((q.steps[24] - 0.031088308327673515).abs() < 1e-15);
+        assert!((q.steps.iter().sum::<f64>() - 1.0).abs() < 1e-14);
+    }
+
+    #[test]
+    fn gauss_legendre_integrates_polynomials_exactly() {
+        // n points integrate degree 2n−1 exactly: ∫₀¹ α^k dα = 1/(k+1).
+        for n in 1..12 {
+            let q = quadrature(Method::GaussLegendre, n).unwrap();
+            for k in 0..2 * n {
+                let s: f64 = q.alphas.iter().zip(&q.steps).map(|(a, w)| w * a.powi(k as i32)).sum();
+                assert!((s - 1.0 / (k as f64 + 1.0)).abs() < 1e-13, "n={n} k={k} {s}");
+            }
+        }
+    }
+
+    #[test]
+    fn riemann_rules_follow_captum() {
+        let q = quadrature(Method::RiemannTrapezoid, 5).unwrap();
+        assert_eq!(q.alphas, vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(q.steps, vec![0.1, 0.2, 0.2, 0.2, 0.1]);
+        assert!(quadrature(Method::RiemannLeft, 1).is_err());
+        assert!(quadrature(Method::GaussLegendre, 0).is_err());
+        assert_eq!(quadrature(Method::GaussLegendre, 1).unwrap().alphas, vec![0.5]);
+    }
+}

@@ -1,0 +1,158 @@
+//! Gradient of the head's output with respect to the *input pixels* only: no weight
+//! gradients are formed (spec §2.2 backward rules; what Captum's IG needs).
+
+use ndarray::{Array2, Array4};
+use rayon::prelude::*;
+
+use super::forward::{ForwardState, NormSaved};
+use super::gemm::{matmul, MatRef, Threads};
+use super::ops;
+use crate::error::{Error, Result};
+use crate::model::{HeadKind, Vit};
+
+/// Input gradient for the upstream gradient `d_features` (batch, in_dim) on the
+/// head's input feature. Returns (batch, 3, H, W).
+///
+/// # Errors
+/// [`Error::Internal`] if `state` was produced without saving activations;
+/// [`Error::Shape`] if `d_features` does not match the feature.
+pub fn input_grad_from_features(vit: &Vit, state: &ForwardState, d_features: &Array2<f32>) -> Result<Array4<f32>> {
+    let c = &vit.config;
+    let w = &vit.weights;
+    if state.blocks.len() != c.depth {
+        return Err(Error::Internal("backward needs a forward run with saved activations".into()));
+    }
+    if d_features.dim() != state.features.dim() {
+        return Err(Error::shape("feature gradient", &[state.features.nrows(), state.features.ncols()], &[d_features.nrows(), d_features.ncols()]));
+    }
+    let (batch, t, d, hidden, heads) = (state.batch, state.tokens, c.dim, c.mlp_hidden, c.heads);
+    let hd = c.head_dim();
+    let m = batch * t;
+    let scale = c.attn_scale();
+    let head_kind = vit.head.as_ref().map(|h| h.kind).unwrap_or(HeadKind::Cls);
+    let dfeat = d_features.as_standard_layout();
+    let dfeat = dfeat.as_slice().expect("standard layout");
+
+    let mut g = vec![0f32; m * d];
+    let mut ga = vec![0f32; m * hidden];
+    let mut gn = vec![0f32; m * d];
+    let mut gqkv = vec![0f32; m * 3 * d];
+    let first_tapped = c.depth - state.head_norms.len();
+    if head_kind == HeadKind::ClsAvgPoolInterleaved {
+        seed_avgpool(&mut g, dfeat, &w.norm_w, &state.head_norms[0], batch, t, d);
+    }
+    for bi in (0..c.depth).rev() {
+        if bi >= first_tapped && head_kind != HeadKind::ClsAvgPoolInterleaved {
+            let chunk = bi - first_tapped;
+            let n_chunks = state.head_norms.len();
+            seed_cls(&mut g, dfeat, &w.norm_w, &state.head_norms[chunk], chunk, n_chunks, batch, t, d);
+        }
+        let bw = &w.blocks[bi];
+        let s = &state.blocks[bi];
+        // MLP branch: x_out = x_mid + fc2(gelu(fc1(LN2(x_mid)))).
+        matmul(&mut ga, hidden, MatRef::row_major(&g, m, d), MatRef::row_major(&bw.fc2_w, d, hidden), false, Threads::Pool);
+        ga.par_chunks_mut(hidden).zip(s.fc1_pre.par_chunks(hidden)).for_each(|(gr, h)| ops::gelu_bwd(h, gr));
+        matmul(&mut gn, d, MatRef::row_major(&ga, m, hidden), MatRef::row_major(&bw.fc1_w, hidden, d), false, Threads::Pool);
+        ln_bwd_rows(&gn, &bw.norm2_w, &s.xhat2, &s.rstd2, &mut g, d);
+        // Attention branch: x_mid = x_in + proj(attn(LN1(x_in))).
+        matmul(&mut gn, d, MatRef::row_major(&g, m, d), MatRef::row_major(&bw.proj_w, d, d), false, Threads::Pool);
+        attention_backward(&gn, &s.qkv, &s.probs, &mut gqkv, t, heads, hd, scale);
+        matmul(&mut gn, d, MatRef::row_major(&gqkv, m, 3 * d), MatRef::row_major(&bw.qkv_w, 3 * d, d), false, Threads::Pool);
+        ln_bwd_rows(&gn, &bw.norm1_w, &s.xhat1, &s.rstd1, &mut g, d);
+    }
+    Ok(patch_embed_backward(vit, state, &g))
+}
+
+/// `g[row] += LN_bwd(gn[row])` for every row, in parallel.
+fn ln_bwd_rows(gn: &[f32], gamma: &[f32], xhat: &[f32], rstd: &[f32], g: &mut [f32], d: usize) {
+    g.par_chunks_mut(d)
+        .zip(gn.par_chunks(d))
+        .zip(xhat.par_chunks(d))
+        .zip(rstd.par_iter())
+        .for_each(|(((gr, gnr), h), &r)| ops::layer_norm_bwd_row(gnr, gamma, h, r, gr, true));
+}
+
+/// Adds the gradient of chunk `chunk` of a CLS-based feature to the CLS rows.
+#[allow(clippy::too_many_arguments)]
+fn seed_cls(g: &mut [f32], dfeat: &[f32], gamma: &[f32], norm: &NormSaved, chunk: usize, n_chunks: usize, batch: usize, t: usize, d: usize) {
+    for b in 0..batch {
+        let df = &dfeat[b * n_chunks * d + chunk * d..][..d];
+        let row = &mut g[b * t * d..][..d];
+        ops::layer_norm_bwd_row(df, gamma, &norm.xhat[b * d..][..d], norm.rstd[b], row, true);
+    }
+}
+
+/// Gradient of the interleaved [CLS, mean patch] feature through the final norm.
+fn seed_avgpool(g: &mut [f32], dfeat: &[f32], gamma: &[f32], norm: &NormSaved, batch: usize, t: usize, d: usize) {
+    let np = (t - 1) as f32;
+    let mut dy = vec![0f32; d];
+    for b in 0..batch {
+        for ti in 0..t {
+            let f = &dfeat[b * 2 * d..][..2 * d];
+            for j in 0..d {
+                dy[j] = if ti == 0 { f[2 * j] } else { f[2 * j + 1] / np };
+            }
+            let r = (b * t + ti) * d;
+            ops::layer_norm_bwd_row(&dy, gamma, &norm.xhat[r..r + d], norm.rstd[b * t + ti], &mut g[r..r + d], true);
+        }
+    }
+}
+
+/// Gradients of q, k, v from the gradient `go` (M, D) of the concatenated heads.
+#[allow(clippy::too_many_arguments)]
+fn attention_backward(go: &[f32], qkv: &[f32], probs: &[f32], gqkv: &mut [f32], t: usize, heads: usize, hd: usize, scale: f32) {
+    let d = heads * hd;
+    let ld = 3 * d;
+    gqkv.par_chunks_mut(t * ld).enumerate().for_each(|(b, gimg)| {
+        let q_img = &qkv[b * t * ld..][..t * ld];
+        let go_img = &go[b * t * d..][..t * d];
+        let mut dp = vec![0f32; t * t];
+        for h in 0..heads {
+            let p = MatRef::row_major(&probs[(b * heads + h) * t * t..][..t * t], t, t);
+            let q = MatRef::block(q_img, h * hd, t, hd, ld);
+            let k = MatRef::block(q_img, d + h * hd, t, hd, ld);
+            let v = MatRef::block(q_img, 2 * d + h * hd, t, hd, ld);
+            let d_out = MatRef::block(go_img, h * hd, t, hd, d);
+            // dP = dO·Vᵀ; dV = Pᵀ·dO.
+            matmul(&mut dp, t, d_out, v.t(), false, Threads::Single);
+            matmul(&mut gimg[2 * d + h * hd..], ld, p.t(), d_out, false, Threads::Single);
+            // dS = scale·P ⊙ (dP − rowsum(dP ⊙ P)).
+            dp.chunks_exact_mut(t).zip(p.data.chunks_exact(t)).for_each(|(dr, pr)| ops::softmax_bwd_row(pr, dr, scale));
+            let ds = MatRef::row_major(&dp, t, t);
+            // dQ = dS·K; dK = dSᵀ·Q.
+            matmul(&mut gimg[h * hd..], ld, ds, k, false, Threads::Single);
+            matmul(&mut gimg[d + h * hd..], ld, ds.t(), q, false, Threads::Single);
+        }
+    });
+}
+
+/// Through the patch projection (a non-overlapping conv) back to pixels.
+fn patch_embed_backward(vit: &Vit, state: &ForwardState, g: &[f32]) -> Array4<f32> {
+    let c = &vit.config;
+    let (batch, t, d, p) = (state.batch, state.tokens, c.dim, c.patch);
+    let (gr, gc) = state.grid;
+    let np = gr * gc;
+    let cols = 3 * p * p;
+    let mut gpatch = vec![0f32; batch * np * cols];
+    // Patch rows of g are rows 1..t of each image: a strided view with a gap per image.
+    gpatch.par_chunks_mut(np * cols).enumerate().for_each(|(b, out)| {
+        let rows = MatRef::block(g, (b * t + 1) * d, np, d, d);
+        matmul(out, cols, rows, MatRef::row_major(&vit.weights.patch_w, d, cols), false, Threads::Single);
+    });
+    let mut img = Array4::<f32>::zeros((batch, 3, state.height, state.width));
+    img.outer_iter_mut().into_par_iter().enumerate().for_each(|(b, mut im)| {
+        for i in 0..gr {
+            for j in 0..gc {
+                let row = &gpatch[((b * np) + i * gc + j) * cols..][..cols];
+                for ch in 0..3 {
+                    for u in 0..p {
+                        for v in 0..p {
+                            im[[ch, i * p + u, j * p + v]] = row[(ch * p + u) * p + v];
+                        }
+                    }
+                }
+            }
+        }
+    });
+    img
+}

@@ -1,0 +1,254 @@
+//! The ViT forward pass on the CPU for a batch of same-sized images, keeping what
+//! the input-gradient backward needs (spec §2.2 and §6: ≈ 0.91 M floats per block
+//! per image at 224²).
+
+use ndarray::{Array2, ArrayView4};
+use rayon::prelude::*;
+
+use super::gemm::{matmul, MatRef, Threads};
+use super::ops;
+use crate::error::{Error, Result};
+use crate::model::{HeadKind, Vit};
+
+/// Per-block activations saved for the backward pass.
+#[derive(Debug, Default)]
+pub struct BlockSaved {
+    /// LN1 normalised input x̂ (M, D) and 1/σ per row (M).
+    pub xhat1: Vec<f32>,
+    pub rstd1: Vec<f32>,
+    /// Fused q|k|v projections (M, 3·D).
+    pub qkv: Vec<f32>,
+    /// Softmax probabilities (batch, heads, T, T).
+    pub probs: Vec<f32>,
+    pub xhat2: Vec<f32>,
+    pub rstd2: Vec<f32>,
+    /// fc1 pre-activation (M, hidden).
+    pub fc1_pre: Vec<f32>,
+}
+
+/// A final-norm application to some rows, kept for the backward.
+#[derive(Debug, Default)]
+pub struct NormSaved {
+    pub xhat: Vec<f32>,
+    pub rstd: Vec<f32>,
+}
+
+/// Everything a forward pass produced.
+#[derive(Debug)]
+pub struct ForwardState {
+    pub batch: usize,
+    pub tokens: usize,
+    pub grid: (usize, usize),
+    pub height: usize,
+    pub width: usize,
+    /// Saved activations per block (empty vectors when not saving).
+    pub blocks: Vec<BlockSaved>,
+    /// Residual stream after the last block, before the final norm (M, D).
+    pub last_tokens: Vec<f32>,
+    /// Final norms used by the head's feature (one per block output it reads).
+    pub head_norms: Vec<NormSaved>,
+    /// The head's input feature (batch, in_dim); the final-normed CLS without head.
+    pub features: Array2<f32>,
+    /// Logits (batch, classes) when the model has a head.
+    pub logits: Option<Array2<f32>>,
+    /// The last block's q|k|v (M, 3·D) and softmax (batch, heads, T, T).
+    pub last_qkv: Vec<f32>,
+    pub last_probs: Vec<f32>,
+}
+
+/// Row-wise LayerNorm of `x` (rows of `d`) in parallel, saving x̂ and 1/σ.
+pub(crate) fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
+    let d = gamma.len();
+    y.par_chunks_mut(d)
+        .zip(xhat.par_chunks_mut(d))
+        .zip(rstd.par_iter_mut())
+        .zip(x.par_chunks(d))
+        .for_each(|(((y, h), r), x)| ops::layer_norm_row(x, gamma, beta, eps, y, h, r));
+}
+
+/// Non-overlapping p×p patches of (batch, 3, H, W) as rows (batch·Np, 3·p·p), columns
+/// in (channel, row, col) order to match the conv weight flattening.
+fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
+    let (b, _, _, _) = x.dim();
+    let (gr, gc) = grid;
+    let cols = 3 * p * p;
+    let mut out = vec![0f32; b * gr * gc * cols];
+    out.par_chunks_mut(gr * gc * cols).enumerate().for_each(|(bi, img)| {
+        for i in 0..gr {
+            for j in 0..gc {
+                let row = &mut img[(i * gc + j) * cols..][..cols];
+                for c in 0..3 {
+                    for u in 0..p {
+                        for v in 0..p {
+                            row[(c * p + u) * p + v] = x[[bi, c, i * p + u, j * p + v]];
+                        }
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+/// Runs the ViT on `x` (batch, 3, H, W), normalised. `save` keeps activations for
+/// [`backward`](super::backward::input_grad).
+///
+/// # Errors
+/// [`Error::Shape`] for a non-3-channel input, [`Error::InvalidParam`] for a size
+/// that is not a multiple of the patch or needs an unknown positional grid.
+pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState> {
+    let c = &vit.config;
+    let w = &vit.weights;
+    let (batch, ch, height, width) = x.dim();
+    if ch != 3 {
+        return Err(Error::shape("input (batch, 3, H, W)", &[batch, 3, height, width], &[batch, ch, height, width]));
+    }
+    if batch == 0 {
+        return Err(Error::param("batch", "the input batch is empty"));
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::param("input", "contains NaN or infinite values"));
+    }
+    let grid = c.grid_for(height, width)?;
+    let pos = vit.pos_embed(grid)?;
+    let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
+    let hd = c.head_dim();
+    let np = grid.0 * grid.1;
+    let t = np + 1;
+    let m = batch * t;
+    let scale = c.attn_scale();
+
+    // Patch embedding + CLS + positions.
+    let patches = im2col(&x, c.patch, grid);
+    let mut emb = vec![0f32; batch * np * d];
+    matmul(&mut emb, d, MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch), MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(), false, Threads::Pool);
+    let mut xs = vec![0f32; m * d];
+    xs.par_chunks_mut(t * d).enumerate().for_each(|(b, img)| {
+        for (ti, row) in img.chunks_exact_mut(d).enumerate() {
+            let p = &pos[ti * d..][..d];
+            if ti == 0 {
+                row.iter_mut().zip(&w.cls_token).zip(p).for_each(|((o, c), p)| *o = c + p);
+            } else {
+                let e = &emb[(b * np + ti - 1) * d..][..d];
+                row.iter_mut().zip(e).zip(&w.patch_b).zip(p).for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
+            }
+        }
+    });
+    drop(patches);
+    drop(emb);
+
+    let head_kind = vit.head.as_ref().map(|h| h.kind).unwrap_or(HeadKind::Cls);
+    let first_tapped = match head_kind {
+        HeadKind::LastBlocksCls { n } => c.depth - n,
+        _ => c.depth - 1,
+    };
+    let mut normed = vec![0f32; m * d];
+    let mut attn_cat = vec![0f32; m * d];
+    let mut act = vec![0f32; m * hidden];
+    let mut blocks = Vec::with_capacity(if save { c.depth } else { 0 });
+    let mut head_norms = Vec::new();
+    let mut cls_features: Vec<Vec<f32>> = Vec::new();
+    let mut last_qkv = Vec::new();
+    let mut last_probs = Vec::new();
+    for (bi, bw) in w.blocks.iter().enumerate() {
+        let mut s = BlockSaved {
+            xhat1: vec![0f32; m * d],
+            rstd1: vec![0f32; m],
+            qkv: vec![0f32; m * 3 * d],
+            probs: vec![0f32; batch * heads * t * t],
+            xhat2: vec![0f32; m * d],
+            rstd2: vec![0f32; m],
+            fc1_pre: vec![0f32; m * hidden],
+        };
+        layer_norm_rows(&xs, &bw.norm1_w, &bw.norm1_b, c.eps, &mut normed, &mut s.xhat1, &mut s.rstd1);
+        matmul(&mut s.qkv, 3 * d, MatRef::row_major(&normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, Threads::Pool);
+        ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
+        attention_forward(&s.qkv, &mut s.probs, &mut attn_cat, batch, t, heads, hd, scale);
+        matmul(&mut xs, d, MatRef::row_major(&attn_cat, m, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, Threads::Pool);
+        ops::add_bias_rows(&mut xs, &bw.proj_b);
+        layer_norm_rows(&xs, &bw.norm2_w, &bw.norm2_b, c.eps, &mut normed, &mut s.xhat2, &mut s.rstd2);
+        matmul(&mut s.fc1_pre, hidden, MatRef::row_major(&normed, m, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, Threads::Pool);
+        ops::add_bias_rows(&mut s.fc1_pre, &bw.fc1_b);
+        act.par_chunks_mut(hidden).zip(s.fc1_pre.par_chunks(hidden)).for_each(|(a, h)| ops::gelu(h, a));
+        matmul(&mut xs, d, MatRef::row_major(&act, m, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, Threads::Pool);
+        ops::add_bias_rows(&mut xs, &bw.fc2_b);
+
+        if bi == c.depth - 1 {
+            last_qkv = s.qkv.clone();
+            last_probs = s.probs.clone();
+        }
+        if bi >= first_tapped && matches!(head_kind, HeadKind::Cls | HeadKind::LastBlocksCls { .. }) {
+            // Final-normed CLS rows of this block's output.
+            let (f, saved) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
+            cls_features.push(f);
+            head_norms.push(saved);
+        }
+        if save {
+            blocks.push(s);
+        }
+    }
+
+    let features = match head_kind {
+        HeadKind::Cls | HeadKind::LastBlocksCls { .. } => {
+            let n = cls_features.len();
+            Array2::from_shape_fn((batch, n * d), |(b, k)| cls_features[k / d][b * d + k % d])
+        }
+        HeadKind::ClsAvgPoolInterleaved => {
+            let mut saved = NormSaved { xhat: vec![0f32; m * d], rstd: vec![0f32; m] };
+            layer_norm_rows(&xs, &w.norm_w, &w.norm_b, c.eps, &mut normed, &mut saved.xhat, &mut saved.rstd);
+            head_norms.push(saved);
+            Array2::from_shape_fn((batch, 2 * d), |(b, k)| {
+                let j = k / 2;
+                if k % 2 == 0 {
+                    normed[b * t * d + j]
+                } else {
+                    (1..t).map(|ti| normed[(b * t + ti) * d + j]).sum::<f32>() / np as f32
+                }
+            })
+        }
+    };
+    let logits = vit.head.as_ref().map(|h| {
+        let in_dim = features.ncols();
+        let mut out = vec![0f32; batch * h.classes];
+        matmul(&mut out, h.classes, MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim), MatRef::row_major(&h.weight, h.classes, in_dim).t(), false, Threads::Single);
+        ops::add_bias_rows(&mut out, &h.bias);
+        Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
+    });
+    Ok(ForwardState { batch, tokens: t, grid, height, width, blocks, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs })
+}
+
+/// Final-norms the CLS row of each image; returns (features (batch·D), saved).
+fn norm_cls_rows(xs: &[f32], batch: usize, t: usize, d: usize, gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, NormSaved) {
+    let mut f = vec![0f32; batch * d];
+    let mut saved = NormSaved { xhat: vec![0f32; batch * d], rstd: vec![0f32; batch] };
+    for b in 0..batch {
+        let x = &xs[b * t * d..][..d];
+        ops::layer_norm_row(x, gamma, beta, eps, &mut f[b * d..][..d], &mut saved.xhat[b * d..][..d], &mut saved.rstd[b]);
+    }
+    (f, saved)
+}
+
+/// Multi-head attention core: for each image and head, P = softmax(scale·Q·Kᵀ) and
+/// O = P·V; `out` (M, D) gets the heads concatenated head-major.
+#[allow(clippy::too_many_arguments)]
+fn attention_forward(qkv: &[f32], probs: &mut [f32], out: &mut [f32], batch: usize, t: usize, heads: usize, hd: usize, scale: f32) {
+    let d = heads * hd;
+    let ld = 3 * d;
+    let per_image = qkv.len() / batch;
+    out.par_chunks_mut(t * d)
+        .zip(probs.par_chunks_mut(heads * t * t))
+        .enumerate()
+        .for_each(|(b, (out_img, p_img))| {
+            let q_img = &qkv[b * per_image..][..per_image];
+            for h in 0..heads {
+                let p = &mut p_img[h * t * t..][..t * t];
+                let q = MatRef::block(q_img, h * hd, t, hd, ld);
+                let k = MatRef::block(q_img, d + h * hd, t, hd, ld);
+                let v = MatRef::block(q_img, 2 * d + h * hd, t, hd, ld);
+                matmul(p, t, q, k.t(), false, Threads::Single);
+                p.chunks_exact_mut(t).for_each(|row| ops::softmax_row(row, scale));
+                matmul(&mut out_img[h * hd..], d, MatRef::row_major(p, t, t), v, false, Threads::Single);
+            }
+        });
+    let _ = batch;
+}

@@ -1,0 +1,13 @@
+//! The CPU backend: ndarray + rayon, GEMMs through the `gemm` crate.
+
+pub mod backward;
+pub mod forward;
+pub mod gemm;
+pub mod math;
+pub mod ops;
+pub(crate) mod simd;
+
+pub use backward::input_grad_from_features;
+pub use forward::{forward, ForwardState};
+pub mod engine;
+pub use engine::CpuEngine;

@@ -1,0 +1,7 @@
+//! explainseg: ExplainSeg on the CPU and GPU.
+pub mod attr;
+pub mod backend;
+pub mod error;
+pub mod model;
+
+pub use error::{Error, Result};
