@@ -173,7 +173,8 @@ mod tests {
             let out = pos_embed_for_grid(&cfg, &stored, (5, 2), mode).unwrap();
             assert_eq!(out.len(), 11 * 2);
             for pair in out.chunks(2) {
-                assert!((pair[0] - 0.5).abs() < 1e-6 && (pair[1] + 2.0).abs() < 1e-6, "{mode:?} {pair:?}");
+                // f32 cubic weights sum to 1 within a few ulp, as in PyTorch.
+                assert!((pair[0] - 0.5).abs() < 1e-5 && (pair[1] + 2.0).abs() < 1e-5, "{mode:?} {pair:?}");
             }
         }
     }

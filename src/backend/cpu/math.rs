@@ -110,7 +110,9 @@ mod tests {
             let x = i as f32 * 0.01;
             let want = erfc_ref(x as f64);
             let got = erfc(x) as f64;
-            assert!(((got - want) / want).abs() < 4e-7, "erfc({x}) = {got}, want {want}");
+            // f32 rounding of −z² + P(t) grows with z²: relative error ≈ 6e-8·z².
+            let tol = 5e-7 * (x as f64 * x as f64).max(1.0);
+            assert!(((got - want) / want).abs() < tol, "erfc({x}) = {got}, want {want}");
         }
     }
 }

@@ -1,0 +1,58 @@
+//! Helpers shared by the integration tests: fixture paths, .npy reading, error norms.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::ReadNpyExt;
+
+/// `tests/fixtures/<stage>/<name>`.
+pub fn fixture(stage: &str, name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(stage).join(name)
+}
+
+/// Reads an f32 .npy of any rank.
+pub fn npy_f32(path: &PathBuf) -> ArrayD<f32> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ArrayD::<f32>::read_npy(f).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Reads an f64 .npy of any rank.
+pub fn npy_f64(path: &PathBuf) -> ArrayD<f64> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    ArrayD::<f64>::read_npy(f).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Reads a JSON file.
+pub fn json(path: &PathBuf) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// ‖a − b‖₂ / ‖b‖₂.
+pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+    (num / den.max(1e-300)).sqrt()
+}
+
+/// max |a − b| / max |b| (the "rel err" of the logits tolerances).
+pub fn rel_max(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len(), "length mismatch");
+    let num = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max);
+    let den = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max);
+    num / den.max(1e-300)
+}
+
+pub fn to_vec<D: ndarray::Dimension>(a: &ndarray::Array<f32, D>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+pub fn dyn4(a: ArrayD<f32>) -> ndarray::Array4<f32> {
+    a.into_dimensionality().expect("rank 4")
+}
+
+pub fn shape(a: &ArrayD<f32>) -> IxDyn {
+    a.raw_dim()
+}

@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""CPU baseline: PyTorch + Captum speed on a ViT-S/16 at 224x224 (random weights, timm).
+
+Prints ONE JSON line on stdout:
+  {"threads", "fwd_bwd_passes_per_s", "gflops_per_s" (= passes/s * 19.11 GFLOP per forward + input-gradient
+   backward pass of ViT-S/16 at 224^2, see the spec's FLOP table), "ig_seconds", "ig_steps", "nt_samples",
+   "batch", "fused_attn", "torch"}
+Progress goes to stderr.
+
+(a) throughput: a batch of --batch images, forward, then torch.autograd.grad of sum(logits[:, 0]) w.r.t. the
+    input (weights frozen, so no weight gradients); warm-up, then repeat for about --seconds seconds;
+    passes/s = batch * iterations / time.
+(b) wall time of NoiseTunnel(IntegratedGradients(model)).attribute on one image with nt_samples=--samples,
+    n_steps=--steps (gausslegendre), stdevs=1.0, internal_batch_size=--batch.
+
+Explicit-softmax attention (TIMM_FUSED_ATTN=0) by default, like the reference fixtures; --fused lets timm
+use F.scaled_dot_product_attention.
+
+Versions used when written: python 3.11, torch 2.15.0, timm 1.0.31, captum 0.9.0.
+Usage:
+    python tools/bench_torch.py [--threads N] [--batch 10] [--seconds 10] [--steps 10] [--samples 1] [--fused]
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser(description="PyTorch/Captum CPU baseline for ViT-S/16 IG + NoiseTunnel")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--samples", type=int, default=1)
+    ap.add_argument("--fused", action="store_true", help="allow timm's fused SDPA attention")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    os.environ["TIMM_FUSED_ATTN"] = "1" if args.fused else "0"  # must precede the timm import
+    from functools import partial
+
+    import torch
+    import torch.nn as nn
+    from captum.attr import IntegratedGradients, NoiseTunnel
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    torch.backends.cudnn.allow_tf32 = False
+
+    model = VisionTransformer(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4,
+                              qkv_bias=True, num_classes=2, global_pool="token", class_token=True,
+                              norm_layer=partial(nn.LayerNorm, eps=1e-6)).float().eval()
+    assert all(b.attn.fused_attn == args.fused for b in model.blocks)
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    log = partial(print, file=sys.stderr, flush=True)
+
+    # (a) forward + input-gradient throughput
+    B = args.batch
+    x = torch.randn(B, 3, 224, 224)
+
+    def pass_once():
+        xi = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+        return g
+
+    for _ in range(2):
+        pass_once()
+    iters = 0
+    t0 = time.perf_counter()
+    while True:
+        pass_once()
+        iters += 1
+        dt = time.perf_counter() - t0
+        if dt >= args.seconds:
+            break
+    passes = B * iters / dt
+    log(f"fwd+bwd: {iters} x batch {B} in {dt:.2f} s -> {passes:.2f} passes/s")
+
+    # (b) IG + NoiseTunnel wall time on one image
+    img = torch.randn(1, 3, 224, 224)
+    nt = NoiseTunnel(IntegratedGradients(model))
+    t0 = time.perf_counter()
+    attr = nt.attribute(img, nt_type="smoothgrad", nt_samples=args.samples, stdevs=1.0, target=0,
+                        n_steps=args.steps, method="gausslegendre", internal_batch_size=B)
+    ig_s = time.perf_counter() - t0
+    assert attr.shape == img.shape and bool(torch.isfinite(attr).all())
+    log(f"IG+NT: {args.steps} steps x {args.samples} samples in {ig_s:.2f} s")
+
+    print(json.dumps({
+        "threads": torch.get_num_threads(),
+        "fwd_bwd_passes_per_s": round(passes, 4),
+        "gflops_per_s": round(passes * 19.11, 3),
+        "ig_seconds": round(ig_s, 4),
+        "ig_steps": args.steps,
+        "nt_samples": args.samples,
+        "batch": B,
+        "fused_attn": args.fused,
+        "torch": torch.__version__,
+    }))
+
+
+if __name__ == "__main__":
+    main()
