@@ -3,6 +3,7 @@ pub mod attr;
 pub mod backend;
 pub mod error;
 pub mod model;
+pub mod npy;
 
 pub use error::{Error, Result};
 pub mod image;

@@ -1,0 +1,456 @@
+//! Decoding PNG, JPEG and TIFF files into interleaved RGB pixels.
+//!
+//! * The format is found from the file's first bytes (magic numbers), never from
+//!   its extension.
+//! * JPEG goes through mozjpeg's libjpeg-turbo-derived decoder with the library
+//!   defaults that Pillow also uses (accurate integer "islow" IDCT, fancy chroma
+//!   upsampling), so the pixels equal `PIL.Image.open(p).convert("RGB")` exactly.
+//!   Grayscale, YCbCr and RGB JPEGs are accepted; CMYK/YCCK are rejected.
+//!   Arithmetic-coded and 12-bit JPEGs are not supported by this build.
+//! * PNG and TIFF go through the `image` crate. 8- and 16-bit samples are kept
+//!   as they are ([`Pixels::U8`] / [`Pixels::U16`]). Low-bit PNGs and palettes
+//!   are expanded to 8 bits; float TIFFs are rejected.
+//! * Every image becomes three channels: gray is replicated into R, G and B;
+//!   an alpha channel is **dropped, not composited** over any background (as
+//!   Pillow's `convert("RGB")` does).
+//! * EXIF orientation is ignored (as `Image.open` and torchvision ignore it).
+//! * Images above [`MAX_PIXELS`] pixels are refused before their pixels are
+//!   allocated.
+//! * Empty, truncated and corrupt files are [`Error::Decode`] errors naming the
+//!   path, never panics. A JPEG whose data ends before libjpeg has finished
+//!   (including one that only lacks its EOI marker) is "truncated", as in
+//!   Pillow without `LOAD_TRUNCATED_IMAGES`.
+
+use std::cell::Cell;
+use std::io::{BufRead, Cursor, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use image::{DynamicImage, ImageDecoder, Limits};
+
+use crate::error::{Error, Result};
+
+/// Largest accepted image, in pixels (width × height): 2^28, about 268 megapixels.
+pub const MAX_PIXELS: u64 = 1 << 28;
+
+/// The container formats [`decode_image_bytes`] understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// PNG, 1 to 16 bits per sample.
+    Png,
+    /// Baseline or progressive Huffman-coded JPEG, 8 bits per sample.
+    Jpeg,
+    /// TIFF or BigTIFF, 8 or 16 bits per sample.
+    Tiff,
+}
+
+/// Interleaved RGB samples, row-major, `(height, width, 3)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pixels {
+    /// 8-bit samples, 0..=255.
+    U8(Vec<u8>),
+    /// 16-bit samples, 0..=65535.
+    U16(Vec<u16>),
+}
+
+impl Pixels {
+    /// Number of samples (`height * width * 3` for a valid image).
+    pub fn len(&self) -> usize {
+        match self {
+            Pixels::U8(v) => v.len(),
+            Pixels::U16(v) => v.len(),
+        }
+    }
+
+    /// True when there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An RGB image: `pixels` holds `height * width * 3` samples, row-major, channels
+/// interleaved (HWC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodedImage {
+    /// Width in pixels.
+    pub width: u32,
+    /// Height in pixels.
+    pub height: u32,
+    /// The samples, `(height, width, 3)`.
+    pub pixels: Pixels,
+}
+
+impl DecodedImage {
+    /// Builds an image, checking that `pixels` holds `height * width * 3` samples.
+    ///
+    /// # Errors
+    /// [`Error::Shape`] when the length does not match; [`Error::InvalidParam`]
+    /// for a zero or too large size.
+    pub fn new(width: u32, height: u32, pixels: Pixels) -> Result<Self> {
+        let img = DecodedImage {
+            width,
+            height,
+            pixels,
+        };
+        img.validate()?;
+        Ok(img)
+    }
+
+    /// Checks the size and the sample count.
+    ///
+    /// # Errors
+    /// As for [`DecodedImage::new`].
+    pub fn validate(&self) -> Result<()> {
+        check_size(self.width, self.height)?;
+        let expected = self.width as usize * self.height as usize * 3;
+        if self.pixels.len() != expected {
+            return Err(Error::shape(
+                "image pixels (height, width, 3)",
+                &[self.height as usize, self.width as usize, 3],
+                &[self.pixels.len()],
+            ));
+        }
+        Ok(())
+    }
+
+    /// True for 16-bit samples.
+    pub fn is_16bit(&self) -> bool {
+        matches!(self.pixels, Pixels::U16(_))
+    }
+
+    /// The image as 8-bit RGB: u8 samples are copied, u16 samples are rounded to
+    /// the nearest 8-bit value (`round(v * 255 / 65535)`).
+    pub fn to_rgb8(&self) -> Vec<u8> {
+        match &self.pixels {
+            Pixels::U8(v) => v.clone(),
+            Pixels::U16(v) => v
+                .iter()
+                .map(|&s| ((u32::from(s) + 128) / 257) as u8)
+                .collect(),
+        }
+    }
+
+    /// The samples as `f32` on their native scale (0..=255 or 0..=65535).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match &self.pixels {
+            Pixels::U8(v) => v.iter().map(|&s| f32::from(s)).collect(),
+            Pixels::U16(v) => v.iter().map(|&s| f32::from(s)).collect(),
+        }
+    }
+
+    /// The largest sample value of this bit depth (255 or 65535).
+    pub fn max_value(&self) -> f32 {
+        match self.pixels {
+            Pixels::U8(_) => 255.0,
+            Pixels::U16(_) => 65535.0,
+        }
+    }
+}
+
+/// Checks a width/height pair against zero and [`MAX_PIXELS`].
+pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
+    if width == 0 || height == 0 {
+        return Err(Error::param(
+            "image size",
+            format!("width and height must be at least 1, got {width}x{height}"),
+        ));
+    }
+    let n = u64::from(width) * u64::from(height);
+    if n > MAX_PIXELS {
+        return Err(Error::param(
+            "image size",
+            format!("{width}x{height} = {n} pixels exceeds the limit of {MAX_PIXELS}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Finds the format from the first bytes, or `None` for anything else.
+pub fn detect_format(bytes: &[u8]) -> Option<ImageFormat> {
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n";
+    if bytes.starts_with(PNG) {
+        Some(ImageFormat::Png)
+    } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        Some(ImageFormat::Jpeg)
+    } else if bytes.starts_with(b"II\x2A\x00")
+        || bytes.starts_with(b"MM\x00\x2A")
+        || bytes.starts_with(b"II\x2B\x00")
+        || bytes.starts_with(b"MM\x00\x2B")
+    {
+        Some(ImageFormat::Tiff)
+    } else {
+        None
+    }
+}
+
+/// Reads and decodes an image file into RGB.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be read; [`Error::Decode`] (naming `path`)
+/// for an empty, truncated, corrupt or unsupported file, or one larger than
+/// [`MAX_PIXELS`]. Never panics on bad input.
+pub fn decode_image_file(path: &Path) -> Result<DecodedImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_image_bytes(&bytes, path)
+}
+
+/// Decodes an in-memory image into RGB. `hint_path_for_errors` only names the
+/// source in error messages.
+///
+/// # Errors
+/// As for [`decode_image_file`], without the I/O part.
+pub fn decode_image_bytes(bytes: &[u8], hint_path_for_errors: &Path) -> Result<DecodedImage> {
+    let fail = |reason: String| Error::Decode {
+        path: PathBuf::from(hint_path_for_errors),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(fail("empty file".into()));
+    }
+    let format = detect_format(bytes).ok_or_else(|| {
+        fail(
+            "unrecognised format: expected a PNG, JPEG or TIFF signature in the first bytes".into(),
+        )
+    })?;
+    // Both decoders are foreign code paths that may panic (mozjpeg unwinds on
+    // every libjpeg error by design); turn any unwinding into a Decode error.
+    let outcome = catch_unwind(AssertUnwindSafe(|| match format {
+        ImageFormat::Jpeg => decode_jpeg(bytes),
+        ImageFormat::Png | ImageFormat::Tiff => decode_with_image_crate(bytes, format),
+    }));
+    match outcome {
+        Ok(Ok(img)) => Ok(img),
+        Ok(Err(reason)) => Err(fail(reason)),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "decoder panicked".into());
+            Err(fail(msg))
+        }
+    }
+}
+
+/// A reader over a byte slice that records whether libjpeg asked for data past
+/// the end. mozjpeg's source manager answers end-of-data with a fake EOI marker
+/// and a silenced warning, so without this a truncated JPEG would decode "fine"
+/// with a gray lower part; Pillow reports such files as truncated.
+struct EofTrackingReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    hit_eof: Rc<Cell<bool>>,
+}
+
+impl Read for EofTrackingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let avail = self.fill_buf()?;
+        let n = avail.len().min(buf.len());
+        buf[..n].copy_from_slice(&avail[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for EofTrackingReader<'_> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let rest = &self.data[self.pos..];
+        if rest.is_empty() {
+            self.hit_eof.set(true);
+        }
+        Ok(rest)
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.data.len());
+    }
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
+    use mozjpeg::{ColorSpace, DctMethod};
+
+    let hit_eof = Rc::new(Cell::new(false));
+    let reader = EofTrackingReader {
+        data: bytes,
+        pos: 0,
+        hit_eof: Rc::clone(&hit_eof),
+    };
+    let mut dec = mozjpeg::Decompress::builder()
+        .from_reader(reader)
+        .map_err(|e| format!("JPEG header: {e}"))?;
+    match dec.color_space() {
+        ColorSpace::JCS_GRAYSCALE | ColorSpace::JCS_YCbCr | ColorSpace::JCS_RGB => {}
+        other => {
+            return Err(format!(
+                "unsupported JPEG colour space {other:?}: only grayscale, YCbCr and RGB JPEGs are supported"
+            ))
+        }
+    }
+    let (w, h) = dec.size();
+    let (width, height) = (
+        u32::try_from(w).map_err(|_| format!("JPEG width {w} too large"))?,
+        u32::try_from(h).map_err(|_| format!("JPEG height {h} too large"))?,
+    );
+    check_size(width, height).map_err(|e| e.to_string())?;
+    // Pillow's settings, which are also libjpeg's defaults.
+    dec.dct_method(DctMethod::IntegerSlow);
+    dec.do_fancy_upsampling(true);
+    let mut started = dec.rgb().map_err(|e| format!("JPEG start: {e}"))?;
+    if (started.width(), started.height()) != (w, h) {
+        return Err("JPEG output size differs from the header size".into());
+    }
+    let data: Vec<u8> = started
+        .read_scanlines()
+        .map_err(|e| format!("JPEG scanlines: {e}"))?;
+    if hit_eof.get() {
+        return Err("truncated JPEG: the data ends before the image is complete".into());
+    }
+    if data.len() != w * h * 3 {
+        return Err(format!(
+            "JPEG decoder returned {} samples, expected {}",
+            data.len(),
+            w * h * 3
+        ));
+    }
+    // Dropping `started` destroys the decompressor without reading to EOI.
+    drop(started);
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels: Pixels::U8(data),
+    })
+}
+
+fn decode_with_image_crate(
+    bytes: &[u8],
+    format: ImageFormat,
+) -> std::result::Result<DecodedImage, String> {
+    let mut limits = Limits::default();
+    // RGBA16 is the widest buffer the decoders allocate (8 bytes per pixel).
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    let dynimg = match format {
+        ImageFormat::Png => {
+            let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
+                .map_err(|e| format!("PNG: {e}"))?;
+            from_decoder(d)?
+        }
+        ImageFormat::Tiff => {
+            let mut d = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))
+                .map_err(|e| format!("TIFF: {e}"))?;
+            d.set_limits(limits).map_err(|e| format!("TIFF: {e}"))?;
+            from_decoder(d)?
+        }
+        ImageFormat::Jpeg => unreachable!("JPEG is decoded by mozjpeg"),
+    };
+    let (width, height) = (dynimg.width(), dynimg.height());
+    let n = width as usize * height as usize;
+    let pixels = match dynimg {
+        DynamicImage::ImageLuma8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 1)),
+        DynamicImage::ImageLumaA8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 2)),
+        DynamicImage::ImageRgb8(b) => Pixels::U8(b.into_raw()),
+        DynamicImage::ImageRgba8(b) => Pixels::U8(drop_alpha(b.as_raw())),
+        DynamicImage::ImageLuma16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 1)),
+        DynamicImage::ImageLumaA16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 2)),
+        DynamicImage::ImageRgb16(b) => Pixels::U16(b.into_raw()),
+        DynamicImage::ImageRgba16(b) => Pixels::U16(drop_alpha(b.as_raw())),
+        other => {
+            return Err(format!(
+                "unsupported sample type {:?}: only 8- and 16-bit integer images are supported",
+                other.color()
+            ))
+        }
+    };
+    if pixels.len() != n * 3 {
+        return Err(format!(
+            "decoder returned {} samples, expected {}",
+            pixels.len(),
+            n * 3
+        ));
+    }
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels,
+    })
+}
+
+fn from_decoder<D: ImageDecoder>(decoder: D) -> std::result::Result<DynamicImage, String> {
+    let (w, h) = decoder.dimensions();
+    check_size(w, h).map_err(|e| e.to_string())?;
+    DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())
+}
+
+/// Replicates the first sample of every `stride`-sample pixel into R, G and B.
+fn gray_to_rgb<T: Copy>(src: &[T], stride: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() / stride * 3);
+    for px in src.chunks_exact(stride) {
+        out.extend_from_slice(&[px[0], px[0], px[0]]);
+    }
+    out
+}
+
+/// Keeps R, G, B of every RGBA pixel.
+fn drop_alpha<T: Copy>(src: &[T]) -> Vec<T> {
+    let mut out = Vec::with_capacity(src.len() / 4 * 3);
+    for px in src.chunks_exact(4) {
+        out.extend_from_slice(&px[..3]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn magic_bytes_pick_the_format() {
+        assert_eq!(
+            detect_format(b"\x89PNG\r\n\x1a\nrest"),
+            Some(ImageFormat::Png)
+        );
+        assert_eq!(
+            detect_format(&[0xFF, 0xD8, 0xFF, 0xE0]),
+            Some(ImageFormat::Jpeg)
+        );
+        assert_eq!(detect_format(b"II*\0...."), Some(ImageFormat::Tiff));
+        assert_eq!(detect_format(b"MM\0*...."), Some(ImageFormat::Tiff));
+        assert_eq!(detect_format(b"GIF89a"), None);
+        assert_eq!(detect_format(b""), None);
+    }
+
+    #[test]
+    fn bad_bytes_are_decode_errors() {
+        let p = Path::new("mem.bin");
+        for bytes in [
+            &b""[..],
+            &b"hello, world"[..],
+            &[0xFF, 0xD8, 0xFF][..],
+            &[0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10, b'J', b'F'][..],
+            &b"\x89PNG\r\n\x1a\n\0\0"[..],
+            &b"II*\0\x08\0\0\0"[..],
+        ] {
+            match decode_image_bytes(bytes, p) {
+                Err(Error::Decode { path, .. }) => assert_eq!(path, p),
+                other => panic!("expected a Decode error for {bytes:?}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn size_guard() {
+        assert!(check_size(1, 1).is_ok());
+        assert!(check_size(0, 5).is_err());
+        assert!(check_size(1 << 15, 1 << 13).is_ok());
+        assert!(check_size(1 << 15, (1 << 13) + 1).is_err());
+    }
+
+    #[test]
+    fn sixteen_to_eight_bits_rounds() {
+        let img = DecodedImage::new(1, 1, Pixels::U16(vec![0, 128, 65535])).unwrap();
+        assert_eq!(img.to_rgb8(), vec![0, 0, 255]);
+        let img = DecodedImage::new(1, 1, Pixels::U16(vec![129, 257 * 7, 65406])).unwrap();
+        // 129/257 = 0.502 -> 1; 65406/257 = 254.498 -> 254
+        assert_eq!(img.to_rgb8(), vec![1, 7, 254]);
+    }
+}
