@@ -2,6 +2,7 @@
 //! baselines, and relevance maps.
 
 pub mod baseline;
+pub mod explain;
 pub mod ig;
 pub mod noise;
 pub mod noise_tunnel;
@@ -9,6 +10,7 @@ pub mod quadrature;
 pub mod relevance;
 
 pub use baseline::Baseline;
+pub use explain::{argmax, explain, ExplainConfig, Explanation};
 pub use ig::{integrated_gradients, IgConfig, IgOutput, Progress};
 pub use noise_tunnel::{noise_tunnel_ig, Noise, NoiseTunnelConfig, NtOutput, NtType};
 pub use quadrature::{quadrature, Method, Quadrature};

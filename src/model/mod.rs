@@ -5,6 +5,7 @@ pub mod config;
 pub mod head;
 pub mod keymap;
 pub mod pos_embed;
+mod random;
 pub mod tensor_file;
 pub mod vit;
 pub mod weights;

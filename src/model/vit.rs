@@ -42,6 +42,11 @@ impl Vit {
         })
     }
 
+    /// Assembles a model from already-checked parts.
+    pub fn from_parts(config: VitConfig, weights: VitWeights, head: Option<LinearHead>, pos_embed_mode: PosEmbedMode) -> Vit {
+        Vit { config, weights, head, pos_embed_mode, naming: Naming::TimmOrDino, pos_cache: Mutex::new(HashMap::new()) }
+    }
+
     /// Number of classes, or an error if the model has no head.
     pub fn classes(&self) -> Result<usize> {
         self.head

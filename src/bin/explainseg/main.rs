@@ -1,3 +1,76 @@
-fn main() {
-    println!("Hello, world!");
+//! The `explainseg` command line.
+//!
+//! Exit codes: 0 success; 1 runtime failure (bad file, bad model, I/O); 2 usage
+//! error (unknown flag or value, printed by clap).
+
+mod args;
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use output::Output;
+
+#[derive(Parser, Debug)]
+#[command(name = "explainseg", version, about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Worker threads [default: all cores].
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    /// Print nothing but errors.
+    #[arg(long, global = true)]
+    quiet: bool,
+    /// Print one JSON object with the result (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Integrated Gradients (+ NoiseTunnel) of one image's predicted class.
+    ///
+    /// Example:
+    ///   explainseg attribute --weights vit.safetensors --image polyp.jpg --out out/
+    ///   explainseg attribute --weights dino.safetensors --head head.safetensors \
+    ///       --image x.png --size 224 --nt-samples 0 --steps 50 --out out/
+    #[command(verbatim_doc_comment)]
+    Attribute(commands::attribute::AttributeArgs),
+    /// Measure the CPU engine: SGEMM peak, forward+backward passes/s, IG wall time.
+    ///
+    /// Example:
+    ///   explainseg bench --threads 2 --seconds 10 --json
+    #[command(verbatim_doc_comment)]
+    Bench(commands::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output { quiet: cli.quiet, json: cli.json };
+    if let Some(n) = cli.threads {
+        if n == 0 {
+            eprintln!("error: --threads must be at least 1");
+            return ExitCode::from(2);
+        }
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+            eprintln!("error: cannot start {n} threads: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let result = match &cli.command {
+        Command::Attribute(a) => commands::attribute::run(a, &out),
+        Command::Bench(a) => commands::bench::run(a, &out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes.
+            let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,159 @@
+//! Argument groups shared by several commands.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use explainseg::attr::{Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::image::{Normalization, PreprocessConfig, ResizeMode};
+use explainseg::model::{LoadOptions, PosEmbedMode, Vit};
+
+/// Which model to load.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Backbone safetensors (timm, DINO or HF naming; f32/f16/bf16). May hold the head.
+    #[arg(long, value_name = "FILE")]
+    pub weights: PathBuf,
+    /// Classifier head safetensors (head.*, linear.*, module.linear.*, fc.*, classifier.*).
+    #[arg(long, value_name = "FILE")]
+    pub head: Option<PathBuf>,
+    /// Attention heads [default: file metadata `num_heads`, else width/64].
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// LayerNorm epsilon [default: file metadata `layer_norm_eps`, else 1e-6].
+    #[arg(long)]
+    pub eps: Option<f32>,
+    /// Positional-embedding interpolation for other input sizes: dino, timm, hf.
+    #[arg(long, default_value = "dino")]
+    pub pos_embed: String,
+    /// Patch grid of the stored positional table, "RxC" (needed only if not square).
+    #[arg(long, value_name = "RxC")]
+    pub pos_grid: Option<String>,
+    /// Compute device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Vit> {
+        let device: explainseg::backend::Device = self.device.parse()?;
+        if device == explainseg::backend::Device::Cuda {
+            return Err(explainseg::Error::CudaUnavailable("this build has no CUDA backend (the `cuda` feature is not compiled in); use --device cpu".into()).into());
+        }
+        let pos_grid = match &self.pos_grid {
+            Some(s) => Some(explainseg::model::weights::parse_grid(s).with_context(|| format!("--pos-grid `{s}` is not RxC"))?),
+            None => None,
+        };
+        let opts = LoadOptions { heads: self.heads, eps: self.eps, pos_grid, pos_embed_mode: self.pos_embed.parse::<PosEmbedMode>()?, head_kind: None };
+        Ok(Vit::load(&self.weights, self.head.as_deref(), &opts)?)
+    }
+}
+
+/// How the image becomes the network input.
+#[derive(Args, Debug, Clone)]
+pub struct InputArgs {
+    /// Input image (PNG, JPEG or TIFF; 8/16-bit; gray, RGB or RGBA).
+    #[arg(long, value_name = "FILE")]
+    pub image: PathBuf,
+    /// Resize to N×N (PIL bicubic). Without it: DINO eval (short side 256, centre crop 224).
+    #[arg(long, value_name = "N")]
+    pub size: Option<u32>,
+    /// Geometry instead of --size: dino (256→224), none (keep the size), or fixed (needs --size).
+    #[arg(long)]
+    pub resize: Option<String>,
+    /// Per-channel mean "r,g,b" on [0,1] [default: ImageNet].
+    #[arg(long, value_name = "R,G,B")]
+    pub mean: Option<String>,
+    /// Per-channel std "r,g,b" [default: ImageNet].
+    #[arg(long, value_name = "R,G,B")]
+    pub std: Option<String>,
+}
+
+fn triple(s: &str, what: &str) -> Result<[f32; 3]> {
+    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().with_context(|| format!("--{what} `{s}` is not three numbers"))?;
+    match v[..] {
+        [a, b, c] => Ok([a, b, c]),
+        _ => bail!("--{what} `{s}` must have exactly three comma-separated numbers"),
+    }
+}
+
+impl InputArgs {
+    pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
+        let resize = match (self.resize.as_deref(), self.size) {
+            (None | Some("fixed"), Some(n)) => ResizeMode::Fixed { height: n, width: n },
+            (Some("fixed"), None) => bail!("--resize fixed needs --size N"),
+            (None | Some("dino"), None) => ResizeMode::dino_eval(),
+            (Some("dino"), Some(n)) => ResizeMode::DinoEval { short_side: n * 256 / 224, crop: n },
+            (Some("none"), None) => ResizeMode::None,
+            (Some("none"), Some(_)) => bail!("--resize none cannot be combined with --size"),
+            (Some(other), _) => bail!("--resize `{other}` is not one of dino, none, fixed"),
+        };
+        let mut normalization = Normalization::imagenet();
+        if let Some(m) = &self.mean {
+            normalization.mean = triple(m, "mean")?;
+        }
+        if let Some(s) = &self.std {
+            normalization.std = triple(s, "std")?;
+        }
+        Ok(PreprocessConfig { resize, normalization, ..Default::default() })
+    }
+}
+
+/// Integrated Gradients and NoiseTunnel settings (Captum's names and defaults).
+#[derive(Args, Debug, Clone)]
+pub struct IgArgs {
+    /// Class to explain [default: the predicted class].
+    #[arg(long)]
+    pub target: Option<usize>,
+    /// IG path points (Captum n_steps).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Quadrature: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
+    #[arg(long, default_value = "gausslegendre")]
+    pub method: String,
+    /// NoiseTunnel aggregation: smoothgrad, smoothgrad_sq, vargrad.
+    #[arg(long, default_value = "smoothgrad")]
+    pub nt_type: String,
+    /// NoiseTunnel samples; 0 means plain IG [default: 5, or the count in --noise].
+    #[arg(long)]
+    pub nt_samples: Option<usize>,
+    /// Noise standard deviation in normalised units (absolute, as Captum).
+    #[arg(long, default_value_t = 1.0)]
+    pub nt_stdev: f32,
+    /// Inject noise from an (S,3,H,W) float32 .npy instead of drawing it.
+    #[arg(long, value_name = "FILE.npy")]
+    pub noise: Option<PathBuf>,
+    /// Seed of the noise generator.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// IG baseline: zero (normalised, Captum's default), black, blur.
+    #[arg(long, default_value = "zero")]
+    pub baseline: String,
+    /// Forward+backward passes per batch (bounds memory: ~44 MB each for ViT-S/16 at 224²).
+    #[arg(long, default_value_t = 10)]
+    pub batch: usize,
+    /// Skip the convergence delta (saves 2 forwards per sample).
+    #[arg(long)]
+    pub no_delta: bool,
+}
+
+impl IgArgs {
+    pub fn explain_config(&self, norm: &Normalization) -> Result<ExplainConfig> {
+        let ig = IgConfig { method: self.method.parse::<Method>()?, n_steps: self.steps, multiply_by_inputs: true, batch_size: self.batch, return_delta: !self.no_delta };
+        ig.validate()?;
+        let nt_type: NtType = self.nt_type.parse()?;
+        let noise_tunnel = match (&self.noise, self.nt_samples) {
+            (Some(path), samples) => {
+                let noise = explainseg::npy::read_f32(path)?;
+                let noise = noise.into_dimensionality::<ndarray::Ix4>().map_err(|_| anyhow::anyhow!("{}: noise must have shape (S,3,H,W)", path.display()))?;
+                if let Some(s) = samples.filter(|&s| s != noise.dim().0) {
+                    bail!("--nt-samples {s} contradicts --noise, which holds {} samples", noise.dim().0);
+                }
+                Some(NoiseTunnelConfig { nt_type, noise: Noise::Injected(noise) })
+            }
+            (None, Some(0)) => None,
+            (None, samples) => Some(NoiseTunnelConfig { nt_type, noise: Noise::Seeded { samples: samples.unwrap_or(5), stdev: self.nt_stdev, seed: self.seed } }),
+        };
+        Ok(ExplainConfig { ig, noise_tunnel, baseline: self.baseline.parse::<Baseline>()?, target: self.target, mean: norm.mean, std: norm.std })
+    }
+}

@@ -1,0 +1,2 @@
+pub mod attribute;
+pub mod bench;

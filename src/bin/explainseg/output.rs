@@ -1,0 +1,32 @@
+//! How the CLI talks: human text or one JSON object, progress bars on stderr.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Output mode chosen by --quiet / --json.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+    pub json: bool,
+}
+
+impl Output {
+    /// Prints a command's result: `text` normally, `json` with --json.
+    pub fn result(&self, text: &str, json: serde_json::Value) {
+        if self.json {
+            println!("{json}");
+        } else if !self.quiet {
+            println!("{text}");
+        }
+    }
+}
+
+/// A progress bar with ETA on stderr; hidden for --quiet/--json or without a terminal.
+pub fn progress_bar(out: &Output, total: u64, what: &str) -> ProgressBar {
+    if out.quiet || out.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} ({eta} left)").expect("static template").progress_chars("=> "));
+    bar.set_message(what.to_string());
+    bar
+}
