@@ -4,7 +4,7 @@
 use ndarray::{Array2, Array4};
 use rayon::prelude::*;
 
-use super::forward::{ForwardState, NormSaved};
+use super::forward::{sized, ForwardState, NormSaved, Workspace};
 use super::gemm::{matmul, MatRef, Threads};
 use super::ops;
 use crate::error::{Error, Result};
@@ -16,10 +16,10 @@ use crate::model::{HeadKind, Vit};
 /// # Errors
 /// [`Error::Internal`] if `state` was produced without saving activations;
 /// [`Error::Shape`] if `d_features` does not match the feature.
-pub fn input_grad_from_features(vit: &Vit, state: &ForwardState, d_features: &Array2<f32>) -> Result<Array4<f32>> {
+pub fn input_grad_from_features(vit: &Vit, state: &mut ForwardState, d_features: &Array2<f32>) -> Result<Array4<f32>> {
     let c = &vit.config;
     let w = &vit.weights;
-    if state.blocks.len() != c.depth {
+    if state.workspace.blocks.len() != c.depth {
         return Err(Error::Internal("backward needs a forward run with saved activations".into()));
     }
     if d_features.dim() != state.features.dim() {
@@ -33,34 +33,38 @@ pub fn input_grad_from_features(vit: &Vit, state: &ForwardState, d_features: &Ar
     let dfeat = d_features.as_standard_layout();
     let dfeat = dfeat.as_slice().expect("standard layout");
 
-    let mut g = vec![0f32; m * d];
-    let mut ga = vec![0f32; m * hidden];
-    let mut gn = vec![0f32; m * d];
-    let mut gqkv = vec![0f32; m * 3 * d];
+    let threads = state.threads;
+    let ws = &mut state.workspace;
+    sized(&mut ws.g, m * d);
+    ws.g.fill(0.0);
+    sized(&mut ws.ga, m * hidden);
+    sized(&mut ws.gn, m * d);
+    sized(&mut ws.gqkv, m * 3 * d);
+    let Workspace { blocks, g, ga, gn, gqkv, .. } = ws;
     let first_tapped = c.depth - state.head_norms.len();
     if head_kind == HeadKind::ClsAvgPoolInterleaved {
-        seed_avgpool(&mut g, dfeat, &w.norm_w, &state.head_norms[0], batch, t, d);
+        seed_avgpool(g, dfeat, &w.norm_w, &state.head_norms[0], batch, t, d);
     }
     for bi in (0..c.depth).rev() {
         if bi >= first_tapped && head_kind != HeadKind::ClsAvgPoolInterleaved {
             let chunk = bi - first_tapped;
             let n_chunks = state.head_norms.len();
-            seed_cls(&mut g, dfeat, &w.norm_w, &state.head_norms[chunk], chunk, n_chunks, batch, t, d);
+            seed_cls(g, dfeat, &w.norm_w, &state.head_norms[chunk], chunk, n_chunks, batch, t, d);
         }
         let bw = &w.blocks[bi];
-        let s = &state.blocks[bi];
+        let s = &blocks[bi];
         // MLP branch: x_out = x_mid + fc2(gelu(fc1(LN2(x_mid)))).
-        matmul(&mut ga, hidden, MatRef::row_major(&g, m, d), MatRef::row_major(&bw.fc2_w, d, hidden), false, Threads::Pool);
-        ga.par_chunks_mut(hidden).zip(s.fc1_pre.par_chunks(hidden)).for_each(|(gr, h)| ops::gelu_bwd(h, gr));
-        matmul(&mut gn, d, MatRef::row_major(&ga, m, hidden), MatRef::row_major(&bw.fc1_w, hidden, d), false, Threads::Pool);
-        ln_bwd_rows(&gn, &bw.norm2_w, &s.xhat2, &s.rstd2, &mut g, d);
+        matmul(ga, hidden, MatRef::row_major(g, m, d), MatRef::row_major(&bw.fc2_w, d, hidden), false, threads);
+        ga.par_chunks_mut(hidden).zip(s.gelu_grad.par_chunks(hidden)).for_each(|(gr, dg)| gr.iter_mut().zip(dg).for_each(|(a, b)| *a *= b));
+        matmul(gn, d, MatRef::row_major(ga, m, hidden), MatRef::row_major(&bw.fc1_w, hidden, d), false, threads);
+        ln_bwd_rows(gn, &bw.norm2_w, &s.xhat2, &s.rstd2, g, d);
         // Attention branch: x_mid = x_in + proj(attn(LN1(x_in))).
-        matmul(&mut gn, d, MatRef::row_major(&g, m, d), MatRef::row_major(&bw.proj_w, d, d), false, Threads::Pool);
-        attention_backward(&gn, &s.qkv, &s.probs, &mut gqkv, t, heads, hd, scale);
-        matmul(&mut gn, d, MatRef::row_major(&gqkv, m, 3 * d), MatRef::row_major(&bw.qkv_w, 3 * d, d), false, Threads::Pool);
-        ln_bwd_rows(&gn, &bw.norm1_w, &s.xhat1, &s.rstd1, &mut g, d);
+        matmul(gn, d, MatRef::row_major(g, m, d), MatRef::row_major(&bw.proj_w, d, d), false, threads);
+        attention_backward(gn, &s.qkv, &s.probs, gqkv, t, heads, hd, scale);
+        matmul(gn, d, MatRef::row_major(gqkv, m, 3 * d), MatRef::row_major(&bw.qkv_w, 3 * d, d), false, threads);
+        ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
     }
-    Ok(patch_embed_backward(vit, state, &g))
+    Ok(patch_embed_backward(vit, state, &state.workspace.g))
 }
 
 /// `g[row] += LN_bwd(gn[row])` for every row, in parallel.

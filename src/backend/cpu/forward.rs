@@ -22,8 +22,34 @@ pub struct BlockSaved {
     pub probs: Vec<f32>,
     pub xhat2: Vec<f32>,
     pub rstd2: Vec<f32>,
-    /// fc1 pre-activation (M, hidden).
-    pub fc1_pre: Vec<f32>,
+    /// GELU derivative at the fc1 output, Φ(h) + h·φ(h) (M, hidden).
+    pub gelu_grad: Vec<f32>,
+}
+
+/// Buffers reused from one call to the next: a ViT-S/16 batch of 10 at 224² saves
+/// ≈ 440 MB of activations, and fresh allocations would page-fault all of it in
+/// again on every batch.
+#[derive(Debug, Default)]
+pub struct Workspace {
+    pub blocks: Vec<BlockSaved>,
+    pub normed: Vec<f32>,
+    pub attn_cat: Vec<f32>,
+    pub act: Vec<f32>,
+    pub fc1_out: Vec<f32>,
+    /// Backward scratch.
+    pub g: Vec<f32>,
+    pub ga: Vec<f32>,
+    pub gn: Vec<f32>,
+    pub gqkv: Vec<f32>,
+}
+
+/// Sets `v` to `len` elements, reusing its memory. Contents are unspecified
+/// (stale) unless the length changed; callers overwrite or clear what they read.
+pub(crate) fn sized(v: &mut Vec<f32>, len: usize) {
+    if v.len() != len {
+        v.clear();
+        v.resize(len, 0.0);
+    }
 }
 
 /// A final-norm application to some rows, kept for the backward.
@@ -41,8 +67,9 @@ pub struct ForwardState {
     pub grid: (usize, usize),
     pub height: usize,
     pub width: usize,
-    /// Saved activations per block (empty vectors when not saving).
-    pub blocks: Vec<BlockSaved>,
+    /// Saved activations per block (in `workspace.blocks`; empty when not saving)
+    /// and scratch buffers, handed back for reuse by the next call.
+    pub workspace: Workspace,
     /// Residual stream after the last block, before the final norm (M, D).
     pub last_tokens: Vec<f32>,
     /// Final norms used by the head's feature (one per block output it reads).
@@ -54,6 +81,8 @@ pub struct ForwardState {
     /// The last block's q|k|v (M, 3·D) and softmax (batch, heads, T, T).
     pub last_qkv: Vec<f32>,
     pub last_probs: Vec<f32>,
+    /// GEMM threading used by the forward; the backward uses the same.
+    pub threads: Threads,
 }
 
 /// Row-wise LayerNorm of `x` (rows of `d`) in parallel, saving x̂ and 1/σ.
@@ -97,6 +126,13 @@ fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
 /// [`Error::Shape`] for a non-3-channel input, [`Error::InvalidParam`] for a size
 /// that is not a multiple of the patch or needs an unknown positional grid.
 pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState> {
+    forward_in(vit, x, save, Workspace::default(), Threads::Pool)
+}
+
+/// [`forward`] reusing the buffers of an earlier call's [`Workspace`]; `threads`
+/// says whether the GEMMs may use the whole pool (callers that already run several
+/// forwards in parallel pass [`Threads::Single`]).
+pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, threads: Threads) -> Result<ForwardState> {
     let c = &vit.config;
     let w = &vit.weights;
     let (batch, ch, height, width) = x.dim();
@@ -121,7 +157,7 @@ pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState
     // Patch embedding + CLS + positions.
     let patches = im2col(&x, c.patch, grid);
     let mut emb = vec![0f32; batch * np * d];
-    matmul(&mut emb, d, MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch), MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(), false, Threads::Pool);
+    matmul(&mut emb, d, MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch), MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(), false, threads);
     let mut xs = vec![0f32; m * d];
     xs.par_chunks_mut(t * d).enumerate().for_each(|(b, img)| {
         for (ti, row) in img.chunks_exact_mut(d).enumerate() {
@@ -142,35 +178,38 @@ pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState
         HeadKind::LastBlocksCls { n } => c.depth - n,
         _ => c.depth - 1,
     };
-    let mut normed = vec![0f32; m * d];
-    let mut attn_cat = vec![0f32; m * d];
-    let mut act = vec![0f32; m * hidden];
-    let mut blocks = Vec::with_capacity(if save { c.depth } else { 0 });
+    sized(&mut ws.normed, m * d);
+    sized(&mut ws.attn_cat, m * d);
+    sized(&mut ws.act, m * hidden);
+    let n_saved = if save { c.depth } else { 1 };
+    ws.blocks.resize_with(n_saved, BlockSaved::default);
+    ws.blocks.truncate(n_saved);
+    let Workspace { blocks, normed, attn_cat, act, .. } = &mut ws;
     let mut head_norms = Vec::new();
     let mut cls_features: Vec<Vec<f32>> = Vec::new();
     let mut last_qkv = Vec::new();
     let mut last_probs = Vec::new();
     for (bi, bw) in w.blocks.iter().enumerate() {
-        let mut s = BlockSaved {
-            xhat1: vec![0f32; m * d],
-            rstd1: vec![0f32; m],
-            qkv: vec![0f32; m * 3 * d],
-            probs: vec![0f32; batch * heads * t * t],
-            xhat2: vec![0f32; m * d],
-            rstd2: vec![0f32; m],
-            fc1_pre: vec![0f32; m * hidden],
-        };
-        layer_norm_rows(&xs, &bw.norm1_w, &bw.norm1_b, c.eps, &mut normed, &mut s.xhat1, &mut s.rstd1);
-        matmul(&mut s.qkv, 3 * d, MatRef::row_major(&normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, Threads::Pool);
+        let s = &mut blocks[if save { bi } else { 0 }];
+        sized(&mut s.xhat1, m * d);
+        sized(&mut s.rstd1, m);
+        sized(&mut s.qkv, m * 3 * d);
+        sized(&mut s.probs, batch * heads * t * t);
+        sized(&mut s.xhat2, m * d);
+        sized(&mut s.rstd2, m);
+        sized(&mut s.gelu_grad, m * hidden);
+        layer_norm_rows(&xs, &bw.norm1_w, &bw.norm1_b, c.eps, normed, &mut s.xhat1, &mut s.rstd1);
+        matmul(&mut s.qkv, 3 * d, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, threads);
         ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
-        attention_forward(&s.qkv, &mut s.probs, &mut attn_cat, batch, t, heads, hd, scale);
-        matmul(&mut xs, d, MatRef::row_major(&attn_cat, m, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, Threads::Pool);
+        attention_forward(&s.qkv, &mut s.probs, attn_cat, batch, t, heads, hd, scale);
+        matmul(&mut xs, d, MatRef::row_major(attn_cat, m, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, threads);
         ops::add_bias_rows(&mut xs, &bw.proj_b);
-        layer_norm_rows(&xs, &bw.norm2_w, &bw.norm2_b, c.eps, &mut normed, &mut s.xhat2, &mut s.rstd2);
-        matmul(&mut s.fc1_pre, hidden, MatRef::row_major(&normed, m, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, Threads::Pool);
-        ops::add_bias_rows(&mut s.fc1_pre, &bw.fc1_b);
-        act.par_chunks_mut(hidden).zip(s.fc1_pre.par_chunks(hidden)).for_each(|(a, h)| ops::gelu(h, a));
-        matmul(&mut xs, d, MatRef::row_major(&act, m, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, Threads::Pool);
+        layer_norm_rows(&xs, &bw.norm2_w, &bw.norm2_b, c.eps, normed, &mut s.xhat2, &mut s.rstd2);
+        // fc1 output goes to `act`, then GELU in place (with its derivative saved).
+        matmul(act, hidden, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, threads);
+        ops::add_bias_rows(act, &bw.fc1_b);
+        act.par_chunks_mut(hidden).zip(s.gelu_grad.par_chunks_mut(hidden)).for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
+        matmul(&mut xs, d, MatRef::row_major(act, m, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, threads);
         ops::add_bias_rows(&mut xs, &bw.fc2_b);
 
         if bi == c.depth - 1 {
@@ -183,9 +222,9 @@ pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState
             cls_features.push(f);
             head_norms.push(saved);
         }
-        if save {
-            blocks.push(s);
-        }
+    }
+    if !save {
+        blocks.clear();
     }
 
     let features = match head_kind {
@@ -195,7 +234,7 @@ pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState
         }
         HeadKind::ClsAvgPoolInterleaved => {
             let mut saved = NormSaved { xhat: vec![0f32; m * d], rstd: vec![0f32; m] };
-            layer_norm_rows(&xs, &w.norm_w, &w.norm_b, c.eps, &mut normed, &mut saved.xhat, &mut saved.rstd);
+            layer_norm_rows(&xs, &w.norm_w, &w.norm_b, c.eps, normed, &mut saved.xhat, &mut saved.rstd);
             head_norms.push(saved);
             Array2::from_shape_fn((batch, 2 * d), |(b, k)| {
                 let j = k / 2;
@@ -214,7 +253,7 @@ pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState
         ops::add_bias_rows(&mut out, &h.bias);
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
-    Ok(ForwardState { batch, tokens: t, grid, height, width, blocks, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs })
+    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs, threads })
 }
 
 /// Final-norms the CLS row of each image; returns (features (batch·D), saved).

@@ -128,6 +128,21 @@ simd_dispatch! {
 }
 
 #[inline(always)]
+fn gelu_in_place_with_grad_impl(x: &mut [f32], dy_dx: &mut [f32]) {
+    for (v, d) in x.iter_mut().zip(dy_dx.iter_mut()) {
+        let cdf = math::normal_cdf(*v);
+        *d = cdf + *v * math::normal_pdf(*v);
+        *v *= cdf;
+    }
+}
+
+simd_dispatch! {
+    /// In place, GELU and its derivative in one pass: `x ← x·Φ(x)` and
+    /// `dy_dx = Φ(x) + x·φ(x)` (the backward then only multiplies).
+    pub fn gelu_in_place_with_grad(x: &mut [f32], dy_dx: &mut [f32]) => gelu_in_place_with_grad_impl;
+}
+
+#[inline(always)]
 fn softmax_row_impl(row: &mut [f32], scale: f32) {
     let mut max = f32::NEG_INFINITY;
     for &v in row.iter() {
@@ -215,6 +230,12 @@ mod tests {
         };
         let mut g = vec![1.0; 9];
         gelu_bwd(&x, &mut g);
+        let (mut y, mut d) = (x.clone(), vec![0.0; 9]);
+        gelu_in_place_with_grad(&mut y, &mut d);
+        assert_eq!(d, g);
+        let mut y2 = vec![0.0; 9];
+        gelu(&x, &mut y2);
+        assert_eq!(y, y2);
         for (a, b) in g.iter().zip(numeric_grad(loss, &x)) {
             assert!((*a as f64 - b).abs() < 2e-3, "gelu' {a} vs {b}");
         }
