@@ -4,7 +4,7 @@
 use ndarray::{Array2, Array4};
 use rayon::prelude::*;
 
-use super::forward::{sized, ForwardState, NormSaved, Workspace};
+use super::forward::{sized, BlockSaved, ForwardState, NormSaved, Workspace};
 use super::gemm::{matmul, MatRef, Threads};
 use super::ops;
 use crate::error::{Error, Result};
@@ -53,6 +53,10 @@ pub fn input_grad_from_features(vit: &Vit, state: &mut ForwardState, d_features:
         }
         let bw = &w.blocks[bi];
         let s = &blocks[bi];
+        if s.cls_only {
+            last_block_cls_only_backward(vit, bi, s, g, gn, gqkv, batch, t, threads);
+            continue;
+        }
         // MLP branch: x_out = x_mid + fc2(gelu(fc1(LN2(x_mid)))).
         matmul(ga, hidden, MatRef::row_major(g, m, d), MatRef::row_major(&bw.fc2_w, d, hidden), false, threads);
         ga.par_chunks_mut(hidden).zip(s.gelu_grad.par_chunks(hidden)).for_each(|(gr, dg)| gr.iter_mut().zip(dg).for_each(|(a, b)| *a *= b));
@@ -65,6 +69,60 @@ pub fn input_grad_from_features(vit: &Vit, state: &mut ForwardState, d_features:
         ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
     }
     Ok(patch_embed_backward(vit, state, &state.workspace.g))
+}
+
+/// Backward of a block run by `last_block_cls_only`: only the CLS rows of `g` are
+/// non-zero on entry, so the MLP, projection and query gradients are per-CLS-row;
+/// keys and values still get gradients on every token.
+#[allow(clippy::too_many_arguments)]
+fn last_block_cls_only_backward(vit: &Vit, bi: usize, s: &BlockSaved, g: &mut [f32], gn: &mut [f32], gqkv: &mut [f32], batch: usize, t: usize, threads: Threads) {
+    let c = &vit.config;
+    let bw = &vit.weights.blocks[bi];
+    let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+    let m = batch * t;
+    let scale = c.attn_scale();
+    let mut gc: Vec<f32> = (0..batch).flat_map(|b| g[b * t * d..][..d].to_vec()).collect();
+    // MLP on the CLS rows.
+    let mut ga = vec![0f32; batch * hidden];
+    matmul(&mut ga, hidden, MatRef::row_major(&gc, batch, d), MatRef::row_major(&bw.fc2_w, d, hidden), false, threads);
+    ga.iter_mut().zip(&s.gelu_grad).for_each(|(a, b)| *a *= b);
+    let mut gnc = vec![0f32; batch * d];
+    matmul(&mut gnc, d, MatRef::row_major(&ga, batch, hidden), MatRef::row_major(&bw.fc1_w, hidden, d), false, threads);
+    for b in 0..batch {
+        let r = b * d..(b + 1) * d;
+        ops::layer_norm_bwd_row(&gnc[r.clone()], &bw.norm2_w, &s.xhat2[r.clone()], s.rstd2[b], &mut gc[r], true);
+    }
+    // Projection, then attention with one query row per image.
+    let mut go = vec![0f32; batch * d];
+    matmul(&mut go, d, MatRef::row_major(&gc, batch, d), MatRef::row_major(&bw.proj_w, d, d), false, threads);
+    gqkv.fill(0.0);
+    let ld = 3 * d;
+    let mut dp = vec![0f32; t];
+    for b in 0..batch {
+        let img = &s.qkv[b * t * ld..][..t * ld];
+        let gimg = &mut gqkv[b * t * ld..][..t * ld];
+        for h in 0..heads {
+            let p = &s.probs[(b * heads + h) * t..][..t];
+            let d_out = MatRef::block(&go, b * d + h * hd, 1, hd, d);
+            let k = MatRef::block(img, d + h * hd, t, hd, ld);
+            let v = MatRef::block(img, 2 * d + h * hd, t, hd, ld);
+            let q0 = MatRef::block(img, h * hd, 1, hd, ld);
+            // dP₀ = dO₀·Vᵀ; dV = P₀ᵀ ⊗ dO₀.
+            matmul(&mut dp, t, d_out, v.t(), false, Threads::Single);
+            matmul(&mut gimg[2 * d + h * hd..], ld, MatRef::row_major(p, 1, t).t(), d_out, false, Threads::Single);
+            ops::softmax_bwd_row(p, &mut dp, scale);
+            let ds = MatRef::row_major(&dp, 1, t);
+            // dQ₀ = dS₀·K; dK = dS₀ᵀ ⊗ Q₀.
+            matmul(&mut gimg[h * hd..], ld, ds, k, false, Threads::Single);
+            matmul(&mut gimg[d + h * hd..], ld, ds.t(), q0, false, Threads::Single);
+        }
+    }
+    matmul(gn, d, MatRef::row_major(gqkv, m, ld), MatRef::row_major(&bw.qkv_w, ld, d), false, threads);
+    // g now carries the CLS rows' residual gradient; other rows were zero.
+    for b in 0..batch {
+        g[b * t * d..][..d].copy_from_slice(&gc[b * d..][..d]);
+    }
+    ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
 }
 
 /// `g[row] += LN_bwd(gn[row])` for every row, in parallel.

@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use super::gemm::{matmul, MatRef, Threads};
 use super::ops;
 use crate::error::{Error, Result};
+use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, Vit};
 
 /// Per-block activations saved for the backward pass.
@@ -24,6 +25,10 @@ pub struct BlockSaved {
     pub rstd2: Vec<f32>,
     /// GELU derivative at the fc1 output, Φ(h) + h·φ(h) (M, hidden).
     pub gelu_grad: Vec<f32>,
+    /// Only the CLS rows were carried through this (last) block: `probs` holds
+    /// row 0 of each head's softmax (batch, heads, T), and `xhat2`, `rstd2`,
+    /// `gelu_grad` hold one row per image. See [`last_block_cls_only`].
+    pub cls_only: bool,
 }
 
 /// Buffers reused from one call to the next: a ViT-S/16 batch of 10 at 224² saves
@@ -70,7 +75,9 @@ pub struct ForwardState {
     /// Saved activations per block (in `workspace.blocks`; empty when not saving)
     /// and scratch buffers, handed back for reuse by the next call.
     pub workspace: Workspace,
-    /// Residual stream after the last block, before the final norm (M, D).
+    /// Residual stream after the last block, before the final norm (M, D). With
+    /// `save` (gradient runs) only the CLS rows are final; the taps below are
+    /// complete for inference forwards (`save = false`).
     pub last_tokens: Vec<f32>,
     /// Final norms used by the head's feature (one per block output it reads).
     pub head_norms: Vec<NormSaved>,
@@ -189,8 +196,21 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     let mut cls_features: Vec<Vec<f32>> = Vec::new();
     let mut last_qkv = Vec::new();
     let mut last_probs = Vec::new();
+    // When only gradients are wanted and the head reads CLS tokens, the last block
+    // needs just the CLS rows after its keys and values (spec §2.2: ≈ 7% fewer FLOPs).
+    let prune_last = save && head_kind != HeadKind::ClsAvgPoolInterleaved;
     for (bi, bw) in w.blocks.iter().enumerate() {
         let s = &mut blocks[if save { bi } else { 0 }];
+        s.cls_only = prune_last && bi == c.depth - 1;
+        if s.cls_only {
+            last_block_cls_only(vit, bw, s, &mut xs, normed, act, batch, t, threads);
+            if bi >= first_tapped {
+                let (f, saved) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
+                cls_features.push(f);
+                head_norms.push(saved);
+            }
+            continue;
+        }
         sized(&mut s.xhat1, m * d);
         sized(&mut s.rstd1, m);
         sized(&mut s.qkv, m * 3 * d);
@@ -254,6 +274,55 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
     Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs, threads })
+}
+
+/// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and
+/// values are needed), then attention, projection, LN2 and MLP for row 0 of each
+/// image. Only the CLS rows of `xs` are updated.
+#[allow(clippy::too_many_arguments)]
+fn last_block_cls_only(vit: &Vit, bw: &BlockWeights, s: &mut BlockSaved, xs: &mut [f32], normed: &mut [f32], act: &mut [f32], batch: usize, t: usize, threads: Threads) {
+    let c = &vit.config;
+    let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+    let m = batch * t;
+    let scale = c.attn_scale();
+    sized(&mut s.xhat1, m * d);
+    sized(&mut s.rstd1, m);
+    sized(&mut s.qkv, m * 3 * d);
+    sized(&mut s.probs, batch * heads * t);
+    sized(&mut s.xhat2, batch * d);
+    sized(&mut s.rstd2, batch);
+    sized(&mut s.gelu_grad, batch * hidden);
+    layer_norm_rows(xs, &bw.norm1_w, &bw.norm1_b, c.eps, normed, &mut s.xhat1, &mut s.rstd1);
+    matmul(&mut s.qkv, 3 * d, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, threads);
+    ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
+    // CLS query against every key: p = softmax(scale·q₀·Kᵀ), o₀ = p·V per head.
+    let mut attn_cls = vec![0f32; batch * d];
+    for b in 0..batch {
+        let img = &s.qkv[b * t * 3 * d..][..t * 3 * d];
+        for h in 0..heads {
+            let p = &mut s.probs[(b * heads + h) * t..][..t];
+            let q0 = MatRef::block(img, h * hd, 1, hd, 3 * d);
+            matmul(p, t, q0, MatRef::block(img, d + h * hd, t, hd, 3 * d).t(), false, Threads::Single);
+            ops::softmax_row(p, scale);
+            let p = MatRef::row_major(p, 1, t);
+            matmul(&mut attn_cls[b * d + h * hd..], d, p, MatRef::block(img, 2 * d + h * hd, t, hd, 3 * d), false, Threads::Single);
+        }
+    }
+    // Residual rows of the CLS tokens, projected and through the MLP.
+    let mut xc: Vec<f32> = (0..batch).flat_map(|b| xs[b * t * d..][..d].to_vec()).collect();
+    matmul(&mut xc, d, MatRef::row_major(&attn_cls, batch, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, threads);
+    ops::add_bias_rows(&mut xc, &bw.proj_b);
+    let normed_c = &mut normed[..batch * d];
+    layer_norm_rows(&xc, &bw.norm2_w, &bw.norm2_b, c.eps, normed_c, &mut s.xhat2, &mut s.rstd2);
+    let act_c = &mut act[..batch * hidden];
+    matmul(act_c, hidden, MatRef::row_major(normed_c, batch, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, threads);
+    ops::add_bias_rows(act_c, &bw.fc1_b);
+    act_c.chunks_exact_mut(hidden).zip(s.gelu_grad.chunks_exact_mut(hidden)).for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
+    matmul(&mut xc, d, MatRef::row_major(act_c, batch, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, threads);
+    ops::add_bias_rows(&mut xc, &bw.fc2_b);
+    for b in 0..batch {
+        xs[b * t * d..][..d].copy_from_slice(&xc[b * d..][..d]);
+    }
 }
 
 /// Final-norms the CLS row of each image; returns (features (batch·D), saved).
