@@ -92,7 +92,19 @@ def main():
     assert attr.shape == img.shape and bool(torch.isfinite(attr).all())
     log(f"IG+NT: {args.steps} steps x {args.samples} samples in {ig_s:.2f} s")
 
+    # The machine's SGEMM rate as PyTorch's BLAS sees it (best of repeated products).
+    sgemm_peak = 0.0
+    for (m, k, n) in [(1536, 1536, 1536), (2048, 2048, 2048), (B * 197, 384, 1536)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        for _ in range(2):
+            a @ b
+        for _ in range(8):
+            t = time.perf_counter()
+            a @ b
+            sgemm_peak = max(sgemm_peak, 2 * m * n * k / (time.perf_counter() - t) / 1e9)
+
     print(json.dumps({
+        "sgemm_peak_gflops": round(sgemm_peak, 2),
         "threads": torch.get_num_threads(),
         "fwd_bwd_passes_per_s": round(passes, 4),
         "gflops_per_s": round(passes * 19.11, 3),

@@ -46,7 +46,7 @@ impl Baseline {
         match self {
             Baseline::Zero => Ok(Array4::zeros(dim)),
             Baseline::Black => {
-                if std.iter().any(|s| !(*s > 0.0)) {
+                if std.iter().any(|s| s.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)) {
                     return Err(Error::param("std", "must be positive"));
                 }
                 Ok(Array4::from_shape_fn(dim, |(_, c, _, _)| (0.0 - mean[c]) / std[c]))

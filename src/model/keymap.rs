@@ -65,9 +65,9 @@ fn hf_to_canonical(key: &str) -> Option<String> {
     let canonical = match module {
         "layernorm_before" => "norm1".to_string(),
         "layernorm_after" => "norm2".to_string(),
-        "attention.attention.query" => format!("attn.qkv#q"),
-        "attention.attention.key" => format!("attn.qkv#k"),
-        "attention.attention.value" => format!("attn.qkv#v"),
+        "attention.attention.query" => "attn.qkv#q".to_string(),
+        "attention.attention.key" => "attn.qkv#k".to_string(),
+        "attention.attention.value" => "attn.qkv#v".to_string(),
         "attention.output.dense" => "attn.proj".to_string(),
         "intermediate.dense" => "mlp.fc1".to_string(),
         "output.dense" => "mlp.fc2".to_string(),

@@ -22,8 +22,11 @@ pub struct Vit {
     pub pos_embed_mode: PosEmbedMode,
     /// Which naming the backbone file used.
     pub naming: Naming,
-    pos_cache: Mutex<HashMap<(usize, usize), Arc<Vec<f32>>>>,
+    pos_cache: Mutex<PosCache>,
 }
+
+/// Interpolated positional tables by patch grid (rows, cols).
+type PosCache = HashMap<(usize, usize), Arc<Vec<f32>>>;
 
 impl Vit {
     /// Loads a backbone from `backbone` and the head from the same file or `head`.

@@ -90,6 +90,75 @@ pub struct ForwardState {
     pub last_probs: Vec<f32>,
     /// GEMM threading used by the forward; the backward uses the same.
     pub threads: Threads,
+    /// Width and heads of the model that produced this state.
+    pub dim: usize,
+    pub heads: usize,
+}
+
+/// One of the last block's attention projections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facet {
+    Query,
+    Key,
+    Value,
+}
+
+impl ForwardState {
+    fn check_image(&self, image: usize) -> Result<()> {
+        if image >= self.batch {
+            return Err(Error::param("image", format!("index {image} is outside the batch of {}", self.batch)));
+        }
+        if self.last_qkv.is_empty() {
+            return Err(Error::param("taps", "this forward kept no taps (gradient passes skip them); run an inference forward"));
+        }
+        Ok(())
+    }
+
+    /// The last block's query, key or value of image `image`: (heads, tokens,
+    /// head_dim), computed from LN1 of the block input (spec §5.1), CLS first.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] for an image outside the batch or a state without taps.
+    pub fn last_facet(&self, image: usize, facet: Facet) -> Result<ndarray::Array3<f32>> {
+        self.check_image(image)?;
+        let (t, d, h) = (self.tokens, self.dim, self.heads);
+        let hd = d / h;
+        let which = facet as usize;
+        let base = image * t * 3 * d;
+        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| self.last_qkv[base + ti * 3 * d + which * d + hi * hd + k]))
+    }
+
+    /// The last block's softmax for image `image`: (heads, tokens, tokens). Row 0 is
+    /// the CLS query's attention over [CLS, patches…].
+    ///
+    /// # Errors
+    /// As [`ForwardState::last_facet`].
+    pub fn last_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
+        self.check_image(image)?;
+        let t = self.tokens;
+        let per = self.heads * t * t;
+        Ok(ndarray::Array3::from_shape_vec((self.heads, t, t), self.last_probs[image * per..][..per].to_vec()).expect("sized by the forward"))
+    }
+
+    /// CLS→patch attention of the last block: (heads, rows, cols) on the patch grid.
+    ///
+    /// # Errors
+    /// As [`ForwardState::last_facet`].
+    pub fn cls_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
+        let a = self.last_attention(image)?;
+        let (gr, gc) = self.grid;
+        Ok(ndarray::Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| a[[h, 0, 1 + i * gc + j]]))
+    }
+
+    /// Output tokens of the last block before the final norm: (tokens, D).
+    ///
+    /// # Errors
+    /// As [`ForwardState::last_facet`].
+    pub fn last_block_tokens(&self, image: usize) -> Result<Array2<f32>> {
+        self.check_image(image)?;
+        let (t, d) = (self.tokens, self.dim);
+        Ok(Array2::from_shape_vec((t, d), self.last_tokens[image * t * d..][..t * d].to_vec()).expect("sized by the forward"))
+    }
 }
 
 /// Row-wise LayerNorm of `x` (rows of `d`) in parallel, saving x̂ and 1/σ.
@@ -273,7 +342,7 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
         ops::add_bias_rows(&mut out, &h.bias);
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
-    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs, threads })
+    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs, threads, dim: d, heads })
 }
 
 /// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and

@@ -38,7 +38,7 @@ enum Command {
     ///   explainseg attribute --weights dino.safetensors --head head.safetensors \
     ///       --image x.png --size 224 --nt-samples 0 --steps 50 --out out/
     #[command(verbatim_doc_comment)]
-    Attribute(commands::attribute::AttributeArgs),
+    Attribute(Box<commands::attribute::AttributeArgs>),
     /// Measure the CPU engine: SGEMM peak, forward+backward passes/s, IG wall time.
     ///
     /// Example:
