@@ -39,5 +39,6 @@ pub mod error;
 pub mod image;
 pub mod model;
 pub mod npy;
+pub mod post;
 
 pub use error::{Error, Result};

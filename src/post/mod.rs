@@ -1,0 +1,7 @@
+//! Post-processing: from a relevance (or fused) map to a mask — Otsu, the paper's
+//! morphology chain, Normalized Cut, DenseCRF (spec: shared/specs/postprocessing.md).
+
+pub mod crf;
+pub mod morphology;
+pub mod ncut;
+pub mod otsu;
