@@ -94,22 +94,22 @@ fn last_block_taps_match_pytorch() {
     let case = "s16_tiny";
     let vit = load(case, "model_timm.safetensors", None, &LoadOptions::default());
     let x = dyn4(npy_f32(&fixture("engine", &format!("{case}/input.npy"))));
-    let s = forward(&vit, x.view(), false).unwrap();
+    let s = explainseg::backend::cpu::forward_tapped(&vit, x.view(), None).unwrap();
     for (facet, name) in [(Facet::Query, "last_q.npy"), (Facet::Key, "last_k.npy"), (Facet::Value, "last_v.npy")] {
         let want = npy_f32(&fixture("engine", &format!("{case}/{name}")));
-        let got = s.last_facet(0, facet).unwrap();
+        let got = s.facet(0, facet).unwrap();
         assert_eq!(got.shape(), want.shape());
         assert!(rel_l2(&to_vec(&got), &to_vec(&want)) <= 1e-5, "{name}");
     }
-    assert!(s.last_facet(1, Facet::Key).is_err());
+    assert!(s.facet(1, Facet::Key).is_err());
     let cls = s.cls_attention(0).unwrap();
     assert_eq!(cls.dim(), (vit.config.heads, 4, 4));
     let want = npy_f32(&fixture("engine", &format!("{case}/last_attn.npy")));
-    assert!(rel_l2(&to_vec(&s.last_attention(0).unwrap()), &to_vec(&want)) <= 1e-5);
+    assert!(rel_l2(&to_vec(&s.attention(0).unwrap()), &to_vec(&want)) <= 1e-5);
     // CLS→patch attention is row 0 of the softmax, laid out on the 4×4 patch grid.
-    assert_eq!(cls[[1, 2, 3]], s.last_attention(0).unwrap()[[1, 0, 1 + 2 * 4 + 3]]);
+    assert_eq!(cls[[1, 2, 3]], s.attention(0).unwrap()[[1, 0, 1 + 2 * 4 + 3]]);
     let want = npy_f32(&fixture("engine", &format!("{case}/last_tokens.npy")));
-    assert!(rel_l2(&to_vec(&s.last_block_tokens(0).unwrap()), &to_vec(&want)) <= 1e-5);
+    assert!(rel_l2(&to_vec(&s.block_tokens(0).unwrap()), &to_vec(&want)) <= 1e-5);
 }
 
 #[test]

@@ -3,6 +3,8 @@
 
 pub mod baseline;
 pub mod explain;
+pub mod features;
+pub mod fusion;
 pub mod ig;
 pub mod noise;
 pub mod noise_tunnel;

@@ -39,7 +39,7 @@ impl<'a> CpuEngine<'a> {
     /// Forward + backward of one slice of the batch with the given GEMM threading.
     fn grad_chunk(&self, x: ArrayView4<f32>, targets: &[usize], threads: Threads) -> Result<(Array2<f32>, Array4<f32>)> {
         let head = self.vit.require_head()?;
-        let mut state = forward_in(self.vit, x, true, self.take_workspace(), threads)?;
+        let mut state = forward_in(self.vit, x, true, self.take_workspace(), threads, None)?;
         let in_dim = state.features.ncols();
         // d logit[t] / d feature = row t of the head weight.
         let d_features = Array2::from_shape_fn((targets.len(), in_dim), |(b, k)| head.weight[targets[b] * in_dim + k]);
@@ -57,7 +57,7 @@ impl Engine for CpuEngine<'_> {
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
         self.vit.require_head()?;
-        let state = forward_in(self.vit, x, false, self.take_workspace(), Threads::Pool)?;
+        let state = forward_in(self.vit, x, false, self.take_workspace(), Threads::Pool, None)?;
         let logits = state.logits;
         self.give_back(state.workspace);
         logits.ok_or_else(|| Error::Internal("forward with a head returned no logits".into()))

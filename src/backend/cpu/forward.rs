@@ -75,19 +75,22 @@ pub struct ForwardState {
     /// Saved activations per block (in `workspace.blocks`; empty when not saving)
     /// and scratch buffers, handed back for reuse by the next call.
     pub workspace: Workspace,
-    /// Residual stream after the last block, before the final norm (M, D). With
-    /// `save` (gradient runs) only the CLS rows are final; the taps below are
-    /// complete for inference forwards (`save = false`).
+    /// Residual stream after the last block, before the final norm (M, D). In
+    /// gradient runs only the CLS rows are final (the last block is pruned).
     pub last_tokens: Vec<f32>,
+    /// The block whose q|k|v, softmax and output were kept (`None`: no taps).
+    pub tap_layer: Option<usize>,
+    /// Output tokens of the tapped block, before any final norm (M, D).
+    pub tap_tokens: Vec<f32>,
     /// Final norms used by the head's feature (one per block output it reads).
     pub head_norms: Vec<NormSaved>,
     /// The head's input feature (batch, in_dim); the final-normed CLS without head.
     pub features: Array2<f32>,
     /// Logits (batch, classes) when the model has a head.
     pub logits: Option<Array2<f32>>,
-    /// The last block's q|k|v (M, 3·D) and softmax (batch, heads, T, T).
-    pub last_qkv: Vec<f32>,
-    pub last_probs: Vec<f32>,
+    /// The tapped block's q|k|v (M, 3·D) and softmax (batch, heads, T, T).
+    pub tap_qkv: Vec<f32>,
+    pub tap_probs: Vec<f32>,
     /// GEMM threading used by the forward; the backward uses the same.
     pub threads: Threads,
     /// Width and heads of the model that produced this state.
@@ -108,56 +111,56 @@ impl ForwardState {
         if image >= self.batch {
             return Err(Error::param("image", format!("index {image} is outside the batch of {}", self.batch)));
         }
-        if self.last_qkv.is_empty() {
-            return Err(Error::param("taps", "this forward kept no taps (gradient passes skip them); run an inference forward"));
+        if self.tap_layer.is_none() {
+            return Err(Error::param("taps", "this forward kept no taps; use forward_tapped"));
         }
         Ok(())
     }
 
-    /// The last block's query, key or value of image `image`: (heads, tokens,
+    /// The tapped block's query, key or value of image `image`: (heads, tokens,
     /// head_dim), computed from LN1 of the block input (spec §5.1), CLS first.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for an image outside the batch or a state without taps.
-    pub fn last_facet(&self, image: usize, facet: Facet) -> Result<ndarray::Array3<f32>> {
+    pub fn facet(&self, image: usize, facet: Facet) -> Result<ndarray::Array3<f32>> {
         self.check_image(image)?;
         let (t, d, h) = (self.tokens, self.dim, self.heads);
         let hd = d / h;
         let which = facet as usize;
         let base = image * t * 3 * d;
-        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| self.last_qkv[base + ti * 3 * d + which * d + hi * hd + k]))
+        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| self.tap_qkv[base + ti * 3 * d + which * d + hi * hd + k]))
     }
 
-    /// The last block's softmax for image `image`: (heads, tokens, tokens). Row 0 is
+    /// The tapped block's softmax for image `image`: (heads, tokens, tokens). Row 0 is
     /// the CLS query's attention over [CLS, patches…].
     ///
     /// # Errors
-    /// As [`ForwardState::last_facet`].
-    pub fn last_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
+    /// As [`ForwardState::facet`].
+    pub fn attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
         self.check_image(image)?;
         let t = self.tokens;
         let per = self.heads * t * t;
-        Ok(ndarray::Array3::from_shape_vec((self.heads, t, t), self.last_probs[image * per..][..per].to_vec()).expect("sized by the forward"))
+        Ok(ndarray::Array3::from_shape_vec((self.heads, t, t), self.tap_probs[image * per..][..per].to_vec()).expect("sized by the forward"))
     }
 
-    /// CLS→patch attention of the last block: (heads, rows, cols) on the patch grid.
+    /// CLS→patch attention of the tapped block: (heads, rows, cols) on the patch grid.
     ///
     /// # Errors
-    /// As [`ForwardState::last_facet`].
+    /// As [`ForwardState::facet`].
     pub fn cls_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
-        let a = self.last_attention(image)?;
+        let a = self.attention(image)?;
         let (gr, gc) = self.grid;
         Ok(ndarray::Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| a[[h, 0, 1 + i * gc + j]]))
     }
 
-    /// Output tokens of the last block before the final norm: (tokens, D).
+    /// Output tokens of the tapped block, before the final norm: (tokens, D).
     ///
     /// # Errors
-    /// As [`ForwardState::last_facet`].
-    pub fn last_block_tokens(&self, image: usize) -> Result<Array2<f32>> {
+    /// As [`ForwardState::facet`].
+    pub fn block_tokens(&self, image: usize) -> Result<Array2<f32>> {
         self.check_image(image)?;
         let (t, d) = (self.tokens, self.dim);
-        Ok(Array2::from_shape_vec((t, d), self.last_tokens[image * t * d..][..t * d].to_vec()).expect("sized by the forward"))
+        Ok(Array2::from_shape_vec((t, d), self.tap_tokens[image * t * d..][..t * d].to_vec()).expect("sized by the forward"))
     }
 }
 
@@ -202,13 +205,27 @@ fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
 /// [`Error::Shape`] for a non-3-channel input, [`Error::InvalidParam`] for a size
 /// that is not a multiple of the patch or needs an unknown positional grid.
 pub fn forward(vit: &Vit, x: ArrayView4<f32>, save: bool) -> Result<ForwardState> {
-    forward_in(vit, x, save, Workspace::default(), Threads::Pool)
+    forward_in(vit, x, save, Workspace::default(), Threads::Pool, None)
+}
+
+/// An inference forward that keeps the taps of block `layer` (q|k|v, softmax,
+/// output tokens) for feature maps; `None` taps the last block.
+///
+/// # Errors
+/// As [`forward`], and [`Error::InvalidParam`] for a layer beyond the depth.
+pub fn forward_tapped(vit: &Vit, x: ArrayView4<f32>, layer: Option<usize>) -> Result<ForwardState> {
+    let depth = vit.config.depth;
+    let layer = layer.unwrap_or(depth - 1);
+    if layer >= depth {
+        return Err(Error::param("layer", format!("block {layer} does not exist (the model has {depth}, numbered from 0)")));
+    }
+    forward_in(vit, x, false, Workspace::default(), Threads::Pool, Some(layer))
 }
 
 /// [`forward`] reusing the buffers of an earlier call's [`Workspace`]; `threads`
 /// says whether the GEMMs may use the whole pool (callers that already run several
 /// forwards in parallel pass [`Threads::Single`]).
-pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, threads: Threads) -> Result<ForwardState> {
+pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, threads: Threads, tap_layer: Option<usize>) -> Result<ForwardState> {
     let c = &vit.config;
     let w = &vit.weights;
     let (batch, ch, height, width) = x.dim();
@@ -263,11 +280,12 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     let Workspace { blocks, normed, attn_cat, act, .. } = &mut ws;
     let mut head_norms = Vec::new();
     let mut cls_features: Vec<Vec<f32>> = Vec::new();
-    let mut last_qkv = Vec::new();
-    let mut last_probs = Vec::new();
+    let mut tap_qkv = Vec::new();
+    let mut tap_probs = Vec::new();
+    let mut tap_tokens = Vec::new();
     // When only gradients are wanted and the head reads CLS tokens, the last block
     // needs just the CLS rows after its keys and values (spec §2.2: ≈ 7% fewer FLOPs).
-    let prune_last = save && head_kind != HeadKind::ClsAvgPoolInterleaved;
+    let prune_last = save && head_kind != HeadKind::ClsAvgPoolInterleaved && tap_layer != Some(c.depth - 1);
     for (bi, bw) in w.blocks.iter().enumerate() {
         let s = &mut blocks[if save { bi } else { 0 }];
         s.cls_only = prune_last && bi == c.depth - 1;
@@ -301,9 +319,10 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
         matmul(&mut xs, d, MatRef::row_major(act, m, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, threads);
         ops::add_bias_rows(&mut xs, &bw.fc2_b);
 
-        if bi == c.depth - 1 {
-            last_qkv = s.qkv.clone();
-            last_probs = s.probs.clone();
+        if tap_layer == Some(bi) {
+            tap_qkv = s.qkv.clone();
+            tap_probs = s.probs.clone();
+            tap_tokens = xs.clone();
         }
         if bi >= first_tapped && matches!(head_kind, HeadKind::Cls | HeadKind::LastBlocksCls { .. }) {
             // Final-normed CLS rows of this block's output.
@@ -342,7 +361,7 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
         ops::add_bias_rows(&mut out, &h.bias);
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
-    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, last_qkv, last_probs, threads, dim: d, heads })
+    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, tap_layer, tap_qkv, tap_probs, tap_tokens, threads, dim: d, heads })
 }
 
 /// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and

@@ -8,6 +8,6 @@ pub mod ops;
 pub(crate) mod simd;
 
 pub use backward::input_grad_from_features;
-pub use forward::{forward, Facet, ForwardState};
+pub use forward::{forward, forward_tapped, Facet, ForwardState};
 pub mod engine;
 pub use engine::CpuEngine;
