@@ -50,6 +50,7 @@ fn input_gradients_match_autograd() {
         let targets = vec![c.target; batch.dim().0];
         let (_, grad) = CpuEngine::new(&c.vit).logits_and_input_grad(batch.view(), &targets).unwrap();
         let err = rel_l2(&to_vec(&grad), &c.arr("grad.npy"));
+        eprintln!("{name}: input-gradient rel-L2 {err:.2e}");
         assert!(err <= GRAD_TOL, "{name}: input gradient rel-L2 {err:e}");
     }
 }
@@ -78,6 +79,7 @@ fn ig_matches_captum_for_every_rule() {
             let cfg = IgConfig { method: m, n_steps: c.steps("ig"), batch_size: 7, ..Default::default() };
             let out = integrated_gradients(&engine, c.x.view(), zero.view(), c.target, &cfg, None).unwrap();
             let err = rel_l2(&to_vec(&out.attributions), &c.arr(&format!("ig_{}.npy", m.name())));
+            eprintln!("{name} {}: IG rel-L2 {err:.2e}", m.name());
             assert!(err <= GRAD_TOL, "{name} {}: IG rel-L2 {err:e}", m.name());
             let want_delta = c.arr(&format!("ig_{}_delta.npy", m.name()))[0];
             // The delta is a difference of O(1) sums: compare absolutely.
@@ -129,6 +131,7 @@ fn noise_tunnel_with_injected_noise_matches_captum() {
             let nt = NoiseTunnelConfig { nt_type: t, noise: Noise::Injected(noise.clone()) };
             let out = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, None).unwrap();
             let err = rel_l2(&to_vec(&out.attribution), &c.arr(&format!("nt_{}.npy", t.name())));
+            eprintln!("{name} {}: NoiseTunnel rel-L2 {err:.2e}", t.name());
             assert!(err <= GRAD_TOL, "{name} {}: rel-L2 {err:e}", t.name());
             if t == NtType::SmoothGrad {
                 let want = c.arr("nt_smoothgrad_delta.npy");

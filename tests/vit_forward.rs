@@ -56,6 +56,7 @@ fn three_namings_of_one_checkpoint_give_identical_outputs() {
         assert_eq!(timm, dino, "{case}: timm vs DINO naming");
         assert_eq!(timm, hf, "{case}: timm vs HF naming");
         let want = to_vec(&npy_f32(&fixture("engine", &format!("{case}/logits.npy"))));
+        eprintln!("{case}: logits rel err {:.2e}", rel_max(&timm, &want));
         assert!(rel_max(&timm, &want) <= LOGITS_TOL, "{case}: got {timm:?} want {want:?}");
     }
 }
@@ -122,6 +123,7 @@ fn pos_embed_interpolation_matches_each_library() {
         assert!(rel_max(&table, &want) <= 1e-5, "{name}: pos table rel err {}", rel_max(&table, &want));
         let got = logits_of(&vit, "posembed");
         let want = to_vec(&npy_f32(&fixture("engine", &format!("posembed/logits_{name}.npy"))));
+        eprintln!("{name}: pos table rel err {:.2e}, logits rel err {:.2e}", rel_max(&table, &to_vec(&npy_f32(&fixture("engine", &format!("posembed/posembed_{name}.npy"))))), rel_max(&got, &want));
         assert!(rel_max(&got, &want) <= 1e-5, "{name}: logits {got:?} want {want:?}");
     }
 }
