@@ -40,6 +40,8 @@ pub mod eval;
 pub mod image;
 pub mod model;
 pub mod npy;
+pub mod pipeline;
 pub mod post;
+pub mod render;
 
 pub use error::{Error, Result};

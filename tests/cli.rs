@@ -118,3 +118,71 @@ fn errors_are_one_line_with_no_partial_output() {
     assert!(!out.exists());
     bin().args(["attribute", "--device", "cuda", "--weights", "w", "--image", "i", "--out", "o"]).assert().failure();
 }
+
+#[test]
+fn segment_writes_every_output_at_the_image_size() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixture("preprocess", "big_299x257_q90.jpg");
+    for variant in ["a", "b", "c", "xncut", "tokencut", "maskcut"] {
+        let out = tmp.path().join(variant);
+        let assert = bin()
+            .args(["segment", "--size", "64", "--steps", "4", "--nt-samples", "1", "--variant", variant, "--weights"])
+            .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .success();
+        let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+        assert!(stdout.contains("class ") && stdout.contains("times:"), "{stdout}");
+        for png in ["mask.png", "mask_pre_crf.png", "overlay.png"] {
+            let img = image::open(out.join(png)).unwrap();
+            assert_eq!((img.width(), img.height()), (299, 257), "{variant} {png}");
+        }
+        let mask = image::open(out.join("mask.png")).unwrap().to_luma8();
+        assert!(mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
+        assert_eq!(out.join("relevance.npy").exists(), !variant.ends_with("cut") || variant == "xncut", "{variant}");
+        assert_eq!(out.join("fused.npy").exists(), variant == "a" || variant == "b", "{variant}");
+        assert!(out.join("feature.npy").exists() == matches!(variant, "a" | "b" | "tokencut"), "{variant}");
+    }
+}
+
+#[test]
+fn post_processing_commands_run_on_their_own() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A map with a bright square: Otsu must split it off.
+    let map = ndarray::Array2::from_shape_fn((40, 48), |(i, j)| if (10..30).contains(&i) && (12..36).contains(&j) { 0.9f32 } else { 0.1 });
+    let map_path = tmp.path().join("map.npy");
+    explainseg::npy::write(&map_path, &map).unwrap();
+    let img = image::RgbImage::from_fn(48, 40, |x, y| if (10..30).contains(&y) && (12..36).contains(&x) { image::Rgb([200, 60, 60]) } else { image::Rgb([40, 40, 40]) });
+    let img_path = tmp.path().join("img.png");
+    img.save(&img_path).unwrap();
+    let out = tmp.path().join("otsu");
+    let assert = bin().args(["mask", "--method", "otsu", "--map"]).arg(&map_path).arg("--image").arg(&img_path).arg("--out").arg(&out).assert().success();
+    let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
+    let t: f32 = stdout.trim().strip_prefix("threshold ").unwrap().parse().unwrap();
+    // Any value between the background (0.1) and the square (0.9) splits them.
+    assert!((0.1..0.9).contains(&t), "{t}");
+    let mask = image::open(out.join("mask.png")).unwrap().to_luma8();
+    assert_eq!(mask.pixels().filter(|p| p.0[0] == 255).count(), 20 * 24);
+
+    let refined = tmp.path().join("refined.png");
+    let probs = tmp.path().join("q.npy");
+    bin().args(["crf", "--image"]).arg(&img_path).arg("--mask").arg(out.join("mask.png")).arg("--out").arg(&refined).arg("--probs").arg(&probs).assert().success();
+    assert_eq!(npy_f32(&probs).shape(), &[2, 40, 48]);
+
+    // Two clusters of features on a 4×4 grid: the cut separates them.
+    let feats = ndarray::Array2::from_shape_fn((16, 8), |(n, k)| if (n % 4 < 2) == (k < 4) { 1.0f32 } else { 0.05 * ((n * 7 + k) % 5) as f32 });
+    let f_path = tmp.path().join("f.npy");
+    explainseg::npy::write(&f_path, &feats).unwrap();
+    let out = tmp.path().join("ncut");
+    bin().args(["ncut", "--grid", "4,4", "--features"]).arg(&f_path).arg("--out").arg(&out).assert().success();
+    assert_eq!(npy_f64_any(&out.join("eigvec.npy")).len(), 16);
+    bin().args(["ncut", "--grid", "5,4", "--features"]).arg(&f_path).arg("--out").arg(tmp.path().join("bad")).assert().failure();
+}
+
+fn npy_f64_any(p: &std::path::Path) -> Vec<f64> {
+    let f = std::fs::File::open(p).unwrap();
+    <ndarray::Array1<f64> as ndarray_npy::ReadNpyExt>::read_npy(f).unwrap().to_vec()
+}

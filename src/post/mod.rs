@@ -2,6 +2,7 @@
 //! morphology chain, Normalized Cut, DenseCRF (spec: shared/specs/postprocessing.md).
 
 pub mod crf;
+pub mod maskcut;
 pub mod morphology;
 pub mod ncut;
 pub mod otsu;

@@ -39,6 +39,30 @@ enum Command {
     ///       --image x.png --size 224 --nt-samples 0 --steps 50 --out out/
     #[command(verbatim_doc_comment)]
     Attribute(Box<commands::attribute::AttributeArgs>),
+    /// Segment one image with a variant of the method (a, b, c, xncut) or TokenCut.
+    ///
+    /// Example:
+    ///   explainseg segment --weights vit.safetensors --image polyp.jpg --variant xncut --out seg/
+    #[command(verbatim_doc_comment)]
+    Segment(Box<commands::segment::SegmentArgs>),
+    /// Turn a map into a mask: otsu, the morphology chain, or Shi–Malik NCut.
+    ///
+    /// Example:
+    ///   explainseg mask --map out/relevance.npy --image img.png --method otsu --out m/
+    #[command(verbatim_doc_comment)]
+    Mask(commands::post::MaskArgs),
+    /// Refine a mask with DenseCRF (pydensecrf's model; any channel count).
+    ///
+    /// Example:
+    ///   explainseg crf --image img.png --mask coarse.png --out refined.png --probs q.npy
+    #[command(verbatim_doc_comment)]
+    Crf(commands::post::CrfCmdArgs),
+    /// TokenCut bipartition of patch features.
+    ///
+    /// Example:
+    ///   explainseg ncut --features keys.npy --grid 14,14 --out cut/
+    #[command(verbatim_doc_comment)]
+    Ncut(commands::post::NcutArgs),
     /// Measure the CPU engine: SGEMM peak, forward+backward passes/s, IG wall time.
     ///
     /// Example:
@@ -63,6 +87,10 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Attribute(a) => commands::attribute::run(a, &out),
         Command::Bench(a) => commands::bench::run(a, &out),
+        Command::Segment(a) => commands::segment::run(a, &out),
+        Command::Mask(a) => commands::post::run_mask(a, &out),
+        Command::Crf(a) => commands::post::run_crf(a, &out),
+        Command::Ncut(a) => commands::post::run_ncut(a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

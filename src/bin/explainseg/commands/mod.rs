@@ -1,2 +1,4 @@
 pub mod attribute;
 pub mod bench;
+pub mod post;
+pub mod segment;

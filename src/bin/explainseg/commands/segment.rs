@@ -1,0 +1,90 @@
+//! `explainseg segment`: one image through a variant of the method (or a baseline).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use explainseg::image::{decode_image_file, preprocess_with_plan, resize_and_crop};
+use explainseg::pipeline::{segment, PipelineConfig, Variant};
+use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
+use ndarray::Array3;
+
+use crate::args::{IgArgs, InputArgs, ModelArgs};
+use crate::commands::attribute::write_all;
+use crate::output::{progress_bar, Output};
+
+#[derive(Args, Debug)]
+pub struct SegmentArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub input: InputArgs,
+    #[command(flatten)]
+    pub ig: IgArgs,
+    /// a (fusion+morphology), b (fusion+NCut), c (XAI+morphology), xncut (XAI+NCut), tokencut, maskcut.
+    #[arg(long, default_value = "xncut")]
+    pub variant: String,
+    /// Skip the DenseCRF refinement.
+    #[arg(long)]
+    pub no_crf: bool,
+    /// Output folder: mask.png, mask_pre_crf.png, overlay.png, relevance.npy, feature.npy, fused.npy.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
+    let variant: Variant = args.variant.parse()?;
+    let vit = args.model.load()?;
+    let pre = args.input.preprocess_config()?;
+    let decoded = decode_image_file(&args.input.image)?;
+    let (x, plan) = preprocess_with_plan(&decoded, &pre)?;
+    let (seen, _) = resize_and_crop(&decoded, &pre.resize, pre.filter)?;
+    let (h, w) = (seen.height as usize, seen.width as usize);
+    let pixels = Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
+    let mut cfg = PipelineConfig { explain: args.ig.explain_config(&pre.normalization)?, ..Default::default() };
+    if args.no_crf {
+        cfg.crf = None;
+    }
+    let passes = cfg.explain.noise_tunnel.as_ref().map_or(1, |nt| match &nt.noise {
+        explainseg::attr::Noise::Seeded { samples, .. } => *samples,
+        explainseg::attr::Noise::Injected(n) => n.dim().0,
+    }) * cfg.explain.ig.n_steps;
+    let bar = progress_bar(out, passes as u64, "IG passes");
+    let tick = |done: usize, _: usize| {
+        bar.set_position(done as u64);
+        true
+    };
+    let seg = segment(&vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
+    bar.finish_and_clear();
+
+    let mask = to_original(seg.mask.view(), &plan, false)?;
+    let mask_pre = to_original(seg.mask_pre_crf.view(), &plan, false)?;
+    let heat = match &seg.relevance {
+        Some(r) => Some(to_original(r.view(), &plan, 0.0)?),
+        None => None,
+    };
+    let (oh, ow) = (decoded.height as usize, decoded.width as usize);
+    let over = overlay(&decoded.to_rgb8(), oh, ow, heat.as_ref().map(|h| h.view()), mask.view())?;
+    let mut files: Vec<(&str, Box<dyn Fn(&std::path::Path) -> explainseg::Result<()>>)> = vec![
+        ("mask.png", Box::new(|p| write_mask_png(p, mask.view()))),
+        ("mask_pre_crf.png", Box::new(|p| write_mask_png(p, mask_pre.view()))),
+        ("overlay.png", Box::new(move |p| write_rgb_png(p, over.clone(), oh, ow))),
+    ];
+    if let Some(r) = &seg.relevance {
+        files.push(("relevance.npy", Box::new(move |p| explainseg::npy::write(p, r))));
+    }
+    if let Some(f) = &seg.feature {
+        files.push(("feature.npy", Box::new(move |p| explainseg::npy::write(p, f))));
+    }
+    if let Some(f) = &seg.fused {
+        files.push(("fused.npy", Box::new(move |p| explainseg::npy::write(p, f))));
+    }
+    let refs: Vec<(&str, &dyn Fn(&std::path::Path) -> explainseg::Result<()>)> = files.iter().map(|(n, f)| (*n, f.as_ref())).collect();
+    write_all(&args.out, &refs)?;
+    let times: Vec<String> = seg.timings.iter().map(|(n, s)| format!("{n} {s:.2} s")).collect();
+    out.result(
+        &format!("class {}\nvariant {}\nforeground {:.1}%\ntimes: {}", seg.predicted, variant.name(), 100.0 * mask.iter().filter(|m| **m).count() as f64 / mask.len() as f64, times.join(", ")),
+        serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>()}),
+    );
+    Ok(())
+}

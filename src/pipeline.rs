@@ -1,0 +1,243 @@
+//! The method end to end (the paper's Algorithm 1): predict → explain the predicted
+//! class → map (relevance, optionally fused with a feature map) → mask (morphology
+//! or Normalized Cut) → DenseCRF. Plus the TokenCut baseline on the same engine.
+//!
+//! | variant | map | mask |
+//! |---|---|---|
+//! | A | fusion | morphology |
+//! | B | fusion | NCut |
+//! | C | XAI (relevance) | morphology |
+//! | XNCut | XAI (relevance) | NCut |
+//! | TokenCut | last-layer keys | TokenCut's feature-graph NCut |
+//! | MaskCut | last-layer keys | MaskCut's repeated cuts (union of objects) |
+//!
+//! Everything runs at the network's input resolution; callers map the mask back
+//! to the original image (see [`crate::image::ResizePlan`]).
+
+use std::time::Instant;
+
+use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
+
+use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
+use crate::attr::fusion::{fuse, pool_to_grid, upsample, Upsample};
+use crate::attr::{explain, normalize, reduce_channels, ExplainConfig, Normalizer, Progress, Reduction};
+use crate::backend::cpu::{CpuEngine, Facet};
+use crate::error::{Error, Result};
+use crate::model::Vit;
+use crate::post::crf::{refine_mask, CrfParams};
+use crate::post::maskcut::{self, MaskCutParams};
+use crate::post::morphology::{morphology_mask, MorphologyParams};
+use crate::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
+
+/// Which segmentation to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// Fusion & Morphology.
+    A,
+    /// Fusion & NCut.
+    B,
+    /// XAI & Morphology.
+    C,
+    /// XAI & NCut.
+    XNCut,
+    /// Baseline: TokenCut on last-layer keys.
+    TokenCut,
+    /// Baseline: MaskCut (CutLER) on last-layer keys; the mask is the union of its
+    /// objects.
+    MaskCut,
+}
+
+impl Variant {
+    pub const ALL: [Variant; 6] = [Variant::A, Variant::B, Variant::C, Variant::XNCut, Variant::TokenCut, Variant::MaskCut];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::A => "a",
+            Variant::B => "b",
+            Variant::C => "c",
+            Variant::XNCut => "xncut",
+            Variant::TokenCut => "tokencut",
+            Variant::MaskCut => "maskcut",
+        }
+    }
+
+    fn uses_fusion(self) -> bool {
+        matches!(self, Variant::A | Variant::B)
+    }
+
+    fn uses_ig(self) -> bool {
+        !matches!(self, Variant::TokenCut | Variant::MaskCut)
+    }
+}
+
+impl std::str::FromStr for Variant {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Variant::ALL
+            .into_iter()
+            .find(|v| v.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| Error::param("variant", format!("`{s}` is not one of a, b, c, xncut, tokencut, maskcut")))
+    }
+}
+
+/// TokenCut settings (spec §1): keys of the last block, τ = 0.2, ε = 1e-5.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenCutParams {
+    pub tau: f32,
+    pub eps: f32,
+}
+
+impl Default for TokenCutParams {
+    fn default() -> Self {
+        TokenCutParams { tau: 0.2, eps: 1e-5 }
+    }
+}
+
+/// Every choice of the pipeline, with documented defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub explain: ExplainConfig,
+    /// Channel reduction of the attribution (default |Σc|, Captum's heat map).
+    pub reduction: Reduction,
+    /// Scaling of the relevance map (default Captum's 98% cumulative mass).
+    pub normalizer: Normalizer,
+    /// Feature map for fusion (default PC1 of last-layer keys, sign matched to the
+    /// relevance pooled to the patch grid).
+    pub feature: FeatureConfig,
+    /// Patch grid → pixels for fusion (default nearest, as DINO and TokenCut).
+    pub upsample: Upsample,
+    pub morphology: MorphologyParams,
+    pub ncut: ShiMalikParams,
+    pub tokencut: TokenCutParams,
+    /// MaskCut settings; its per-mask CRF follows `crf`.
+    pub maskcut: MaskCutParams,
+    /// DenseCRF refinement; `None` skips it.
+    pub crf: Option<CrfParams>,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            explain: ExplainConfig::default(),
+            reduction: Reduction::AbsSum,
+            normalizer: Normalizer::captum(),
+            feature: FeatureConfig::default(),
+            upsample: Upsample::Nearest,
+            morphology: MorphologyParams::default(),
+            ncut: ShiMalikParams::default(),
+            tokencut: TokenCutParams::default(),
+            maskcut: MaskCutParams::default(),
+            crf: Some(CrfParams::default()),
+        }
+    }
+}
+
+/// What a segmentation produced, all at the network input's resolution.
+#[derive(Debug, Clone)]
+pub struct Segmentation {
+    pub variant: Variant,
+    /// Final mask (after DenseCRF when enabled).
+    pub mask: Array2<bool>,
+    /// Mask before DenseCRF.
+    pub mask_pre_crf: Array2<bool>,
+    /// Relevance map (H, W) in [0, 1]; absent for TokenCut.
+    pub relevance: Option<Array2<f32>>,
+    /// Feature map at the patch grid; for TokenCut its Fiedler vector.
+    pub feature: Option<Array2<f32>>,
+    /// Fused map (H, W) for variants A and B.
+    pub fused: Option<Array2<f32>>,
+    pub logits: Array1<f32>,
+    pub predicted: usize,
+    /// Seconds per stage, in order.
+    pub timings: Vec<(&'static str, f64)>,
+}
+
+/// Runs `variant` on one image. `x` is the normalised input (1, 3, H, W); `pixels`
+/// the (H, W, C) 8-bit image the network sees, for DenseCRF.
+///
+/// # Errors
+/// Shape mismatches between `x` and `pixels`; any stage's error;
+/// [`Error::Aborted`] from the progress callback.
+pub fn segment(vit: &Vit, x: ArrayView4<f32>, pixels: ArrayView3<u8>, variant: Variant, cfg: &PipelineConfig, progress: Option<Progress>) -> Result<Segmentation> {
+    let (b, _, h, w) = x.dim();
+    if b != 1 || pixels.dim().0 != h || pixels.dim().1 != w {
+        return Err(Error::shape("pixels (H, W, C) matching the input", &[h, w, 3], &[pixels.dim().0, pixels.dim().1, pixels.dim().2]));
+    }
+    let mut timings = Vec::new();
+    let mut clock = Instant::now();
+    let mut lap = |name: &'static str, timings: &mut Vec<(&'static str, f64)>| {
+        timings.push((name, clock.elapsed().as_secs_f64()));
+        clock = Instant::now();
+    };
+    let engine = CpuEngine::new(vit);
+    let (mut relevance, mut feature, mut fused) = (None, None, None);
+    let (logits, predicted, pre_crf) = if variant.uses_ig() {
+        let e = explain(&engine, x, &cfg.explain, progress)?;
+        lap("explain", &mut timings);
+        let rel = normalize(&reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction), cfg.normalizer)?;
+        let map = if variant.uses_fusion() {
+            let grid = vit.config.grid_for(h, w)?;
+            let reference = pool_to_grid(rel.view(), grid)?;
+            let f = feature_map(vit, x, &cfg.feature, Some(reference.view()))?;
+            let fm = fuse(rel.view(), f.view(), cfg.upsample)?;
+            feature = Some(f);
+            fused = Some(fm.clone());
+            lap("feature+fusion", &mut timings);
+            fm
+        } else {
+            rel.clone()
+        };
+        relevance = Some(rel);
+        let mask = match variant {
+            Variant::A | Variant::C => morphology_mask(map.view(), &cfg.morphology)?.mask,
+            _ => {
+                let cut = shi_malik_ncut(map.view(), &cfg.ncut)?;
+                nearest_mask(&cut.mask, h, w)
+            }
+        };
+        lap("mask", &mut timings);
+        (e.logits, e.predicted, mask)
+    } else {
+        let logits = crate::backend::Engine::logits(&engine, x)?.index_axis(Axis(0), 0).to_owned();
+        let predicted = crate::attr::argmax(logits.as_slice().expect("owned row"));
+        let keys = patch_descriptors(vit, x, Descriptor::Facet(Facet::Key), None)?;
+        let grid = vit.config.grid_for(h, w)?;
+        if variant == Variant::MaskCut {
+            // MaskCut runs its CRF per object inside; report the raw union as pre-CRF.
+            let raw = MaskCutParams { crf: None, ..cfg.maskcut.clone() };
+            let pre = maskcut::union(&maskcut::maskcut(keys.view(), grid, pixels, &raw)?, (h, w));
+            let final_mask = match &cfg.crf {
+                Some(c) => maskcut::union(&maskcut::maskcut(keys.view(), grid, pixels, &MaskCutParams { crf: Some(c.clone()), ..cfg.maskcut.clone() })?, (h, w)),
+                None => pre.clone(),
+            };
+            lap("maskcut", &mut timings);
+            return Ok(Segmentation { variant, mask: final_mask, mask_pre_crf: pre, relevance, feature, fused, logits, predicted, timings });
+        }
+        let cut = tokencut_bipartition(keys.view(), grid, cfg.tokencut.tau, cfg.tokencut.eps)?;
+        feature = Some(Array2::from_shape_vec(grid, cut.eigvec.iter().map(|v| *v as f32).collect()).expect("one value per patch"));
+        lap("tokencut", &mut timings);
+        (logits, predicted, nearest_mask(&cut.mask, h, w))
+    };
+    let mask = match &cfg.crf {
+        Some(p) => {
+            let m = refine_mask(pixels, pre_crf.view(), p)?;
+            lap("densecrf", &mut timings);
+            m
+        }
+        None => pre_crf.clone(),
+    };
+    Ok(Segmentation { variant, mask, mask_pre_crf: pre_crf, relevance, feature, fused, logits, predicted, timings })
+}
+
+/// Nearest upsampling of a grid mask to (h, w).
+fn nearest_mask(mask: &Array2<bool>, h: usize, w: usize) -> Array2<bool> {
+    let f = mask.mapv(|v| v as u8 as f32);
+    upsample(f.view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5)
+}
+
+/// The 8-bit (H, W, 3) pixels of a normalised input, undoing the normalisation —
+/// for callers that have only the tensor.
+pub fn pixels_from_input(x: ArrayView4<f32>, mean: [f32; 3], std: [f32; 3]) -> Array3<u8> {
+    let (_, _, h, w) = x.dim();
+    Array3::from_shape_fn((h, w, 3), |(i, j, c)| ((x[[0, c, i, j]] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8)
+}

@@ -1,0 +1,213 @@
+//! Mean-field inference of the fully connected CRF (Krähenbühl & Koltun, NIPS 2011) as
+//! densecrf's `DenseCRF::inference` runs it (spec §5.2), with Potts compatibilities
+//! and symmetrically normalised Gaussian kernels.
+//!
+//! With unary energies `U` (labels × pixels) and kernels `k` of Potts weight `w_k`:
+//!
+//! ```text
+//! Q⁰ = softmax(−U)
+//! repeat n times:  t = −U;  for each kernel k (insertion order): t = t − (−w_k · K_k(Q));  Q = softmax(t)
+//! K_k(Q) = n_k ∘ L_k(n_k ∘ Q),   n_k = 1 / sqrt(L_k(1) + 1e-20)   (computed in double, stored f32)
+//! ```
+//!
+//! `L_k` is the permutohedral-lattice Gaussian filter ([`super::lattice`]); it includes
+//! each pixel's own contribution. The softmax is per pixel: subtract the maximum, `expf`,
+//! divide by the sum. For 4 or more labels densecrf's Eigen evaluates the exponential of
+//! each full group of 4 labels with its SSE polynomial (`pexp`) and sums groups of 4
+//! lanes pairwise; both are reproduced here so that any label count matches.
+//!
+//! All arithmetic is f32 in densecrf's order. Every loop is per pixel or per lattice
+//! vertex, so the result does not depend on the number of threads.
+
+use rayon::prelude::*;
+
+use super::lattice::{FilterScratch, Lattice};
+use crate::error::Result;
+
+/// Pixels per parallel work item.
+const CHUNK: usize = 4096;
+
+/// One Gaussian pairwise term: its lattice, its symmetric normalisation and its Potts weight.
+#[derive(Debug, Clone)]
+pub(crate) struct PairwiseKernel {
+    lattice: Lattice,
+    norm: Vec<f32>,
+    weight: f32,
+}
+
+impl PairwiseKernel {
+    /// Builds the kernel of `features`, point-major `(n_points, d)`, with Potts weight `weight`
+    /// (pydensecrf's scalar `compat`).
+    pub(crate) fn new(features: &[f32], d: usize, weight: f32) -> Result<Self> {
+        let lattice = Lattice::new(features, d)?;
+        let n = lattice.n_points();
+        let ones = vec![1f32; n];
+        let mut norm = vec![0f32; n];
+        lattice.filter(&ones, &ones, 1, &mut norm, &mut FilterScratch::default());
+        norm.par_iter_mut().for_each(|v| *v = (1.0 / (*v as f64 + 1e-20).sqrt()) as f32);
+        Ok(PairwiseKernel { lattice, norm, weight })
+    }
+
+    /// `out = K(q) = n ∘ L(n ∘ q)` for `q` point-major `(n_points, m)`.
+    fn apply(&self, q: &[f32], m: usize, out: &mut [f32], scratch: &mut FilterScratch) {
+        self.lattice.filter(q, &self.norm, m, out, scratch);
+    }
+}
+
+/// Mean-field inference. `unary` is point-major `(n_points, m)` (−log probabilities);
+/// returns the marginals `Q`, point-major `(n_points, m)`.
+pub(crate) fn inference(unary: &[f32], m: usize, kernels: &[PairwiseKernel], n_iterations: usize) -> Vec<f32> {
+    let mut q = vec![0f32; unary.len()];
+    q.par_chunks_mut(m * CHUNK).zip(unary.par_chunks(m * CHUNK)).for_each(|(q, u)| {
+        for (q, u) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)) {
+            for (q, u) in q.iter_mut().zip(u) {
+                *q = -u;
+            }
+            softmax_in_place(q);
+        }
+    });
+    if n_iterations == 0 {
+        return q;
+    }
+    let mut scratch = FilterScratch::default();
+    let mut filtered: Vec<Vec<f32>> = kernels.iter().map(|_| vec![0f32; unary.len()]).collect();
+    let weights: Vec<f32> = kernels.iter().map(|k| k.weight).collect();
+    for _ in 0..n_iterations {
+        for (k, out) in kernels.iter().zip(filtered.iter_mut()) {
+            k.apply(&q, m, out, &mut scratch);
+        }
+        let filtered = &filtered;
+        let weights = &weights;
+        q.par_chunks_mut(m * CHUNK).zip(unary.par_chunks(m * CHUNK)).enumerate().for_each(|(c, (q, u))| {
+            let base = c * CHUNK * m;
+            for (p, (q, u)) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)).enumerate() {
+                let o = base + p * m;
+                for l in 0..m {
+                    let mut t = -u[l];
+                    for (f, &w) in filtered.iter().zip(weights) {
+                        // Potts: compat(K) = −w·K, and densecrf subtracts it.
+                        t -= -w * f[o + l];
+                    }
+                    q[l] = t;
+                }
+                softmax_in_place(q);
+            }
+        });
+    }
+    q
+}
+
+/// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
+/// exponentiate, divide by the sum.
+pub(crate) fn softmax_in_place(t: &mut [f32]) {
+    let m = t.len();
+    let mx = t.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for x in t.iter_mut() {
+        *x -= mx;
+    }
+    // Full groups of 4 go through Eigen's packet exp, the rest through libm expf.
+    let packets = m / 4 * 4;
+    for x in &mut t[..packets] {
+        *x = eigen_pexp(*x);
+    }
+    for x in &mut t[packets..] {
+        *x = x.exp();
+    }
+    let sum = if packets == 0 {
+        t[1..].iter().fold(t[0], |a, b| a + b)
+    } else {
+        // Eigen's vectorised redux: two packet accumulators over pairs of packets, then
+        // one more packet, then the horizontal sum (a0+a2)+(a1+a3), then the tail.
+        let add = |a: [f32; 4], b: &[f32]| [a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3]];
+        let mut p0 = [t[0], t[1], t[2], t[3]];
+        if packets > 4 {
+            let mut p1 = [t[4], t[5], t[6], t[7]];
+            let end2 = m / 8 * 8;
+            let mut i = 8;
+            while i < end2 {
+                p0 = add(p0, &t[i..i + 4]);
+                p1 = add(p1, &t[i + 4..i + 8]);
+                i += 8;
+            }
+            p0 = add(p0, &p1);
+            if packets > end2 {
+                p0 = add(p0, &t[end2..end2 + 4]);
+            }
+        }
+        let mut s = (p0[0] + p0[2]) + (p0[1] + p0[3]);
+        for x in &t[packets..] {
+            s += x;
+        }
+        s
+    };
+    for x in t.iter_mut() {
+        *x /= sum;
+    }
+}
+
+/// One lane of Eigen 3.3's SSE2 `pexp<Packet4f>` (the Cephes `expf` polynomial, no FMA,
+/// floor by truncation). The constants are Cephes' decimal literals, rounded to f32.
+#[inline]
+#[allow(clippy::excessive_precision)]
+fn eigen_pexp(x0: f32) -> f32 {
+    const EXP_HI: f32 = 88.3762626647950;
+    const EXP_LO: f32 = -88.3762626647949;
+    const LOG2EF: f32 = 1.44269504088896341;
+    const C1: f32 = 0.693359375;
+    const C2: f32 = -2.12194440e-4;
+    const P: [f32; 6] = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+    let x = x0.min(EXP_HI).max(EXP_LO);
+    let fx = x * LOG2EF + 0.5;
+    let tr = (fx as i32) as f32;
+    let fx = if tr > fx { tr - 1.0 } else { tr };
+    let x = x - fx * C1;
+    let x = x - fx * C2;
+    let z = x * x;
+    let mut y = P[0];
+    for &p in &P[1..] {
+        y = y * x + p;
+    }
+    y = y * z + x;
+    y += 1.0;
+    let pow2 = f32::from_bits((((fx as i32) + 0x7f) << 23) as u32);
+    let r = y * pow2;
+    if r > x0 {
+        r
+    } else {
+        x0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_matches_definition() {
+        for m in 1..12 {
+            let mut t: Vec<f32> = (0..m).map(|i| -(i as f32) * 0.37 + (i % 3) as f32).collect();
+            let want: Vec<f64> = {
+                let mx = t.iter().copied().fold(f32::MIN, f32::max) as f64;
+                let e: Vec<f64> = t.iter().map(|&x| (x as f64 - mx).exp()).collect();
+                let s: f64 = e.iter().sum();
+                e.iter().map(|v| v / s).collect()
+            };
+            softmax_in_place(&mut t);
+            for (a, b) in t.iter().zip(&want) {
+                assert!((*a as f64 - b).abs() < 1e-6, "m={m}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn pexp_is_close_to_expf() {
+        let mut x = 0f32;
+        while x > -87.0 {
+            let (a, b) = (eigen_pexp(x), x.exp());
+            assert!(((a - b) / b).abs() < 4e-7, "{x}: {a} vs {b}");
+            x -= 0.013;
+        }
+        assert_eq!(eigen_pexp(0.0), 1.0);
+        assert_eq!(eigen_pexp(-200.0), 0.0);
+    }
+}

@@ -1,0 +1,128 @@
+//! Unary energies, built the way the TokenCut/MaskCut DenseCRF wrapper builds them
+//! (CutLER `maskcut/crf.py` = TokenCut_video `crf.py`; spec §4):
+//!
+//! 1. the binary mask `m` becomes two "logits" `[1 − m, m]` (float64; channel 0 is the
+//!    background);
+//! 2. they are resized bilinearly (PyTorch `F.interpolate(mode="bilinear")`,
+//!    `align_corners=False`) to the image size (the identity when the mask already has
+//!    that size, as in both callers);
+//! 3. softmax over the two channels (float64). A mask pixel therefore gets
+//!    `p = (0.26894142, 0.73105858)`, not a hard probability;
+//! 4. pydensecrf's `unary_from_softmax`: clip to `[1e-5, 1]`, `−log`, cast to f32.
+//!
+//! On an image-sized mask the unary is `0.3132617` for the mask's own label and
+//! `1.3132616` for the other.
+
+use ndarray::{Array3, ArrayView2, ArrayView3};
+
+use crate::error::{Error, Result};
+
+/// pydensecrf `unary_from_softmax`'s default clip.
+pub const SOFTMAX_CLIP: f64 = 1e-5;
+
+/// pydensecrf's `unary_from_softmax(probs, clip)`: `−log(clip(p, clip, 1))` in f64, cast
+/// to f32. `probs`: `(labels, H, W)`.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for NaN probabilities, a clip outside `(0, 1]`, or no labels.
+pub fn unary_from_softmax(probs: ArrayView3<f64>, clip: f64) -> Result<Array3<f32>> {
+    if !(clip > 0.0 && clip <= 1.0) {
+        return Err(Error::param("clip", format!("must be in (0, 1], got {clip}")));
+    }
+    if probs.dim().0 == 0 {
+        return Err(Error::param("probs", "needs at least one label"));
+    }
+    if probs.iter().any(|p| p.is_nan()) {
+        return Err(Error::param("probs", "contains NaN"));
+    }
+    Ok(probs.mapv(|p| -(p.clamp(clip, 1.0).ln()) as f32))
+}
+
+/// The unary of `mask` for an image of `height × width`, as the TokenCut/MaskCut CRF
+/// wrapper builds it (see the module docs). Returns `(2, height, width)`, label 0 =
+/// background, label 1 = foreground.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for an empty mask or target size.
+pub fn unary_from_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> Result<Array3<f32>> {
+    let (mh, mw) = mask.dim();
+    if mh == 0 || mw == 0 {
+        return Err(Error::param("mask", format!("empty mask ({mh}×{mw})")));
+    }
+    if height == 0 || width == 0 {
+        return Err(Error::param("image", format!("empty image ({height}×{width})")));
+    }
+    let fg = mask.mapv(|m| if m { 1.0f64 } else { 0.0 });
+    let bg = mask.mapv(|m| if m { 0.0f64 } else { 1.0 });
+    let (fg, bg) = if (mh, mw) == (height, width) {
+        (fg, bg)
+    } else {
+        (resize_bilinear(fg.view(), height, width), resize_bilinear(bg.view(), height, width))
+    };
+    let mut probs = Array3::<f64>::zeros((2, height, width));
+    for ((y, x), &f) in fg.indexed_iter() {
+        let b = bg[[y, x]];
+        // torch softmax over 2 channels: exp(v − max) / Σ.
+        let mx = if f > b { f } else { b };
+        let (eb, ef) = ((b - mx).exp(), (f - mx).exp());
+        let s = eb + ef;
+        probs[[0, y, x]] = eb / s;
+        probs[[1, y, x]] = ef / s;
+    }
+    unary_from_softmax(probs.view(), SOFTMAX_CLIP)
+}
+
+/// Torch's source indices and weights for one axis of a bilinear resize with
+/// `align_corners=False` (f64 scale `in/out`, negative source positions clamped to 0).
+fn linear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64, f64)> {
+    let scale = n_in as f64 / n_out as f64;
+    (0..n_out)
+        .map(|i| {
+            let src = (scale * (i as f64 + 0.5) - 0.5).max(0.0);
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            let l1 = (src - i0 as f64).clamp(0.0, 1.0);
+            let i1 = if i0 < n_in - 1 { i0 + 1 } else { i0 };
+            (i0, i1, 1.0 - l1, l1)
+        })
+        .collect()
+}
+
+/// PyTorch `F.interpolate(x, size, mode="bilinear", align_corners=False)` on one f64
+/// channel: `h0·(w0·x00 + w1·x01) + h1·(w0·x10 + w1·x11)`.
+fn resize_bilinear(x: ArrayView2<f64>, height: usize, width: usize) -> ndarray::Array2<f64> {
+    let (ih, iw) = x.dim();
+    let ty = linear_taps(ih, height);
+    let tx = linear_taps(iw, width);
+    ndarray::Array2::from_shape_fn((height, width), |(y, xo)| {
+        let (y0, y1, h0, h1) = ty[y];
+        let (x0, x1, w0, w1) = tx[xo];
+        let top = w0 * x[[y0, x0]] + w1 * x[[y0, x1]];
+        let bottom = w0 * x[[y1, x0]] + w1 * x[[y1, x1]];
+        h0 * top + h1 * bottom
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// −log(σ(1)) = log(1 + e⁻¹) and −log(σ(−1)) = log(1 + e), rounded to f32 (spec §4).
+    #[test]
+    fn mask_unary_constants() {
+        let u = unary_from_mask(array![[true, false]].view(), 1, 2).unwrap();
+        assert_eq!(u[[1, 0, 0]], (1.0f64 + (-1.0f64).exp()).ln() as f32);
+        assert_eq!(u[[0, 0, 0]], (1.0f64 + 1.0f64.exp()).ln() as f32);
+        assert_eq!(u[[1, 0, 0]], 0.3132617);
+        assert_eq!(u[[0, 0, 0]], 1.3132616);
+        assert_eq!((u[[0, 0, 1]], u[[1, 0, 1]]), (u[[1, 0, 0]], u[[0, 0, 0]]));
+    }
+
+    #[test]
+    fn bilinear_identity_and_constant() {
+        let x = array![[0.0, 1.0, 0.5], [2.0, -1.0, 3.0]];
+        assert_eq!(resize_bilinear(x.view(), 2, 3), x);
+        let c = ndarray::Array2::from_elem((3, 5), 0.25);
+        assert!(resize_bilinear(c.view(), 7, 4).iter().all(|&v| (v - 0.25).abs() < 1e-15));
+    }
+}
