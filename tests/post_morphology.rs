@@ -531,7 +531,8 @@ fn bench_map(n: usize) -> Array2<f32> {
     })
 }
 
-fn median_ms(mut f: impl FnMut(), reps: usize) -> f64 {
+/// (median, min) wall time in ms over `reps` runs after one warm-up.
+fn time_ms(mut f: impl FnMut(), reps: usize) -> (f64, f64) {
     f();
     let mut ts: Vec<f64> = (0..reps)
         .map(|_| {
@@ -541,7 +542,7 @@ fn median_ms(mut f: impl FnMut(), reps: usize) -> f64 {
         })
         .collect();
     ts.sort_by(f64::total_cmp);
-    ts[reps / 2]
+    (ts[reps / 2], ts[0])
 }
 
 #[test]
@@ -551,14 +552,10 @@ fn bench_chain_512() {
     let p = MorphologyParams::default();
     let out = morphology_mask(rel.view(), &p).unwrap();
     let reps = 50;
-    let total = median_ms(
-        || {
-            black_box(morphology_mask(rel.view(), &p).unwrap());
-        },
-        reps,
-    );
+    let (median, min) = time_ms(|| drop(black_box(morphology_mask(rel.view(), &p))), reps);
     println!(
-        "Rust 512x512 chain (default params), median of {reps}: {total:.3} ms; threshold {}, {} mask pixels",
+        "Rust 512x512 chain (default params), median of {reps}: {median:.3} ms (min {min:.3} ms); \
+         threshold {}, {} mask pixels",
         out.threshold,
         out.mask.iter().filter(|&&v| v).count()
     );
@@ -566,95 +563,23 @@ fn bench_chain_512() {
     let t = threshold_otsu(eq.view(), 256).unwrap();
     let bin = apply_threshold(eq.view(), t);
     let cb = clear_border(bin.view(), 0).unwrap();
-    let d3 = Footprint::disk(3);
+    let (d3, d15) = (Footprint::disk(3), Footprint::disk(15));
     let dil = binary_dilation(cb.view(), &d3);
     let ero = binary_erosion(dil.view(), &d3);
     let fil = binary_fill_holes(ero.view());
-    let steps: Vec<(&str, f64)> = vec![
-        (
-            "equalize_hist",
-            median_ms(
-                || {
-                    black_box(equalize_hist(rel.view(), 256).unwrap());
-                },
-                reps,
-            ),
-        ),
-        (
-            "threshold_otsu",
-            median_ms(
-                || {
-                    black_box(threshold_otsu(eq.view(), 256).unwrap());
-                },
-                reps,
-            ),
-        ),
-        (
-            "label (8-conn)",
-            median_ms(
-                || {
-                    black_box(label(bin.view(), 2).unwrap());
-                },
-                reps,
-            ),
-        ),
-        (
-            "clear_border",
-            median_ms(
-                || {
-                    black_box(clear_border(bin.view(), 0).unwrap());
-                },
-                reps,
-            ),
-        ),
-        (
-            "binary_dilation disk(3)",
-            median_ms(
-                || {
-                    black_box(binary_dilation(cb.view(), &d3));
-                },
-                reps,
-            ),
-        ),
-        (
-            "binary_erosion disk(3)",
-            median_ms(
-                || {
-                    black_box(binary_erosion(dil.view(), &d3));
-                },
-                reps,
-            ),
-        ),
-        (
-            "binary_fill_holes",
-            median_ms(
-                || {
-                    black_box(binary_fill_holes(ero.view()));
-                },
-                reps,
-            ),
-        ),
-        (
-            "remove_small_objects",
-            median_ms(
-                || {
-                    black_box(remove_small_objects(fil.view(), 64, 2).unwrap());
-                },
-                reps,
-            ),
-        ),
-        (
-            "binary_dilation disk(15)",
-            median_ms(
-                || {
-                    black_box(binary_dilation(cb.view(), &Footprint::disk(15)));
-                },
-                reps,
-            ),
-        ),
-    ];
-    for (name, ms) in steps {
-        println!("  {name:<26} {ms:8.3} ms");
+    let mut steps: Vec<(&str, (f64, f64))> = Vec::new();
+    let mut step = |name, f: &mut dyn FnMut()| steps.push((name, time_ms(f, reps)));
+    step("equalize_hist", &mut || drop(black_box(equalize_hist(rel.view(), 256))));
+    step("threshold_otsu", &mut || drop(black_box(threshold_otsu(eq.view(), 256))));
+    step("label (8-conn)", &mut || drop(black_box(label(bin.view(), 2))));
+    step("clear_border", &mut || drop(black_box(clear_border(bin.view(), 0))));
+    step("binary_dilation disk(3)", &mut || drop(black_box(binary_dilation(cb.view(), &d3))));
+    step("binary_erosion disk(3)", &mut || drop(black_box(binary_erosion(dil.view(), &d3))));
+    step("binary_fill_holes", &mut || drop(black_box(binary_fill_holes(ero.view()))));
+    step("remove_small_objects", &mut || drop(black_box(remove_small_objects(fil.view(), 64, 2))));
+    step("binary_dilation disk(15)", &mut || drop(black_box(binary_dilation(cb.view(), &d15))));
+    for (name, (median, min)) in steps {
+        println!("  {name:<26} {median:8.3} ms (min {min:.3})");
     }
     // If `python3 tools/gen_morphology.py --bench` ran, compare with its map and mask.
     let dir = std::env::var("EXPLAINSEG_MORPH_BENCH_DIR").unwrap_or_else(|_| "/tmp/explainseg_morph_bench".into());

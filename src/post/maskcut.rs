@@ -8,6 +8,9 @@
 //! cut); a candidate is dropped when it overlaps the previous mask with IoU > 0.5
 //! or covers ≤ 1% of the grid; full-size masks have the earlier masks subtracted.
 //! The eigenvector's sign follows LAPACK (`dsygvx`), which the corner rule depends on.
+//! As in the reference, painted patches have identical all-ε rows, so their
+//! eigenvector entries tie; which painted region holds `argmax v` is then decided
+//! by rounding, in CutLER as here.
 
 use ndarray::{Array2, ArrayView2, ArrayView3};
 

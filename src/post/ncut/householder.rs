@@ -53,6 +53,14 @@ fn householder_vector(alpha: f64, x: &mut [f64]) -> (f64, f64) {
     (beta, tau)
 }
 
+/// Independent partial sums per column (one AVX2 register pair).
+const LANES: usize = 8;
+
+#[inline(always)]
+fn lane_sum(acc: &[f64; LANES]) -> f64 {
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
+}
+
 /// One column of the fused pass. `c` is column `j` (rows `j..n`); `pv`, `pw`
 /// (pending rank-2 update `A −= pv·pwᵀ + pw·pvᵀ`), `v` and `p` are aligned with it
 /// (index 0 = row `j`). Applies the pending update when `flush`, then, when
@@ -71,19 +79,24 @@ fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], 
         (true, true) => {
             c[0] -= pvj * pwj + pwj * pvj;
             let diag = c[0];
-            let mut acc = [0.0f64; 4];
+            let mut acc = [0.0f64; LANES];
             let (ct, pvt, pwt, vt, pt) = (&mut c[1..], &pv[1..], &pw[1..], &v[1..], &mut p[1..]);
-            let mut cc = ct.chunks_exact_mut(4);
-            let mut pc = pt.chunks_exact_mut(4);
-            let mut av = pvt.chunks_exact(4);
-            let mut bw = pwt.chunks_exact(4);
-            let mut vv = vt.chunks_exact(4);
+            let mut cc = ct.chunks_exact_mut(LANES);
+            let mut pc = pt.chunks_exact_mut(LANES);
+            let mut av = pvt.chunks_exact(LANES);
+            let mut bw = pwt.chunks_exact(LANES);
+            let mut vv = vt.chunks_exact(LANES);
             for ((((c4, p4), a4), b4), v4) in (&mut cc).zip(&mut pc).zip(&mut av).zip(&mut bw).zip(&mut vv) {
-                for l in 0..4 {
-                    let x = c4[l] - a4[l] * pwj - b4[l] * pvj;
-                    c4[l] = x;
-                    acc[l] += x * v4[l];
-                    p4[l] += x * vj;
+                let mut x = [0.0f64; LANES];
+                for l in 0..LANES {
+                    x[l] = c4[l] - a4[l] * pwj - b4[l] * pvj;
+                }
+                c4.copy_from_slice(&x);
+                for l in 0..LANES {
+                    acc[l] += x[l] * v4[l];
+                }
+                for l in 0..LANES {
+                    p4[l] += x[l] * vj;
                 }
             }
             let tail = cc.into_remainder().iter_mut().zip(pc.into_remainder());
@@ -93,16 +106,16 @@ fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], 
                 acc[0] += y * vk;
                 *pk += y * vj;
             }
-            p[0] += diag * vj + (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            p[0] += diag * vj + lane_sum(&acc);
         }
         (false, true) => {
-            let mut acc = [0.0f64; 4];
+            let mut acc = [0.0f64; LANES];
             let (ct, vt, pt) = (&c[1..], &v[1..], &mut p[1..]);
-            let mut cc = ct.chunks_exact(4);
-            let mut pc = pt.chunks_exact_mut(4);
-            let mut vv = vt.chunks_exact(4);
+            let mut cc = ct.chunks_exact(LANES);
+            let mut pc = pt.chunks_exact_mut(LANES);
+            let mut vv = vt.chunks_exact(LANES);
             for ((c4, p4), v4) in (&mut cc).zip(&mut pc).zip(&mut vv) {
-                for l in 0..4 {
+                for l in 0..LANES {
                     acc[l] += c4[l] * v4[l];
                     p4[l] += c4[l] * vj;
                 }
@@ -112,7 +125,7 @@ fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], 
                 acc[0] += x * vk;
                 *pk += x * vj;
             }
-            p[0] += c[0] * vj + (acc[0] + acc[1]) + (acc[2] + acc[3]);
+            p[0] += c[0] * vj + lane_sum(&acc);
         }
         (false, false) => {}
     }
