@@ -125,8 +125,12 @@ fn segment_writes_every_output_at_the_image_size() {
     let image = fixture("preprocess", "big_299x257_q90.jpg");
     for variant in ["a", "b", "c", "xncut", "tokencut", "maskcut"] {
         let out = tmp.path().join(variant);
+        // Variant a also exercises the non-default feature and fusion flags.
+        let extra: &[&str] = if variant == "a" { &["--feature", "cls-attn", "--upsample", "bilinear", "--normalize", "percentile"] } else { &[] };
         let assert = bin()
-            .args(["segment", "--size", "64", "--steps", "4", "--nt-samples", "1", "--variant", variant, "--weights"])
+            .arg("segment")
+            .args(extra)
+            .args(["--size", "64", "--steps", "4", "--nt-samples", "1", "--variant", variant, "--weights"])
             .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
             .arg("--image")
             .arg(&image)

@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use explainseg::attr::features::{FeatureConfig, FeatureSource};
+use explainseg::post::ncut::ShiMalikParams;
 use clap::Args;
 use explainseg::image::{decode_image_file, preprocess_with_plan, resize_and_crop};
 use explainseg::pipeline::{segment, PipelineConfig, Variant};
@@ -27,9 +29,62 @@ pub struct SegmentArgs {
     /// Skip the DenseCRF refinement.
     #[arg(long)]
     pub no_crf: bool,
+    /// Feature map for fusion: key-pc1, query-pc1, value-pc1, token-pc1, key-norm, token-norm, cls-attn.
+    #[arg(long, default_value = "key-pc1")]
+    pub feature: String,
+    /// Block the feature map is read from [default: the last].
+    #[arg(long)]
+    pub layer: Option<usize>,
+    /// Patch grid → pixels for fusion: nearest or bilinear.
+    #[arg(long, default_value = "nearest")]
+    pub upsample: String,
+    /// Channel reduction of the attribution: abs, sum, positive, sum_abs.
+    #[arg(long, default_value = "abs")]
+    pub reduce: String,
+    /// Relevance scaling: cummass, percentile, minmax, none.
+    #[arg(long, default_value = "cummass")]
+    pub normalize: String,
+    /// Shi–Malik NCut: graph grid side, σr (map units), σx and radius (grid cells).
+    #[arg(long, default_value_t = 56)]
+    pub ncut_grid: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub ncut_sigma_r: f32,
+    #[arg(long, default_value_t = 4.0)]
+    pub ncut_sigma_x: f32,
+    #[arg(long, default_value_t = 5.0)]
+    pub ncut_radius: f32,
+    /// TokenCut τ and MaskCut τ / number of masks.
+    #[arg(long, default_value_t = 0.2)]
+    pub tokencut_tau: f32,
+    #[arg(long, default_value_t = 0.15)]
+    pub maskcut_tau: f32,
+    #[arg(long, default_value_t = 3)]
+    pub maskcut_masks: usize,
     /// Output folder: mask.png, mask_pre_crf.png, overlay.png, relevance.npy, feature.npy, fused.npy.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+fn feature_source(name: &str) -> Result<FeatureSource> {
+    use explainseg::attr::features::{Descriptor, Reduce};
+    use explainseg::backend::cpu::Facet;
+    let (what, how) = name.split_once('-').unwrap_or((name, ""));
+    if what == "cls" && how == "attn" {
+        return Ok(FeatureSource::ClsAttention { heads: Vec::new() });
+    }
+    let descriptor = match what {
+        "key" => Descriptor::Facet(Facet::Key),
+        "query" => Descriptor::Facet(Facet::Query),
+        "value" => Descriptor::Facet(Facet::Value),
+        "token" => Descriptor::Tokens,
+        _ => bail!("--feature `{name}` is not one of key-pc1, query-pc1, value-pc1, token-pc1, key-norm, token-norm, cls-attn"),
+    };
+    let reduce = match how {
+        "pc1" => Reduce::FirstPrincipalComponent,
+        "norm" => Reduce::Norm,
+        _ => bail!("--feature `{name}` is not one of key-pc1, query-pc1, value-pc1, token-pc1, key-norm, token-norm, cls-attn"),
+    };
+    Ok(FeatureSource::Descriptor { descriptor, reduce })
 }
 
 pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
@@ -45,6 +100,14 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     if args.no_crf {
         cfg.crf = None;
     }
+    cfg.feature = FeatureConfig { source: feature_source(&args.feature)?, layer: args.layer };
+    cfg.upsample = args.upsample.parse()?;
+    cfg.reduction = args.reduce.parse()?;
+    cfg.normalizer = args.normalize.parse()?;
+    cfg.ncut = ShiMalikParams { grid: Some((args.ncut_grid, args.ncut_grid)), sigma_r: args.ncut_sigma_r, sigma_x: args.ncut_sigma_x, radius: args.ncut_radius };
+    cfg.tokencut.tau = args.tokencut_tau;
+    cfg.maskcut.tau = args.maskcut_tau;
+    cfg.maskcut.n_masks = args.maskcut_masks;
     let passes = cfg.explain.noise_tunnel.as_ref().map_or(1, |nt| match &nt.noise {
         explainseg::attr::Noise::Seeded { samples, .. } => *samples,
         explainseg::attr::Noise::Injected(n) => n.dim().0,
