@@ -131,12 +131,7 @@ fn shi_malik_matches_the_scipy_reference() {
         };
         let out = shi_malik_ncut(map.view(), &params).unwrap();
         let grid_ref = npy_f64(&fixture(STAGE, &format!("grid_map_{name}.npy")));
-        let grid_err = out
-            .grid_map
-            .iter()
-            .zip(grid_ref.iter())
-            .map(|(a, b)| (*a as f64 - b).abs())
-            .fold(0.0, f64::max);
+        let grid_err = out.grid_map.iter().zip(grid_ref.iter()).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
         let want = f64_1d(&format!("eigvec_{name}.npy"));
         let err = rel_err_up_to_sign(&out.eigvec, &want);
         let signed = rel_err(&out.eigvec, &want);
@@ -189,10 +184,8 @@ fn tokencut_eigenpair_solves_the_generalized_problem() {
     let f = fiedler_dense(w.view()).unwrap();
     let (v, d) = (&f.vector, &f.degrees);
     let wv = w.dot(v);
-    let residual: f64 = (0..v.len())
-        .map(|i| (d[i] * v[i] - wv[i] - f.eigenvalue * d[i] * v[i]).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let residual: f64 =
+        (0..v.len()).map(|i| (d[i] * v[i] - wv[i] - f.eigenvalue * d[i] * v[i]).powi(2)).sum::<f64>().sqrt();
     let dnorm: f64 = v.iter().zip(d).map(|(a, b)| a * a * b).sum();
     let dconst: f64 = v.iter().zip(d).map(|(a, b)| a * b).sum();
     println!("N={}: residual {residual:.1e}, λ₂ {} λ₃ {:?}", v.len(), f.eigenvalue, f.next_eigenvalue);
@@ -347,4 +340,3 @@ fn ncut_timings() {
         println!("shi-malik {}x{} (N={}): {:.1}/{:.1} ms", grid.0, grid.1, grid.0 * grid.1, t.0 * 1e3, t.1 * 1e3);
     }
 }
-

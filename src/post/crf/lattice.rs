@@ -22,9 +22,10 @@
 //! lattice vertices of an all-zero feature vector are added (the SSE loop pads its
 //! last block with zero points; their vertices relay values during the blur).
 //!
-//! Parallelism never changes the result: the splat is done as a gather (each vertex
-//! sums its contributions in point order, exactly the order of densecrf's scatter
-//! loop), the blur is Jacobi style, and the slice is per point.
+//! Parallelism never changes the result: the splat runs sequentially in densecrf's
+//! order (the summation order into each vertex matters), the blur is Jacobi style and
+//! parallel over vertices, the slice is parallel over points, and the lattice is
+//! located per point in parallel but numbered sequentially.
 
 use rayon::prelude::*;
 
@@ -49,10 +50,6 @@ pub(crate) struct Lattice {
     offsets: Vec<u32>,
     /// `(n_points, d+1)`: barycentric weight of that vertex.
     weights: Vec<f32>,
-    /// Splat as a gather: vertex `v` receives `splat_entries[splat_start[v]..splat_start[v+1]]`,
-    /// in increasing point order; each entry is `(point, weight)`.
-    splat_start: Vec<u32>,
-    splat_entries: Vec<(u32, f32)>,
     /// `(d+1, n_vertices)`: slots of the two blur neighbours of each vertex along each axis.
     neighbors: Vec<[u32; 2]>,
     /// `1 / (1 + 2^-d)` in f32.
@@ -100,7 +97,7 @@ impl Constants {
         // Nearest remainder-0 point (SSE rounding: half to even).
         let mut sum = 0f32;
         for i in 0..=d {
-            let v = (self.inv_dp1 * el[i]).round_ties_even();
+            let v = round_half_even(self.inv_dp1 * el[i]);
             rem0[i] = v * self.dp1;
             sum += v;
         }
@@ -114,11 +111,9 @@ impl Constants {
         for i in 0..d {
             let di = el[i] - rem0[i];
             for j in i + 1..=d {
-                if di < el[j] - rem0[j] {
-                    rank[i] += 1;
-                } else {
-                    rank[j] += 1;
-                }
+                let lt = (di < el[j] - rem0[j]) as i32;
+                rank[i] += lt;
+                rank[j] += 1 - lt;
             }
         }
         // Wrap the ranks into 0..=d, moving the remainder-0 point along.
@@ -151,32 +146,51 @@ impl Constants {
 
 /// Open-addressing hash table from lattice keys (the first `d` coordinates of a
 /// vertex; the last is implied by Σ = 0) to vertex numbers in insertion order.
+///
+/// Each key gets a 64-bit code. When every coordinate fits in `64/d` bits (always the
+/// case for image features of realistic size) the code is the key itself, packed, and a
+/// lookup touches one slot; otherwise the code is a hash and a code match is confirmed
+/// against the stored coordinates.
 struct KeyTable {
     d: usize,
+    /// `Some((bits, bias))`: codes are keys packed `bits` per coordinate, offset by `bias`.
+    packed: Option<(u32, i64)>,
+    /// `(code, vertex + 1)`; vertex 0 = empty slot.
+    slots: Vec<(u64, u32)>,
+    /// log2 of the slot count.
+    shift_bits: u32,
+    /// Coordinates of each vertex, `(n, d)`.
     keys: Vec<i32>,
-    /// Vertex number + 1; 0 = empty.
-    table: Vec<u32>,
-    mask: usize,
 }
 
 impl KeyTable {
-    fn with_capacity(d: usize, expected: usize) -> Self {
-        let cap = (expected.max(16) * 2).next_power_of_two();
-        KeyTable { d, keys: Vec::with_capacity(expected * d), table: vec![0; cap], mask: cap - 1 }
+    /// `max_coord` bounds |coordinate| of every key that will be looked up.
+    fn new(d: usize, max_coord: i64) -> Self {
+        let bits = (64 / d as u32).min(32);
+        let packed = (max_coord < (1i64 << (bits - 1)) - 1).then_some((bits, 1i64 << (bits - 1)));
+        let shift_bits = 12;
+        KeyTable { d, packed, slots: vec![(0, 0); 1 << shift_bits], shift_bits, keys: Vec::new() }
     }
 
     fn len(&self) -> usize {
-        self.keys.len() / self.d.max(1)
+        self.keys.len() / self.d
     }
 
     #[inline]
-    fn hash(key: &[i32]) -> usize {
-        let mut h = 0x243f_6a88_85a3_08d3u64;
-        for &k in key {
-            h = (h ^ k as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-            h ^= h >> 29;
+    fn code(&self, key: &[i32]) -> u64 {
+        match self.packed {
+            Some((bits, bias)) => key.iter().enumerate().fold(0u64, |c, (i, &k)| c | (((k as i64 + bias) as u64) << (i as u32 * bits))),
+            None => key.iter().fold(0x243f_6a88_85a3_08d3u64, |h, &k| {
+                let h = (h ^ k as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                h ^ (h >> 29)
+            }),
         }
-        h as usize
+    }
+
+    /// First slot to probe for `code` (Fibonacci hashing: the high bits of a product).
+    #[inline]
+    fn home(&self, code: u64) -> usize {
+        (code.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - self.shift_bits)) as usize
     }
 
     #[inline]
@@ -184,62 +198,76 @@ impl KeyTable {
         &self.keys[v * self.d..(v + 1) * self.d]
     }
 
-    /// Element-wise comparison (short keys: cheaper than a `memcmp` call).
     #[inline]
-    fn key_eq(&self, v: usize, key: &[i32]) -> bool {
-        self.key(v).iter().zip(key).all(|(a, b)| a == b)
+    fn matches(&self, slot: (u64, u32), code: u64, key: &[i32]) -> bool {
+        slot.0 == code && (self.packed.is_some() || self.key(slot.1 as usize - 1).iter().zip(key).all(|(a, b)| a == b))
     }
 
-    /// Vertex number of `key`, if present.
+    /// Vertex number of `key` (whose code is `code`), if present.
     #[inline]
-    fn find(&self, key: &[i32]) -> Option<usize> {
-        let mut h = Self::hash(key) & self.mask;
+    fn find(&self, key: &[i32], code: u64) -> Option<usize> {
+        let mask = self.slots.len() - 1;
+        let mut h = self.home(code);
         loop {
-            let e = self.table[h];
-            if e == 0 {
+            let slot = self.slots[h];
+            if slot.1 == 0 {
                 return None;
             }
-            let v = e as usize - 1;
-            if self.key_eq(v, key) {
-                return Some(v);
+            if self.matches(slot, code, key) {
+                return Some(slot.1 as usize - 1);
             }
-            h = (h + 1) & self.mask;
+            h = (h + 1) & mask;
         }
     }
 
-    /// Vertex number of `key`, inserting it if absent.
-    fn find_or_insert(&mut self, key: &[i32]) -> usize {
-        if (self.len() + 1) * 2 > self.table.len() {
+    /// Vertex number of `key` (whose code is `code`), inserting it if absent.
+    fn find_or_insert(&mut self, key: &[i32], code: u64) -> usize {
+        if (self.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
-        let mut h = Self::hash(key) & self.mask;
+        let mask = self.slots.len() - 1;
+        let mut h = self.home(code);
         loop {
-            let e = self.table[h];
-            if e == 0 {
+            let slot = self.slots[h];
+            if slot.1 == 0 {
                 let v = self.len();
                 self.keys.extend_from_slice(key);
-                self.table[h] = v as u32 + 1;
+                self.slots[h] = (code, v as u32 + 1);
                 return v;
             }
-            let v = e as usize - 1;
-            if self.key_eq(v, key) {
-                return v;
+            if self.matches(slot, code, key) {
+                return slot.1 as usize - 1;
             }
-            h = (h + 1) & self.mask;
+            h = (h + 1) & mask;
         }
     }
 
     fn grow(&mut self) {
-        let cap = self.table.len() * 2;
-        self.table = vec![0; cap];
-        self.mask = cap - 1;
-        for v in 0..self.len() {
-            let mut h = Self::hash(self.key(v)) & self.mask;
-            while self.table[h] != 0 {
-                h = (h + 1) & self.mask;
+        let cap = self.slots.len() * 2;
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        self.shift_bits += 1;
+        let mask = self.slots.len() - 1;
+        for slot in old.into_iter().filter(|s| s.1 != 0) {
+            let mut h = self.home(slot.0);
+            while self.slots[h].1 != 0 {
+                h = (h + 1) & mask;
             }
-            self.table[h] = v as u32 + 1;
+            self.slots[h] = slot;
         }
+    }
+}
+
+/// Round half to even, exact for |x| < 2^22 (adding and removing 1.5·2^23 leaves no
+/// fraction bits, and the default rounding mode breaks ties to even; unlike
+/// `f32::round_ties_even` this needs neither SSE4.1 nor a libm call). Larger values are
+/// returned as they are: [`Lattice::new`] rejects them as out of range anyway.
+#[inline]
+fn round_half_even(x: f32) -> f32 {
+    const C: f32 = 12_582_912.0; // 1.5 · 2^23
+    if x.abs() < 4_194_304.0 {
+        (x + C) - C
+    } else {
+        x
     }
 }
 
@@ -261,6 +289,11 @@ impl Lattice {
     /// deviation) that lattice coordinates would leave the exactly-representable range,
     /// or when there are too many points for 32-bit indices.
     pub(crate) fn new(features: &[f32], d: usize) -> Result<Self> {
+        Self::build(features, d, true)
+    }
+
+    /// [`Lattice::new`]; `allow_packed = false` forces hashed keys (tests the fallback).
+    fn build(features: &[f32], d: usize, allow_packed: bool) -> Result<Self> {
         if d == 0 || features.len() % d != 0 {
             return Err(Error::Internal(format!("lattice: {} features not a multiple of d = {d}", features.len())));
         }
@@ -303,10 +336,16 @@ impl Lattice {
             ));
         }
 
-        // 2. Insert the vertices (sequential: numbering is insertion order).
-        let mut table = KeyTable::with_capacity(d, n_points * dp1 / 4 + 64);
+        // 2. Insert the vertices (sequential: numbering is insertion order). Neighbouring
+        //    points often share their simplex; then the previous point's vertices are reused.
+        //    Neighbouring points often share vertices: with packed keys, the previous
+        //    point's d+1 codes are checked before the hash table.
+        let mut table = KeyTable::new(d, if allow_packed { max_abs as i64 + 2 * dp1 as i64 } else { i64::MAX });
+        let packed = table.packed.is_some();
         let mut offsets = vec![0u32; n_points * dp1];
         let mut key = vec![0i32; d];
+        let mut prev_codes = vec![u64::MAX; dp1];
+        let mut cur_codes = vec![0u64; dp1];
         for p in 0..n_points {
             let o = p * dp1;
             let (rem0, rank) = (&simplex.rem0[o..o + dp1], &simplex.rank[o..o + dp1]);
@@ -314,8 +353,15 @@ impl Lattice {
                 for i in 0..d {
                     key[i] = rem0[i] + canonical(d, r, rank[i] as usize);
                 }
-                offsets[o + r] = table.find_or_insert(&key) as u32 + 1;
+                let code = table.code(&key);
+                let cached = if packed { prev_codes.iter().position(|&c| c == code) } else { None };
+                offsets[o + r] = match cached {
+                    Some(q) => offsets[o - dp1 + q],
+                    None => table.find_or_insert(&key, code) as u32 + 1,
+                };
+                cur_codes[r] = code;
             }
+            std::mem::swap(&mut prev_codes, &mut cur_codes);
         }
         // SSE-build quirk: the last block of 4 is padded with zero feature vectors,
         // whose vertices join the lattice (spec §5.3 step 7).
@@ -327,7 +373,8 @@ impl Lattice {
                 for i in 0..d {
                     key[i] = r0[i] as i32 + canonical(d, r, rk[i] as usize);
                 }
-                table.find_or_insert(&key);
+                let code = table.code(&key);
+                table.find_or_insert(&key, code);
             }
         }
         let n_vertices = table.len();
@@ -338,51 +385,38 @@ impl Lattice {
         drop(simplex.rem0);
         drop(simplex.rank);
 
-        // 3. Blur neighbours, axis-major (parallel lookups in a read-only table).
+        // 3. Blur neighbours, axis-major. Along axis j the lattice step is
+        //    e = (d+1)·e_j − 1 (for j = d: −1 in every stored coordinate); n1(v) = v + e is
+        //    looked up (in parallel, read-only table) and n2 follows by symmetry:
+        //    n2(n1(v)) = v.
         let mut neighbors = vec![[0u32; 2]; dp1 * n_vertices];
         neighbors.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
             let mut n1 = vec![0i32; d];
-            let mut n2 = vec![0i32; d];
             for (k, nb) in out.iter_mut().enumerate() {
                 let idx = c * CHUNK + k;
                 let (j, v) = (idx / n_vertices, idx % n_vertices);
                 let key = table.key(v);
                 for i in 0..d {
                     n1[i] = key[i] - 1;
-                    n2[i] = key[i] + 1;
                 }
                 if j < d {
                     n1[j] = key[j] + d as i32;
-                    n2[j] = key[j] - d as i32;
                 }
-                let slot = |k: &[i32]| table.find(k).map_or(0, |v| v as u32 + 1);
-                *nb = [slot(&n1), slot(&n2)];
+                nb[0] = table.find(&n1, table.code(&n1)).map_or(0, |u| u as u32 + 1);
             }
         });
         drop(table);
-
-        // 4. Splat as a gather: per vertex, its (point, weight) entries in point order.
-        let mut splat_start = vec![0u32; n_vertices + 1];
-        for &s in &offsets {
-            splat_start[s as usize - 1] += 1;
+        for axis in neighbors.chunks_exact_mut(n_vertices) {
+            for v in 0..n_vertices {
+                let n1 = axis[v][0];
+                if n1 != 0 {
+                    axis[n1 as usize - 1][1] = v as u32 + 1;
+                }
+            }
         }
-        let mut acc = 0u32;
-        for c in splat_start.iter_mut() {
-            let n = *c;
-            *c = acc;
-            acc += n;
-        }
-        let mut cursor = splat_start.clone();
-        let mut splat_entries = vec![(0u32, 0f32); n_points * dp1];
-        for (e, (&s, &w)) in offsets.iter().zip(&weights).enumerate() {
-            let pos = &mut cursor[s as usize - 1];
-            splat_entries[*pos as usize] = ((e / dp1) as u32, w);
-            *pos += 1;
-        }
-        drop(cursor);
 
         let alpha = 1.0f32 / (1.0f32 + 2f32.powi(-(d as i32)));
-        Ok(Lattice { d, n_points, n_vertices, offsets, weights, splat_start, splat_entries, neighbors, alpha })
+        Ok(Lattice { d, n_points, n_vertices, offsets, weights, neighbors, alpha })
     }
 
     /// Number of points.
@@ -401,106 +435,120 @@ impl Lattice {
     /// symmetric normalisation; all-ones `scale` is exact plain filtering). `L` is splat,
     /// blur along axes `0..=d`, slice. `vs ≤ 2` follows densecrf's scalar path (slice
     /// term `(w·v)·α`), `vs > 2` its SSE path (`(w·α)·v`).
+    ///
+    /// The components never mix, so they are filtered in groups of at most 4 (with
+    /// compile-time group sizes), which changes nothing in the result.
     pub(crate) fn filter(&self, input: &[f32], scale: &[f32], vs: usize, out: &mut [f32], scratch: &mut FilterScratch) {
+        assert!(vs > 0, "lattice filter: empty values");
         assert_eq!(input.len(), self.n_points * vs, "lattice filter input");
         assert_eq!(out.len(), self.n_points * vs, "lattice filter output");
         assert_eq!(scale.len(), self.n_points, "lattice filter scale");
-        match vs {
-            1 => self.filter_impl::<1>(input, scale, 1, out, scratch),
-            2 => self.filter_impl::<2>(input, scale, 2, out, scratch),
-            3 => self.filter_impl::<3>(input, scale, 3, out, scratch),
-            4 => self.filter_impl::<4>(input, scale, 4, out, scratch),
-            _ => self.filter_impl::<0>(input, scale, vs, out, scratch),
+        let seq_path = vs <= 2;
+        let mut c0 = 0;
+        while c0 < vs {
+            let g = (vs - c0).min(4);
+            let v = Values { input, scale, stride: vs, c0, seq_path };
+            match g {
+                1 => self.filter_group::<1>(&v, out, scratch),
+                2 => self.filter_group::<2>(&v, out, scratch),
+                3 => self.filter_group::<3>(&v, out, scratch),
+                _ => self.filter_group::<4>(&v, out, scratch),
+            }
+            c0 += g;
         }
     }
 
-    /// `VS` is the value size when known at compile time, 0 for "use `vs`".
-    fn filter_impl<const VS: usize>(&self, input: &[f32], scale: &[f32], vs: usize, out: &mut [f32], scratch: &mut FilterScratch) {
-        let vs = if VS == 0 { vs } else { VS };
+    /// Filters components `c0..c0+G` of the values.
+    fn filter_group<const G: usize>(&self, v: &Values, out: &mut [f32], scratch: &mut FilterScratch) {
+        let Values { input, scale, stride, c0, seq_path } = *v;
+        let dp1 = self.d + 1;
         let n_slots = self.n_vertices + 1;
-        let (mut a, mut b) = scratch.buffers(n_slots * vs);
-        // Slot 0 stays zero: it is never written.
-        a[..vs].fill(0.0);
-        b[..vs].fill(0.0);
+        let (mut a, mut b) = scratch.buffers(n_slots * G);
+        // Slot 0 stays zero: the splat never writes it, the blur skips it.
+        b[..G].fill(0.0);
 
-        // Splat: vals[v] = Σ_(p in order) w · (in[p] · s[p]), from 0.
-        a[vs..].par_chunks_mut(vs * CHUNK).enumerate().for_each(|(c, vals)| {
-            let v0 = c * CHUNK;
-            for (k, val) in vals.chunks_exact_mut(vs).enumerate() {
-                let v = v0 + k;
-                let (s, e) = (self.splat_start[v] as usize, self.splat_start[v + 1] as usize);
-                val.fill(0.0);
-                for &(p, w) in &self.splat_entries[s..e] {
-                    let p = p as usize;
-                    let (x, sp) = (&input[p * vs..p * vs + vs], scale[p]);
-                    for i in 0..vs {
-                        val[i] += w * (x[i] * sp);
-                    }
+        // Splat, in densecrf's order: points in order, then remainders r = 0..=d;
+        // vals[v] += w · (in[p] · s[p]). Sequential: the order of the additions into each
+        // vertex is part of the result.
+        a.fill(0.0);
+        for ((x, &sp), (offs, ws)) in
+            input.chunks_exact(stride).zip(scale).zip(self.offsets.chunks_exact(dp1).zip(self.weights.chunks_exact(dp1)))
+        {
+            let x: [f32; G] = std::array::from_fn(|i| x[c0 + i] * sp);
+            for (&o, &w) in offs.iter().zip(ws) {
+                let val: &mut [f32; G] = (&mut a[o as usize * G..o as usize * G + G]).try_into().unwrap();
+                for i in 0..G {
+                    val[i] += w * x[i];
                 }
             }
-        });
+        }
 
         // Blur along each axis j = 0..=d, Jacobi style.
-        let seq_path = vs <= 2;
-        for j in 0..=self.d {
+        for j in 0..dp1 {
             let nb = &self.neighbors[j * self.n_vertices..(j + 1) * self.n_vertices];
             let old: &[f32] = a;
-            b[vs..].par_chunks_mut(vs * CHUNK).zip(nb.par_chunks(CHUNK)).enumerate().for_each(|(c, (new, nb))| {
-                let v0 = c * CHUNK;
-                for (k, (nv, &[n1, n2])) in new.chunks_exact_mut(vs).zip(nb).enumerate() {
-                    let o = (v0 + k + 1) * vs;
-                    let (o1, o2) = (n1 as usize * vs, n2 as usize * vs);
-                    for i in 0..vs {
-                        let s = old[o1 + i] + old[o2 + i];
-                        nv[i] = if seq_path {
-                            // densecrf's scalar loop: `old + 0.5*(n1 + n2)` with a double 0.5.
-                            (old[o + i] as f64 + 0.5 * s as f64) as f32
-                        } else {
-                            old[o + i] + 0.5f32 * s
-                        };
+            let olds = &old[G..];
+            b[G..].par_chunks_mut(G * CHUNK).zip(olds.par_chunks(G * CHUNK)).zip(nb.par_chunks(CHUNK)).for_each(
+                |((new, own), nb)| {
+                    for ((nv, ov), &[n1, n2]) in new.chunks_exact_mut(G).zip(own.chunks_exact(G)).zip(nb) {
+                        let x1: &[f32; G] = old[n1 as usize * G..n1 as usize * G + G].try_into().unwrap();
+                        let x2: &[f32; G] = old[n2 as usize * G..n2 as usize * G + G].try_into().unwrap();
+                        for i in 0..G {
+                            let s = x1[i] + x2[i];
+                            nv[i] = if seq_path {
+                                // densecrf's scalar loop: `old + 0.5*(n1 + n2)` with a double 0.5.
+                                (ov[i] as f64 + 0.5 * s as f64) as f32
+                            } else {
+                                ov[i] + 0.5f32 * s
+                            };
+                        }
                     }
-                }
-            });
+                },
+            );
             std::mem::swap(&mut a, &mut b);
         }
 
-        // Slice.
-        let dp1 = self.d + 1;
+        // Slice: out[p] = s[p] · Σ_r (w·v)·α  (scalar path) or Σ_r (w·α)·v (SSE path).
         let alpha = self.alpha;
-        out.par_chunks_mut(vs * CHUNK).zip(scale.par_chunks(CHUNK)).enumerate().for_each(|(c, (out, scale))| {
-            let p0 = c * CHUNK;
-            let mut acc = [0f32; 8];
-            let mut acc_dyn = Vec::new();
-            let acc: &mut [f32] = if vs <= acc.len() {
-                &mut acc[..vs]
-            } else {
-                acc_dyn.resize(vs, 0f32);
-                &mut acc_dyn
-            };
-            for (k, (o, &sp)) in out.chunks_exact_mut(vs).zip(scale).enumerate() {
-                let e0 = (p0 + k) * dp1;
-                acc.fill(0.0);
-                for r in 0..dp1 {
-                    let w = self.weights[e0 + r];
-                    let s = self.offsets[e0 + r] as usize * vs;
-                    let val = &a[s..s + vs];
-                    if seq_path {
-                        for i in 0..vs {
-                            acc[i] += w * val[i] * alpha;
-                        }
-                    } else {
-                        let wa = w * alpha;
-                        for i in 0..vs {
-                            acc[i] += wa * val[i];
+        let vals: &[f32] = a;
+        out.par_chunks_mut(stride * CHUNK)
+            .zip(scale.par_chunks(CHUNK))
+            .zip(self.offsets.par_chunks(dp1 * CHUNK).zip(self.weights.par_chunks(dp1 * CHUNK)))
+            .for_each(|((out, scale), (offs, ws))| {
+                for ((o, &sp), (offs, ws)) in
+                    out.chunks_exact_mut(stride).zip(scale).zip(offs.chunks_exact(dp1).zip(ws.chunks_exact(dp1)))
+                {
+                    let mut acc = [0f32; G];
+                    for (&off, &w) in offs.iter().zip(ws) {
+                        let val: &[f32; G] = vals[off as usize * G..off as usize * G + G].try_into().unwrap();
+                        if seq_path {
+                            for i in 0..G {
+                                acc[i] += w * val[i] * alpha;
+                            }
+                        } else {
+                            let wa = w * alpha;
+                            for i in 0..G {
+                                acc[i] += wa * val[i];
+                            }
                         }
                     }
+                    for i in 0..G {
+                        o[c0 + i] = acc[i] * sp;
+                    }
                 }
-                for (o, a) in o.iter_mut().zip(acc.iter()) {
-                    *o = a * sp;
-                }
-            }
-        });
+            });
     }
+}
+
+/// The values a filter call reads: `input` `(n_points, stride)`, the per-point scale,
+/// the first component of the group, and densecrf's path (scalar for ≤ 2 components).
+#[derive(Clone, Copy)]
+struct Values<'a> {
+    input: &'a [f32],
+    scale: &'a [f32],
+    stride: usize,
+    c0: usize,
+    seq_path: bool,
 }
 
 /// Two reusable vertex-value buffers for [`Lattice::filter`].
@@ -576,5 +624,33 @@ mod tests {
         assert!(o1.iter().zip(&o2).all(|(a, b)| 2.0 * a == *b));
         let c = o1[10 * w + 11];
         assert!(c > 1.0 && o1[0] < c, "{} {}", o1[0], c);
+    }
+
+    /// Packed and hashed keys give the same lattice, hence bit-identical filtering
+    /// (vertex numbering may differ, results may not).
+    #[test]
+    fn hashed_keys_match_packed_keys() {
+        let (h, w, d) = (17usize, 19usize, 5usize);
+        let mut x = 7u32;
+        let feats: Vec<f32> = (0..h * w)
+            .flat_map(|p| {
+                let mut f = vec![(p % w) as f32 / 4.0, (p / w) as f32 / 4.0];
+                for _ in 0..d - 2 {
+                    x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                    f.push(((x >> 16) % 256) as f32 / 20.0);
+                }
+                f
+            })
+            .collect();
+        let packed = Lattice::build(&feats, d, true).unwrap();
+        let hashed = Lattice::build(&feats, d, false).unwrap();
+        assert_eq!(packed.n_vertices, hashed.n_vertices);
+        let input: Vec<f32> = (0..h * w * 3).map(|i| (i % 7) as f32 / 7.0).collect();
+        let scale: Vec<f32> = (0..h * w).map(|i| 1.0 / (1.0 + (i % 5) as f32)).collect();
+        let (mut a, mut b) = (vec![0f32; h * w * 3], vec![0f32; h * w * 3]);
+        let mut s = FilterScratch::default();
+        packed.filter(&input, &scale, 3, &mut a, &mut s);
+        hashed.filter(&input, &scale, 3, &mut b, &mut s);
+        assert_eq!(a, b);
     }
 }

@@ -52,24 +52,33 @@ pub fn unary_from_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> R
     if height == 0 || width == 0 {
         return Err(Error::param("image", format!("empty image ({height}×{width})")));
     }
-    let fg = mask.mapv(|m| if m { 1.0f64 } else { 0.0 });
-    let bg = mask.mapv(|m| if m { 0.0f64 } else { 1.0 });
-    let (fg, bg) = if (mh, mw) == (height, width) {
-        (fg, bg)
-    } else {
-        (resize_bilinear(fg.view(), height, width), resize_bilinear(bg.view(), height, width))
-    };
-    let mut probs = Array3::<f64>::zeros((2, height, width));
-    for ((y, x), &f) in fg.indexed_iter() {
-        let b = bg[[y, x]];
-        // torch softmax over 2 channels: exp(v − max) / Σ.
+    // torch softmax over the 2 channels, exp(v − max) / Σ, then unary_from_softmax.
+    let unary_of = |b: f64, f: f64| {
         let mx = if f > b { f } else { b };
         let (eb, ef) = ((b - mx).exp(), (f - mx).exp());
         let s = eb + ef;
-        probs[[0, y, x]] = eb / s;
-        probs[[1, y, x]] = ef / s;
+        let u = |p: f64| -(p.clamp(SOFTMAX_CLIP, 1.0).ln()) as f32;
+        (u(eb / s), u(ef / s))
+    };
+    let mut unary = Array3::<f32>::zeros((2, height, width));
+    if (mh, mw) == (height, width) {
+        // Only two distinct pixels: compute them once.
+        let (u_bg, u_fg) = (unary_of(1.0, 0.0), unary_of(0.0, 1.0));
+        for ((y, x), &m) in mask.indexed_iter() {
+            let (b, f) = if m { u_fg } else { u_bg };
+            unary[[0, y, x]] = b;
+            unary[[1, y, x]] = f;
+        }
+    } else {
+        let fg = resize_bilinear(mask.mapv(|m| if m { 1.0f64 } else { 0.0 }).view(), height, width);
+        let bg = resize_bilinear(mask.mapv(|m| if m { 0.0f64 } else { 1.0 }).view(), height, width);
+        for ((y, x), &f) in fg.indexed_iter() {
+            let (b, f) = unary_of(bg[[y, x]], f);
+            unary[[0, y, x]] = b;
+            unary[[1, y, x]] = f;
+        }
     }
-    unary_from_softmax(probs.view(), SOFTMAX_CLIP)
+    Ok(unary)
 }
 
 /// Torch's source indices and weights for one axis of a bilinear resize with

@@ -253,11 +253,7 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     if size.0 * size.1 < 2 {
         return Err(Error::param("map", format!("the graph needs at least 2 cells, got {}×{}", size.0, size.1)));
     }
-    let grid_map = if params.grid.is_some() {
-        resample_area_f64(&map, size)
-    } else {
-        map.mapv(|v| v as f64)
-    };
+    let grid_map = if params.grid.is_some() { resample_area_f64(&map, size) } else { map.mapv(|v| v as f64) };
     let lo = grid_map.fold(f64::INFINITY, |m, &v| m.min(v));
     let hi = grid_map.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
     let range = hi - lo;
@@ -272,19 +268,10 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     let split: Vec<bool> = v.iter().map(|&x| x > mean).collect();
     let gm: Vec<f64> = grid_map.iter().copied().collect();
     let flip = complement_is_foreground(&split, &gm);
-    let (eigvec, fg): (Array1<f64>, Vec<bool>) = if flip {
-        (v.mapv(|x| -x), split.iter().map(|b| !b).collect())
-    } else {
-        (v, split)
-    };
+    let (eigvec, fg): (Array1<f64>, Vec<bool>) =
+        if flip { (v.mapv(|x| -x), split.iter().map(|b| !b).collect()) } else { (v, split) };
     let mask = Array2::from_shape_vec(size, fg).map_err(|_| Error::Internal("mask reshape".into()))?;
-    Ok(ShiMalikOutput {
-        eigvec,
-        mask,
-        eigenvalue: fiedler.eigenvalue,
-        residual,
-        grid_map: grid_map.mapv(|v| v as f32),
-    })
+    Ok(ShiMalikOutput { eigvec, mask, eigenvalue: fiedler.eigenvalue, residual, grid_map: grid_map.mapv(|v| v as f32) })
 }
 
 #[cfg(test)]

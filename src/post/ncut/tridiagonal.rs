@@ -247,9 +247,8 @@ mod tests {
             let got = eigenvalue(&d, &e, k);
             assert!((got - exact).abs() < 1e-14, "k={k}: {got} vs {exact}");
             let v = eigenvector(&d, &e, got);
-            let mut want: Vec<f64> = (0..n)
-                .map(|j| (((j + 1) * (k + 1)) as f64 * std::f64::consts::PI / (n + 1) as f64).sin())
-                .collect();
+            let mut want: Vec<f64> =
+                (0..n).map(|j| (((j + 1) * (k + 1)) as f64 * std::f64::consts::PI / (n + 1) as f64).sin()).collect();
             normalise(&mut want);
             // Up to sign: these vectors have exact ± ties in magnitude, so the
             // dstein sign rule is decided by rounding.
