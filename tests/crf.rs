@@ -209,6 +209,14 @@ fn properties_without_reference() {
     let row = Array3::<u8>::from_shape_fn((1, 9, 2), |(_, x, c)| (x * 20 + c) as u8);
     let r = refine_mask(row.view(), Array2::from_shape_fn((1, 9), |(_, x)| x > 4).view(), &CrfParams::default()).unwrap();
     assert_eq!(r.dim(), (1, 9));
+    // Many channels (d = 2 + C up to 72: hashed lattice keys), odd sizes.
+    for c in [7usize, 12, 70] {
+        let img = Array3::<u8>::from_shape_fn((9, 11, c), |(y, x, k)| ((x * 23 + y * 7 + k * 31) % 256) as u8);
+        let m = Array2::from_shape_fn((9, 11), |(y, x)| x + y > 9);
+        let u = unary_from_mask(m.view(), 9, 11).unwrap();
+        let out = dense_crf(img.view(), u.view(), &CrfParams::default()).unwrap();
+        assert!(out.probs.lanes(Axis(0)).into_iter().all(|col| (col.sum() - 1.0).abs() < 1e-5), "C={c}");
+    }
 }
 
 #[test]
@@ -298,17 +306,4 @@ fn bench_480() {
         wall = wall.min(t.elapsed().as_secs_f64());
     }
     println!("  of which set-up (0 iterations), 1 thread: wall {wall:.3} s");
-}
-
-#[test]
-#[ignore]
-fn zz_debug_dump() {
-    use ndarray_npy::WriteNpyExt;
-    let rd = |p: &str| std::fs::File::open(p).unwrap();
-    let image: Array3<u8> = ArrayD::<u8>::read_npy(rd("/tmp/dbg_image.npy")).unwrap().into_dimensionality().unwrap();
-    let unary: Array3<f32> = ArrayD::<f32>::read_npy(rd("/tmp/dbg_unary.npy")).unwrap().into_dimensionality().unwrap();
-    let v: Vec<f32> = std::env::var("DBG_P").unwrap().split(',').map(|s| s.parse().unwrap()).collect();
-    let p = CrfParams { n_iterations: v[0] as usize, pos_sxy_px: v[1], pos_weight: v[2], bi_sxy_px: v[3], bi_srgb: v[4], bi_weight: v[5] };
-    let out = dense_crf(image.view(), unary.view(), &p).unwrap();
-    out.probs.write_npy(std::fs::File::create("/tmp/dbg_q.npy").unwrap()).unwrap();
 }

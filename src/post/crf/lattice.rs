@@ -34,6 +34,9 @@ use crate::error::{Error, Result};
 /// Points (or vertices) per parallel work item.
 const CHUNK: usize = 2048;
 
+/// Points per block of the pipelined lattice construction.
+const BLOCK: usize = 16 * CHUNK;
+
 /// Largest |lattice coordinate| accepted: integers stay exact in f32 and far from i32
 /// limits. densecrf stores coordinates as int16, so real settings are far below this.
 const LIMIT: f32 = (1 << 22) as f32;
@@ -54,13 +57,106 @@ pub(crate) struct Lattice {
     neighbors: Vec<[u32; 2]>,
     /// `1 / (1 + 2^-d)` in f32.
     alpha: f32,
+    /// Whether the vertex keys were packed (see [`KeyTable`]); for tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    packed: bool,
 }
 
-/// Per point: the nearest remainder-0 point, the ranks and the barycentric weights.
-struct Simplex {
-    rem0: Vec<i32>,
-    rank: Vec<u32>,
+/// One located point: its elevation, nearest remainder-0 point, ranks and barycentric
+/// weights (scratch reused from point to point).
+struct Located {
+    el: Vec<f32>,
+    rem0: Vec<f32>,
+    rank: Vec<i32>,
     bary: Vec<f32>,
+    /// `inv_rank[k]` = the coordinate of rank k.
+    inv_rank: Vec<usize>,
+}
+
+impl Located {
+    fn new(d: usize) -> Self {
+        Located { el: vec![0.0; d + 1], rem0: vec![0.0; d + 1], rank: vec![0; d + 1], bary: vec![0.0; d + 2], inv_rank: vec![0; d + 1] }
+    }
+
+    fn locate(&mut self, cst: &Constants, f: &[f32]) {
+        cst.simplex(f, &mut self.el, &mut self.rem0, &mut self.rank, &mut self.bary);
+    }
+
+    fn codes(&mut self, pk: &Packing, out: &mut [u64]) {
+        vertex_codes(pk, &self.rem0, &self.rank, &mut self.inv_rank, out);
+    }
+}
+
+/// Packed keys of the d+1 vertices of a located point, remainder r = 0..=d. Remainder
+/// r's key is `rem0 + canonical[r][rank]`; from r−1 to r every coordinate gains 1 and the
+/// one of rank d+1−r loses d+1 (the (d+1)-th coordinate is implicit).
+#[inline(always)]
+fn vertex_codes(pk: &Packing, rem0: &[f32], rank: &[i32], inv_rank: &mut [usize], out: &mut [u64]) {
+    let d = rem0.len() - 1;
+    let (rank, inv_rank, out) = (&rank[..=d], &mut inv_rank[..=d], &mut out[..=d]);
+    for (i, &r) in rank.iter().enumerate() {
+        inv_rank[r as usize] = i;
+    }
+    let mut code = pk.pack(rem0[..d].iter().map(|&v| v as i32));
+    out[0] = code;
+    for r in 1..=d {
+        code = code.wrapping_add(pk.ones);
+        let i = inv_rank[d + 1 - r];
+        if i < d {
+            code = code.wrapping_sub(pk.unit(i, d as u64 + 1));
+        }
+        out[r] = code;
+    }
+}
+
+/// Locates a chunk of points and writes their vertex codes and barycentric weights, with
+/// the given scratch (fixed-size arrays for small `d`, see [`locate_chunk`]).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn locate_chunk_with(
+    cst: &Constants,
+    pk: &Packing,
+    f: &[f32],
+    codes: &mut [u64],
+    bary: &mut [f32],
+    el: &mut [f32],
+    rem0: &mut [f32],
+    rank: &mut [i32],
+    b: &mut [f32],
+    inv_rank: &mut [usize],
+) {
+    let dp1 = el.len();
+    let d = dp1 - 1;
+    for ((f, codes), bary) in f.chunks_exact(d).zip(codes.chunks_exact_mut(dp1)).zip(bary.chunks_exact_mut(dp1)) {
+        cst.simplex(f, el, rem0, rank, b);
+        vertex_codes(pk, rem0, rank, inv_rank, codes);
+        bary.copy_from_slice(&b[..dp1]);
+    }
+}
+
+/// [`locate_chunk_with`] on arrays of `N = d+1` (`M = d+2`) elements.
+fn locate_fixed<const N: usize, const M: usize>(cst: &Constants, pk: &Packing, f: &[f32], codes: &mut [u64], bary: &mut [f32]) {
+    let (mut el, mut rem0, mut rank, mut b, mut inv) = ([0f32; N], [0f32; N], [0i32; N], [0f32; M], [0usize; N]);
+    locate_chunk_with(cst, pk, f, codes, bary, &mut el, &mut rem0, &mut rank, &mut b, &mut inv);
+}
+
+/// Locates a chunk of points (`d` features each): vertex codes and barycentric weights.
+fn locate_chunk(cst: &Constants, pk: &Packing, f: &[f32], codes: &mut [u64], bary: &mut [f32]) {
+    match cst.d {
+        1 => locate_fixed::<2, 3>(cst, pk, f, codes, bary),
+        2 => locate_fixed::<3, 4>(cst, pk, f, codes, bary),
+        3 => locate_fixed::<4, 5>(cst, pk, f, codes, bary),
+        4 => locate_fixed::<5, 6>(cst, pk, f, codes, bary),
+        5 => locate_fixed::<6, 7>(cst, pk, f, codes, bary),
+        6 => locate_fixed::<7, 8>(cst, pk, f, codes, bary),
+        7 => locate_fixed::<8, 9>(cst, pk, f, codes, bary),
+        8 => locate_fixed::<9, 10>(cst, pk, f, codes, bary),
+        d => {
+            let mut loc = Located::new(d);
+            let Located { el, rem0, rank, bary: b, inv_rank } = &mut loc;
+            locate_chunk_with(cst, pk, f, codes, bary, el, rem0, rank, b, inv_rank);
+        }
+    }
 }
 
 /// The lattice constants of dimension `d` (spec §5.3 "Constants").
@@ -83,13 +179,20 @@ impl Constants {
 
     /// Locates one point (`f` has `d` features) in the lattice. `el` is scratch of
     /// length `d+1`; `rem0`, `rank` (length `d+1`) and `bary` (length `d+2`) are outputs.
-    /// Returns the largest |remainder-0 coordinate|, to detect key overflow.
-    fn simplex(&self, f: &[f32], el: &mut [f32], rem0: &mut [f32], rank: &mut [i32], bary: &mut [f32]) -> f32 {
-        let d = self.d;
+    /// The caller has checked that the coordinates stay below [`LIMIT`].
+    ///
+    /// `d` is taken from the scratch lengths, so that a caller with fixed-size arrays gets
+    /// a fully unrolled copy after inlining.
+    #[inline(always)]
+    fn simplex(&self, f: &[f32], el: &mut [f32], rem0: &mut [f32], rank: &mut [i32], bary: &mut [f32]) {
+        let d = el.len() - 1;
+        debug_assert_eq!(d, self.d);
+        let (f, scale) = (&f[..d], &self.scale[..d]);
+        let (rem0, rank, bary) = (&mut rem0[..=d], &mut rank[..=d], &mut bary[..d + 2]);
         // Elevate onto the hyperplane Σ x = 0.
         let mut sm = 0f32;
         for j in (1..=d).rev() {
-            let cf = f[j - 1] * self.scale[j - 1];
+            let cf = f[j - 1] * scale[j - 1];
             el[j] = sm - j as f32 * cf;
             sm += cf;
         }
@@ -100,11 +203,6 @@ impl Constants {
             let v = round_half_even(self.inv_dp1 * el[i]);
             rem0[i] = v * self.dp1;
             sum += v;
-        }
-        // Out-of-range coordinates (absurdly small standard deviations): report them and
-        // stop before the ranks are used as indices. The caller turns this into an error.
-        if !(sum.abs() <= LIMIT && rem0.iter().all(|v| v.abs() <= LIMIT)) {
-            return f32::INFINITY;
         }
         // Rank of each residual; a tie ranks the later coordinate higher.
         rank.fill(0);
@@ -119,7 +217,6 @@ impl Constants {
         // Wrap the ranks into 0..=d, moving the remainder-0 point along.
         let sum = sum as i32;
         let dp1 = (d + 1) as i32;
-        let mut max_abs = 0f32;
         for i in 0..=d {
             rank[i] += sum;
             if rank[i] < 0 {
@@ -129,7 +226,6 @@ impl Constants {
                 rank[i] -= dp1;
                 rem0[i] -= self.dp1;
             }
-            max_abs = max_abs.max(rem0[i].abs());
         }
         // Barycentric coordinates.
         bary.fill(0.0);
@@ -140,46 +236,79 @@ impl Constants {
             bary[k + 1] -= t;
         }
         bary[0] += 1.0 + bary[d + 1];
-        max_abs
     }
 }
 
 /// Open-addressing hash table from lattice keys (the first `d` coordinates of a
 /// vertex; the last is implied by Σ = 0) to vertex numbers in insertion order.
 ///
-/// Each key gets a 64-bit code. When every coordinate fits in `64/d` bits (always the
-/// case for image features of realistic size) the code is the key itself, packed, and a
-/// lookup touches one slot; otherwise the code is a hash and a code match is confirmed
-/// against the stored coordinates.
+/// Every key has a 64-bit code. When every coordinate fits in `64/d` bits (always the
+/// case for image features of realistic size) the code is the key itself, packed
+/// ([`Packing`]), and a lookup touches one slot; otherwise the code is a hash and a code
+/// match is confirmed against the stored coordinates.
 struct KeyTable {
     d: usize,
-    /// `Some((bits, bias))`: codes are keys packed `bits` per coordinate, offset by `bias`.
-    packed: Option<(u32, i64)>,
+    packing: Option<Packing>,
     /// `(code, vertex + 1)`; vertex 0 = empty slot.
     slots: Vec<(u64, u32)>,
     /// log2 of the slot count.
     shift_bits: u32,
-    /// Coordinates of each vertex, `(n, d)`.
+    /// Code of each vertex.
+    codes: Vec<u64>,
+    /// Coordinates of each vertex, `(n, d)`; only without packing.
     keys: Vec<i32>,
 }
 
-impl KeyTable {
-    /// `max_coord` bounds |coordinate| of every key that will be looked up.
-    fn new(d: usize, max_coord: i64) -> Self {
-        let bits = (64 / d as u32).min(32);
-        let packed = (max_coord < (1i64 << (bits - 1)) - 1).then_some((bits, 1i64 << (bits - 1)));
-        let shift_bits = 12;
-        KeyTable { d, packed, slots: vec![(0, 0); 1 << shift_bits], shift_bits, keys: Vec::new() }
-    }
+/// Keys packed into a `u64`: coordinate `i` in bits `i·bits ..`, offset by `2^(bits−1)`.
+/// As long as every coordinate stays inside the field, adding or subtracting packed
+/// values acts on each field separately (no carry crosses a field).
+#[derive(Debug, Clone, Copy)]
+struct Packing {
+    bits: u32,
+    bias: i64,
+    /// 1 in every one of the `d` fields.
+    ones: u64,
+}
 
-    fn len(&self) -> usize {
-        self.keys.len() / self.d
+impl Packing {
+    /// A packing for `d` coordinates bounded by `max_coord` in magnitude, if one fits.
+    fn new(d: usize, max_coord: f64) -> Option<Self> {
+        let bits = (64 / d as u32).min(32);
+        if bits < 2 {
+            return None;
+        }
+        let bias = 1i64 << (bits - 1);
+        (bits >= 2 && max_coord < (bias - 1) as f64)
+            .then(|| Packing { bits, bias, ones: (0..d as u32).fold(0u64, |c, i| c | (1u64 << (i * bits))) })
     }
 
     #[inline]
+    fn pack(&self, key: impl Iterator<Item = i32>) -> u64 {
+        key.enumerate().fold(0u64, |c, (i, k)| c | (((k as i64 + self.bias) as u64) << (i as u32 * self.bits)))
+    }
+
+    /// `n · (unit vector of coordinate i)`, packed without bias.
+    #[inline]
+    fn unit(&self, i: usize, n: u64) -> u64 {
+        n << (i as u32 * self.bits)
+    }
+}
+
+impl KeyTable {
+    fn new(d: usize, packing: Option<Packing>) -> Self {
+        let shift_bits = 12;
+        KeyTable { d, packing, slots: vec![(0, 0); 1 << shift_bits], shift_bits, codes: Vec::new(), keys: Vec::new() }
+    }
+
+    fn len(&self) -> usize {
+        self.codes.len()
+    }
+
+    /// The code of a key given by its coordinates.
+    #[inline]
     fn code(&self, key: &[i32]) -> u64 {
-        match self.packed {
-            Some((bits, bias)) => key.iter().enumerate().fold(0u64, |c, (i, &k)| c | (((k as i64 + bias) as u64) << (i as u32 * bits))),
+        match &self.packing {
+            Some(pk) => pk.pack(key.iter().copied()),
             None => key.iter().fold(0x243f_6a88_85a3_08d3u64, |h, &k| {
                 let h = (h ^ k as u32 as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 h ^ (h >> 29)
@@ -198,14 +327,15 @@ impl KeyTable {
         &self.keys[v * self.d..(v + 1) * self.d]
     }
 
+    /// Does `slot` hold this key? `key` is only read without packing.
     #[inline]
     fn matches(&self, slot: (u64, u32), code: u64, key: &[i32]) -> bool {
-        slot.0 == code && (self.packed.is_some() || self.key(slot.1 as usize - 1).iter().zip(key).all(|(a, b)| a == b))
+        slot.0 == code && (self.packing.is_some() || self.key(slot.1 as usize - 1).iter().zip(key).all(|(a, b)| a == b))
     }
 
-    /// Vertex number of `key` (whose code is `code`), if present.
+    /// Vertex number of the key with this `code` (and, without packing, these coordinates).
     #[inline]
-    fn find(&self, key: &[i32], code: u64) -> Option<usize> {
+    fn find(&self, code: u64, key: &[i32]) -> Option<usize> {
         let mask = self.slots.len() - 1;
         let mut h = self.home(code);
         loop {
@@ -220,8 +350,8 @@ impl KeyTable {
         }
     }
 
-    /// Vertex number of `key` (whose code is `code`), inserting it if absent.
-    fn find_or_insert(&mut self, key: &[i32], code: u64) -> usize {
+    /// As [`KeyTable::find`], inserting the key if absent.
+    fn find_or_insert(&mut self, code: u64, key: &[i32]) -> usize {
         if (self.len() + 1) * 2 > self.slots.len() {
             self.grow();
         }
@@ -231,7 +361,10 @@ impl KeyTable {
             let slot = self.slots[h];
             if slot.1 == 0 {
                 let v = self.len();
-                self.keys.extend_from_slice(key);
+                self.codes.push(code);
+                if self.packing.is_none() {
+                    self.keys.extend_from_slice(key);
+                }
                 self.slots[h] = (code, v as u32 + 1);
                 return v;
             }
@@ -246,7 +379,7 @@ impl KeyTable {
         let cap = self.slots.len() * 2;
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
         self.shift_bits += 1;
-        let mask = self.slots.len() - 1;
+        let mask = cap - 1;
         for slot in old.into_iter().filter(|s| s.1 != 0) {
             let mut h = self.home(slot.0);
             while self.slots[h].1 != 0 {
@@ -304,86 +437,140 @@ impl Lattice {
         }
         let cst = Constants::new(d);
 
-        // 1. Locate every point (parallel; per point, so thread count does not matter).
-        let mut simplex = Simplex { rem0: vec![0; n_points * dp1], rank: vec![0; n_points * dp1], bary: vec![0.0; n_points * dp1] };
-        let max_abs = features
+        // A bound on |lattice coordinate| from the feature ranges: |el_j| ≤ Σ_k (k+1)·|f_k·sf_k|,
+        // rounding and wrapping add at most d+1, the simplex vertices and the blur
+        // neighbours 2(d+1) more.
+        let max_f = features
             .par_chunks(d * CHUNK)
-            .zip(simplex.rem0.par_chunks_mut(dp1 * CHUNK))
-            .zip(simplex.rank.par_chunks_mut(dp1 * CHUNK))
-            .zip(simplex.bary.par_chunks_mut(dp1 * CHUNK))
-            .map(|(((f, rem0), rank), bary)| {
-                let mut el = vec![0f32; dp1];
-                let mut r0 = vec![0f32; dp1];
-                let mut rk = vec![0i32; dp1];
-                let mut b = vec![0f32; dp1 + 1];
-                let mut max_abs = 0f32;
-                for (p, f) in f.chunks_exact(d).enumerate() {
-                    max_abs = max_abs.max(cst.simplex(f, &mut el, &mut r0, &mut rk, &mut b));
-                    let o = p * dp1;
-                    for i in 0..dp1 {
-                        rem0[o + i] = r0[i] as i32;
-                        rank[o + i] = rk[i] as u32;
-                        bary[o + i] = b[i];
+            .map(|c| {
+                let mut m = vec![0f64; d];
+                for f in c.chunks_exact(d) {
+                    for (m, &x) in m.iter_mut().zip(f) {
+                        *m = m.max((x as f64).abs());
                     }
                 }
-                max_abs
+                m
             })
-            .reduce(|| 0f32, f32::max);
-        if !(max_abs <= LIMIT) {
+            .reduce(|| vec![0f64; d], |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect());
+        let bound = max_f.iter().zip(&cst.scale).enumerate().map(|(k, (m, &sf))| (k + 1) as f64 * m * sf as f64).sum::<f64>()
+            + 4.0 * dp1 as f64
+            + 2.0;
+        if bound.is_nan() || bound > LIMIT as f64 {
             return Err(Error::param(
                 "features",
-                format!("lattice coordinate {max_abs} out of range: a standard deviation (sxy, srgb) is too small"),
+                format!("lattice coordinates up to {bound:e} out of range: a standard deviation (sxy, srgb) is too small"),
             ));
         }
+        let packing = if allow_packed { Packing::new(d, bound) } else { None };
+        let mut table = KeyTable::new(d, packing);
+        let mut offsets: Vec<u32> = Vec::with_capacity(n_points * dp1);
+        let mut weights: Vec<f32> = Vec::with_capacity(n_points * dp1);
+        // The zero feature vector, for densecrf's SSE padding (below).
+        let mut zero = Located::new(d);
+        zero.locate(&cst, &vec![0f32; d]);
 
-        // 2. Insert the vertices (sequential: numbering is insertion order). Neighbouring
-        //    points often share their simplex; then the previous point's vertices are reused.
-        //    Neighbouring points often share vertices: with packed keys, the previous
-        //    point's d+1 codes are checked before the hash table.
-        let mut table = KeyTable::new(d, if allow_packed { max_abs as i64 + 2 * dp1 as i64 } else { i64::MAX });
-        let packed = table.packed.is_some();
-        let mut offsets = vec![0u32; n_points * dp1];
-        let mut key = vec![0i32; d];
-        let mut prev_codes = vec![u64::MAX; dp1];
-        let mut cur_codes = vec![0u64; dp1];
-        for p in 0..n_points {
-            let o = p * dp1;
-            let (rem0, rank) = (&simplex.rem0[o..o + dp1], &simplex.rank[o..o + dp1]);
-            for r in 0..dp1 {
-                for i in 0..d {
-                    key[i] = rem0[i] + canonical(d, r, rank[i] as usize);
-                }
-                let code = table.code(&key);
-                let cached = if packed { prev_codes.iter().position(|&c| c == code) } else { None };
-                offsets[o + r] = match cached {
-                    Some(q) => offsets[o - dp1 + q],
-                    None => table.find_or_insert(&key, code) as u32 + 1,
+        if let Some(pk) = packing {
+            // Blocks of points go through two stages, pipelined: (1) locate every point
+            // of the block and compute the codes of its d+1 vertices (parallel); (2) number
+            // the vertices (sequential: numbering is insertion order) while the next block
+            // is located.
+            let block = BLOCK.min(n_points);
+            let mut cur = (vec![0u64; block * dp1], vec![0f32; block * dp1]);
+            let mut next = (vec![0u64; block * dp1], vec![0f32; block * dp1]);
+            let locate = |first: usize, buf: &mut (Vec<u64>, Vec<f32>)| {
+                let n = block.min(n_points - first);
+                let f = &features[first * d..(first + n) * d];
+                f.par_chunks(d * CHUNK)
+                    .zip(buf.0[..n * dp1].par_chunks_mut(dp1 * CHUNK))
+                    .zip(buf.1[..n * dp1].par_chunks_mut(dp1 * CHUNK))
+                    .for_each(|((f, codes), bary)| locate_chunk(&cst, &pk, f, codes, bary));
+            };
+            locate(0, &mut cur);
+            // Neighbouring points often share vertices: the previous point's codes are
+            // checked before the hash table.
+            let (mut prev_codes, mut prev_offs) = (vec![u64::MAX; dp1], vec![0u32; dp1]);
+            let mut first = 0;
+            while first < n_points {
+                let n = block.min(n_points - first);
+                let following = first + n;
+                let mut number = |cur: &(Vec<u64>, Vec<f32>)| {
+                    weights.extend_from_slice(&cur.1[..n * dp1]);
+                    for codes in cur.0[..n * dp1].chunks_exact(dp1) {
+                        for (r, &code) in codes.iter().enumerate() {
+                            let o = match prev_codes.iter().position(|&c| c == code) {
+                                Some(q) => prev_offs[q],
+                                None => table.find_or_insert(code, &[]) as u32 + 1,
+                            };
+                            offsets.push(o);
+                            prev_offs[r] = o;
+                        }
+                        prev_codes.copy_from_slice(codes);
+                    }
                 };
-                cur_codes[r] = code;
-            }
-            std::mem::swap(&mut prev_codes, &mut cur_codes);
-        }
-        // SSE-build quirk: the last block of 4 is padded with zero feature vectors,
-        // whose vertices join the lattice (spec §5.3 step 7).
-        if n_points % 4 != 0 {
-            let zero = vec![0f32; d];
-            let (mut el, mut r0, mut rk, mut b) = (vec![0f32; dp1], vec![0f32; dp1], vec![0i32; dp1], vec![0f32; dp1 + 1]);
-            cst.simplex(&zero, &mut el, &mut r0, &mut rk, &mut b);
-            for r in 0..dp1 {
-                for i in 0..d {
-                    key[i] = r0[i] as i32 + canonical(d, r, rk[i] as usize);
+                if following < n_points {
+                    rayon::join(|| number(&cur), || locate(following, &mut next));
+                } else {
+                    number(&cur);
                 }
-                let code = table.code(&key);
-                table.find_or_insert(&key, code);
+                std::mem::swap(&mut cur, &mut next);
+                first = following;
+            }
+            drop((cur, next));
+            // SSE-build quirk: the last block of 4 points is padded with zero feature
+            // vectors, whose vertices join the lattice (spec §5.3 step 7).
+            if n_points % 4 != 0 {
+                let mut codes = vec![0u64; dp1];
+                zero.codes(&pk, &mut codes);
+                for code in codes {
+                    table.find_or_insert(code, &[]);
+                }
+            }
+        } else {
+            // Same steps with explicit coordinates and hashed codes.
+            let mut rem0 = vec![0i32; n_points * dp1];
+            let mut rank = vec![0u32; n_points * dp1];
+            weights.resize(n_points * dp1, 0.0);
+            offsets.resize(n_points * dp1, 0);
+            features
+                .par_chunks(d * CHUNK)
+                .zip(rem0.par_chunks_mut(dp1 * CHUNK))
+                .zip(rank.par_chunks_mut(dp1 * CHUNK))
+                .zip(weights.par_chunks_mut(dp1 * CHUNK))
+                .for_each(|(((f, rem0), rank), bary)| {
+                    let mut loc = Located::new(d);
+                    for (((f, rem0), rank), bary) in
+                        f.chunks_exact(d).zip(rem0.chunks_exact_mut(dp1)).zip(rank.chunks_exact_mut(dp1)).zip(bary.chunks_exact_mut(dp1))
+                    {
+                        loc.locate(&cst, f);
+                        for i in 0..dp1 {
+                            rem0[i] = loc.rem0[i] as i32;
+                            rank[i] = loc.rank[i] as u32;
+                        }
+                        bary.copy_from_slice(&loc.bary[..dp1]);
+                    }
+                });
+            let mut key = vec![0i32; d];
+            for ((rem0, rank), offs) in rem0.chunks_exact(dp1).zip(rank.chunks_exact(dp1)).zip(offsets.chunks_exact_mut(dp1)) {
+                for (r, o) in offs.iter_mut().enumerate() {
+                    for (k, (&r0, &rk)) in key.iter_mut().zip(rem0.iter().zip(rank)) {
+                        *k = r0 + canonical(d, r, rk as usize);
+                    }
+                    *o = table.find_or_insert(table.code(&key), &key) as u32 + 1;
+                }
+            }
+            if n_points % 4 != 0 {
+                for r in 0..dp1 {
+                    for (k, (&r0, &rk)) in key.iter_mut().zip(zero.rem0.iter().zip(&zero.rank)) {
+                        *k = r0 as i32 + canonical(d, r, rk as usize);
+                    }
+                    table.find_or_insert(table.code(&key), &key);
+                }
             }
         }
         let n_vertices = table.len();
         if n_vertices >= u32::MAX as usize - 1 {
             return Err(Error::param("image", format!("too many lattice vertices ({n_vertices})")));
         }
-        let weights = simplex.bary;
-        drop(simplex.rem0);
-        drop(simplex.rank);
 
         // 3. Blur neighbours, axis-major. Along axis j the lattice step is
         //    e = (d+1)·e_j − 1 (for j = d: −1 in every stored coordinate); n1(v) = v + e is
@@ -395,14 +582,26 @@ impl Lattice {
             for (k, nb) in out.iter_mut().enumerate() {
                 let idx = c * CHUNK + k;
                 let (j, v) = (idx / n_vertices, idx % n_vertices);
-                let key = table.key(v);
-                for i in 0..d {
-                    n1[i] = key[i] - 1;
-                }
-                if j < d {
-                    n1[j] = key[j] + d as i32;
-                }
-                nb[0] = table.find(&n1, table.code(&n1)).map_or(0, |u| u as u32 + 1);
+                let found = match &table.packing {
+                    Some(pk) => {
+                        let mut code = table.codes[v].wrapping_sub(pk.ones);
+                        if j < d {
+                            code = code.wrapping_add(pk.unit(j, dp1 as u64));
+                        }
+                        table.find(code, &[])
+                    }
+                    None => {
+                        let key = table.key(v);
+                        for i in 0..d {
+                            n1[i] = key[i] - 1;
+                        }
+                        if j < d {
+                            n1[j] = key[j] + d as i32;
+                        }
+                        table.find(table.code(&n1), &n1)
+                    }
+                };
+                nb[0] = found.map_or(0, |u| u as u32 + 1);
             }
         });
         drop(table);
@@ -416,7 +615,7 @@ impl Lattice {
         }
 
         let alpha = 1.0f32 / (1.0f32 + 2f32.powi(-(d as i32)));
-        Ok(Lattice { d, n_points, n_vertices, offsets, weights, neighbors, alpha })
+        Ok(Lattice { d, n_points, n_vertices, offsets, weights, neighbors, alpha, packed: packing.is_some() })
     }
 
     /// Number of points.
@@ -424,11 +623,6 @@ impl Lattice {
         self.n_points
     }
 
-    /// Number of lattice vertices (including the zero-point relays).
-    #[allow(dead_code)]
-    pub(crate) fn n_vertices(&self) -> usize {
-        self.n_vertices
-    }
 
     /// Filters `input`, point-major `(n_points, vs)`, into `out` (same shape) with a
     /// per-point diagonal scaling on both sides: `out = s ∘ L(s ∘ input)` (densecrf's
@@ -447,20 +641,22 @@ impl Lattice {
         let mut c0 = 0;
         while c0 < vs {
             let g = (vs - c0).min(4);
-            let v = Values { input, scale, stride: vs, c0, seq_path };
-            match g {
-                1 => self.filter_group::<1>(&v, out, scratch),
-                2 => self.filter_group::<2>(&v, out, scratch),
-                3 => self.filter_group::<3>(&v, out, scratch),
-                _ => self.filter_group::<4>(&v, out, scratch),
+            let v = Values { input, scale, stride: vs, c0 };
+            match (g, seq_path) {
+                (1, true) => self.filter_group::<1, true>(&v, out, scratch),
+                (2, true) => self.filter_group::<2, true>(&v, out, scratch),
+                (1, false) => self.filter_group::<1, false>(&v, out, scratch),
+                (2, false) => self.filter_group::<2, false>(&v, out, scratch),
+                (3, _) => self.filter_group::<3, false>(&v, out, scratch),
+                _ => self.filter_group::<4, false>(&v, out, scratch),
             }
             c0 += g;
         }
     }
 
-    /// Filters components `c0..c0+G` of the values.
-    fn filter_group<const G: usize>(&self, v: &Values, out: &mut [f32], scratch: &mut FilterScratch) {
-        let Values { input, scale, stride, c0, seq_path } = *v;
+    /// Filters components `c0..c0+G` of the values; `SEQ`: densecrf's scalar path.
+    fn filter_group<const G: usize, const SEQ: bool>(&self, v: &Values, out: &mut [f32], scratch: &mut FilterScratch) {
+        let Values { input, scale, stride, c0 } = *v;
         let dp1 = self.d + 1;
         let n_slots = self.n_vertices + 1;
         let (mut a, mut b) = scratch.buffers(n_slots * G);
@@ -495,7 +691,7 @@ impl Lattice {
                         let x2: &[f32; G] = old[n2 as usize * G..n2 as usize * G + G].try_into().unwrap();
                         for i in 0..G {
                             let s = x1[i] + x2[i];
-                            nv[i] = if seq_path {
+                            nv[i] = if SEQ {
                                 // densecrf's scalar loop: `old + 0.5*(n1 + n2)` with a double 0.5.
                                 (ov[i] as f64 + 0.5 * s as f64) as f32
                             } else {
@@ -521,7 +717,7 @@ impl Lattice {
                     let mut acc = [0f32; G];
                     for (&off, &w) in offs.iter().zip(ws) {
                         let val: &[f32; G] = vals[off as usize * G..off as usize * G + G].try_into().unwrap();
-                        if seq_path {
+                        if SEQ {
                             for i in 0..G {
                                 acc[i] += w * val[i] * alpha;
                             }
@@ -541,14 +737,13 @@ impl Lattice {
 }
 
 /// The values a filter call reads: `input` `(n_points, stride)`, the per-point scale,
-/// the first component of the group, and densecrf's path (scalar for ≤ 2 components).
+/// and the first component of the group.
 #[derive(Clone, Copy)]
 struct Values<'a> {
     input: &'a [f32],
     scale: &'a [f32],
     stride: usize,
     c0: usize,
-    seq_path: bool,
 }
 
 /// Two reusable vertex-value buffers for [`Lattice::filter`].
@@ -627,24 +822,32 @@ mod tests {
     }
 
     /// Packed and hashed keys give the same lattice, hence bit-identical filtering
-    /// (vertex numbering may differ, results may not).
+    /// (vertex numbering may differ, results may not). d = 5 takes the fixed-size
+    /// locate path, d = 9 with small features the packed run-time-d path.
     #[test]
     fn hashed_keys_match_packed_keys() {
-        let (h, w, d) = (17usize, 19usize, 5usize);
+        for (d, colour_scale) in [(5usize, 20.0f32), (9, 2000.0)] {
+            hashed_matches_packed(d, colour_scale);
+        }
+    }
+
+    fn hashed_matches_packed(d: usize, colour_scale: f32) {
+        let (h, w) = (17usize, 19usize);
         let mut x = 7u32;
         let feats: Vec<f32> = (0..h * w)
             .flat_map(|p| {
-                let mut f = vec![(p % w) as f32 / 4.0, (p / w) as f32 / 4.0];
+                let mut f = vec![(p % w) as f32 / 80.0, (p / w) as f32 / 80.0];
                 for _ in 0..d - 2 {
                     x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-                    f.push(((x >> 16) % 256) as f32 / 20.0);
+                    f.push(((x >> 16) % 256) as f32 / colour_scale);
                 }
                 f
             })
             .collect();
         let packed = Lattice::build(&feats, d, true).unwrap();
         let hashed = Lattice::build(&feats, d, false).unwrap();
-        assert_eq!(packed.n_vertices, hashed.n_vertices);
+        assert!(packed.packed && !hashed.packed, "d={d}");
+        assert_eq!(packed.n_vertices, hashed.n_vertices, "d={d}");
         let input: Vec<f32> = (0..h * w * 3).map(|i| (i % 7) as f32 / 7.0).collect();
         let scale: Vec<f32> = (0..h * w).map(|i| 1.0 / (1.0 + (i % 5) as f32)).collect();
         let (mut a, mut b) = (vec![0f32; h * w * 3], vec![0f32; h * w * 3]);

@@ -101,6 +101,16 @@ pub(crate) fn inference(unary: &[f32], m: usize, kernels: &[PairwiseKernel], n_i
 /// exponentiate, divide by the sum.
 pub(crate) fn softmax_in_place(t: &mut [f32]) {
     let m = t.len();
+    if let [a, b] = t {
+        // Two labels: the larger one's exponential is exp(0) = 1 exactly, the other's
+        // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
+        let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
+        let e = (lo - hi).exp();
+        let (e0, e1) = if *b > *a { (e, 1.0) } else if *a > *b { (1.0, e) } else { (1.0, 1.0) };
+        let s = e0 + e1;
+        (*a, *b) = (e0 / s, e1 / s);
+        return;
+    }
     let mx = t.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     for x in t.iter_mut() {
         *x -= mx;
@@ -111,7 +121,8 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
         *x = eigen_pexp(*x);
     }
     for x in &mut t[packets..] {
-        *x = x.exp();
+        // exp(±0) = 1 exactly: skip the call for the maximum.
+        *x = if *x == 0.0 { 1.0 } else { x.exp() };
     }
     let sum = if packets == 0 {
         t[1..].iter().fold(t[0], |a, b| a + b)
@@ -152,12 +163,11 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
 fn eigen_pexp(x0: f32) -> f32 {
     const EXP_HI: f32 = 88.3762626647950;
     const EXP_LO: f32 = -88.3762626647949;
-    const LOG2EF: f32 = 1.44269504088896341;
     const C1: f32 = 0.693359375;
     const C2: f32 = -2.12194440e-4;
     const P: [f32; 6] = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
-    let x = x0.min(EXP_HI).max(EXP_LO);
-    let fx = x * LOG2EF + 0.5;
+    let x = x0.clamp(EXP_LO, EXP_HI);
+    let fx = x * std::f32::consts::LOG2_E + 0.5;
     let tr = (fx as i32) as f32;
     let fx = if tr > fx { tr - 1.0 } else { tr };
     let x = x - fx * C1;
