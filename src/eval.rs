@@ -22,7 +22,11 @@ pub struct Scores {
 /// [`Error::Shape`] when the masks differ in size.
 pub fn scores(pred: ArrayView2<bool>, truth: ArrayView2<bool>) -> Result<Scores> {
     if pred.dim() != truth.dim() {
-        return Err(Error::shape("prediction vs ground truth", &[truth.nrows(), truth.ncols()], &[pred.nrows(), pred.ncols()]));
+        return Err(Error::shape(
+            "prediction vs ground truth",
+            &[truth.nrows(), truth.ncols()],
+            &[pred.nrows(), pred.ncols()],
+        ));
     }
     let (mut inter, mut p, mut g) = (0u64, 0u64, 0u64);
     for (&a, &b) in pred.iter().zip(truth.iter()) {
@@ -31,10 +35,16 @@ pub fn scores(pred: ArrayView2<bool>, truth: ArrayView2<bool>) -> Result<Scores>
         g += b as u64;
     }
     if p == 0 && g == 0 {
-        return Ok(Scores { iou: 1.0, dice: 1.0 });
+        return Ok(Scores {
+            iou: 1.0,
+            dice: 1.0,
+        });
     }
     let union = p + g - inter;
-    Ok(Scores { iou: inter as f64 / union as f64, dice: 2.0 * inter as f64 / (p + g) as f64 })
+    Ok(Scores {
+        iou: inter as f64 / union as f64,
+        dice: 2.0 * inter as f64 / (p + g) as f64,
+    })
 }
 
 /// Means over a set: (mIoU, mean Dice). `None` for an empty set.
@@ -43,7 +53,10 @@ pub fn mean_scores(all: &[Scores]) -> Option<Scores> {
         return None;
     }
     let n = all.len() as f64;
-    Some(Scores { iou: all.iter().map(|s| s.iou).sum::<f64>() / n, dice: all.iter().map(|s| s.dice).sum::<f64>() / n })
+    Some(Scores {
+        iou: all.iter().map(|s| s.iou).sum::<f64>() / n,
+        dice: all.iter().map(|s| s.dice).sum::<f64>() / n,
+    })
 }
 
 #[cfg(test)]
@@ -59,10 +72,35 @@ mod tests {
         let s = scores(p.view(), g.view()).unwrap();
         assert_eq!((s.iou, s.dice), (0.25, 0.4));
         let empty = array![[false, false], [false, false]];
-        assert_eq!(scores(empty.view(), empty.view()).unwrap(), Scores { iou: 1.0, dice: 1.0 });
-        assert_eq!(scores(p.view(), empty.view()).unwrap(), Scores { iou: 0.0, dice: 0.0 });
-        assert_eq!(scores(empty.view(), g.view()).unwrap(), Scores { iou: 0.0, dice: 0.0 });
-        let m = mean_scores(&[s, Scores { iou: 0.75, dice: 0.6 }]).unwrap();
+        assert_eq!(
+            scores(empty.view(), empty.view()).unwrap(),
+            Scores {
+                iou: 1.0,
+                dice: 1.0
+            }
+        );
+        assert_eq!(
+            scores(p.view(), empty.view()).unwrap(),
+            Scores {
+                iou: 0.0,
+                dice: 0.0
+            }
+        );
+        assert_eq!(
+            scores(empty.view(), g.view()).unwrap(),
+            Scores {
+                iou: 0.0,
+                dice: 0.0
+            }
+        );
+        let m = mean_scores(&[
+            s,
+            Scores {
+                iou: 0.75,
+                dice: 0.6,
+            },
+        ])
+        .unwrap();
         assert_eq!((m.iou, m.dice), (0.5, 0.5));
         assert!(mean_scores(&[]).is_none());
         assert!(scores(p.view(), array![[true]].view()).is_err());

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 /// [`Error::Io`] when unreadable, [`Error::Format`] when not an f32 .npy.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ArrayD::<f32>::read_npy(file).map_err(|e| Error::format(path, format!("not a little-endian float32 .npy array: {e}")))
+    ArrayD::<f32>::read_npy(file)
+        .map_err(|e| Error::format(path, format!("not a little-endian float32 .npy array: {e}")))
 }
 
 /// Writes an array as .npy.
@@ -29,5 +30,7 @@ where
     D: Dimension,
 {
     let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    array.write_npy(BufWriter::new(file)).map_err(|e| Error::format(path, format!("cannot write .npy: {e}")))
+    array
+        .write_npy(BufWriter::new(file))
+        .map_err(|e| Error::format(path, format!("cannot write .npy: {e}")))
 }

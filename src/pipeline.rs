@@ -20,7 +20,9 @@ use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
 
 use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
 use crate::attr::fusion::{fuse, pool_to_grid, upsample, Upsample};
-use crate::attr::{explain, normalize, reduce_channels, ExplainConfig, Normalizer, Progress, Reduction};
+use crate::attr::{
+    explain, normalize, reduce_channels, ExplainConfig, Normalizer, Progress, Reduction,
+};
 use crate::backend::cpu::{CpuEngine, Facet};
 use crate::error::{Error, Result};
 use crate::model::Vit;
@@ -48,7 +50,14 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [Variant::A, Variant::B, Variant::C, Variant::XNCut, Variant::TokenCut, Variant::MaskCut];
+    pub const ALL: [Variant; 6] = [
+        Variant::A,
+        Variant::B,
+        Variant::C,
+        Variant::XNCut,
+        Variant::TokenCut,
+        Variant::MaskCut,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -76,7 +85,12 @@ impl std::str::FromStr for Variant {
         Variant::ALL
             .into_iter()
             .find(|v| v.name() == s.to_ascii_lowercase())
-            .ok_or_else(|| Error::param("variant", format!("`{s}` is not one of a, b, c, xncut, tokencut, maskcut")))
+            .ok_or_else(|| {
+                Error::param(
+                    "variant",
+                    format!("`{s}` is not one of a, b, c, xncut, tokencut, maskcut"),
+                )
+            })
     }
 }
 
@@ -89,7 +103,10 @@ pub struct TokenCutParams {
 
 impl Default for TokenCutParams {
     fn default() -> Self {
-        TokenCutParams { tau: 0.2, eps: 1e-5 }
+        TokenCutParams {
+            tau: 0.2,
+            eps: 1e-5,
+        }
     }
 }
 
@@ -158,10 +175,21 @@ pub struct Segmentation {
 /// # Errors
 /// Shape mismatches between `x` and `pixels`; any stage's error;
 /// [`Error::Aborted`] from the progress callback.
-pub fn segment(vit: &Vit, x: ArrayView4<f32>, pixels: ArrayView3<u8>, variant: Variant, cfg: &PipelineConfig, progress: Option<Progress>) -> Result<Segmentation> {
+pub fn segment(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    pixels: ArrayView3<u8>,
+    variant: Variant,
+    cfg: &PipelineConfig,
+    progress: Option<Progress>,
+) -> Result<Segmentation> {
     let (b, _, h, w) = x.dim();
     if b != 1 || pixels.dim().0 != h || pixels.dim().1 != w {
-        return Err(Error::shape("pixels (H, W, C) matching the input", &[h, w, 3], &[pixels.dim().0, pixels.dim().1, pixels.dim().2]));
+        return Err(Error::shape(
+            "pixels (H, W, C) matching the input",
+            &[h, w, 3],
+            &[pixels.dim().0, pixels.dim().1, pixels.dim().2],
+        ));
     }
     let mut timings = Vec::new();
     let mut clock = Instant::now();
@@ -174,7 +202,10 @@ pub fn segment(vit: &Vit, x: ArrayView4<f32>, pixels: ArrayView3<u8>, variant: V
     let (logits, predicted, pre_crf) = if variant.uses_ig() {
         let e = explain(&engine, x, &cfg.explain, progress)?;
         lap("explain", &mut timings);
-        let rel = normalize(&reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction), cfg.normalizer)?;
+        let rel = normalize(
+            &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
+            cfg.normalizer,
+        )?;
         let map = if variant.uses_fusion() {
             let grid = vit.config.grid_for(h, w)?;
             let reference = pool_to_grid(rel.view(), grid)?;
@@ -198,23 +229,52 @@ pub fn segment(vit: &Vit, x: ArrayView4<f32>, pixels: ArrayView3<u8>, variant: V
         lap("mask", &mut timings);
         (e.logits, e.predicted, mask)
     } else {
-        let logits = crate::backend::Engine::logits(&engine, x)?.index_axis(Axis(0), 0).to_owned();
+        let logits = crate::backend::Engine::logits(&engine, x)?
+            .index_axis(Axis(0), 0)
+            .to_owned();
         let predicted = crate::attr::argmax(logits.as_slice().expect("owned row"));
         let keys = patch_descriptors(vit, x, Descriptor::Facet(Facet::Key), None)?;
         let grid = vit.config.grid_for(h, w)?;
         if variant == Variant::MaskCut {
             // MaskCut runs its CRF per object inside; report the raw union as pre-CRF.
-            let raw = MaskCutParams { crf: None, ..cfg.maskcut.clone() };
+            let raw = MaskCutParams {
+                crf: None,
+                ..cfg.maskcut.clone()
+            };
             let pre = maskcut::union(&maskcut::maskcut(keys.view(), grid, pixels, &raw)?, (h, w));
             let final_mask = match &cfg.crf {
-                Some(c) => maskcut::union(&maskcut::maskcut(keys.view(), grid, pixels, &MaskCutParams { crf: Some(c.clone()), ..cfg.maskcut.clone() })?, (h, w)),
+                Some(c) => maskcut::union(
+                    &maskcut::maskcut(
+                        keys.view(),
+                        grid,
+                        pixels,
+                        &MaskCutParams {
+                            crf: Some(c.clone()),
+                            ..cfg.maskcut.clone()
+                        },
+                    )?,
+                    (h, w),
+                ),
                 None => pre.clone(),
             };
             lap("maskcut", &mut timings);
-            return Ok(Segmentation { variant, mask: final_mask, mask_pre_crf: pre, relevance, feature, fused, logits, predicted, timings });
+            return Ok(Segmentation {
+                variant,
+                mask: final_mask,
+                mask_pre_crf: pre,
+                relevance,
+                feature,
+                fused,
+                logits,
+                predicted,
+                timings,
+            });
         }
         let cut = tokencut_bipartition(keys.view(), grid, cfg.tokencut.tau, cfg.tokencut.eps)?;
-        feature = Some(Array2::from_shape_vec(grid, cut.eigvec.iter().map(|v| *v as f32).collect()).expect("one value per patch"));
+        feature = Some(
+            Array2::from_shape_vec(grid, cut.eigvec.iter().map(|v| *v as f32).collect())
+                .expect("one value per patch"),
+        );
         lap("tokencut", &mut timings);
         (logits, predicted, nearest_mask(&cut.mask, h, w))
     };
@@ -226,7 +286,17 @@ pub fn segment(vit: &Vit, x: ArrayView4<f32>, pixels: ArrayView3<u8>, variant: V
         }
         None => pre_crf.clone(),
     };
-    Ok(Segmentation { variant, mask, mask_pre_crf: pre_crf, relevance, feature, fused, logits, predicted, timings })
+    Ok(Segmentation {
+        variant,
+        mask,
+        mask_pre_crf: pre_crf,
+        relevance,
+        feature,
+        fused,
+        logits,
+        predicted,
+        timings,
+    })
 }
 
 /// Nearest upsampling of a grid mask to (h, w).
@@ -239,5 +309,9 @@ fn nearest_mask(mask: &Array2<bool>, h: usize, w: usize) -> Array2<bool> {
 /// for callers that have only the tensor.
 pub fn pixels_from_input(x: ArrayView4<f32>, mean: [f32; 3], std: [f32; 3]) -> Array3<u8> {
     let (_, _, h, w) = x.dim();
-    Array3::from_shape_fn((h, w, 3), |(i, j, c)| ((x[[0, c, i, j]] * std[c] + mean[c]) * 255.0).round().clamp(0.0, 255.0) as u8)
+    Array3::from_shape_fn((h, w, 3), |(i, j, c)| {
+        ((x[[0, c, i, j]] * std[c] + mean[c]) * 255.0)
+            .round()
+            .clamp(0.0, 255.0) as u8
+    })
 }

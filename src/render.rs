@@ -13,7 +13,11 @@ use crate::image::ResizePlan;
 pub fn to_original<T: Copy>(map: ArrayView2<T>, plan: &ResizePlan, fill: T) -> Result<Array2<T>> {
     let (ch, cw) = (plan.crop.height as usize, plan.crop.width as usize);
     if map.dim() != (ch, cw) {
-        return Err(Error::shape("map at the network input", &[ch, cw], &[map.nrows(), map.ncols()]));
+        return Err(Error::shape(
+            "map at the network input",
+            &[ch, cw],
+            &[map.nrows(), map.ncols()],
+        ));
     }
     let (rh, rw) = (plan.resized_height as usize, plan.resized_width as usize);
     let (top, left) = (plan.crop.top as usize, plan.crop.left as usize);
@@ -36,8 +40,10 @@ pub fn to_original<T: Copy>(map: ArrayView2<T>, plan: &ResizePlan, fill: T) -> R
 pub fn write_mask_png(path: &Path, mask: ArrayView2<bool>) -> Result<()> {
     let (h, w) = mask.dim();
     let data: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
-    let img = image::GrayImage::from_raw(w as u32, h as u32, data).ok_or_else(|| Error::Internal("mask buffer size".into()))?;
-    img.save(path).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    let img = image::GrayImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| Error::Internal("mask buffer size".into()))?;
+    img.save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
 }
 
 /// Reads a PNG/JPEG/TIFF mask: pixels > 127 (of the first channel) are foreground.
@@ -48,13 +54,19 @@ pub fn read_mask(path: &Path) -> Result<Array2<bool>> {
     let img = crate::image::decode_image_file(path)?;
     let (w, h) = (img.width as usize, img.height as usize);
     let rgb = img.to_rgb8();
-    Ok(Array2::from_shape_fn((h, w), |(i, j)| rgb[(i * w + j) * 3] > 127))
+    Ok(Array2::from_shape_fn((h, w), |(i, j)| {
+        rgb[(i * w + j) * 3] > 127
+    }))
 }
 
 /// A perceptual heat colour for v ∈ [0, 1] (black → red → yellow → white, "hot").
 fn hot(v: f32) -> [f32; 3] {
     let v = v.clamp(0.0, 1.0) * 3.0;
-    [v.min(1.0), (v - 1.0).clamp(0.0, 1.0), (v - 2.0).clamp(0.0, 1.0)]
+    [
+        v.min(1.0),
+        (v - 1.0).clamp(0.0, 1.0),
+        (v - 2.0).clamp(0.0, 1.0),
+    ]
 }
 
 /// RGB overlay: the image, the heat map blended at 50% (where given), and the mask
@@ -62,9 +74,22 @@ fn hot(v: f32) -> [f32; 3] {
 ///
 /// # Errors
 /// [`Error::Shape`] when the inputs disagree in size.
-pub fn overlay(rgb: &[u8], height: usize, width: usize, heat: Option<ArrayView2<f32>>, mask: ArrayView2<bool>) -> Result<Vec<u8>> {
-    if rgb.len() != height * width * 3 || mask.dim() != (height, width) || heat.is_some_and(|h| h.dim() != (height, width)) {
-        return Err(Error::shape("overlay inputs (H, W)", &[height, width], &[mask.nrows(), mask.ncols()]));
+pub fn overlay(
+    rgb: &[u8],
+    height: usize,
+    width: usize,
+    heat: Option<ArrayView2<f32>>,
+    mask: ArrayView2<bool>,
+) -> Result<Vec<u8>> {
+    if rgb.len() != height * width * 3
+        || mask.dim() != (height, width)
+        || heat.is_some_and(|h| h.dim() != (height, width))
+    {
+        return Err(Error::shape(
+            "overlay inputs (H, W)",
+            &[height, width],
+            &[mask.nrows(), mask.ncols()],
+        ));
     }
     let mut out = rgb.to_vec();
     if let Some(heat) = heat {
@@ -78,10 +103,17 @@ pub fn overlay(rgb: &[u8], height: usize, width: usize, heat: Option<ArrayView2<
     for i in 0..height {
         for j in 0..width {
             let m = mask[[i, j]];
-            let edge = m && [(0isize, 1isize), (0, -1), (1, 0), (-1, 0)].iter().any(|(di, dj)| {
-                let (ni, nj) = (i as isize + di, j as isize + dj);
-                ni < 0 || nj < 0 || ni >= height as isize || nj >= width as isize || !mask[[ni as usize, nj as usize]]
-            });
+            let edge = m
+                && [(0isize, 1isize), (0, -1), (1, 0), (-1, 0)]
+                    .iter()
+                    .any(|(di, dj)| {
+                        let (ni, nj) = (i as isize + di, j as isize + dj);
+                        ni < 0
+                            || nj < 0
+                            || ni >= height as isize
+                            || nj >= width as isize
+                            || !mask[[ni as usize, nj as usize]]
+                    });
             if edge {
                 out[(i * width + j) * 3..][..3].copy_from_slice(&[0, 255, 0]);
             }
@@ -95,8 +127,10 @@ pub fn overlay(rgb: &[u8], height: usize, width: usize, heat: Option<ArrayView2<
 /// # Errors
 /// [`Error::Io`] when the file cannot be written.
 pub fn write_rgb_png(path: &Path, rgb: Vec<u8>, height: usize, width: usize) -> Result<()> {
-    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb).ok_or_else(|| Error::Internal("image buffer size".into()))?;
-    img.save(path).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    let img = image::RgbImage::from_raw(width as u32, height as u32, rgb)
+        .ok_or_else(|| Error::Internal("image buffer size".into()))?;
+    img.save(path)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
 }
 
 #[cfg(test)]
@@ -107,10 +141,18 @@ mod tests {
     #[test]
     fn masks_map_back_through_resize_and_crop() {
         // 8×4 image, DINO-style: short side 4 → 4 (no resize), centre crop 4 → columns 2..6.
-        let plan = ResizeMode::DinoEval { short_side: 4, crop: 4 }.plan(8, 4).unwrap();
+        let plan = ResizeMode::DinoEval {
+            short_side: 4,
+            crop: 4,
+        }
+        .plan(8, 4)
+        .unwrap();
         let m = Array2::from_elem((4, 4), true);
         let back = to_original(m.view(), &plan, false).unwrap();
         assert_eq!(back.dim(), (4, 8));
-        assert_eq!(back.row(0).to_vec(), vec![false, false, true, true, true, true, false, false]);
+        assert_eq!(
+            back.row(0).to_vec(),
+            vec![false, false, true, true, true, true, false, false]
+        );
     }
 }

@@ -30,7 +30,9 @@ fn attribute_with_injected_noise_reproduces_captum() {
         .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
         .arg("--image")
         .arg(&png)
-        .args(["--resize", "none", "--steps", "8", "--batch", "5", "--noise"])
+        .args([
+            "--resize", "none", "--steps", "8", "--batch", "5", "--noise",
+        ])
         .arg(fixture("engine", "s16_tiny/noise.npy"))
         .arg("--out")
         .arg(&out)
@@ -38,15 +40,31 @@ fn attribute_with_injected_noise_reproduces_captum() {
         .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
     let cfg = json(&fixture("engine", "s16_tiny/config.json"));
-    assert!(stdout.contains(&format!("class {}", cfg["target"])), "{stdout}");
+    assert!(
+        stdout.contains(&format!("class {}", cfg["target"])),
+        "{stdout}"
+    );
     assert!(stdout.contains("convergence_delta"), "{stdout}");
     // Normalisation is bit-identical to torchvision's.
-    assert_eq!(to_vec(&npy_f32(&out.join("input.npy"))), to_vec(&npy_f32(&fixture("engine", "s16_tiny/input.npy"))));
+    assert_eq!(
+        to_vec(&npy_f32(&out.join("input.npy"))),
+        to_vec(&npy_f32(&fixture("engine", "s16_tiny/input.npy")))
+    );
     let logits = to_vec(&npy_f32(&out.join("logits.npy")));
-    assert!(rel_max(&logits, &to_vec(&npy_f32(&fixture("engine", "s16_tiny/logits.npy")))) <= 1e-5);
+    assert!(
+        rel_max(
+            &logits,
+            &to_vec(&npy_f32(&fixture("engine", "s16_tiny/logits.npy")))
+        ) <= 1e-5
+    );
     let attr = npy_f32(&out.join("attribution.npy"));
     assert_eq!(attr.shape(), &[3, 64, 64]);
-    assert!(rel_l2(&to_vec(&attr), &to_vec(&npy_f32(&fixture("engine", "s16_tiny/nt_smoothgrad.npy")))) <= 1e-4);
+    assert!(
+        rel_l2(
+            &to_vec(&attr),
+            &to_vec(&npy_f32(&fixture("engine", "s16_tiny/nt_smoothgrad.npy")))
+        ) <= 1e-4
+    );
     let rel = npy_f32(&out.join("relevance.npy"));
     assert_eq!(rel.shape(), &[64, 64]);
     assert!(rel.iter().all(|v| (0.0..=1.0).contains(v)));
@@ -58,7 +76,17 @@ fn plain_ig_with_json_output() {
     let png = fixture_png("s16_tiny", tmp.path());
     let out = tmp.path().join("out");
     let assert = bin()
-        .args(["attribute", "--json", "--nt-samples", "0", "--steps", "16", "--resize", "none", "--weights"])
+        .args([
+            "attribute",
+            "--json",
+            "--nt-samples",
+            "0",
+            "--steps",
+            "16",
+            "--resize",
+            "none",
+            "--weights",
+        ])
         .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
         .arg("--image")
         .arg(&png)
@@ -69,7 +97,15 @@ fn plain_ig_with_json_output() {
     let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     assert_eq!(v["deltas"].as_array().unwrap().len(), 1);
     let attr = npy_f32(&out.join("attribution.npy"));
-    assert!(rel_l2(&to_vec(&attr), &to_vec(&npy_f32(&fixture("engine", "s16_tiny/ig_gausslegendre.npy")))) <= 1e-4);
+    assert!(
+        rel_l2(
+            &to_vec(&attr),
+            &to_vec(&npy_f32(&fixture(
+                "engine",
+                "s16_tiny/ig_gausslegendre.npy"
+            )))
+        ) <= 1e-4
+    );
 }
 
 #[test]
@@ -116,7 +152,20 @@ fn errors_are_one_line_with_no_partial_output() {
         .assert()
         .failure();
     assert!(!out.exists());
-    bin().args(["attribute", "--device", "cuda", "--weights", "w", "--image", "i", "--out", "o"]).assert().failure();
+    bin()
+        .args([
+            "attribute",
+            "--device",
+            "cuda",
+            "--weights",
+            "w",
+            "--image",
+            "i",
+            "--out",
+            "o",
+        ])
+        .assert()
+        .failure();
 }
 
 #[test]
@@ -126,11 +175,32 @@ fn segment_writes_every_output_at_the_image_size() {
     for variant in ["a", "b", "c", "xncut", "tokencut", "maskcut"] {
         let out = tmp.path().join(variant);
         // Variant a also exercises the non-default feature and fusion flags.
-        let extra: &[&str] = if variant == "a" { &["--feature", "cls-attn", "--upsample", "bilinear", "--normalize", "percentile"] } else { &[] };
+        let extra: &[&str] = if variant == "a" {
+            &[
+                "--feature",
+                "cls-attn",
+                "--upsample",
+                "bilinear",
+                "--normalize",
+                "percentile",
+            ]
+        } else {
+            &[]
+        };
         let assert = bin()
             .arg("segment")
             .args(extra)
-            .args(["--size", "64", "--steps", "4", "--nt-samples", "1", "--variant", variant, "--weights"])
+            .args([
+                "--size",
+                "64",
+                "--steps",
+                "4",
+                "--nt-samples",
+                "1",
+                "--variant",
+                variant,
+                "--weights",
+            ])
             .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
             .arg("--image")
             .arg(&image)
@@ -139,16 +209,30 @@ fn segment_writes_every_output_at_the_image_size() {
             .assert()
             .success();
         let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
-        assert!(stdout.contains("class ") && stdout.contains("times:"), "{stdout}");
+        assert!(
+            stdout.contains("class ") && stdout.contains("times:"),
+            "{stdout}"
+        );
         for png in ["mask.png", "mask_pre_crf.png", "overlay.png"] {
             let img = image::open(out.join(png)).unwrap();
             assert_eq!((img.width(), img.height()), (299, 257), "{variant} {png}");
         }
         let mask = image::open(out.join("mask.png")).unwrap().to_luma8();
         assert!(mask.pixels().all(|p| p.0[0] == 0 || p.0[0] == 255));
-        assert_eq!(out.join("relevance.npy").exists(), !variant.ends_with("cut") || variant == "xncut", "{variant}");
-        assert_eq!(out.join("fused.npy").exists(), variant == "a" || variant == "b", "{variant}");
-        assert!(out.join("feature.npy").exists() == matches!(variant, "a" | "b" | "tokencut"), "{variant}");
+        assert_eq!(
+            out.join("relevance.npy").exists(),
+            !variant.ends_with("cut") || variant == "xncut",
+            "{variant}"
+        );
+        assert_eq!(
+            out.join("fused.npy").exists(),
+            variant == "a" || variant == "b",
+            "{variant}"
+        );
+        assert!(
+            out.join("feature.npy").exists() == matches!(variant, "a" | "b" | "tokencut"),
+            "{variant}"
+        );
     }
 }
 
@@ -156,16 +240,41 @@ fn segment_writes_every_output_at_the_image_size() {
 fn post_processing_commands_run_on_their_own() {
     let tmp = tempfile::tempdir().unwrap();
     // A map with a bright square: Otsu must split it off.
-    let map = ndarray::Array2::from_shape_fn((40, 48), |(i, j)| if (10..30).contains(&i) && (12..36).contains(&j) { 0.9f32 } else { 0.1 });
+    let map = ndarray::Array2::from_shape_fn((40, 48), |(i, j)| {
+        if (10..30).contains(&i) && (12..36).contains(&j) {
+            0.9f32
+        } else {
+            0.1
+        }
+    });
     let map_path = tmp.path().join("map.npy");
     explainseg::npy::write(&map_path, &map).unwrap();
-    let img = image::RgbImage::from_fn(48, 40, |x, y| if (10..30).contains(&y) && (12..36).contains(&x) { image::Rgb([200, 60, 60]) } else { image::Rgb([40, 40, 40]) });
+    let img = image::RgbImage::from_fn(48, 40, |x, y| {
+        if (10..30).contains(&y) && (12..36).contains(&x) {
+            image::Rgb([200, 60, 60])
+        } else {
+            image::Rgb([40, 40, 40])
+        }
+    });
     let img_path = tmp.path().join("img.png");
     img.save(&img_path).unwrap();
     let out = tmp.path().join("otsu");
-    let assert = bin().args(["mask", "--method", "otsu", "--map"]).arg(&map_path).arg("--image").arg(&img_path).arg("--out").arg(&out).assert().success();
+    let assert = bin()
+        .args(["mask", "--method", "otsu", "--map"])
+        .arg(&map_path)
+        .arg("--image")
+        .arg(&img_path)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
-    let t: f32 = stdout.trim().strip_prefix("threshold ").unwrap().parse().unwrap();
+    let t: f32 = stdout
+        .trim()
+        .strip_prefix("threshold ")
+        .unwrap()
+        .parse()
+        .unwrap();
     // Any value between the background (0.1) and the square (0.9) splits them.
     assert!((0.1..0.9).contains(&t), "{t}");
     let mask = image::open(out.join("mask.png")).unwrap().to_luma8();
@@ -173,20 +282,50 @@ fn post_processing_commands_run_on_their_own() {
 
     let refined = tmp.path().join("refined.png");
     let probs = tmp.path().join("q.npy");
-    bin().args(["crf", "--image"]).arg(&img_path).arg("--mask").arg(out.join("mask.png")).arg("--out").arg(&refined).arg("--probs").arg(&probs).assert().success();
+    bin()
+        .args(["crf", "--image"])
+        .arg(&img_path)
+        .arg("--mask")
+        .arg(out.join("mask.png"))
+        .arg("--out")
+        .arg(&refined)
+        .arg("--probs")
+        .arg(&probs)
+        .assert()
+        .success();
     assert_eq!(npy_f32(&probs).shape(), &[2, 40, 48]);
 
     // Two clusters of features on a 4×4 grid: the cut separates them.
-    let feats = ndarray::Array2::from_shape_fn((16, 8), |(n, k)| if (n % 4 < 2) == (k < 4) { 1.0f32 } else { 0.05 * ((n * 7 + k) % 5) as f32 });
+    let feats = ndarray::Array2::from_shape_fn((16, 8), |(n, k)| {
+        if (n % 4 < 2) == (k < 4) {
+            1.0f32
+        } else {
+            0.05 * ((n * 7 + k) % 5) as f32
+        }
+    });
     let f_path = tmp.path().join("f.npy");
     explainseg::npy::write(&f_path, &feats).unwrap();
     let out = tmp.path().join("ncut");
-    bin().args(["ncut", "--grid", "4,4", "--features"]).arg(&f_path).arg("--out").arg(&out).assert().success();
+    bin()
+        .args(["ncut", "--grid", "4,4", "--features"])
+        .arg(&f_path)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .success();
     assert_eq!(npy_f64_any(&out.join("eigvec.npy")).len(), 16);
-    bin().args(["ncut", "--grid", "5,4", "--features"]).arg(&f_path).arg("--out").arg(tmp.path().join("bad")).assert().failure();
+    bin()
+        .args(["ncut", "--grid", "5,4", "--features"])
+        .arg(&f_path)
+        .arg("--out")
+        .arg(tmp.path().join("bad"))
+        .assert()
+        .failure();
 }
 
 fn npy_f64_any(p: &std::path::Path) -> Vec<f64> {
     let f = std::fs::File::open(p).unwrap();
-    <ndarray::Array1<f64> as ndarray_npy::ReadNpyExt>::read_npy(f).unwrap().to_vec()
+    <ndarray::Array1<f64> as ndarray_npy::ReadNpyExt>::read_npy(f)
+        .unwrap()
+        .to_vec()
 }

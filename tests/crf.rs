@@ -7,13 +7,17 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use explainseg::post::crf::{dense_crf, refine_mask, unary_from_mask, unary_from_softmax, CrfOutput, CrfParams};
+use explainseg::post::crf::{
+    dense_crf, refine_mask, unary_from_mask, unary_from_softmax, CrfOutput, CrfParams,
+};
 use explainseg::Error;
 use ndarray::{s, Array2, Array3, ArrayD, Axis};
 use ndarray_npy::ReadNpyExt;
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crf").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/crf")
+        .join(name)
 }
 
 fn npy_f32(name: &str) -> ArrayD<f32> {
@@ -27,15 +31,21 @@ fn npy_u8(name: &str) -> ArrayD<u8> {
 }
 
 fn png_rgb(name: &str) -> Array3<u8> {
-    let img = image::open(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}")).to_rgb8();
+    let img = image::open(fixture(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_rgb8();
     let (w, h) = img.dimensions();
     Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw()).unwrap()
 }
 
 fn png_mask(name: &str) -> Array2<bool> {
-    let img = image::open(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}")).to_luma8();
+    let img = image::open(fixture(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_luma8();
     let (w, h) = img.dimensions();
-    Array2::from_shape_vec((h as usize, w as usize), img.into_raw()).unwrap().mapv(|v| v > 127)
+    Array2::from_shape_vec((h as usize, w as usize), img.into_raw())
+        .unwrap()
+        .mapv(|v| v > 127)
 }
 
 fn manifest() -> serde_json::Value {
@@ -43,8 +53,13 @@ fn manifest() -> serde_json::Value {
 }
 
 /// (max |a − b|, number of elements that differ at all).
-fn diff<'a>(a: impl IntoIterator<Item = &'a f32>, b: impl IntoIterator<Item = &'a f32>) -> (f32, usize) {
-    a.into_iter().zip(b).fold((0f32, 0usize), |(m, n), (x, y)| ((x - y).abs().max(m), n + usize::from(x != y)))
+fn diff<'a>(
+    a: impl IntoIterator<Item = &'a f32>,
+    b: impl IntoIterator<Item = &'a f32>,
+) -> (f32, usize) {
+    a.into_iter().zip(b).fold((0f32, 0usize), |(m, n), (x, y)| {
+        ((x - y).abs().max(m), n + usize::from(x != y))
+    })
 }
 
 /// Marginals and labels against a pydensecrf `Q` (labels, H, W).
@@ -60,9 +75,17 @@ fn check_q(case: &str, out: &CrfOutput, q_ref: &ArrayD<f32>, tol: f32) {
         }
         best as u32
     });
-    let label_diff = out.labels.iter().zip(labels_ref.iter()).filter(|(a, b)| a != b).count();
+    let label_diff = out
+        .labels
+        .iter()
+        .zip(labels_ref.iter())
+        .filter(|(a, b)| a != b)
+        .count();
     println!("{case}: max |Q − Q_ref| = {max_diff:e} ({n_diff} of {} values differ), labels differ at {label_diff} pixels", q_ref.len());
-    assert!(max_diff <= tol, "{case}: max |Q − Q_ref| = {max_diff:e} > {tol:e}");
+    assert!(
+        max_diff <= tol,
+        "{case}: max |Q − Q_ref| = {max_diff:e} > {tol:e}"
+    );
     assert_eq!(label_diff, 0, "{case}: MAP labels differ");
 }
 
@@ -77,7 +100,11 @@ fn mask_unary_matches_reference_constants() {
     let u = unary_from_mask(mask.view(), mask.nrows(), mask.ncols()).unwrap();
     for ((y, x), &fg) in mask.indexed_iter() {
         let (u_bg, u_fg) = (u[[0, y, x]], u[[1, y, x]]);
-        assert_eq!(if fg { (other, own) } else { (own, other) }, (u_bg, u_fg), "pixel ({y}, {x})");
+        assert_eq!(
+            if fg { (other, own) } else { (own, other) },
+            (u_bg, u_fg),
+            "pixel ({y}, {x})"
+        );
     }
 }
 
@@ -90,7 +117,11 @@ fn big_480_labels_match_pydensecrf() {
     let got = refine_mask(image.view(), mask.view(), &CrfParams::default()).unwrap();
     let same = got.iter().zip(want.iter()).filter(|(a, b)| a == b).count();
     let agreement = same as f64 / want.len() as f64;
-    println!("big 480×480: labels agree with pydensecrf on {same}/{} pixels ({:.4}%)", want.len(), 100.0 * agreement);
+    println!(
+        "big 480×480: labels agree with pydensecrf on {same}/{} pixels ({:.4}%)",
+        want.len(),
+        100.0 * agreement
+    );
     assert!(agreement >= 0.999, "agreement {agreement}");
 
     // Marginals on every 4th row and column.
@@ -129,17 +160,31 @@ fn resized_mask_matches_torch_and_pydensecrf() {
     // From the reference unary itself the result is exact.
     let u_ref3: Array3<f32> = u_ref.into_dimensionality().unwrap();
     let out = dense_crf(image.view(), u_ref3.view(), &CrfParams::default()).unwrap();
-    check_q("resize 117×121 (reference unary)", &out, &npy_f32("resize_q.npy"), 0.0);
+    check_q(
+        "resize 117×121 (reference unary)",
+        &out,
+        &npy_f32("resize_q.npy"),
+        0.0,
+    );
 }
 
 /// Three labels (densecrf's SSE lattice path) and five labels (also Eigen's packet exp).
 #[test]
 fn multi_label_marginals_match_pydensecrf() {
     for m in [3, 5] {
-        let image: Array3<u8> = npy_u8(&format!("labels{m}_image.npy")).into_dimensionality().unwrap();
-        let unary: Array3<f32> = npy_f32(&format!("labels{m}_unary.npy")).into_dimensionality().unwrap();
+        let image: Array3<u8> = npy_u8(&format!("labels{m}_image.npy"))
+            .into_dimensionality()
+            .unwrap();
+        let unary: Array3<f32> = npy_f32(&format!("labels{m}_unary.npy"))
+            .into_dimensionality()
+            .unwrap();
         let out = dense_crf(image.view(), unary.view(), &CrfParams::default()).unwrap();
-        check_q(&format!("{m} labels"), &out, &npy_f32(&format!("labels{m}_q.npy")), 0.0);
+        check_q(
+            &format!("{m} labels"),
+            &out,
+            &npy_f32(&format!("labels{m}_q.npy")),
+            0.0,
+        );
     }
 }
 
@@ -148,13 +193,27 @@ fn multi_label_marginals_match_pydensecrf() {
 #[test]
 fn gray_and_four_channel_match_pydensecrf() {
     for name in ["gray", "rgba"] {
-        let image: Array3<u8> = npy_u8(&format!("{name}_image.npy")).into_dimensionality().unwrap();
-        let mask: Array2<u8> = npy_u8(&format!("{name}_mask.npy")).into_dimensionality().unwrap();
+        let image: Array3<u8> = npy_u8(&format!("{name}_image.npy"))
+            .into_dimensionality()
+            .unwrap();
+        let mask: Array2<u8> = npy_u8(&format!("{name}_mask.npy"))
+            .into_dimensionality()
+            .unwrap();
         let (h, w, _) = image.dim();
         let unary = unary_from_mask(mask.mapv(|v| v != 0).view(), h, w).unwrap();
         let out = dense_crf(image.view(), unary.view(), &CrfParams::default()).unwrap();
-        check_q(&format!("{name} C={}", image.dim().2), &out, &npy_f32(&format!("{name}_q.npy")), 0.0);
-        let refined = refine_mask(image.view(), mask.mapv(|v| v != 0).view(), &CrfParams::default()).unwrap();
+        check_q(
+            &format!("{name} C={}", image.dim().2),
+            &out,
+            &npy_f32(&format!("{name}_q.npy")),
+            0.0,
+        );
+        let refined = refine_mask(
+            image.view(),
+            mask.mapv(|v| v != 0).view(),
+            &CrfParams::default(),
+        )
+        .unwrap();
         assert_eq!(refined, out.labels.mapv(|l| l == 1));
     }
 }
@@ -165,7 +224,10 @@ fn deterministic_across_runs_and_thread_counts() {
     let image = png_rgb("small_image.png");
     let unary: Array3<f32> = npy_f32("resize_unary.npy").into_dimensionality().unwrap();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| dense_crf(image.view(), unary.view(), &CrfParams::default()).unwrap())
     };
     let a = run(2);
@@ -177,7 +239,10 @@ fn deterministic_across_runs_and_thread_counts() {
     let image5: Array3<u8> = npy_u8("labels5_image.npy").into_dimensionality().unwrap();
     let unary5: Array3<f32> = npy_f32("labels5_unary.npy").into_dimensionality().unwrap();
     let run5 = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         pool.install(|| dense_crf(image5.view(), unary5.view(), &CrfParams::default()).unwrap())
     };
     assert_eq!(run5(1), run5(3));
@@ -194,28 +259,63 @@ fn properties_without_reference() {
         assert!((col.sum() - 1.0).abs() < 1e-5 && col.iter().all(|&p| (0.0..=1.0).contains(&p)));
     }
     // Zero iterations: softmax(−U), so the MAP is the mask itself.
-    let p0 = CrfParams { n_iterations: 0, ..Default::default() };
+    let p0 = CrfParams {
+        n_iterations: 0,
+        ..Default::default()
+    };
     let out0 = dense_crf(image.view(), unary.view(), &p0).unwrap();
     assert_eq!(out0.labels.mapv(|l| l == 1), mask);
     // Both weights zero: nothing but the unary either.
-    let pz = CrfParams { pos_weight: 0.0, bi_weight: 0.0, ..Default::default() };
-    assert_eq!(dense_crf(image.view(), unary.view(), &pz).unwrap().probs, out0.probs);
+    let pz = CrfParams {
+        pos_weight: 0.0,
+        bi_weight: 0.0,
+        ..Default::default()
+    };
+    assert_eq!(
+        dense_crf(image.view(), unary.view(), &pz).unwrap().probs,
+        out0.probs
+    );
     // One label: Q ≡ 1.
-    let one = dense_crf(image.view(), unary.slice(s![..1, .., ..]), &CrfParams::default()).unwrap();
+    let one = dense_crf(
+        image.view(),
+        unary.slice(s![..1, .., ..]),
+        &CrfParams::default(),
+    )
+    .unwrap();
     assert!(one.probs.iter().all(|&p| p == 1.0) && one.labels.iter().all(|&l| l == 0));
     // A 1×1 image and a single-row image run.
     let tiny = Array3::<u8>::zeros((1, 1, 3));
-    assert!(refine_mask(tiny.view(), Array2::from_elem((1, 1), true).view(), &CrfParams::default()).unwrap()[[0, 0]]);
+    assert!(
+        refine_mask(
+            tiny.view(),
+            Array2::from_elem((1, 1), true).view(),
+            &CrfParams::default()
+        )
+        .unwrap()[[0, 0]]
+    );
     let row = Array3::<u8>::from_shape_fn((1, 9, 2), |(_, x, c)| (x * 20 + c) as u8);
-    let r = refine_mask(row.view(), Array2::from_shape_fn((1, 9), |(_, x)| x > 4).view(), &CrfParams::default()).unwrap();
+    let r = refine_mask(
+        row.view(),
+        Array2::from_shape_fn((1, 9), |(_, x)| x > 4).view(),
+        &CrfParams::default(),
+    )
+    .unwrap();
     assert_eq!(r.dim(), (1, 9));
     // Many channels (d = 2 + C up to 72: hashed lattice keys), odd sizes.
     for c in [7usize, 12, 70] {
-        let img = Array3::<u8>::from_shape_fn((9, 11, c), |(y, x, k)| ((x * 23 + y * 7 + k * 31) % 256) as u8);
+        let img = Array3::<u8>::from_shape_fn((9, 11, c), |(y, x, k)| {
+            ((x * 23 + y * 7 + k * 31) % 256) as u8
+        });
         let m = Array2::from_shape_fn((9, 11), |(y, x)| x + y > 9);
         let u = unary_from_mask(m.view(), 9, 11).unwrap();
         let out = dense_crf(img.view(), u.view(), &CrfParams::default()).unwrap();
-        assert!(out.probs.lanes(Axis(0)).into_iter().all(|col| (col.sum() - 1.0).abs() < 1e-5), "C={c}");
+        assert!(
+            out.probs
+                .lanes(Axis(0))
+                .into_iter()
+                .all(|col| (col.sum() - 1.0).abs() < 1e-5),
+            "C={c}"
+        );
     }
 }
 
@@ -227,9 +327,21 @@ fn bad_input_is_an_error() {
     assert!(dense_crf(image.view(), unary.view(), &p).is_ok());
     let is_param = |r: explainseg::Result<CrfOutput>| matches!(r, Err(Error::InvalidParam { .. }));
     // Empty image, no channels, no labels.
-    assert!(is_param(dense_crf(Array3::<u8>::zeros((0, 9, 3)).view(), Array3::<f32>::zeros((2, 0, 9)).view(), &p)));
-    assert!(is_param(dense_crf(Array3::<u8>::zeros((8, 9, 0)).view(), unary.view(), &p)));
-    assert!(is_param(dense_crf(image.view(), Array3::<f32>::zeros((0, 8, 9)).view(), &p)));
+    assert!(is_param(dense_crf(
+        Array3::<u8>::zeros((0, 9, 3)).view(),
+        Array3::<f32>::zeros((2, 0, 9)).view(),
+        &p
+    )));
+    assert!(is_param(dense_crf(
+        Array3::<u8>::zeros((8, 9, 0)).view(),
+        unary.view(),
+        &p
+    )));
+    assert!(is_param(dense_crf(
+        image.view(),
+        Array3::<f32>::zeros((0, 8, 9)).view(),
+        &p
+    )));
     // Size mismatch.
     let r = dense_crf(image.view(), Array3::<f32>::zeros((2, 9, 8)).view(), &p);
     assert!(matches!(r, Err(Error::Shape { .. })), "{r:?}");
@@ -241,26 +353,70 @@ fn bad_input_is_an_error() {
     }
     // Parameters.
     for bad in [
-        CrfParams { pos_sxy_px: 0.0, ..Default::default() },
-        CrfParams { bi_sxy_px: -1.0, ..Default::default() },
-        CrfParams { bi_srgb: f32::NAN, ..Default::default() },
-        CrfParams { bi_weight: f32::INFINITY, ..Default::default() },
-        CrfParams { pos_weight: f32::NAN, ..Default::default() },
+        CrfParams {
+            pos_sxy_px: 0.0,
+            ..Default::default()
+        },
+        CrfParams {
+            bi_sxy_px: -1.0,
+            ..Default::default()
+        },
+        CrfParams {
+            bi_srgb: f32::NAN,
+            ..Default::default()
+        },
+        CrfParams {
+            bi_weight: f32::INFINITY,
+            ..Default::default()
+        },
+        CrfParams {
+            pos_weight: f32::NAN,
+            ..Default::default()
+        },
     ] {
-        assert!(is_param(dense_crf(image.view(), unary.view(), &bad)), "{bad:?}");
+        assert!(
+            is_param(dense_crf(image.view(), unary.view(), &bad)),
+            "{bad:?}"
+        );
     }
     // A standard deviation so small that lattice coordinates overflow.
-    let tiny_sigma = CrfParams { bi_srgb: 1e-30, ..Default::default() };
+    let tiny_sigma = CrfParams {
+        bi_srgb: 1e-30,
+        ..Default::default()
+    };
     let bright = Array3::<u8>::from_elem((8, 9, 3), 200);
-    assert!(is_param(dense_crf(bright.view(), unary.view(), &tiny_sigma)));
+    assert!(is_param(dense_crf(
+        bright.view(),
+        unary.view(),
+        &tiny_sigma
+    )));
     // Masks.
-    assert!(matches!(refine_mask(image.view(), Array2::<bool>::from_elem((0, 3), true).view(), &p), Err(Error::InvalidParam { .. })));
-    assert!(matches!(refine_mask(Array3::<u8>::zeros((0, 0, 3)).view(), Array2::from_elem((2, 2), true).view(), &p), Err(Error::InvalidParam { .. })));
+    assert!(matches!(
+        refine_mask(
+            image.view(),
+            Array2::<bool>::from_elem((0, 3), true).view(),
+            &p
+        ),
+        Err(Error::InvalidParam { .. })
+    ));
+    assert!(matches!(
+        refine_mask(
+            Array3::<u8>::zeros((0, 0, 3)).view(),
+            Array2::from_elem((2, 2), true).view(),
+            &p
+        ),
+        Err(Error::InvalidParam { .. })
+    ));
     // unary_from_softmax.
     let probs = Array3::<f64>::from_elem((2, 2, 2), 0.5);
     assert!(unary_from_softmax(probs.view(), 0.0).is_err());
-    assert!(unary_from_softmax(Array3::<f64>::from_elem((2, 2, 2), f64::NAN).view(), 1e-5).is_err());
-    assert_eq!(unary_from_softmax(probs.view(), 1e-5).unwrap()[[0, 0, 0]], 0.5f64.ln().abs() as f32);
+    assert!(
+        unary_from_softmax(Array3::<f64>::from_elem((2, 2, 2), f64::NAN).view(), 1e-5).is_err()
+    );
+    assert_eq!(
+        unary_from_softmax(probs.view(), 1e-5).unwrap()[[0, 0, 0]],
+        0.5f64.ln().abs() as f32
+    );
 }
 
 /// CPU time of this process (all threads), from /proc/self/stat (Linux; 10 ms ticks).
@@ -276,14 +432,17 @@ fn process_cpu_s() -> Option<f64> {
 /// wall time and process CPU time, best of 5. Compare with
 /// `python3 tools/gen_crf.py --bench` (same statistics).
 #[test]
-#[ignore]
+#[ignore = "timing, not a test; run with --release --ignored --nocapture"]
 fn bench_480() {
     let image = png_rgb("big_image.png");
     let mask = png_mask("big_mask.png");
     let p = CrfParams::default();
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
     for threads in [1, all] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
         for _ in 0..5 {
             let (t, c) = (Instant::now(), process_cpu_s());
@@ -297,9 +456,15 @@ fn bench_480() {
         println!("crf 480×480 RGB, 2 labels, 10 iterations, {threads} thread(s): wall {wall:.3} s, cpu {cpu:.2} s (best of 5)");
     }
     // Set-up alone (features, both lattices, normalisations): 0 iterations.
-    let p0 = CrfParams { n_iterations: 0, ..Default::default() };
+    let p0 = CrfParams {
+        n_iterations: 0,
+        ..Default::default()
+    };
     let mut wall = f64::INFINITY;
-    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     for _ in 0..5 {
         let t = Instant::now();
         std::hint::black_box(pool.install(|| refine_mask(image.view(), mask.view(), &p0).unwrap()));

@@ -4,7 +4,10 @@
 mod common;
 
 use common::*;
-use explainseg::attr::{integrated_gradients, noise_tunnel_ig, quadrature, Baseline, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::attr::{
+    integrated_gradients, noise_tunnel_ig, quadrature, Baseline, IgConfig, Method, Noise,
+    NoiseTunnelConfig, NtType,
+};
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::Engine;
 use explainseg::model::{LoadOptions, Vit};
@@ -25,16 +28,34 @@ struct Case {
 impl Case {
     fn load(name: &'static str) -> Case {
         let cfg = json(&fixture("engine", &format!("{name}/config.json")));
-        let opts = LoadOptions { heads: Some(cfg["heads"].as_u64().unwrap() as usize), eps: Some(cfg["eps"].as_f64().unwrap() as f32), ..Default::default() };
+        let opts = LoadOptions {
+            heads: Some(cfg["heads"].as_u64().unwrap() as usize),
+            eps: Some(cfg["eps"].as_f64().unwrap() as f32),
+            ..Default::default()
+        };
         let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
-        let vit = Vit::load(&fixture("engine", &format!("{name}/model_dino.safetensors")), Some(&head), &opts).unwrap();
+        let vit = Vit::load(
+            &fixture("engine", &format!("{name}/model_dino.safetensors")),
+            Some(&head),
+            &opts,
+        )
+        .unwrap();
         let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
         let target = cfg["target"].as_u64().unwrap() as usize;
-        Case { vit, x, target, cfg, name }
+        Case {
+            vit,
+            x,
+            target,
+            cfg,
+            name,
+        }
     }
 
     fn arr(&self, file: &str) -> Vec<f32> {
-        to_vec(&npy_f32(&fixture("engine", &format!("{}/{file}", self.name))))
+        to_vec(&npy_f32(&fixture(
+            "engine",
+            &format!("{}/{file}", self.name),
+        )))
     }
 
     fn steps(&self, key: &str) -> usize {
@@ -46,9 +67,14 @@ impl Case {
 fn input_gradients_match_autograd() {
     for name in CASES {
         let c = Case::load(name);
-        let batch = dyn4(npy_f32(&fixture("engine", &format!("{name}/grad_inputs.npy"))));
+        let batch = dyn4(npy_f32(&fixture(
+            "engine",
+            &format!("{name}/grad_inputs.npy"),
+        )));
         let targets = vec![c.target; batch.dim().0];
-        let (_, grad) = CpuEngine::new(&c.vit).logits_and_input_grad(batch.view(), &targets).unwrap();
+        let (_, grad) = CpuEngine::new(&c.vit)
+            .logits_and_input_grad(batch.view(), &targets)
+            .unwrap();
         let err = rel_l2(&to_vec(&grad), &c.arr("grad.npy"));
         eprintln!("{name}: input-gradient rel-L2 {err:.2e}");
         assert!(err <= GRAD_TOL, "{name}: input gradient rel-L2 {err:e}");
@@ -59,9 +85,20 @@ fn input_gradients_match_autograd() {
 fn quadrature_matches_captum_at_50_steps() {
     for m in Method::ALL {
         let q = quadrature(m, 50).unwrap();
-        let alphas = npy_f64(&fixture("engine", &format!("quadrature/alphas_{}_50.npy", m.name())));
-        let steps = npy_f64(&fixture("engine", &format!("quadrature/steps_{}_50.npy", m.name())));
-        for (a, b) in q.alphas.iter().zip(alphas.iter()).chain(q.steps.iter().zip(steps.iter())) {
+        let alphas = npy_f64(&fixture(
+            "engine",
+            &format!("quadrature/alphas_{}_50.npy", m.name()),
+        ));
+        let steps = npy_f64(&fixture(
+            "engine",
+            &format!("quadrature/steps_{}_50.npy", m.name()),
+        ));
+        for (a, b) in q
+            .alphas
+            .iter()
+            .zip(alphas.iter())
+            .chain(q.steps.iter().zip(steps.iter()))
+        {
             // IG only uses the f32 casts, which must be identical.
             assert_eq!(*a as f32, *b as f32, "{}: {a} vs {b}", m.name());
             assert!((a - b).abs() <= 1e-14, "{}: {a} vs {b}", m.name());
@@ -76,14 +113,28 @@ fn ig_matches_captum_for_every_rule() {
         let engine = CpuEngine::new(&c.vit);
         let zero = Array4::<f32>::zeros((1, 3, c.x.dim().2, c.x.dim().3));
         for m in Method::ALL {
-            let cfg = IgConfig { method: m, n_steps: c.steps("ig"), batch_size: 7, ..Default::default() };
-            let out = integrated_gradients(&engine, c.x.view(), zero.view(), c.target, &cfg, None).unwrap();
-            let err = rel_l2(&to_vec(&out.attributions), &c.arr(&format!("ig_{}.npy", m.name())));
+            let cfg = IgConfig {
+                method: m,
+                n_steps: c.steps("ig"),
+                batch_size: 7,
+                ..Default::default()
+            };
+            let out = integrated_gradients(&engine, c.x.view(), zero.view(), c.target, &cfg, None)
+                .unwrap();
+            let err = rel_l2(
+                &to_vec(&out.attributions),
+                &c.arr(&format!("ig_{}.npy", m.name())),
+            );
             eprintln!("{name} {}: IG rel-L2 {err:.2e}", m.name());
             assert!(err <= GRAD_TOL, "{name} {}: IG rel-L2 {err:e}", m.name());
             let want_delta = c.arr(&format!("ig_{}_delta.npy", m.name()))[0];
             // The delta is a difference of O(1) sums: compare absolutely.
-            assert!((out.deltas[0] - want_delta).abs() <= 1e-4, "{name} {}: delta {} vs {want_delta}", m.name(), out.deltas[0]);
+            assert!(
+                (out.deltas[0] - want_delta).abs() <= 1e-4,
+                "{name} {}: delta {} vs {want_delta}",
+                m.name(),
+                out.deltas[0]
+            );
         }
     }
 }
@@ -96,26 +147,70 @@ fn ig_options_match_captum() {
         let n = c.steps("ig");
         let (h, w) = (c.x.dim().2, c.x.dim().3);
         let zero = Array4::<f32>::zeros((1, 3, h, w));
-        let run = |baseline: &Array4<f32>, cfg: IgConfig| integrated_gradients(&engine, c.x.view(), baseline.view(), c.target, &cfg, None).unwrap();
-        let base_cfg = IgConfig { n_steps: n, ..Default::default() };
+        let run = |baseline: &Array4<f32>, cfg: IgConfig| {
+            integrated_gradients(&engine, c.x.view(), baseline.view(), c.target, &cfg, None)
+                .unwrap()
+        };
+        let base_cfg = IgConfig {
+            n_steps: n,
+            ..Default::default()
+        };
 
-        let out = run(&zero, IgConfig { batch_size: 5, ..base_cfg.clone() });
-        assert!(rel_l2(&to_vec(&out.attributions), &c.arr("ig_gausslegendre_ibs5.npy")) <= GRAD_TOL, "{name}: ibs5");
+        let out = run(
+            &zero,
+            IgConfig {
+                batch_size: 5,
+                ..base_cfg.clone()
+            },
+        );
+        assert!(
+            rel_l2(
+                &to_vec(&out.attributions),
+                &c.arr("ig_gausslegendre_ibs5.npy")
+            ) <= GRAD_TOL,
+            "{name}: ibs5"
+        );
 
-        let out = run(&zero, IgConfig { multiply_by_inputs: false, ..base_cfg.clone() });
-        assert!(rel_l2(&to_vec(&out.attributions), &c.arr("ig_gausslegendre_nomul.npy")) <= GRAD_TOL, "{name}: nomul");
+        let out = run(
+            &zero,
+            IgConfig {
+                multiply_by_inputs: false,
+                ..base_cfg.clone()
+            },
+        );
+        assert!(
+            rel_l2(
+                &to_vec(&out.attributions),
+                &c.arr("ig_gausslegendre_nomul.npy")
+            ) <= GRAD_TOL,
+            "{name}: nomul"
+        );
 
         let mean = [0.485, 0.456, 0.406];
         let std = [0.229, 0.224, 0.225];
         let black = Baseline::Black.resolve(c.x.view(), mean, std).unwrap();
         let out = run(&black, base_cfg.clone());
-        assert!(rel_l2(&to_vec(&out.attributions), &c.arr("ig_black.npy")) <= GRAD_TOL, "{name}: black");
-        assert!((out.deltas[0] - c.arr("ig_black_delta.npy")[0]).abs() <= 1e-4, "{name}: black delta");
+        assert!(
+            rel_l2(&to_vec(&out.attributions), &c.arr("ig_black.npy")) <= GRAD_TOL,
+            "{name}: black"
+        );
+        assert!(
+            (out.deltas[0] - c.arr("ig_black_delta.npy")[0]).abs() <= 1e-4,
+            "{name}: black delta"
+        );
 
-        let custom = dyn4(npy_f32(&fixture("engine", &format!("{name}/baseline_custom.npy"))));
-        let resolved = Baseline::Tensor(custom).resolve(c.x.view(), mean, std).unwrap();
+        let custom = dyn4(npy_f32(&fixture(
+            "engine",
+            &format!("{name}/baseline_custom.npy"),
+        )));
+        let resolved = Baseline::Tensor(custom)
+            .resolve(c.x.view(), mean, std)
+            .unwrap();
         let out = run(&resolved, base_cfg);
-        assert!(rel_l2(&to_vec(&out.attributions), &c.arr("ig_custom.npy")) <= GRAD_TOL, "{name}: custom baseline");
+        assert!(
+            rel_l2(&to_vec(&out.attributions), &c.arr("ig_custom.npy")) <= GRAD_TOL,
+            "{name}: custom baseline"
+        );
     }
 }
 
@@ -126,11 +221,22 @@ fn noise_tunnel_with_injected_noise_matches_captum() {
         let engine = CpuEngine::new(&c.vit);
         let noise = dyn4(npy_f32(&fixture("engine", &format!("{name}/noise.npy"))));
         let zero = Array4::<f32>::zeros((1, 3, c.x.dim().2, c.x.dim().3));
-        let ig = IgConfig { n_steps: c.steps("nt"), batch_size: 6, ..Default::default() };
+        let ig = IgConfig {
+            n_steps: c.steps("nt"),
+            batch_size: 6,
+            ..Default::default()
+        };
         for t in [NtType::SmoothGrad, NtType::SmoothGradSq, NtType::VarGrad] {
-            let nt = NoiseTunnelConfig { nt_type: t, noise: Noise::Injected(noise.clone()) };
-            let out = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, None).unwrap();
-            let err = rel_l2(&to_vec(&out.attribution), &c.arr(&format!("nt_{}.npy", t.name())));
+            let nt = NoiseTunnelConfig {
+                nt_type: t,
+                noise: Noise::Injected(noise.clone()),
+            };
+            let out = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, None)
+                .unwrap();
+            let err = rel_l2(
+                &to_vec(&out.attribution),
+                &c.arr(&format!("nt_{}.npy", t.name())),
+            );
             eprintln!("{name} {}: NoiseTunnel rel-L2 {err:.2e}", t.name());
             assert!(err <= GRAD_TOL, "{name} {}: rel-L2 {err:e}", t.name());
             if t == NtType::SmoothGrad {
@@ -154,14 +260,26 @@ fn ig_completeness_holds_for_many_baselines_and_inputs() {
     for seed in 0..4u64 {
         let noise = explainseg::attr::noise::gaussian_noise(seed, 0, 3 * h * w, 0.7);
         let x = &c.x + &Array4::from_shape_vec((1, 3, h, w), noise).unwrap();
-        let baseline = Baseline::Blur { sigma_px: 1.0 + seed as f32 }.resolve(x.view(), [0.0; 3], [1.0; 3]).unwrap();
+        let baseline = Baseline::Blur {
+            sigma_px: 1.0 + seed as f32,
+        }
+        .resolve(x.view(), [0.0; 3], [1.0; 3])
+        .unwrap();
         let logits_x = engine.logits(x.view()).unwrap();
         let target = (seed as usize) % 3;
-        let cfg = IgConfig { n_steps: 64, batch_size: 16, ..Default::default() };
-        let out = integrated_gradients(&engine, x.view(), baseline.view(), target, &cfg, None).unwrap();
+        let cfg = IgConfig {
+            n_steps: 64,
+            batch_size: 16,
+            ..Default::default()
+        };
+        let out =
+            integrated_gradients(&engine, x.view(), baseline.view(), target, &cfg, None).unwrap();
         let gap = logits_x[[0, target]] - engine.logits(baseline.view()).unwrap()[[0, target]];
         let sum: f32 = out.attributions.sum();
-        assert!((sum - gap).abs() <= 1e-3 * gap.abs().max(1.0), "seed {seed}: Σ IG {sum} vs gap {gap}");
+        assert!(
+            (sum - gap).abs() <= 1e-3 * gap.abs().max(1.0),
+            "seed {seed}: Σ IG {sum} vs gap {gap}"
+        );
         assert!((out.deltas[0] - (sum - gap)).abs() <= 1e-4);
     }
 }
@@ -171,12 +289,32 @@ fn seeded_noise_tunnel_is_deterministic_and_abortable() {
     let c = Case::load("s16_tiny");
     let engine = CpuEngine::new(&c.vit);
     let zero = Array4::<f32>::zeros((1, 3, 64, 64));
-    let ig = IgConfig { n_steps: 4, batch_size: 5, return_delta: false, ..Default::default() };
-    let nt = NoiseTunnelConfig { nt_type: NtType::SmoothGrad, noise: Noise::Seeded { samples: 2, stdev: 1.0, seed: 9 } };
+    let ig = IgConfig {
+        n_steps: 4,
+        batch_size: 5,
+        return_delta: false,
+        ..Default::default()
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 2,
+            stdev: 1.0,
+            seed: 9,
+        },
+    };
     let a = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, None).unwrap();
     let b = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, None).unwrap();
     assert_eq!(a.attribution, b.attribution);
     let stop = |done: usize, _total: usize| done < 5;
-    let aborted = noise_tunnel_ig(&engine, c.x.view(), zero.view(), c.target, &ig, &nt, Some(&stop));
+    let aborted = noise_tunnel_ig(
+        &engine,
+        c.x.view(),
+        zero.view(),
+        c.target,
+        &ig,
+        &nt,
+        Some(&stop),
+    );
     assert!(matches!(aborted, Err(explainseg::Error::Aborted)));
 }

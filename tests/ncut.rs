@@ -14,8 +14,9 @@ use std::time::Instant;
 use common::{fixture, json, npy_f32, npy_f64};
 use explainseg::error::Error;
 use explainseg::post::ncut::{
-    binary_affinity, binary_affinity_f64, fiedler_dense, foreground_by_relevance, resample_area, seed_component,
-    shi_malik_ncut, tokencut_bipartition, ShiMalikParams, TOKENCUT_EPS, TOKENCUT_TAU,
+    binary_affinity, binary_affinity_f64, fiedler_dense, foreground_by_relevance, resample_area,
+    seed_component, shi_malik_ncut, tokencut_bipartition, ShiMalikParams, TOKENCUT_EPS,
+    TOKENCUT_TAU,
 };
 use ndarray::{array, Array1, Array2, ArrayD, Ix1, Ix2};
 use ndarray_npy::ReadNpyExt;
@@ -23,18 +24,24 @@ use ndarray_npy::ReadNpyExt;
 const STAGE: &str = "ncut";
 
 fn f32_2d(name: &str) -> Array2<f32> {
-    npy_f32(&fixture(STAGE, name)).into_dimensionality::<Ix2>().expect("rank 2")
+    npy_f32(&fixture(STAGE, name))
+        .into_dimensionality::<Ix2>()
+        .expect("rank 2")
 }
 
 fn f64_1d(name: &str) -> Array1<f64> {
-    npy_f64(&fixture(STAGE, name)).into_dimensionality::<Ix1>().expect("rank 1")
+    npy_f64(&fixture(STAGE, name))
+        .into_dimensionality::<Ix1>()
+        .expect("rank 1")
 }
 
 fn u8_2d_bool(name: &str) -> Array2<bool> {
     let path = fixture(STAGE, name);
     let f = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let a = ArrayD::<u8>::read_npy(f).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    a.into_dimensionality::<Ix2>().expect("rank 2").mapv(|v| v != 0)
+    a.into_dimensionality::<Ix2>()
+        .expect("rank 2")
+        .mapv(|v| v != 0)
 }
 
 /// ‖a − b‖₂ / ‖b‖₂ in f64.
@@ -65,15 +72,22 @@ fn tokencut_matches_the_scipy_reference() {
     let mut flips = (0, 0);
     for case in cases {
         let name = case["name"].as_str().unwrap();
-        let grid = (case["rows"].as_u64().unwrap() as usize, case["cols"].as_u64().unwrap() as usize);
+        let grid = (
+            case["rows"].as_u64().unwrap() as usize,
+            case["cols"].as_u64().unwrap() as usize,
+        );
         let feats = f32_2d(&format!("features_{name}.npy"));
         let out = tokencut_bipartition(feats.view(), grid, tau, eps).unwrap();
         let want = f64_1d(&format!("eigvec_{name}.npy"));
         let err = rel_err(&out.eigvec, &want);
         let lambda = case["eigenvalues"][0].as_f64().unwrap();
         let lambda_err = (out.eigenvalue - lambda).abs() / lambda;
-        let lambda3_err = (out.next_eigenvalue.unwrap() - case["eigenvalues"][1].as_f64().unwrap()).abs();
-        let bip_diff = count_diff(&out.bipartition, &u8_2d_bool(&format!("bipartition_{name}.npy")));
+        let lambda3_err =
+            (out.next_eigenvalue.unwrap() - case["eigenvalues"][1].as_f64().unwrap()).abs();
+        let bip_diff = count_diff(
+            &out.bipartition,
+            &u8_2d_bool(&format!("bipartition_{name}.npy")),
+        );
         let mask_diff = count_diff(&out.mask, &u8_2d_bool(&format!("mask_{name}.npy")));
         println!(
             "{name} {grid:?}: eigvec rel err {err:.2e}, λ₂ rel err {lambda_err:.1e}, λ₃ abs err {lambda3_err:.1e}, \
@@ -83,19 +97,36 @@ fn tokencut_matches_the_scipy_reference() {
             out.flipped
         );
         assert!(err <= 1e-5, "{name}: eigenvector rel err {err}");
-        assert!(lambda_err <= 1e-9 && lambda3_err <= 1e-9, "{name}: eigenvalues {lambda_err} {lambda3_err}");
+        assert!(
+            lambda_err <= 1e-9 && lambda3_err <= 1e-9,
+            "{name}: eigenvalues {lambda_err} {lambda3_err}"
+        );
         assert_eq!(bip_diff, 0, "{name}: bipartitions differ");
         assert_eq!(mask_diff, 0, "{name}: masks differ");
-        assert_eq!(out.seed as u64, case["seed"].as_u64().unwrap(), "{name}: seed");
-        assert_eq!(out.flipped, case["flipped"].as_bool().unwrap(), "{name}: flip");
-        assert!(out.eigvec[out.seed] > 0.0, "{name}: seed entry must be positive");
+        assert_eq!(
+            out.seed as u64,
+            case["seed"].as_u64().unwrap(),
+            "{name}: seed"
+        );
+        assert_eq!(
+            out.flipped,
+            case["flipped"].as_bool().unwrap(),
+            "{name}: flip"
+        );
+        assert!(
+            out.eigvec[out.seed] > 0.0,
+            "{name}: seed entry must be positive"
+        );
         if out.flipped {
             flips.0 += 1;
         } else {
             flips.1 += 1;
         }
     }
-    assert!(flips.0 > 0 && flips.1 > 0, "fixtures must exercise both the flip and no flip: {flips:?}");
+    assert!(
+        flips.0 > 0 && flips.1 > 0,
+        "fixtures must exercise both the flip and no flip: {flips:?}"
+    );
 }
 
 /// The solver's raw vector has scipy's (LAPACK dsygvx's) sign and D-normalisation,
@@ -110,9 +141,20 @@ fn fiedler_dense_reproduces_the_lapack_sign() {
         let f = fiedler_dense(w.view()).unwrap();
         let raw = f64_1d(&format!("eigvec_raw_{name}.npy"));
         let err = rel_err(&f.vector, &raw);
-        let dnorm: f64 = f.vector.iter().zip(&f.degrees).map(|(v, d)| v * v * d).sum();
-        println!("{name}: raw eigvec rel err (signed) {err:.2e}, vᵀDv − 1 = {:.1e}", dnorm - 1.0);
-        assert!(err <= 1e-5, "{name}: raw eigenvector rel err {err} (a sign mismatch gives ~2)");
+        let dnorm: f64 = f
+            .vector
+            .iter()
+            .zip(&f.degrees)
+            .map(|(v, d)| v * v * d)
+            .sum();
+        println!(
+            "{name}: raw eigvec rel err (signed) {err:.2e}, vᵀDv − 1 = {:.1e}",
+            dnorm - 1.0
+        );
+        assert!(
+            err <= 1e-5,
+            "{name}: raw eigenvector rel err {err} (a sign mismatch gives ~2)"
+        );
         assert!((dnorm - 1.0).abs() < 1e-12);
     }
 }
@@ -124,14 +166,22 @@ fn shi_malik_matches_the_scipy_reference() {
         let name = case["name"].as_str().unwrap();
         let map = f32_2d(&format!("map_{name}.npy"));
         let params = ShiMalikParams {
-            grid: Some((case["grid"][0].as_u64().unwrap() as usize, case["grid"][1].as_u64().unwrap() as usize)),
+            grid: Some((
+                case["grid"][0].as_u64().unwrap() as usize,
+                case["grid"][1].as_u64().unwrap() as usize,
+            )),
             sigma_r: case["sigma_r"].as_f64().unwrap() as f32,
             sigma_x: case["sigma_x"].as_f64().unwrap() as f32,
             radius: case["radius"].as_f64().unwrap() as f32,
         };
         let out = shi_malik_ncut(map.view(), &params).unwrap();
         let grid_ref = npy_f64(&fixture(STAGE, &format!("grid_map_{name}.npy")));
-        let grid_err = out.grid_map.iter().zip(grid_ref.iter()).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        let grid_err = out
+            .grid_map
+            .iter()
+            .zip(grid_ref.iter())
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
         let want = f64_1d(&format!("eigvec_{name}.npy"));
         let err = rel_err_up_to_sign(&out.eigvec, &want);
         let signed = rel_err(&out.eigvec, &want);
@@ -169,7 +219,9 @@ fn synthetic(rows: usize, cols: usize, dim: usize, seed: u64) -> Array2<f32> {
     Array2::from_shape_fn((rows * cols, dim), |(n, k)| {
         let (y, x) = ((n / cols) as f32, (n % cols) as f32);
         let (cy, cx) = (rows as f32 * 0.45, cols as f32 * 0.55);
-        let inside = ((y - cy) / (rows as f32 * 0.3)).powi(2) + ((x - cx) / (cols as f32 * 0.25)).powi(2) <= 1.0;
+        let inside = ((y - cy) / (rows as f32 * 0.3)).powi(2)
+            + ((x - cx) / (cols as f32 * 0.25)).powi(2)
+            <= 1.0;
         protos[inside as usize][k] + 1.2 * next()
     })
 }
@@ -184,16 +236,29 @@ fn tokencut_eigenpair_solves_the_generalized_problem() {
     let f = fiedler_dense(w.view()).unwrap();
     let (v, d) = (&f.vector, &f.degrees);
     let wv = w.dot(v);
-    let residual: f64 =
-        (0..v.len()).map(|i| (d[i] * v[i] - wv[i] - f.eigenvalue * d[i] * v[i]).powi(2)).sum::<f64>().sqrt();
+    let residual: f64 = (0..v.len())
+        .map(|i| (d[i] * v[i] - wv[i] - f.eigenvalue * d[i] * v[i]).powi(2))
+        .sum::<f64>()
+        .sqrt();
     let dnorm: f64 = v.iter().zip(d).map(|(a, b)| a * a * b).sum();
     let dconst: f64 = v.iter().zip(d).map(|(a, b)| a * b).sum();
-    println!("N={}: residual {residual:.1e}, λ₂ {} λ₃ {:?}", v.len(), f.eigenvalue, f.next_eigenvalue);
+    println!(
+        "N={}: residual {residual:.1e}, λ₂ {} λ₃ {:?}",
+        v.len(),
+        f.eigenvalue,
+        f.next_eigenvalue
+    );
     assert!(residual < 1e-10 * d.iter().fold(0.0f64, |m, x| m.max(*x)));
     assert!((dnorm - 1.0).abs() < 1e-12 && dconst.abs() < 1e-10);
     assert!(f.eigenvalue > 0.0 && f.eigenvalue <= f.next_eigenvalue.unwrap());
     let out = tokencut_bipartition(feats.view(), (rows, cols), 0.2, 1e-5).unwrap();
-    assert!(out.mask.iter().zip(&out.bipartition).all(|(m, b)| !*m || *b), "mask ⊆ bipartition");
+    assert!(
+        out.mask
+            .iter()
+            .zip(&out.bipartition)
+            .all(|(m, b)| !*m || *b),
+        "mask ⊆ bipartition"
+    );
     assert!(out.mask[(out.seed / cols, out.seed % cols)]);
     // The f64 graph path (MaskCut's later iterations) agrees on the same features.
     let w64 = binary_affinity_f64(feats.mapv(|x| x as f64).view(), 0.2f32 as f64, 1e-5).unwrap();
@@ -205,12 +270,21 @@ fn tokencut_eigenpair_solves_the_generalized_problem() {
 fn foreground_by_relevance_picks_the_brighter_side() {
     let mask = array![[true, true], [false, false]];
     let map = array![[0.1f32, 0.2], [0.9, 0.8]];
-    assert_eq!(foreground_by_relevance(mask.view(), map.view()).unwrap(), array![[false, false], [true, true]]);
+    assert_eq!(
+        foreground_by_relevance(mask.view(), map.view()).unwrap(),
+        array![[false, false], [true, true]]
+    );
     let map = array![[0.9f32, 0.2], [0.1, 0.8]];
-    assert_eq!(foreground_by_relevance(mask.view(), map.view()).unwrap(), mask);
+    assert_eq!(
+        foreground_by_relevance(mask.view(), map.view()).unwrap(),
+        mask
+    );
     // An empty side is never the foreground.
     let none = Array2::from_elem((2, 2), false);
-    assert!(foreground_by_relevance(none.view(), map.view()).unwrap().iter().all(|&b| b));
+    assert!(foreground_by_relevance(none.view(), map.view())
+        .unwrap()
+        .iter()
+        .all(|&b| b));
     let comp = seed_component(array![[true, false], [false, true]].view(), (0, 0));
     assert_eq!(comp, array![[true, false], [false, false]]);
 }
@@ -219,20 +293,35 @@ fn foreground_by_relevance_picks_the_brighter_side() {
 fn errors_not_panics() {
     let feats = synthetic(4, 5, 8, 1);
     // Grid mismatch.
-    assert!(matches!(tokencut_bipartition(feats.view(), (4, 4), 0.2, 1e-5), Err(Error::Shape { .. })));
-    assert!(matches!(tokencut_bipartition(feats.view(), (usize::MAX, 2), 0.2, 1e-5), Err(Error::Shape { .. })));
+    assert!(matches!(
+        tokencut_bipartition(feats.view(), (4, 4), 0.2, 1e-5),
+        Err(Error::Shape { .. })
+    ));
+    assert!(matches!(
+        tokencut_bipartition(feats.view(), (usize::MAX, 2), 0.2, 1e-5),
+        Err(Error::Shape { .. })
+    ));
     // N < 2.
     let one = Array2::<f32>::ones((1, 8));
-    assert!(matches!(tokencut_bipartition(one.view(), (1, 1), 0.2, 1e-5), Err(Error::InvalidParam { .. })));
+    assert!(matches!(
+        tokencut_bipartition(one.view(), (1, 1), 0.2, 1e-5),
+        Err(Error::InvalidParam { .. })
+    ));
     let none = Array2::<f32>::zeros((0, 8));
     assert!(tokencut_bipartition(none.view(), (0, 0), 0.2, 1e-5).is_err());
     // D = 0.
     let empty_d = Array2::<f32>::zeros((20, 0));
-    assert!(matches!(tokencut_bipartition(empty_d.view(), (4, 5), 0.2, 1e-5), Err(Error::Shape { .. })));
+    assert!(matches!(
+        tokencut_bipartition(empty_d.view(), (4, 5), 0.2, 1e-5),
+        Err(Error::Shape { .. })
+    ));
     // NaN / inf features, bad tau / eps.
     let mut nan = feats.clone();
     nan[[3, 2]] = f32::NAN;
-    assert!(matches!(tokencut_bipartition(nan.view(), (4, 5), 0.2, 1e-5), Err(Error::InvalidParam { .. })));
+    assert!(matches!(
+        tokencut_bipartition(nan.view(), (4, 5), 0.2, 1e-5),
+        Err(Error::InvalidParam { .. })
+    ));
     nan[[3, 2]] = f32::INFINITY;
     assert!(tokencut_bipartition(nan.view(), (4, 5), 0.2, 1e-5).is_err());
     assert!(tokencut_bipartition(feats.view(), (4, 5), f32::NAN, 1e-5).is_err());
@@ -244,7 +333,10 @@ fn errors_not_panics() {
     assert!(out.next_eigenvalue.is_none() && out.mask.iter().filter(|&&b| b).count() == 1);
     assert!(tokencut_bipartition(Array2::<f32>::zeros((20, 8)).view(), (4, 5), 0.2, 1e-5).is_ok());
     // Dense solver input checks.
-    assert!(matches!(fiedler_dense(Array2::<f64>::ones((3, 4)).view()), Err(Error::Shape { .. })));
+    assert!(matches!(
+        fiedler_dense(Array2::<f64>::ones((3, 4)).view()),
+        Err(Error::Shape { .. })
+    ));
     assert!(fiedler_dense(Array2::<f64>::zeros((3, 3)).view()).is_err());
     let mut w = Array2::<f64>::ones((3, 3));
     w[[1, 1]] = f64::NAN;
@@ -253,31 +345,85 @@ fn errors_not_panics() {
 
     // Shi–Malik.
     let map = Array2::from_shape_fn((30, 30), |(y, x)| ((y * 7 + x * 3) % 11) as f32 / 10.0);
-    let ok = ShiMalikParams { grid: Some((10, 10)), ..Default::default() };
+    let ok = ShiMalikParams {
+        grid: Some((10, 10)),
+        ..Default::default()
+    };
     assert!(shi_malik_ncut(map.view(), &ok).is_ok());
     let mut bad_map = map.clone();
     bad_map[[4, 4]] = f32::NAN;
-    assert!(matches!(shi_malik_ncut(bad_map.view(), &ok), Err(Error::InvalidParam { .. })));
-    assert!(matches!(shi_malik_ncut(Array2::<f32>::zeros((0, 5)).view(), &ok), Err(Error::Shape { .. })));
+    assert!(matches!(
+        shi_malik_ncut(bad_map.view(), &ok),
+        Err(Error::InvalidParam { .. })
+    ));
+    assert!(matches!(
+        shi_malik_ncut(Array2::<f32>::zeros((0, 5)).view(), &ok),
+        Err(Error::Shape { .. })
+    ));
     for bad in [
-        ShiMalikParams { sigma_r: 0.0, ..ok.clone() },
-        ShiMalikParams { sigma_x: f32::NAN, ..ok.clone() },
-        ShiMalikParams { radius: 0.5, ..ok.clone() },
-        ShiMalikParams { radius: f32::INFINITY, ..ok.clone() },
-        ShiMalikParams { grid: Some((1, 1)), ..ok.clone() },
-        ShiMalikParams { grid: Some((0, 7)), ..ok.clone() },
+        ShiMalikParams {
+            sigma_r: 0.0,
+            ..ok.clone()
+        },
+        ShiMalikParams {
+            sigma_x: f32::NAN,
+            ..ok.clone()
+        },
+        ShiMalikParams {
+            radius: 0.5,
+            ..ok.clone()
+        },
+        ShiMalikParams {
+            radius: f32::INFINITY,
+            ..ok.clone()
+        },
+        ShiMalikParams {
+            grid: Some((1, 1)),
+            ..ok.clone()
+        },
+        ShiMalikParams {
+            grid: Some((0, 7)),
+            ..ok.clone()
+        },
     ] {
-        assert!(matches!(shi_malik_ncut(map.view(), &bad), Err(Error::InvalidParam { .. })), "{bad:?}");
+        assert!(
+            matches!(
+                shi_malik_ncut(map.view(), &bad),
+                Err(Error::InvalidParam { .. })
+            ),
+            "{bad:?}"
+        );
     }
-    assert!(shi_malik_ncut(Array2::<f32>::ones((1, 1)).view(), &ShiMalikParams { grid: None, ..ok.clone() }).is_err());
+    assert!(shi_malik_ncut(
+        Array2::<f32>::ones((1, 1)).view(),
+        &ShiMalikParams {
+            grid: None,
+            ..ok.clone()
+        }
+    )
+    .is_err());
     // A nearly disconnected graph (σ_r far below the contrast) exhausts the Lanczos
     // budget: still a result, with its residual, not an error.
-    let tight = shi_malik_ncut(map.view(), &ShiMalikParams { grid: Some((28, 28)), sigma_r: 0.005, ..ok.clone() });
+    let tight = shi_malik_ncut(
+        map.view(),
+        &ShiMalikParams {
+            grid: Some((28, 28)),
+            sigma_r: 0.005,
+            ..ok.clone()
+        },
+    );
     let tight = tight.expect("a slow convergence is not an error");
     assert!(tight.residual.is_finite() && tight.eigvec.iter().all(|v| v.is_finite()));
     // A constant map still cuts (spatially) without error; a 1×2 grid works.
     assert!(shi_malik_ncut(Array2::<f32>::ones((8, 8)).view(), &ok).is_ok());
-    assert!(shi_malik_ncut(map.view(), &ShiMalikParams { grid: Some((1, 2)), ..ok.clone() }).is_ok());
+    assert!(shi_malik_ncut(
+        map.view(),
+        &ShiMalikParams {
+            grid: Some((1, 2)),
+            ..ok.clone()
+        }
+    )
+    .is_ok());
     assert!(matches!(
         foreground_by_relevance(Array2::from_elem((2, 3), true).view(), map.view()),
         Err(Error::Shape { .. })
@@ -289,15 +435,21 @@ fn errors_not_panics() {
 /// `cargo test --release --test ncut -- --ignored ncut_timings --nocapture`;
 /// compare with `python3 tools/gen_ncut.py --bench`).
 #[test]
-#[ignore]
+#[ignore = "timing, not a test; run with --release --ignored --nocapture"]
 fn ncut_timings() {
     /// CPU time of all this process's threads in seconds (Linux schedstat; NaN
     /// elsewhere). On a shared machine it is steadier than the wall clock.
     fn cpu_s() -> f64 {
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else { return f64::NAN };
+        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+            return f64::NAN;
+        };
         dir.filter_map(|e| e.ok())
             .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-            .filter_map(|s| s.split_whitespace().next().and_then(|t| t.parse::<f64>().ok()))
+            .filter_map(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|t| t.parse::<f64>().ok())
+            })
             .sum::<f64>()
             * 1e-9
     }
@@ -309,10 +461,19 @@ fn ncut_timings() {
                 std::hint::black_box(f());
                 (t.elapsed().as_secs_f64(), cpu_s() - c)
             })
-            .fold((f64::INFINITY, f64::NAN), |a, b| if b.0 < a.0 { b } else { a })
+            .fold(
+                (f64::INFINITY, f64::NAN),
+                |a, b| if b.0 < a.0 { b } else { a },
+            )
     }
-    println!("rayon threads: {} (wall ms / cpu ms)", rayon::current_num_threads());
-    let max_n: usize = std::env::var("NCUT_TIMING_MAX_N").ok().and_then(|v| v.parse().ok()).unwrap_or(usize::MAX);
+    println!(
+        "rayon threads: {} (wall ms / cpu ms)",
+        rayon::current_num_threads()
+    );
+    let max_n: usize = std::env::var("NCUT_TIMING_MAX_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(usize::MAX);
     for (rows, cols, dim, reps) in [(14, 14, 384, 5), (28, 28, 384, 3), (60, 60, 768, 1)] {
         if rows * cols > max_n {
             continue;
@@ -321,7 +482,9 @@ fn ncut_timings() {
         let w = binary_affinity(feats.view(), 0.2, 1e-5).unwrap();
         let t_graph = best_of(reps, || binary_affinity(feats.view(), 0.2, 1e-5).unwrap());
         let t_eig = best_of(reps, || fiedler_dense(w.view()).unwrap());
-        let t_all = best_of(reps, || tokencut_bipartition(feats.view(), (rows, cols), 0.2, 1e-5).unwrap());
+        let t_all = best_of(reps, || {
+            tokencut_bipartition(feats.view(), (rows, cols), 0.2, 1e-5).unwrap()
+        });
         println!(
             "tokencut {rows}x{cols} (N={}, D={dim}): total {:.1}/{:.1} ms (graph {:.1}/{:.1} ms, eigensolve {:.1}/{:.1} ms)",
             rows * cols,
@@ -335,8 +498,18 @@ fn ncut_timings() {
     }
     let map = f32_2d("map_sm28.npy");
     for grid in [(28, 28), (56, 56)] {
-        let params = ShiMalikParams { grid: Some(grid), ..Default::default() };
+        let params = ShiMalikParams {
+            grid: Some(grid),
+            ..Default::default()
+        };
         let t = best_of(3, || shi_malik_ncut(map.view(), &params).unwrap());
-        println!("shi-malik {}x{} (N={}): {:.1}/{:.1} ms", grid.0, grid.1, grid.0 * grid.1, t.0 * 1e3, t.1 * 1e3);
+        println!(
+            "shi-malik {}x{} (N={}): {:.1}/{:.1} ms",
+            grid.0,
+            grid.1,
+            grid.0 * grid.1,
+            t.0 * 1e3,
+            t.1 * 1e3
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use explainseg::post::morphology::{
-    binary_dilation, binary_erosion, binary_fill_holes, clear_border, clear_border_labels, label, morphology_mask,
-    remove_small_objects, Footprint, FootprintShape, MorphologyParams,
+    binary_dilation, binary_erosion, binary_fill_holes, clear_border, clear_border_labels, label,
+    morphology_mask, remove_small_objects, Footprint, FootprintShape, MorphologyParams,
 };
 use explainseg::post::otsu::{apply_threshold, equalize_hist, histogram, threshold_otsu};
 use ndarray::{Array2, ArrayView2};
@@ -51,8 +51,17 @@ fn usize_of(v: &Value) -> usize {
 /// Asserts two masks are identical, reporting the first differing pixels.
 fn assert_same_mask(what: &str, got: ArrayView2<bool>, want: ArrayView2<bool>) {
     assert_eq!(got.dim(), want.dim(), "{what}: shape");
-    let diff: Vec<(usize, usize)> = got.indexed_iter().filter(|(ij, &g)| g != want[*ij]).map(|(ij, _)| ij).collect();
-    assert!(diff.is_empty(), "{what}: {} pixels differ, first {:?}", diff.len(), &diff[..diff.len().min(8)]);
+    let diff: Vec<(usize, usize)> = got
+        .indexed_iter()
+        .filter(|(ij, &g)| g != want[*ij])
+        .map(|(ij, _)| ij)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "{what}: {} pixels differ, first {:?}",
+        diff.len(),
+        &diff[..diff.len().min(8)]
+    );
 }
 
 fn params_of(v: &Value) -> MorphologyParams {
@@ -74,7 +83,12 @@ fn params_of(v: &Value) -> MorphologyParams {
 }
 
 fn maps(m: &Value) -> Vec<(String, Value)> {
-    m["maps"].as_array().unwrap().iter().map(|e| (e["name"].as_str().unwrap().to_string(), e.clone())).collect()
+    m["maps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap().to_string(), e.clone()))
+        .collect()
 }
 
 fn masks(m: &Value) -> Vec<(String, Array2<bool>, Value)> {
@@ -92,7 +106,10 @@ fn masks(m: &Value) -> Vec<(String, Array2<bool>, Value)> {
 
 fn assert_rel(what: &str, got: f32, want: f32, rel: f64) {
     let err = (got as f64 - want as f64).abs() / (want as f64).abs().max(f64::MIN_POSITIVE);
-    assert!(err <= rel, "{what}: got {got:e}, want {want:e} (rel err {err:e} > {rel:e})");
+    assert!(
+        err <= rel,
+        "{what}: got {got:e}, want {want:e} (rel err {err:e} > {rel:e})"
+    );
 }
 
 // ----------------------------------------------------------------------------------------
@@ -107,7 +124,11 @@ fn histograms_match_skimage() {
         let h = histogram(rel.view(), 256).unwrap();
         let counts = npy_1d_i64(&format!("hist_counts_{name}.npy"));
         let centers = npy_1d_f32(&format!("hist_centers_{name}.npy"));
-        assert_eq!(h.counts.iter().map(|&c| c as i64).collect::<Vec<_>>(), counts, "{name}: counts");
+        assert_eq!(
+            h.counts.iter().map(|&c| c as i64).collect::<Vec<_>>(),
+            counts,
+            "{name}: counts"
+        );
         assert_eq!(
             h.centers.iter().map(|c| c.to_bits()).collect::<Vec<_>>(),
             centers.iter().map(|c| c.to_bits()).collect::<Vec<_>>(),
@@ -132,15 +153,34 @@ fn otsu_thresholds_and_masks_match_skimage() {
     for (name, e) in maps(&m) {
         let rel = npy::<f32>(&format!("rel_{name}.npy"));
         let t256 = threshold_otsu(rel.view(), 256).unwrap();
-        assert_rel(&format!("{name} otsu(256)"), t256, f32_of(&e["otsu"]["nbins256"]), 1e-6);
+        assert_rel(
+            &format!("{name} otsu(256)"),
+            t256,
+            f32_of(&e["otsu"]["nbins256"]),
+            1e-6,
+        );
         let t16 = threshold_otsu(rel.view(), 16).unwrap();
-        assert_rel(&format!("{name} otsu(16)"), t16, f32_of(&e["otsu"]["nbins16"]), 1e-6);
+        assert_rel(
+            &format!("{name} otsu(16)"),
+            t16,
+            f32_of(&e["otsu"]["nbins16"]),
+            1e-6,
+        );
         // On scikit-image's own equalised map, to isolate Otsu from equalize_hist.
         let eq_ref = npy::<f32>(&format!("eq_{name}.npy"));
         let teq = threshold_otsu(eq_ref.view(), 256).unwrap();
-        assert_rel(&format!("{name} otsu(eq)"), teq, f32_of(&e["otsu"]["equalized_nbins256"]), 1e-6);
+        assert_rel(
+            &format!("{name} otsu(eq)"),
+            teq,
+            f32_of(&e["otsu"]["equalized_nbins256"]),
+            1e-6,
+        );
         let want = mask(&format!("otsu_mask_{name}.npy"));
-        assert_same_mask(&format!("{name} otsu mask"), apply_threshold(rel.view(), t256).view(), want.view());
+        assert_same_mask(
+            &format!("{name} otsu mask"),
+            apply_threshold(rel.view(), t256).view(),
+            want.view(),
+        );
         // Measured: every threshold is bit-identical; say so if that ever changes.
         if t256.to_bits() != f32_of(&e["otsu"]["nbins256"]).to_bits() {
             eprintln!("note: {name}: otsu(256) within tolerance but not bit-identical");
@@ -155,7 +195,11 @@ fn equalize_hist_matches_skimage() {
         let rel = npy::<f32>(&format!("rel_{name}.npy"));
         let want = npy::<f32>(&format!("eq_{name}.npy"));
         let got = equalize_hist(rel.view(), 256).unwrap();
-        let max = got.iter().zip(want.iter()).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
         assert!(max <= 1e-6, "{name}: equalize_hist max abs diff {max:e}");
     }
 }
@@ -171,7 +215,11 @@ fn labels_match_skimage() {
         for c in [1usize, 2] {
             let want = npy::<u16>(&format!("label_c{c}_{name}.npy")).mapv(u32::from);
             let got = label(mk.view(), c).unwrap();
-            assert_eq!(got.count, usize_of(&e[format!("label_c{c}_count")]), "{name} c{c}: count");
+            assert_eq!(
+                got.count,
+                usize_of(&e[format!("label_c{c}_count")]),
+                "{name} c{c}: count"
+            );
             assert_eq!(got.labels, want, "{name} c{c}: labels (raster order)");
         }
     }
@@ -191,7 +239,11 @@ fn clear_border_matches_skimage() {
         }
         let lab1 = label(mk.view(), 1).unwrap().labels;
         let want = npy::<u16>(&format!("clear_border_labels_c1_{name}.npy")).mapv(u32::from);
-        assert_eq!(clear_border_labels(lab1.view(), 0).unwrap(), want, "{name}: clear_border on 4-conn labels");
+        assert_eq!(
+            clear_border_labels(lab1.view(), 0).unwrap(),
+            want,
+            "{name}: clear_border on 4-conn labels"
+        );
     }
 }
 
@@ -203,7 +255,11 @@ fn remove_small_objects_matches_skimage() {
             let (min_size, c) = (usize_of(&case[0]), usize_of(&case[1]));
             let want = mask(&format!("rso_min{min_size}_c{c}_{name}.npy"));
             let got = remove_small_objects(mk.view(), min_size, c).unwrap();
-            assert_same_mask(&format!("{name} rso min {min_size} c{c}"), got.view(), want.view());
+            assert_same_mask(
+                &format!("{name} rso min {min_size} c{c}"),
+                got.view(),
+                want.view(),
+            );
         }
     }
 }
@@ -218,7 +274,13 @@ fn footprints(m: &Value) -> Vec<(String, Footprint)> {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() != 0).collect())
+                .map(|r| {
+                    r.as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|x| x.as_u64().unwrap() != 0)
+                        .collect()
+                })
                 .collect();
             let a = Array2::from_shape_fn((rows.len(), rows[0].len()), |(i, j)| rows[i][j]);
             let fp = Footprint::from_mask(a.view()).unwrap();
@@ -242,9 +304,17 @@ fn dilation_and_erosion_match_skimage() {
     for (name, mk, _) in masks(&m) {
         for (fname, fp) in &fps {
             let want = mask(&format!("dilation_{fname}_{name}.npy"));
-            assert_same_mask(&format!("{name} dilation {fname}"), binary_dilation(mk.view(), fp).view(), want.view());
+            assert_same_mask(
+                &format!("{name} dilation {fname}"),
+                binary_dilation(mk.view(), fp).view(),
+                want.view(),
+            );
             let want = mask(&format!("erosion_{fname}_{name}.npy"));
-            assert_same_mask(&format!("{name} erosion {fname}"), binary_erosion(mk.view(), fp).view(), want.view());
+            assert_same_mask(
+                &format!("{name} erosion {fname}"),
+                binary_erosion(mk.view(), fp).view(),
+                want.view(),
+            );
         }
     }
 }
@@ -254,7 +324,11 @@ fn fill_holes_matches_scipy() {
     let m = manifest();
     for (name, mk, _) in masks(&m) {
         let want = mask(&format!("fill_holes_{name}.npy"));
-        assert_same_mask(&format!("{name} fill_holes"), binary_fill_holes(mk.view()).view(), want.view());
+        assert_same_mask(
+            &format!("{name} fill_holes"),
+            binary_fill_holes(mk.view()).view(),
+            want.view(),
+        );
     }
 }
 
@@ -265,7 +339,10 @@ fn fill_holes_matches_scipy() {
 #[test]
 fn default_params_are_the_fixture_defaults() {
     let m = manifest();
-    assert_eq!(params_of(&m["param_sets"]["default"]), MorphologyParams::default());
+    assert_eq!(
+        params_of(&m["param_sets"]["default"]),
+        MorphologyParams::default()
+    );
 }
 
 #[test]
@@ -279,14 +356,21 @@ fn chain_matches_skimage_for_every_parameter_set() {
             let p = params_of(pv);
             let out = morphology_mask(rel.view(), &p).unwrap();
             let want = mask(&format!("chain_{pname}_{name}.npy"));
-            assert_same_mask(&format!("{name} chain {pname}"), out.mask.view(), want.view());
+            assert_same_mask(
+                &format!("{name} chain {pname}"),
+                out.mask.view(),
+                want.view(),
+            );
             assert_rel(
                 &format!("{name} chain {pname} threshold"),
                 out.threshold,
                 f32_of(&e["chain"][pname]["threshold"]),
                 1e-6,
             );
-            assert_eq!(out.mask.iter().filter(|&&v| v).count(), usize_of(&e["chain"][pname]["pixels"]));
+            assert_eq!(
+                out.mask.iter().filter(|&&v| v).count(),
+                usize_of(&e["chain"][pname]["pixels"])
+            );
         }
     }
 }
@@ -327,7 +411,11 @@ fn otsu_mask_invariant_under_power_of_two_scaling() {
         for a in [0.25f32, 2.0, 1024.0] {
             let y = x.mapv(|v| a * v);
             let ty = threshold_otsu(y.view(), 256).unwrap();
-            assert_same_mask(&format!("case {case}, a = {a}"), apply_threshold(y.view(), ty).view(), base.view());
+            assert_same_mask(
+                &format!("case {case}, a = {a}"),
+                apply_threshold(y.view(), ty).view(),
+                base.view(),
+            );
         }
     }
 }
@@ -411,7 +499,17 @@ fn errors_not_panics_on_bad_input() {
         assert!(threshold_otsu(rel.view(), 256).is_err(), "{bad}");
         assert!(equalize_hist(rel.view(), 256).is_err(), "{bad}");
         assert!(morphology_mask(rel.view(), &p).is_err(), "{bad}");
-        assert!(morphology_mask(rel.view(), &MorphologyParams { equalize: false, ..p.clone() }).is_err(), "{bad}");
+        assert!(
+            morphology_mask(
+                rel.view(),
+                &MorphologyParams {
+                    equalize: false,
+                    ..p.clone()
+                }
+            )
+            .is_err(),
+            "{bad}"
+        );
         rel[[10, 10]] = keep;
     }
     let nan = Array2::from_elem((3, 3), f32::NAN);
@@ -420,7 +518,14 @@ fn errors_not_panics_on_bad_input() {
     let mut tight = Array2::from_elem((4, 4), 1.0f32);
     tight[[1, 1]] = 1.0 + 2.0 * f32::EPSILON;
     assert!(threshold_otsu(tight.view(), 256).is_err());
-    assert!(morphology_mask(tight.view(), &MorphologyParams { equalize: false, ..p.clone() }).is_err());
+    assert!(morphology_mask(
+        tight.view(),
+        &MorphologyParams {
+            equalize: false,
+            ..p.clone()
+        }
+    )
+    .is_err());
     // Tiny images work.
     let one = Array2::from_elem((1, 1), 0.3f32);
     assert!(!morphology_mask(one.view(), &p).unwrap().mask[[0, 0]]);
@@ -458,15 +563,33 @@ fn primitives_agree_with_brute_force_definitions() {
             }
         };
         let dil = Array2::from_shape_fn((h, w), |(y, x)| {
-            fa.indexed_iter()
-                .any(|((i, j), &f)| f && at(y as isize - (i as isize - cy), x as isize - (j as isize - cx), false))
+            fa.indexed_iter().any(|((i, j), &f)| {
+                f && at(
+                    y as isize - (i as isize - cy),
+                    x as isize - (j as isize - cx),
+                    false,
+                )
+            })
         });
         let ero = Array2::from_shape_fn((h, w), |(y, x)| {
-            fa.indexed_iter()
-                .all(|((i, j), &f)| !f || at(y as isize + (i as isize - cy), x as isize + (j as isize - cx), true))
+            fa.indexed_iter().all(|((i, j), &f)| {
+                !f || at(
+                    y as isize + (i as isize - cy),
+                    x as isize + (j as isize - cx),
+                    true,
+                )
+            })
         });
-        assert_same_mask(&format!("case {case} dilation"), binary_dilation(m.view(), &fp).view(), dil.view());
-        assert_same_mask(&format!("case {case} erosion"), binary_erosion(m.view(), &fp).view(), ero.view());
+        assert_same_mask(
+            &format!("case {case} dilation"),
+            binary_dilation(m.view(), &fp).view(),
+            dil.view(),
+        );
+        assert_same_mask(
+            &format!("case {case} erosion"),
+            binary_erosion(m.view(), &fp).view(),
+            ero.view(),
+        );
         // Labels: same partition as a flood fill, numbered by first pixel in raster order.
         for c in [1usize, 2] {
             let got = label(m.view(), c).unwrap();
@@ -523,7 +646,8 @@ fn bench_map(n: usize) -> Array2<f32> {
             let d = ((fi - cy) * (fi - cy) + (fj - cx) * (fj - cx)) / (s * s);
             v += a / (1.0 + d);
         }
-        let mut h = ((i as u64).wrapping_mul(73_856_093) ^ (j as u64).wrapping_mul(19_349_663)) & 0xFFFF_FFFF;
+        let mut h = ((i as u64).wrapping_mul(73_856_093) ^ (j as u64).wrapping_mul(19_349_663))
+            & 0xFFFF_FFFF;
         h = h.wrapping_mul(2_654_435_761) & 0xFFFF_FFFF;
         h ^= h >> 15;
         v += 0.35 * (h as f64 / 4_294_967_296.0);
@@ -534,7 +658,12 @@ fn bench_map(n: usize) -> Array2<f32> {
 /// CPU time of the calling thread in ns (Linux `/proc/thread-self/schedstat`), which is less
 /// disturbed than wall time on a shared machine.
 fn thread_cpu_ns() -> Option<u64> {
-    std::fs::read_to_string("/proc/thread-self/schedstat").ok()?.split_whitespace().next()?.parse().ok()
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// (median, min) wall time in ms over `reps` runs after one warm-up.
@@ -580,27 +709,56 @@ fn bench_chain_512() {
     let fil = binary_fill_holes(ero.view());
     let mut steps: Vec<(&str, (f64, f64))> = Vec::new();
     let mut step = |name, f: &mut dyn FnMut()| steps.push((name, time_ms(f, reps)));
-    step("equalize_hist", &mut || drop(black_box(equalize_hist(rel.view(), 256))));
-    step("threshold_otsu", &mut || drop(black_box(threshold_otsu(eq.view(), 256))));
-    step("label (8-conn)", &mut || drop(black_box(label(bin.view(), 2))));
-    step("clear_border", &mut || drop(black_box(clear_border(bin.view(), 0))));
-    step("binary_dilation disk(3)", &mut || drop(black_box(binary_dilation(cb.view(), &d3))));
-    step("binary_erosion disk(3)", &mut || drop(black_box(binary_erosion(dil.view(), &d3))));
-    step("binary_fill_holes", &mut || drop(black_box(binary_fill_holes(ero.view()))));
-    step("remove_small_objects", &mut || drop(black_box(remove_small_objects(fil.view(), 64, 2))));
-    step("binary_dilation disk(15)", &mut || drop(black_box(binary_dilation(cb.view(), &d15))));
+    step("equalize_hist", &mut || {
+        drop(black_box(equalize_hist(rel.view(), 256)))
+    });
+    step("threshold_otsu", &mut || {
+        drop(black_box(threshold_otsu(eq.view(), 256)))
+    });
+    step("label (8-conn)", &mut || {
+        drop(black_box(label(bin.view(), 2)))
+    });
+    step("clear_border", &mut || {
+        drop(black_box(clear_border(bin.view(), 0)))
+    });
+    step("binary_dilation disk(3)", &mut || {
+        drop(black_box(binary_dilation(cb.view(), &d3)))
+    });
+    step("binary_erosion disk(3)", &mut || {
+        drop(black_box(binary_erosion(dil.view(), &d3)))
+    });
+    step("binary_fill_holes", &mut || {
+        drop(black_box(binary_fill_holes(ero.view())))
+    });
+    step("remove_small_objects", &mut || {
+        drop(black_box(remove_small_objects(fil.view(), 64, 2)))
+    });
+    step("binary_dilation disk(15)", &mut || {
+        drop(black_box(binary_dilation(cb.view(), &d15)))
+    });
     for (name, (median, min)) in steps {
         println!("  {name:<26} {median:8.3} ms (min {min:.3})");
     }
     // If `python3 tools/gen_morphology.py --bench` ran, compare with its map and mask.
-    let dir = std::env::var("EXPLAINSEG_MORPH_BENCH_DIR").unwrap_or_else(|_| "/tmp/explainseg_morph_bench".into());
+    let dir = std::env::var("EXPLAINSEG_MORPH_BENCH_DIR")
+        .unwrap_or_else(|_| "/tmp/explainseg_morph_bench".into());
     let dir = PathBuf::from(dir);
     if dir.join("map.npy").exists() {
-        let py_map = Array2::<f32>::read_npy(std::fs::File::open(dir.join("map.npy")).unwrap()).unwrap();
+        let py_map =
+            Array2::<f32>::read_npy(std::fs::File::open(dir.join("map.npy")).unwrap()).unwrap();
         assert_eq!(py_map, rel, "bench map differs from the Python one");
-        let py_mask = Array2::<u8>::read_npy(std::fs::File::open(dir.join("mask_default.npy")).unwrap()).unwrap();
-        assert_same_mask("512x512 chain vs scikit-image", out.mask.view(), py_mask.mapv(|v| v != 0).view());
-        println!("  map and mask identical to scikit-image's ({})", dir.display());
+        let py_mask =
+            Array2::<u8>::read_npy(std::fs::File::open(dir.join("mask_default.npy")).unwrap())
+                .unwrap();
+        assert_same_mask(
+            "512x512 chain vs scikit-image",
+            out.mask.view(),
+            py_mask.mapv(|v| v != 0).view(),
+        );
+        println!(
+            "  map and mask identical to scikit-image's ({})",
+            dir.display()
+        );
     } else {
         println!("  (run `python3 tools/gen_morphology.py --bench` to compare with scikit-image)");
     }

@@ -67,7 +67,18 @@ fn timm_shapes(c: &VitConfig, classes: usize) -> Vec<(String, Vec<usize>)> {
 }
 
 fn write(path: &Path, shapes: &[(String, Vec<usize>)], dtype: Dtype) {
-    let tensors: Vec<(String, Zeros)> = shapes.iter().map(|(k, s)| (k.clone(), Zeros { shape: s.clone(), dtype })).collect();
+    let tensors: Vec<(String, Zeros)> = shapes
+        .iter()
+        .map(|(k, s)| {
+            (
+                k.clone(),
+                Zeros {
+                    shape: s.clone(),
+                    dtype,
+                },
+            )
+        })
+        .collect();
     let views: Vec<(&str, &Zeros)> = tensors.iter().map(|(k, z)| (k.as_str(), z)).collect();
     serialize_to_file(views, None::<HashMap<String, String>>, path).unwrap();
 }
@@ -80,10 +91,24 @@ fn vit_ti_s_b_load_at_patch_8_and_16() {
             let c = VitConfig::standard(size, patch, 224).unwrap();
             let path = tmp.path().join(format!("{size}{patch}.safetensors"));
             // ViT-B in bf16 keeps the file small; every dtype widens to f32 on load.
-            write(&path, &timm_shapes(&c, 2), if size == "b" { Dtype::BF16 } else { Dtype::F16 });
+            write(
+                &path,
+                &timm_shapes(&c, 2),
+                if size == "b" { Dtype::BF16 } else { Dtype::F16 },
+            );
             let vit = Vit::load(&path, None, &LoadOptions::default()).unwrap();
             assert_eq!(vit.config, c, "{size}/{patch}");
-            assert_eq!(vit.config.name(), format!("ViT-{}/{patch}", match size { "ti" => "Ti", "s" => "S", _ => "B" }));
+            assert_eq!(
+                vit.config.name(),
+                format!(
+                    "ViT-{}/{patch}",
+                    match size {
+                        "ti" => "Ti",
+                        "s" => "S",
+                        _ => "B",
+                    }
+                )
+            );
             std::fs::remove_file(&path).unwrap();
         }
     }
@@ -92,20 +117,54 @@ fn vit_ti_s_b_load_at_patch_8_and_16() {
 #[test]
 fn missing_and_misshapen_tensors_name_the_key_and_shapes() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = VitConfig { patch: 16, dim: 64, depth: 2, heads: 1, mlp_hidden: 256, eps: 1e-6, pos_grid: Some((2, 2)), pos_patches: 4 };
+    let c = VitConfig {
+        patch: 16,
+        dim: 64,
+        depth: 2,
+        heads: 1,
+        mlp_hidden: 256,
+        eps: 1e-6,
+        pos_grid: Some((2, 2)),
+        pos_patches: 4,
+    };
     let good = timm_shapes(&c, 3);
 
     let path = tmp.path().join("missing.safetensors");
-    write(&path, &good.iter().filter(|(k, _)| k != "blocks.1.mlp.fc2.bias").cloned().collect::<Vec<_>>(), Dtype::F32);
+    write(
+        &path,
+        &good
+            .iter()
+            .filter(|(k, _)| k != "blocks.1.mlp.fc2.bias")
+            .cloned()
+            .collect::<Vec<_>>(),
+        Dtype::F32,
+    );
     let err = Vit::load(&path, None, &LoadOptions::default()).unwrap_err();
-    assert!(matches!(&err, Error::MissingTensor { key, .. } if key == "blocks.1.mlp.fc2.bias"), "{err}");
+    assert!(
+        matches!(&err, Error::MissingTensor { key, .. } if key == "blocks.1.mlp.fc2.bias"),
+        "{err}"
+    );
 
     let path = tmp.path().join("misshapen.safetensors");
-    let bad: Vec<_> = good.iter().map(|(k, s)| if k == "blocks.0.attn.proj.weight" { (k.clone(), vec![64, 65]) } else { (k.clone(), s.clone()) }).collect();
+    let bad: Vec<_> = good
+        .iter()
+        .map(|(k, s)| {
+            if k == "blocks.0.attn.proj.weight" {
+                (k.clone(), vec![64, 65])
+            } else {
+                (k.clone(), s.clone())
+            }
+        })
+        .collect();
     write(&path, &bad, Dtype::F32);
     let err = Vit::load(&path, None, &LoadOptions::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("blocks.0.attn.proj.weight") && msg.contains("[64, 64]") && msg.contains("[64, 65]"), "{msg}");
+    assert!(
+        msg.contains("blocks.0.attn.proj.weight")
+            && msg.contains("[64, 64]")
+            && msg.contains("[64, 65]"),
+        "{msg}"
+    );
 
     let path = tmp.path().join("extra.safetensors");
     let mut extra = good.clone();
@@ -116,11 +175,23 @@ fn missing_and_misshapen_tensors_name_the_key_and_shapes() {
 
     let path = tmp.path().join("f64.safetensors");
     write(&path, &good, Dtype::F64);
-    assert!(matches!(Vit::load(&path, None, &LoadOptions::default()), Err(Error::UnsupportedDtype { .. })));
+    assert!(matches!(
+        Vit::load(&path, None, &LoadOptions::default()),
+        Err(Error::UnsupportedDtype { .. })
+    ));
 
     // A head whose width fits no layout.
     let path = tmp.path().join("head.safetensors");
-    let odd_head: Vec<_> = good.iter().map(|(k, s)| if k == "head.weight" { (k.clone(), vec![3, 100]) } else { (k.clone(), s.clone()) }).collect();
+    let odd_head: Vec<_> = good
+        .iter()
+        .map(|(k, s)| {
+            if k == "head.weight" {
+                (k.clone(), vec![3, 100])
+            } else {
+                (k.clone(), s.clone())
+            }
+        })
+        .collect();
     write(&path, &odd_head, Dtype::F32);
     let err = Vit::load(&path, None, &LoadOptions::default()).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
@@ -129,7 +200,10 @@ fn missing_and_misshapen_tensors_name_the_key_and_shapes() {
     let bytes = std::fs::read(fixture("engine", "s16_tiny/model_timm.safetensors")).unwrap();
     let path = tmp.path().join("truncated.safetensors");
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(matches!(Vit::load(&path, None, &LoadOptions::default()), Err(Error::Format { .. })));
+    assert!(matches!(
+        Vit::load(&path, None, &LoadOptions::default()),
+        Err(Error::Format { .. })
+    ));
 }
 
 /// Full ViT-S/16 parity, on demand: `python tools/gen_engine.py --full` writes
@@ -137,25 +211,52 @@ fn missing_and_misshapen_tensors_name_the_key_and_shapes() {
 /// to another folder if needed. Skips cleanly when absent.
 #[test]
 fn full_vit_s16_matches_pytorch_when_generated() {
-    let dir = std::env::var("EXPLAINSEG_FULL_FIXTURES").unwrap_or_else(|_| "/tmp/explainseg_full/vits16".into());
+    let dir = std::env::var("EXPLAINSEG_FULL_FIXTURES")
+        .unwrap_or_else(|_| "/tmp/explainseg_full/vits16".into());
     let dir = Path::new(&dir);
     if !dir.join("model_timm.safetensors").exists() {
-        eprintln!("skipped: no full ViT-S/16 fixtures at {} (run tools/gen_engine.py --full)", dir.display());
+        eprintln!(
+            "skipped: no full ViT-S/16 fixtures at {} (run tools/gen_engine.py --full)",
+            dir.display()
+        );
         return;
     }
     use explainseg::attr::{integrated_gradients, IgConfig};
     use explainseg::backend::cpu::CpuEngine;
     use explainseg::backend::Engine;
     let cfg = json(&dir.join("config.json").to_path_buf());
-    let vit = Vit::load(&dir.join("model_timm.safetensors"), None, &LoadOptions::default()).unwrap();
+    let vit = Vit::load(
+        &dir.join("model_timm.safetensors"),
+        None,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     let x = dyn4(npy_f32(&dir.join("input.npy").to_path_buf()));
     let engine = CpuEngine::new(&vit);
     let logits = to_vec(&engine.logits(x.view()).unwrap());
-    assert!(rel_max(&logits, &to_vec(&npy_f32(&dir.join("logits.npy").to_path_buf()))) <= 1e-5, "{logits:?}");
+    assert!(
+        rel_max(
+            &logits,
+            &to_vec(&npy_f32(&dir.join("logits.npy").to_path_buf()))
+        ) <= 1e-5,
+        "{logits:?}"
+    );
     let target = cfg["target"].as_u64().unwrap() as usize;
     let steps = cfg["ig_steps"]["ig"].as_u64().unwrap() as usize;
     let zero = ndarray::Array4::<f32>::zeros(x.dim());
-    let out = integrated_gradients(&engine, x.view(), zero.view(), target, &IgConfig { n_steps: steps, batch_size: 4, ..Default::default() }, None).unwrap();
+    let out = integrated_gradients(
+        &engine,
+        x.view(),
+        zero.view(),
+        target,
+        &IgConfig {
+            n_steps: steps,
+            batch_size: 4,
+            ..Default::default()
+        },
+        None,
+    )
+    .unwrap();
     let want = to_vec(&npy_f32(&dir.join("ig_gausslegendre.npy").to_path_buf()));
     assert!(rel_l2(&to_vec(&out.attributions), &want) <= 1e-4);
 }

@@ -69,16 +69,31 @@ pub fn argmax(v: &[f32]) -> usize {
 ///
 /// # Errors
 /// Invalid settings or shapes; engine errors; [`Error::Aborted`] from the callback.
-pub fn explain(engine: &dyn Engine, x: ArrayView4<f32>, cfg: &ExplainConfig, progress: Option<Progress>) -> Result<Explanation> {
+pub fn explain(
+    engine: &dyn Engine,
+    x: ArrayView4<f32>,
+    cfg: &ExplainConfig,
+    progress: Option<Progress>,
+) -> Result<Explanation> {
     if x.dim().0 != 1 {
         let (b, c, h, w) = x.dim();
-        return Err(Error::shape("input (1, 3, H, W)", &[1, c, h, w], &[b, c, h, w]));
+        return Err(Error::shape(
+            "input (1, 3, H, W)",
+            &[1, c, h, w],
+            &[b, c, h, w],
+        ));
     }
     let logits = engine.logits(x)?.index_axis(Axis(0), 0).to_owned();
     let predicted = argmax(logits.as_slice().expect("owned row"));
     let target = cfg.target.unwrap_or(predicted);
     if target >= logits.len() {
-        return Err(Error::param("target", format!("class {target} is out of range (the head has {} classes)", logits.len())));
+        return Err(Error::param(
+            "target",
+            format!(
+                "class {target} is out of range (the head has {} classes)",
+                logits.len()
+            ),
+        ));
     }
     let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
     let (attribution, deltas) = match &cfg.noise_tunnel {
@@ -91,5 +106,11 @@ pub fn explain(engine: &dyn Engine, x: ArrayView4<f32>, cfg: &ExplainConfig, pro
             (out.attributions, out.deltas)
         }
     };
-    Ok(Explanation { attribution, logits, target, predicted, deltas })
+    Ok(Explanation {
+        attribution,
+        logits,
+        target,
+        predicted,
+        deltas,
+    })
 }

@@ -34,7 +34,10 @@ pub enum Reduce {
 /// dino-vit-features use last-layer keys).
 #[derive(Debug, Clone, PartialEq)]
 pub enum FeatureSource {
-    Descriptor { descriptor: Descriptor, reduce: Reduce },
+    Descriptor {
+        descriptor: Descriptor,
+        reduce: Reduce,
+    },
     /// CLS→patch attention averaged over `heads` (all heads when empty).
     ClsAttention { heads: Vec<usize> },
 }
@@ -49,23 +52,39 @@ pub struct FeatureConfig {
 
 impl Default for FeatureConfig {
     fn default() -> Self {
-        FeatureConfig { source: FeatureSource::Descriptor { descriptor: Descriptor::Facet(Facet::Key), reduce: Reduce::FirstPrincipalComponent }, layer: None }
+        FeatureConfig {
+            source: FeatureSource::Descriptor {
+                descriptor: Descriptor::Facet(Facet::Key),
+                reduce: Reduce::FirstPrincipalComponent,
+            },
+            layer: None,
+        }
     }
 }
 
 /// The raw descriptors (patches, D) of image 0 of a tapped forward, CLS dropped,
 /// features in head-major order (h·head_dim + d, as TokenCut concatenates heads).
-pub fn patch_descriptors(vit: &Vit, x: ndarray::ArrayView4<f32>, descriptor: Descriptor, layer: Option<usize>) -> Result<Array2<f32>> {
+pub fn patch_descriptors(
+    vit: &Vit,
+    x: ndarray::ArrayView4<f32>,
+    descriptor: Descriptor,
+    layer: Option<usize>,
+) -> Result<Array2<f32>> {
     let state = forward_tapped(vit, x, layer)?;
     descriptors_of(&state, descriptor)
 }
 
-fn descriptors_of(state: &crate::backend::cpu::ForwardState, descriptor: Descriptor) -> Result<Array2<f32>> {
+fn descriptors_of(
+    state: &crate::backend::cpu::ForwardState,
+    descriptor: Descriptor,
+) -> Result<Array2<f32>> {
     match descriptor {
         Descriptor::Facet(f) => {
             let a = state.facet(0, f)?; // (heads, T, hd)
             let (h, t, hd) = a.dim();
-            Ok(Array2::from_shape_fn((t - 1, h * hd), |(p, k)| a[[k / hd, p + 1, k % hd]]))
+            Ok(Array2::from_shape_fn((t - 1, h * hd), |(p, k)| {
+                a[[k / hd, p + 1, k % hd]]
+            }))
         }
         Descriptor::Tokens => Ok(state.block_tokens(0)?.slice_move(ndarray::s![1.., ..])),
     }
@@ -81,9 +100,17 @@ fn descriptors_of(state: &crate::backend::cpu::ForwardState, descriptor: Descrip
 /// # Errors
 /// Forward errors; [`Error::InvalidParam`] for head indices out of range or a
 /// reference of the wrong grid.
-pub fn feature_map(vit: &Vit, x: ndarray::ArrayView4<f32>, cfg: &FeatureConfig, sign_reference: Option<ArrayView2<f32>>) -> Result<Array2<f32>> {
+pub fn feature_map(
+    vit: &Vit,
+    x: ndarray::ArrayView4<f32>,
+    cfg: &FeatureConfig,
+    sign_reference: Option<ArrayView2<f32>>,
+) -> Result<Array2<f32>> {
     if x.dim().0 != 1 {
-        return Err(Error::param("input", "feature maps take one image (1, 3, H, W)"));
+        return Err(Error::param(
+            "input",
+            "feature maps take one image (1, 3, H, W)",
+        ));
     }
     let state = forward_tapped(vit, x, cfg.layer)?;
     let (gr, gc) = state.grid;
@@ -93,15 +120,26 @@ pub fn feature_map(vit: &Vit, x: ndarray::ArrayView4<f32>, cfg: &FeatureConfig, 
             let all: Vec<usize> = (0..a.dim().0).collect();
             let chosen = if heads.is_empty() { &all } else { heads };
             if let Some(&bad) = chosen.iter().find(|&&h| h >= a.dim().0) {
-                return Err(Error::param("heads", format!("head {bad} does not exist (the model has {})", a.dim().0)));
+                return Err(Error::param(
+                    "heads",
+                    format!("head {bad} does not exist (the model has {})", a.dim().0),
+                ));
             }
-            let mean = chosen.iter().map(|&h| a.index_axis(Axis(0), h).to_owned()).reduce(|acc, m| acc + m).expect("at least one head") / chosen.len() as f32;
+            let mean = chosen
+                .iter()
+                .map(|&h| a.index_axis(Axis(0), h).to_owned())
+                .reduce(|acc, m| acc + m)
+                .expect("at least one head")
+                / chosen.len() as f32;
             mean.iter().copied().collect()
         }
         FeatureSource::Descriptor { descriptor, reduce } => {
             let desc = descriptors_of(&state, *descriptor)?;
             match reduce {
-                Reduce::Norm => desc.outer_iter().map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt()).collect(),
+                Reduce::Norm => desc
+                    .outer_iter()
+                    .map(|r| r.iter().map(|v| v * v).sum::<f32>().sqrt())
+                    .collect(),
                 Reduce::FirstPrincipalComponent => {
                     let mut pc = first_principal_projection(desc.view());
                     orient(&mut pc, sign_reference, (gr, gc))?;
@@ -110,7 +148,9 @@ pub fn feature_map(vit: &Vit, x: ndarray::ArrayView4<f32>, cfg: &FeatureConfig, 
             }
         }
     };
-    Ok(min_max(Array2::from_shape_vec((gr, gc), values).expect("one value per patch")))
+    Ok(min_max(
+        Array2::from_shape_vec((gr, gc), values).expect("one value per patch"),
+    ))
 }
 
 /// Projections of the centred rows of `x` (n, d) on their first principal axis
@@ -122,7 +162,9 @@ pub fn first_principal_projection(x: ArrayView2<f32>) -> Vec<f32> {
     let centred = &xf - &mean;
     let cov = centred.t().dot(&centred) / (n.max(2) - 1) as f64;
     // Deterministic start: the diagonal of the covariance (non-zero unless all-constant).
-    let mut v: ndarray::Array1<f64> = (0..d).map(|i| cov[[i, i]] + 1e-12 * (i + 1) as f64).collect();
+    let mut v: ndarray::Array1<f64> = (0..d)
+        .map(|i| cov[[i, i]] + 1e-12 * (i + 1) as f64)
+        .collect();
     for _ in 0..500 {
         let next = cov.dot(&v);
         let norm = next.dot(&next).sqrt();
@@ -143,12 +185,24 @@ fn orient(pc: &mut [f32], reference: Option<ArrayView2<f32>>, grid: (usize, usiz
     let flip = match reference {
         Some(r) => {
             if r.dim() != grid {
-                return Err(Error::shape("sign reference (patch grid)", &[grid.0, grid.1], &[r.nrows(), r.ncols()]));
+                return Err(Error::shape(
+                    "sign reference (patch grid)",
+                    &[grid.0, grid.1],
+                    &[r.nrows(), r.ncols()],
+                ));
             }
             let rm = r.mean().unwrap_or(0.0);
-            pc.iter().zip(r.iter()).map(|(p, v)| (*p as f64) * (*v - rm) as f64).sum::<f64>() < 0.0
+            pc.iter()
+                .zip(r.iter())
+                .map(|(p, v)| (*p as f64) * (*v - rm) as f64)
+                .sum::<f64>()
+                < 0.0
         }
-        None => pc.iter().fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m }) < 0.0,
+        None => {
+            pc.iter()
+                .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m })
+                < 0.0
+        }
     };
     if flip {
         pc.iter_mut().for_each(|v| *v = -*v);
@@ -176,7 +230,10 @@ mod tests {
         // Points along (1, 1) at ±2 plus small orthogonal jitter: PC1 is (1,1)/√2.
         let x = array![[2.0f32, 2.1], [2.1, 2.0], [-2.0, -1.9], [-1.9, -2.0]];
         let p = first_principal_projection(x.view());
-        assert!(p[0] > 2.5 && p[1] > 2.5 && p[2] < -2.5 && p[3] < -2.5, "{p:?}");
+        assert!(
+            p[0] > 2.5 && p[1] > 2.5 && p[2] < -2.5 && p[3] < -2.5,
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ impl std::str::FromStr for Upsample {
         match s {
             "nearest" => Ok(Upsample::Nearest),
             "bilinear" => Ok(Upsample::Bilinear),
-            other => Err(Error::param("upsample", format!("`{other}` is not one of nearest, bilinear"))),
+            other => Err(Error::param(
+                "upsample",
+                format!("`{other}` is not one of nearest, bilinear"),
+            )),
         }
     }
 }
@@ -62,23 +65,40 @@ pub fn upsample(map: ArrayView2<f32>, height: usize, width: usize, mode: Upsampl
 pub fn pool_to_grid(map: ArrayView2<f32>, grid: (usize, usize)) -> Result<Array2<f32>> {
     let (h, w) = map.dim();
     if grid.0 == 0 || grid.1 == 0 || h % grid.0 != 0 || w % grid.1 != 0 {
-        return Err(Error::param("grid", format!("a {h}×{w} map does not split into a {}×{} grid", grid.0, grid.1)));
+        return Err(Error::param(
+            "grid",
+            format!(
+                "a {h}×{w} map does not split into a {}×{} grid",
+                grid.0, grid.1
+            ),
+        ));
     }
     let (ph, pw) = (h / grid.0, w / grid.1);
-    Ok(Array2::from_shape_fn(grid, |(i, j)| map.slice(ndarray::s![i * ph..(i + 1) * ph, j * pw..(j + 1) * pw]).mean().unwrap_or(0.0)))
+    Ok(Array2::from_shape_fn(grid, |(i, j)| {
+        map.slice(ndarray::s![i * ph..(i + 1) * ph, j * pw..(j + 1) * pw])
+            .mean()
+            .unwrap_or(0.0)
+    }))
 }
 
 /// `min_max(relevance) × min_max(upsample(feature))` at the relevance map's size.
 ///
 /// # Errors
 /// [`Error::InvalidParam`] for an empty or non-finite map.
-pub fn fuse(relevance: ArrayView2<f32>, feature: ArrayView2<f32>, mode: Upsample) -> Result<Array2<f32>> {
+pub fn fuse(
+    relevance: ArrayView2<f32>,
+    feature: ArrayView2<f32>,
+    mode: Upsample,
+) -> Result<Array2<f32>> {
     for (name, m) in [("relevance", &relevance), ("feature", &feature)] {
         if m.is_empty() {
             return Err(Error::param("fusion", format!("the {name} map is empty")));
         }
         if m.iter().any(|v| !v.is_finite()) {
-            return Err(Error::param("fusion", format!("the {name} map has NaN or infinite values")));
+            return Err(Error::param(
+                "fusion",
+                format!("the {name} map has NaN or infinite values"),
+            ));
         }
     }
     let (h, w) = relevance.dim();

@@ -33,7 +33,13 @@ pub struct IgConfig {
 
 impl Default for IgConfig {
     fn default() -> Self {
-        IgConfig { method: Method::GaussLegendre, n_steps: 50, multiply_by_inputs: true, batch_size: 10, return_delta: true }
+        IgConfig {
+            method: Method::GaussLegendre,
+            n_steps: 50,
+            multiply_by_inputs: true,
+            batch_size: 10,
+            return_delta: true,
+        }
     }
 }
 
@@ -92,7 +98,10 @@ pub fn integrated_gradients(
         for (r, mut row) in batch.outer_iter_mut().enumerate() {
             let (j, k) = ((done + r) / cfg.n_steps, (done + r) % cfg.n_steps);
             let diff = diffs.index_axis(Axis(0), j);
-            ndarray::Zip::from(&mut row).and(&base).and(&diff).for_each(|o, &b, &d| *o = b + alphas[k] * d);
+            ndarray::Zip::from(&mut row)
+                .and(&base)
+                .and(&diff)
+                .for_each(|o, &b, &d| *o = b + alphas[k] * d);
         }
         let (_, grads) = engine.logits_and_input_grad(batch.view(), &vec![target; rows])?;
         for (r, g) in grads.outer_iter().enumerate() {
@@ -107,13 +116,38 @@ pub fn integrated_gradients(
             }
         }
     }
-    let attributions = if cfg.multiply_by_inputs { total_grad * &diffs } else { total_grad };
-    let deltas = if cfg.return_delta { convergence_deltas(engine, inputs, baseline, target, &attributions, cfg.batch_size)? } else { Vec::new() };
-    Ok(IgOutput { attributions, deltas })
+    let attributions = if cfg.multiply_by_inputs {
+        total_grad * &diffs
+    } else {
+        total_grad
+    };
+    let deltas = if cfg.return_delta {
+        convergence_deltas(
+            engine,
+            inputs,
+            baseline,
+            target,
+            &attributions,
+            cfg.batch_size,
+        )?
+    } else {
+        Vec::new()
+    };
+    Ok(IgOutput {
+        attributions,
+        deltas,
+    })
 }
 
 /// Σ attribution − (F(x)[t] − F(b)[t]) for each input (Captum's completeness check).
-fn convergence_deltas(engine: &dyn Engine, inputs: ArrayView4<f32>, baseline: ArrayView4<f32>, target: usize, attributions: &Array4<f32>, batch_size: usize) -> Result<Vec<f32>> {
+fn convergence_deltas(
+    engine: &dyn Engine,
+    inputs: ArrayView4<f32>,
+    baseline: ArrayView4<f32>,
+    target: usize,
+    attributions: &Array4<f32>,
+    batch_size: usize,
+) -> Result<Vec<f32>> {
     let f_base = engine.logits(baseline)?[[0, target]];
     let mut f_inputs = Vec::with_capacity(inputs.dim().0);
     for chunk in inputs.axis_chunks_iter(Axis(0), batch_size) {

@@ -25,7 +25,9 @@ pub fn standard_normal(seed: u64, index: u64) -> f64 {
 /// `len` values of N(0, stdev²) for NoiseTunnel sample `sample`.
 pub fn gaussian_noise(seed: u64, sample: usize, len: usize, stdev: f32) -> Vec<f32> {
     let base = sample as u64 * len as u64;
-    (0..len as u64).map(|e| (standard_normal(seed, base + e) * stdev as f64) as f32).collect()
+    (0..len as u64)
+        .map(|e| (standard_normal(seed, base + e) * stdev as f64) as f32)
+        .collect()
 }
 
 #[cfg(test)]
@@ -39,7 +41,10 @@ mod tests {
         let mean = v.iter().map(|x| *x as f64).sum::<f64>() / n;
         let var = v.iter().map(|x| (*x as f64 - mean).powi(2)).sum::<f64>() / n;
         let kurt = v.iter().map(|x| (*x as f64 - mean).powi(4)).sum::<f64>() / n / (var * var);
-        assert!(mean.abs() < 0.01 && (var - 1.0).abs() < 0.01 && (kurt - 3.0).abs() < 0.05, "{mean} {var} {kurt}");
+        assert!(
+            mean.abs() < 0.01 && (var - 1.0).abs() < 0.01 && (kurt - 3.0).abs() < 0.05,
+            "{mean} {var} {kurt}"
+        );
     }
 
     #[test]

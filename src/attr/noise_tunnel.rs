@@ -36,7 +36,10 @@ impl std::str::FromStr for NtType {
             "smoothgrad" => Ok(NtType::SmoothGrad),
             "smoothgrad_sq" => Ok(NtType::SmoothGradSq),
             "vargrad" => Ok(NtType::VarGrad),
-            other => Err(Error::param("nt_type", format!("`{other}` is not one of smoothgrad, smoothgrad_sq, vargrad"))),
+            other => Err(Error::param(
+                "nt_type",
+                format!("`{other}` is not one of smoothgrad, smoothgrad_sq, vargrad"),
+            )),
         }
     }
 }
@@ -46,7 +49,11 @@ impl std::str::FromStr for NtType {
 pub enum Noise {
     /// `samples` draws of N(0, stdev²) (absolute, in normalised units) from the
     /// counter-based generator of [`super::noise`].
-    Seeded { samples: usize, stdev: f32, seed: u64 },
+    Seeded {
+        samples: usize,
+        stdev: f32,
+        seed: u64,
+    },
     /// Given noise (samples, 3, H, W) added to the normalised input — for parity
     /// with a PyTorch run whose noise was dumped.
     Injected(Array4<f32>),
@@ -61,7 +68,14 @@ pub struct NoiseTunnelConfig {
 
 impl Default for NoiseTunnelConfig {
     fn default() -> Self {
-        NoiseTunnelConfig { nt_type: NtType::SmoothGrad, noise: Noise::Seeded { samples: 5, stdev: 1.0, seed: 0 } }
+        NoiseTunnelConfig {
+            nt_type: NtType::SmoothGrad,
+            noise: Noise::Seeded {
+                samples: 5,
+                stdev: 1.0,
+                seed: 0,
+            },
+        }
     }
 }
 
@@ -82,21 +96,37 @@ pub struct NtOutput {
 pub fn make_noise(noise: &Noise, x: ArrayView4<f32>) -> Result<Array4<f32>> {
     let (_, c, h, w) = x.dim();
     match noise {
-        Noise::Seeded { samples, stdev, seed } => {
+        Noise::Seeded {
+            samples,
+            stdev,
+            seed,
+        } => {
             if *samples == 0 {
-                return Err(Error::param("nt_samples", "must be at least 1 (use plain IG for none)"));
+                return Err(Error::param(
+                    "nt_samples",
+                    "must be at least 1 (use plain IG for none)",
+                ));
             }
             if !(*stdev >= 0.0 && stdev.is_finite()) {
-                return Err(Error::param("nt_stdev", format!("{stdev} is not a non-negative number")));
+                return Err(Error::param(
+                    "nt_stdev",
+                    format!("{stdev} is not a non-negative number"),
+                ));
             }
             let len = c * h * w;
-            let data: Vec<f32> = (0..*samples).flat_map(|j| gaussian_noise(*seed, j, len, *stdev)).collect();
+            let data: Vec<f32> = (0..*samples)
+                .flat_map(|j| gaussian_noise(*seed, j, len, *stdev))
+                .collect();
             Ok(Array4::from_shape_vec((*samples, c, h, w), data).expect("sized above"))
         }
         Noise::Injected(n) => {
             let (s, nc, nh, nw) = n.dim();
             if s == 0 || (nc, nh, nw) != (c, h, w) {
-                return Err(Error::shape("noise (samples, 3, H, W)", &[s.max(1), c, h, w], &[s, nc, nh, nw]));
+                return Err(Error::shape(
+                    "noise (samples, 3, H, W)",
+                    &[s.max(1), c, h, w],
+                    &[s, nc, nh, nw],
+                ));
             }
             if n.iter().any(|v| !v.is_finite()) {
                 return Err(Error::param("noise", "contains NaN or infinite values"));
@@ -120,12 +150,19 @@ pub fn noise_tunnel_ig(
     progress: Option<Progress>,
 ) -> Result<NtOutput> {
     if x.dim().0 != 1 {
-        return Err(Error::shape("input (1, 3, H, W)", &[1, 3, x.dim().2, x.dim().3], &[x.dim().0, x.dim().1, x.dim().2, x.dim().3]));
+        return Err(Error::shape(
+            "input (1, 3, H, W)",
+            &[1, 3, x.dim().2, x.dim().3],
+            &[x.dim().0, x.dim().1, x.dim().2, x.dim().3],
+        ));
     }
     let noise = make_noise(&nt.noise, x)?;
     let noisy = &noise + &x;
     let out = integrated_gradients(engine, noisy.view(), baseline, target, ig, progress)?;
-    Ok(NtOutput { attribution: aggregate(&out.attributions, nt.nt_type), deltas: out.deltas })
+    Ok(NtOutput {
+        attribution: aggregate(&out.attributions, nt.nt_type),
+        deltas: out.deltas,
+    })
 }
 
 /// Captum's aggregation over the sample axis, in f32, dividing by s.

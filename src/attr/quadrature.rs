@@ -20,7 +20,13 @@ pub enum Method {
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [Method::GaussLegendre, Method::RiemannLeft, Method::RiemannRight, Method::RiemannMiddle, Method::RiemannTrapezoid];
+    pub const ALL: [Method; 5] = [
+        Method::GaussLegendre,
+        Method::RiemannLeft,
+        Method::RiemannRight,
+        Method::RiemannMiddle,
+        Method::RiemannTrapezoid,
+    ];
 
     /// Captum's name for the rule.
     pub fn name(self) -> &'static str {
@@ -58,10 +64,24 @@ pub struct Quadrature {
 /// n > 1 there).
 pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
     if n == 0 || (n == 1 && method != Method::GaussLegendre) {
-        return Err(Error::param("n_steps", format!("{n} steps: {} needs at least {}", method.name(), if method == Method::GaussLegendre { 1 } else { 2 })));
+        return Err(Error::param(
+            "n_steps",
+            format!(
+                "{n} steps: {} needs at least {}",
+                method.name(),
+                if method == Method::GaussLegendre {
+                    1
+                } else {
+                    2
+                }
+            ),
+        ));
     }
     if n > 100_000 {
-        return Err(Error::param("n_steps", format!("{n} steps is unreasonably many (max 100000)")));
+        return Err(Error::param(
+            "n_steps",
+            format!("{n} steps is unreasonably many (max 100000)"),
+        ));
     }
     if method == Method::GaussLegendre {
         let (nodes, weights) = gauss_legendre(n);
@@ -83,7 +103,13 @@ pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
         Method::RiemannRight => (1.0 / nf, 1.0),
         Method::GaussLegendre => unreachable!("handled above"),
     };
-    Ok(Quadrature { alphas: linspace_f32(start as f32, end as f32, n).into_iter().map(f64::from).collect(), steps })
+    Ok(Quadrature {
+        alphas: linspace_f32(start as f32, end as f32, n)
+            .into_iter()
+            .map(f64::from)
+            .collect(),
+        steps,
+    })
 }
 
 /// `torch.linspace(start, end, n)` in float32: the first half counts up from
@@ -94,7 +120,13 @@ fn linspace_f32(start: f32, end: f32, n: usize) -> Vec<f32> {
     let step = (end - start) / (n - 1) as f32;
     let half = n / 2;
     (0..n)
-        .map(|i| if i < half { step.mul_add(i as f32, start) } else { (-step).mul_add((n - 1 - i) as f32, end) })
+        .map(|i| {
+            if i < half {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - 1 - i) as f32, end)
+            }
+        })
         .collect()
 }
 
@@ -161,7 +193,11 @@ mod tests {
         assert!((q.alphas[49] - 0.9994332022100355).abs() < 1e-15);
         // Weights agree with numpy to ~1e-12 relative, and exactly once cast to f32
         // (which is all IG uses).
-        assert!((q.steps[0] / 0.0014543112765789633 - 1.0).abs() < 1e-11, "{}", q.steps[0]);
+        assert!(
+            (q.steps[0] / 0.0014543112765789633 - 1.0).abs() < 1e-11,
+            "{}",
+            q.steps[0]
+        );
         assert_eq!(q.steps[0] as f32, 0.0014543112765789633f64 as f32);
         assert!((q.steps[24] / 0.031088308327673515 - 1.0).abs() < 1e-11);
         assert_eq!(q.steps[24] as f32, 0.031088308327673515f64 as f32);
@@ -174,8 +210,16 @@ mod tests {
         for n in 1..12 {
             let q = quadrature(Method::GaussLegendre, n).unwrap();
             for k in 0..2 * n {
-                let s: f64 = q.alphas.iter().zip(&q.steps).map(|(a, w)| w * a.powi(k as i32)).sum();
-                assert!((s - 1.0 / (k as f64 + 1.0)).abs() < 1e-13, "n={n} k={k} {s}");
+                let s: f64 = q
+                    .alphas
+                    .iter()
+                    .zip(&q.steps)
+                    .map(|(a, w)| w * a.powi(k as i32))
+                    .sum();
+                assert!(
+                    (s - 1.0 / (k as f64 + 1.0)).abs() < 1e-13,
+                    "n={n} k={k} {s}"
+                );
             }
         }
     }
@@ -187,6 +231,9 @@ mod tests {
         assert_eq!(q.steps, vec![0.1, 0.2, 0.2, 0.2, 0.1]);
         assert!(quadrature(Method::RiemannLeft, 1).is_err());
         assert!(quadrature(Method::GaussLegendre, 0).is_err());
-        assert_eq!(quadrature(Method::GaussLegendre, 1).unwrap().alphas, vec![0.5]);
+        assert_eq!(
+            quadrature(Method::GaussLegendre, 1).unwrap().alphas,
+            vec![0.5]
+        );
     }
 }

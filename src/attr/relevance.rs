@@ -27,7 +27,10 @@ impl std::str::FromStr for Reduction {
             "abs" => Ok(Reduction::AbsSum),
             "positive" => Ok(Reduction::Positive),
             "sum_abs" => Ok(Reduction::SumAbs),
-            other => Err(Error::param("reduce", format!("`{other}` is not one of sum, abs, positive, sum_abs"))),
+            other => Err(Error::param(
+                "reduce",
+                format!("`{other}` is not one of sum, abs, positive, sum_abs"),
+            )),
         }
     }
 }
@@ -69,7 +72,10 @@ impl std::str::FromStr for Normalizer {
             "cummass" | "captum" => Ok(Normalizer::captum()),
             "percentile" => Ok(Normalizer::Percentile { upper: 99.0 }),
             "minmax" => Ok(Normalizer::MinMax),
-            other => Err(Error::param("normalize", format!("`{other}` is not one of none, cummass, percentile, minmax"))),
+            other => Err(Error::param(
+                "normalize",
+                format!("`{other}` is not one of none, cummass, percentile, minmax"),
+            )),
         }
     }
 }
@@ -101,7 +107,10 @@ fn cumulative_mass_threshold(values: &[f32], percentile: f32) -> f32 {
         cum.push(acc);
     }
     let target = acc * 0.01 * percentile;
-    let idx = cum.iter().position(|&c| c >= target).unwrap_or(sorted.len() - 1);
+    let idx = cum
+        .iter()
+        .position(|&c| c >= target)
+        .unwrap_or(sorted.len() - 1);
     sorted[idx]
 }
 
@@ -126,14 +135,20 @@ pub fn normalize(map: &Array2<f32>, normalizer: Normalizer) -> Result<Array2<f32
         return Err(Error::param("relevance map", "is empty"));
     }
     if map.iter().any(|v| !v.is_finite()) {
-        return Err(Error::param("relevance map", "contains NaN or infinite values"));
+        return Err(Error::param(
+            "relevance map",
+            "contains NaN or infinite values",
+        ));
     }
     let values = map.as_standard_layout().iter().copied().collect::<Vec<_>>();
     match normalizer {
         Normalizer::None => Ok(map.clone()),
         Normalizer::CumulativeMass { outlier_perc } => {
             if !(0.0..100.0).contains(&outlier_perc) {
-                return Err(Error::param("outlier_perc", format!("{outlier_perc} is not in [0, 100)")));
+                return Err(Error::param(
+                    "outlier_perc",
+                    format!("{outlier_perc} is not in [0, 100)"),
+                ));
             }
             let abs: Vec<f32> = values.iter().map(|v| v.abs()).collect();
             let threshold = cumulative_mass_threshold(&abs, 100.0 - outlier_perc);
@@ -144,7 +159,10 @@ pub fn normalize(map: &Array2<f32>, normalizer: Normalizer) -> Result<Array2<f32
         }
         Normalizer::Percentile { upper } => {
             if !(upper > 0.0 && upper <= 100.0) {
-                return Err(Error::param("percentile", format!("{upper} is not in (0, 100]")));
+                return Err(Error::param(
+                    "percentile",
+                    format!("{upper} is not in (0, 100]"),
+                ));
             }
             let vmin = values.iter().copied().fold(f32::INFINITY, f32::min);
             let vmax = percentile_linear(&values, upper);
@@ -185,10 +203,22 @@ mod tests {
     #[test]
     fn reductions_by_hand() {
         let a = Array3::from_shape_vec((3, 1, 2), vec![1.0f32, -4.0, 2.0, 1.0, -1.0, 1.0]).unwrap();
-        assert_eq!(reduce_channels(a.view(), Reduction::Sum), arr2(&[[2.0, -2.0]]));
-        assert_eq!(reduce_channels(a.view(), Reduction::AbsSum), arr2(&[[2.0, 2.0]]));
-        assert_eq!(reduce_channels(a.view(), Reduction::Positive), arr2(&[[2.0, 0.0]]));
-        assert_eq!(reduce_channels(a.view(), Reduction::SumAbs), arr2(&[[4.0, 6.0]]));
+        assert_eq!(
+            reduce_channels(a.view(), Reduction::Sum),
+            arr2(&[[2.0, -2.0]])
+        );
+        assert_eq!(
+            reduce_channels(a.view(), Reduction::AbsSum),
+            arr2(&[[2.0, 2.0]])
+        );
+        assert_eq!(
+            reduce_channels(a.view(), Reduction::Positive),
+            arr2(&[[2.0, 0.0]])
+        );
+        assert_eq!(
+            reduce_channels(a.view(), Reduction::SumAbs),
+            arr2(&[[4.0, 6.0]])
+        );
     }
 
     #[test]

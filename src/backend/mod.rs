@@ -17,7 +17,10 @@ impl std::str::FromStr for Device {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda),
-            other => Err(crate::error::Error::param("device", format!("`{other}` is not one of cpu, cuda"))),
+            other => Err(crate::error::Error::param(
+                "device",
+                format!("`{other}` is not one of cpu, cuda"),
+            )),
         }
     }
 }
@@ -33,5 +36,9 @@ pub trait Engine: Sync {
     fn logits(&self, x: ArrayView4<f32>) -> crate::error::Result<Array2<f32>>;
     /// Logits and ∂(Σ_b logits[b, targets[b]])/∂x — i.e. each example's own target
     /// logit differentiated w.r.t. its own input (grad_outputs = 1, as Captum).
-    fn logits_and_input_grad(&self, x: ArrayView4<f32>, targets: &[usize]) -> crate::error::Result<(Array2<f32>, Array4<f32>)>;
+    fn logits_and_input_grad(
+        &self,
+        x: ArrayView4<f32>,
+        targets: &[usize],
+    ) -> crate::error::Result<(Array2<f32>, Array4<f32>)>;
 }

@@ -71,7 +71,12 @@ impl VitConfig {
             (384, 12) => "S",
             (768, 12) => "B",
             (1024, 24) => "L",
-            _ => return format!("ViT(dim {}, depth {}, heads {})/{}", self.dim, self.depth, self.heads, self.patch),
+            _ => {
+                return format!(
+                    "ViT(dim {}, depth {}, heads {})/{}",
+                    self.dim, self.depth, self.heads, self.patch
+                )
+            }
         };
         format!("ViT-{size}/{}", self.patch)
     }
@@ -100,16 +105,25 @@ impl VitConfig {
             ));
         }
         if !(self.eps > 0.0 && self.eps.is_finite()) {
-            return Err(Error::param("layer_norm_eps", format!("{} is not a positive number", self.eps)));
+            return Err(Error::param(
+                "layer_norm_eps",
+                format!("{} is not a positive number", self.eps),
+            ));
         }
         if self.depth == 0 {
-            return Err(Error::param("depth", "the file holds no transformer blocks"));
+            return Err(Error::param(
+                "depth",
+                "the file holds no transformer blocks",
+            ));
         }
         if let Some((r, c)) = self.pos_grid {
             if r * c != self.pos_patches {
                 return Err(Error::param(
                     "pos_grid",
-                    format!("{r}×{c} does not match the {} stored patch positions", self.pos_patches),
+                    format!(
+                        "{r}×{c} does not match the {} stored patch positions",
+                        self.pos_patches
+                    ),
                 ));
             }
         }
@@ -137,7 +151,16 @@ mod tests {
     use super::*;
 
     fn vit_s16() -> VitConfig {
-        VitConfig { patch: 16, dim: 384, depth: 12, heads: 6, mlp_hidden: 1536, eps: 1e-6, pos_grid: Some((14, 14)), pos_patches: 196 }
+        VitConfig {
+            patch: 16,
+            dim: 384,
+            depth: 12,
+            heads: 6,
+            mlp_hidden: 1536,
+            eps: 1e-6,
+            pos_grid: Some((14, 14)),
+            pos_patches: 196,
+        }
     }
 
     #[test]

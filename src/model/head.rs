@@ -44,37 +44,74 @@ impl LinearHead {
     ///
     /// # Errors
     /// [`Error::Shape`] when weight and bias disagree or the width fits no layout.
-    pub fn from_tensors(w: HostTensor, b: HostTensor, cfg: &VitConfig, kind: Option<HeadKind>, path: &Path) -> Result<Self> {
+    pub fn from_tensors(
+        w: HostTensor,
+        b: HostTensor,
+        cfg: &VitConfig,
+        kind: Option<HeadKind>,
+        path: &Path,
+    ) -> Result<Self> {
         let [classes, in_dim] = w.shape[..] else {
-            return Err(Error::shape(format!("{}: head weight", path.display()), &[0, cfg.dim], &w.shape));
+            return Err(Error::shape(
+                format!("{}: head weight", path.display()),
+                &[0, cfg.dim],
+                &w.shape,
+            ));
         };
         if b.shape != [classes] {
-            return Err(Error::shape(format!("{}: head bias", path.display()), &[classes], &b.shape));
+            return Err(Error::shape(
+                format!("{}: head bias", path.display()),
+                &[classes],
+                &b.shape,
+            ));
         }
         let kind = match kind {
             Some(k) => k,
             None if in_dim == cfg.dim => HeadKind::Cls,
             None if in_dim == 2 * cfg.dim => HeadKind::ClsAvgPoolInterleaved,
-            None if in_dim % cfg.dim == 0 && in_dim / cfg.dim <= cfg.depth => HeadKind::LastBlocksCls { n: in_dim / cfg.dim },
+            None if in_dim % cfg.dim == 0 && in_dim / cfg.dim <= cfg.depth => {
+                HeadKind::LastBlocksCls {
+                    n: in_dim / cfg.dim,
+                }
+            }
             None => {
                 return Err(Error::shape(
-                    format!("{}: head weight (width must be D, 2·D or n·D)", path.display()),
+                    format!(
+                        "{}: head weight (width must be D, 2·D or n·D)",
+                        path.display()
+                    ),
                     &[classes, cfg.dim],
                     &w.shape,
                 ))
             }
         };
         if kind.in_dim(cfg.dim) != in_dim {
-            return Err(Error::shape(format!("{}: head weight for {kind:?}", path.display()), &[classes, kind.in_dim(cfg.dim)], &w.shape));
+            return Err(Error::shape(
+                format!("{}: head weight for {kind:?}", path.display()),
+                &[classes, kind.in_dim(cfg.dim)],
+                &w.shape,
+            ));
         }
         if let HeadKind::LastBlocksCls { n } = kind {
             if n == 0 || n > cfg.depth {
-                return Err(Error::param("head_kind", format!("{n} last blocks requested, the model has {}", cfg.depth)));
+                return Err(Error::param(
+                    "head_kind",
+                    format!("{n} last blocks requested, the model has {}", cfg.depth),
+                ));
             }
         }
         if classes == 0 {
-            return Err(Error::shape(format!("{}: head weight", path.display()), &[1, in_dim], &w.shape));
+            return Err(Error::shape(
+                format!("{}: head weight", path.display()),
+                &[1, in_dim],
+                &w.shape,
+            ));
         }
-        Ok(LinearHead { kind, classes, weight: w.data, bias: b.data })
+        Ok(LinearHead {
+            kind,
+            classes,
+            weight: w.data,
+            bias: b.data,
+        })
     }
 }

@@ -32,7 +32,14 @@ pub struct CanonicalTensors {
     pub head: Option<(HostTensor, HostTensor)>,
 }
 
-const PREFIXES: [&str; 6] = ["module.", "backbone.", "teacher.", "student.", "vit.", "model."];
+const PREFIXES: [&str; 6] = [
+    "module.",
+    "backbone.",
+    "teacher.",
+    "student.",
+    "vit.",
+    "model.",
+];
 const HEAD_PREFIXES: [&str; 4] = ["head.", "linear.", "fc.", "classifier."];
 
 fn strip_prefixes(mut key: &str) -> &str {
@@ -50,8 +57,14 @@ fn hf_to_canonical(key: &str) -> Option<String> {
     let direct = [
         ("embeddings.cls_token", "cls_token"),
         ("embeddings.position_embeddings", "pos_embed"),
-        ("embeddings.patch_embeddings.projection.weight", "patch_embed.proj.weight"),
-        ("embeddings.patch_embeddings.projection.bias", "patch_embed.proj.bias"),
+        (
+            "embeddings.patch_embeddings.projection.weight",
+            "patch_embed.proj.weight",
+        ),
+        (
+            "embeddings.patch_embeddings.projection.bias",
+            "patch_embed.proj.bias",
+        ),
         ("layernorm.weight", "norm.weight"),
         ("layernorm.bias", "norm.bias"),
     ];
@@ -131,9 +144,10 @@ pub fn canonicalize(
     tensors: HashMap<String, HostTensor>,
     path: &Path,
 ) -> Result<(Naming, CanonicalTensors)> {
-    let is_hf = tensors
-        .keys()
-        .any(|k| strip_prefixes(k).starts_with("encoder.layer.") || strip_prefixes(k).starts_with("embeddings."));
+    let is_hf = tensors.keys().any(|k| {
+        strip_prefixes(k).starts_with("encoder.layer.")
+            || strip_prefixes(k).starts_with("embeddings.")
+    });
     let mut out = CanonicalTensors::default();
     let mut head_w = None;
     let mut head_b = None;
@@ -177,7 +191,8 @@ pub fn canonicalize(
         }
     }
     for (base, parts) in qkv_parts {
-        out.backbone.insert(base.clone(), fuse_qkv(&base, parts, path)?);
+        out.backbone
+            .insert(base.clone(), fuse_qkv(&base, parts, path)?);
     }
     out.head = match (head_w, head_b) {
         (Some(w), Some(b)) => Some((w, b)),
@@ -205,7 +220,11 @@ fn fuse_qkv(base: &str, parts: [Option<HostTensor>; 3], path: &Path) -> Result<H
         match &fused_shape {
             None => fused_shape = Some(t.shape.clone()),
             Some(s) if *s != t.shape => {
-                return Err(Error::shape(format!("{base} ({name} projection)"), s, &t.shape))
+                return Err(Error::shape(
+                    format!("{base} ({name} projection)"),
+                    s,
+                    &t.shape,
+                ))
             }
             Some(_) => {}
         }
@@ -242,9 +261,18 @@ mod tests {
     #[test]
     fn hf_qkv_fuse_in_q_k_v_order() {
         let mut m = HashMap::new();
-        m.insert("vit.encoder.layer.0.attention.attention.query.weight".into(), t(&[2, 2], 0.0));
-        m.insert("vit.encoder.layer.0.attention.attention.key.weight".into(), t(&[2, 2], 10.0));
-        m.insert("vit.encoder.layer.0.attention.attention.value.weight".into(), t(&[2, 2], 20.0));
+        m.insert(
+            "vit.encoder.layer.0.attention.attention.query.weight".into(),
+            t(&[2, 2], 0.0),
+        );
+        m.insert(
+            "vit.encoder.layer.0.attention.attention.key.weight".into(),
+            t(&[2, 2], 10.0),
+        );
+        m.insert(
+            "vit.encoder.layer.0.attention.attention.value.weight".into(),
+            t(&[2, 2], 20.0),
+        );
         m.insert("vit.pooler.dense.weight".into(), t(&[2, 2], 0.0));
         m.insert("classifier.weight".into(), t(&[3, 2], 0.0));
         m.insert("classifier.bias".into(), t(&[3], 0.0));

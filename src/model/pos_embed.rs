@@ -39,8 +39,15 @@ fn bicubic_taps(in_len: usize, out_len: usize, scale: f32) -> Vec<Taps> {
             let src = scale * (dst as f32 + 0.5) - 0.5;
             let i0 = (src.floor() as i64).min(in_len as i64 - 1);
             let t = (src - i0 as f32).clamp(0.0, 1.0);
-            let weight = vec![cubic2(t + 1.0, A), cubic1(t, A), cubic1(1.0 - t, A), cubic2(2.0 - t, A)];
-            let index = (-1..=2).map(|o| (i0 + o).clamp(0, in_len as i64 - 1) as usize).collect();
+            let weight = vec![
+                cubic2(t + 1.0, A),
+                cubic1(t, A),
+                cubic1(1.0 - t, A),
+                cubic2(2.0 - t, A),
+            ];
+            let index = (-1..=2)
+                .map(|o| (i0 + o).clamp(0, in_len as i64 - 1) as usize)
+                .collect();
             Taps { index, weight }
         })
         .collect()
@@ -66,13 +73,20 @@ fn antialiased_bicubic_taps(in_len: usize, out_len: usize) -> Vec<Taps> {
         .map(|i| {
             let center = scale * (i as f32 + 0.5);
             let lo = ((center - support + 0.5) as i64).max(0) as usize;
-            let hi = ((center + support + 0.5) as i64).min(in_len as i64).max(lo as i64) as usize;
-            let mut weight: Vec<f32> = (lo..hi).map(|j| filter((j as f32 - center + 0.5) * inv_scale)).collect();
+            let hi = ((center + support + 0.5) as i64)
+                .min(in_len as i64)
+                .max(lo as i64) as usize;
+            let mut weight: Vec<f32> = (lo..hi)
+                .map(|j| filter((j as f32 - center + 0.5) * inv_scale))
+                .collect();
             let total: f32 = weight.iter().sum();
             if total != 0.0 {
                 weight.iter_mut().for_each(|w| *w /= total);
             }
-            Taps { index: (lo..hi).collect(), weight }
+            Taps {
+                index: (lo..hi).collect(),
+                weight,
+            }
         })
         .collect()
 }
@@ -128,7 +142,12 @@ fn resample_grid(
 /// # Errors
 /// [`Error::InvalidParam`] when the stored grid is unknown (non-square table without
 /// `pos_grid` metadata) and the input grid needs interpolation.
-pub fn pos_embed_for_grid(cfg: &VitConfig, stored: &[f32], grid: (usize, usize), mode: PosEmbedMode) -> Result<Vec<f32>> {
+pub fn pos_embed_for_grid(
+    cfg: &VitConfig,
+    stored: &[f32],
+    grid: (usize, usize),
+    mode: PosEmbedMode,
+) -> Result<Vec<f32>> {
     let d = cfg.dim;
     let same_count = grid.0 * grid.1 == cfg.pos_patches;
     let Some(stored_grid) = cfg.pos_grid.or(same_count.then_some(grid)) else {
@@ -159,7 +178,10 @@ mod tests {
         for taps in bicubic_taps(5, 5, 1.0) {
             assert_eq!(taps.weight, vec![0.0, 1.0, 0.0, 0.0]);
         }
-        for taps in bicubic_taps(4, 7, 4.0 / 7.0).iter().chain(&antialiased_bicubic_taps(9, 4)) {
+        for taps in bicubic_taps(4, 7, 4.0 / 7.0)
+            .iter()
+            .chain(&antialiased_bicubic_taps(9, 4))
+        {
             let s: f32 = taps.weight.iter().sum();
             assert!((s - 1.0).abs() < 1e-6, "{s}");
         }
@@ -167,14 +189,26 @@ mod tests {
 
     #[test]
     fn constant_table_stays_constant() {
-        let cfg = VitConfig { patch: 8, dim: 2, depth: 1, heads: 1, mlp_hidden: 8, eps: 1e-6, pos_grid: Some((3, 3)), pos_patches: 9 };
+        let cfg = VitConfig {
+            patch: 8,
+            dim: 2,
+            depth: 1,
+            heads: 1,
+            mlp_hidden: 8,
+            eps: 1e-6,
+            pos_grid: Some((3, 3)),
+            pos_patches: 9,
+        };
         let stored: Vec<f32> = (0..10).flat_map(|_| [0.5, -2.0]).collect();
         for mode in [PosEmbedMode::Dino, PosEmbedMode::Hf, PosEmbedMode::Timm] {
             let out = pos_embed_for_grid(&cfg, &stored, (5, 2), mode).unwrap();
             assert_eq!(out.len(), 11 * 2);
             for pair in out.chunks(2) {
                 // f32 cubic weights sum to 1 within a few ulp, as in PyTorch.
-                assert!((pair[0] - 0.5).abs() < 1e-5 && (pair[1] + 2.0).abs() < 1e-5, "{mode:?} {pair:?}");
+                assert!(
+                    (pair[0] - 0.5).abs() < 1e-5 && (pair[1] + 2.0).abs() < 1e-5,
+                    "{mode:?} {pair:?}"
+                );
             }
         }
     }

@@ -17,7 +17,16 @@ impl VitConfig {
             _ => return None,
         };
         let g = img / patch;
-        Some(VitConfig { patch, dim, depth: 12, heads, mlp_hidden: 4 * dim, eps: 1e-6, pos_grid: Some((g, g)), pos_patches: g * g })
+        Some(VitConfig {
+            patch,
+            dim,
+            depth: 12,
+            heads,
+            mlp_hidden: 4 * dim,
+            eps: 1e-6,
+            pos_grid: Some((g, g)),
+            pos_patches: g * g,
+        })
     }
 }
 
@@ -56,7 +65,12 @@ impl Vit {
             norm_w: vec![1.0; d],
             norm_b: vec![0.0; d],
         };
-        let head = LinearHead { kind: HeadKind::Cls, classes, weight: draw(classes * d, d), bias: vec![0.0; classes] };
+        let head = LinearHead {
+            kind: HeadKind::Cls,
+            classes,
+            weight: draw(classes * d, d),
+            bias: vec![0.0; classes],
+        };
         Vit::from_parts(config, weights, Some(head), PosEmbedMode::default())
     }
 }

@@ -60,7 +60,10 @@ impl TensorFile {
                 key: name.to_string(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            tensors.insert(name.to_string(), HostTensor::new(view.shape().to_vec(), data));
+            tensors.insert(
+                name.to_string(),
+                HostTensor::new(view.shape().to_vec(), data),
+            );
         }
         Ok(TensorFile {
             path: path.to_path_buf(),
@@ -72,7 +75,11 @@ impl TensorFile {
 
 /// Little-endian bytes of `dtype` to f32; `None` for unsupported dtypes.
 fn widen(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
-    let pairs = || bytes.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]]));
+    let pairs = || {
+        bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+    };
     match dtype {
         Dtype::F32 => Some(
             bytes
@@ -94,7 +101,10 @@ mod tests {
     fn widens_half_types_exactly() {
         // 1.5 is exact in both f16 (0x3E00) and bf16 (0x3FC0).
         assert_eq!(widen(&0x3E00u16.to_le_bytes(), Dtype::F16), Some(vec![1.5]));
-        assert_eq!(widen(&0x3FC0u16.to_le_bytes(), Dtype::BF16), Some(vec![1.5]));
+        assert_eq!(
+            widen(&0x3FC0u16.to_le_bytes(), Dtype::BF16),
+            Some(vec![1.5])
+        );
         assert_eq!(widen(&[0u8; 8], Dtype::F64), None);
     }
 

@@ -46,33 +46,52 @@ impl Vit {
     }
 
     /// Assembles a model from already-checked parts.
-    pub fn from_parts(config: VitConfig, weights: VitWeights, head: Option<LinearHead>, pos_embed_mode: PosEmbedMode) -> Vit {
-        Vit { config, weights, head, pos_embed_mode, naming: Naming::TimmOrDino, pos_cache: Mutex::new(HashMap::new()) }
+    pub fn from_parts(
+        config: VitConfig,
+        weights: VitWeights,
+        head: Option<LinearHead>,
+        pos_embed_mode: PosEmbedMode,
+    ) -> Vit {
+        Vit {
+            config,
+            weights,
+            head,
+            pos_embed_mode,
+            naming: Naming::TimmOrDino,
+            pos_cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Number of classes, or an error if the model has no head.
     pub fn classes(&self) -> Result<usize> {
-        self.head
-            .as_ref()
-            .map(|h| h.classes)
-            .ok_or_else(|| Error::param("head", "the model has no classifier head; pass a head file"))
+        self.head.as_ref().map(|h| h.classes).ok_or_else(|| {
+            Error::param("head", "the model has no classifier head; pass a head file")
+        })
     }
 
     /// The head, or an error saying one is needed.
     pub fn require_head(&self) -> Result<&LinearHead> {
-        self.head
-            .as_ref()
-            .ok_or_else(|| Error::param("head", "the model has no classifier head; pass a head file"))
+        self.head.as_ref().ok_or_else(|| {
+            Error::param("head", "the model has no classifier head; pass a head file")
+        })
     }
 
     /// Positional table (1 + rows·cols, D) for a patch grid, interpolated once per
     /// grid with this model's [`PosEmbedMode`].
     pub fn pos_embed(&self, grid: (usize, usize)) -> Result<Arc<Vec<f32>>> {
-        let mut cache = self.pos_cache.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut cache = self
+            .pos_cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         if let Some(t) = cache.get(&grid) {
             return Ok(t.clone());
         }
-        let table = Arc::new(pos_embed_for_grid(&self.config, &self.weights.pos_embed, grid, self.pos_embed_mode)?);
+        let table = Arc::new(pos_embed_for_grid(
+            &self.config,
+            &self.weights.pos_embed,
+            grid,
+            self.pos_embed_mode,
+        )?);
         cache.insert(grid, table.clone());
         Ok(table)
     }

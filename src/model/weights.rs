@@ -77,7 +77,11 @@ pub struct LoadedVit {
 /// I/O and format errors; [`Error::MissingTensor`] / [`Error::Shape`] naming the key,
 /// the expected and the actual shape; [`Error::InvalidParam`] for inconsistent
 /// configuration (heads not dividing D, a head whose width fits no known layout).
-pub fn load_vit(backbone_path: &Path, head_path: Option<&Path>, opts: &LoadOptions) -> Result<LoadedVit> {
+pub fn load_vit(
+    backbone_path: &Path,
+    head_path: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<LoadedVit> {
     let file = TensorFile::read(backbone_path)?;
     let metadata = file.metadata.clone();
     let (naming, mut canon) = canonicalize(file.tensors, backbone_path)?;
@@ -89,28 +93,44 @@ pub fn load_vit(backbone_path: &Path, head_path: Option<&Path>, opts: &LoadOptio
         let head_file = TensorFile::read(hp)?;
         let (_, head_canon) = canonicalize(head_file.tensors, hp)?;
         if !head_canon.backbone.is_empty() && head_canon.head.is_none() {
-            return Err(missing(hp, "head.weight (or linear.weight, fc.weight, classifier.weight)"));
+            return Err(missing(
+                hp,
+                "head.weight (or linear.weight, fc.weight, classifier.weight)",
+            ));
         }
         canon.head = head_canon.head;
         head_source = hp.to_path_buf();
     }
     let config = infer_config(&canon, &metadata, opts, backbone_path)?;
     let head = match canon.head.take() {
-        Some((w, b)) => Some(LinearHead::from_tensors(w, b, &config, opts.head_kind, &head_source)?),
+        Some((w, b)) => Some(LinearHead::from_tensors(
+            w,
+            b,
+            &config,
+            opts.head_kind,
+            &head_source,
+        )?),
         None => None,
     };
     let weights = take_weights(canon.backbone, &config, backbone_path)?;
-    Ok(LoadedVit { config, weights, head, naming })
+    Ok(LoadedVit {
+        config,
+        weights,
+        head,
+        naming,
+    })
 }
 
-fn meta_parse<T: std::str::FromStr>(meta: &HashMap<String, String>, keys: &[&str], path: &Path) -> Result<Option<T>> {
+fn meta_parse<T: std::str::FromStr>(
+    meta: &HashMap<String, String>,
+    keys: &[&str],
+    path: &Path,
+) -> Result<Option<T>> {
     for k in keys {
         if let Some(v) = meta.get(*k) {
-            return v
-                .trim()
-                .parse()
-                .map(Some)
-                .map_err(|_| Error::format(path, format!("metadata `{k}` = `{v}` is not a valid value")));
+            return v.trim().parse().map(Some).map_err(|_| {
+                Error::format(path, format!("metadata `{k}` = `{v}` is not a valid value"))
+            });
         }
     }
     Ok(None)
@@ -131,13 +151,25 @@ fn infer_config(
     let get = |key: &str| canon.backbone.get(key).ok_or_else(|| missing(path, key));
     let patch_w = get("patch_embed.proj.weight")?;
     let [dim, channels, ph, pw] = patch_w.shape[..] else {
-        return Err(Error::shape("patch_embed.proj.weight", &[0, 3, 0, 0], &patch_w.shape));
+        return Err(Error::shape(
+            "patch_embed.proj.weight",
+            &[0, 3, 0, 0],
+            &patch_w.shape,
+        ));
     };
     if channels != 3 || ph != pw || ph == 0 {
-        return Err(Error::shape("patch_embed.proj.weight", &[dim, 3, ph.max(pw), ph.max(pw)], &patch_w.shape));
+        return Err(Error::shape(
+            "patch_embed.proj.weight",
+            &[dim, 3, ph.max(pw), ph.max(pw)],
+            &patch_w.shape,
+        ));
     }
     let depth = (0..)
-        .take_while(|i| canon.backbone.contains_key(&format!("blocks.{i}.attn.qkv.weight")))
+        .take_while(|i| {
+            canon
+                .backbone
+                .contains_key(&format!("blocks.{i}.attn.qkv.weight"))
+        })
         .count();
     let fc1 = get("blocks.0.mlp.fc1.weight")?;
     let mlp_hidden = fc1.shape.first().copied().unwrap_or(0);
@@ -148,25 +180,44 @@ fn infer_config(
     };
     let pos_patches = pos_tokens - 1;
     let meta_grid = match meta.get("pos_grid") {
-        Some(s) => Some(parse_grid(s).ok_or_else(|| Error::format(path, format!("metadata `pos_grid` = `{s}` is not RxC")))?),
+        Some(s) => Some(parse_grid(s).ok_or_else(|| {
+            Error::format(path, format!("metadata `pos_grid` = `{s}` is not RxC"))
+        })?),
         None => None,
     };
     let side = (pos_patches as f64).sqrt().round() as usize;
-    let pos_grid = opts.pos_grid.or(meta_grid).or((side * side == pos_patches).then_some((side, side)));
+    let pos_grid = opts
+        .pos_grid
+        .or(meta_grid)
+        .or((side * side == pos_patches).then_some((side, side)));
     let heads = match opts.heads {
         Some(h) => h,
-        None => meta_parse(meta, &["num_heads", "num_attention_heads"], path)?.unwrap_or((dim / 64).max(1)),
+        None => meta_parse(meta, &["num_heads", "num_attention_heads"], path)?
+            .unwrap_or((dim / 64).max(1)),
     };
     let eps = match opts.eps {
         Some(e) => e,
         None => meta_parse(meta, &["layer_norm_eps", "eps"], path)?.unwrap_or(1e-6),
     };
-    let config = VitConfig { patch: ph, dim, depth, heads, mlp_hidden, eps, pos_grid, pos_patches };
+    let config = VitConfig {
+        patch: ph,
+        dim,
+        depth,
+        heads,
+        mlp_hidden,
+        eps,
+        pos_grid,
+        pos_patches,
+    };
     config.validate()?;
     Ok(config)
 }
 
-fn take_weights(mut t: HashMap<String, HostTensor>, c: &VitConfig, path: &Path) -> Result<VitWeights> {
+fn take_weights(
+    mut t: HashMap<String, HostTensor>,
+    c: &VitConfig,
+    path: &Path,
+) -> Result<VitWeights> {
     let d = c.dim;
     let mut take = |key: &str, shape: &[usize]| -> Result<Vec<f32>> {
         let tensor = t.remove(key).ok_or_else(|| missing(path, key))?;
@@ -205,11 +256,25 @@ fn take_weights(mut t: HashMap<String, HostTensor>, c: &VitConfig, path: &Path) 
     let norm_b = take("norm.bias", &[d])?;
     if let Some(extra) = t.keys().min() {
         // Canonical names beyond `depth` (e.g. a gap in block numbering).
-        return Err(Error::UnexpectedTensor { path: path.to_path_buf(), key: extra.clone() });
+        return Err(Error::UnexpectedTensor {
+            path: path.to_path_buf(),
+            key: extra.clone(),
+        });
     }
-    Ok(VitWeights { patch_w, patch_b, cls_token, pos_embed, blocks, norm_w, norm_b })
+    Ok(VitWeights {
+        patch_w,
+        patch_b,
+        cls_token,
+        pos_embed,
+        blocks,
+        norm_w,
+        norm_b,
+    })
 }
 
 fn missing(path: &Path, key: &str) -> Error {
-    Error::MissingTensor { path: PathBuf::from(path), key: key.to_string() }
+    Error::MissingTensor {
+        path: PathBuf::from(path),
+        key: key.to_string(),
+    }
 }

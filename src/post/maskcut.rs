@@ -33,7 +33,12 @@ pub struct MaskCutParams {
 
 impl Default for MaskCutParams {
     fn default() -> Self {
-        MaskCutParams { n_masks: 3, tau: 0.15, eps: 1e-5, crf: Some(CrfParams::default()) }
+        MaskCutParams {
+            n_masks: 3,
+            tau: 0.15,
+            eps: 1e-5,
+            crf: Some(CrfParams::default()),
+        }
     }
 }
 
@@ -52,11 +57,19 @@ fn iou(a: &Array2<bool>, b: &Array2<bool>) -> f64 {
 ///
 /// # Errors
 /// Shape mismatches; eigensolver errors.
-pub fn maskcut_patch_masks(features: ArrayView2<f32>, grid: (usize, usize), params: &MaskCutParams) -> Result<Vec<Array2<bool>>> {
+pub fn maskcut_patch_masks(
+    features: ArrayView2<f32>,
+    grid: (usize, usize),
+    params: &MaskCutParams,
+) -> Result<Vec<Array2<bool>>> {
     let (rows, cols) = grid;
     let (n, d) = features.dim();
     if rows * cols != n {
-        return Err(Error::shape("features (rows·cols, D)", &[rows * cols, d], &[n, d]));
+        return Err(Error::shape(
+            "features (rows·cols, D)",
+            &[rows * cols, d],
+            &[n, d],
+        ));
     }
     if params.n_masks == 0 {
         return Err(Error::param("n_masks", "must be at least 1"));
@@ -71,7 +84,13 @@ pub fn maskcut_patch_masks(features: ArrayView2<f32>, grid: (usize, usize), para
         } else {
             painting.zip_mut_with(&current, |p, c| *p = *p || *c);
             // Painted patches get zero features; the reference computes in f64 from here on.
-            let f64s = Array2::from_shape_fn((n, d), |(k, j)| if painting[[k / cols, k % cols]] { 0.0 } else { features[[k, j]] as f64 });
+            let f64s = Array2::from_shape_fn((n, d), |(k, j)| {
+                if painting[[k / cols, k % cols]] {
+                    0.0
+                } else {
+                    features[[k, j]] as f64
+                }
+            });
             binary_affinity_f64(f64s.view(), params.tau as f64, params.eps as f64)?
         };
         let fiedler = fiedler_dense(w.view())?;
@@ -100,7 +119,10 @@ pub fn maskcut_patch_masks(features: ArrayView2<f32>, grid: (usize, usize), para
 }
 
 fn argmax_abs(v: &[f64]) -> usize {
-    (0..v.len()).fold(0, |best, i| if v[i].abs() > v[best].abs() { i } else { best })
+    (0..v.len()).fold(
+        0,
+        |best, i| if v[i].abs() > v[best].abs() { i } else { best },
+    )
 }
 
 fn argmax(v: &[f64]) -> usize {
@@ -112,13 +134,19 @@ fn argmax(v: &[f64]) -> usize {
 ///
 /// # Errors
 /// As [`maskcut_patch_masks`], plus CRF errors; the grid must divide the image.
-pub fn maskcut(features: ArrayView2<f32>, grid: (usize, usize), pixels: ArrayView3<u8>, params: &MaskCutParams) -> Result<Vec<Array2<bool>>> {
+pub fn maskcut(
+    features: ArrayView2<f32>,
+    grid: (usize, usize),
+    pixels: ArrayView3<u8>,
+    params: &MaskCutParams,
+) -> Result<Vec<Array2<bool>>> {
     let (h, w, _) = pixels.dim();
     let patch_masks = maskcut_patch_masks(features, grid, params)?;
     let mut taken = Array2::from_elem((h, w), false);
     let mut out = Vec::with_capacity(patch_masks.len());
     for pm in patch_masks {
-        let full = upsample(pm.mapv(|b| b as u8 as f32).view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5);
+        let full =
+            upsample(pm.mapv(|b| b as u8 as f32).view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5);
         let own = Array2::from_shape_fn((h, w), |p| full[p] && !taken[p]);
         taken.zip_mut_with(&own, |t, o| *t = *t || *o);
         let kept = match &params.crf {
@@ -160,12 +188,29 @@ mod tests {
         let grid = (7, 7);
         let feats = Array2::from_shape_fn((49, 6), |(k, j)| {
             let (r, c) = (k / 7, k % 7);
-            let cls = if (1..3).contains(&r) && (1..3).contains(&c) { 0 } else if (4..6).contains(&r) && (3..6).contains(&c) { 1 } else { 2 };
-            if j / 2 == cls { 1.0 } else { 0.01 * ((k + j) % 3) as f32 }
+            let cls = if (1..3).contains(&r) && (1..3).contains(&c) {
+                0
+            } else if (4..6).contains(&r) && (3..6).contains(&c) {
+                1
+            } else {
+                2
+            };
+            if j / 2 == cls {
+                1.0
+            } else {
+                0.01 * ((k + j) % 3) as f32
+            }
         });
-        let params = MaskCutParams { n_masks: 3, crf: None, ..Default::default() };
+        let params = MaskCutParams {
+            n_masks: 3,
+            crf: None,
+            ..Default::default()
+        };
         let masks = maskcut_patch_masks(feats.view(), grid, &params).unwrap();
-        let sizes: Vec<usize> = masks.iter().map(|m| m.iter().filter(|b| **b).count()).collect();
+        let sizes: Vec<usize> = masks
+            .iter()
+            .map(|m| m.iter().filter(|b| **b).count())
+            .collect();
         assert!(sizes.contains(&4) && sizes.contains(&6), "{sizes:?}");
         assert!(maskcut_patch_masks(feats.view(), (6, 7), &params).is_err());
     }

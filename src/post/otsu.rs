@@ -88,7 +88,11 @@ struct Binning {
 impl Binning {
     /// Edges from NumPy's float32 `linspace(lo, hi, nbins + 1)`.
     fn new(min: f32, max: f32, nbins: usize) -> Result<Self> {
-        let (lo, hi) = if min == max { (min - 0.5, max + 0.5) } else { (min, max) };
+        let (lo, hi) = if min == max {
+            (min - 0.5, max + 0.5)
+        } else {
+            (min, max)
+        };
         let delta = hi - lo;
         if !delta.is_finite() {
             return Err(Error::param(
@@ -102,7 +106,11 @@ impl Binning {
         for k in 0..nbins {
             let kf = k as f32;
             // NumPy's linspace divides first when the step underflows to zero.
-            let y = if step == 0.0 { (kf / n) * delta } else { kf * step };
+            let y = if step == 0.0 {
+                (kf / n) * delta
+            } else {
+                kf * step
+            };
             edges.push(y + lo);
         }
         edges.push(hi);
@@ -115,7 +123,12 @@ impl Binning {
                 ),
             ));
         }
-        Ok(Binning { lo, denom: delta, nbins, edges })
+        Ok(Binning {
+            lo,
+            denom: delta,
+            nbins,
+            edges,
+        })
     }
 
     /// NumPy's bins of up to [`BLOCK`] values: a guess from the scaled value (a vectorisable
@@ -166,13 +179,19 @@ impl Binning {
 
 fn check_nbins(nbins: usize, min_bins: usize) -> Result<()> {
     if nbins < min_bins || nbins > MAX_NBINS {
-        return Err(Error::param("nbins", format!("must be in {min_bins}..={MAX_NBINS}, got {nbins}")));
+        return Err(Error::param(
+            "nbins",
+            format!("must be in {min_bins}..={MAX_NBINS}, got {nbins}"),
+        ));
     }
     Ok(())
 }
 
 fn empty_error(shape: &[usize]) -> Error {
-    Error::param("image", format!("must have at least one pixel, got shape {shape:?}"))
+    Error::param(
+        "image",
+        format!("must have at least one pixel, got shape {shape:?}"),
+    )
 }
 
 /// Min and max of a non-empty image whose values are all finite (8 lanes, vectorisable).
@@ -221,7 +240,11 @@ fn histogram_core(data: &[f32], shape: &[usize], nbins: usize) -> Result<(Histog
     let binning = Binning::new(min, max, nbins)?;
     let mut counts = vec![0u64; nbins];
     binning.count(data, &mut counts);
-    let hist = Histogram { counts, edges: binning.edges.clone(), centers: binning.centers() };
+    let hist = Histogram {
+        counts,
+        edges: binning.edges.clone(),
+        centers: binning.centers(),
+    };
     Ok((hist, binning))
 }
 
@@ -244,7 +267,10 @@ pub fn threshold_otsu_from_histogram(hist: &Histogram) -> Result<f32> {
     if n < 2 || hist.centers.len() != n {
         return Err(Error::param(
             "hist",
-            format!("need at least 2 bins with as many centres, got {n} counts and {} centres", hist.centers.len()),
+            format!(
+                "need at least 2 bins with as many centres, got {n} counts and {} centres",
+                hist.centers.len()
+            ),
         ));
     }
     let c: Vec<f32> = hist.counts.iter().map(|&v| v as f32).collect();
@@ -348,7 +374,11 @@ pub fn equalize_hist(image: ArrayView2<f32>, nbins: usize) -> Result<Array2<f32>
     t_cdf.push(cdf[0]);
     for j in 0..nbins {
         t_xp.push(xp[j]);
-        t_slope.push(if j + 1 < nbins { (cdf[j + 1] - cdf[j]) / (xp[j + 1] - xp[j]) } else { 0.0 });
+        t_slope.push(if j + 1 < nbins {
+            (cdf[j + 1] - cdf[j]) / (xp[j + 1] - xp[j])
+        } else {
+            0.0
+        });
         t_cdf.push(cdf[j]);
     }
     let mut out: Vec<f32> = Vec::with_capacity(data.len());
@@ -368,7 +398,8 @@ pub fn equalize_hist(image: ArrayView2<f32>, nbins: usize) -> Result<Array2<f32>
             (t_slope[t] * (x - t_xp[t]) + t_cdf[t]) as f32
         }));
     }
-    Array2::from_shape_vec(image.raw_dim(), out).map_err(|e| Error::Internal(format!("equalize_hist: {e}")))
+    Array2::from_shape_vec(image.raw_dim(), out)
+        .map_err(|e| Error::Internal(format!("equalize_hist: {e}")))
 }
 
 #[cfg(test)]
@@ -393,7 +424,10 @@ mod tests {
         assert_eq!(threshold_otsu(a.view(), 256).unwrap(), 0.7);
         assert!(apply_threshold(a.view(), 0.7).iter().all(|&m| !m));
         // Edges 0.2 … 1.2, the value sits on edge 128 → cdf jumps there; interp at 0.7 gives 0.5.
-        assert!(equalize_hist(a.view(), 256).unwrap().iter().all(|&v| v == 0.5));
+        assert!(equalize_hist(a.view(), 256)
+            .unwrap()
+            .iter()
+            .all(|&v| v == 0.5));
     }
 
     #[test]
@@ -435,7 +469,13 @@ mod tests {
         let a = Array2::from_shape_fn((6, 5), |(i, j)| (i * 5 + j) as f32);
         let t = a.t();
         let owned = t.to_owned();
-        assert_eq!(threshold_otsu(t, 16).unwrap(), threshold_otsu(owned.view(), 16).unwrap());
-        assert_eq!(equalize_hist(t, 16).unwrap(), equalize_hist(owned.view(), 16).unwrap());
+        assert_eq!(
+            threshold_otsu(t, 16).unwrap(),
+            threshold_otsu(owned.view(), 16).unwrap()
+        );
+        assert_eq!(
+            equalize_hist(t, 16).unwrap(),
+            equalize_hist(owned.view(), 16).unwrap()
+        );
     }
 }

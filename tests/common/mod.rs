@@ -8,7 +8,10 @@ use ndarray_npy::ReadNpyExt;
 
 /// `tests/fixtures/<stage>/<name>`.
 pub fn fixture(stage: &str, name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(stage).join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(stage)
+        .join(name)
 }
 
 /// Reads an f32 .npy of any rank.
@@ -32,7 +35,11 @@ pub fn json(path: &PathBuf) -> serde_json::Value {
 /// ‖a − b‖₂ / ‖b‖₂.
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num: f64 = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
     (num / den.max(1e-300)).sqrt()
 }
@@ -40,7 +47,11 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
 /// max |a − b| / max |b| (the "rel err" of the logits tolerances).
 pub fn rel_max(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num = a.iter().zip(b).map(|(x, y)| (*x as f64 - *y as f64).abs()).fold(0.0, f64::max);
+    let num = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (*x as f64 - *y as f64).abs())
+        .fold(0.0, f64::max);
     let den = b.iter().map(|y| (*y as f64).abs()).fold(0.0, f64::max);
     num / den.max(1e-300)
 }

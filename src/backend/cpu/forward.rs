@@ -109,10 +109,16 @@ pub enum Facet {
 impl ForwardState {
     fn check_image(&self, image: usize) -> Result<()> {
         if image >= self.batch {
-            return Err(Error::param("image", format!("index {image} is outside the batch of {}", self.batch)));
+            return Err(Error::param(
+                "image",
+                format!("index {image} is outside the batch of {}", self.batch),
+            ));
         }
         if self.tap_layer.is_none() {
-            return Err(Error::param("taps", "this forward kept no taps; use forward_tapped"));
+            return Err(Error::param(
+                "taps",
+                "this forward kept no taps; use forward_tapped",
+            ));
         }
         Ok(())
     }
@@ -128,7 +134,9 @@ impl ForwardState {
         let hd = d / h;
         let which = facet as usize;
         let base = image * t * 3 * d;
-        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| self.tap_qkv[base + ti * 3 * d + which * d + hi * hd + k]))
+        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| {
+            self.tap_qkv[base + ti * 3 * d + which * d + hi * hd + k]
+        }))
     }
 
     /// The tapped block's softmax for image `image`: (heads, tokens, tokens). Row 0 is
@@ -140,7 +148,11 @@ impl ForwardState {
         self.check_image(image)?;
         let t = self.tokens;
         let per = self.heads * t * t;
-        Ok(ndarray::Array3::from_shape_vec((self.heads, t, t), self.tap_probs[image * per..][..per].to_vec()).expect("sized by the forward"))
+        Ok(ndarray::Array3::from_shape_vec(
+            (self.heads, t, t),
+            self.tap_probs[image * per..][..per].to_vec(),
+        )
+        .expect("sized by the forward"))
     }
 
     /// CLS→patch attention of the tapped block: (heads, rows, cols) on the patch grid.
@@ -150,7 +162,10 @@ impl ForwardState {
     pub fn cls_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
         let a = self.attention(image)?;
         let (gr, gc) = self.grid;
-        Ok(ndarray::Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| a[[h, 0, 1 + i * gc + j]]))
+        Ok(ndarray::Array3::from_shape_fn(
+            (self.heads, gr, gc),
+            |(h, i, j)| a[[h, 0, 1 + i * gc + j]],
+        ))
     }
 
     /// Output tokens of the tapped block, before the final norm: (tokens, D).
@@ -160,12 +175,23 @@ impl ForwardState {
     pub fn block_tokens(&self, image: usize) -> Result<Array2<f32>> {
         self.check_image(image)?;
         let (t, d) = (self.tokens, self.dim);
-        Ok(Array2::from_shape_vec((t, d), self.tap_tokens[image * t * d..][..t * d].to_vec()).expect("sized by the forward"))
+        Ok(
+            Array2::from_shape_vec((t, d), self.tap_tokens[image * t * d..][..t * d].to_vec())
+                .expect("sized by the forward"),
+        )
     }
 }
 
 /// Row-wise LayerNorm of `x` (rows of `d`) in parallel, saving x̂ and 1/σ.
-pub(crate) fn layer_norm_rows(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut [f32]) {
+pub(crate) fn layer_norm_rows(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    xhat: &mut [f32],
+    rstd: &mut [f32],
+) {
     let d = gamma.len();
     y.par_chunks_mut(d)
         .zip(xhat.par_chunks_mut(d))
@@ -181,20 +207,22 @@ fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
     let (gr, gc) = grid;
     let cols = 3 * p * p;
     let mut out = vec![0f32; b * gr * gc * cols];
-    out.par_chunks_mut(gr * gc * cols).enumerate().for_each(|(bi, img)| {
-        for i in 0..gr {
-            for j in 0..gc {
-                let row = &mut img[(i * gc + j) * cols..][..cols];
-                for c in 0..3 {
-                    for u in 0..p {
-                        for v in 0..p {
-                            row[(c * p + u) * p + v] = x[[bi, c, i * p + u, j * p + v]];
+    out.par_chunks_mut(gr * gc * cols)
+        .enumerate()
+        .for_each(|(bi, img)| {
+            for i in 0..gr {
+                for j in 0..gc {
+                    let row = &mut img[(i * gc + j) * cols..][..cols];
+                    for c in 0..3 {
+                        for u in 0..p {
+                            for v in 0..p {
+                                row[(c * p + u) * p + v] = x[[bi, c, i * p + u, j * p + v]];
+                            }
                         }
                     }
                 }
             }
-        }
-    });
+        });
     out
 }
 
@@ -217,20 +245,41 @@ pub fn forward_tapped(vit: &Vit, x: ArrayView4<f32>, layer: Option<usize>) -> Re
     let depth = vit.config.depth;
     let layer = layer.unwrap_or(depth - 1);
     if layer >= depth {
-        return Err(Error::param("layer", format!("block {layer} does not exist (the model has {depth}, numbered from 0)")));
+        return Err(Error::param(
+            "layer",
+            format!("block {layer} does not exist (the model has {depth}, numbered from 0)"),
+        ));
     }
-    forward_in(vit, x, false, Workspace::default(), Threads::Pool, Some(layer))
+    forward_in(
+        vit,
+        x,
+        false,
+        Workspace::default(),
+        Threads::Pool,
+        Some(layer),
+    )
 }
 
 /// [`forward`] reusing the buffers of an earlier call's [`Workspace`]; `threads`
 /// says whether the GEMMs may use the whole pool (callers that already run several
 /// forwards in parallel pass [`Threads::Single`]).
-pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, threads: Threads, tap_layer: Option<usize>) -> Result<ForwardState> {
+pub fn forward_in(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    save: bool,
+    mut ws: Workspace,
+    threads: Threads,
+    tap_layer: Option<usize>,
+) -> Result<ForwardState> {
     let c = &vit.config;
     let w = &vit.weights;
     let (batch, ch, height, width) = x.dim();
     if ch != 3 {
-        return Err(Error::shape("input (batch, 3, H, W)", &[batch, 3, height, width], &[batch, ch, height, width]));
+        return Err(Error::shape(
+            "input (batch, 3, H, W)",
+            &[batch, 3, height, width],
+            &[batch, ch, height, width],
+        ));
     }
     if batch == 0 {
         return Err(Error::param("batch", "the input batch is empty"));
@@ -250,16 +299,30 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     // Patch embedding + CLS + positions.
     let patches = im2col(&x, c.patch, grid);
     let mut emb = vec![0f32; batch * np * d];
-    matmul(&mut emb, d, MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch), MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(), false, threads);
+    matmul(
+        &mut emb,
+        d,
+        MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch),
+        MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(),
+        false,
+        threads,
+    );
     let mut xs = vec![0f32; m * d];
     xs.par_chunks_mut(t * d).enumerate().for_each(|(b, img)| {
         for (ti, row) in img.chunks_exact_mut(d).enumerate() {
             let p = &pos[ti * d..][..d];
             if ti == 0 {
-                row.iter_mut().zip(&w.cls_token).zip(p).for_each(|((o, c), p)| *o = c + p);
+                row.iter_mut()
+                    .zip(&w.cls_token)
+                    .zip(p)
+                    .for_each(|((o, c), p)| *o = c + p);
             } else {
                 let e = &emb[(b * np + ti - 1) * d..][..d];
-                row.iter_mut().zip(e).zip(&w.patch_b).zip(p).for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
+                row.iter_mut()
+                    .zip(e)
+                    .zip(&w.patch_b)
+                    .zip(p)
+                    .for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
             }
         }
     });
@@ -277,7 +340,13 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     let n_saved = if save { c.depth } else { 1 };
     ws.blocks.resize_with(n_saved, BlockSaved::default);
     ws.blocks.truncate(n_saved);
-    let Workspace { blocks, normed, attn_cat, act, .. } = &mut ws;
+    let Workspace {
+        blocks,
+        normed,
+        attn_cat,
+        act,
+        ..
+    } = &mut ws;
     let mut head_norms = Vec::new();
     let mut cls_features: Vec<Vec<f32>> = Vec::new();
     let mut tap_qkv = Vec::new();
@@ -285,7 +354,8 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     let mut tap_tokens = Vec::new();
     // When only gradients are wanted and the head reads CLS tokens, the last block
     // needs just the CLS rows after its keys and values (spec §2.2: ≈ 7% fewer FLOPs).
-    let prune_last = save && head_kind != HeadKind::ClsAvgPoolInterleaved && tap_layer != Some(c.depth - 1);
+    let prune_last =
+        save && head_kind != HeadKind::ClsAvgPoolInterleaved && tap_layer != Some(c.depth - 1);
     for (bi, bw) in w.blocks.iter().enumerate() {
         let s = &mut blocks[if save { bi } else { 0 }];
         s.cls_only = prune_last && bi == c.depth - 1;
@@ -305,18 +375,64 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
         sized(&mut s.xhat2, m * d);
         sized(&mut s.rstd2, m);
         sized(&mut s.gelu_grad, m * hidden);
-        layer_norm_rows(&xs, &bw.norm1_w, &bw.norm1_b, c.eps, normed, &mut s.xhat1, &mut s.rstd1);
-        matmul(&mut s.qkv, 3 * d, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, threads);
+        layer_norm_rows(
+            &xs,
+            &bw.norm1_w,
+            &bw.norm1_b,
+            c.eps,
+            normed,
+            &mut s.xhat1,
+            &mut s.rstd1,
+        );
+        matmul(
+            &mut s.qkv,
+            3 * d,
+            MatRef::row_major(normed, m, d),
+            MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
+            false,
+            threads,
+        );
         ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
         attention_forward(&s.qkv, &mut s.probs, attn_cat, batch, t, heads, hd, scale);
-        matmul(&mut xs, d, MatRef::row_major(attn_cat, m, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, threads);
+        matmul(
+            &mut xs,
+            d,
+            MatRef::row_major(attn_cat, m, d),
+            MatRef::row_major(&bw.proj_w, d, d).t(),
+            true,
+            threads,
+        );
         ops::add_bias_rows(&mut xs, &bw.proj_b);
-        layer_norm_rows(&xs, &bw.norm2_w, &bw.norm2_b, c.eps, normed, &mut s.xhat2, &mut s.rstd2);
+        layer_norm_rows(
+            &xs,
+            &bw.norm2_w,
+            &bw.norm2_b,
+            c.eps,
+            normed,
+            &mut s.xhat2,
+            &mut s.rstd2,
+        );
         // fc1 output goes to `act`, then GELU in place (with its derivative saved).
-        matmul(act, hidden, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, threads);
+        matmul(
+            act,
+            hidden,
+            MatRef::row_major(normed, m, d),
+            MatRef::row_major(&bw.fc1_w, hidden, d).t(),
+            false,
+            threads,
+        );
         ops::add_bias_rows(act, &bw.fc1_b);
-        act.par_chunks_mut(hidden).zip(s.gelu_grad.par_chunks_mut(hidden)).for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
-        matmul(&mut xs, d, MatRef::row_major(act, m, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, threads);
+        act.par_chunks_mut(hidden)
+            .zip(s.gelu_grad.par_chunks_mut(hidden))
+            .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
+        matmul(
+            &mut xs,
+            d,
+            MatRef::row_major(act, m, hidden),
+            MatRef::row_major(&bw.fc2_w, d, hidden).t(),
+            true,
+            threads,
+        );
         ops::add_bias_rows(&mut xs, &bw.fc2_b);
 
         if tap_layer == Some(bi) {
@@ -324,7 +440,8 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
             tap_probs = s.probs.clone();
             tap_tokens = xs.clone();
         }
-        if bi >= first_tapped && matches!(head_kind, HeadKind::Cls | HeadKind::LastBlocksCls { .. }) {
+        if bi >= first_tapped && matches!(head_kind, HeadKind::Cls | HeadKind::LastBlocksCls { .. })
+        {
             // Final-normed CLS rows of this block's output.
             let (f, saved) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
             cls_features.push(f);
@@ -341,8 +458,19 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
             Array2::from_shape_fn((batch, n * d), |(b, k)| cls_features[k / d][b * d + k % d])
         }
         HeadKind::ClsAvgPoolInterleaved => {
-            let mut saved = NormSaved { xhat: vec![0f32; m * d], rstd: vec![0f32; m] };
-            layer_norm_rows(&xs, &w.norm_w, &w.norm_b, c.eps, normed, &mut saved.xhat, &mut saved.rstd);
+            let mut saved = NormSaved {
+                xhat: vec![0f32; m * d],
+                rstd: vec![0f32; m],
+            };
+            layer_norm_rows(
+                &xs,
+                &w.norm_w,
+                &w.norm_b,
+                c.eps,
+                normed,
+                &mut saved.xhat,
+                &mut saved.rstd,
+            );
             head_norms.push(saved);
             Array2::from_shape_fn((batch, 2 * d), |(b, k)| {
                 let j = k / 2;
@@ -357,18 +485,53 @@ pub fn forward_in(vit: &Vit, x: ArrayView4<f32>, save: bool, mut ws: Workspace, 
     let logits = vit.head.as_ref().map(|h| {
         let in_dim = features.ncols();
         let mut out = vec![0f32; batch * h.classes];
-        matmul(&mut out, h.classes, MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim), MatRef::row_major(&h.weight, h.classes, in_dim).t(), false, Threads::Single);
+        matmul(
+            &mut out,
+            h.classes,
+            MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
+            MatRef::row_major(&h.weight, h.classes, in_dim).t(),
+            false,
+            Threads::Single,
+        );
         ops::add_bias_rows(&mut out, &h.bias);
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
-    Ok(ForwardState { batch, tokens: t, grid, height, width, workspace: ws, last_tokens: xs, head_norms, features, logits, tap_layer, tap_qkv, tap_probs, tap_tokens, threads, dim: d, heads })
+    Ok(ForwardState {
+        batch,
+        tokens: t,
+        grid,
+        height,
+        width,
+        workspace: ws,
+        last_tokens: xs,
+        head_norms,
+        features,
+        logits,
+        tap_layer,
+        tap_qkv,
+        tap_probs,
+        tap_tokens,
+        threads,
+        dim: d,
+        heads,
+    })
 }
 
 /// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and
 /// values are needed), then attention, projection, LN2 and MLP for row 0 of each
 /// image. Only the CLS rows of `xs` are updated.
 #[allow(clippy::too_many_arguments)]
-fn last_block_cls_only(vit: &Vit, bw: &BlockWeights, s: &mut BlockSaved, xs: &mut [f32], normed: &mut [f32], act: &mut [f32], batch: usize, t: usize, threads: Threads) {
+fn last_block_cls_only(
+    vit: &Vit,
+    bw: &BlockWeights,
+    s: &mut BlockSaved,
+    xs: &mut [f32],
+    normed: &mut [f32],
+    act: &mut [f32],
+    batch: usize,
+    t: usize,
+    threads: Threads,
+) {
     let c = &vit.config;
     let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
     let m = batch * t;
@@ -380,8 +543,23 @@ fn last_block_cls_only(vit: &Vit, bw: &BlockWeights, s: &mut BlockSaved, xs: &mu
     sized(&mut s.xhat2, batch * d);
     sized(&mut s.rstd2, batch);
     sized(&mut s.gelu_grad, batch * hidden);
-    layer_norm_rows(xs, &bw.norm1_w, &bw.norm1_b, c.eps, normed, &mut s.xhat1, &mut s.rstd1);
-    matmul(&mut s.qkv, 3 * d, MatRef::row_major(normed, m, d), MatRef::row_major(&bw.qkv_w, 3 * d, d).t(), false, threads);
+    layer_norm_rows(
+        xs,
+        &bw.norm1_w,
+        &bw.norm1_b,
+        c.eps,
+        normed,
+        &mut s.xhat1,
+        &mut s.rstd1,
+    );
+    matmul(
+        &mut s.qkv,
+        3 * d,
+        MatRef::row_major(normed, m, d),
+        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
+        false,
+        threads,
+    );
     ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
     // CLS query against every key: p = softmax(scale·q₀·Kᵀ), o₀ = p·V per head.
     let mut attn_cls = vec![0f32; batch * d];
@@ -390,23 +568,71 @@ fn last_block_cls_only(vit: &Vit, bw: &BlockWeights, s: &mut BlockSaved, xs: &mu
         for h in 0..heads {
             let p = &mut s.probs[(b * heads + h) * t..][..t];
             let q0 = MatRef::block(img, h * hd, 1, hd, 3 * d);
-            matmul(p, t, q0, MatRef::block(img, d + h * hd, t, hd, 3 * d).t(), false, Threads::Single);
+            matmul(
+                p,
+                t,
+                q0,
+                MatRef::block(img, d + h * hd, t, hd, 3 * d).t(),
+                false,
+                Threads::Single,
+            );
             ops::softmax_row(p, scale);
             let p = MatRef::row_major(p, 1, t);
-            matmul(&mut attn_cls[b * d + h * hd..], d, p, MatRef::block(img, 2 * d + h * hd, t, hd, 3 * d), false, Threads::Single);
+            matmul(
+                &mut attn_cls[b * d + h * hd..],
+                d,
+                p,
+                MatRef::block(img, 2 * d + h * hd, t, hd, 3 * d),
+                false,
+                Threads::Single,
+            );
         }
     }
     // Residual rows of the CLS tokens, projected and through the MLP.
-    let mut xc: Vec<f32> = (0..batch).flat_map(|b| xs[b * t * d..][..d].to_vec()).collect();
-    matmul(&mut xc, d, MatRef::row_major(&attn_cls, batch, d), MatRef::row_major(&bw.proj_w, d, d).t(), true, threads);
+    let mut xc: Vec<f32> = (0..batch)
+        .flat_map(|b| xs[b * t * d..][..d].to_vec())
+        .collect();
+    matmul(
+        &mut xc,
+        d,
+        MatRef::row_major(&attn_cls, batch, d),
+        MatRef::row_major(&bw.proj_w, d, d).t(),
+        true,
+        threads,
+    );
     ops::add_bias_rows(&mut xc, &bw.proj_b);
     let normed_c = &mut normed[..batch * d];
-    layer_norm_rows(&xc, &bw.norm2_w, &bw.norm2_b, c.eps, normed_c, &mut s.xhat2, &mut s.rstd2);
+    layer_norm_rows(
+        &xc,
+        &bw.norm2_w,
+        &bw.norm2_b,
+        c.eps,
+        normed_c,
+        &mut s.xhat2,
+        &mut s.rstd2,
+    );
     let act_c = &mut act[..batch * hidden];
-    matmul(act_c, hidden, MatRef::row_major(normed_c, batch, d), MatRef::row_major(&bw.fc1_w, hidden, d).t(), false, threads);
+    matmul(
+        act_c,
+        hidden,
+        MatRef::row_major(normed_c, batch, d),
+        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
+        false,
+        threads,
+    );
     ops::add_bias_rows(act_c, &bw.fc1_b);
-    act_c.chunks_exact_mut(hidden).zip(s.gelu_grad.chunks_exact_mut(hidden)).for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
-    matmul(&mut xc, d, MatRef::row_major(act_c, batch, hidden), MatRef::row_major(&bw.fc2_w, d, hidden).t(), true, threads);
+    act_c
+        .chunks_exact_mut(hidden)
+        .zip(s.gelu_grad.chunks_exact_mut(hidden))
+        .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
+    matmul(
+        &mut xc,
+        d,
+        MatRef::row_major(act_c, batch, hidden),
+        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
+        true,
+        threads,
+    );
     ops::add_bias_rows(&mut xc, &bw.fc2_b);
     for b in 0..batch {
         xs[b * t * d..][..d].copy_from_slice(&xc[b * d..][..d]);
@@ -414,12 +640,31 @@ fn last_block_cls_only(vit: &Vit, bw: &BlockWeights, s: &mut BlockSaved, xs: &mu
 }
 
 /// Final-norms the CLS row of each image; returns (features (batch·D), saved).
-fn norm_cls_rows(xs: &[f32], batch: usize, t: usize, d: usize, gamma: &[f32], beta: &[f32], eps: f32) -> (Vec<f32>, NormSaved) {
+fn norm_cls_rows(
+    xs: &[f32],
+    batch: usize,
+    t: usize,
+    d: usize,
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+) -> (Vec<f32>, NormSaved) {
     let mut f = vec![0f32; batch * d];
-    let mut saved = NormSaved { xhat: vec![0f32; batch * d], rstd: vec![0f32; batch] };
+    let mut saved = NormSaved {
+        xhat: vec![0f32; batch * d],
+        rstd: vec![0f32; batch],
+    };
     for b in 0..batch {
         let x = &xs[b * t * d..][..d];
-        ops::layer_norm_row(x, gamma, beta, eps, &mut f[b * d..][..d], &mut saved.xhat[b * d..][..d], &mut saved.rstd[b]);
+        ops::layer_norm_row(
+            x,
+            gamma,
+            beta,
+            eps,
+            &mut f[b * d..][..d],
+            &mut saved.xhat[b * d..][..d],
+            &mut saved.rstd[b],
+        );
     }
     (f, saved)
 }
@@ -427,7 +672,16 @@ fn norm_cls_rows(xs: &[f32], batch: usize, t: usize, d: usize, gamma: &[f32], be
 /// Multi-head attention core: for each image and head, P = softmax(scale·Q·Kᵀ) and
 /// O = P·V; `out` (M, D) gets the heads concatenated head-major.
 #[allow(clippy::too_many_arguments)]
-fn attention_forward(qkv: &[f32], probs: &mut [f32], out: &mut [f32], batch: usize, t: usize, heads: usize, hd: usize, scale: f32) {
+fn attention_forward(
+    qkv: &[f32],
+    probs: &mut [f32],
+    out: &mut [f32],
+    batch: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+) {
     let d = heads * hd;
     let ld = 3 * d;
     let per_image = qkv.len() / batch;
@@ -442,8 +696,16 @@ fn attention_forward(qkv: &[f32], probs: &mut [f32], out: &mut [f32], batch: usi
                 let k = MatRef::block(q_img, d + h * hd, t, hd, ld);
                 let v = MatRef::block(q_img, 2 * d + h * hd, t, hd, ld);
                 matmul(p, t, q, k.t(), false, Threads::Single);
-                p.chunks_exact_mut(t).for_each(|row| ops::softmax_row(row, scale));
-                matmul(&mut out_img[h * hd..], d, MatRef::row_major(p, t, t), v, false, Threads::Single);
+                p.chunks_exact_mut(t)
+                    .for_each(|row| ops::softmax_row(row, scale));
+                matmul(
+                    &mut out_img[h * hd..],
+                    d,
+                    MatRef::row_major(p, t, t),
+                    v,
+                    false,
+                    Threads::Single,
+                );
             }
         });
     let _ = batch;

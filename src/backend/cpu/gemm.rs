@@ -21,18 +21,36 @@ pub struct MatRef<'a> {
 impl<'a> MatRef<'a> {
     /// A row-major (rows, cols) matrix.
     pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        MatRef { data, rows, cols, row_stride: cols, col_stride: 1 }
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
     }
 
     /// A (rows, cols) block starting at `offset` inside a row-major matrix whose rows
     /// are `ld` floats apart.
     pub fn block(data: &'a [f32], offset: usize, rows: usize, cols: usize, ld: usize) -> Self {
-        MatRef { data: &data[offset..], rows, cols, row_stride: ld, col_stride: 1 }
+        MatRef {
+            data: &data[offset..],
+            rows,
+            cols,
+            row_stride: ld,
+            col_stride: 1,
+        }
     }
 
     /// The transposed view.
     pub fn t(self) -> Self {
-        MatRef { rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride, ..self }
+        MatRef {
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+            ..self
+        }
     }
 
     fn last_index(&self) -> usize {
@@ -58,21 +76,36 @@ pub enum Threads {
 /// If the shapes disagree or a view reaches past its slice (internal invariant:
 /// callers build views from buffers they sized themselves).
 #[track_caller]
-pub fn matmul(dst: &mut [f32], ld_dst: usize, a: MatRef, b: MatRef, accumulate: bool, threads: Threads) {
+pub fn matmul(
+    dst: &mut [f32],
+    ld_dst: usize,
+    a: MatRef,
+    b: MatRef,
+    accumulate: bool,
+    threads: Threads,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "matmul: inner dimensions differ");
     assert!(ld_dst >= n, "matmul: destination stride too small");
     if m == 0 || n == 0 {
         return;
     }
-    assert!((m - 1) * ld_dst + n <= dst.len(), "matmul: destination too small");
+    assert!(
+        (m - 1) * ld_dst + n <= dst.len(),
+        "matmul: destination too small"
+    );
     if k == 0 {
         if !accumulate {
-            dst.chunks_mut(ld_dst).take(m).for_each(|r| r[..n].fill(0.0));
+            dst.chunks_mut(ld_dst)
+                .take(m)
+                .for_each(|r| r[..n].fill(0.0));
         }
         return;
     }
-    assert!(a.last_index() < a.data.len() && b.last_index() < b.data.len(), "matmul: view out of bounds");
+    assert!(
+        a.last_index() < a.data.len() && b.last_index() < b.data.len(),
+        "matmul: view out of bounds"
+    );
     let work = m * n * k;
     let par = match threads {
         Threads::Pool if work >= 1 << 18 && rayon::current_num_threads() > 1 => {
@@ -118,7 +151,9 @@ mod tests {
             for j in 0..b.cols {
                 let mut s = 0.0f64;
                 for p in 0..a.cols {
-                    s += (a.data[i * a.row_stride + p * a.col_stride] * b.data[p * b.row_stride + j * b.col_stride]) as f64;
+                    s += (a.data[i * a.row_stride + p * a.col_stride]
+                        * b.data[p * b.row_stride + j * b.col_stride])
+                        as f64;
                 }
                 c[i * b.cols + j] = s as f32;
             }

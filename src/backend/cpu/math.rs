@@ -99,7 +99,10 @@ mod tests {
             let x = i as f32 * 0.01;
             let want = (x as f64).exp();
             let got = exp(x) as f64;
-            assert!(((got - want) / want).abs() < 2.5e-7, "exp({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < 2.5e-7,
+                "exp({x}) = {got}, want {want}"
+            );
         }
         assert!(exp(-200.0) < 1e-37);
     }
@@ -112,7 +115,10 @@ mod tests {
             let got = erfc(x) as f64;
             // f32 rounding of −z² + P(t) grows with z²: relative error ≈ 6e-8·z².
             let tol = 5e-7 * (x as f64 * x as f64).max(1.0);
-            assert!(((got - want) / want).abs() < tol, "erfc({x}) = {got}, want {want}");
+            assert!(
+                ((got - want) / want).abs() < tol,
+                "erfc({x}) = {got}, want {want}"
+            );
         }
     }
 }

@@ -44,7 +44,15 @@ fn dot8(x: &[f32], y: &[f32]) -> f32 {
 }
 
 #[inline(always)]
-fn layer_norm_row_impl(x: &[f32], gamma: &[f32], beta: &[f32], eps: f32, y: &mut [f32], xhat: &mut [f32], rstd: &mut f32) {
+fn layer_norm_row_impl(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    eps: f32,
+    y: &mut [f32],
+    xhat: &mut [f32],
+    rstd: &mut f32,
+) {
     let n = x.len() as f32;
     let mean = sum8(x) / n;
     for (h, v) in xhat.iter_mut().zip(x) {
@@ -68,7 +76,14 @@ simd_dispatch! {
 }
 
 #[inline(always)]
-fn layer_norm_bwd_row_impl(g: &[f32], gamma: &[f32], xhat: &[f32], rstd: f32, dx: &mut [f32], accumulate: bool) {
+fn layer_norm_bwd_row_impl(
+    g: &[f32],
+    gamma: &[f32],
+    xhat: &[f32],
+    rstd: f32,
+    dx: &mut [f32],
+    accumulate: bool,
+) {
     let n = g.len() as f32;
     let mut gg_sum = 0f32;
     let mut gg_xhat = 0f32;
@@ -202,7 +217,9 @@ mod tests {
 
     #[test]
     fn layer_norm_backward_matches_central_differences() {
-        let x: Vec<f32> = (0..11).map(|i| ((i * 37) % 17) as f32 * 0.3 - 2.0).collect();
+        let x: Vec<f32> = (0..11)
+            .map(|i| ((i * 37) % 17) as f32 * 0.3 - 2.0)
+            .collect();
         let gamma: Vec<f32> = (0..11).map(|i| 1.0 + 0.1 * i as f32).collect();
         let beta = vec![0.5f32; 11];
         let w: Vec<f32> = (0..11).map(|i| (i as f32 - 5.0) * 0.2).collect();

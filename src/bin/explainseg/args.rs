@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use explainseg::attr::{Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::attr::{
+    Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType,
+};
 use explainseg::image::{Normalization, PreprocessConfig, ResizeMode};
 use explainseg::model::{LoadOptions, PosEmbedMode, Vit};
 
@@ -41,10 +43,19 @@ impl ModelArgs {
             return Err(explainseg::Error::CudaUnavailable("this build has no CUDA backend (the `cuda` feature is not compiled in); use --device cpu".into()).into());
         }
         let pos_grid = match &self.pos_grid {
-            Some(s) => Some(explainseg::model::weights::parse_grid(s).with_context(|| format!("--pos-grid `{s}` is not RxC"))?),
+            Some(s) => Some(
+                explainseg::model::weights::parse_grid(s)
+                    .with_context(|| format!("--pos-grid `{s}` is not RxC"))?,
+            ),
             None => None,
         };
-        let opts = LoadOptions { heads: self.heads, eps: self.eps, pos_grid, pos_embed_mode: self.pos_embed.parse::<PosEmbedMode>()?, head_kind: None };
+        let opts = LoadOptions {
+            heads: self.heads,
+            eps: self.eps,
+            pos_grid,
+            pos_embed_mode: self.pos_embed.parse::<PosEmbedMode>()?,
+            head_kind: None,
+        };
         Ok(Vit::load(&self.weights, self.head.as_deref(), &opts)?)
     }
 }
@@ -70,7 +81,11 @@ pub struct InputArgs {
 }
 
 fn triple(s: &str, what: &str) -> Result<[f32; 3]> {
-    let v: Vec<f32> = s.split(',').map(|p| p.trim().parse::<f32>()).collect::<std::result::Result<_, _>>().with_context(|| format!("--{what} `{s}` is not three numbers"))?;
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|p| p.trim().parse::<f32>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--{what} `{s}` is not three numbers"))?;
     match v[..] {
         [a, b, c] => Ok([a, b, c]),
         _ => bail!("--{what} `{s}` must have exactly three comma-separated numbers"),
@@ -80,10 +95,16 @@ fn triple(s: &str, what: &str) -> Result<[f32; 3]> {
 impl InputArgs {
     pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
         let resize = match (self.resize.as_deref(), self.size) {
-            (None | Some("fixed"), Some(n)) => ResizeMode::Fixed { height: n, width: n },
+            (None | Some("fixed"), Some(n)) => ResizeMode::Fixed {
+                height: n,
+                width: n,
+            },
             (Some("fixed"), None) => bail!("--resize fixed needs --size N"),
             (None | Some("dino"), None) => ResizeMode::dino_eval(),
-            (Some("dino"), Some(n)) => ResizeMode::DinoEval { short_side: n * 256 / 224, crop: n },
+            (Some("dino"), Some(n)) => ResizeMode::DinoEval {
+                short_side: n * 256 / 224,
+                crop: n,
+            },
             (Some("none"), None) => ResizeMode::None,
             (Some("none"), Some(_)) => bail!("--resize none cannot be combined with --size"),
             (Some(other), _) => bail!("--resize `{other}` is not one of dino, none, fixed"),
@@ -95,7 +116,11 @@ impl InputArgs {
         if let Some(s) = &self.std {
             normalization.std = triple(s, "std")?;
         }
-        Ok(PreprocessConfig { resize, normalization, ..Default::default() })
+        Ok(PreprocessConfig {
+            resize,
+            normalization,
+            ..Default::default()
+        })
     }
 }
 
@@ -139,21 +164,49 @@ pub struct IgArgs {
 
 impl IgArgs {
     pub fn explain_config(&self, norm: &Normalization) -> Result<ExplainConfig> {
-        let ig = IgConfig { method: self.method.parse::<Method>()?, n_steps: self.steps, multiply_by_inputs: true, batch_size: self.batch, return_delta: !self.no_delta };
+        let ig = IgConfig {
+            method: self.method.parse::<Method>()?,
+            n_steps: self.steps,
+            multiply_by_inputs: true,
+            batch_size: self.batch,
+            return_delta: !self.no_delta,
+        };
         ig.validate()?;
         let nt_type: NtType = self.nt_type.parse()?;
         let noise_tunnel = match (&self.noise, self.nt_samples) {
             (Some(path), samples) => {
                 let noise = explainseg::npy::read_f32(path)?;
-                let noise = noise.into_dimensionality::<ndarray::Ix4>().map_err(|_| anyhow::anyhow!("{}: noise must have shape (S,3,H,W)", path.display()))?;
+                let noise = noise.into_dimensionality::<ndarray::Ix4>().map_err(|_| {
+                    anyhow::anyhow!("{}: noise must have shape (S,3,H,W)", path.display())
+                })?;
                 if let Some(s) = samples.filter(|&s| s != noise.dim().0) {
-                    bail!("--nt-samples {s} contradicts --noise, which holds {} samples", noise.dim().0);
+                    bail!(
+                        "--nt-samples {s} contradicts --noise, which holds {} samples",
+                        noise.dim().0
+                    );
                 }
-                Some(NoiseTunnelConfig { nt_type, noise: Noise::Injected(noise) })
+                Some(NoiseTunnelConfig {
+                    nt_type,
+                    noise: Noise::Injected(noise),
+                })
             }
             (None, Some(0)) => None,
-            (None, samples) => Some(NoiseTunnelConfig { nt_type, noise: Noise::Seeded { samples: samples.unwrap_or(5), stdev: self.nt_stdev, seed: self.seed } }),
+            (None, samples) => Some(NoiseTunnelConfig {
+                nt_type,
+                noise: Noise::Seeded {
+                    samples: samples.unwrap_or(5),
+                    stdev: self.nt_stdev,
+                    seed: self.seed,
+                },
+            }),
         };
-        Ok(ExplainConfig { ig, noise_tunnel, baseline: self.baseline.parse::<Baseline>()?, target: self.target, mean: norm.mean, std: norm.std })
+        Ok(ExplainConfig {
+            ig,
+            noise_tunnel,
+            baseline: self.baseline.parse::<Baseline>()?,
+            target: self.target,
+            mean: norm.mean,
+            std: norm.std,
+        })
     }
 }

@@ -14,7 +14,11 @@ use clap::{Parser, Subcommand};
 use output::Output;
 
 #[derive(Parser, Debug)]
-#[command(name = "explainseg", version, about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)")]
+#[command(
+    name = "explainseg",
+    version,
+    about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -73,13 +77,19 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let out = Output { quiet: cli.quiet, json: cli.json };
+    let out = Output {
+        quiet: cli.quiet,
+        json: cli.json,
+    };
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads must be at least 1");
             return ExitCode::from(2);
         }
-        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(n).build_global() {
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+        {
             eprintln!("error: cannot start {n} threads: {e}");
             return ExitCode::FAILURE;
         }

@@ -75,11 +75,23 @@ struct Located {
 
 impl Located {
     fn new(d: usize) -> Self {
-        Located { el: vec![0.0; d + 1], rem0: vec![0.0; d + 1], rank: vec![0; d + 1], bary: vec![0.0; d + 2], inv_rank: vec![0; d + 1] }
+        Located {
+            el: vec![0.0; d + 1],
+            rem0: vec![0.0; d + 1],
+            rank: vec![0; d + 1],
+            bary: vec![0.0; d + 2],
+            inv_rank: vec![0; d + 1],
+        }
     }
 
     fn locate(&mut self, cst: &Constants, f: &[f32]) {
-        cst.simplex(f, &mut self.el, &mut self.rem0, &mut self.rank, &mut self.bary);
+        cst.simplex(
+            f,
+            &mut self.el,
+            &mut self.rem0,
+            &mut self.rank,
+            &mut self.bary,
+        );
     }
 
     fn codes(&mut self, pk: &Packing, out: &mut [u64]) {
@@ -127,7 +139,11 @@ fn locate_chunk_with(
 ) {
     let dp1 = el.len();
     let d = dp1 - 1;
-    for ((f, codes), bary) in f.chunks_exact(d).zip(codes.chunks_exact_mut(dp1)).zip(bary.chunks_exact_mut(dp1)) {
+    for ((f, codes), bary) in f
+        .chunks_exact(d)
+        .zip(codes.chunks_exact_mut(dp1))
+        .zip(bary.chunks_exact_mut(dp1))
+    {
         cst.simplex(f, el, rem0, rank, b);
         vertex_codes(pk, rem0, rank, inv_rank, codes);
         bary.copy_from_slice(&b[..dp1]);
@@ -135,9 +151,18 @@ fn locate_chunk_with(
 }
 
 /// [`locate_chunk_with`] on arrays of `N = d+1` (`M = d+2`) elements.
-fn locate_fixed<const N: usize, const M: usize>(cst: &Constants, pk: &Packing, f: &[f32], codes: &mut [u64], bary: &mut [f32]) {
-    let (mut el, mut rem0, mut rank, mut b, mut inv) = ([0f32; N], [0f32; N], [0i32; N], [0f32; M], [0usize; N]);
-    locate_chunk_with(cst, pk, f, codes, bary, &mut el, &mut rem0, &mut rank, &mut b, &mut inv);
+fn locate_fixed<const N: usize, const M: usize>(
+    cst: &Constants,
+    pk: &Packing,
+    f: &[f32],
+    codes: &mut [u64],
+    bary: &mut [f32],
+) {
+    let (mut el, mut rem0, mut rank, mut b, mut inv) =
+        ([0f32; N], [0f32; N], [0i32; N], [0f32; M], [0usize; N]);
+    locate_chunk_with(
+        cst, pk, f, codes, bary, &mut el, &mut rem0, &mut rank, &mut b, &mut inv,
+    );
 }
 
 /// Locates a chunk of points (`d` features each): vertex codes and barycentric weights.
@@ -153,7 +178,13 @@ fn locate_chunk(cst: &Constants, pk: &Packing, f: &[f32], codes: &mut [u64], bar
         8 => locate_fixed::<9, 10>(cst, pk, f, codes, bary),
         d => {
             let mut loc = Located::new(d);
-            let Located { el, rem0, rank, bary: b, inv_rank } = &mut loc;
+            let Located {
+                el,
+                rem0,
+                rank,
+                bary: b,
+                inv_rank,
+            } = &mut loc;
             locate_chunk_with(cst, pk, f, codes, bary, el, rem0, rank, b, inv_rank);
         }
     }
@@ -173,8 +204,15 @@ struct Constants {
 impl Constants {
     fn new(d: usize) -> Self {
         let inv_std = ((2.0f64 / 3.0).sqrt() * (d + 1) as f64) as f32;
-        let scale = (0..d).map(|i| (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std as f64) as f32).collect();
-        Constants { d, scale, inv_dp1: 1.0f32 / (d + 1) as f32, dp1: (d + 1) as f32 }
+        let scale = (0..d)
+            .map(|i| (1.0 / (((i + 2) * (i + 1)) as f64).sqrt() * inv_std as f64) as f32)
+            .collect();
+        Constants {
+            d,
+            scale,
+            inv_dp1: 1.0f32 / (d + 1) as f32,
+            dp1: (d + 1) as f32,
+        }
     }
 
     /// Locates one point (`f` has `d` features) in the lattice. `el` is scratch of
@@ -184,7 +222,14 @@ impl Constants {
     /// `d` is taken from the scratch lengths, so that a caller with fixed-size arrays gets
     /// a fully unrolled copy after inlining.
     #[inline(always)]
-    fn simplex(&self, f: &[f32], el: &mut [f32], rem0: &mut [f32], rank: &mut [i32], bary: &mut [f32]) {
+    fn simplex(
+        &self,
+        f: &[f32],
+        el: &mut [f32],
+        rem0: &mut [f32],
+        rank: &mut [i32],
+        bary: &mut [f32],
+    ) {
         let d = el.len() - 1;
         debug_assert_eq!(d, self.d);
         let (f, scale) = (&f[..d], &self.scale[..d]);
@@ -278,13 +323,18 @@ impl Packing {
             return None;
         }
         let bias = 1i64 << (bits - 1);
-        (bits >= 2 && max_coord < (bias - 1) as f64)
-            .then(|| Packing { bits, bias, ones: (0..d as u32).fold(0u64, |c, i| c | (1u64 << (i * bits))) })
+        (bits >= 2 && max_coord < (bias - 1) as f64).then(|| Packing {
+            bits,
+            bias,
+            ones: (0..d as u32).fold(0u64, |c, i| c | (1u64 << (i * bits))),
+        })
     }
 
     #[inline]
     fn pack(&self, key: impl Iterator<Item = i32>) -> u64 {
-        key.enumerate().fold(0u64, |c, (i, k)| c | (((k as i64 + self.bias) as u64) << (i as u32 * self.bits)))
+        key.enumerate().fold(0u64, |c, (i, k)| {
+            c | (((k as i64 + self.bias) as u64) << (i as u32 * self.bits))
+        })
     }
 
     /// `n · (unit vector of coordinate i)`, packed without bias.
@@ -297,7 +347,14 @@ impl Packing {
 impl KeyTable {
     fn new(d: usize, packing: Option<Packing>) -> Self {
         let shift_bits = 12;
-        KeyTable { d, packing, slots: vec![(0, 0); 1 << shift_bits], shift_bits, codes: Vec::new(), keys: Vec::new() }
+        KeyTable {
+            d,
+            packing,
+            slots: vec![(0, 0); 1 << shift_bits],
+            shift_bits,
+            codes: Vec::new(),
+            keys: Vec::new(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -330,7 +387,13 @@ impl KeyTable {
     /// Does `slot` hold this key? `key` is only read without packing.
     #[inline]
     fn matches(&self, slot: (u64, u32), code: u64, key: &[i32]) -> bool {
-        slot.0 == code && (self.packing.is_some() || self.key(slot.1 as usize - 1).iter().zip(key).all(|(a, b)| a == b))
+        slot.0 == code
+            && (self.packing.is_some()
+                || self
+                    .key(slot.1 as usize - 1)
+                    .iter()
+                    .zip(key)
+                    .all(|(a, b)| a == b))
     }
 
     /// Vertex number of the key with this `code` (and, without packing, these coordinates).
@@ -428,12 +491,21 @@ impl Lattice {
     /// [`Lattice::new`]; `allow_packed = false` forces hashed keys (tests the fallback).
     fn build(features: &[f32], d: usize, allow_packed: bool) -> Result<Self> {
         if d == 0 || features.len() % d != 0 {
-            return Err(Error::Internal(format!("lattice: {} features not a multiple of d = {d}", features.len())));
+            return Err(Error::Internal(format!(
+                "lattice: {} features not a multiple of d = {d}",
+                features.len()
+            )));
         }
         let n_points = features.len() / d;
         let dp1 = d + 1;
-        if n_points.checked_mul(dp1).is_none_or(|n| n >= u32::MAX as usize) {
-            return Err(Error::param("image", format!("too many pixels ({n_points}) for {d} features")));
+        if n_points
+            .checked_mul(dp1)
+            .is_none_or(|n| n >= u32::MAX as usize)
+        {
+            return Err(Error::param(
+                "image",
+                format!("too many pixels ({n_points}) for {d} features"),
+            ));
         }
         let cst = Constants::new(d);
 
@@ -451,8 +523,16 @@ impl Lattice {
                 }
                 m
             })
-            .reduce(|| vec![0f64; d], |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect());
-        let bound = max_f.iter().zip(&cst.scale).enumerate().map(|(k, (m, &sf))| (k + 1) as f64 * m * sf as f64).sum::<f64>()
+            .reduce(
+                || vec![0f64; d],
+                |a, b| a.iter().zip(&b).map(|(x, y)| x.max(*y)).collect(),
+            );
+        let bound = max_f
+            .iter()
+            .zip(&cst.scale)
+            .enumerate()
+            .map(|(k, (m, &sf))| (k + 1) as f64 * m * sf as f64)
+            .sum::<f64>()
             + 4.0 * dp1 as f64
             + 2.0;
         if bound.is_nan() || bound > LIMIT as f64 {
@@ -461,7 +541,11 @@ impl Lattice {
                 format!("lattice coordinates up to {bound:e} out of range: a standard deviation (sxy, srgb) is too small"),
             ));
         }
-        let packing = if allow_packed { Packing::new(d, bound) } else { None };
+        let packing = if allow_packed {
+            Packing::new(d, bound)
+        } else {
+            None
+        };
         let mut table = KeyTable::new(d, packing);
         let mut offsets: Vec<u32> = Vec::with_capacity(n_points * dp1);
         let mut weights: Vec<f32> = Vec::with_capacity(n_points * dp1);
@@ -538,8 +622,11 @@ impl Lattice {
                 .zip(weights.par_chunks_mut(dp1 * CHUNK))
                 .for_each(|(((f, rem0), rank), bary)| {
                     let mut loc = Located::new(d);
-                    for (((f, rem0), rank), bary) in
-                        f.chunks_exact(d).zip(rem0.chunks_exact_mut(dp1)).zip(rank.chunks_exact_mut(dp1)).zip(bary.chunks_exact_mut(dp1))
+                    for (((f, rem0), rank), bary) in f
+                        .chunks_exact(d)
+                        .zip(rem0.chunks_exact_mut(dp1))
+                        .zip(rank.chunks_exact_mut(dp1))
+                        .zip(bary.chunks_exact_mut(dp1))
                     {
                         loc.locate(&cst, f);
                         for i in 0..dp1 {
@@ -550,7 +637,11 @@ impl Lattice {
                     }
                 });
             let mut key = vec![0i32; d];
-            for ((rem0, rank), offs) in rem0.chunks_exact(dp1).zip(rank.chunks_exact(dp1)).zip(offsets.chunks_exact_mut(dp1)) {
+            for ((rem0, rank), offs) in rem0
+                .chunks_exact(dp1)
+                .zip(rank.chunks_exact(dp1))
+                .zip(offsets.chunks_exact_mut(dp1))
+            {
                 for (r, o) in offs.iter_mut().enumerate() {
                     for (k, (&r0, &rk)) in key.iter_mut().zip(rem0.iter().zip(rank)) {
                         *k = r0 + canonical(d, r, rk as usize);
@@ -569,7 +660,10 @@ impl Lattice {
         }
         let n_vertices = table.len();
         if n_vertices >= u32::MAX as usize - 1 {
-            return Err(Error::param("image", format!("too many lattice vertices ({n_vertices})")));
+            return Err(Error::param(
+                "image",
+                format!("too many lattice vertices ({n_vertices})"),
+            ));
         }
 
         // 3. Blur neighbours, axis-major. Along axis j the lattice step is
@@ -577,33 +671,36 @@ impl Lattice {
         //    looked up (in parallel, read-only table) and n2 follows by symmetry:
         //    n2(n1(v)) = v.
         let mut neighbors = vec![[0u32; 2]; dp1 * n_vertices];
-        neighbors.par_chunks_mut(CHUNK).enumerate().for_each(|(c, out)| {
-            let mut n1 = vec![0i32; d];
-            for (k, nb) in out.iter_mut().enumerate() {
-                let idx = c * CHUNK + k;
-                let (j, v) = (idx / n_vertices, idx % n_vertices);
-                let found = match &table.packing {
-                    Some(pk) => {
-                        let mut code = table.codes[v].wrapping_sub(pk.ones);
-                        if j < d {
-                            code = code.wrapping_add(pk.unit(j, dp1 as u64));
+        neighbors
+            .par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let mut n1 = vec![0i32; d];
+                for (k, nb) in out.iter_mut().enumerate() {
+                    let idx = c * CHUNK + k;
+                    let (j, v) = (idx / n_vertices, idx % n_vertices);
+                    let found = match &table.packing {
+                        Some(pk) => {
+                            let mut code = table.codes[v].wrapping_sub(pk.ones);
+                            if j < d {
+                                code = code.wrapping_add(pk.unit(j, dp1 as u64));
+                            }
+                            table.find(code, &[])
                         }
-                        table.find(code, &[])
-                    }
-                    None => {
-                        let key = table.key(v);
-                        for i in 0..d {
-                            n1[i] = key[i] - 1;
+                        None => {
+                            let key = table.key(v);
+                            for i in 0..d {
+                                n1[i] = key[i] - 1;
+                            }
+                            if j < d {
+                                n1[j] = key[j] + d as i32;
+                            }
+                            table.find(table.code(&n1), &n1)
                         }
-                        if j < d {
-                            n1[j] = key[j] + d as i32;
-                        }
-                        table.find(table.code(&n1), &n1)
-                    }
-                };
-                nb[0] = found.map_or(0, |u| u as u32 + 1);
-            }
-        });
+                    };
+                    nb[0] = found.map_or(0, |u| u as u32 + 1);
+                }
+            });
         drop(table);
         for axis in neighbors.chunks_exact_mut(n_vertices) {
             for v in 0..n_vertices {
@@ -615,14 +712,22 @@ impl Lattice {
         }
 
         let alpha = 1.0f32 / (1.0f32 + 2f32.powi(-(d as i32)));
-        Ok(Lattice { d, n_points, n_vertices, offsets, weights, neighbors, alpha, packed: packing.is_some() })
+        Ok(Lattice {
+            d,
+            n_points,
+            n_vertices,
+            offsets,
+            weights,
+            neighbors,
+            alpha,
+            packed: packing.is_some(),
+        })
     }
 
     /// Number of points.
     pub(crate) fn n_points(&self) -> usize {
         self.n_points
     }
-
 
     /// Filters `input`, point-major `(n_points, vs)`, into `out` (same shape) with a
     /// per-point diagonal scaling on both sides: `out = s ∘ L(s ∘ input)` (densecrf's
@@ -632,7 +737,14 @@ impl Lattice {
     ///
     /// The components never mix, so they are filtered in groups of at most 4 (with
     /// compile-time group sizes), which changes nothing in the result.
-    pub(crate) fn filter(&self, input: &[f32], scale: &[f32], vs: usize, out: &mut [f32], scratch: &mut FilterScratch) {
+    pub(crate) fn filter(
+        &self,
+        input: &[f32],
+        scale: &[f32],
+        vs: usize,
+        out: &mut [f32],
+        scratch: &mut FilterScratch,
+    ) {
         assert!(vs > 0, "lattice filter: empty values");
         assert_eq!(input.len(), self.n_points * vs, "lattice filter input");
         assert_eq!(out.len(), self.n_points * vs, "lattice filter output");
@@ -641,7 +753,12 @@ impl Lattice {
         let mut c0 = 0;
         while c0 < vs {
             let g = (vs - c0).min(4);
-            let v = Values { input, scale, stride: vs, c0 };
+            let v = Values {
+                input,
+                scale,
+                stride: vs,
+                c0,
+            };
             match (g, seq_path) {
                 (1, true) => self.filter_group::<1, true>(&v, out, scratch),
                 (2, true) => self.filter_group::<2, true>(&v, out, scratch),
@@ -655,8 +772,18 @@ impl Lattice {
     }
 
     /// Filters components `c0..c0+G` of the values; `SEQ`: densecrf's scalar path.
-    fn filter_group<const G: usize, const SEQ: bool>(&self, v: &Values, out: &mut [f32], scratch: &mut FilterScratch) {
-        let Values { input, scale, stride, c0 } = *v;
+    fn filter_group<const G: usize, const SEQ: bool>(
+        &self,
+        v: &Values,
+        out: &mut [f32],
+        scratch: &mut FilterScratch,
+    ) {
+        let Values {
+            input,
+            scale,
+            stride,
+            c0,
+        } = *v;
         let dp1 = self.d + 1;
         let n_slots = self.n_vertices + 1;
         let (mut a, mut b) = scratch.buffers(n_slots * G);
@@ -667,12 +794,16 @@ impl Lattice {
         // vals[v] += w · (in[p] · s[p]). Sequential: the order of the additions into each
         // vertex is part of the result.
         a.fill(0.0);
-        for ((x, &sp), (offs, ws)) in
-            input.chunks_exact(stride).zip(scale).zip(self.offsets.chunks_exact(dp1).zip(self.weights.chunks_exact(dp1)))
-        {
+        for ((x, &sp), (offs, ws)) in input.chunks_exact(stride).zip(scale).zip(
+            self.offsets
+                .chunks_exact(dp1)
+                .zip(self.weights.chunks_exact(dp1)),
+        ) {
             let x: [f32; G] = std::array::from_fn(|i| x[c0 + i] * sp);
             for (&o, &w) in offs.iter().zip(ws) {
-                let val: &mut [f32; G] = (&mut a[o as usize * G..o as usize * G + G]).try_into().unwrap();
+                let val: &mut [f32; G] = (&mut a[o as usize * G..o as usize * G + G])
+                    .try_into()
+                    .unwrap();
                 for i in 0..G {
                     val[i] += w * x[i];
                 }
@@ -684,11 +815,20 @@ impl Lattice {
             let nb = &self.neighbors[j * self.n_vertices..(j + 1) * self.n_vertices];
             let old: &[f32] = a;
             let olds = &old[G..];
-            b[G..].par_chunks_mut(G * CHUNK).zip(olds.par_chunks(G * CHUNK)).zip(nb.par_chunks(CHUNK)).for_each(
-                |((new, own), nb)| {
-                    for ((nv, ov), &[n1, n2]) in new.chunks_exact_mut(G).zip(own.chunks_exact(G)).zip(nb) {
-                        let x1: &[f32; G] = old[n1 as usize * G..n1 as usize * G + G].try_into().unwrap();
-                        let x2: &[f32; G] = old[n2 as usize * G..n2 as usize * G + G].try_into().unwrap();
+            b[G..]
+                .par_chunks_mut(G * CHUNK)
+                .zip(olds.par_chunks(G * CHUNK))
+                .zip(nb.par_chunks(CHUNK))
+                .for_each(|((new, own), nb)| {
+                    for ((nv, ov), &[n1, n2]) in
+                        new.chunks_exact_mut(G).zip(own.chunks_exact(G)).zip(nb)
+                    {
+                        let x1: &[f32; G] = old[n1 as usize * G..n1 as usize * G + G]
+                            .try_into()
+                            .unwrap();
+                        let x2: &[f32; G] = old[n2 as usize * G..n2 as usize * G + G]
+                            .try_into()
+                            .unwrap();
                         for i in 0..G {
                             let s = x1[i] + x2[i];
                             nv[i] = if SEQ {
@@ -699,8 +839,7 @@ impl Lattice {
                             };
                         }
                     }
-                },
-            );
+                });
             std::mem::swap(&mut a, &mut b);
         }
 
@@ -709,14 +848,22 @@ impl Lattice {
         let vals: &[f32] = a;
         out.par_chunks_mut(stride * CHUNK)
             .zip(scale.par_chunks(CHUNK))
-            .zip(self.offsets.par_chunks(dp1 * CHUNK).zip(self.weights.par_chunks(dp1 * CHUNK)))
+            .zip(
+                self.offsets
+                    .par_chunks(dp1 * CHUNK)
+                    .zip(self.weights.par_chunks(dp1 * CHUNK)),
+            )
             .for_each(|((out, scale), (offs, ws))| {
-                for ((o, &sp), (offs, ws)) in
-                    out.chunks_exact_mut(stride).zip(scale).zip(offs.chunks_exact(dp1).zip(ws.chunks_exact(dp1)))
+                for ((o, &sp), (offs, ws)) in out
+                    .chunks_exact_mut(stride)
+                    .zip(scale)
+                    .zip(offs.chunks_exact(dp1).zip(ws.chunks_exact(dp1)))
                 {
                     let mut acc = [0f32; G];
                     for (&off, &w) in offs.iter().zip(ws) {
-                        let val: &[f32; G] = vals[off as usize * G..off as usize * G + G].try_into().unwrap();
+                        let val: &[f32; G] = vals[off as usize * G..off as usize * G + G]
+                            .try_into()
+                            .unwrap();
                         if SEQ {
                             for i in 0..G {
                                 acc[i] += w * val[i] * alpha;
@@ -782,7 +929,12 @@ mod tests {
     fn barycentric_weights_partition_unity() {
         let d = 5;
         let cst = Constants::new(d);
-        let (mut el, mut r0, mut rk, mut b) = (vec![0f32; d + 1], vec![0f32; d + 1], vec![0i32; d + 1], vec![0f32; d + 2]);
+        let (mut el, mut r0, mut rk, mut b) = (
+            vec![0f32; d + 1],
+            vec![0f32; d + 1],
+            vec![0i32; d + 1],
+            vec![0f32; d + 2],
+        );
         let mut x = 0x1234_5678u32;
         for _ in 0..1000 {
             let f: Vec<f32> = (0..d)
@@ -808,7 +960,9 @@ mod tests {
     #[test]
     fn filter_is_linear_and_smooth() {
         let (h, w) = (20usize, 23usize);
-        let feats: Vec<f32> = (0..h * w).flat_map(|p| [(p % w) as f32 / 3.0, (p / w) as f32 / 3.0]).collect();
+        let feats: Vec<f32> = (0..h * w)
+            .flat_map(|p| [(p % w) as f32 / 3.0, (p / w) as f32 / 3.0])
+            .collect();
         let lat = Lattice::new(&feats, 2).unwrap();
         let ones = vec![1f32; h * w];
         let twos = vec![2f32; h * w];

@@ -44,8 +44,13 @@ impl PairwiseKernel {
         let ones = vec![1f32; n];
         let mut norm = vec![0f32; n];
         lattice.filter(&ones, &ones, 1, &mut norm, &mut FilterScratch::default());
-        norm.par_iter_mut().for_each(|v| *v = (1.0 / (*v as f64 + 1e-20).sqrt()) as f32);
-        Ok(PairwiseKernel { lattice, norm, weight })
+        norm.par_iter_mut()
+            .for_each(|v| *v = (1.0 / (*v as f64 + 1e-20).sqrt()) as f32);
+        Ok(PairwiseKernel {
+            lattice,
+            norm,
+            weight,
+        })
     }
 
     /// `out = K(q) = n ∘ L(n ∘ q)` for `q` point-major `(n_points, m)`.
@@ -56,16 +61,23 @@ impl PairwiseKernel {
 
 /// Mean-field inference. `unary` is point-major `(n_points, m)` (−log probabilities);
 /// returns the marginals `Q`, point-major `(n_points, m)`.
-pub(crate) fn inference(unary: &[f32], m: usize, kernels: &[PairwiseKernel], n_iterations: usize) -> Vec<f32> {
+pub(crate) fn inference(
+    unary: &[f32],
+    m: usize,
+    kernels: &[PairwiseKernel],
+    n_iterations: usize,
+) -> Vec<f32> {
     let mut q = vec![0f32; unary.len()];
-    q.par_chunks_mut(m * CHUNK).zip(unary.par_chunks(m * CHUNK)).for_each(|(q, u)| {
-        for (q, u) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)) {
-            for (q, u) in q.iter_mut().zip(u) {
-                *q = -u;
+    q.par_chunks_mut(m * CHUNK)
+        .zip(unary.par_chunks(m * CHUNK))
+        .for_each(|(q, u)| {
+            for (q, u) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)) {
+                for (q, u) in q.iter_mut().zip(u) {
+                    *q = -u;
+                }
+                softmax_in_place(q);
             }
-            softmax_in_place(q);
-        }
-    });
+        });
     if n_iterations == 0 {
         return q;
     }
@@ -78,21 +90,24 @@ pub(crate) fn inference(unary: &[f32], m: usize, kernels: &[PairwiseKernel], n_i
         }
         let filtered = &filtered;
         let weights = &weights;
-        q.par_chunks_mut(m * CHUNK).zip(unary.par_chunks(m * CHUNK)).enumerate().for_each(|(c, (q, u))| {
-            let base = c * CHUNK * m;
-            for (p, (q, u)) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)).enumerate() {
-                let o = base + p * m;
-                for l in 0..m {
-                    let mut t = -u[l];
-                    for (f, &w) in filtered.iter().zip(weights) {
-                        // Potts: compat(K) = −w·K, and densecrf subtracts it.
-                        t -= -w * f[o + l];
+        q.par_chunks_mut(m * CHUNK)
+            .zip(unary.par_chunks(m * CHUNK))
+            .enumerate()
+            .for_each(|(c, (q, u))| {
+                let base = c * CHUNK * m;
+                for (p, (q, u)) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)).enumerate() {
+                    let o = base + p * m;
+                    for l in 0..m {
+                        let mut t = -u[l];
+                        for (f, &w) in filtered.iter().zip(weights) {
+                            // Potts: compat(K) = −w·K, and densecrf subtracts it.
+                            t -= -w * f[o + l];
+                        }
+                        q[l] = t;
                     }
-                    q[l] = t;
+                    softmax_in_place(q);
                 }
-                softmax_in_place(q);
-            }
-        });
+            });
     }
     q
 }
@@ -106,12 +121,21 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
         // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
         let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
         let e = (lo - hi).exp();
-        let (e0, e1) = if *b > *a { (e, 1.0) } else if *a > *b { (1.0, e) } else { (1.0, 1.0) };
+        let (e0, e1) = if *b > *a {
+            (e, 1.0)
+        } else if *a > *b {
+            (1.0, e)
+        } else {
+            (1.0, 1.0)
+        };
         let s = e0 + e1;
         (*a, *b) = (e0 / s, e1 / s);
         return;
     }
-    let mx = t.iter().copied().fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    let mx = t
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     for x in t.iter_mut() {
         *x -= mx;
     }
@@ -165,7 +189,14 @@ fn eigen_pexp(x0: f32) -> f32 {
     const EXP_LO: f32 = -88.3762626647949;
     const C1: f32 = 0.693359375;
     const C2: f32 = -2.12194440e-4;
-    const P: [f32; 6] = [1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1];
+    const P: [f32; 6] = [
+        1.9875691500e-4,
+        1.3981999507e-3,
+        8.3334519073e-3,
+        4.1665795894e-2,
+        1.6666665459e-1,
+        5.0000001201e-1,
+    ];
     let x = x0.clamp(EXP_LO, EXP_HI);
     let fx = x * std::f32::consts::LOG2_E + 0.5;
     let tr = (fx as i32) as f32;
@@ -195,7 +226,9 @@ mod tests {
     #[test]
     fn softmax_matches_definition() {
         for m in 1..12 {
-            let mut t: Vec<f32> = (0..m).map(|i| -(i as f32) * 0.37 + (i % 3) as f32).collect();
+            let mut t: Vec<f32> = (0..m)
+                .map(|i| -(i as f32) * 0.37 + (i % 3) as f32)
+                .collect();
             let want: Vec<f64> = {
                 let mx = t.iter().copied().fold(f32::MIN, f32::max) as f64;
                 let e: Vec<f64> = t.iter().map(|&x| (x as f64 - mx).exp()).collect();

@@ -73,7 +73,14 @@ pub struct CrfParams {
 
 impl Default for CrfParams {
     fn default() -> Self {
-        CrfParams { n_iterations: 10, pos_sxy_px: 3.0, pos_weight: 7.0, bi_sxy_px: 50.0, bi_srgb: 5.0, bi_weight: 10.0 }
+        CrfParams {
+            n_iterations: 10,
+            pos_sxy_px: 3.0,
+            pos_weight: 7.0,
+            bi_sxy_px: 50.0,
+            bi_srgb: 5.0,
+            bi_weight: 10.0,
+        }
     }
 }
 
@@ -82,12 +89,22 @@ impl CrfParams {
     /// [`Error::InvalidParam`] for a standard deviation that is not finite and positive,
     /// or a weight that is not finite.
     pub fn validate(&self) -> Result<()> {
-        for (name, v) in [("pos_sxy_px", self.pos_sxy_px), ("bi_sxy_px", self.bi_sxy_px), ("bi_srgb", self.bi_srgb)] {
+        for (name, v) in [
+            ("pos_sxy_px", self.pos_sxy_px),
+            ("bi_sxy_px", self.bi_sxy_px),
+            ("bi_srgb", self.bi_srgb),
+        ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(Error::param(name, format!("must be finite and > 0, got {v}")));
+                return Err(Error::param(
+                    name,
+                    format!("must be finite and > 0, got {v}"),
+                ));
             }
         }
-        for (name, v) in [("pos_weight", self.pos_weight), ("bi_weight", self.bi_weight)] {
+        for (name, v) in [
+            ("pos_weight", self.pos_weight),
+            ("bi_weight", self.bi_weight),
+        ] {
             if !v.is_finite() {
                 return Err(Error::param(name, format!("must be finite, got {v}")));
             }
@@ -117,18 +134,29 @@ pub struct CrfOutput {
 /// # Errors
 /// [`Error::InvalidParam`] for an empty image, no labels, non-finite unaries or invalid
 /// parameters; [`Error::Shape`] when the unary's spatial size differs from the image's.
-pub fn dense_crf(image: ArrayView3<u8>, unary: ArrayView3<f32>, params: &CrfParams) -> Result<CrfOutput> {
+pub fn dense_crf(
+    image: ArrayView3<u8>,
+    unary: ArrayView3<f32>,
+    params: &CrfParams,
+) -> Result<CrfOutput> {
     params.validate()?;
     let (h, w, c) = image.dim();
     if h == 0 || w == 0 || c == 0 {
-        return Err(Error::param("image", format!("empty image (H, W, C) = ({h}, {w}, {c})")));
+        return Err(Error::param(
+            "image",
+            format!("empty image (H, W, C) = ({h}, {w}, {c})"),
+        ));
     }
     let (m, uh, uw) = unary.dim();
     if m == 0 {
         return Err(Error::param("unary", "needs at least one label"));
     }
     if (uh, uw) != (h, w) {
-        return Err(Error::shape("unary (labels, H, W)", &[m, h, w], &[m, uh, uw]));
+        return Err(Error::shape(
+            "unary (labels, H, W)",
+            &[m, h, w],
+            &[m, uh, uw],
+        ));
     }
     if unary.iter().any(|u| !u.is_finite()) {
         return Err(Error::param("unary", "contains NaN or infinite energies"));
@@ -188,10 +216,17 @@ pub fn dense_crf(image: ArrayView3<u8>, unary: ArrayView3<f32>, params: &CrfPara
 ///
 /// # Errors
 /// As [`dense_crf`]; [`Error::InvalidParam`] for an empty mask.
-pub fn refine_mask(image: ArrayView3<u8>, mask: ArrayView2<bool>, params: &CrfParams) -> Result<Array2<bool>> {
+pub fn refine_mask(
+    image: ArrayView3<u8>,
+    mask: ArrayView2<bool>,
+    params: &CrfParams,
+) -> Result<Array2<bool>> {
     let (h, w, c) = image.dim();
     if h == 0 || w == 0 || c == 0 {
-        return Err(Error::param("image", format!("empty image (H, W, C) = ({h}, {w}, {c})")));
+        return Err(Error::param(
+            "image",
+            format!("empty image (H, W, C) = ({h}, {w}, {c})"),
+        ));
     }
     let unary = unary_from_mask(mask, h, w)?;
     let out = dense_crf(image, unary.view(), params)?;
@@ -201,10 +236,13 @@ pub fn refine_mask(image: ArrayView3<u8>, mask: ArrayView2<bool>, params: &CrfPa
 /// Per-pixel features, point-major `(H·W, d)`, filled by `f(y, x, out)`.
 fn features(h: usize, w: usize, d: usize, f: impl Fn(usize, usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut feats = vec![0f32; h * w * d];
-    feats.par_chunks_mut(w * d).enumerate().for_each(|(y, row)| {
-        for (x, px) in row.chunks_exact_mut(d).enumerate() {
-            f(y, x, px);
-        }
-    });
+    feats
+        .par_chunks_mut(w * d)
+        .enumerate()
+        .for_each(|(y, row)| {
+            for (x, px) in row.chunks_exact_mut(d).enumerate() {
+                f(y, x, px);
+            }
+        });
     feats
 }

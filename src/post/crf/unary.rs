@@ -27,7 +27,10 @@ pub const SOFTMAX_CLIP: f64 = 1e-5;
 /// [`Error::InvalidParam`] for NaN probabilities, a clip outside `(0, 1]`, or no labels.
 pub fn unary_from_softmax(probs: ArrayView3<f64>, clip: f64) -> Result<Array3<f32>> {
     if !(clip > 0.0 && clip <= 1.0) {
-        return Err(Error::param("clip", format!("must be in (0, 1], got {clip}")));
+        return Err(Error::param(
+            "clip",
+            format!("must be in (0, 1], got {clip}"),
+        ));
     }
     if probs.dim().0 == 0 {
         return Err(Error::param("probs", "needs at least one label"));
@@ -50,7 +53,10 @@ pub fn unary_from_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> R
         return Err(Error::param("mask", format!("empty mask ({mh}×{mw})")));
     }
     if height == 0 || width == 0 {
-        return Err(Error::param("image", format!("empty image ({height}×{width})")));
+        return Err(Error::param(
+            "image",
+            format!("empty image ({height}×{width})"),
+        ));
     }
     // torch softmax over the 2 channels, exp(v − max) / Σ, then unary_from_softmax.
     let unary_of = |b: f64, f: f64| {
@@ -70,8 +76,16 @@ pub fn unary_from_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> R
             unary[[1, y, x]] = f;
         }
     } else {
-        let fg = resize_bilinear(mask.mapv(|m| if m { 1.0f64 } else { 0.0 }).view(), height, width);
-        let bg = resize_bilinear(mask.mapv(|m| if m { 0.0f64 } else { 1.0 }).view(), height, width);
+        let fg = resize_bilinear(
+            mask.mapv(|m| if m { 1.0f64 } else { 0.0 }).view(),
+            height,
+            width,
+        );
+        let bg = resize_bilinear(
+            mask.mapv(|m| if m { 0.0f64 } else { 1.0 }).view(),
+            height,
+            width,
+        );
         for ((y, x), &f) in fg.indexed_iter() {
             let (b, f) = unary_of(bg[[y, x]], f);
             unary[[0, y, x]] = b;
@@ -132,6 +146,8 @@ mod tests {
         let x = array![[0.0, 1.0, 0.5], [2.0, -1.0, 3.0]];
         assert_eq!(resize_bilinear(x.view(), 2, 3), x);
         let c = ndarray::Array2::from_elem((3, 5), 0.25);
-        assert!(resize_bilinear(c.view(), 7, 4).iter().all(|&v| (v - 0.25).abs() < 1e-15));
+        assert!(resize_bilinear(c.view(), 7, 4)
+            .iter()
+            .all(|&v| (v - 0.25).abs() < 1e-15));
     }
 }

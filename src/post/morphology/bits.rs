@@ -20,7 +20,12 @@ impl BitRows {
     /// All-zero image.
     pub fn zeros(rows: usize, cols: usize) -> Self {
         let words = cols.div_ceil(64);
-        BitRows { rows, cols, words, data: vec![0; rows * words] }
+        BitRows {
+            rows,
+            cols,
+            words,
+            data: vec![0; rows * words],
+        }
     }
 
     /// Packs `pred(i)` for the row-major pixels `i` of a `rows × cols` image.
@@ -70,7 +75,11 @@ impl BitRows {
         if self.words == 0 {
             return out;
         }
-        for (row, dst) in self.data.chunks_exact(self.words).zip(out.chunks_exact_mut(self.cols)) {
+        for (row, dst) in self
+            .data
+            .chunks_exact(self.words)
+            .zip(out.chunks_exact_mut(self.cols))
+        {
             for (w, chunk) in row.iter().zip(dst.chunks_mut(64)) {
                 for (i, o) in chunk.iter_mut().enumerate() {
                     *o = (w >> i) & 1 != 0;
@@ -184,7 +193,9 @@ mod tests {
     fn pack_unpack_runs_and_ranges_round_trip() {
         let mut seed = 12345u64;
         let mut rnd = || {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (seed >> 33) as usize
         };
         for case in 0..400 {
@@ -193,7 +204,13 @@ mod tests {
             let v: Vec<bool> = (0..cols).map(|_| rnd() % 100 < density).collect();
             let b = BitRows::from_bools(&v, 1, cols);
             assert_eq!(b.to_bools(), v, "case {case}");
-            assert_eq!(b.data.iter().map(|w| w.count_ones() as usize).sum::<usize>(), v.iter().filter(|&&x| x).count());
+            assert_eq!(
+                b.data
+                    .iter()
+                    .map(|w| w.count_ones() as usize)
+                    .sum::<usize>(),
+                v.iter().filter(|&&x| x).count()
+            );
             let mut runs = Vec::new();
             b.for_each_run(0, |s, e| runs.push((s, e)));
             assert_eq!(runs, runs_naive(&v), "case {case}, cols {cols}");

@@ -143,7 +143,13 @@ impl Components {
                 label[i] = label[r];
             }
         }
-        Components { rows, cols, spans, label, count: count as usize }
+        Components {
+            rows,
+            cols,
+            spans,
+            label,
+            count: count as usize,
+        }
     }
 
     /// Components of the set pixels of a packed mask.
@@ -172,7 +178,11 @@ impl Components {
                         x += 1;
                     }
                     if v != 0 {
-                        out.push(Span { row: y, start, end: x });
+                        out.push(Span {
+                            row: y,
+                            start,
+                            end: x,
+                        });
                     }
                 }
             },
@@ -275,7 +285,10 @@ pub(crate) fn fill_holes_bits(bits: &BitRows) -> BitRows {
 pub fn label(mask: ArrayView2<bool>, connectivity: usize) -> Result<Labeling> {
     let eight = check_connectivity(connectivity)?;
     let comps = Components::of_mask(&pack(&mask), eight);
-    Ok(Labeling { labels: from_vec(mask.dim(), comps.label_image()), count: comps.count })
+    Ok(Labeling {
+        labels: from_vec(mask.dim(), comps.label_image()),
+        count: comps.count,
+    })
 }
 
 pub(crate) fn check_buffer(shape: (usize, usize), buffer_size: usize) -> Result<()> {
@@ -334,12 +347,20 @@ pub fn clear_border_labels(labels: ArrayView2<u32>, buffer_size: usize) -> Resul
 ///
 /// # Errors
 /// [`Error::InvalidParam`] when `connectivity` is not 1 or 2.
-pub fn remove_small_objects(mask: ArrayView2<bool>, min_size: usize, connectivity: usize) -> Result<Array2<bool>> {
+pub fn remove_small_objects(
+    mask: ArrayView2<bool>,
+    min_size: usize,
+    connectivity: usize,
+) -> Result<Array2<bool>> {
     let eight = check_connectivity(connectivity)?;
     if min_size <= 1 {
         return Ok(mask.to_owned());
     }
-    Ok(unpack(&remove_small_objects_bits(&pack(&mask), min_size, eight)))
+    Ok(unpack(&remove_small_objects_bits(
+        &pack(&mask),
+        min_size,
+        eight,
+    )))
 }
 
 /// Fills the holes of a mask, as `scipy.ndimage.binary_fill_holes(mask)` (default structure):
@@ -404,7 +425,13 @@ mod tests {
 
     #[test]
     fn clear_border_uses_eight_neighbours_and_buffer() {
-        let m = b(array![[1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 0], [0, 0, 0, 0, 0]]);
+        let m = b(array![
+            [1, 0, 0, 0, 0],
+            [0, 1, 0, 0, 0],
+            [0, 0, 0, 0, 0],
+            [0, 0, 0, 1, 0],
+            [0, 0, 0, 0, 0]
+        ]);
         let c = clear_border(m.view(), 0).unwrap();
         // (1,1) is diagonal to the corner pixel → removed with it; (3,3) stays.
         assert_eq!(c.iter().filter(|&&v| v).count(), 1);
@@ -415,7 +442,16 @@ mod tests {
         // Label image: with 4-connectivity labels, the diagonal neighbour keeps its label.
         let l = label(m.view(), 1).unwrap();
         let cl = clear_border_labels(l.labels.view(), 0).unwrap();
-        assert_eq!(cl, array![[0, 0, 0, 0, 0], [0, 2, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 3, 0], [0, 0, 0, 0, 0]]);
+        assert_eq!(
+            cl,
+            array![
+                [0, 0, 0, 0, 0],
+                [0, 2, 0, 0, 0],
+                [0, 0, 0, 0, 0],
+                [0, 0, 0, 3, 0],
+                [0, 0, 0, 0, 0]
+            ]
+        );
         // Equal values that touch belong together; different values stay apart.
         let v = array![[0, 0, 0, 0], [0, 5, 6, 0], [5, 5, 6, 0], [0, 0, 0, 0]];
         assert_eq!(
@@ -426,7 +462,12 @@ mod tests {
 
     #[test]
     fn remove_small_objects_is_strict() {
-        let m = b(array![[1, 0, 1, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 0, 1], [0, 0, 0, 1, 0]]);
+        let m = b(array![
+            [1, 0, 1, 1, 0],
+            [0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 1],
+            [0, 0, 0, 1, 0]
+        ]);
         let count = |a: &Array2<bool>| a.iter().filter(|&&v| v).count();
         // 4-conn sizes 1, 2, 3, 1, 1; 8-conn sizes 1, 2, 5 ((2,2)–(3,3)–(2,4) diagonally).
         assert_eq!(count(&remove_small_objects(m.view(), 0, 1).unwrap()), 8);
@@ -441,9 +482,20 @@ mod tests {
     #[test]
     fn fill_holes_counts_diagonal_exits_as_holes() {
         // The centre hole touches the outside-connected background only diagonally.
-        let m = b(array![[0, 0, 0, 0, 0], [0, 1, 1, 1, 0], [0, 1, 0, 1, 0], [0, 1, 1, 1, 0], [0, 0, 0, 0, 0]]);
+        let m = b(array![
+            [0, 0, 0, 0, 0],
+            [0, 1, 1, 1, 0],
+            [0, 1, 0, 1, 0],
+            [0, 1, 1, 1, 0],
+            [0, 0, 0, 0, 0]
+        ]);
         assert!(binary_fill_holes(m.view())[[2, 2]]);
-        let m2 = b(array![[1, 1, 1, 0], [1, 0, 1, 0], [1, 1, 0, 1], [0, 0, 1, 1]]);
+        let m2 = b(array![
+            [1, 1, 1, 0],
+            [1, 0, 1, 0],
+            [1, 1, 0, 1],
+            [0, 0, 1, 1]
+        ]);
         // (1,1) and (2,2) have only foreground 4-neighbours → holes; (0,3), (1,3), (3,0),
         // (3,1) reach the edge.
         let f2 = binary_fill_holes(m2.view());

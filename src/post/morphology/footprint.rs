@@ -53,10 +53,18 @@ impl Footprint {
                     w += 1;
                 }
                 let w = w as isize;
-                Run { dy, dx0: -w, dx1: w }
+                Run {
+                    dy,
+                    dx0: -w,
+                    dx1: w,
+                }
             })
             .collect();
-        Footprint { runs, shape: (2 * radius + 1, 2 * radius + 1), center: (radius, radius) }
+        Footprint {
+            runs,
+            shape: (2 * radius + 1, 2 * radius + 1),
+            center: (radius, radius),
+        }
     }
 
     /// The 3×3 cross (`scipy.ndimage.generate_binary_structure(2, 1)`), scikit-image's default.
@@ -114,7 +122,11 @@ impl Footprint {
                 format!("needs at least one true element, got a {h}×{w} array without any"),
             ));
         }
-        Ok(Footprint { runs, shape: (h, w), center: (cy, cx) })
+        Ok(Footprint {
+            runs,
+            shape: (h, w),
+            center: (cy, cx),
+        })
     }
 
     /// The footprint as a boolean array of shape [`Footprint::shape`].
@@ -138,7 +150,14 @@ impl Footprint {
 
     /// The point reflection through the centre (what dilation uses).
     fn reflected(&self) -> Vec<Run> {
-        self.runs.iter().map(|r| Run { dy: -r.dy, dx0: -r.dx1, dx1: -r.dx0 }).collect()
+        self.runs
+            .iter()
+            .map(|r| Run {
+                dy: -r.dy,
+                dx0: -r.dx1,
+                dx1: -r.dx0,
+            })
+            .collect()
     }
 }
 
@@ -190,7 +209,14 @@ fn window(src: &[u64], len: usize, down: bool, acc: &mut Vec<u64>, prev: &mut Ve
 /// `out[x] = OR of src[x + dx0 ..= x + dx1]` for one packed row (`dx0 ≤ dx1`). The offsets
 /// ≥ 0 are a window looking right, the offsets < 0 one looking left, so that no pixel of the
 /// row falls off either end before it is used.
-fn window_or(src: &[u64], dx0: isize, dx1: isize, cols: usize, scratch: &mut [Vec<u64>; 2], out: &mut [u64]) {
+fn window_or(
+    src: &[u64],
+    dx0: isize,
+    dx1: isize,
+    cols: usize,
+    scratch: &mut [Vec<u64>; 2],
+    out: &mut [u64],
+) {
     let [acc, prev] = scratch;
     out.fill(0);
     if dx1 >= 0 {
@@ -214,7 +240,12 @@ fn window_or(src: &[u64], dx0: isize, dx1: isize, cols: usize, scratch: &mut [Ve
 /// Each distinct horizontal run is computed once per source row, then rows are ORed.
 fn or_filter(src: &BitRows, runs: &[Run]) -> BitRows {
     let (rows, cols, words) = (src.rows, src.cols, src.words);
-    let mut out = BitRows { rows, cols, words, data: vec![0u64; rows * words] };
+    let mut out = BitRows {
+        rows,
+        cols,
+        words,
+        data: vec![0u64; rows * words],
+    };
     if rows == 0 || words == 0 {
         return out;
     }
@@ -226,15 +257,27 @@ fn or_filter(src: &BitRows, runs: &[Run]) -> BitRows {
         // Horizontal pass for this run shape, every source row.
         let mut h = vec![0u64; rows * words];
         for y in 0..rows {
-            window_or(src.row(y), dx0, dx1, cols, &mut scratch, &mut h[y * words..(y + 1) * words]);
+            window_or(
+                src.row(y),
+                dx0,
+                dx1,
+                cols,
+                &mut scratch,
+                &mut h[y * words..(y + 1) * words],
+            );
         }
         // Vertical OR over the runs that have this shape.
         for r in runs.iter().filter(|r| (r.dx0, r.dx1) == (dx0, dx1)) {
-            let (y0, y1) =
-                ((-r.dy).clamp(0, rows as isize) as usize, (rows as isize - r.dy).clamp(0, rows as isize) as usize);
+            let (y0, y1) = (
+                (-r.dy).clamp(0, rows as isize) as usize,
+                (rows as isize - r.dy).clamp(0, rows as isize) as usize,
+            );
             for y in y0..y1 {
                 let sy = (y as isize + r.dy) as usize;
-                let (o, hs) = (&mut out.data[y * words..(y + 1) * words], &h[sy * words..(sy + 1) * words]);
+                let (o, hs) = (
+                    &mut out.data[y * words..(y + 1) * words],
+                    &h[sy * words..(sy + 1) * words],
+                );
                 o.iter_mut().zip(hs).for_each(|(a, b)| *a |= b);
             }
         }
@@ -292,7 +335,10 @@ mod tests {
         ]);
         assert_eq!(Footprint::disk(3).to_array(), d3);
         assert_eq!(Footprint::disk(0).to_array(), array![[true]]);
-        assert_eq!(Footprint::cross().to_array(), b(array![[0, 1, 0], [1, 1, 1], [0, 1, 0]]));
+        assert_eq!(
+            Footprint::cross().to_array(),
+            b(array![[0, 1, 0], [1, 1, 1], [0, 1, 0]])
+        );
         for r in 0..40usize {
             let a = Footprint::disk(r).to_array();
             for ((i, j), &v) in a.indexed_iter() {
@@ -307,7 +353,10 @@ mod tests {
         let mut m = Array2::from_elem((7, 7), false);
         m[[3, 3]] = true;
         let d = binary_dilation(m.view(), &Footprint::disk(2));
-        assert_eq!(d.slice(ndarray::s![1..6, 1..6]), Footprint::disk(2).to_array());
+        assert_eq!(
+            d.slice(ndarray::s![1..6, 1..6]),
+            Footprint::disk(2).to_array()
+        );
         assert_eq!(d.iter().filter(|&&v| v).count(), 13);
         // Erosion with outside = True: a full image stays full.
         let full = Array2::from_elem((5, 6), true);
@@ -335,9 +384,25 @@ mod tests {
         m[[1, 1]] = true;
         let sq = Footprint::square(2).unwrap();
         let d = binary_dilation(m.view(), &sq);
-        assert_eq!(d, b(array![[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]));
+        assert_eq!(
+            d,
+            b(array![
+                [1, 1, 0, 0],
+                [1, 1, 0, 0],
+                [0, 0, 0, 0],
+                [0, 0, 0, 0]
+            ])
+        );
         let e = binary_erosion(m.mapv(|v| !v).view(), &sq);
-        assert_eq!(e, b(array![[1, 1, 1, 1], [1, 0, 0, 1], [1, 0, 0, 1], [1, 1, 1, 1]]));
+        assert_eq!(
+            e,
+            b(array![
+                [1, 1, 1, 1],
+                [1, 0, 0, 1],
+                [1, 0, 0, 1],
+                [1, 1, 1, 1]
+            ])
+        );
         assert!(Footprint::square(0).is_err());
         assert!(Footprint::from_mask(Array2::from_elem((2, 2), false).view()).is_err());
     }

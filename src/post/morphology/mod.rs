@@ -56,7 +56,9 @@ mod bits;
 mod components;
 mod footprint;
 
-pub use components::{binary_fill_holes, clear_border, clear_border_labels, label, remove_small_objects, Labeling};
+pub use components::{
+    binary_fill_holes, clear_border, clear_border_labels, label, remove_small_objects, Labeling,
+};
 pub use footprint::{binary_dilation, binary_erosion, Footprint};
 
 use ndarray::{Array2, ArrayView2};
@@ -65,7 +67,8 @@ use crate::error::{Error, Result};
 use crate::post::otsu::{equalize_hist, threshold_otsu, DEFAULT_NBINS};
 use bits::BitRows;
 use components::{
-    check_connectivity, clear_border_bits, fill_holes_bits, from_vec, remove_small_objects_bits, row_major,
+    check_connectivity, clear_border_bits, fill_holes_bits, from_vec, remove_small_objects_bits,
+    row_major,
 };
 use footprint::{dilate_bits, erode_bits};
 
@@ -157,12 +160,21 @@ impl MorphologyParams {
     /// 2, or a radius above 4096.
     pub fn validate(&self) -> Result<()> {
         if !(2..=crate::post::otsu::MAX_NBINS).contains(&self.nbins) {
-            return Err(Error::param("nbins", format!("must be in 2..=2^24, got {}", self.nbins)));
+            return Err(Error::param(
+                "nbins",
+                format!("must be in 2..=2^24, got {}", self.nbins),
+            ));
         }
         check_connectivity(self.connectivity)?;
-        for (name, r) in [("dilation_radius", self.dilation_radius), ("erosion_radius", self.erosion_radius)] {
+        for (name, r) in [
+            ("dilation_radius", self.dilation_radius),
+            ("erosion_radius", self.erosion_radius),
+        ] {
             if r > 4096 {
-                return Err(Error::param(name, format!("must be at most 4096 px, got {r}")));
+                return Err(Error::param(
+                    name,
+                    format!("must be at most 4096 px, got {r}"),
+                ));
             }
         }
         Ok(())
@@ -196,7 +208,10 @@ pub struct MorphologyOutput {
 /// # Errors
 /// [`Error::InvalidParam`] for invalid parameters, an empty map, a NaN or infinite value, or a
 /// value range too narrow for `nbins` distinct f32 bins (NumPy refuses those too).
-pub fn morphology_mask(relevance: ArrayView2<f32>, params: &MorphologyParams) -> Result<MorphologyOutput> {
+pub fn morphology_mask(
+    relevance: ArrayView2<f32>,
+    params: &MorphologyParams,
+) -> Result<MorphologyOutput> {
     params.validate()?;
     let equalized;
     let x = if params.equalize {
@@ -241,7 +256,8 @@ mod tests {
         // as a border artefact; a 3×3 speck (9 < 64 px) removed as small.
         let rel = Array2::from_shape_fn((64, 64), |(i, j)| {
             let d2 = (i as f32 - 32.0).powi(2) + (j as f32 - 32.0).powi(2);
-            let on = d2 <= 100.0 || (i < 12 && j < 12) || ((5..8).contains(&i) && (40..43).contains(&j));
+            let on =
+                d2 <= 100.0 || (i < 12 && j < 12) || ((5..8).contains(&i) && (40..43).contains(&j));
             if on {
                 1.0
             } else {
@@ -257,15 +273,28 @@ mod tests {
             assert!(!v || (i as f32 - 32.0).powi(2) + (j as f32 - 32.0).powi(2) <= 121.0);
         }
         let constant = Array2::from_elem((8, 8), 0.3f32);
-        assert!(!morphology_mask(constant.view(), &p).unwrap().mask.iter().any(|&v| v));
+        assert!(!morphology_mask(constant.view(), &p)
+            .unwrap()
+            .mask
+            .iter()
+            .any(|&v| v));
         assert!(morphology_mask(Array2::<f32>::zeros((0, 8)).view(), &p).is_err());
         let mut nan = rel.clone();
         nan[[3, 3]] = f32::NAN;
         assert!(morphology_mask(nan.view(), &p).is_err());
         for bad in [
-            MorphologyParams { nbins: 1, ..p.clone() },
-            MorphologyParams { connectivity: 3, ..p.clone() },
-            MorphologyParams { dilation_radius: 5000, ..p.clone() },
+            MorphologyParams {
+                nbins: 1,
+                ..p.clone()
+            },
+            MorphologyParams {
+                connectivity: 3,
+                ..p.clone()
+            },
+            MorphologyParams {
+                dilation_radius: 5000,
+                ..p.clone()
+            },
         ] {
             assert!(morphology_mask(rel.view(), &bad).is_err());
         }

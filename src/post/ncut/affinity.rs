@@ -20,13 +20,22 @@ pub(crate) fn widen_decimal(x: f32) -> f64 {
 fn check_features<T: Copy + Into<f64>>(features: &ArrayView2<T>) -> Result<()> {
     let (n, dim) = features.dim();
     if n < 2 {
-        return Err(Error::param("features", format!("the graph needs at least 2 tokens, got {n}")));
+        return Err(Error::param(
+            "features",
+            format!("the graph needs at least 2 tokens, got {n}"),
+        ));
     }
     if dim == 0 {
         return Err(Error::shape("features (N, D) with D ≥ 1", &[n, 1], &[n, 0]));
     }
-    if let Some((idx, _)) = features.indexed_iter().find(|(_, v)| !(**v).into().is_finite()) {
-        return Err(Error::param("features", format!("entry {idx:?} is not finite")));
+    if let Some((idx, _)) = features
+        .indexed_iter()
+        .find(|(_, v)| !(**v).into().is_finite())
+    {
+        return Err(Error::param(
+            "features",
+            format!("entry {idx:?} is not finite"),
+        ));
     }
     Ok(())
 }
@@ -36,21 +45,36 @@ fn check_tau_eps(tau: f64, eps: f64) -> Result<()> {
         return Err(Error::param("tau", format!("must be finite, got {tau}")));
     }
     if !eps.is_finite() || eps < 0.0 {
-        return Err(Error::param("eps", format!("must be finite and ≥ 0, got {eps}")));
+        return Err(Error::param(
+            "eps",
+            format!("must be finite and ≥ 0, got {eps}"),
+        ));
     }
     Ok(())
 }
 
 /// Fills `W` from the lower triangle of the similarity (so `W` is exactly
 /// symmetric even if the product is not), with `1` where `S > τ` and `ε` elsewhere.
-fn threshold_lower<T: Copy + PartialOrd + Sync>(sim: &[T], n: usize, tau: T, eps: f64) -> Array2<f64> {
+fn threshold_lower<T: Copy + PartialOrd + Sync>(
+    sim: &[T],
+    n: usize,
+    tau: T,
+    eps: f64,
+) -> Array2<f64> {
     let mut w = Array2::<f64>::zeros((n, n));
-    w.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(i, mut row)| {
-        for j in 0..n {
-            let s = if j <= i { sim[i * n + j] } else { sim[j * n + i] };
-            row[j] = if s > tau { 1.0 } else { eps };
-        }
-    });
+    w.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(i, mut row)| {
+            for j in 0..n {
+                let s = if j <= i {
+                    sim[i * n + j]
+                } else {
+                    sim[j * n + i]
+                };
+                row[j] = if s > tau { 1.0 } else { eps };
+            }
+        });
     w
 }
 
@@ -74,13 +98,19 @@ pub fn binary_affinity(features: ArrayView2<f32>, tau: f32, eps: f32) -> Result<
     check_tau_eps(tau as f64, eps64)?;
     let (n, dim) = features.dim();
     let mut xn = vec![0.0f32; n * dim];
-    xn.par_chunks_mut(dim).zip(features.axis_iter(Axis(0)).into_par_iter()).for_each(|(dst, row)| {
-        let norm = row.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>().sqrt();
-        let denom = norm.max(NORMALIZE_EPS) as f32;
-        for (d, &v) in dst.iter_mut().zip(row.iter()) {
-            *d = v / denom;
-        }
-    });
+    xn.par_chunks_mut(dim)
+        .zip(features.axis_iter(Axis(0)).into_par_iter())
+        .for_each(|(dst, row)| {
+            let norm = row
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum::<f64>()
+                .sqrt();
+            let denom = norm.max(NORMALIZE_EPS) as f32;
+            for (d, &v) in dst.iter_mut().zip(row.iter()) {
+                *d = v / denom;
+            }
+        });
     let mut sim = vec![0.0f32; n * n];
     let x = MatRef::row_major(&xn, n, dim);
     matmul(&mut sim, n, x, x.t(), false, Threads::Pool);
@@ -98,19 +128,24 @@ pub fn binary_affinity_f64(features: ArrayView2<f64>, tau: f64, eps: f64) -> Res
     check_tau_eps(tau, eps)?;
     let (n, _) = features.dim();
     let mut xn = features.to_owned();
-    xn.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut row| {
-        let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
-        let denom = norm.max(NORMALIZE_EPS);
-        row.mapv_inplace(|v| v / denom);
-    });
+    xn.axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .for_each(|mut row| {
+            let norm = row.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let denom = norm.max(NORMALIZE_EPS);
+            row.mapv_inplace(|v| v / denom);
+        });
     // Row blocks in parallel; ndarray's product (matrixmultiply) is single-threaded.
     let mut sim = Array2::<f64>::zeros((n, n));
     let block = 64;
-    sim.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().for_each(|(b, mut rows)| {
-        let r0 = b * block;
-        let r1 = (r0 + block).min(n);
-        rows.assign(&xn.slice(s![r0..r1, ..]).dot(&xn.t()));
-    });
+    sim.axis_chunks_iter_mut(Axis(0), block)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(b, mut rows)| {
+            let r0 = b * block;
+            let r1 = (r0 + block).min(n);
+            rows.assign(&xn.slice(s![r0..r1, ..]).dot(&xn.t()));
+        });
     let sim = sim.into_raw_vec_and_offset().0;
     Ok(threshold_lower(&sim, n, tau, eps))
 }

@@ -44,10 +44,18 @@ mod tests {
 
     #[test]
     fn four_connectivity_only() {
-        let m = array![[true, false, true], [false, true, true], [true, false, false]];
+        let m = array![
+            [true, false, true],
+            [false, true, true],
+            [true, false, false]
+        ];
         let got = seed_component(m.view(), (1, 1));
         // (1,1)–(1,2)–(0,2) are 4-connected; (0,0) and (2,0) touch only diagonally.
-        let want = array![[false, false, true], [false, true, true], [false, false, false]];
+        let want = array![
+            [false, false, true],
+            [false, true, true],
+            [false, false, false]
+        ];
         assert_eq!(got, want);
         assert!(!seed_component(m.view(), (0, 1)).iter().any(|&b| b));
         assert!(!seed_component(m.view(), (5, 0)).iter().any(|&b| b));

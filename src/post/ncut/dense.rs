@@ -40,16 +40,25 @@ pub(crate) fn degrees_of(w: &ArrayView2<f64>) -> Result<Array1<f64>> {
         return Err(Error::shape("affinity W (N, N)", &[n, n], &[n, m]));
     }
     if n < 2 {
-        return Err(Error::param("affinity", format!("the graph needs at least 2 nodes, got {n}")));
+        return Err(Error::param(
+            "affinity",
+            format!("the graph needs at least 2 nodes, got {n}"),
+        ));
     }
     if let Some(bad) = w.iter().position(|x| !x.is_finite()) {
-        return Err(Error::param("affinity", format!("entry ({}, {}) is not finite", bad / n, bad % n)));
+        return Err(Error::param(
+            "affinity",
+            format!("entry ({}, {}) is not finite", bad / n, bad % n),
+        ));
     }
     let degrees: Array1<f64> = w.rows().into_iter().map(|r| r.sum()).collect();
     if let Some(i) = degrees.iter().position(|&x| x.is_nan() || x <= 0.0) {
         return Err(Error::param(
             "affinity",
-            format!("node {i} has degree {} (degrees must be > 0; D must be positive definite)", degrees[i]),
+            format!(
+                "node {i} has degree {} (degrees must be > 0; D must be positive definite)",
+                degrees[i]
+            ),
         ));
     }
     Ok(degrees)
@@ -89,5 +98,10 @@ pub fn fiedler_dense(w: ArrayView2<f64>) -> Result<Fiedler> {
     let mut y = tridiagonal::eigenvector(&tri.d, &tri.e, lambda2);
     tri.apply_q(&mut y);
     let vector: Array1<f64> = y.iter().zip(&sqrt_d).map(|(yi, si)| yi / si).collect();
-    Ok(Fiedler { vector, eigenvalue: lambda2, next_eigenvalue: lambda3, degrees })
+    Ok(Fiedler {
+        vector,
+        eigenvalue: lambda2,
+        next_eigenvalue: lambda3,
+        degrees,
+    })
 }

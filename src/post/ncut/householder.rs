@@ -48,7 +48,11 @@ fn householder_vector(alpha: f64, x: &mut [f64]) -> (f64, f64) {
     if scale == 0.0 {
         return (alpha, 0.0);
     }
-    let xnorm = scale * x.iter().map(|v| (v / scale) * (v / scale)).sum::<f64>().sqrt();
+    let xnorm = scale
+        * x.iter()
+            .map(|v| (v / scale) * (v / scale))
+            .sum::<f64>()
+            .sqrt();
     let beta = -alpha.hypot(xnorm).copysign(alpha);
     let tau = (beta - alpha) / beta;
     let inv = 1.0 / (alpha - beta);
@@ -88,7 +92,15 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// the column; the dot product keeps four independent partial sums so the loop
 /// maps onto AVX2 registers).
 #[inline(always)]
-fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], flush: bool, symv: bool) {
+fn column_pass(
+    c: &mut [f64],
+    pv: &[f64],
+    pw: &[f64],
+    v: &[f64],
+    p: &mut [f64],
+    flush: bool,
+    symv: bool,
+) {
     let len = c.len();
     let (pv, pw, v, p) = (&pv[..len], &pw[..len], &v[..len], &mut p[..len]);
     let (pvj, pwj, vj) = (pv[0], pw[0], v[0]);
@@ -111,7 +123,12 @@ fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], 
         let mut av = pvt.chunks_exact(4);
         let mut bw = pwt.chunks_exact(4);
         let mut vv = vt.chunks_exact(4);
-        for ((((c4, p4), a4), b4), v4) in (&mut cc).zip(&mut pc).zip(&mut av).zip(&mut bw).zip(&mut vv) {
+        for ((((c4, p4), a4), b4), v4) in (&mut cc)
+            .zip(&mut pc)
+            .zip(&mut av)
+            .zip(&mut bw)
+            .zip(&mut vv)
+        {
             let (Ok(c4), Ok(p4), Ok(a4), Ok(b4), Ok(v4)) = (
                 <&mut [f64; 4]>::try_from(c4),
                 <&mut [f64; 4]>::try_from(p4),
@@ -127,7 +144,12 @@ fn column_pass(c: &mut [f64], pv: &[f64], pw: &[f64], v: &[f64], p: &mut [f64], 
             *p4 = std::array::from_fn(|l| p4[l] + x[l] * vj);
         }
         let tail = cc.into_remainder().iter_mut().zip(pc.into_remainder());
-        for ((x, pk), ((a, b), vk)) in tail.zip(av.remainder().iter().zip(bw.remainder()).zip(vv.remainder())) {
+        for ((x, pk), ((a, b), vk)) in tail.zip(
+            av.remainder()
+                .iter()
+                .zip(bw.remainder())
+                .zip(vv.remainder()),
+        ) {
             let y = *x - a * pwj - b * pvj;
             *x = y;
             acc[0] += y * vk;
@@ -160,7 +182,15 @@ fn columns_pass_impl(
     let mut off = 0;
     for j in j0..j1 {
         let len = n - j;
-        column_pass(&mut cols[off..off + len], &pv[j..], &pw[j..], &v[j..], &mut p[j..], flush, symv);
+        column_pass(
+            &mut cols[off..off + len],
+            &pv[j..],
+            &pw[j..],
+            &v[j..],
+            &mut p[j..],
+            flush,
+            symv,
+        );
         off += len;
     }
 }
@@ -190,7 +220,10 @@ const PARALLEL_MIN_COLUMNS: usize = 192;
 /// # Panics
 /// If `packed.len() != n(n+1)/2` or `n == 0` (internal invariants).
 pub(crate) fn tridiagonalize(mut packed: Vec<f64>, n: usize) -> Tridiagonal {
-    assert!(n > 0 && packed.len() == n * (n + 1) / 2, "tridiagonalize: bad packed size");
+    assert!(
+        n > 0 && packed.len() == n * (n + 1) / 2,
+        "tridiagonalize: bad packed size"
+    );
     let mut d = vec![0.0; n];
     let mut e = vec![0.0; n.saturating_sub(1)];
     let mut tau = vec![0.0; n.saturating_sub(1)];
@@ -243,7 +276,8 @@ pub(crate) fn tridiagonalize(mut packed: Vec<f64>, n: usize) -> Tridiagonal {
             }
             bounds.push(n);
             bounds.dedup();
-            let mut pieces: Vec<(usize, usize, &mut [f64], &mut Vec<f64>)> = Vec::with_capacity(workers);
+            let mut pieces: Vec<(usize, usize, &mut [f64], &mut Vec<f64>)> =
+                Vec::with_capacity(workers);
             let mut rest = trailing;
             for (part, w) in bounds.windows(2).zip(partials.iter_mut()) {
                 let (j0, j1) = (part[0], part[1]);
@@ -290,7 +324,13 @@ pub(crate) fn tridiagonalize(mut packed: Vec<f64>, n: usize) -> Tridiagonal {
     if pending {
         d[n - 1] -= 2.0 * pv[n - 1] * pw[n - 1];
     }
-    Tridiagonal { n, d, e, tau, packed }
+    Tridiagonal {
+        n,
+        d,
+        e,
+        tau,
+        packed,
+    }
 }
 
 impl Tridiagonal {

@@ -28,7 +28,9 @@ pub(crate) struct SparseGraph {
 
 impl SparseGraph {
     fn degrees(&self) -> Vec<f64> {
-        (0..self.n).map(|i| self.values[self.indptr[i]..self.indptr[i + 1]].iter().sum()).collect()
+        (0..self.n)
+            .map(|i| self.values[self.indptr[i]..self.indptr[i + 1]].iter().sum())
+            .collect()
     }
 }
 
@@ -61,7 +63,10 @@ fn project_out(basis: &[f64], n: usize, r: &mut [f64]) {
     if basis.is_empty() {
         return;
     }
-    let coef: Vec<f64> = basis.par_chunks(n).map(|q| q.iter().zip(r.iter()).map(|(a, b)| a * b).sum()).collect();
+    let coef: Vec<f64> = basis
+        .par_chunks(n)
+        .map(|q| q.iter().zip(r.iter()).map(|(a, b)| a * b).sum())
+        .collect();
     const CHUNK: usize = 512;
     r.par_chunks_mut(CHUNK).enumerate().for_each(|(b, rc)| {
         let off = b * CHUNK;
@@ -99,7 +104,11 @@ pub(crate) fn fiedler_sparse(g: &SparseGraph) -> SparseFiedler {
             for (l, yi) in yc.iter_mut().enumerate() {
                 let i = b * 256 + l;
                 let (s, e) = (g.indptr[i], g.indptr[i + 1]);
-                *yi = mvals[s..e].iter().zip(&g.indices[s..e]).map(|(m, &j)| m * x[j]).sum();
+                *yi = mvals[s..e]
+                    .iter()
+                    .zip(&g.indices[s..e])
+                    .map(|(m, &j)| m * x[j])
+                    .sum();
             }
         });
     };
@@ -173,7 +182,13 @@ pub(crate) fn fiedler_sparse(g: &SparseGraph) -> SparseFiedler {
     finish(theta, &y, &inv_sqrt, degrees, residual)
 }
 
-fn finish(theta: f64, y: &[f64], inv_sqrt: &[f64], degrees: Vec<f64>, residual: f64) -> SparseFiedler {
+fn finish(
+    theta: f64,
+    y: &[f64],
+    inv_sqrt: &[f64],
+    degrees: Vec<f64>,
+    residual: f64,
+) -> SparseFiedler {
     let fiedler = Fiedler {
         vector: y.iter().zip(inv_sqrt).map(|(a, b)| a * b).collect(),
         eigenvalue: 1.0 - theta,

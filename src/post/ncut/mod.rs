@@ -29,5 +29,9 @@ mod tridiagonal;
 pub use affinity::{binary_affinity, binary_affinity_f64, NORMALIZE_EPS};
 pub use components::seed_component;
 pub use dense::{fiedler_dense, Fiedler};
-pub use shi_malik::{foreground_by_relevance, resample_area, shi_malik_ncut, ShiMalikOutput, ShiMalikParams};
-pub use tokencut::{orient_at_mean, tokencut_bipartition, Oriented, TokenCutOutput, TOKENCUT_EPS, TOKENCUT_TAU};
+pub use shi_malik::{
+    foreground_by_relevance, resample_area, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
+};
+pub use tokencut::{
+    orient_at_mean, tokencut_bipartition, Oriented, TokenCutOutput, TOKENCUT_EPS, TOKENCUT_TAU,
+};

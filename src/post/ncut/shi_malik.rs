@@ -34,7 +34,12 @@ pub struct ShiMalikParams {
 
 impl Default for ShiMalikParams {
     fn default() -> Self {
-        ShiMalikParams { grid: Some((56, 56)), sigma_r: 0.1, sigma_x: 4.0, radius: 5.0 }
+        ShiMalikParams {
+            grid: Some((56, 56)),
+            sigma_r: 0.1,
+            sigma_x: 4.0,
+            radius: 5.0,
+        }
     }
 }
 
@@ -47,15 +52,24 @@ impl ShiMalikParams {
     pub fn validate(&self) -> Result<()> {
         for (name, v) in [("sigma_r", self.sigma_r), ("sigma_x", self.sigma_x)] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(Error::param(name, format!("must be finite and > 0, got {v}")));
+                return Err(Error::param(
+                    name,
+                    format!("must be finite and > 0, got {v}"),
+                ));
             }
         }
         if !(self.radius.is_finite() && self.radius >= 1.0) {
-            return Err(Error::param("radius", format!("must be finite and ≥ 1 (grid cells), got {}", self.radius)));
+            return Err(Error::param(
+                "radius",
+                format!("must be finite and ≥ 1 (grid cells), got {}", self.radius),
+            ));
         }
         if let Some((r, c)) = self.grid {
             if r.checked_mul(c).is_none_or(|n| n < 2) {
-                return Err(Error::param("grid", format!("needs at least 2 cells, got {r}×{c}")));
+                return Err(Error::param(
+                    "grid",
+                    format!("needs at least 2 cells, got {r}×{c}"),
+                ));
             }
         }
         Ok(())
@@ -110,13 +124,21 @@ fn resample_area_f64(map: &ArrayView2<f32>, (rows, cols): (usize, usize)) -> Arr
     let mut tmp = Array2::<f64>::zeros((h, cols));
     for y in 0..h {
         for (j, (x0, ws)) in wx.iter().enumerate() {
-            tmp[[y, j]] = ws.iter().enumerate().map(|(k, wk)| wk * map[[y, x0 + k]] as f64).sum();
+            tmp[[y, j]] = ws
+                .iter()
+                .enumerate()
+                .map(|(k, wk)| wk * map[[y, x0 + k]] as f64)
+                .sum();
         }
     }
     let mut out = Array2::<f64>::zeros((rows, cols));
     for (i, (y0, ws)) in wy.iter().enumerate() {
         for j in 0..cols {
-            out[[i, j]] = ws.iter().enumerate().map(|(k, wk)| wk * tmp[[y0 + k, j]]).sum();
+            out[[i, j]] = ws
+                .iter()
+                .enumerate()
+                .map(|(k, wk)| wk * tmp[[y0 + k, j]])
+                .sum();
         }
     }
     out
@@ -144,7 +166,11 @@ fn check_map(map: &ArrayView2<f32>) -> Result<()> {
 pub fn resample_area(map: ArrayView2<f32>, size: (usize, usize)) -> Result<Array2<f32>> {
     check_map(&map)?;
     if size.0 == 0 || size.1 == 0 {
-        return Err(Error::shape("resample size (rows, cols) ≥ 1", &[1, 1], &[size.0, size.1]));
+        return Err(Error::shape(
+            "resample size (rows, cols) ≥ 1",
+            &[1, 1],
+            &[size.0, size.1],
+        ));
     }
     Ok(resample_area_f64(&map, size).mapv(|v| v as f32))
 }
@@ -178,15 +204,26 @@ fn complement_is_foreground(mask: &[bool], map: &[f64]) -> bool {
 /// # Errors
 /// [`Error::Shape`] if the shapes differ; [`Error::InvalidParam`] if a map value
 /// is not finite.
-pub fn foreground_by_relevance(mask: ArrayView2<bool>, map: ArrayView2<f32>) -> Result<Array2<bool>> {
+pub fn foreground_by_relevance(
+    mask: ArrayView2<bool>,
+    map: ArrayView2<f32>,
+) -> Result<Array2<bool>> {
     if mask.dim() != map.dim() {
         let (a, b) = (mask.dim(), map.dim());
-        return Err(Error::shape("map (same shape as the mask)", &[a.0, a.1], &[b.0, b.1]));
+        return Err(Error::shape(
+            "map (same shape as the mask)",
+            &[a.0, a.1],
+            &[b.0, b.1],
+        ));
     }
     check_map(&map)?;
     let m: Vec<bool> = mask.iter().copied().collect();
     let v: Vec<f64> = map.iter().map(|&x| x as f64).collect();
-    Ok(if complement_is_foreground(&m, &v) { mask.mapv(|b| !b) } else { mask.to_owned() })
+    Ok(if complement_is_foreground(&m, &v) {
+        mask.mapv(|b| !b)
+    } else {
+        mask.to_owned()
+    })
 }
 
 /// Builds the Shi–Malik graph of the normalised grid map `r` (rows, cols).
@@ -207,7 +244,10 @@ fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGraph {
             }
         }
     }
-    let flat = r.as_slice().map(|s| s.to_vec()).unwrap_or_else(|| r.iter().copied().collect());
+    let flat = r
+        .as_slice()
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|| r.iter().copied().collect());
     let mut indptr = Vec::with_capacity(n + 1);
     let mut indices = Vec::with_capacity(n * offsets.len());
     let mut values = Vec::with_capacity(n * offsets.len());
@@ -228,7 +268,12 @@ fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGraph {
             indptr.push(indices.len());
         }
     }
-    SparseGraph { n, indptr, indices, values }
+    SparseGraph {
+        n,
+        indptr,
+        indices,
+        values,
+    }
 }
 
 /// Shi–Malik normalized cut of a scalar `map` (H, W): resample to `params.grid`
@@ -251,13 +296,27 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     check_map(&map)?;
     let size = params.grid.unwrap_or(map.dim());
     if size.0 * size.1 < 2 {
-        return Err(Error::param("map", format!("the graph needs at least 2 cells, got {}×{}", size.0, size.1)));
+        return Err(Error::param(
+            "map",
+            format!(
+                "the graph needs at least 2 cells, got {}×{}",
+                size.0, size.1
+            ),
+        ));
     }
-    let grid_map = if params.grid.is_some() { resample_area_f64(&map, size) } else { map.mapv(|v| v as f64) };
+    let grid_map = if params.grid.is_some() {
+        resample_area_f64(&map, size)
+    } else {
+        map.mapv(|v| v as f64)
+    };
     let lo = grid_map.fold(f64::INFINITY, |m, &v| m.min(v));
     let hi = grid_map.fold(f64::NEG_INFINITY, |m, &v| m.max(v));
     let range = hi - lo;
-    let r = if range > 0.0 { grid_map.mapv(|v| (v - lo) / range) } else { grid_map.mapv(|_| 0.0) };
+    let r = if range > 0.0 {
+        grid_map.mapv(|v| (v - lo) / range)
+    } else {
+        grid_map.mapv(|_| 0.0)
+    };
     let graph = build_graph(&r, params);
     let SparseFiedler { fiedler, residual } = fiedler_sparse(&graph);
     let v = fiedler.vector;
@@ -268,10 +327,20 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     let split: Vec<bool> = v.iter().map(|&x| x > mean).collect();
     let gm: Vec<f64> = grid_map.iter().copied().collect();
     let flip = complement_is_foreground(&split, &gm);
-    let (eigvec, fg): (Array1<f64>, Vec<bool>) =
-        if flip { (v.mapv(|x| -x), split.iter().map(|b| !b).collect()) } else { (v, split) };
-    let mask = Array2::from_shape_vec(size, fg).map_err(|_| Error::Internal("mask reshape".into()))?;
-    Ok(ShiMalikOutput { eigvec, mask, eigenvalue: fiedler.eigenvalue, residual, grid_map: grid_map.mapv(|v| v as f32) })
+    let (eigvec, fg): (Array1<f64>, Vec<bool>) = if flip {
+        (v.mapv(|x| -x), split.iter().map(|b| !b).collect())
+    } else {
+        (v, split)
+    };
+    let mask =
+        Array2::from_shape_vec(size, fg).map_err(|_| Error::Internal("mask reshape".into()))?;
+    Ok(ShiMalikOutput {
+        eigvec,
+        mask,
+        eigenvalue: fiedler.eigenvalue,
+        residual,
+        grid_map: grid_map.mapv(|v| v as f32),
+    })
 }
 
 #[cfg(test)]
@@ -282,11 +351,32 @@ mod tests {
     #[test]
     fn area_weights_are_block_means_for_integer_factors() {
         let w = area_weights(6, 3);
-        assert_eq!(w, vec![(0, vec![0.5, 0.5]), (2, vec![0.5, 0.5]), (4, vec![0.5, 0.5])]);
+        assert_eq!(
+            w,
+            vec![
+                (0, vec![0.5, 0.5]),
+                (2, vec![0.5, 0.5]),
+                (4, vec![0.5, 0.5])
+            ]
+        );
         let w = area_weights(3, 2); // s = 1.5: [0, 1.5) and [1.5, 3)
-        assert_eq!(w, vec![(0, vec![1.0 / 1.5, 0.5 / 1.5]), (1, vec![0.5 / 1.5, 1.0 / 1.5])]);
+        assert_eq!(
+            w,
+            vec![
+                (0, vec![1.0 / 1.5, 0.5 / 1.5]),
+                (1, vec![0.5 / 1.5, 1.0 / 1.5])
+            ]
+        );
         let w = area_weights(2, 4); // up-sampling: each output cell inside one pixel
-        assert_eq!(w, vec![(0, vec![1.0]), (0, vec![1.0]), (1, vec![1.0]), (1, vec![1.0])]);
+        assert_eq!(
+            w,
+            vec![
+                (0, vec![1.0]),
+                (0, vec![1.0]),
+                (1, vec![1.0]),
+                (1, vec![1.0])
+            ]
+        );
     }
 
     /// Lanczos and the dense solver agree on the same graph.
@@ -297,7 +387,10 @@ mod tests {
             let (dy, dx) = (y as f64 - 8.0, x as f64 - 14.0);
             ((-(dy * dy + dx * dx) / 30.0).exp() + 0.05 * ((x * 7 + y * 3) % 5) as f64) as f32
         });
-        let params = ShiMalikParams { grid: None, ..Default::default() };
+        let params = ShiMalikParams {
+            grid: None,
+            ..Default::default()
+        };
         let lo = map.fold(f32::INFINITY, |m, &v| m.min(v)) as f64;
         let hi = map.fold(f32::NEG_INFINITY, |m, &v| m.max(v)) as f64;
         let r = map.mapv(|v| (v as f64 - lo) / (hi - lo));
@@ -309,11 +402,20 @@ mod tests {
             }
         }
         let a = fiedler_dense(dense.view()).unwrap();
-        let SparseFiedler { fiedler: b, residual } = fiedler_sparse(&g);
+        let SparseFiedler {
+            fiedler: b,
+            residual,
+        } = fiedler_sparse(&g);
         assert!(residual <= crate::post::ncut::lanczos::RESIDUAL_TOL);
         let dot: f64 = a.vector.iter().zip(&b.vector).map(|(x, y)| x * y).sum();
         let sign = dot.signum();
-        let err = a.vector.iter().zip(&b.vector).map(|(x, y)| (x - sign * y).powi(2)).sum::<f64>().sqrt()
+        let err = a
+            .vector
+            .iter()
+            .zip(&b.vector)
+            .map(|(x, y)| (x - sign * y).powi(2))
+            .sum::<f64>()
+            .sqrt()
             / a.vector.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(err < 1e-7, "eigenvector rel err {err}");
         assert!((a.eigenvalue - b.eigenvalue).abs() < 1e-12 * a.eigenvalue.max(1e-3));

@@ -67,7 +67,12 @@ pub fn orient_at_mean(v: &[f64]) -> Oriented {
     } else {
         v.iter().copied().collect()
     };
-    Oriented { vector, foreground, seed, flipped }
+    Oriented {
+        vector,
+        foreground,
+        seed,
+        flipped,
+    }
 }
 
 /// TokenCut bipartition of patch features `(N, D)` laid out row-major on
@@ -116,7 +121,10 @@ pub fn tokencut_bipartition(
     let oriented = orient_at_mean(&fiedler.vector.to_vec());
     let bipartition = Array2::from_shape_vec((rows, cols), oriented.foreground)
         .map_err(|_| Error::Internal("bipartition reshape".into()))?;
-    let mask = seed_component(bipartition.view(), (oriented.seed / cols, oriented.seed % cols));
+    let mask = seed_component(
+        bipartition.view(),
+        (oriented.seed / cols, oriented.seed % cols),
+    );
     Ok(TokenCutOutput {
         eigvec: oriented.vector,
         mask,

@@ -54,7 +54,10 @@ fn count_below(d: &[f64], e2: &[f64], x: f64, pivmin: f64) -> usize {
 /// If `k >= d.len()` or `e.len() + 1 != d.len()` (internal invariants).
 pub(crate) fn eigenvalue(d: &[f64], e: &[f64], k: usize) -> f64 {
     let n = d.len();
-    assert!(k < n && e.len() + 1 == n, "tridiagonal eigenvalue: bad index or sizes");
+    assert!(
+        k < n && e.len() + 1 == n,
+        "tridiagonal eigenvalue: bad index or sizes"
+    );
     if n == 1 {
         return d[0];
     }
@@ -77,7 +80,10 @@ pub(crate) fn eigenvalue(d: &[f64], e: &[f64], k: usize) -> f64 {
     loop {
         let mid = 0.5 * (lo + hi);
         let width = hi - lo;
-        if mid <= lo || mid >= hi || width <= abs_tol.max(2.0 * f64::EPSILON * lo.abs().max(hi.abs())) {
+        if mid <= lo
+            || mid >= hi
+            || width <= abs_tol.max(2.0 * f64::EPSILON * lo.abs().max(hi.abs()))
+        {
             return mid;
         }
         if count_below(d, &e2, mid, piv) > k {
@@ -154,7 +160,13 @@ impl ShiftedLu {
                 *p = if *p < 0.0 { -tiny } else { tiny };
             }
         }
-        ShiftedLu { u0, u1, u2, mult, swapped }
+        ShiftedLu {
+            u0,
+            u1,
+            u2,
+            mult,
+            swapped,
+        }
     }
 
     /// Overwrites `x` with `(T − λI)⁻¹ x`.
@@ -188,7 +200,10 @@ impl ShiftedLu {
 /// If `e.len() + 1 != d.len()` or `d` is empty (internal invariants).
 pub(crate) fn eigenvector(d: &[f64], e: &[f64], lambda: f64) -> Vec<f64> {
     let n = d.len();
-    assert!(n > 0 && e.len() + 1 == n, "tridiagonal eigenvector: bad sizes");
+    assert!(
+        n > 0 && e.len() + 1 == n,
+        "tridiagonal eigenvector: bad sizes"
+    );
     if n == 1 {
         return vec![1.0];
     }
@@ -213,7 +228,11 @@ pub(crate) fn normalise(x: &mut [f64]) {
     if scale == 0.0 || !scale.is_finite() {
         return;
     }
-    let norm = scale * x.iter().map(|v| (v / scale) * (v / scale)).sum::<f64>().sqrt();
+    let norm = scale
+        * x.iter()
+            .map(|v| (v / scale) * (v / scale))
+            .sum::<f64>()
+            .sqrt();
     x.iter_mut().for_each(|v| *v /= norm);
 }
 
@@ -243,17 +262,28 @@ mod tests {
         let d = vec![2.0; n];
         let e = vec![-1.0; n - 1];
         for k in [0, 1, 2, 25, n - 1] {
-            let exact = 2.0 - 2.0 * (((k + 1) as f64) * std::f64::consts::PI / (n + 1) as f64).cos();
+            let exact =
+                2.0 - 2.0 * (((k + 1) as f64) * std::f64::consts::PI / (n + 1) as f64).cos();
             let got = eigenvalue(&d, &e, k);
             assert!((got - exact).abs() < 1e-14, "k={k}: {got} vs {exact}");
             let v = eigenvector(&d, &e, got);
-            let mut want: Vec<f64> =
-                (0..n).map(|j| (((j + 1) * (k + 1)) as f64 * std::f64::consts::PI / (n + 1) as f64).sin()).collect();
+            let mut want: Vec<f64> = (0..n)
+                .map(|j| (((j + 1) * (k + 1)) as f64 * std::f64::consts::PI / (n + 1) as f64).sin())
+                .collect();
             normalise(&mut want);
             // Up to sign: these vectors have exact ± ties in magnitude, so the
             // dstein sign rule is decided by rounding.
-            let sign = v.iter().zip(&want).map(|(a, b)| a * b).sum::<f64>().signum();
-            let err = v.iter().zip(&want).map(|(a, b)| (a - sign * b).abs()).fold(0.0, f64::max);
+            let sign = v
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
+                .signum();
+            let err = v
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - sign * b).abs())
+                .fold(0.0, f64::max);
             assert!(err < 1e-12, "k={k}: eigenvector error {err}");
         }
     }

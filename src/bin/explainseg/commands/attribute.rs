@@ -55,12 +55,17 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
     let seconds = start.elapsed().as_secs_f64();
     let attribution = e.attribution.index_axis(Axis(0), 0).to_owned();
     let relevance = normalize(&reduce_channels(attribution.view(), reduction), normalizer)?;
-    write_all(&args.out, &[
-        ("input.npy", &|p| explainseg::npy::write(p, &x)),
-        ("logits.npy", &|p| explainseg::npy::write(p, &e.logits)),
-        ("attribution.npy", &|p| explainseg::npy::write(p, &attribution)),
-        ("relevance.npy", &|p| explainseg::npy::write(p, &relevance)),
-    ])?;
+    write_all(
+        &args.out,
+        &[
+            ("input.npy", &|p| explainseg::npy::write(p, &x)),
+            ("logits.npy", &|p| explainseg::npy::write(p, &e.logits)),
+            ("attribution.npy", &|p| {
+                explainseg::npy::write(p, &attribution)
+            }),
+            ("relevance.npy", &|p| explainseg::npy::write(p, &relevance)),
+        ],
+    )?;
     let max_delta = e.deltas.iter().fold(0f32, |m, d| m.max(d.abs()));
     out.result(
         &format!(
@@ -79,7 +84,8 @@ type Writer<'a> = &'a dyn Fn(&Path) -> explainseg::Result<()>;
 
 /// Writes every file or none: on the first failure, removes what was written.
 pub fn write_all(dir: &Path, files: &[(&str, Writer)]) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
     let mut written = Vec::new();
     for (name, write) in files {
         let path = dir.join(name);

@@ -46,14 +46,23 @@ fn sgemm_gflops(m: usize, k: usize, n: usize, reps: usize) -> f64 {
     let mut best = f64::MAX;
     for _ in 0..reps {
         let t = Instant::now();
-        matmul(&mut c, n, MatRef::row_major(&a, m, k), MatRef::row_major(&b, k, n), false, Threads::Pool);
+        matmul(
+            &mut c,
+            n,
+            MatRef::row_major(&a, m, k),
+            MatRef::row_major(&b, k, n),
+            false,
+            Threads::Pool,
+        );
         best = best.min(t.elapsed().as_secs_f64());
     }
     2.0 * (m * n * k) as f64 / best / 1e9
 }
 
 pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
-    let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else { bail!("--model `{}` is not one of ti, s, b", args.model) };
+    let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
+        bail!("--model `{}` is not one of ti, s, b", args.model)
+    };
     if args.size % args.patch != 0 || args.batch == 0 {
         bail!("--size must be a multiple of --patch and --batch at least 1");
     }
@@ -64,10 +73,13 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     let peak_vit_shape = sgemm_gflops(args.batch * tokens, config.dim, config.mlp_hidden, 12);
     let peak = peak_square.max(peak_vit_shape);
 
-    let gflop_per_pass = (config.forward_macs(tokens) + config.backward_macs(tokens)) as f64 * 2.0 / 1e9;
+    let gflop_per_pass =
+        (config.forward_macs(tokens) + config.backward_macs(tokens)) as f64 * 2.0 / 1e9;
     let vit = Vit::random(config, 2, 1);
     let engine = CpuEngine::new(&vit);
-    let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(b, c, i, j)| ((b + 3 * c + i * 7 + j * 13) % 17) as f32 * 0.1 - 0.8);
+    let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(b, c, i, j)| {
+        ((b + 3 * c + i * 7 + j * 13) % 17) as f32 * 0.1 - 0.8
+    });
     let targets = vec![0usize; args.batch];
     engine.logits_and_input_grad(x.view(), &targets)?; // warm-up
     let start = Instant::now();
@@ -81,8 +93,20 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
 
     let one = x.slice(ndarray::s![0..1, .., .., ..]).to_owned();
     let zero = Array4::<f32>::zeros(one.dim());
-    let ig = IgConfig { n_steps: args.steps, batch_size: args.batch, return_delta: false, ..Default::default() };
-    let nt = NoiseTunnelConfig { nt_type: NtType::SmoothGrad, noise: Noise::Seeded { samples: args.samples, stdev: 1.0, seed: 0 } };
+    let ig = IgConfig {
+        n_steps: args.steps,
+        batch_size: args.batch,
+        return_delta: false,
+        ..Default::default()
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: args.samples,
+            stdev: 1.0,
+            seed: 0,
+        },
+    };
     let t = Instant::now();
     noise_tunnel_ig(&engine, one.view(), zero.view(), 0, &ig, &nt, None)?;
     let ig_seconds = t.elapsed().as_secs_f64();

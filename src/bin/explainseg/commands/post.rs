@@ -38,13 +38,23 @@ pub struct CrfArgs {
 
 impl CrfArgs {
     fn params(&self) -> CrfParams {
-        CrfParams { n_iterations: self.iters, pos_sxy_px: self.pos_sxy, pos_weight: self.pos_w, bi_sxy_px: self.bi_sxy, bi_srgb: self.bi_srgb, bi_weight: self.bi_w }
+        CrfParams {
+            n_iterations: self.iters,
+            pos_sxy_px: self.pos_sxy,
+            pos_weight: self.pos_w,
+            bi_sxy_px: self.bi_sxy,
+            bi_srgb: self.bi_srgb,
+            bi_weight: self.bi_w,
+        }
     }
 }
 
 fn image_pixels(path: &std::path::Path) -> Result<Array3<u8>> {
     let img = decode_image_file(path)?;
-    Ok(Array3::from_shape_vec((img.height as usize, img.width as usize, 3), img.to_rgb8())?)
+    Ok(Array3::from_shape_vec(
+        (img.height as usize, img.width as usize, 3),
+        img.to_rgb8(),
+    )?)
 }
 
 #[derive(Args, Debug)]
@@ -71,10 +81,14 @@ pub struct MaskArgs {
 }
 
 pub fn run_mask(args: &MaskArgs, out: &Output) -> Result<()> {
-    let map = explainseg::npy::read_f32(&args.map)?.into_dimensionality::<Ix2>().with_context(|| format!("{}: the map must be 2-D (H, W)", args.map.display()))?;
+    let map = explainseg::npy::read_f32(&args.map)?
+        .into_dimensionality::<Ix2>()
+        .with_context(|| format!("{}: the map must be 2-D (H, W)", args.map.display()))?;
     let map = match &args.feature {
         Some(f) => {
-            let feat = explainseg::npy::read_f32(f)?.into_dimensionality::<Ix2>().with_context(|| format!("{}: the feature map must be 2-D", f.display()))?;
+            let feat = explainseg::npy::read_f32(f)?
+                .into_dimensionality::<Ix2>()
+                .with_context(|| format!("{}: the feature map must be 2-D", f.display()))?;
             fuse(map.view(), feat.view(), Upsample::Nearest)?
         }
         None => map,
@@ -90,12 +104,32 @@ pub fn run_mask(args: &MaskArgs, out: &Output) -> Result<()> {
             let m = morphology_mask(map.view(), &MorphologyParams::default())?;
             (m.mask, format!("threshold {} (equalised map)", m.threshold))
         }
-        "ncut" => (shi_malik_ncut(map.view(), &ShiMalikParams::default())?.mask, "ncut".to_string()),
+        "ncut" => (
+            shi_malik_ncut(map.view(), &ShiMalikParams::default())?.mask,
+            "ncut".to_string(),
+        ),
         other => bail!("--method `{other}` is not one of otsu, morph, ncut"),
     };
-    let mask = if mask.dim() != (h, w) { upsample(mask.mapv(|v| v as u8 as f32).view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5) } else { mask };
-    let mask = if args.crf { refine_mask(pixels.view(), mask.view(), &args.crf_args.params())? } else { mask };
-    write_all(&args.out, &[("mask.png", &|p| write_mask_png(p, mask.view()))])?;
+    let mask = if mask.dim() != (h, w) {
+        upsample(
+            mask.mapv(|v| v as u8 as f32).view(),
+            h,
+            w,
+            Upsample::Nearest,
+        )
+        .mapv(|v| v > 0.5)
+    } else {
+        mask
+    };
+    let mask = if args.crf {
+        refine_mask(pixels.view(), mask.view(), &args.crf_args.params())?
+    } else {
+        mask
+    };
+    write_all(
+        &args.out,
+        &[("mask.png", &|p| write_mask_png(p, mask.view()))],
+    )?;
     out.result(&text, serde_json::json!({"method": args.method, "foreground": mask.iter().filter(|m| **m).count()}));
     Ok(())
 }
@@ -131,7 +165,14 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
             return Err(e.into());
         }
     }
-    out.result(&format!("foreground {} of {} pixels", refined.iter().filter(|m| **m).count(), refined.len()), serde_json::json!({"foreground": refined.iter().filter(|m| **m).count()}));
+    out.result(
+        &format!(
+            "foreground {} of {} pixels",
+            refined.iter().filter(|m| **m).count(),
+            refined.len()
+        ),
+        serde_json::json!({"foreground": refined.iter().filter(|m| **m).count()}),
+    );
     Ok(())
 }
 
@@ -153,11 +194,23 @@ pub struct NcutArgs {
 }
 
 pub fn run_ncut(args: &NcutArgs, out: &Output) -> Result<()> {
-    let grid = explainseg::model::weights::parse_grid(&args.grid).with_context(|| format!("--grid `{}` is not H,W", args.grid))?;
-    let f = explainseg::npy::read_f32(&args.features)?.into_dimensionality::<Ix2>().with_context(|| format!("{}: features must be 2-D (N, D)", args.features.display()))?;
+    let grid = explainseg::model::weights::parse_grid(&args.grid)
+        .with_context(|| format!("--grid `{}` is not H,W", args.grid))?;
+    let f = explainseg::npy::read_f32(&args.features)?
+        .into_dimensionality::<Ix2>()
+        .with_context(|| format!("{}: features must be 2-D (N, D)", args.features.display()))?;
     let cut = tokencut_bipartition(f.view(), grid, args.tau, args.eps)?;
     let mask = cut.mask.mapv(|m| m as u8);
-    write_all(&args.out, &[("eigvec.npy", &|p| explainseg::npy::write(p, &cut.eigvec)), ("mask.npy", &|p| explainseg::npy::write(p, &mask))])?;
-    out.result(&format!("seed {}\neigenvalue {}", cut.seed, cut.eigenvalue), serde_json::json!({"seed": cut.seed, "eigenvalue": cut.eigenvalue}));
+    write_all(
+        &args.out,
+        &[
+            ("eigvec.npy", &|p| explainseg::npy::write(p, &cut.eigvec)),
+            ("mask.npy", &|p| explainseg::npy::write(p, &mask)),
+        ],
+    )?;
+    out.result(
+        &format!("seed {}\neigenvalue {}", cut.seed, cut.eigenvalue),
+        serde_json::json!({"seed": cut.seed, "eigenvalue": cut.eigenvalue}),
+    );
     Ok(())
 }

@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use explainseg::attr::features::{FeatureConfig, FeatureSource};
-use explainseg::post::ncut::ShiMalikParams;
 use clap::Args;
+use explainseg::attr::features::{FeatureConfig, FeatureSource};
 use explainseg::image::{decode_image_file, preprocess_with_plan, resize_and_crop};
 use explainseg::pipeline::{segment, PipelineConfig, Variant};
+use explainseg::post::ncut::ShiMalikParams;
 use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
 use ndarray::Array3;
 
@@ -95,23 +95,40 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let (x, plan) = preprocess_with_plan(&decoded, &pre)?;
     let (seen, _) = resize_and_crop(&decoded, &pre.resize, pre.filter)?;
     let (h, w) = (seen.height as usize, seen.width as usize);
-    let pixels = Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
-    let mut cfg = PipelineConfig { explain: args.ig.explain_config(&pre.normalization)?, ..Default::default() };
+    let pixels =
+        Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
+    let mut cfg = PipelineConfig {
+        explain: args.ig.explain_config(&pre.normalization)?,
+        ..Default::default()
+    };
     if args.no_crf {
         cfg.crf = None;
     }
-    cfg.feature = FeatureConfig { source: feature_source(&args.feature)?, layer: args.layer };
+    cfg.feature = FeatureConfig {
+        source: feature_source(&args.feature)?,
+        layer: args.layer,
+    };
     cfg.upsample = args.upsample.parse()?;
     cfg.reduction = args.reduce.parse()?;
     cfg.normalizer = args.normalize.parse()?;
-    cfg.ncut = ShiMalikParams { grid: Some((args.ncut_grid, args.ncut_grid)), sigma_r: args.ncut_sigma_r, sigma_x: args.ncut_sigma_x, radius: args.ncut_radius };
+    cfg.ncut = ShiMalikParams {
+        grid: Some((args.ncut_grid, args.ncut_grid)),
+        sigma_r: args.ncut_sigma_r,
+        sigma_x: args.ncut_sigma_x,
+        radius: args.ncut_radius,
+    };
     cfg.tokencut.tau = args.tokencut_tau;
     cfg.maskcut.tau = args.maskcut_tau;
     cfg.maskcut.n_masks = args.maskcut_masks;
-    let passes = cfg.explain.noise_tunnel.as_ref().map_or(1, |nt| match &nt.noise {
-        explainseg::attr::Noise::Seeded { samples, .. } => *samples,
-        explainseg::attr::Noise::Injected(n) => n.dim().0,
-    }) * cfg.explain.ig.n_steps;
+    let passes = cfg
+        .explain
+        .noise_tunnel
+        .as_ref()
+        .map_or(1, |nt| match &nt.noise {
+            explainseg::attr::Noise::Seeded { samples, .. } => *samples,
+            explainseg::attr::Noise::Injected(n) => n.dim().0,
+        })
+        * cfg.explain.ig.n_steps;
     let bar = progress_bar(out, passes as u64, "IG passes");
     let tick = |done: usize, _: usize| {
         bar.set_position(done as u64);
@@ -127,24 +144,50 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         None => None,
     };
     let (oh, ow) = (decoded.height as usize, decoded.width as usize);
-    let over = overlay(&decoded.to_rgb8(), oh, ow, heat.as_ref().map(|h| h.view()), mask.view())?;
-    let mut files: Vec<(&str, Box<dyn Fn(&std::path::Path) -> explainseg::Result<()>>)> = vec![
+    let over = overlay(
+        &decoded.to_rgb8(),
+        oh,
+        ow,
+        heat.as_ref().map(|h| h.view()),
+        mask.view(),
+    )?;
+    let mut files: Vec<(
+        &str,
+        Box<dyn Fn(&std::path::Path) -> explainseg::Result<()>>,
+    )> = vec![
         ("mask.png", Box::new(|p| write_mask_png(p, mask.view()))),
-        ("mask_pre_crf.png", Box::new(|p| write_mask_png(p, mask_pre.view()))),
-        ("overlay.png", Box::new(move |p| write_rgb_png(p, over.clone(), oh, ow))),
+        (
+            "mask_pre_crf.png",
+            Box::new(|p| write_mask_png(p, mask_pre.view())),
+        ),
+        (
+            "overlay.png",
+            Box::new(move |p| write_rgb_png(p, over.clone(), oh, ow)),
+        ),
     ];
     if let Some(r) = &seg.relevance {
-        files.push(("relevance.npy", Box::new(move |p| explainseg::npy::write(p, r))));
+        files.push((
+            "relevance.npy",
+            Box::new(move |p| explainseg::npy::write(p, r)),
+        ));
     }
     if let Some(f) = &seg.feature {
-        files.push(("feature.npy", Box::new(move |p| explainseg::npy::write(p, f))));
+        files.push((
+            "feature.npy",
+            Box::new(move |p| explainseg::npy::write(p, f)),
+        ));
     }
     if let Some(f) = &seg.fused {
         files.push(("fused.npy", Box::new(move |p| explainseg::npy::write(p, f))));
     }
-    let refs: Vec<(&str, &dyn Fn(&std::path::Path) -> explainseg::Result<()>)> = files.iter().map(|(n, f)| (*n, f.as_ref())).collect();
+    let refs: Vec<(&str, &dyn Fn(&std::path::Path) -> explainseg::Result<()>)> =
+        files.iter().map(|(n, f)| (*n, f.as_ref())).collect();
     write_all(&args.out, &refs)?;
-    let times: Vec<String> = seg.timings.iter().map(|(n, s)| format!("{n} {s:.2} s")).collect();
+    let times: Vec<String> = seg
+        .timings
+        .iter()
+        .map(|(n, s)| format!("{n} {s:.2} s"))
+        .collect();
     out.result(
         &format!("class {}\nvariant {}\nforeground {:.1}%\ntimes: {}", seg.predicted, variant.name(), 100.0 * mask.iter().filter(|m| **m).count() as f64 / mask.len() as f64, times.join(", ")),
         serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>()}),
