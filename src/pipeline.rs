@@ -19,7 +19,7 @@ use std::time::Instant;
 use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
 
 use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
-use crate::attr::fusion::{fuse, pool_to_grid, upsample, Upsample};
+use crate::attr::fusion::{fuse, pool_to_grid, upsample_mask, Upsample};
 use crate::attr::{
     explain, normalize, reduce_channels, ExplainConfig, Normalizer, Progress, Reduction,
 };
@@ -223,7 +223,7 @@ pub fn segment(
             Variant::A | Variant::C => morphology_mask(map.view(), &cfg.morphology)?.mask,
             _ => {
                 let cut = shi_malik_ncut(map.view(), &cfg.ncut)?;
-                nearest_mask(&cut.mask, h, w)
+                upsample_mask(cut.mask.view(), h, w)
             }
         };
         lap("mask", &mut timings);
@@ -236,27 +236,14 @@ pub fn segment(
         let keys = patch_descriptors(vit, x, Descriptor::Facet(Facet::Key), None)?;
         let grid = vit.config.grid_for(h, w)?;
         if variant == Variant::MaskCut {
-            // MaskCut runs its CRF per object inside; report the raw union as pre-CRF.
-            let raw = MaskCutParams {
-                crf: None,
+            // MaskCut runs its CRF per object inside; one call gives both unions.
+            let params = MaskCutParams {
+                crf: cfg.crf.clone(),
                 ..cfg.maskcut.clone()
             };
-            let pre = maskcut::union(&maskcut::maskcut(keys.view(), grid, pixels, &raw)?, (h, w));
-            let final_mask = match &cfg.crf {
-                Some(c) => maskcut::union(
-                    &maskcut::maskcut(
-                        keys.view(),
-                        grid,
-                        pixels,
-                        &MaskCutParams {
-                            crf: Some(c.clone()),
-                            ..cfg.maskcut.clone()
-                        },
-                    )?,
-                    (h, w),
-                ),
-                None => pre.clone(),
-            };
+            let objects = maskcut::maskcut(keys.view(), grid, pixels, &params)?;
+            let pre = maskcut::union(&objects.raw, (h, w));
+            let final_mask = maskcut::union(&objects.kept, (h, w));
             lap("maskcut", &mut timings);
             return Ok(Segmentation {
                 variant,
@@ -276,7 +263,7 @@ pub fn segment(
                 .expect("one value per patch"),
         );
         lap("tokencut", &mut timings);
-        (logits, predicted, nearest_mask(&cut.mask, h, w))
+        (logits, predicted, upsample_mask(cut.mask.view(), h, w))
     };
     let mask = match &cfg.crf {
         Some(p) => {
@@ -297,12 +284,6 @@ pub fn segment(
         predicted,
         timings,
     })
-}
-
-/// Nearest upsampling of a grid mask to (h, w).
-fn nearest_mask(mask: &Array2<bool>, h: usize, w: usize) -> Array2<bool> {
-    let f = mask.mapv(|v| v as u8 as f32);
-    upsample(f.view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5)
 }
 
 /// The 8-bit (H, W, 3) pixels of a normalised input, undoing the normalisation —

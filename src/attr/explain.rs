@@ -38,6 +38,17 @@ impl Default for ExplainConfig {
     }
 }
 
+impl ExplainConfig {
+    /// Forward+backward passes [`explain`] runs: steps × noise samples.
+    pub fn passes(&self) -> usize {
+        self.ig.n_steps
+            * self
+                .noise_tunnel
+                .as_ref()
+                .map_or(1, |nt| nt.noise.samples())
+    }
+}
+
 /// The result of [`explain`].
 #[derive(Debug, Clone)]
 pub struct Explanation {

@@ -58,6 +58,14 @@ pub fn upsample(map: ArrayView2<f32>, height: usize, width: usize, mode: Upsampl
     }
 }
 
+/// Nearest upsampling of a boolean mask (e.g. a patch-grid cut) to (height, width).
+pub fn upsample_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> Array2<bool> {
+    let (r, c) = mask.dim();
+    Array2::from_shape_fn((height, width), |(i, j)| {
+        mask[[((i * r) / height).min(r - 1), ((j * c) / width).min(c - 1)]]
+    })
+}
+
 /// Average of the map over each patch (the relevance at the feature map's grid).
 ///
 /// # Errors

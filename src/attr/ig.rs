@@ -77,12 +77,15 @@ pub fn integrated_gradients(
     cfg: &IgConfig,
     progress: Option<Progress>,
 ) -> Result<IgOutput> {
-    cfg.validate()?;
+    if cfg.batch_size == 0 {
+        return Err(Error::param("batch_size", "must be at least 1"));
+    }
     let (n_inputs, c, h, w) = inputs.dim();
     if baseline.dim() != (1, c, h, w) {
         let (a, b, cc, d) = baseline.dim();
         return Err(Error::shape("baseline", &[1, c, h, w], &[a, b, cc, d]));
     }
+    // Also validates n_steps for the rule.
     let q = quadrature(cfg.method, cfg.n_steps)?;
     let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
     let steps: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();

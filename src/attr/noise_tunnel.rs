@@ -59,6 +59,16 @@ pub enum Noise {
     Injected(Array4<f32>),
 }
 
+impl Noise {
+    /// Number of noise samples this source yields.
+    pub fn samples(&self) -> usize {
+        match self {
+            Noise::Seeded { samples, .. } => *samples,
+            Noise::Injected(n) => n.dim().0,
+        }
+    }
+}
+
 /// NoiseTunnel settings; the paper uses smoothgrad, 5 samples, stdev 1.0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NoiseTunnelConfig {

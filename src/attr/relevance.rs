@@ -171,14 +171,7 @@ pub fn normalize(map: &Array2<f32>, normalizer: Normalizer) -> Result<Array2<f32
             }
             Ok(map.mapv(|v| ((v - vmin) / (vmax - vmin)).clamp(0.0, 1.0)))
         }
-        Normalizer::MinMax => {
-            let vmin = values.iter().copied().fold(f32::INFINITY, f32::min);
-            let vmax = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            if vmax <= vmin {
-                return Ok(Array2::zeros(map.dim()));
-            }
-            Ok(map.mapv(|v| (v - vmin) / (vmax - vmin)))
-        }
+        Normalizer::MinMax => Ok(super::features::min_max(map.clone())),
     }
 }
 

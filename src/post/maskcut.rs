@@ -17,7 +17,7 @@ use ndarray::{Array2, ArrayView2, ArrayView3};
 use super::crf::{refine_mask, CrfParams};
 use super::morphology::binary_fill_holes;
 use super::ncut::{binary_affinity, binary_affinity_f64, fiedler_dense, seed_component};
-use crate::attr::fusion::{upsample, Upsample};
+use crate::attr::fusion::upsample_mask;
 use crate::error::{Error, Result};
 
 /// MaskCut settings (CutLER's README run: N 3, τ 0.15).
@@ -129,8 +129,17 @@ fn argmax(v: &[f64]) -> usize {
     (0..v.len()).fold(0, |best, i| if v[i] > v[best] { i } else { best })
 }
 
+/// MaskCut's objects at pixel resolution.
+#[derive(Debug, Clone)]
+pub struct MaskCutObjects {
+    /// Each object's patch mask upsampled, minus the earlier objects (before CRF).
+    pub raw: Vec<Array2<bool>>,
+    /// After the per-mask CRF, hole filling and IoU check (equal to `raw` without CRF).
+    pub kept: Vec<Array2<bool>>,
+}
+
 /// MaskCut on an image: patch masks upsampled (nearest) to the pixels' size, the
-/// earlier masks subtracted, then the per-mask CRF check. Returns the kept masks.
+/// earlier masks subtracted, then the per-mask CRF check.
 ///
 /// # Errors
 /// As [`maskcut_patch_masks`], plus CRF errors; the grid must divide the image.
@@ -139,17 +148,17 @@ pub fn maskcut(
     grid: (usize, usize),
     pixels: ArrayView3<u8>,
     params: &MaskCutParams,
-) -> Result<Vec<Array2<bool>>> {
+) -> Result<MaskCutObjects> {
     let (h, w, _) = pixels.dim();
     let patch_masks = maskcut_patch_masks(features, grid, params)?;
     let mut taken = Array2::from_elem((h, w), false);
-    let mut out = Vec::with_capacity(patch_masks.len());
+    let mut raw = Vec::with_capacity(patch_masks.len());
+    let mut kept = Vec::with_capacity(patch_masks.len());
     for pm in patch_masks {
-        let full =
-            upsample(pm.mapv(|b| b as u8 as f32).view(), h, w, Upsample::Nearest).mapv(|v| v > 0.5);
+        let full = upsample_mask(pm.view(), h, w);
         let own = Array2::from_shape_fn((h, w), |p| full[p] && !taken[p]);
         taken.zip_mut_with(&own, |t, o| *t = *t || *o);
-        let kept = match &params.crf {
+        let refined = match &params.crf {
             Some(p) => {
                 let refined = refine_mask(pixels, own.view(), p)?;
                 let filled = binary_fill_holes(refined.view());
@@ -160,11 +169,12 @@ pub fn maskcut(
                     filled
                 }
             }
-            None => own,
+            None => own.clone(),
         };
-        out.push(kept);
+        raw.push(own);
+        kept.push(refined);
     }
-    Ok(out)
+    Ok(MaskCutObjects { raw, kept })
 }
 
 /// The union of MaskCut's masks: the foreground used when comparing a class-agnostic

@@ -290,11 +290,9 @@ pub fn forward_in(
     let grid = c.grid_for(height, width)?;
     let pos = vit.pos_embed(grid)?;
     let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
-    let hd = c.head_dim();
     let np = grid.0 * grid.1;
     let t = np + 1;
     let m = batch * t;
-    let scale = c.attn_scale();
 
     // Patch embedding + CLS + positions.
     let patches = im2col(&x, c.patch, grid);
@@ -361,79 +359,11 @@ pub fn forward_in(
         s.cls_only = prune_last && bi == c.depth - 1;
         if s.cls_only {
             last_block_cls_only(vit, bw, s, &mut xs, normed, act, batch, t, threads);
-            if bi >= first_tapped {
-                let (f, saved) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
-                cls_features.push(f);
-                head_norms.push(saved);
-            }
-            continue;
+        } else {
+            block_forward(
+                vit, bw, s, &mut xs, normed, attn_cat, act, batch, t, threads,
+            );
         }
-        sized(&mut s.xhat1, m * d);
-        sized(&mut s.rstd1, m);
-        sized(&mut s.qkv, m * 3 * d);
-        sized(&mut s.probs, batch * heads * t * t);
-        sized(&mut s.xhat2, m * d);
-        sized(&mut s.rstd2, m);
-        sized(&mut s.gelu_grad, m * hidden);
-        layer_norm_rows(
-            &xs,
-            &bw.norm1_w,
-            &bw.norm1_b,
-            c.eps,
-            normed,
-            &mut s.xhat1,
-            &mut s.rstd1,
-        );
-        matmul(
-            &mut s.qkv,
-            3 * d,
-            MatRef::row_major(normed, m, d),
-            MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
-            false,
-            threads,
-        );
-        ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
-        attention_forward(&s.qkv, &mut s.probs, attn_cat, batch, t, heads, hd, scale);
-        matmul(
-            &mut xs,
-            d,
-            MatRef::row_major(attn_cat, m, d),
-            MatRef::row_major(&bw.proj_w, d, d).t(),
-            true,
-            threads,
-        );
-        ops::add_bias_rows(&mut xs, &bw.proj_b);
-        layer_norm_rows(
-            &xs,
-            &bw.norm2_w,
-            &bw.norm2_b,
-            c.eps,
-            normed,
-            &mut s.xhat2,
-            &mut s.rstd2,
-        );
-        // fc1 output goes to `act`, then GELU in place (with its derivative saved).
-        matmul(
-            act,
-            hidden,
-            MatRef::row_major(normed, m, d),
-            MatRef::row_major(&bw.fc1_w, hidden, d).t(),
-            false,
-            threads,
-        );
-        ops::add_bias_rows(act, &bw.fc1_b);
-        act.par_chunks_mut(hidden)
-            .zip(s.gelu_grad.par_chunks_mut(hidden))
-            .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
-        matmul(
-            &mut xs,
-            d,
-            MatRef::row_major(act, m, hidden),
-            MatRef::row_major(&bw.fc2_w, d, hidden).t(),
-            true,
-            threads,
-        );
-        ops::add_bias_rows(&mut xs, &bw.fc2_b);
 
         if tap_layer == Some(bi) {
             tap_qkv = s.qkv.clone();
@@ -515,6 +445,93 @@ pub fn forward_in(
         dim: d,
         heads,
     })
+}
+
+/// One pre-norm block over every token: `x += Attn(LN1(x)); x += MLP(LN2(x))`, saving
+/// what the backward needs in `s`.
+#[allow(clippy::too_many_arguments)]
+fn block_forward(
+    vit: &Vit,
+    bw: &BlockWeights,
+    s: &mut BlockSaved,
+    xs: &mut [f32],
+    normed: &mut [f32],
+    attn_cat: &mut [f32],
+    act: &mut [f32],
+    batch: usize,
+    t: usize,
+    threads: Threads,
+) {
+    let c = &vit.config;
+    let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+    let m = batch * t;
+    let scale = c.attn_scale();
+    sized(&mut s.xhat1, m * d);
+    sized(&mut s.rstd1, m);
+    sized(&mut s.qkv, m * 3 * d);
+    sized(&mut s.probs, batch * heads * t * t);
+    sized(&mut s.xhat2, m * d);
+    sized(&mut s.rstd2, m);
+    sized(&mut s.gelu_grad, m * hidden);
+    layer_norm_rows(
+        xs,
+        &bw.norm1_w,
+        &bw.norm1_b,
+        c.eps,
+        normed,
+        &mut s.xhat1,
+        &mut s.rstd1,
+    );
+    matmul(
+        &mut s.qkv,
+        3 * d,
+        MatRef::row_major(normed, m, d),
+        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
+        false,
+        threads,
+    );
+    ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
+    attention_forward(&s.qkv, &mut s.probs, attn_cat, batch, t, heads, hd, scale);
+    matmul(
+        xs,
+        d,
+        MatRef::row_major(attn_cat, m, d),
+        MatRef::row_major(&bw.proj_w, d, d).t(),
+        true,
+        threads,
+    );
+    ops::add_bias_rows(xs, &bw.proj_b);
+    layer_norm_rows(
+        xs,
+        &bw.norm2_w,
+        &bw.norm2_b,
+        c.eps,
+        normed,
+        &mut s.xhat2,
+        &mut s.rstd2,
+    );
+    // fc1 output goes to `act`, then GELU in place (with its derivative saved).
+    matmul(
+        act,
+        hidden,
+        MatRef::row_major(normed, m, d),
+        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
+        false,
+        threads,
+    );
+    ops::add_bias_rows(act, &bw.fc1_b);
+    act.par_chunks_mut(hidden)
+        .zip(s.gelu_grad.par_chunks_mut(hidden))
+        .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
+    matmul(
+        xs,
+        d,
+        MatRef::row_major(act, m, hidden),
+        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
+        true,
+        threads,
+    );
+    ops::add_bias_rows(xs, &bw.fc2_b);
 }
 
 /// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and

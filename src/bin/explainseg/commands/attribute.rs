@@ -40,11 +40,8 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
     let reduction: Reduction = args.reduce.parse()?;
     let normalizer: Normalizer = args.normalize.parse()?;
     let engine = CpuEngine::new(&vit);
-    let samples = cfg.noise_tunnel.as_ref().map_or(1, |nt| match &nt.noise {
-        explainseg::attr::Noise::Seeded { samples, .. } => *samples,
-        explainseg::attr::Noise::Injected(n) => n.dim().0,
-    });
-    let bar = progress_bar(out, (samples * cfg.ig.n_steps) as u64, "IG passes");
+    let passes = cfg.passes();
+    let bar = progress_bar(out, passes as u64, "IG passes");
     let tick = |done: usize, _total: usize| {
         bar.set_position(done as u64);
         true
@@ -73,14 +70,15 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
             e.predicted,
             if e.deltas.is_empty() { "not computed".to_string() } else { format!("{max_delta:e} (max |delta| over {} samples)", e.deltas.len()) },
             seconds,
-            samples * cfg.ig.n_steps
+            passes
         ),
         serde_json::json!({"class": e.predicted, "target": e.target, "logits": e.logits.to_vec(), "deltas": e.deltas, "seconds": seconds}),
     );
     Ok(())
 }
 
-type Writer<'a> = &'a dyn Fn(&Path) -> explainseg::Result<()>;
+/// Writes one output file at the given path.
+pub type Writer<'a> = &'a dyn Fn(&Path) -> explainseg::Result<()>;
 
 /// Writes every file or none: on the first failure, removes what was written.
 pub fn write_all(dir: &Path, files: &[(&str, Writer)]) -> Result<()> {

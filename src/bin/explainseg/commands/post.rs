@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use explainseg::attr::fusion::{fuse, upsample, Upsample};
+use explainseg::attr::fusion::{fuse, upsample_mask, Upsample};
 use explainseg::image::decode_image_file;
 use explainseg::post::crf::{dense_crf, refine_mask, unary_from_mask, CrfParams};
 use explainseg::post::morphology::{morphology_mask, MorphologyParams};
@@ -111,13 +111,7 @@ pub fn run_mask(args: &MaskArgs, out: &Output) -> Result<()> {
         other => bail!("--method `{other}` is not one of otsu, morph, ncut"),
     };
     let mask = if mask.dim() != (h, w) {
-        upsample(
-            mask.mapv(|v| v as u8 as f32).view(),
-            h,
-            w,
-            Upsample::Nearest,
-        )
-        .mapv(|v| v > 0.5)
+        upsample_mask(mask.view(), h, w)
     } else {
         mask
     };

@@ -12,7 +12,10 @@ use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
 use ndarray::Array3;
 
 use crate::args::{IgArgs, InputArgs, ModelArgs};
-use crate::commands::attribute::write_all;
+use crate::commands::attribute::{write_all, Writer};
+
+/// An owned output writer, for files that exist only for some variants.
+type BoxedWriter<'a> = Box<dyn Fn(&std::path::Path) -> explainseg::Result<()> + 'a>;
 use crate::output::{progress_bar, Output};
 
 #[derive(Args, Debug)]
@@ -120,15 +123,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     cfg.tokencut.tau = args.tokencut_tau;
     cfg.maskcut.tau = args.maskcut_tau;
     cfg.maskcut.n_masks = args.maskcut_masks;
-    let passes = cfg
-        .explain
-        .noise_tunnel
-        .as_ref()
-        .map_or(1, |nt| match &nt.noise {
-            explainseg::attr::Noise::Seeded { samples, .. } => *samples,
-            explainseg::attr::Noise::Injected(n) => n.dim().0,
-        })
-        * cfg.explain.ig.n_steps;
+    let passes = cfg.explain.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
     let tick = |done: usize, _: usize| {
         bar.set_position(done as u64);
@@ -151,10 +146,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         heat.as_ref().map(|h| h.view()),
         mask.view(),
     )?;
-    let mut files: Vec<(
-        &str,
-        Box<dyn Fn(&std::path::Path) -> explainseg::Result<()>>,
-    )> = vec![
+    let mut files: Vec<(&str, BoxedWriter)> = vec![
         ("mask.png", Box::new(|p| write_mask_png(p, mask.view()))),
         (
             "mask_pre_crf.png",
@@ -180,8 +172,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     if let Some(f) = &seg.fused {
         files.push(("fused.npy", Box::new(move |p| explainseg::npy::write(p, f))));
     }
-    let refs: Vec<(&str, &dyn Fn(&std::path::Path) -> explainseg::Result<()>)> =
-        files.iter().map(|(n, f)| (*n, f.as_ref())).collect();
+    let refs: Vec<(&str, Writer)> = files.iter().map(|(n, f)| (*n, f.as_ref())).collect();
     write_all(&args.out, &refs)?;
     let times: Vec<String> = seg
         .timings
