@@ -20,24 +20,34 @@ fn fixture_png(case: &str, dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// `explainseg attribute` on the tiny fixture model, with `extra` flags.
+fn attribute(image: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Command {
+    let mut cmd = bin();
+    cmd.arg("attribute")
+        .args(extra)
+        .arg("--weights")
+        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+        .arg("--image")
+        .arg(image)
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 #[test]
 fn attribute_with_injected_noise_reproduces_captum() {
     let tmp = tempfile::tempdir().unwrap();
     let png = fixture_png("s16_tiny", tmp.path());
     let out = tmp.path().join("out");
-    let assert = bin()
-        .args(["attribute", "--weights"])
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .arg("--image")
-        .arg(&png)
-        .args([
-            "--resize", "none", "--steps", "8", "--batch", "5", "--noise",
-        ])
-        .arg(fixture("engine", "s16_tiny/noise.npy"))
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+    let assert = attribute(
+        &png,
+        &out,
+        &["--resize", "none", "--steps", "8", "--batch", "5"],
+    )
+    .arg("--noise")
+    .arg(fixture("engine", "s16_tiny/noise.npy"))
+    .assert()
+    .success();
     let stdout = String::from_utf8(assert.get_output().stdout.clone()).unwrap();
     let cfg = json(&fixture("engine", "s16_tiny/config.json"));
     assert!(
@@ -75,9 +85,10 @@ fn plain_ig_with_json_output() {
     let tmp = tempfile::tempdir().unwrap();
     let png = fixture_png("s16_tiny", tmp.path());
     let out = tmp.path().join("out");
-    let assert = bin()
-        .args([
-            "attribute",
+    let assert = attribute(
+        &png,
+        &out,
+        &[
             "--json",
             "--nt-samples",
             "0",
@@ -85,15 +96,10 @@ fn plain_ig_with_json_output() {
             "16",
             "--resize",
             "none",
-            "--weights",
-        ])
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .arg("--image")
-        .arg(&png)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .success();
+        ],
+    )
+    .assert()
+    .success();
     let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
     assert_eq!(v["deltas"].as_array().unwrap().len(), 1);
     let attr = npy_f32(&out.join("attribution.npy"));
@@ -112,11 +118,7 @@ fn plain_ig_with_json_output() {
 fn errors_are_one_line_with_no_partial_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let assert = bin()
-        .args(["attribute", "--weights"])
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .args(["--image", "/nonexistent/x.png", "--out"])
-        .arg(&out)
+    let assert = attribute(std::path::Path::new("/nonexistent/x.png"), &out, &[])
         .assert()
         .failure();
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
@@ -126,29 +128,15 @@ fn errors_are_one_line_with_no_partial_output() {
 
     // A size that is not a multiple of the patch.
     let png = fixture_png("s16_tiny", tmp.path());
-    let assert = bin()
-        .args(["attribute", "--size", "60", "--weights"])
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .arg("--image")
-        .arg(&png)
-        .arg("--out")
-        .arg(&out)
-        .assert()
-        .failure();
+    let assert = attribute(&png, &out, &["--size", "60"]).assert().failure();
     let stderr = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
     assert!(stderr.contains("multiple of the patch"), "{stderr}");
     assert!(!out.exists());
 
     // Injected noise of the wrong size.
-    bin()
-        .args(["attribute", "--resize", "none", "--weights"])
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .arg("--image")
-        .arg(&png)
+    attribute(&png, &out, &["--resize", "none"])
         .arg("--noise")
         .arg(fixture("engine", "p8_dino4/noise.npy"))
-        .arg("--out")
-        .arg(&out)
         .assert()
         .failure();
     assert!(!out.exists());
