@@ -75,9 +75,6 @@ pub struct ForwardState {
     /// Saved activations per block (in `workspace.blocks`; empty when not saving)
     /// and scratch buffers, handed back for reuse by the next call.
     pub workspace: Workspace,
-    /// Residual stream after the last block, before the final norm (M, D). In
-    /// gradient runs only the CLS rows are final (the last block is pruned).
-    pub last_tokens: Vec<f32>,
     /// The block whose q|k|v, softmax and output were kept (`None`: no taps).
     pub tap_layer: Option<usize>,
     /// Output tokens of the tapped block, before any final norm (M, D).
@@ -433,7 +430,6 @@ pub fn forward_in(
         height,
         width,
         workspace: ws,
-        last_tokens: xs,
         head_norms,
         features,
         logits,

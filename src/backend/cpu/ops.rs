@@ -126,7 +126,9 @@ fn gelu_impl(x: &[f32], y: &mut [f32]) {
 }
 
 simd_dispatch! {
-    /// Exact (erf) GELU, `y = x·Φ(x)` — PyTorch's `nn.GELU()` default.
+    /// Exact (erf) GELU, `y = x·Φ(x)` — PyTorch's `nn.GELU()` default. The engine
+    /// uses [`gelu_in_place_with_grad`]; this and [`gelu_bwd`] are the plain CPU twins
+    /// the CUDA kernels are checked against.
     pub fn gelu(x: &[f32], y: &mut [f32]) => gelu_impl;
 }
 
