@@ -5,7 +5,6 @@
 //! `cargo test --release --test crf -- --ignored --nocapture`
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use explainseg::post::crf::{
     dense_crf, refine_mask, unary_from_mask, unary_from_softmax, CrfOutput, CrfParams,
@@ -417,58 +416,4 @@ fn bad_input_is_an_error() {
         unary_from_softmax(probs.view(), 1e-5).unwrap()[[0, 0, 0]],
         0.5f64.ln().abs() as f32
     );
-}
-
-/// CPU time of this process (all threads), from /proc/self/stat (Linux; 10 ms ticks).
-/// On a shared machine it is steadier than wall time.
-fn process_cpu_s() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    Some(ticks / 100.0)
-}
-
-/// Timing of the 480×480 MaskCut case (10 iterations), 1 thread and all threads:
-/// wall time and process CPU time, best of 5. Compare with
-/// `python3 tools/gen_crf.py --bench` (same statistics).
-#[test]
-#[ignore = "timing, not a test; run with --release --ignored --nocapture"]
-fn bench_480() {
-    let image = png_rgb("big_image.png");
-    let mask = png_mask("big_mask.png");
-    let p = CrfParams::default();
-    let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    for threads in [1, all] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        let (mut wall, mut cpu) = (f64::INFINITY, f64::INFINITY);
-        for _ in 0..5 {
-            let (t, c) = (Instant::now(), process_cpu_s());
-            let r = pool.install(|| refine_mask(image.view(), mask.view(), &p).unwrap());
-            wall = wall.min(t.elapsed().as_secs_f64());
-            if let (Some(c0), Some(c1)) = (c, process_cpu_s()) {
-                cpu = cpu.min(c1 - c0);
-            }
-            std::hint::black_box(r);
-        }
-        println!("crf 480×480 RGB, 2 labels, 10 iterations, {threads} thread(s): wall {wall:.3} s, cpu {cpu:.2} s (best of 5)");
-    }
-    // Set-up alone (features, both lattices, normalisations): 0 iterations.
-    let p0 = CrfParams {
-        n_iterations: 0,
-        ..Default::default()
-    };
-    let mut wall = f64::INFINITY;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap();
-    for _ in 0..5 {
-        let t = Instant::now();
-        std::hint::black_box(pool.install(|| refine_mask(image.view(), mask.view(), &p0).unwrap()));
-        wall = wall.min(t.elapsed().as_secs_f64());
-    }
-    println!("  of which set-up (0 iterations), 1 thread: wall {wall:.3} s");
 }

@@ -9,8 +9,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use common::{fixture, json, npy_f32, npy_f64};
 use explainseg::error::Error;
 use explainseg::post::ncut::{
@@ -429,87 +427,4 @@ fn errors_not_panics() {
         Err(Error::Shape { .. })
     ));
     assert!(resample_area(map.view(), (0, 3)).is_err());
-}
-
-/// Timings (not a test: run with
-/// `cargo test --release --test ncut -- --ignored ncut_timings --nocapture`;
-/// compare with `python3 tools/gen_ncut.py --bench`).
-#[test]
-#[ignore = "timing, not a test; run with --release --ignored --nocapture"]
-fn ncut_timings() {
-    /// CPU time of all this process's threads in seconds (Linux schedstat; NaN
-    /// elsewhere). On a shared machine it is steadier than the wall clock.
-    fn cpu_s() -> f64 {
-        let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-            return f64::NAN;
-        };
-        dir.filter_map(|e| e.ok())
-            .filter_map(|e| std::fs::read_to_string(e.path().join("schedstat")).ok())
-            .filter_map(|s| {
-                s.split_whitespace()
-                    .next()
-                    .and_then(|t| t.parse::<f64>().ok())
-            })
-            .sum::<f64>()
-            * 1e-9
-    }
-    /// Best wall time of `reps` runs, and the CPU time of that run.
-    fn best_of<T>(reps: usize, mut f: impl FnMut() -> T) -> (f64, f64) {
-        (0..reps)
-            .map(|_| {
-                let (t, c) = (Instant::now(), cpu_s());
-                std::hint::black_box(f());
-                (t.elapsed().as_secs_f64(), cpu_s() - c)
-            })
-            .fold(
-                (f64::INFINITY, f64::NAN),
-                |a, b| if b.0 < a.0 { b } else { a },
-            )
-    }
-    println!(
-        "rayon threads: {} (wall ms / cpu ms)",
-        rayon::current_num_threads()
-    );
-    let max_n: usize = std::env::var("NCUT_TIMING_MAX_N")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(usize::MAX);
-    for (rows, cols, dim, reps) in [(14, 14, 384, 5), (28, 28, 384, 3), (60, 60, 768, 1)] {
-        if rows * cols > max_n {
-            continue;
-        }
-        let feats = synthetic(rows, cols, dim, 5);
-        let w = binary_affinity(feats.view(), 0.2, 1e-5).unwrap();
-        let t_graph = best_of(reps, || binary_affinity(feats.view(), 0.2, 1e-5).unwrap());
-        let t_eig = best_of(reps, || fiedler_dense(w.view()).unwrap());
-        let t_all = best_of(reps, || {
-            tokencut_bipartition(feats.view(), (rows, cols), 0.2, 1e-5).unwrap()
-        });
-        println!(
-            "tokencut {rows}x{cols} (N={}, D={dim}): total {:.1}/{:.1} ms (graph {:.1}/{:.1} ms, eigensolve {:.1}/{:.1} ms)",
-            rows * cols,
-            t_all.0 * 1e3,
-            t_all.1 * 1e3,
-            t_graph.0 * 1e3,
-            t_graph.1 * 1e3,
-            t_eig.0 * 1e3,
-            t_eig.1 * 1e3
-        );
-    }
-    let map = f32_2d("map_sm28.npy");
-    for grid in [(28, 28), (56, 56)] {
-        let params = ShiMalikParams {
-            grid: Some(grid),
-            ..Default::default()
-        };
-        let t = best_of(3, || shi_malik_ncut(map.view(), &params).unwrap());
-        println!(
-            "shi-malik {}x{} (N={}): {:.1}/{:.1} ms",
-            grid.0,
-            grid.1,
-            grid.0 * grid.1,
-            t.0 * 1e3,
-            t.1 * 1e3
-        );
-    }
 }

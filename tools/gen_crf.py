@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the fixtures for `tests/crf.rs` (module `explainseg::post::crf`), and time
-the reference with `--bench`.
+"""Generate the fixtures for `tests/crf.rs` (module `explainseg::post::crf`).
+Timings against pydensecrf: `python3 tools/bench_post.py`.
 
 Reference: pydensecrf (Krähenbühl's densecrf wrapped by Lucas Beyer), here the PyPI sdist
 `pydensecrf2==1.1` (a repackaging of lucasb-eyer/pydensecrf that bundles densecrf and
@@ -15,7 +15,6 @@ What worked to install it (Python 3.11, numpy 2.4.6, torch 2.15.0, Pillow 13.0.0
 
 How to run (from the repository root):
     python3 tools/gen_crf.py            # rewrites tests/fixtures/crf/* except README.md
-    python3 tools/gen_crf.py --bench    # times pydensecrf on the 480x480 case
 
 The wrapper under test is the DenseCRF step of TokenCut/MaskCut (CutLER maskcut/crf.py,
 the same as TokenCut_video crf.py): mask -> logits [1-m, m] (float64) -> torch bilinear
@@ -32,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -209,35 +207,7 @@ def generate():
     print(json.dumps(manifest["versions"]), f"total {total / 1e6:.2f} MB")
 
 
-def bench(repeats: int):
-    """Wall and process CPU time (best of `repeats`) of the 480x480 case: the whole
-    pydensecrf part (construction with both lattices + inference(10)) and inference alone."""
-    img = np.array(Image.open(OUT / "big_image.png").convert("RGB"))
-    mask = np.array(Image.open(OUT / "big_mask.png")) > 127
-    dcrf, _ = dcrf_modules()
-    u = mask_unary(mask, 480, 480)
-    full, infer, cpu = [], [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        d = dcrf.DenseCRF2D(480, 480, 2)
-        d.setUnaryEnergy(np.ascontiguousarray(u.reshape(2, -1)))
-        d.addPairwiseGaussian(sxy=POS_XY_STD, compat=POS_W)
-        d.addPairwiseBilateral(sxy=BI_XY_STD, srgb=BI_RGB_STD, rgbim=img, compat=BI_W)
-        t1 = time.perf_counter()
-        q = np.array(d.inference(MAX_ITER))
-        t2, c2 = time.perf_counter(), time.process_time()
-        full.append(t2 - t0)
-        infer.append(t2 - t1)
-        cpu.append(c2 - c0)
-    print(json.dumps({"case": "480x480 RGB, 2 labels, 10 iterations, pydensecrf (single-threaded)",
-                      "wall_s_min": round(min(full), 4), "cpu_s_min": round(min(cpu), 4),
-                      "inference_wall_s_min": round(min(infer), 4), "repeats": repeats,
-                      "q_sum": float(q.sum())}))
-
-
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bench", action="store_true", help="time pydensecrf on the 480x480 case")
-    ap.add_argument("--repeats", type=int, default=5)
-    a = ap.parse_args()
-    bench(a.repeats) if a.bench else generate()
+    ap.parse_args()
+    generate()

@@ -9,9 +9,7 @@ The script refuses other scikit-image versions unless --any-version is given, be
 
 How to run (from the repository root):
     python3 tools/gen_morphology.py              # rewrites tests/fixtures/morphology/ except README.md
-    python3 tools/gen_morphology.py --bench      # times the scikit-image chain on a 512x512 map
-    python3 tools/gen_morphology.py --bench DIR  # ... and writes the map and mask to DIR (default
-                                                 # /tmp/explainseg_morph_bench) for the Rust bench
+    (timings against scikit-image: python3 tools/bench_post.py, which uses bench_map below)
 The output is deterministic (seeded numpy generators, seeds 0-4); re-running with the versions
 above reproduces the files byte for byte. About 0.5 MB.
 
@@ -38,7 +36,6 @@ import argparse
 import json
 import shutil
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -188,8 +185,7 @@ def holes_mask() -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# The 512x512 benchmark map (reproduced bit for bit by the Rust bench: only +, -, *, / in f64
-# and integer hashing, so no libm differences)
+# The 512x512 benchmark map of tools/bench_post.py
 # ---------------------------------------------------------------------------------------------
 
 BENCH_BLOBS = [  # (cy, cx, scale, amplitude)
@@ -210,54 +206,6 @@ def bench_map(n: int = 512) -> np.ndarray:
     h = h ^ (h >> np.uint64(15))
     v = v + 0.35 * (h.astype(np.float64) / 4294967296.0)
     return v.astype(np.float32)
-
-
-def bench(out_dir: Path, reps: int = 30) -> None:
-    rel = bench_map()
-    p = PARAM_SETS["default"]
-    warnings.simplefilter("ignore")
-    mask, t = chain(rel, p)
-    times = []
-    cpu0 = time.thread_time()
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        chain(rel, p)
-        times.append(time.perf_counter() - t0)
-    cpu = (time.thread_time() - cpu0) / reps
-    steps = {}
-    x = exposure.equalize_hist(rel, nbins=256)
-    thr = filters.threshold_otsu(x)
-    lab = measure.label(x > thr, connectivity=2)
-    cb = segmentation.clear_border(lab) > 0
-    dil = morphology.binary_dilation(cb, morphology.disk(3))
-    ero = morphology.binary_erosion(dil, morphology.disk(3))
-    fil = ndi.binary_fill_holes(ero)
-    for name, fn in [
-        ("equalize_hist", lambda: exposure.equalize_hist(rel, nbins=256)),
-        ("threshold_otsu", lambda: filters.threshold_otsu(x)),
-        ("label", lambda: measure.label(x > thr, connectivity=2)),
-        ("clear_border", lambda: segmentation.clear_border(lab)),
-        ("binary_dilation disk(3)", lambda: morphology.binary_dilation(cb, morphology.disk(3))),
-        ("binary_erosion disk(3)", lambda: morphology.binary_erosion(dil, morphology.disk(3))),
-        ("binary_fill_holes", lambda: ndi.binary_fill_holes(ero)),
-        ("remove_small_objects", lambda: rso(fil, 64, 2)),
-    ]:
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
-        steps[name] = (float(np.median(ts)), min(ts))
-    print(f"scikit-image {skimage.__version__}, SciPy {scipy.__version__}, NumPy {np.__version__}")
-    print(f"512x512 chain (default params), median of {reps}: {np.median(times) * 1e3:.2f} ms "
-          f"(min {min(times) * 1e3:.2f} ms, thread CPU time per run {cpu * 1e3:.2f} ms); "
-          f"threshold {float(t)!r}, {int(mask.sum())} mask pixels")
-    for name, (med, mn) in steps.items():
-        print(f"  {name:<26} {med * 1e3:8.3f} ms (min {mn * 1e3:.3f})")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / "map.npy", rel)
-    np.save(out_dir / "mask_default.npy", mask.astype(np.uint8))
-    print(f"wrote {out_dir}/map.npy and mask_default.npy")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -295,14 +243,10 @@ def check_quirks() -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--bench", nargs="?", const="/tmp/explainseg_morph_bench", default=None, metavar="DIR")
     ap.add_argument("--any-version", action="store_true")
     args = ap.parse_args()
     if skimage.__version__ != PINNED and not args.any_version:
         sys.exit(f"scikit-image {skimage.__version__} found, fixtures pin {PINNED} (use --any-version to override)")
-    if args.bench is not None:
-        bench(Path(args.bench))
-        return
     warnings.simplefilter("ignore", FutureWarning)
 
     readme = (OUT / "README.md").read_text() if (OUT / "README.md").exists() else None

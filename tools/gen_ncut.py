@@ -6,12 +6,10 @@ Reference versions (the fixtures were produced with exactly these):
 
 How to run (from the repository root):
     python3 tools/gen_ncut.py            # rewrite tests/fixtures/ncut/ (except README.md)
-    python3 tools/gen_ncut.py --bench    # time scipy on the problems the ignored
-                                         # Rust test `ncut_timings` times; writes nothing
 It is deterministic (seeded numpy generators, single-threaded BLAS, which the
 script sets unless OPENBLAS_NUM_THREADS is already set): re-running it with the
 versions above reproduces the files byte for byte. About 0.85 MB in total.
-NCUT_TIMING_MAX_N=1000 skips the 3600-node case of --bench.
+Timings against scipy: `python3 tools/bench_post.py`.
 
 What it writes, all re-created from shared/specs/postprocessing.md §1.3 (no
 TokenCut code is used):
@@ -41,13 +39,11 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 # Single-threaded BLAS unless told otherwise: multi-threaded reductions change the
 # last bits of the eigenvectors from run to run, and byte-identical fixtures need one
-# thread. (For --bench, set OPENBLAS_NUM_THREADS=2 to compare with the Rust code on
-# both cores.)
+# thread.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
@@ -264,52 +260,5 @@ def generate():
     print(f"versions {versions()}; wrote {total / 1e6:.2f} MB to {OUT}")
 
 
-def bench():
-    """Time scipy on the problems `cargo test --release --test ncut -- --ignored
-    ncut_timings --nocapture` times in Rust (same sizes; the dense solve does not
-    depend on the values)."""
-    print(f"versions {versions()}; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}")
-    max_n = int(os.environ.get("NCUT_TIMING_MAX_N", "1000000000"))
-
-    def best_of(f, reps):
-        """Best wall time of `reps` runs, and the CPU time of that run (ms)."""
-        ts = []
-        for _ in range(reps):
-            t, c = time.perf_counter(), time.process_time()
-            f()
-            ts.append((1e3 * (time.perf_counter() - t), 1e3 * (time.process_time() - c)))
-        return min(ts)
-
-    for rows, cols, dim, reps in [(14, 14, 384, 5), (28, 28, 384, 3), (60, 60, 768, 1)]:
-        if rows * cols > max_n:
-            continue
-        rng = np.random.default_rng(5)
-        feats = synthetic_features(rng, rows, cols, dim, [(1, ellipse(rows, cols, rows / 2, cols / 2, rows / 4, cols / 3))])
-        t = best_of(lambda: tokencut_reference(feats, (rows, cols)), reps)
-        x = feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), np.float32(1e-12))
-        w = np.where(x @ x.T > TAU, 1.0, EPS)
-        d = np.diag(w.sum(1))
-        te = best_of(lambda: scipy.linalg.eigh(d - w, d, subset_by_index=[1, 2]), reps)
-        print(f"tokencut {rows}x{cols} (N={rows * cols}, D={dim}): whole reference {t[0]:.1f}/{t[1]:.1f} ms, "
-              f"eigh(D-W, D, subset [1,2]) {te[0]:.1f}/{te[1]:.1f} ms (wall/cpu)")
-    m = relevance_map(np.random.default_rng(77))
-    for grid in [(28, 28), (56, 56)]:
-        g = area_weights(m.shape[0], grid[0]) @ m.astype(np.float64) @ area_weights(m.shape[1], grid[1]).T
-        r = (g - g.min()) / (g.max() - g.min())
-        w = shi_malik_graph(r, 0.1, 4.0, 5.0)
-        d = w.sum(1)
-        ws = scipy.sparse.csr_matrix(w)
-        inv = scipy.sparse.diags(1.0 / np.sqrt(d))
-        lsym = scipy.sparse.identity(len(d)) - inv @ ws @ inv
-        t_dense = best_of(lambda: scipy.linalg.eigh(np.diag(d) - w, np.diag(d), subset_by_index=[1, 2]), 1)
-        t_sa = best_of(lambda: scipy.sparse.linalg.eigsh(lsym, k=2, which="SA", tol=1e-10), 3)
-        t_si = best_of(lambda: scipy.sparse.linalg.eigsh(lsym.tocsc(), k=2, sigma=-1e-3, which="LM"), 3)
-        print(f"shi-malik {grid[0]}x{grid[1]} (N={len(d)}, nnz={ws.nnz}): dense eigh {t_dense[0]:.0f}/{t_dense[1]:.0f} ms, "
-              f"eigsh SA {t_sa[0]:.0f}/{t_sa[1]:.0f} ms, eigsh shift-invert {t_si[0]:.0f}/{t_si[1]:.0f} ms (wall/cpu)")
-
-
 if __name__ == "__main__":
-    if "--bench" in sys.argv[1:]:
-        bench()
-    else:
-        generate()
+    generate()
