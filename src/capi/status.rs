@@ -265,3 +265,25 @@ pub unsafe extern "C" fn explainseg_last_error_copy(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_a_status_and_a_message() {
+        let status = guard(|| panic!("boom"));
+        assert_eq!(status, EsStatus::Panic);
+        // SAFETY: the pointer is this thread's live message.
+        let msg = unsafe { std::ffi::CStr::from_ptr(last_error_ptr()) };
+        assert!(msg.to_str().unwrap().contains("boom"));
+    }
+
+    #[test]
+    fn codes_round_trip() {
+        for s in EsStatus::ALL {
+            assert_eq!(EsStatus::from_code(s as i32), Some(s));
+        }
+        assert_eq!(EsStatus::from_code(-1), None);
+    }
+}
