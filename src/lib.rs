@@ -35,6 +35,7 @@
 
 pub mod attr;
 pub mod backend;
+pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod image;
