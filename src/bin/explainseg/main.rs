@@ -17,7 +17,8 @@ use output::Output;
 #[command(
     name = "explainseg",
     version,
-    about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)"
+    about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)",
+    after_help = "Exit codes:\n  0  success\n  1  runtime failure (missing or bad file, bad model, I/O, CUDA not available)\n  2  usage error (unknown command, flag or value)\n\nRun `explainseg <command> --help` for a command's flags and examples."
 )]
 struct Cli {
     #[command(subcommand)]

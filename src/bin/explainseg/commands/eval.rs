@@ -192,6 +192,8 @@ fn file_stem(id: &str) -> String {
 
 pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let methods = &args.variants.0;
+    // The model first: a bad weights file or device fails before any other work.
+    let vit = args.model.load()?;
     let pre = args.preprocess.preprocess_config()?;
     let cfg = args
         .pipeline
@@ -216,7 +218,6 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         .collect();
     let config = run_config(args, &format!("{cfg:?}"), &format!("{pre:?}"))?;
     claim_output(&args.out, &config)?;
-    let vit = args.model.load()?;
 
     let rows_path = args.out.join(ROWS_FILE);
     let done: HashSet<(String, String)> = read_rows(&rows_path)?
@@ -226,6 +227,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let mut writer = RowWriter::open(&rows_path)?;
     let grid_dir = args.out.join("grid");
     let bar = progress_bar(out, shard.len() as u64, "eval");
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
     let (mut skipped, mut evaluated) = (0usize, 0usize);
     for (i, sample) in shard.iter().enumerate() {
         let todo: Vec<Variant> = methods
@@ -241,7 +243,6 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         if evaluated == 0 && skipped > 0 {
             bar.reset_eta();
         }
-        bar.set_message(format!("eval {}", sample.id));
         let loaded = sample
             .load()
             .with_context(|| format!("sample `{}`", sample.id))?;
@@ -249,6 +250,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         let (x, plan, pixels) = network_input(&loaded.image, &pre)
             .with_context(|| format!("sample `{}`", sample.id))?;
         for v in todo {
+            bar.set_message(format!("{} {}", sample.id, v.name()));
             let start = Instant::now();
             let seg = segment(&vit, x.view(), pixels.view(), v, &cfg, None)
                 .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;

@@ -157,8 +157,13 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         .config(args.ig.explain_config(&pre.normalization)?)?;
     let passes = cfg.explain.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
-    let tick = |done: usize, _: usize| {
+    let tick = |done: usize, total: usize| {
         bar.set_position(done as u64);
+        if done == total {
+            // The mask and DenseCRF stages follow; keep the clock visibly running.
+            bar.set_message("IG done; mask + DenseCRF");
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
         true
     };
     let seg = segment(&vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
