@@ -36,6 +36,7 @@
 pub mod attr;
 pub mod backend;
 pub mod capi;
+pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod image;

@@ -60,12 +60,25 @@ impl ModelArgs {
     }
 }
 
-/// How the image becomes the network input.
+/// One input image and how it becomes the network input.
 #[derive(Args, Debug, Clone)]
 pub struct InputArgs {
     /// Input image (PNG, JPEG or TIFF; 8/16-bit; gray, RGB or RGBA).
     #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+}
+
+impl InputArgs {
+    pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
+        self.preprocess.preprocess_config()
+    }
+}
+
+/// How an image becomes the network input.
+#[derive(Args, Debug, Clone)]
+pub struct PreprocessArgs {
     /// Resize to N×N (PIL bicubic). Without it: DINO eval (short side 256, centre crop 224).
     #[arg(long, value_name = "N")]
     pub size: Option<u32>,
@@ -92,7 +105,7 @@ fn triple(s: &str, what: &str) -> Result<[f32; 3]> {
     }
 }
 
-impl InputArgs {
+impl PreprocessArgs {
     pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
         let resize = match (self.resize.as_deref(), self.size) {
             (None | Some("fixed"), Some(n)) => ResizeMode::Fixed {

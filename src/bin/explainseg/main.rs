@@ -17,7 +17,8 @@ use output::Output;
 #[command(
     name = "explainseg",
     version,
-    about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)"
+    about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)",
+    after_help = "Exit codes:\n  0  success\n  1  runtime failure (missing or bad file, bad model, I/O, CUDA not available)\n  2  usage error (unknown command, flag or value)\n\nRun `explainseg <command> --help` for a command's flags and examples."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -67,6 +68,27 @@ enum Command {
     ///   explainseg ncut --features keys.npy --grid 14,14 --out cut/
     #[command(verbatim_doc_comment)]
     Ncut(commands::post::NcutArgs),
+    /// Evaluate methods on a data set: per-image IoU/Dice, summary table, example grid.
+    ///
+    /// Resumable: a rerun into the same --out skips the images already scored
+    /// (the configuration must be the same; config.json holds its fingerprint).
+    ///
+    /// Examples:
+    ///   explainseg eval --dataset kvasir --root data/kvasir_seg --weights vit.safetensors \
+    ///       --variants xncut,tokencut --out eval/kvasir
+    ///   explainseg eval --dataset busi --root data/busi --weights vit.safetensors \
+    ///       --head head.safetensors --variants all --steps 50 --nt-samples 5 --out eval/busi
+    ///   explainseg eval --dataset folder --root my_data --weights vit.safetensors --shard 1/2 --out s1
+    ///   explainseg eval --dataset folder --root my_data --weights vit.safetensors --shard 2/2 --out s2
+    ///   explainseg eval-merge --out merged s1 s2
+    #[command(verbatim_doc_comment)]
+    Eval(Box<commands::eval::EvalArgs>),
+    /// Join the output folders of `eval --shard K/N` runs into one CSV and summary.
+    ///
+    /// Example:
+    ///   explainseg eval-merge --out eval/all eval/shard1 eval/shard2
+    #[command(verbatim_doc_comment)]
+    EvalMerge(commands::eval::MergeArgs),
     /// Measure the CPU engine: SGEMM peak, forward+backward passes/s, IG wall time.
     ///
     /// Example:
@@ -98,6 +120,8 @@ fn main() -> ExitCode {
         Command::Attribute(a) => commands::attribute::run(a, &out),
         Command::Bench(a) => commands::bench::run(a, &out),
         Command::Segment(a) => commands::segment::run(a, &out),
+        Command::Eval(a) => commands::eval::run(a, &out),
+        Command::EvalMerge(a) => commands::eval::run_merge(a, &out),
         Command::Mask(a) => commands::post::run_mask(a, &out),
         Command::Crf(a) => commands::post::run_crf(a, &out),
         Command::Ncut(a) => commands::post::run_ncut(a, &out),

@@ -34,3 +34,18 @@ pub fn progress_bar(out: &Output, total: u64, what: &str) -> ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// A spinner with elapsed time on stderr, for work of unknown length; hidden like
+/// [`progress_bar`].
+pub fn spinner(out: &Output, what: &str) -> ProgressBar {
+    if out.quiet || out.json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} ({elapsed})").expect("static template"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}

@@ -13,7 +13,7 @@ use explainseg::backend::Engine;
 use explainseg::model::{Vit, VitConfig};
 use ndarray::Array4;
 
-use crate::output::Output;
+use crate::output::{spinner, Output};
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -67,6 +67,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
         bail!("--size must be a multiple of --patch and --batch at least 1");
     }
     let threads = rayon::current_num_threads();
+    let busy = spinner(out, "benchmarking");
     // Best of many repetitions: the machine's sustained SGEMM rate with this GEMM.
     let peak_square = sgemm_gflops(1536, 1536, 1536, 12).max(sgemm_gflops(2048, 2048, 2048, 6));
     let tokens = (args.size / args.patch).pow(2) + 1;
@@ -110,6 +111,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     let t = Instant::now();
     noise_tunnel_ig(&engine, one.view(), zero.view(), 0, &ig, &nt, None)?;
     let ig_seconds = t.elapsed().as_secs_f64();
+    busy.finish_and_clear();
 
     out.result(
         &format!(

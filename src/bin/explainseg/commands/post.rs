@@ -14,7 +14,7 @@ use explainseg::render::{read_mask, write_mask_png};
 use ndarray::{Array2, Array3, Ix2};
 
 use crate::commands::attribute::write_all;
-use crate::output::Output;
+use crate::output::{spinner, Output};
 
 /// DenseCRF settings shared by `mask --crf` and `crf`.
 #[derive(Args, Debug, Clone)]
@@ -81,6 +81,7 @@ pub struct MaskArgs {
 }
 
 pub fn run_mask(args: &MaskArgs, out: &Output) -> Result<()> {
+    let busy = spinner(out, &format!("mask ({})", args.method));
     let map = explainseg::npy::read_f32(&args.map)?
         .into_dimensionality::<Ix2>()
         .with_context(|| format!("{}: the map must be 2-D (H, W)", args.map.display()))?;
@@ -124,6 +125,7 @@ pub fn run_mask(args: &MaskArgs, out: &Output) -> Result<()> {
         &args.out,
         &[("mask.png", &|p| write_mask_png(p, mask.view()))],
     )?;
+    busy.finish_and_clear();
     out.result(&text, serde_json::json!({"method": args.method, "foreground": mask.iter().filter(|m| **m).count()}));
     Ok(())
 }
@@ -150,7 +152,9 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     let mask = read_mask(&args.mask)?;
     let (h, w) = (pixels.dim().0, pixels.dim().1);
     let unary = unary_from_mask(mask.view(), h, w)?;
+    let busy = spinner(out, "DenseCRF");
     let res = dense_crf(pixels.view(), unary.view(), &args.crf_args.params())?;
+    busy.finish_and_clear();
     let refined: Array2<bool> = res.labels.mapv(|l| l == 1);
     explainseg::render::write_mask_png(&args.out, refined.view())?;
     if let Some(p) = &args.probs {

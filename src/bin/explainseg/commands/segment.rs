@@ -5,11 +5,15 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::attr::features::{FeatureConfig, FeatureSource};
-use explainseg::image::{decode_image_file, preprocess_with_plan, resize_and_crop};
+use explainseg::attr::ExplainConfig;
+use explainseg::image::{
+    decode_image_file, preprocess_with_plan, resize_and_crop, DecodedImage, PreprocessConfig,
+    ResizePlan,
+};
 use explainseg::pipeline::{segment, PipelineConfig, Variant};
 use explainseg::post::ncut::ShiMalikParams;
 use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
-use ndarray::Array3;
+use ndarray::{Array3, Array4};
 
 use crate::args::{IgArgs, InputArgs, ModelArgs};
 use crate::commands::attribute::{write_all, Writer};
@@ -29,6 +33,16 @@ pub struct SegmentArgs {
     /// a (fusion+morphology), b (fusion+NCut), c (XAI+morphology), xncut (XAI+NCut), tokencut, maskcut.
     #[arg(long, default_value = "xncut")]
     pub variant: String,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Output folder: mask.png, mask_pre_crf.png, overlay.png, relevance.npy, feature.npy, fused.npy.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// The pipeline's settings after the explanation (shared by `segment` and `eval`).
+#[derive(Args, Debug, Clone)]
+pub struct PipelineArgs {
     /// Skip the DenseCRF refinement.
     #[arg(long)]
     pub no_crf: bool,
@@ -63,9 +77,51 @@ pub struct SegmentArgs {
     pub maskcut_tau: f32,
     #[arg(long, default_value_t = 3)]
     pub maskcut_masks: usize,
-    /// Output folder: mask.png, mask_pre_crf.png, overlay.png, relevance.npy, feature.npy, fused.npy.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
+}
+
+impl PipelineArgs {
+    /// The pipeline configuration these flags describe, around `explain`.
+    pub fn config(&self, explain: ExplainConfig) -> Result<PipelineConfig> {
+        let mut cfg = PipelineConfig {
+            explain,
+            ..Default::default()
+        };
+        if self.no_crf {
+            cfg.crf = None;
+        }
+        cfg.feature = FeatureConfig {
+            source: feature_source(&self.feature)?,
+            layer: self.layer,
+        };
+        cfg.upsample = self.upsample.parse()?;
+        cfg.reduction = self.reduce.parse()?;
+        cfg.normalizer = self.normalize.parse()?;
+        cfg.ncut = ShiMalikParams {
+            grid: Some((self.ncut_grid, self.ncut_grid)),
+            sigma_r: self.ncut_sigma_r,
+            sigma_x: self.ncut_sigma_x,
+            radius: self.ncut_radius,
+        };
+        cfg.tokencut.tau = self.tokencut_tau;
+        cfg.maskcut.tau = self.maskcut_tau;
+        cfg.maskcut.n_masks = self.maskcut_masks;
+        Ok(cfg)
+    }
+}
+
+/// The network input of a decoded image: the normalised tensor (1, 3, H, W), the
+/// geometry that maps results back to the image, and the (H, W, 3) 8-bit pixels
+/// the network sees (for DenseCRF).
+pub fn network_input(
+    decoded: &DecodedImage,
+    pre: &PreprocessConfig,
+) -> Result<(Array4<f32>, ResizePlan, Array3<u8>)> {
+    let (x, plan) = preprocess_with_plan(decoded, pre)?;
+    let (seen, _) = resize_and_crop(decoded, &pre.resize, pre.filter)?;
+    let (h, w) = (seen.height as usize, seen.width as usize);
+    let pixels =
+        Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
+    Ok((x, plan, pixels))
 }
 
 fn feature_source(name: &str) -> Result<FeatureSource> {
@@ -95,38 +151,19 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let vit = args.model.load()?;
     let pre = args.input.preprocess_config()?;
     let decoded = decode_image_file(&args.input.image)?;
-    let (x, plan) = preprocess_with_plan(&decoded, &pre)?;
-    let (seen, _) = resize_and_crop(&decoded, &pre.resize, pre.filter)?;
-    let (h, w) = (seen.height as usize, seen.width as usize);
-    let pixels =
-        Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
-    let mut cfg = PipelineConfig {
-        explain: args.ig.explain_config(&pre.normalization)?,
-        ..Default::default()
-    };
-    if args.no_crf {
-        cfg.crf = None;
-    }
-    cfg.feature = FeatureConfig {
-        source: feature_source(&args.feature)?,
-        layer: args.layer,
-    };
-    cfg.upsample = args.upsample.parse()?;
-    cfg.reduction = args.reduce.parse()?;
-    cfg.normalizer = args.normalize.parse()?;
-    cfg.ncut = ShiMalikParams {
-        grid: Some((args.ncut_grid, args.ncut_grid)),
-        sigma_r: args.ncut_sigma_r,
-        sigma_x: args.ncut_sigma_x,
-        radius: args.ncut_radius,
-    };
-    cfg.tokencut.tau = args.tokencut_tau;
-    cfg.maskcut.tau = args.maskcut_tau;
-    cfg.maskcut.n_masks = args.maskcut_masks;
+    let (x, plan, pixels) = network_input(&decoded, &pre)?;
+    let cfg = args
+        .pipeline
+        .config(args.ig.explain_config(&pre.normalization)?)?;
     let passes = cfg.explain.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
-    let tick = |done: usize, _: usize| {
+    let tick = |done: usize, total: usize| {
         bar.set_position(done as u64);
+        if done == total {
+            // The mask and DenseCRF stages follow; keep the clock visibly running.
+            bar.set_message("IG done; mask + DenseCRF");
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
         true
     };
     let seg = segment(&vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;

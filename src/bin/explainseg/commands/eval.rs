@@ -1,0 +1,415 @@
+//! `explainseg eval`: a data set through the methods, scored against its masks.
+//!
+//! Each image is segmented with every requested method ([`pipeline::segment`]),
+//! the mask is mapped back to the ground truth's size through the image's
+//! [`ResizePlan`](explainseg::image::ResizePlan), and IoU and Dice are appended to
+//! `per_image.csv` at once (flushed), so an interrupted run keeps its work. A rerun
+//! into the same folder skips the (image, method) pairs already there, after
+//! checking that `config.json`'s fingerprint (model file, data set, every
+//! setting that changes a score) is the same; the methods, `--shard` and
+//! `--limit` may differ between runs. `eval-merge` joins shard folders.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use explainseg::dataset::{self, DatasetKind, OpenOptions, Sample};
+use explainseg::eval::scores;
+use explainseg::pipeline::{segment, Variant};
+use explainseg::render::{read_mask, to_original, write_mask_png};
+
+use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
+use crate::commands::eval_grid::{write_grid, GridRow};
+use crate::commands::eval_report::{
+    file_hash, fnv1a, read_config, read_rows, summarize, write_rows, write_summary, Row, RowWriter,
+    CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
+};
+use crate::commands::segment::{network_input, PipelineArgs};
+use crate::output::{progress_bar, Output};
+
+/// Which methods to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Methods(pub Vec<Variant>);
+
+fn parse_methods(s: &str) -> std::result::Result<Methods, String> {
+    if s.trim() == "all" {
+        return Ok(Methods(Variant::ALL.to_vec()));
+    }
+    let mut v: Vec<Variant> = Vec::new();
+    for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let variant: Variant = name.parse().map_err(|e: explainseg::Error| e.to_string())?;
+        if !v.contains(&variant) {
+            v.push(variant);
+        }
+    }
+    if v.is_empty() {
+        return Err("no method given".into());
+    }
+    Ok(Methods(v))
+}
+
+/// This run's share of the images: those whose index i has i mod `count` = `index` − 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+fn parse_shard(s: &str) -> std::result::Result<Shard, String> {
+    let bad = || format!("`{s}` is not K/N with 1 <= K <= N");
+    let (k, n) = s.split_once('/').ok_or_else(bad)?;
+    let (index, count) = (
+        k.trim().parse::<usize>().map_err(|_| bad())?,
+        n.trim().parse::<usize>().map_err(|_| bad())?,
+    );
+    if index == 0 || index > count {
+        return Err(bad());
+    }
+    Ok(Shard { index, count })
+}
+
+fn parse_dataset(s: &str) -> std::result::Result<DatasetKind, String> {
+    s.parse().map_err(|e: explainseg::Error| e.to_string())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Data set layout: kvasir, monuseg, busi, nuinsseg, cbis, folder (images/, masks/, labels.csv).
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: DatasetKind,
+    /// The data set's folder.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// Subset: Kvasir train or val; CBIS a word of the CSV names (test, mass, ...); NuInsSeg a tissue.
+    #[arg(long)]
+    pub split: Option<String>,
+    /// MoNuSeg tile side in pixels.
+    #[arg(long, default_value_t = dataset::monuseg::TILE_PX)]
+    pub tile: u32,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
+    #[command(flatten)]
+    pub ig: IgArgs,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Methods, comma-separated: a, b, c, xncut, tokencut, maskcut, or all.
+    #[arg(long, default_value = "all", value_parser = parse_methods)]
+    pub variants: Methods,
+    /// Run only shard K of N (images i with i mod N = K-1); join shard folders with eval-merge.
+    #[arg(long, value_name = "K/N", default_value = "1/1", value_parser = parse_shard)]
+    pub shard: Shard,
+    /// Only the first N images of this shard (a later run without it resumes).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Example images shown in grid.png (the first of the shard).
+    #[arg(long, default_value_t = 4)]
+    pub grid_rows: usize,
+    /// Output folder: per_image.csv, summary.json, summary.md, grid.png, config.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+/// `config.json`: what produced the rows, and its fingerprint.
+fn run_config(args: &EvalArgs, pipeline_debug: &str, pre_debug: &str) -> Result<serde_json::Value> {
+    let root = args
+        .root
+        .canonicalize()
+        .with_context(|| format!("{}: data set folder not found", args.root.display()))?;
+    let weights_hash = file_hash(&args.model.weights)?;
+    let head_hash = match &args.model.head {
+        Some(h) => Some(file_hash(h)?),
+        None => None,
+    };
+    let noise_hash = match &args.ig.noise {
+        Some(n) => Some(file_hash(n)?),
+        None => None,
+    };
+    let m = &args.model;
+    let canonical = format!(
+        "dataset={}|root={}|split={:?}|tile={}|weights={weights_hash:016x}|head={head_hash:?}|noise={noise_hash:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|pipeline={pipeline_debug}",
+        args.dataset.name(),
+        root.display(),
+        args.split,
+        args.tile,
+        m.heads,
+        m.eps,
+        m.pos_embed,
+        m.pos_grid,
+    );
+    let fingerprint = format!("{:016x}", fnv1a(canonical.as_bytes(), FNV_OFFSET));
+    Ok(serde_json::json!({
+        "fingerprint": fingerprint,
+        "dataset": args.dataset.name(),
+        "root": root.display().to_string(),
+        "split": args.split,
+        "weights": args.model.weights.display().to_string(),
+        "weights_fnv64": format!("{weights_hash:016x}"),
+        "head": args.model.head.as_ref().map(|h| h.display().to_string()),
+        "explainseg": env!("CARGO_PKG_VERSION"),
+        "settings": canonical,
+    }))
+}
+
+/// Writes config.json, or checks that the folder's is for the same configuration.
+fn claim_output(dir: &Path, config: &serde_json::Value) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create output folder {}", dir.display()))?;
+    if dir.join(CONFIG_FILE).exists() {
+        let old = read_config(dir)?;
+        if old["fingerprint"] != config["fingerprint"] {
+            bail!(
+                "{} holds results of another configuration (fingerprint {} there, {} now; compare the `settings` in its {CONFIG_FILE}); use another --out",
+                dir.display(),
+                old["fingerprint"],
+                config["fingerprint"]
+            );
+        }
+        return Ok(());
+    }
+    std::fs::write(
+        dir.join(CONFIG_FILE),
+        serde_json::to_string_pretty(config)? + "\n",
+    )
+    .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))
+}
+
+/// A file name made from a sample id.
+fn file_stem(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
+    let methods = &args.variants.0;
+    // The model first: a bad weights file or device fails before any other work.
+    let vit = args.model.load()?;
+    let pre = args.preprocess.preprocess_config()?;
+    let cfg = args
+        .pipeline
+        .config(args.ig.explain_config(&pre.normalization)?)?;
+    let opts = OpenOptions {
+        split: args.split.clone(),
+        tile_px: args.tile,
+    };
+    let samples = dataset::open(args.dataset, &args.root, &opts)?;
+    if let Some(s) = samples.iter().find(|s| s.mask.is_none()) {
+        bail!(
+            "sample `{}` has no ground-truth mask; eval needs masks/",
+            s.id
+        );
+    }
+    let shard: Vec<&Sample> = samples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % args.shard.count == args.shard.index - 1)
+        .map(|(_, s)| s)
+        .take(args.limit.unwrap_or(usize::MAX))
+        .collect();
+    let config = run_config(args, &format!("{cfg:?}"), &format!("{pre:?}"))?;
+    claim_output(&args.out, &config)?;
+
+    let rows_path = args.out.join(ROWS_FILE);
+    let done: HashSet<(String, String)> = read_rows(&rows_path)?
+        .into_iter()
+        .map(|r| (r.id, r.variant))
+        .collect();
+    let mut writer = RowWriter::open(&rows_path)?;
+    let grid_dir = args.out.join("grid");
+    let bar = progress_bar(out, shard.len() as u64, "eval");
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    let (mut skipped, mut evaluated) = (0usize, 0usize);
+    for (i, sample) in shard.iter().enumerate() {
+        let todo: Vec<Variant> = methods
+            .iter()
+            .copied()
+            .filter(|v| !done.contains(&(sample.id.clone(), v.name().to_string())))
+            .collect();
+        if todo.is_empty() {
+            skipped += 1;
+            bar.inc(1);
+            continue;
+        }
+        if evaluated == 0 && skipped > 0 {
+            bar.reset_eta();
+        }
+        let loaded = sample
+            .load()
+            .with_context(|| format!("sample `{}`", sample.id))?;
+        let truth = loaded.mask.expect("checked above");
+        let (x, plan, pixels) = network_input(&loaded.image, &pre)
+            .with_context(|| format!("sample `{}`", sample.id))?;
+        for v in todo {
+            bar.set_message(format!("{} {}", sample.id, v.name()));
+            let start = Instant::now();
+            let seg = segment(&vit, x.view(), pixels.view(), v, &cfg, None)
+                .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
+            let mask = to_original(seg.mask.view(), &plan, false)?;
+            let s = scores(mask.view(), truth.view())?;
+            writer.append(&Row {
+                id: sample.id.clone(),
+                variant: v.name().to_string(),
+                iou: s.iou,
+                dice: s.dice,
+                class: seg.predicted,
+                seconds: start.elapsed().as_secs_f64(),
+                label: sample.label.clone().unwrap_or_default(),
+            })?;
+            if i < args.grid_rows {
+                let dir = grid_dir.join(file_stem(&sample.id));
+                std::fs::create_dir_all(&dir)?;
+                write_mask_png(&dir.join(format!("{}.png", v.name())), mask.view())?;
+            }
+        }
+        evaluated += 1;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    let header = serde_json::json!({
+        "dataset": args.dataset.name(),
+        "fingerprint": config["fingerprint"],
+    });
+    let summary = summarize(&read_rows(&rows_path)?, &header);
+    let columns = grid(args, &shard, methods, &grid_dir)?;
+    write_summary(&args.out, &summary, columns.as_deref())?;
+    report(out, &summary, evaluated, skipped, &args.out);
+    Ok(())
+}
+
+/// grid.png from the saved masks of the shard's first images; returns its column names.
+fn grid(
+    args: &EvalArgs,
+    shard: &[&Sample],
+    methods: &[Variant],
+    grid_dir: &Path,
+) -> Result<Option<Vec<String>>> {
+    let mut rows = Vec::new();
+    for s in shard.iter().take(args.grid_rows) {
+        let dir = grid_dir.join(file_stem(&s.id));
+        let files: Vec<PathBuf> = methods
+            .iter()
+            .map(|v| dir.join(format!("{}.png", v.name())))
+            .collect();
+        if !files.iter().all(|f| f.is_file()) {
+            continue;
+        }
+        let loaded = s.load()?;
+        rows.push(GridRow {
+            rgb: loaded.image.to_rgb8(),
+            height: loaded.image.height as usize,
+            width: loaded.image.width as usize,
+            truth: loaded.mask.expect("checked in run"),
+            masks: files
+                .iter()
+                .map(|f| read_mask(f))
+                .collect::<explainseg::Result<_>>()?,
+        });
+    }
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    write_grid(&args.out.join("grid.png"), &rows)?;
+    let mut cols = vec!["image".to_string(), "ground truth".to_string()];
+    cols.extend(methods.iter().map(|v| v.name().to_string()));
+    Ok(Some(cols))
+}
+
+fn report(out: &Output, summary: &serde_json::Value, evaluated: usize, skipped: usize, dir: &Path) {
+    let mut text = format!(
+        "{evaluated} images evaluated, {skipped} already done; results in {}\n\n| method | images | mIoU % | Dice % |\n|---|---:|---:|---:|",
+        dir.display()
+    );
+    for m in summary["methods"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "\n| {} | {} | {:.1} | {:.1} |",
+            m["method"].as_str().unwrap_or("?"),
+            m["images"],
+            100.0 * m["miou"].as_f64().unwrap_or(f64::NAN),
+            100.0 * m["dice"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    let mut json = summary.clone();
+    json["evaluated"] = evaluated.into();
+    json["skipped"] = skipped.into();
+    out.result(&text, json);
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// Folder for the merged per_image.csv, summary.json, summary.md, config.json.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Output folders of `eval --shard K/N` runs of one configuration.
+    #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
+    pub shards: Vec<PathBuf>,
+}
+
+pub fn run_merge(args: &MergeArgs, out: &Output) -> Result<()> {
+    let first = read_config(&args.shards[0])?;
+    let mut rows: Vec<Row> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut duplicates = 0usize;
+    for dir in &args.shards {
+        let config = read_config(dir)?;
+        if config["fingerprint"] != first["fingerprint"] {
+            bail!(
+                "{} was made with another configuration (fingerprint {}, {} has {})",
+                dir.display(),
+                config["fingerprint"],
+                args.shards[0].display(),
+                first["fingerprint"]
+            );
+        }
+        if same_dir(dir, &args.out) {
+            bail!(
+                "--out must not be one of the shard folders ({})",
+                dir.display()
+            );
+        }
+        for r in read_rows(&dir.join(ROWS_FILE))? {
+            if seen.insert((r.id.clone(), r.variant.clone())) {
+                rows.push(r);
+            } else {
+                duplicates += 1;
+            }
+        }
+    }
+    let mut config = first.clone();
+    config["merged_from"] = args
+        .shards
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .into();
+    claim_output(&args.out, &config)?;
+    write_rows(&args.out.join(ROWS_FILE), &rows)?;
+    let header = serde_json::json!({
+        "dataset": first["dataset"],
+        "fingerprint": first["fingerprint"],
+    });
+    let summary = summarize(&rows, &header);
+    write_summary(&args.out, &summary, None)?;
+    report(out, &summary, 0, 0, &args.out);
+    if duplicates > 0 && !out.quiet && !out.json {
+        eprintln!("note: {duplicates} rows found in more than one shard were kept once");
+    }
+    Ok(())
+}
+
+fn same_dir(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}

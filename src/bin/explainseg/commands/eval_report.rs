@@ -1,0 +1,276 @@
+//! What `eval` writes and reads back: the per-image rows (`per_image.csv`), the
+//! run's configuration (`config.json`, with the fingerprint that resumption and
+//! merging check), and the summary (`summary.json`, `summary.md`: mIoU and mean
+//! Dice per method, the shape of the paper's Tables 1 and 2).
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use explainseg::dataset::csv::{line, Table};
+use explainseg::eval::{mean_scores, Scores};
+use explainseg::pipeline::Variant;
+
+pub const ROWS_FILE: &str = "per_image.csv";
+pub const CONFIG_FILE: &str = "config.json";
+pub const HEADER: [&str; 7] = ["id", "variant", "iou", "dice", "class", "seconds", "label"];
+
+/// One image scored with one method.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub id: String,
+    pub variant: String,
+    pub iou: f64,
+    pub dice: f64,
+    pub class: usize,
+    pub seconds: f64,
+    pub label: String,
+}
+
+impl Row {
+    fn fields(&self) -> [String; 7] {
+        // `{}` prints the shortest text that reads back as the same f64.
+        [
+            self.id.clone(),
+            self.variant.clone(),
+            self.iou.to_string(),
+            self.dice.to_string(),
+            self.class.to_string(),
+            format!("{:.4}", self.seconds),
+            self.label.clone(),
+        ]
+    }
+}
+
+/// Reads the rows of a `per_image.csv`; an absent file has none. A last line
+/// without its line break (a run killed while writing it) is ignored.
+pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let complete = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+    if complete.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = Table::parse(complete, path)?;
+    if t.header != HEADER {
+        bail!(
+            "{}: header `{}` is not explainseg's ({})",
+            path.display(),
+            t.header.join(","),
+            HEADER.join(",")
+        );
+    }
+    t.rows
+        .iter()
+        .map(|r| {
+            let f = &r.fields;
+            let num = |i: usize| -> Result<f64> {
+                f[i].parse()
+                    .map_err(|_| t.row_error(r, format!("`{}` is not a number", f[i])).into())
+            };
+            Ok(Row {
+                id: f[0].clone(),
+                variant: f[1].clone(),
+                iou: num(2)?,
+                dice: num(3)?,
+                class: f[4]
+                    .parse()
+                    .map_err(|_| t.row_error(r, format!("class `{}` is not an index", f[4])))?,
+                seconds: num(5)?,
+                label: f[6].clone(),
+            })
+        })
+        .collect()
+}
+
+/// Appends rows to `per_image.csv`, writing the header first if the file is new,
+/// and flushing after every row so an interrupted run loses at most one.
+pub struct RowWriter {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl RowWriter {
+    pub fn open(path: &Path) -> Result<RowWriter> {
+        let fresh = std::fs::metadata(path)
+            .map(|m| m.len() == 0)
+            .unwrap_or(true);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let mut w = RowWriter {
+            file,
+            path: path.to_path_buf(),
+        };
+        if fresh {
+            w.write_line(&line(&HEADER))?;
+        } else {
+            w.drop_partial_line()?;
+        }
+        Ok(w)
+    }
+
+    /// Cuts a line left half-written by a killed run.
+    fn drop_partial_line(&mut self) -> Result<()> {
+        let text = std::fs::read(&self.path)?;
+        if text.last() != Some(&b'\n') {
+            let keep = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            self.file.set_len(keep as u64)?;
+        }
+        Ok(())
+    }
+
+    pub fn append(&mut self, row: &Row) -> Result<()> {
+        self.write_line(&line(&row.fields()))
+    }
+
+    fn write_line(&mut self, text: &str) -> Result<()> {
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// Writes rows to a new `per_image.csv` (for merges).
+pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
+    let mut text = line(&HEADER);
+    for r in rows {
+        text.push_str(&line(&r.fields()));
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The paper's name for a method.
+pub fn method_name(variant: &str) -> String {
+    match variant.parse::<Variant>() {
+        Ok(Variant::A) => "Variant A (fusion + morphology)".into(),
+        Ok(Variant::B) => "Variant B (fusion + NCut)".into(),
+        Ok(Variant::C) => "Variant C (XAI + morphology)".into(),
+        Ok(Variant::XNCut) => "XNCut (XAI + NCut)".into(),
+        Ok(Variant::TokenCut) => "TokenCut".into(),
+        Ok(Variant::MaskCut) => "MaskCut".into(),
+        Err(_) => variant.to_string(),
+    }
+}
+
+/// Per-method means over all rows, methods in the paper's order. Rows are summed
+/// in id order, so the numbers do not depend on the order runs and shards wrote them.
+pub fn summarize(rows: &[Row], header: &serde_json::Value) -> serde_json::Value {
+    let mut methods = Vec::new();
+    for v in Variant::ALL {
+        let mut mine: Vec<&Row> = rows.iter().filter(|r| r.variant == v.name()).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        mine.sort_by(|a, b| a.id.cmp(&b.id));
+        let scores: Vec<Scores> = mine
+            .iter()
+            .map(|r| Scores {
+                iou: r.iou,
+                dice: r.dice,
+            })
+            .collect();
+        let m = mean_scores(&scores).expect("non-empty");
+        let seconds = mine.iter().map(|r| r.seconds).sum::<f64>() / mine.len() as f64;
+        methods.push(serde_json::json!({
+            "variant": v.name(),
+            "method": method_name(v.name()),
+            "images": mine.len(),
+            "miou": m.iou,
+            "dice": m.dice,
+            "seconds_per_image": seconds,
+        }));
+    }
+    let images: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut out = header.clone();
+    out["images"] = images.len().into();
+    out["methods"] = methods.into();
+    out
+}
+
+/// The summary as a Markdown table (percentages, one decimal, as in the paper).
+pub fn summary_markdown(summary: &serde_json::Value, grid_columns: Option<&[String]>) -> String {
+    let mut md = format!(
+        "# explainseg eval: {} ({} images)\n\n| method | images | mIoU % | Dice % | s/image |\n|---|---:|---:|---:|---:|\n",
+        summary["dataset"].as_str().unwrap_or("?"),
+        summary["images"]
+    );
+    for m in summary["methods"].as_array().into_iter().flatten() {
+        md.push_str(&format!(
+            "| {} | {} | {:.1} | {:.1} | {:.2} |\n",
+            m["method"].as_str().unwrap_or("?"),
+            m["images"],
+            100.0 * m["miou"].as_f64().unwrap_or(f64::NAN),
+            100.0 * m["dice"].as_f64().unwrap_or(f64::NAN),
+            m["seconds_per_image"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    md.push_str(&format!(
+        "\nConfiguration fingerprint `{}` (see config.json); per-image rows in {ROWS_FILE}.\n",
+        summary["fingerprint"].as_str().unwrap_or("?")
+    ));
+    if let Some(cols) = grid_columns {
+        md.push_str(&format!(
+            "\n![examples](grid.png)\n\ngrid.png columns: {}.\n",
+            cols.join(", ")
+        ));
+    }
+    md
+}
+
+/// Writes summary.json and summary.md into `dir`.
+pub fn write_summary(
+    dir: &Path,
+    summary: &serde_json::Value,
+    grid_columns: Option<&[String]>,
+) -> Result<()> {
+    let json = serde_json::to_string_pretty(summary)? + "\n";
+    std::fs::write(dir.join("summary.json"), json).context("cannot write summary.json")?;
+    std::fs::write(
+        dir.join("summary.md"),
+        summary_markdown(summary, grid_columns),
+    )
+    .context("cannot write summary.md")?;
+    Ok(())
+}
+
+/// Reads a run's config.json.
+pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: not an eval output folder", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+/// FNV-1a, 64 bits: a stable fingerprint (std's hasher may change between releases).
+pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a of a file's content.
+pub fn file_hash(path: &Path) -> Result<u64> {
+    use std::io::Read;
+    let mut f =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let (mut h, mut buf) = (FNV_OFFSET, vec![0u8; 1 << 20]);
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h);
+        }
+        h = fnv1a(&buf[..n], h);
+    }
+}

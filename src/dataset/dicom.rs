@@ -1,0 +1,135 @@
+//! DICOM images (CBIS-DDSM's mammograms and ROI masks) through dicom-rs.
+//!
+//! Only native (uncompressed) pixel data is decoded; that is what CBIS-DDSM ships.
+//! The stored values of frame 0 are scaled from their bit range (`BitsStored`) to
+//! the full 8- or 16-bit range, with MONOCHROME1 inverted so that bright means
+//! dense, as on MONOCHROME2. No modality or VOI LUT is applied: windowing is a
+//! display choice that the classifier's training pipeline must make the same way.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::image::DecodedImage;
+
+/// True when `prefix` (the first 132 bytes or more of a file) has the DICOM
+/// preamble and `DICM` magic.
+pub(crate) fn is_dicom(prefix: &[u8]) -> bool {
+    prefix.len() >= 132 && &prefix[128..132] == b"DICM"
+}
+
+#[cfg(not(feature = "dicom"))]
+fn not_compiled(path: &Path) -> Error {
+    Error::format(
+        path,
+        "this is a DICOM file, but explainseg was built without the `dicom` feature",
+    )
+}
+
+/// Decodes a DICOM file into RGB (gray replicated to three channels).
+///
+/// # Errors
+/// [`Error::Decode`] for an unreadable or compressed file, or an unsupported
+/// sample layout; [`Error::Format`] when the `dicom` feature is off.
+#[cfg(not(feature = "dicom"))]
+pub(crate) fn read_dicom(path: &Path) -> Result<DecodedImage> {
+    Err(not_compiled(path))
+}
+
+/// (width, height) from the header, without decoding the pixels.
+#[cfg(not(feature = "dicom"))]
+pub(crate) fn dicom_size(path: &Path) -> Result<(u32, u32)> {
+    Err(not_compiled(path))
+}
+
+#[cfg(feature = "dicom")]
+pub(crate) use with_dicom::{dicom_size, read_dicom};
+
+#[cfg(feature = "dicom")]
+mod with_dicom {
+    use super::*;
+    use crate::image::Pixels;
+    use dicom_object::{OpenFileOptions, Tag};
+    use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, PixelRepresentation};
+
+    const ROWS: Tag = Tag(0x0028, 0x0010);
+    const COLUMNS: Tag = Tag(0x0028, 0x0011);
+    const PIXEL_DATA: Tag = Tag(0x7FE0, 0x0010);
+
+    fn fail(path: &Path, reason: impl std::fmt::Display) -> Error {
+        Error::Decode {
+            path: path.to_path_buf(),
+            reason: format!("DICOM: {reason}"),
+        }
+    }
+
+    pub(crate) fn dicom_size(path: &Path) -> Result<(u32, u32)> {
+        let obj = OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| fail(path, e))?;
+        let get = |tag: Tag, name: &str| -> Result<u32> {
+            obj.element(tag)
+                .map_err(|e| fail(path, format!("{name}: {e}")))?
+                .to_int::<u32>()
+                .map_err(|e| fail(path, format!("{name}: {e}")))
+        };
+        Ok((get(COLUMNS, "Columns")?, get(ROWS, "Rows")?))
+    }
+
+    pub(crate) fn read_dicom(path: &Path) -> Result<DecodedImage> {
+        let obj = dicom_object::open_file(path).map_err(|e| fail(path, e))?;
+        let px = obj.decode_pixel_data().map_err(|e| fail(path, e))?;
+        let (w, h) = (px.columns(), px.rows());
+        let spp = px.samples_per_pixel() as usize;
+        if spp != 1 && spp != 3 {
+            return Err(fail(
+                path,
+                format!("{spp} samples per pixel (expected 1 or 3)"),
+            ));
+        }
+        let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
+        let values: Vec<f64> = px
+            .to_vec_frame_with_options(0, &raw)
+            .map_err(|e| fail(path, e))?;
+        if values.len() != w as usize * h as usize * spp {
+            return Err(fail(
+                path,
+                format!("{} samples for {w}x{h}x{spp}", values.len()),
+            ));
+        }
+        let bits = u32::from(px.bits_stored().clamp(1, 16));
+        let (lo, hi) = if px.pixel_representation() == PixelRepresentation::Signed {
+            (
+                -(2f64.powi(bits as i32 - 1)),
+                2f64.powi(bits as i32 - 1) - 1.0,
+            )
+        } else {
+            (0.0, 2f64.powi(bits as i32) - 1.0)
+        };
+        let invert = px.photometric_interpretation().to_string() == "MONOCHROME1";
+        let unit = |v: f64| {
+            let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
+            if invert {
+                1.0 - t
+            } else {
+                t
+            }
+        };
+        let rgb = |i: usize, c: usize| values[if spp == 1 { i } else { i * 3 + c }];
+        let n = w as usize * h as usize;
+        let pixels = if px.bits_allocated() <= 8 {
+            Pixels::U8(
+                (0..n * 3)
+                    .map(|k| (unit(rgb(k / 3, k % 3)) * 255.0).round() as u8)
+                    .collect(),
+            )
+        } else {
+            Pixels::U16(
+                (0..n * 3)
+                    .map(|k| (unit(rgb(k / 3, k % 3)) * 65535.0).round() as u16)
+                    .collect(),
+            )
+        };
+        DecodedImage::new(w, h, pixels)
+    }
+}

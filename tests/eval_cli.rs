@@ -1,0 +1,373 @@
+//! `explainseg eval` / `eval-merge` on a tiny folder data set with the tiny model:
+//! outputs agree with each other and with `explainseg segment`, reruns resume,
+//! shards merge into the unsharded result.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use assert_cmd::Command;
+use common::fixture;
+
+/// Four 80×72 images (a textured background and a bright square that moves) with
+/// the square as ground truth.
+fn tiny_dataset(root: &Path) {
+    for d in ["images", "masks"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for i in 0..4u32 {
+        let inside =
+            |x: u32, y: u32| (20 + 4 * i..50 + 4 * i).contains(&x) && (15..45).contains(&y);
+        image::RgbImage::from_fn(80, 72, |x, y| {
+            if inside(x, y) {
+                image::Rgb([230, 80 + 10 * i as u8, 60])
+            } else {
+                image::Rgb([
+                    ((x * 7 + y * 13 + i * 31) % 200) as u8,
+                    ((x * y) % 150) as u8,
+                    90,
+                ])
+            }
+        })
+        .save(root.join(format!("images/im{i}.png")))
+        .unwrap();
+        image::GrayImage::from_fn(80, 72, |x, y| {
+            image::Luma([if inside(x, y) { 255 } else { 0 }])
+        })
+        .save(root.join(format!("masks/im{i}.png")))
+        .unwrap();
+    }
+}
+
+/// The settings shared by every run: small input, few IG steps, no NoiseTunnel.
+const FAST: [&str; 8] = [
+    "--size",
+    "64",
+    "--steps",
+    "4",
+    "--nt-samples",
+    "0",
+    "--ncut-grid",
+    "16",
+];
+const METHODS: [&str; 3] = ["c", "xncut", "tokencut"];
+
+fn eval(root: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::cargo_bin("explainseg").unwrap();
+    cmd.args([
+        "--threads",
+        "2",
+        "--json",
+        "eval",
+        "--dataset",
+        "folder",
+        "--root",
+    ])
+    .arg(root)
+    .arg("--weights")
+    .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+    .args(FAST)
+    .args(["--variants", &METHODS.join(",")])
+    .args(extra)
+    .arg("--out")
+    .arg(out);
+    cmd
+}
+
+fn run_json(cmd: &mut Command) -> serde_json::Value {
+    let a = cmd.assert().success();
+    serde_json::from_slice(&a.get_output().stdout).unwrap()
+}
+
+/// per_image.csv as (id, variant) → (iou, dice, class); ids here hold no commas.
+fn rows(dir: &Path) -> BTreeMap<(String, String), (f64, f64, usize)> {
+    let text = std::fs::read_to_string(dir.join("per_image.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("id,variant,iou,dice,class,seconds,label")
+    );
+    lines
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (
+                (f[0].to_string(), f[1].to_string()),
+                (
+                    f[2].parse().unwrap(),
+                    f[3].parse().unwrap(),
+                    f[4].parse().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn summary(dir: &Path) -> serde_json::Value {
+    common::json(&dir.join("summary.json"))
+}
+
+fn read_mask(p: &Path) -> Vec<bool> {
+    image::open(p)
+        .unwrap()
+        .to_luma8()
+        .pixels()
+        .map(|p| p.0[0] > 127)
+        .collect()
+}
+
+#[test]
+fn outputs_agree_with_each_other_and_with_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, out) = (tmp.path().join("data"), tmp.path().join("eval"));
+    tiny_dataset(&root);
+    let printed = run_json(&mut eval(&root, &out, &[]));
+    for f in [
+        "per_image.csv",
+        "summary.json",
+        "summary.md",
+        "grid.png",
+        "config.json",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let rows = rows(&out);
+    assert_eq!(rows.len(), 4 * METHODS.len());
+    let s = summary(&out);
+    assert_eq!(s["images"], 4);
+    assert_eq!(
+        printed["methods"], s["methods"],
+        "stdout JSON = summary.json"
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    let methods = s["methods"].as_array().unwrap();
+    assert_eq!(methods.len(), METHODS.len());
+    for m in methods {
+        let v = m["variant"].as_str().unwrap();
+        // The means of the CSV's rows, summed in id order as the summary does.
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|((_, var), _)| var == v)
+            .map(|(_, r)| *r)
+            .collect();
+        let n = mine.len() as f64;
+        let miou = mine.iter().map(|r| r.0).sum::<f64>() / n;
+        let dice = mine.iter().map(|r| r.1).sum::<f64>() / n;
+        // serde_json's default float parser may be 1 ulp off; the sums themselves are exact.
+        assert!((m["miou"].as_f64().unwrap() - miou).abs() < 1e-12, "{v}");
+        assert!((m["dice"].as_f64().unwrap() - dice).abs() < 1e-12, "{v}");
+        let line = format!(
+            "| {} | 4 | {:.1} | {:.1} |",
+            m["method"].as_str().unwrap(),
+            100.0 * miou,
+            100.0 * dice
+        );
+        assert!(md.contains(&line), "{line} not in\n{md}");
+    }
+    // Rows = 4 images, columns = image, ground truth, 3 methods; 160-px cells, 4-px gaps.
+    let grid = image::open(out.join("grid.png")).unwrap();
+    assert_eq!(
+        (grid.width(), grid.height()),
+        (5 * 160 + 6 * 4, 4 * 160 + 5 * 4)
+    );
+    assert!(
+        md.contains("grid.png columns: image, ground truth, c, xncut, tokencut."),
+        "{md}"
+    );
+
+    // `explainseg segment` with the same settings gives the mask the CSV scored.
+    let truth = read_mask(&root.join("masks/im1.png"));
+    for variant in ["xncut", "tokencut"] {
+        let seg = tmp.path().join(format!("seg_{variant}"));
+        Command::cargo_bin("explainseg")
+            .unwrap()
+            .args(["--threads", "2", "--quiet", "segment", "--image"])
+            .arg(root.join("images/im1.png"))
+            .arg("--weights")
+            .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+            .args(FAST)
+            .args(["--variant", variant, "--out"])
+            .arg(&seg)
+            .assert()
+            .success();
+        let pred = read_mask(&seg.join("mask.png"));
+        assert_eq!(pred.len(), truth.len(), "mask at the ground truth's size");
+        let inter = pred.iter().zip(&truth).filter(|(p, t)| **p && **t).count();
+        let (p, t) = (
+            pred.iter().filter(|v| **v).count(),
+            truth.iter().filter(|v| **v).count(),
+        );
+        // IoU = |P∩G| / |P∪G|, Dice = 2|P∩G| / (|P| + |G|); both 1 when both are empty.
+        let (iou, dice) = if p + t == 0 {
+            (1.0, 1.0)
+        } else {
+            (
+                inter as f64 / (p + t - inter) as f64,
+                2.0 * inter as f64 / (p + t) as f64,
+            )
+        };
+        let (csv_iou, csv_dice, _) = rows[&("im1".to_string(), variant.to_string())];
+        assert_eq!((csv_iou, csv_dice), (iou, dice), "{variant}");
+    }
+}
+
+#[test]
+fn reruns_resume_and_shards_merge_into_the_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    tiny_dataset(&root);
+    let whole = tmp.path().join("whole");
+
+    // "Interrupted" after two images, with a half-written last line.
+    let first = run_json(&mut eval(&root, &whole, &["--limit", "2"]));
+    assert_eq!(
+        (first["evaluated"].as_u64(), first["images"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let before = std::fs::read_to_string(whole.join("per_image.csv")).unwrap();
+    let mut torn = before.clone();
+    torn.push_str("im2,c,0.12");
+    std::fs::write(whole.join("per_image.csv"), &torn).unwrap();
+
+    let resumed = run_json(&mut eval(&root, &whole, &[]));
+    assert_eq!(
+        (resumed["evaluated"].as_u64(), resumed["skipped"].as_u64()),
+        (Some(2), Some(2))
+    );
+    let after = std::fs::read_to_string(whole.join("per_image.csv")).unwrap();
+    assert!(
+        after.starts_with(&before),
+        "rows already written are kept as they were"
+    );
+    assert_eq!(rows(&whole).len(), 4 * METHODS.len());
+    let again = run_json(&mut eval(&root, &whole, &[]));
+    assert_eq!(
+        (again["evaluated"].as_u64(), again["skipped"].as_u64()),
+        (Some(0), Some(4))
+    );
+    assert_eq!(
+        std::fs::read_to_string(whole.join("per_image.csv")).unwrap(),
+        after
+    );
+
+    // Another configuration may not write into the same folder.
+    let a = eval(&root, &whole, &["--no-crf"]).assert().code(1);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert!(err.contains("another configuration"), "{err}");
+
+    let (s1, s2, merged) = (
+        tmp.path().join("s1"),
+        tmp.path().join("s2"),
+        tmp.path().join("merged"),
+    );
+    run_json(&mut eval(&root, &s1, &["--shard", "1/2"]));
+    run_json(&mut eval(&root, &s2, &["--shard", "2/2"]));
+    assert_eq!(rows(&s1).len() + rows(&s2).len(), 4 * METHODS.len());
+    assert!(
+        rows(&s1).keys().all(|(id, _)| id == "im0" || id == "im2"),
+        "shard 1/2 takes images 0 and 2"
+    );
+    Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["--quiet", "eval-merge", "--out"])
+        .arg(&merged)
+        .arg(&s1)
+        .arg(&s2)
+        .assert()
+        .success();
+    assert_eq!(rows(&merged), rows(&whole));
+    assert_eq!(
+        summary(&merged)["methods"].as_array().unwrap().len(),
+        METHODS.len()
+    );
+    for (m, w) in summary(&merged)["methods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(summary(&whole)["methods"].as_array().unwrap())
+    {
+        assert_eq!(
+            (&m["variant"], &m["images"], &m["miou"], &m["dice"]),
+            (&w["variant"], &w["images"], &w["miou"], &w["dice"])
+        );
+    }
+    assert!(merged.join("summary.md").is_file());
+
+    // Merging runs of different configurations, or a folder that is no eval output, fails.
+    let other = tmp.path().join("other");
+    run_json(&mut eval(&root, &other, &["--limit", "1", "--no-crf"]));
+    let a = Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["eval-merge", "--out"])
+        .arg(tmp.path().join("m2"))
+        .arg(&s1)
+        .arg(&other)
+        .assert()
+        .code(1);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("another configuration"));
+    Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["eval-merge", "--out"])
+        .arg(tmp.path().join("m3"))
+        .arg(&root)
+        .assert()
+        .code(1);
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_exit_codes() {
+    let help = Command::cargo_bin("explainseg")
+        .unwrap()
+        .arg("--help")
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&help.get_output().stdout).to_string();
+    assert!(
+        text.contains("Exit codes") && text.contains("2  usage error"),
+        "{text}"
+    );
+    for cmd in [
+        "attribute",
+        "segment",
+        "mask",
+        "crf",
+        "ncut",
+        "bench",
+        "eval",
+        "eval-merge",
+    ] {
+        let a = Command::cargo_bin("explainseg")
+            .unwrap()
+            .args([cmd, "--help"])
+            .assert()
+            .success();
+        let text = String::from_utf8_lossy(&a.get_output().stdout).to_string();
+        assert!(text.contains("Example"), "`{cmd} --help` has no example");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for bad in [
+        ["--dataset", "nope"],
+        ["--shard", "3/2"],
+        ["--variants", "a,zz"],
+    ] {
+        let mut cmd = eval(tmp.path(), &tmp.path().join("o"), &[]);
+        cmd.args(bad).assert().code(2);
+    }
+    // A data set without masks/ cannot be evaluated; a missing root is named.
+    std::fs::create_dir_all(tmp.path().join("images")).unwrap();
+    image::RgbImage::new(8, 8)
+        .save(tmp.path().join("images/a.png"))
+        .unwrap();
+    let a = eval(tmp.path(), &tmp.path().join("o"), &[])
+        .assert()
+        .code(1);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("no ground-truth mask"));
+    let a = eval(&tmp.path().join("absent"), &tmp.path().join("o"), &[])
+        .assert()
+        .code(1);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("absent"));
+    let a = eval(tmp.path(), &tmp.path().join("o"), &["--device", "cuda"])
+        .assert()
+        .code(1);
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("CUDA"));
+}
