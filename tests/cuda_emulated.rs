@@ -59,10 +59,17 @@ fn kernel_sources(root: &Path) -> Vec<PathBuf> {
 }
 
 /// Builds kernels/emu/registry.cpp (which includes every .cu) into a shared library
-/// under the test target directory, unless an up-to-date one exists.
+/// under the test target directory, unless an up-to-date one exists. Extra g++ flags
+/// come from `EXPLAINSEG_EMU_CXXFLAGS` (e.g. `-DES_EMU_UCONTEXT` for the portable
+/// fiber switch, `-fsanitize=address`); each flag set gets its own library.
 fn build_library() -> Result<PathBuf, String> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("es_kernels_emu.so");
+    let extra = std::env::var("EXPLAINSEG_EMU_CXXFLAGS").unwrap_or_default();
+    let tag: String = extra
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("es_kernels_emu{tag}.so"));
     let newest = kernel_sources(&root)
         .iter()
         .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
@@ -86,6 +93,7 @@ fn build_library() -> Result<PathBuf, String> {
             "-I",
         ])
         .arg(root.join("kernels"))
+        .args(extra.split_whitespace())
         .arg("-o")
         .arg(&tmp)
         .arg(root.join("kernels/emu/registry.cpp"))
