@@ -2,6 +2,8 @@
 //! by the CUDA issue behind the `cuda` feature.
 
 pub mod cpu;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 
 /// Where a computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

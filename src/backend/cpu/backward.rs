@@ -386,18 +386,15 @@ fn patch_embed_backward(vit: &Vit, state: &ForwardState, g: &[f32]) -> Array4<f3
         .into_par_iter()
         .enumerate()
         .for_each(|(b, mut im)| {
-            for i in 0..gr {
-                for j in 0..gc {
-                    let row = &gpatch[((b * np) + i * gc + j) * cols..][..cols];
-                    for ch in 0..3 {
-                        for u in 0..p {
-                            for v in 0..p {
-                                im[[ch, i * p + u, j * p + v]] = row[(ch * p + u) * p + v];
-                            }
-                        }
-                    }
-                }
-            }
+            let im = im.as_slice_mut().expect("standard layout");
+            ops::col2im_image(
+                &gpatch[b * np * cols..][..np * cols],
+                state.height,
+                state.width,
+                p,
+                state.grid,
+                im,
+            );
         });
     img
 }

@@ -200,25 +200,15 @@ pub(crate) fn layer_norm_rows(
 /// Non-overlapping p×p patches of (batch, 3, H, W) as rows (batch·Np, 3·p·p), columns
 /// in (channel, row, col) order to match the conv weight flattening.
 fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
-    let (b, _, _, _) = x.dim();
-    let (gr, gc) = grid;
-    let cols = 3 * p * p;
-    let mut out = vec![0f32; b * gr * gc * cols];
-    out.par_chunks_mut(gr * gc * cols)
+    let (b, _, h, w) = x.dim();
+    let x = x.as_standard_layout();
+    let xs = x.as_slice().expect("standard layout");
+    let per_image = grid.0 * grid.1 * 3 * p * p;
+    let mut out = vec![0f32; b * per_image];
+    out.par_chunks_mut(per_image)
         .enumerate()
         .for_each(|(bi, img)| {
-            for i in 0..gr {
-                for j in 0..gc {
-                    let row = &mut img[(i * gc + j) * cols..][..cols];
-                    for c in 0..3 {
-                        for u in 0..p {
-                            for v in 0..p {
-                                row[(c * p + u) * p + v] = x[[bi, c, i * p + u, j * p + v]];
-                            }
-                        }
-                    }
-                }
-            }
+            ops::im2col_image(&xs[bi * 3 * h * w..][..3 * h * w], h, w, p, grid, img)
         });
     out
 }
@@ -304,22 +294,13 @@ pub fn forward_in(
     );
     let mut xs = vec![0f32; m * d];
     xs.par_chunks_mut(t * d).enumerate().for_each(|(b, img)| {
-        for (ti, row) in img.chunks_exact_mut(d).enumerate() {
-            let p = &pos[ti * d..][..d];
-            if ti == 0 {
-                row.iter_mut()
-                    .zip(&w.cls_token)
-                    .zip(p)
-                    .for_each(|((o, c), p)| *o = c + p);
-            } else {
-                let e = &emb[(b * np + ti - 1) * d..][..d];
-                row.iter_mut()
-                    .zip(e)
-                    .zip(&w.patch_b)
-                    .zip(p)
-                    .for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
-            }
-        }
+        ops::embed_tokens_image(
+            &emb[b * np * d..][..np * d],
+            &w.patch_b,
+            &w.cls_token,
+            &pos,
+            img,
+        )
     });
     drop(patches);
     drop(emb);

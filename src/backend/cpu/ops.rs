@@ -200,6 +200,111 @@ pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `y += x` element-wise (a residual add).
+pub fn add_in_place(y: &mut [f32], x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
+}
+
+/// Copies `rows` rows of `cols` values from `src` (rows `src_ld` apart) to `dst`
+/// (rows `dst_ld` apart): gathers or scatters the CLS rows of a batch.
+pub fn copy_rows(
+    src: &[f32],
+    src_ld: usize,
+    dst: &mut [f32],
+    dst_ld: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for r in 0..rows {
+        dst[r * dst_ld..][..cols].copy_from_slice(&src[r * src_ld..][..cols]);
+    }
+}
+
+/// `d_features[b] = head_w[targets[b]]`: ∂ logit[target] / ∂ feature for a linear
+/// head with weight (classes, in_dim).
+pub fn head_rows(head_w: &[f32], targets: &[usize], in_dim: usize) -> Vec<f32> {
+    targets
+        .iter()
+        .flat_map(|&t| head_w[t * in_dim..][..in_dim].iter().copied())
+        .collect()
+}
+
+/// Non-overlapping `patch`² patches of one image (3, H, W), row-major in `x`, as rows
+/// (Np, 3·p·p) with columns in (channel, row, col) order (the conv weight's
+/// flattening); `grid` = (rows, cols) of patches. Written to `out`.
+pub fn im2col_image(
+    x: &[f32],
+    height: usize,
+    width: usize,
+    patch: usize,
+    grid: (usize, usize),
+    out: &mut [f32],
+) {
+    let (gr, gc) = grid;
+    let p = patch;
+    let cols = 3 * p * p;
+    for i in 0..gr {
+        for j in 0..gc {
+            let row = &mut out[(i * gc + j) * cols..][..cols];
+            for c in 0..3 {
+                for u in 0..p {
+                    let src = &x[(c * height + i * p + u) * width + j * p..][..p];
+                    row[(c * p + u) * p..][..p].copy_from_slice(src);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_image`] (a permutation, as the patches do not overlap):
+/// patch rows (Np, 3·p·p) back to an image (3, H, W); pixels outside the grid get 0.
+pub fn col2im_image(
+    rows: &[f32],
+    height: usize,
+    width: usize,
+    patch: usize,
+    grid: (usize, usize),
+    out: &mut [f32],
+) {
+    let (gr, gc) = grid;
+    let p = patch;
+    let cols = 3 * p * p;
+    out.fill(0.0);
+    for i in 0..gr {
+        for j in 0..gc {
+            let row = &rows[(i * gc + j) * cols..][..cols];
+            for c in 0..3 {
+                for u in 0..p {
+                    out[(c * height + i * p + u) * width + j * p..][..p]
+                        .copy_from_slice(&row[(c * p + u) * p..][..p]);
+                }
+            }
+        }
+    }
+}
+
+/// Token rows of one image: row 0 = cls + pos[0], row t = (emb[t − 1] + bias) + pos[t].
+/// `emb` (T − 1, D), `pos` (T, D), `out` (T, D).
+pub fn embed_tokens_image(emb: &[f32], patch_b: &[f32], cls: &[f32], pos: &[f32], out: &mut [f32]) {
+    let d = cls.len();
+    for (ti, row) in out.chunks_exact_mut(d).enumerate() {
+        let p = &pos[ti * d..][..d];
+        if ti == 0 {
+            row.iter_mut()
+                .zip(cls)
+                .zip(p)
+                .for_each(|((o, c), p)| *o = c + p);
+        } else {
+            let e = &emb[(ti - 1) * d..][..d];
+            row.iter_mut()
+                .zip(e)
+                .zip(patch_b)
+                .zip(p)
+                .for_each(|(((o, e), b), p)| *o = (e + b) + p);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

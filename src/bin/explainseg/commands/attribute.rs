@@ -6,7 +6,6 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use explainseg::attr::{explain, normalize, reduce_channels, Normalizer, Reduction};
-use explainseg::backend::cpu::CpuEngine;
 use explainseg::image::load_and_preprocess;
 use ndarray::Axis;
 
@@ -39,7 +38,7 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
     let cfg = args.ig.explain_config(&pre.normalization)?;
     let reduction: Reduction = args.reduce.parse()?;
     let normalizer: Normalizer = args.normalize.parse()?;
-    let engine = CpuEngine::new(&vit);
+    let engine = args.model.engine(&vit)?;
     let passes = cfg.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
     let tick = |done: usize, _total: usize| {
@@ -47,7 +46,7 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
         true
     };
     let start = Instant::now();
-    let e = explain(&engine, x.view(), &cfg, Some(&tick))?;
+    let e = explain(engine.as_ref(), x.view(), &cfg, Some(&tick))?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let attribution = e.attribution.index_axis(Axis(0), 0).to_owned();

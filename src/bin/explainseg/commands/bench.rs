@@ -8,8 +8,6 @@ use anyhow::{bail, Result};
 use clap::Args;
 use explainseg::attr::{noise_tunnel_ig, IgConfig, Noise, NoiseTunnelConfig, NtType};
 use explainseg::backend::cpu::gemm::{matmul, MatRef, Threads};
-use explainseg::backend::cpu::CpuEngine;
-use explainseg::backend::Engine;
 use explainseg::model::{Vit, VitConfig};
 use ndarray::Array4;
 
@@ -36,6 +34,9 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
+    /// Compute device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -77,7 +78,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     let gflop_per_pass =
         (config.forward_macs(tokens) + config.backward_macs(tokens)) as f64 * 2.0 / 1e9;
     let vit = Vit::random(config, 2, 1);
-    let engine = CpuEngine::new(&vit);
+    let engine = crate::args::engine_for(&args.device, &vit)?;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(b, c, i, j)| {
         ((b + 3 * c + i * 7 + j * 13) % 17) as f32 * 0.1 - 0.8
     });
@@ -109,7 +110,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
         },
     };
     let t = Instant::now();
-    noise_tunnel_ig(&engine, one.view(), zero.view(), 0, &ig, &nt, None)?;
+    noise_tunnel_ig(engine.as_ref(), one.view(), zero.view(), 0, &ig, &nt, None)?;
     let ig_seconds = t.elapsed().as_secs_f64();
     busy.finish_and_clear();
 

@@ -148,6 +148,7 @@ fn feature_source(name: &str) -> Result<FeatureSource> {
 
 pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let variant: Variant = args.variant.parse()?;
+    args.model.require_cpu("segment")?;
     let vit = args.model.load()?;
     let pre = args.input.preprocess_config()?;
     let decoded = decode_image_file(&args.input.image)?;

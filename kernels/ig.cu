@@ -1,0 +1,92 @@
+// Integrated Gradients and NoiseTunnel on the device: the path points of a batch of
+// rows, the quadrature-weighted gradient sum, the final multiply by (x − b), the
+// seeded NoiseTunnel noise and its aggregation. The arithmetic uses the
+// round-to-nearest intrinsics, which are never contracted into FMAs, so each value
+// is bit-identical to the CPU's (Rust does not contract either).
+// CPU twins: attr::ig::integrated_gradients (path, accumulation, multiply),
+// attr::noise::gaussian_noise, attr::noise_tunnel::aggregate.
+#ifndef ES_COMMON_CUH
+#include "common.cuh"
+#endif
+
+// Row r of the batch is path point k of input j, with j·n_steps + k = row0 + r:
+// out[r] = b + α_k·(x_j − b).
+extern "C" __global__ void ig_path_f32(const float* __restrict__ inputs, const float* __restrict__ baseline,
+                                       const float* __restrict__ alphas, float* __restrict__ out, int row0, int rows,
+                                       int n_steps, int len) {
+    const long long n = (long long)rows * len;
+    for (long long o = es_global_index(); o < n; o += es_grid_stride()) {
+        const int r = int(o / len), e = int(o % len);
+        const int j = (row0 + r) / n_steps, k = (row0 + r) % n_steps;
+        const float b = baseline[e];
+        const float d = __fsub_rn(inputs[(long long)j * len + e], b);
+        out[o] = __fadd_rn(b, __fmul_rn(alphas[k], d));
+    }
+}
+
+// acc[j] += w_k·grad[r] for each row r of the batch, in row order (one thread owns
+// an element of every input, so there is no race and the order matches the CPU).
+extern "C" __global__ void ig_accumulate_f32(const float* __restrict__ grads, const float* __restrict__ weights,
+                                             float* __restrict__ acc, int row0, int rows, int n_steps, int len) {
+    for (long long e = es_global_index(); e < len; e += es_grid_stride()) {
+        for (int r = 0; r < rows; ++r) {
+            const int j = (row0 + r) / n_steps, k = (row0 + r) % n_steps;
+            float* a = acc + (long long)j * len + e;
+            *a = __fadd_rn(*a, __fmul_rn(grads[(long long)r * len + e], weights[k]));
+        }
+    }
+}
+
+// out = acc ⊙ (x − b) when multiply_by_inputs, else acc.
+extern "C" __global__ void ig_finish_f32(const float* __restrict__ acc, const float* __restrict__ inputs,
+                                         const float* __restrict__ baseline, float* __restrict__ out, int n_inputs,
+                                         int len, int multiply_by_inputs) {
+    const long long n = (long long)n_inputs * len;
+    for (long long o = es_global_index(); o < n; o += es_grid_stride()) {
+        const float a = acc[o];
+        out[o] = multiply_by_inputs ? __fmul_rn(a, __fsub_rn(inputs[o], baseline[o % len])) : a;
+    }
+}
+
+// SplitMix64 finaliser (Steele, Lea & Flood 2014), as attr::noise::splitmix64.
+__device__ __forceinline__ unsigned long long es_splitmix64(unsigned long long z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// N(0, 1) number `index` of stream `seed`: Box–Muller (cosine branch) in f64.
+__device__ __forceinline__ double es_standard_normal(unsigned long long seed, unsigned long long index) {
+    const unsigned long long bits = es_splitmix64(seed + (index + 1ull) * 0x9E3779B97F4A7C15ull);
+    const double u1 = __ddiv_rn(__dadd_rn(__ull2double_rn(bits >> 32), 1.0), 4294967296.0);
+    const double u2 = __ddiv_rn(__ull2double_rn(bits & 0xFFFFFFFFull), 4294967296.0);
+    return __dmul_rn(__dsqrt_rn(__dmul_rn(-2.0, log(u1))), cos(__dmul_rn(6.283185307179586, u2)));
+}
+
+// noisy[s, e] = f32(N(seed, s·len + e)·stdev) + x[e] for NoiseTunnel sample s.
+extern "C" __global__ void nt_noise_f32(const float* __restrict__ x, float* __restrict__ noisy,
+                                        unsigned long long seed, float stdev, int samples, int len) {
+    const long long n = (long long)samples * len;
+    for (long long o = es_global_index(); o < n; o += es_grid_stride()) {
+        const float noise = __double2float_rn(__dmul_rn(es_standard_normal(seed, (unsigned long long)o), (double)stdev));
+        noisy[o] = __fadd_rn(noise, x[o % len]);
+    }
+}
+
+// NoiseTunnel aggregation over samples: 0 smoothgrad (mean), 1 smoothgrad_sq (mean
+// of squares), 2 vargrad (E[a²] − E[a]²), accumulated in sample order as the CPU.
+extern "C" __global__ void nt_aggregate_f32(const float* __restrict__ per_sample, float* __restrict__ out,
+                                            int samples, int len, int nt_type) {
+    for (long long e = es_global_index(); e < len; e += es_grid_stride()) {
+        float sum = per_sample[e];
+        float sum_sq = __fmul_rn(sum, sum);
+        for (int s = 1; s < samples; ++s) {
+            const float v = per_sample[(long long)s * len + e];
+            sum = __fadd_rn(sum, v);
+            sum_sq = __fadd_rn(sum_sq, __fmul_rn(v, v));
+        }
+        const float mean = __fdiv_rn(sum, (float)samples);
+        const float mean_sq = __fdiv_rn(sum_sq, (float)samples);
+        out[e] = nt_type == 0 ? mean : nt_type == 1 ? mean_sq : __fsub_rn(mean_sq, __fmul_rn(mean, mean));
+    }
+}

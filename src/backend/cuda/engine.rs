@@ -1,0 +1,1068 @@
+//! [`Engine`] on a GPU: the ViT forward and input-gradient backward of
+//! `backend::cpu::{forward, backward}`, with the same operation order, built from the
+//! kernels of `kernels/` and cuBLAS GEMMs; the weights are uploaded once per engine.
+//!
+//! Also a device-side NoiseTunnel + Integrated Gradients
+//! ([`CudaEngine::noise_tunnel_ig`]): the noisy inputs, path points, gradients and
+//! their weighted sums stay on the device; only the aggregated attribution comes back.
+//!
+//! Supported heads: the CLS-token heads (timm `head.*`, DINO last-blocks CLS). The
+//! DINO avgpool head runs on the CPU backend.
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{CudaSlice, CudaView};
+use ndarray::{Array2, Array4, ArrayView4};
+
+use super::device::{cuda_err, guarded, Gpu};
+use super::launch::{self as k, Batch, Operand, PatchGeometry, PathRows};
+use crate::attr::ig::IgConfig;
+use crate::attr::noise_tunnel::{make_noise, Noise, NoiseTunnelConfig, NtType};
+use crate::attr::quadrature::quadrature;
+use crate::backend::Engine;
+use crate::error::{Error, Result};
+use crate::model::{HeadKind, Vit};
+
+struct DeviceBlock {
+    norm1_w: CudaSlice<f32>,
+    norm1_b: CudaSlice<f32>,
+    qkv_w: CudaSlice<f32>,
+    qkv_b: CudaSlice<f32>,
+    proj_w: CudaSlice<f32>,
+    proj_b: CudaSlice<f32>,
+    norm2_w: CudaSlice<f32>,
+    norm2_b: CudaSlice<f32>,
+    fc1_w: CudaSlice<f32>,
+    fc1_b: CudaSlice<f32>,
+    fc2_w: CudaSlice<f32>,
+    fc2_b: CudaSlice<f32>,
+}
+
+struct DeviceWeights {
+    patch_w: CudaSlice<f32>,
+    patch_b: CudaSlice<f32>,
+    cls: CudaSlice<f32>,
+    norm_w: CudaSlice<f32>,
+    norm_b: CudaSlice<f32>,
+    blocks: Vec<DeviceBlock>,
+    /// (classes, in_dim) and (classes); absent without a head.
+    head: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+}
+
+/// Per-block activations the backward needs (as `cpu::forward::BlockSaved`).
+struct Saved {
+    xhat1: CudaSlice<f32>,
+    rstd1: CudaSlice<f32>,
+    qkv: CudaSlice<f32>,
+    probs: CudaSlice<f32>,
+    xhat2: CudaSlice<f32>,
+    rstd2: CudaSlice<f32>,
+    gelu_grad: CudaSlice<f32>,
+}
+
+/// What a forward leaves on the device.
+struct Forward {
+    batch: usize,
+    tokens: usize,
+    geometry: PatchGeometry,
+    blocks: Vec<Saved>,
+    /// Final norms of the CLS rows read by the head: (x̂ (batch, D), 1/σ (batch)).
+    head_norms: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
+    logits: Array2<f32>,
+}
+
+/// The CUDA engine over a loaded model. Create it once per model: it uploads the
+/// weights. Calls are serialised (one stream).
+pub struct CudaEngine<'a> {
+    vit: &'a Vit,
+    gpu: Arc<Gpu>,
+    weights: DeviceWeights,
+    busy: Mutex<()>,
+}
+
+impl std::fmt::Debug for CudaEngine<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CudaEngine")
+            .field("gpu", &self.gpu)
+            .finish()
+    }
+}
+
+/// Number of head chunks (final-normed CLS rows of the last `n` blocks) a head reads.
+fn cls_chunks(kind: HeadKind) -> Result<usize> {
+    match kind {
+        HeadKind::Cls => Ok(1),
+        HeadKind::LastBlocksCls { n } => Ok(n),
+        HeadKind::ClsAvgPoolInterleaved => Err(Error::param(
+            "head",
+            "the CUDA engine supports CLS-token heads; this avgpool head needs --device cpu",
+        )),
+    }
+}
+
+impl<'a> CudaEngine<'a> {
+    /// Opens GPU `ordinal` and uploads the model's weights (f32; the loader has
+    /// already converted f16/bf16 files).
+    ///
+    /// # Errors
+    /// [`Error::CudaUnavailable`] without a usable GPU or CUDA libraries (never a
+    /// panic); [`Error::InvalidParam`] for a head the CUDA engine does not support.
+    pub fn new(vit: &'a Vit, ordinal: usize) -> Result<Self> {
+        if let Some(h) = &vit.head {
+            cls_chunks(h.kind)?;
+        }
+        let gpu = Gpu::new(ordinal)?;
+        let up = |v: &[f32]| {
+            gpu.stream
+                .clone_htod(v)
+                .map_err(cuda_err("uploading weights"))
+        };
+        let w = &vit.weights;
+        let weights = guarded("uploading weights", || {
+            let blocks = w
+                .blocks
+                .iter()
+                .map(|b| {
+                    Ok(DeviceBlock {
+                        norm1_w: up(&b.norm1_w)?,
+                        norm1_b: up(&b.norm1_b)?,
+                        qkv_w: up(&b.qkv_w)?,
+                        qkv_b: up(&b.qkv_b)?,
+                        proj_w: up(&b.proj_w)?,
+                        proj_b: up(&b.proj_b)?,
+                        norm2_w: up(&b.norm2_w)?,
+                        norm2_b: up(&b.norm2_b)?,
+                        fc1_w: up(&b.fc1_w)?,
+                        fc1_b: up(&b.fc1_b)?,
+                        fc2_w: up(&b.fc2_w)?,
+                        fc2_b: up(&b.fc2_b)?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let head = match &vit.head {
+                Some(h) => Some((up(&h.weight)?, up(&h.bias)?)),
+                None => None,
+            };
+            Ok(DeviceWeights {
+                patch_w: up(&w.patch_w)?,
+                patch_b: up(&w.patch_b)?,
+                cls: up(&w.cls_token)?,
+                norm_w: up(&w.norm_w)?,
+                norm_b: up(&w.norm_b)?,
+                blocks,
+                head,
+            })
+        })?;
+        Ok(CudaEngine {
+            vit,
+            gpu,
+            weights,
+            busy: Mutex::new(()),
+        })
+    }
+
+    /// The device this engine runs on.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
+        self.gpu
+            .stream
+            .alloc_zeros::<f32>(n.max(1))
+            .map_err(cuda_err("allocating device memory"))
+    }
+
+    fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        self.gpu
+            .stream
+            .clone_htod(v)
+            .map_err(cuda_err("copying to the device"))
+    }
+
+    fn download(&self, v: &CudaSlice<f32>) -> Result<Vec<f32>> {
+        self.gpu
+            .stream
+            .clone_dtoh(v)
+            .map_err(cuda_err("copying from the device"))
+    }
+
+    /// Checks an input batch as the CPU forward does; returns its patch geometry.
+    fn geometry(&self, dims: (usize, usize, usize, usize)) -> Result<PatchGeometry> {
+        let (batch, ch, height, width) = dims;
+        if ch != 3 {
+            return Err(Error::shape(
+                "input (batch, 3, H, W)",
+                &[batch, 3, height, width],
+                &[batch, ch, height, width],
+            ));
+        }
+        if batch == 0 {
+            return Err(Error::param("batch", "the input batch is empty"));
+        }
+        let grid = self.vit.config.grid_for(height, width)?;
+        Ok(PatchGeometry {
+            batch,
+            height,
+            width,
+            patch: self.vit.config.patch,
+            grid,
+        })
+    }
+
+    fn check_targets(&self, batch: usize, targets: &[usize]) -> Result<()> {
+        let head = self.vit.require_head()?;
+        if targets.len() != batch {
+            return Err(Error::shape(
+                "targets (one per input)",
+                &[batch],
+                &[targets.len()],
+            ));
+        }
+        if let Some(&bad) = targets.iter().find(|&&t| t >= head.classes) {
+            return Err(Error::param(
+                "target",
+                format!(
+                    "class {bad} is out of range (the head has {} classes)",
+                    head.classes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The forward pass on device input `x` (batch, 3, H, W); keeps every block's
+    /// activations when `save`, else reuses one set.
+    fn forward(&self, x: &CudaView<f32>, geo: PatchGeometry, save: bool) -> Result<Forward> {
+        let gpu = &*self.gpu;
+        let c = &self.vit.config;
+        let w = &self.weights;
+        let head = self.vit.require_head()?;
+        let (head_w, head_b) = w
+            .head
+            .as_ref()
+            .ok_or_else(|| Error::Internal("head present but not uploaded".into()))?;
+        let n_chunks = cls_chunks(head.kind)?;
+        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let batch = geo.batch;
+        let np = geo.grid.0 * geo.grid.1;
+        let t = np + 1;
+        let m = batch * t;
+        let pp3 = 3 * c.patch * c.patch;
+        let scale = c.attn_scale();
+
+        // Patch embedding, CLS and positions.
+        let mut cols = self.zeros(batch * np * pp3)?;
+        k::im2col_f32(gpu, x, &mut cols.as_view_mut(), geo)?;
+        let mut emb = self.zeros(batch * np * d)?;
+        k::gemm(
+            gpu,
+            batch * np,
+            d,
+            pp3,
+            Operand {
+                data: &cols.as_view(),
+                ld: pp3,
+                t: false,
+            },
+            Operand {
+                data: &w.patch_w.as_view(),
+                ld: pp3,
+                t: true,
+            },
+            &mut emb.as_view_mut(),
+            d,
+            0.0,
+            Batch::ONE,
+        )?;
+        drop(cols);
+        let pos = self.upload(&self.vit.pos_embed(geo.grid)?)?;
+        let mut xs = self.zeros(m * d)?;
+        k::embed_tokens_f32(
+            gpu,
+            &emb.as_view(),
+            &w.patch_b.as_view(),
+            &w.cls.as_view(),
+            &pos.as_view(),
+            &mut xs.as_view_mut(),
+            batch,
+            t,
+            d,
+        )?;
+        drop(emb);
+
+        let mut normed = self.zeros(m * d)?;
+        let mut attn_cat = self.zeros(m * d)?;
+        let mut act = self.zeros(m * hidden)?;
+        let mut features = self.zeros(batch * n_chunks * d)?;
+        let mut head_norms = Vec::with_capacity(n_chunks);
+        let first_tapped = c.depth - n_chunks;
+        let mut blocks: Vec<Saved> = Vec::new();
+        for (bi, bw) in w.blocks.iter().enumerate() {
+            if save || blocks.is_empty() {
+                blocks.push(Saved {
+                    xhat1: self.zeros(m * d)?,
+                    rstd1: self.zeros(m)?,
+                    qkv: self.zeros(m * 3 * d)?,
+                    probs: self.zeros(batch * heads * t * t)?,
+                    xhat2: self.zeros(m * d)?,
+                    rstd2: self.zeros(m)?,
+                    gelu_grad: self.zeros(m * hidden)?,
+                });
+            }
+            let s = blocks.last_mut().expect("pushed above");
+            // x += Attn(LN1(x))
+            k::layer_norm_f32(
+                gpu,
+                &xs.as_view(),
+                d,
+                &bw.norm1_w.as_view(),
+                &bw.norm1_b.as_view(),
+                &mut normed.as_view_mut(),
+                d,
+                &mut s.xhat1.as_view_mut(),
+                &mut s.rstd1.as_view_mut(),
+                m,
+                d,
+                c.eps,
+            )?;
+            k::gemm(
+                gpu,
+                m,
+                3 * d,
+                d,
+                Operand {
+                    data: &normed.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.qkv_w.as_view(),
+                    ld: d,
+                    t: true,
+                },
+                &mut s.qkv.as_view_mut(),
+                3 * d,
+                0.0,
+                Batch::ONE,
+            )?;
+            k::add_bias_rows_f32(gpu, &mut s.qkv.as_view_mut(), &bw.qkv_b.as_view(), m, 3 * d)?;
+            let heads_batch = |stride_a, stride_b, stride_c| Batch {
+                count: heads,
+                stride_a,
+                stride_b,
+                stride_c,
+            };
+            for b in 0..batch {
+                let base = b * t * 3 * d;
+                let (q, kk) = (s.qkv.slice(base..), s.qkv.slice(base + d..));
+                // S_h = Q_h·K_hᵀ for every head h at once.
+                k::gemm(
+                    gpu,
+                    t,
+                    t,
+                    hd,
+                    Operand {
+                        data: &q,
+                        ld: 3 * d,
+                        t: false,
+                    },
+                    Operand {
+                        data: &kk,
+                        ld: 3 * d,
+                        t: true,
+                    },
+                    &mut s.probs.slice_mut(b * heads * t * t..),
+                    t,
+                    0.0,
+                    heads_batch(hd, hd, t * t),
+                )?;
+            }
+            k::softmax_scale_f32(gpu, &mut s.probs.as_view_mut(), batch * heads * t, t, scale)?;
+            for b in 0..batch {
+                let v = s.qkv.slice(b * t * 3 * d + 2 * d..);
+                // O_h = P_h·V_h, written head-major into the concatenated heads.
+                k::gemm(
+                    gpu,
+                    t,
+                    hd,
+                    t,
+                    Operand {
+                        data: &s.probs.slice(b * heads * t * t..),
+                        ld: t,
+                        t: false,
+                    },
+                    Operand {
+                        data: &v,
+                        ld: 3 * d,
+                        t: false,
+                    },
+                    &mut attn_cat.slice_mut(b * t * d..),
+                    d,
+                    0.0,
+                    heads_batch(t * t, hd, hd),
+                )?;
+            }
+            k::gemm(
+                gpu,
+                m,
+                d,
+                d,
+                Operand {
+                    data: &attn_cat.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.proj_w.as_view(),
+                    ld: d,
+                    t: true,
+                },
+                &mut xs.as_view_mut(),
+                d,
+                1.0,
+                Batch::ONE,
+            )?;
+            k::add_bias_rows_f32(gpu, &mut xs.as_view_mut(), &bw.proj_b.as_view(), m, d)?;
+            // x += MLP(LN2(x))
+            k::layer_norm_f32(
+                gpu,
+                &xs.as_view(),
+                d,
+                &bw.norm2_w.as_view(),
+                &bw.norm2_b.as_view(),
+                &mut normed.as_view_mut(),
+                d,
+                &mut s.xhat2.as_view_mut(),
+                &mut s.rstd2.as_view_mut(),
+                m,
+                d,
+                c.eps,
+            )?;
+            k::gemm(
+                gpu,
+                m,
+                hidden,
+                d,
+                Operand {
+                    data: &normed.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.fc1_w.as_view(),
+                    ld: d,
+                    t: true,
+                },
+                &mut act.as_view_mut(),
+                hidden,
+                0.0,
+                Batch::ONE,
+            )?;
+            k::bias_gelu_f32(
+                gpu,
+                &mut act.as_view_mut(),
+                &bw.fc1_b.as_view(),
+                &mut s.gelu_grad.as_view_mut(),
+                m,
+                hidden,
+            )?;
+            k::gemm(
+                gpu,
+                m,
+                d,
+                hidden,
+                Operand {
+                    data: &act.as_view(),
+                    ld: hidden,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.fc2_w.as_view(),
+                    ld: hidden,
+                    t: true,
+                },
+                &mut xs.as_view_mut(),
+                d,
+                1.0,
+                Batch::ONE,
+            )?;
+            k::add_bias_rows_f32(gpu, &mut xs.as_view_mut(), &bw.fc2_b.as_view(), m, d)?;
+
+            if bi >= first_tapped {
+                // Final-normed CLS rows of this block's output → chunk of the feature.
+                let chunk = bi - first_tapped;
+                let mut xhat = self.zeros(batch * d)?;
+                let mut rstd = self.zeros(batch)?;
+                k::layer_norm_f32(
+                    gpu,
+                    &xs.as_view(),
+                    t * d,
+                    &w.norm_w.as_view(),
+                    &w.norm_b.as_view(),
+                    &mut features.slice_mut(chunk * d..),
+                    n_chunks * d,
+                    &mut xhat.as_view_mut(),
+                    &mut rstd.as_view_mut(),
+                    batch,
+                    d,
+                    c.eps,
+                )?;
+                head_norms.push((xhat, rstd));
+            }
+        }
+        let in_dim = n_chunks * d;
+        let mut logits = self.zeros(batch * head.classes)?;
+        k::gemm(
+            gpu,
+            batch,
+            head.classes,
+            in_dim,
+            Operand {
+                data: &features.as_view(),
+                ld: in_dim,
+                t: false,
+            },
+            Operand {
+                data: &head_w.as_view(),
+                ld: in_dim,
+                t: true,
+            },
+            &mut logits.as_view_mut(),
+            head.classes,
+            0.0,
+            Batch::ONE,
+        )?;
+        k::add_bias_rows_f32(
+            gpu,
+            &mut logits.as_view_mut(),
+            &head_b.as_view(),
+            batch,
+            head.classes,
+        )?;
+        let logits = Array2::from_shape_vec((batch, head.classes), self.download(&logits)?)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Forward {
+            batch,
+            tokens: t,
+            geometry: geo,
+            blocks,
+            head_norms,
+            logits,
+        })
+    }
+
+    /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]].
+    fn backward(&self, f: &Forward, targets: &[usize]) -> Result<CudaSlice<f32>> {
+        let gpu = &*self.gpu;
+        let c = &self.vit.config;
+        let w = &self.weights;
+        let (head_w, _) = w
+            .head
+            .as_ref()
+            .ok_or_else(|| Error::Internal("head present but not uploaded".into()))?;
+        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let (batch, t) = (f.batch, f.tokens);
+        let m = batch * t;
+        let scale = c.attn_scale();
+        let n_chunks = f.head_norms.len();
+        let in_dim = n_chunks * d;
+        if f.blocks.len() != c.depth {
+            return Err(Error::Internal(
+                "backward needs a forward that saved every block".into(),
+            ));
+        }
+        let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
+        let targets_dev = self
+            .gpu
+            .stream
+            .clone_htod(&t32)
+            .map_err(cuda_err("copying to the device"))?;
+        let mut dfeat = self.zeros(batch * in_dim)?;
+        k::head_rows_f32(
+            gpu,
+            &head_w.as_view(),
+            &targets_dev.as_view(),
+            &mut dfeat.as_view_mut(),
+            batch,
+            in_dim,
+        )?;
+        let mut g = self.zeros(m * d)?;
+        let mut ga = self.zeros(m * hidden)?;
+        let mut gn = self.zeros(m * d)?;
+        let mut gqkv = self.zeros(m * 3 * d)?;
+        let mut dp = self.zeros(batch * heads * t * t)?;
+        let first_tapped = c.depth - n_chunks;
+        for bi in (0..c.depth).rev() {
+            if bi >= first_tapped {
+                let chunk = bi - first_tapped;
+                let (xhat, rstd) = &f.head_norms[chunk];
+                k::layer_norm_bwd_f32(
+                    gpu,
+                    &dfeat.slice(chunk * d..),
+                    in_dim,
+                    &w.norm_w.as_view(),
+                    &xhat.as_view(),
+                    &rstd.as_view(),
+                    &mut g.as_view_mut(),
+                    t * d,
+                    batch,
+                    d,
+                    true,
+                )?;
+            }
+            let bw = &w.blocks[bi];
+            let s = &f.blocks[bi];
+            // MLP branch.
+            k::gemm(
+                gpu,
+                m,
+                hidden,
+                d,
+                Operand {
+                    data: &g.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.fc2_w.as_view(),
+                    ld: hidden,
+                    t: false,
+                },
+                &mut ga.as_view_mut(),
+                hidden,
+                0.0,
+                Batch::ONE,
+            )?;
+            k::gelu_bwd_f32(
+                gpu,
+                &s.gelu_grad.as_view(),
+                &mut ga.as_view_mut(),
+                m * hidden,
+            )?;
+            k::gemm(
+                gpu,
+                m,
+                d,
+                hidden,
+                Operand {
+                    data: &ga.as_view(),
+                    ld: hidden,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.fc1_w.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                &mut gn.as_view_mut(),
+                d,
+                0.0,
+                Batch::ONE,
+            )?;
+            k::layer_norm_bwd_f32(
+                gpu,
+                &gn.as_view(),
+                d,
+                &bw.norm2_w.as_view(),
+                &s.xhat2.as_view(),
+                &s.rstd2.as_view(),
+                &mut g.as_view_mut(),
+                d,
+                m,
+                d,
+                true,
+            )?;
+            // Attention branch.
+            k::gemm(
+                gpu,
+                m,
+                d,
+                d,
+                Operand {
+                    data: &g.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.proj_w.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                &mut gn.as_view_mut(),
+                d,
+                0.0,
+                Batch::ONE,
+            )?;
+            let heads_batch = |stride_a, stride_b, stride_c| Batch {
+                count: heads,
+                stride_a,
+                stride_b,
+                stride_c,
+            };
+            for b in 0..batch {
+                let base = b * t * 3 * d;
+                let d_out = gn.slice(b * t * d..);
+                let v = s.qkv.slice(base + 2 * d..);
+                // dP_h = dO_h·V_hᵀ.
+                k::gemm(
+                    gpu,
+                    t,
+                    t,
+                    hd,
+                    Operand {
+                        data: &d_out,
+                        ld: d,
+                        t: false,
+                    },
+                    Operand {
+                        data: &v,
+                        ld: 3 * d,
+                        t: true,
+                    },
+                    &mut dp.slice_mut(b * heads * t * t..),
+                    t,
+                    0.0,
+                    heads_batch(hd, hd, t * t),
+                )?;
+                // dV_h = P_hᵀ·dO_h.
+                k::gemm(
+                    gpu,
+                    t,
+                    hd,
+                    t,
+                    Operand {
+                        data: &s.probs.slice(b * heads * t * t..),
+                        ld: t,
+                        t: true,
+                    },
+                    Operand {
+                        data: &d_out,
+                        ld: d,
+                        t: false,
+                    },
+                    &mut gqkv.slice_mut(base + 2 * d..),
+                    3 * d,
+                    0.0,
+                    heads_batch(t * t, hd, hd),
+                )?;
+            }
+            k::softmax_bwd_f32(
+                gpu,
+                &s.probs.as_view(),
+                &mut dp.as_view_mut(),
+                batch * heads * t,
+                t,
+                scale,
+            )?;
+            for b in 0..batch {
+                let base = b * t * 3 * d;
+                let ds = dp.slice(b * heads * t * t..);
+                let (q, kk) = (s.qkv.slice(base..), s.qkv.slice(base + d..));
+                // dQ_h = dS_h·K_h; dK_h = dS_hᵀ·Q_h.
+                k::gemm(
+                    gpu,
+                    t,
+                    hd,
+                    t,
+                    Operand {
+                        data: &ds,
+                        ld: t,
+                        t: false,
+                    },
+                    Operand {
+                        data: &kk,
+                        ld: 3 * d,
+                        t: false,
+                    },
+                    &mut gqkv.slice_mut(base..),
+                    3 * d,
+                    0.0,
+                    heads_batch(t * t, hd, hd),
+                )?;
+                k::gemm(
+                    gpu,
+                    t,
+                    hd,
+                    t,
+                    Operand {
+                        data: &ds,
+                        ld: t,
+                        t: true,
+                    },
+                    Operand {
+                        data: &q,
+                        ld: 3 * d,
+                        t: false,
+                    },
+                    &mut gqkv.slice_mut(base + d..),
+                    3 * d,
+                    0.0,
+                    heads_batch(t * t, hd, hd),
+                )?;
+            }
+            k::gemm(
+                gpu,
+                m,
+                d,
+                3 * d,
+                Operand {
+                    data: &gqkv.as_view(),
+                    ld: 3 * d,
+                    t: false,
+                },
+                Operand {
+                    data: &bw.qkv_w.as_view(),
+                    ld: d,
+                    t: false,
+                },
+                &mut gn.as_view_mut(),
+                d,
+                0.0,
+                Batch::ONE,
+            )?;
+            k::layer_norm_bwd_f32(
+                gpu,
+                &gn.as_view(),
+                d,
+                &bw.norm1_w.as_view(),
+                &s.xhat1.as_view(),
+                &s.rstd1.as_view(),
+                &mut g.as_view_mut(),
+                d,
+                m,
+                d,
+                true,
+            )?;
+        }
+        // Patch projection back to pixels: the patch rows of g (rows 1..T of each image).
+        let geo = f.geometry;
+        let np = t - 1;
+        let pp3 = 3 * c.patch * c.patch;
+        let mut gpatch = self.zeros(batch * np * pp3)?;
+        k::gemm(
+            gpu,
+            np,
+            pp3,
+            d,
+            Operand {
+                data: &g.slice(d..),
+                ld: d,
+                t: false,
+            },
+            Operand {
+                data: &w.patch_w.as_view(),
+                ld: pp3,
+                t: false,
+            },
+            &mut gpatch.as_view_mut(),
+            pp3,
+            0.0,
+            Batch {
+                count: batch,
+                stride_a: t * d,
+                stride_b: 0,
+                stride_c: np * pp3,
+            },
+        )?;
+        let mut gx = self.zeros(batch * 3 * geo.height * geo.width)?;
+        k::col2im_f32(gpu, &gpatch.as_view(), &mut gx.as_view_mut(), geo)?;
+        Ok(gx)
+    }
+
+    fn to_array4(
+        &self,
+        v: &CudaSlice<f32>,
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Array4<f32>> {
+        Array4::from_shape_vec(dims, self.download(v)?).map_err(|e| Error::Internal(e.to_string()))
+    }
+
+    /// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target`, entirely on the
+    /// device: the noisy inputs (the same seeded values as the CPU), the path points in
+    /// batches of `ig.batch_size`, the weighted gradient sums, the multiply by (x − b)
+    /// and the aggregation. Returns (1, 3, H, W). Convergence deltas are not computed
+    /// here (use the [`Engine`] path with `return_delta` for those).
+    ///
+    /// # Errors
+    /// As [`crate::attr::noise_tunnel::noise_tunnel_ig`], plus CUDA errors.
+    pub fn noise_tunnel_ig(
+        &self,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+        target: usize,
+        ig: &IgConfig,
+        nt: &NoiseTunnelConfig,
+    ) -> Result<Array4<f32>> {
+        let (n, c, h, w) = x.dim();
+        if n != 1 {
+            return Err(Error::shape(
+                "input (1, 3, H, W)",
+                &[1, c, h, w],
+                &[n, c, h, w],
+            ));
+        }
+        if baseline.dim() != (1, c, h, w) {
+            let (a, b, cc, d) = baseline.dim();
+            return Err(Error::shape("baseline", &[1, c, h, w], &[a, b, cc, d]));
+        }
+        if ig.batch_size == 0 {
+            return Err(Error::param("batch_size", "must be at least 1"));
+        }
+        if x.iter().chain(baseline.iter()).any(|v| !v.is_finite()) {
+            return Err(Error::param("input", "contains NaN or infinite values"));
+        }
+        let geo_one = self.geometry((1, c, h, w))?;
+        self.check_targets(1, &[target])?;
+        let q = quadrature(ig.method, ig.n_steps)?;
+        let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
+        let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
+        let len = c * h * w;
+        let x_std = x.as_standard_layout();
+        let b_std = baseline.as_standard_layout();
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let gpu = &*self.gpu;
+        let x_dev = self.upload(x_std.as_slice().expect("standard layout"))?;
+        let base_dev = self.upload(b_std.as_slice().expect("standard layout"))?;
+        let samples = nt.noise.samples();
+        // The noisy inputs (samples, 3, H, W).
+        let mut noisy = self.zeros(samples * len)?;
+        match &nt.noise {
+            Noise::Seeded { stdev, seed, .. } => {
+                // Validates samples and stdev as the CPU path does.
+                make_noise(
+                    &Noise::Seeded {
+                        samples: 1,
+                        stdev: *stdev,
+                        seed: *seed,
+                    },
+                    x.slice(ndarray::s![.., .., ..1, ..1]),
+                )?;
+                if samples == 0 {
+                    return Err(Error::param(
+                        "nt_samples",
+                        "must be at least 1 (use plain IG for none)",
+                    ));
+                }
+                k::nt_noise_f32(
+                    gpu,
+                    &x_dev.as_view(),
+                    &mut noisy.as_view_mut(),
+                    *seed,
+                    *stdev,
+                    samples,
+                    len,
+                )?;
+            }
+            Noise::Injected(_) => {
+                let noise = make_noise(&nt.noise, x)?;
+                let sum = &noise + &x;
+                noisy = self.upload(
+                    sum.as_standard_layout()
+                        .as_slice()
+                        .expect("standard layout"),
+                )?;
+            }
+        }
+        let alphas_dev = self.upload(&alphas)?;
+        let weights_dev = self.upload(&weights)?;
+        let mut acc = self.zeros(samples * len)?;
+        let total_rows = samples * ig.n_steps;
+        let mut row0 = 0;
+        while row0 < total_rows {
+            let rows = ig.batch_size.min(total_rows - row0);
+            let p = PathRows {
+                row0,
+                rows,
+                n_steps: ig.n_steps,
+                len,
+            };
+            let mut path = self.zeros(rows * len)?;
+            k::ig_path_f32(
+                gpu,
+                &noisy.as_view(),
+                &base_dev.as_view(),
+                &alphas_dev.as_view(),
+                &mut path.as_view_mut(),
+                p,
+            )?;
+            let geo = PatchGeometry {
+                batch: rows,
+                ..geo_one
+            };
+            let fwd = self.forward(&path.as_view(), geo, true)?;
+            let grads = self.backward(&fwd, &vec![target; rows])?;
+            k::ig_accumulate_f32(
+                gpu,
+                &grads.as_view(),
+                &weights_dev.as_view(),
+                &mut acc.as_view_mut(),
+                p,
+            )?;
+            row0 += rows;
+        }
+        let mut per_sample = self.zeros(samples * len)?;
+        k::ig_finish_f32(
+            gpu,
+            &acc.as_view(),
+            &noisy.as_view(),
+            &base_dev.as_view(),
+            &mut per_sample.as_view_mut(),
+            samples,
+            len,
+            ig.multiply_by_inputs,
+        )?;
+        let nt_code = match nt.nt_type {
+            NtType::SmoothGrad => 0,
+            NtType::SmoothGradSq => 1,
+            NtType::VarGrad => 2,
+        };
+        let mut out = self.zeros(len)?;
+        k::nt_aggregate_f32(
+            gpu,
+            &per_sample.as_view(),
+            &mut out.as_view_mut(),
+            samples,
+            len,
+            nt_code,
+        )?;
+        self.to_array4(&out, (1, c, h, w))
+    }
+}
+
+impl Engine for CudaEngine<'_> {
+    fn classes(&self) -> Result<usize> {
+        self.vit.classes()
+    }
+
+    fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
+        self.vit.require_head()?;
+        let geo = self.geometry(x.dim())?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::param("input", "contains NaN or infinite values"));
+        }
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let xs = x.as_standard_layout();
+        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        Ok(self.forward(&x_dev.as_view(), geo, false)?.logits)
+    }
+
+    fn logits_and_input_grad(
+        &self,
+        x: ArrayView4<f32>,
+        targets: &[usize],
+    ) -> Result<(Array2<f32>, Array4<f32>)> {
+        let geo = self.geometry(x.dim())?;
+        self.check_targets(geo.batch, targets)?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::param("input", "contains NaN or infinite values"));
+        }
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let xs = x.as_standard_layout();
+        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        let fwd = self.forward(&x_dev.as_view(), geo, true)?;
+        let gx = self.backward(&fwd, targets)?;
+        let grad = self.to_array4(&gx, x.dim())?;
+        Ok((fwd.logits, grad))
+    }
+}

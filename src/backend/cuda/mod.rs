@@ -1,0 +1,23 @@
+//! The CUDA backend (feature `cuda`): the kernels of `kernels/` compiled by NVRTC at
+//! run time for the device's compute capability, GEMMs through cuBLAS (f32, no TF32),
+//! all through cudarc with its libraries loaded at run time — so this builds where no
+//! CUDA is installed, and [`Gpu::new`] then reports [`Error::CudaUnavailable`]
+//! instead of panicking.
+//!
+//! - [`device`]: probing the driver/NVRTC/cuBLAS libraries, the context, stream and cuBLAS handle.
+//! - [`modules`]: the kernel files, the NVRTC flags (one place) and the per-process module cache.
+//! - [`launch`]: one typed wrapper per kernel (nothing else launches) and the row-major GEMM.
+//! - [`engine`]: [`CudaEngine`], the [`Engine`](crate::backend::Engine) on a GPU.
+//!
+//! Every kernel is tested without a GPU by `tests/cuda_emulated.rs` (g++ + the emulator in
+//! `kernels/emu/`) against its CPU twin; `.ci/cuda_kernels.sh` compiles them all with NVRTC.
+//!
+//! [`Error::CudaUnavailable`]: crate::Error::CudaUnavailable
+
+pub mod device;
+pub mod engine;
+pub mod launch;
+pub mod modules;
+
+pub use device::{probe, Gpu};
+pub use engine::CudaEngine;

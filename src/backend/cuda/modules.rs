@@ -1,0 +1,210 @@
+//! The kernel files, compiled by NVRTC at run time for the device's compute
+//! capability and cached: the PTX once per process (per file and architecture), the
+//! loaded module once per context.
+//!
+//! A file's source is `kernels/common.cuh` followed by the `.cu` (which includes the
+//! header only when it was not prepended), exactly what `tools/compile_kernels.py`
+//! compiles in CI.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cudarc::driver::{CudaFunction, CudaModule};
+use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
+
+use super::device::{cuda_err, Gpu};
+use crate::error::{Error, Result};
+
+/// NVRTC flags that change results live here and nowhere else (faithful mode: IEEE
+/// division and square root, no flush-to-zero; FMA contraction on, as nvcc's default —
+/// the IG/NoiseTunnel kernels use `__f*_rn` intrinsics where bit-identity matters).
+/// `tools/compile_kernels.py` uses the same list.
+pub const NVRTC_OPTIONS: &[&str] = &[
+    "--std=c++17",
+    "--fmad=true",
+    "--prec-div=true",
+    "--prec-sqrt=true",
+    "--ftz=false",
+];
+
+const COMMON: &str = include_str!("../../../kernels/common.cuh");
+
+/// One `.cu` file of `kernels/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelFile {
+    Elementwise,
+    Gelu,
+    Ig,
+    Norm,
+    PatchEmbed,
+    Reduce,
+    Softmax,
+}
+
+impl KernelFile {
+    pub const ALL: [KernelFile; 7] = [
+        KernelFile::Elementwise,
+        KernelFile::Gelu,
+        KernelFile::Ig,
+        KernelFile::Norm,
+        KernelFile::PatchEmbed,
+        KernelFile::Reduce,
+        KernelFile::Softmax,
+    ];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            KernelFile::Elementwise => "elementwise.cu",
+            KernelFile::Gelu => "gelu.cu",
+            KernelFile::Ig => "ig.cu",
+            KernelFile::Norm => "norm.cu",
+            KernelFile::PatchEmbed => "patch_embed.cu",
+            KernelFile::Reduce => "reduce.cu",
+            KernelFile::Softmax => "softmax.cu",
+        }
+    }
+
+    fn body(self) -> &'static str {
+        match self {
+            KernelFile::Elementwise => include_str!("../../../kernels/elementwise.cu"),
+            KernelFile::Gelu => include_str!("../../../kernels/gelu.cu"),
+            KernelFile::Ig => include_str!("../../../kernels/ig.cu"),
+            KernelFile::Norm => include_str!("../../../kernels/norm.cu"),
+            KernelFile::PatchEmbed => include_str!("../../../kernels/patch_embed.cu"),
+            KernelFile::Reduce => include_str!("../../../kernels/reduce.cu"),
+            KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
+        }
+    }
+
+    /// The source NVRTC compiles: the common header, then the file.
+    pub fn source(self) -> String {
+        format!("{COMMON}\n{}", self.body())
+    }
+}
+
+/// The virtual architecture to compile for: the device's own when NVRTC knows it,
+/// else the newest listed one below it (the driver JIT-compiles PTX forward).
+pub fn virtual_arch(cc: (i32, i32)) -> &'static str {
+    const KNOWN: &[((i32, i32), &str)] = &[
+        ((12, 0), "compute_120"),
+        ((10, 0), "compute_100"),
+        ((9, 0), "compute_90"),
+        ((8, 9), "compute_89"),
+        ((8, 6), "compute_86"),
+        ((8, 0), "compute_80"),
+        ((7, 5), "compute_75"),
+        ((7, 0), "compute_70"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(k, _)| *k <= cc)
+        .map(|(_, a)| *a)
+        .unwrap_or("compute_70")
+}
+
+type PtxKey = (KernelFile, &'static str);
+
+/// PTX compiled in this process, by file and architecture.
+fn ptx_cache() -> &'static Mutex<HashMap<PtxKey, Ptx>> {
+    static CACHE: OnceLock<Mutex<HashMap<PtxKey, Ptx>>> = OnceLock::new();
+    CACHE.get_or_init(Default::default)
+}
+
+fn compile(file: KernelFile, arch: &'static str) -> Result<Ptx> {
+    let mut cache = ptx_cache().lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(p) = cache.get(&(file, arch)) {
+        return Ok(p.clone());
+    }
+    let opts = CompileOptions {
+        arch: Some(arch),
+        options: NVRTC_OPTIONS.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let ptx = compile_ptx_with_opts(file.source(), opts).map_err(|e| {
+        Error::CudaUnavailable(format!(
+            "NVRTC could not compile kernels/{} for {arch}: {e:?}",
+            file.file_name()
+        ))
+    })?;
+    cache.insert((file, arch), ptx.clone());
+    Ok(ptx)
+}
+
+/// Modules loaded into one context and the functions looked up in them.
+#[derive(Default)]
+pub struct ModuleCache {
+    modules: Mutex<HashMap<KernelFile, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<&'static str, CudaFunction>>,
+}
+
+impl Gpu {
+    /// Kernel `name` of `file`, compiling and loading the file on first use.
+    ///
+    /// # Errors
+    /// [`Error::CudaUnavailable`] when NVRTC or the driver rejects the module, or the
+    /// module has no such kernel.
+    pub fn function(&self, file: KernelFile, name: &'static str) -> Result<CudaFunction> {
+        if let Some(f) = self
+            .modules
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(f.clone());
+        }
+        let module = {
+            let mut modules = self
+                .modules
+                .modules
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match modules.get(&file) {
+                Some(m) => m.clone(),
+                None => {
+                    let ptx = compile(file, virtual_arch(self.compute_capability))?;
+                    let m = self
+                        .ctx
+                        .load_module(ptx)
+                        .map_err(cuda_err("loading a kernel module"))?;
+                    modules.insert(file, m.clone());
+                    m
+                }
+            }
+        };
+        let f = module
+            .load_function(name)
+            .map_err(cuda_err("looking up a kernel"))?;
+        self.modules
+            .functions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name, f.clone());
+        Ok(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kernel_file_is_listed_and_arch_falls_back() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".cu"))
+            .collect();
+        on_disk.sort();
+        let listed: Vec<String> = KernelFile::ALL
+            .iter()
+            .map(|f| f.file_name().to_string())
+            .collect();
+        assert_eq!(on_disk, listed);
+        assert_eq!(virtual_arch((9, 0)), "compute_90");
+        assert_eq!(virtual_arch((8, 7)), "compute_86");
+        assert_eq!(virtual_arch((6, 1)), "compute_70");
+    }
+}

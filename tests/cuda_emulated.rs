@@ -1,0 +1,1069 @@
+//! Every CUDA kernel of `kernels/` compiled for the CPU with g++ against the
+//! emulator in `kernels/emu/` (threads as fibers, barriers as switch points, shared
+//! memory poisoned with NaN per block) and checked against its CPU twin, under three
+//! thread schedules (forward, reverse, seeded random). Outputs are NaN-poisoned
+//! before each launch, so an element a kernel fails to write shows up.
+//!
+//! Tolerances: where the kernel and its twin do the same f32 operations in the same
+//! order (copies, element-wise products, the IG/NoiseTunnel kernels written with
+//! `__f*_rn` intrinsics) the results must be bit-identical. Reductions (LayerNorm,
+//! softmax) sum in a different order than the CPU's 8-lane sums: relative error
+//! ≤ a few f32 ulp times log2(n), hence 2e-6 relative + 2e-6 absolute (values ~1).
+//! GELU uses the GPU's `erfcf` (≤ 4 ulp) against the CPU's polynomial erfc
+//! (≤ 1.2e-7·z² relative): 1e-6 absolute + 1e-5 relative.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use explainseg::attr::noise::gaussian_noise;
+use explainseg::backend::cpu::ops;
+
+// ---------------------------------------------------------------------------------
+// The emulated kernel library.
+
+struct Emu {
+    lib: libloading::Library,
+}
+
+type LaunchFn = unsafe extern "C" fn(
+    *const std::ffi::c_char,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    *mut *mut std::ffi::c_void,
+    *const usize,
+    usize,
+    i32,
+    u64,
+) -> i32;
+
+fn kernel_sources(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for dir in [root.join("kernels"), root.join("kernels/emu")] {
+        for e in std::fs::read_dir(&dir).expect("kernels/ exists").flatten() {
+            let p = e.path();
+            if matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("cu" | "cuh" | "h" | "cpp")
+            ) {
+                v.push(p);
+            }
+        }
+    }
+    v
+}
+
+/// Builds kernels/emu/registry.cpp (which includes every .cu) into a shared library
+/// under the test target directory, unless an up-to-date one exists. Extra g++ flags
+/// come from `EXPLAINSEG_EMU_CXXFLAGS` (e.g. `-DES_EMU_UCONTEXT` for the portable
+/// fiber switch, `-fsanitize=address`); each flag set gets its own library.
+fn build_library() -> Result<PathBuf, String> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let extra = std::env::var("EXPLAINSEG_EMU_CXXFLAGS").unwrap_or_default();
+    let tag: String = extra
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("es_kernels_emu{tag}.so"));
+    let newest = kernel_sources(&root)
+        .iter()
+        .filter_map(|p| p.metadata().and_then(|m| m.modified()).ok())
+        .max();
+    let built = out.metadata().and_then(|m| m.modified()).ok();
+    if let (Some(n), Some(b)) = (newest, built) {
+        if b > n {
+            return Ok(out);
+        }
+    }
+    let tmp = out.with_extension(format!("so.{}", std::process::id()));
+    let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "g++".into()))
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fstack-clash-protection",
+            "-Wall",
+            "-DES_EMULATE",
+            "-I",
+        ])
+        .arg(root.join("kernels"))
+        .args(extra.split_whitespace())
+        .arg("-o")
+        .arg(&tmp)
+        .arg(root.join("kernels/emu/registry.cpp"))
+        .status()
+        .map_err(|e| format!("cannot run g++ (needed for the emulated kernel tests): {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "g++ failed to build the emulated kernels ({status})"
+        ));
+    }
+    std::fs::rename(&tmp, &out).map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn emu() -> &'static Emu {
+    static EMU: OnceLock<Result<Emu, String>> = OnceLock::new();
+    let r = EMU.get_or_init(|| {
+        let path = build_library()?;
+        // SAFETY: the library is ours (built above) and has no load-time side effects
+        // beyond static initialisers of the C++ standard library.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| e.to_string())?;
+        Ok(Emu { lib })
+    });
+    match r {
+        Ok(e) => e,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Kernel arguments as cuLaunchKernel takes them: one value per argument.
+#[derive(Default)]
+struct Args {
+    vals: Vec<Vec<u8>>,
+}
+
+impl Args {
+    fn raw<T: Copy>(mut self, v: T) -> Self {
+        let bytes = unsafe {
+            // SAFETY: T is Copy plain data (pointers, integers, floats); we copy its bytes.
+            std::slice::from_raw_parts(&v as *const T as *const u8, std::mem::size_of::<T>())
+        };
+        self.vals.push(bytes.to_vec());
+        self
+    }
+    fn out<T>(self, v: &mut [T]) -> Self {
+        self.raw(v.as_mut_ptr())
+    }
+    fn inp<T>(self, v: &[T]) -> Self {
+        self.raw(v.as_ptr())
+    }
+    fn i32(self, v: usize) -> Self {
+        self.raw(i32::try_from(v).expect("fits in i32"))
+    }
+    fn f32(self, v: f32) -> Self {
+        self.raw(v)
+    }
+    fn u64(self, v: u64) -> Self {
+        self.raw(v)
+    }
+}
+
+/// (schedule, seed): forward, reverse, seeded random order of the fibers.
+const SCHEDULES: [(i32, u64); 3] = [(0, 0), (1, 0), (2, 0x5EED)];
+
+fn try_launch(
+    name: &str,
+    grid: u32,
+    block: u32,
+    args: &Args,
+    schedule: (i32, u64),
+) -> Result<(), String> {
+    let e = emu();
+    // SAFETY: the symbols have the signatures declared in kernels/emu/registry.cpp.
+    let (launch, last_error) = unsafe {
+        (
+            e.lib
+                .get::<LaunchFn>(b"es_emu_launch\0")
+                .expect("es_emu_launch exported"),
+            e.lib
+                .get::<unsafe extern "C" fn() -> *const std::ffi::c_char>(b"es_emu_last_error\0")
+                .expect("es_emu_last_error exported"),
+        )
+    };
+    let mut ptrs: Vec<*mut std::ffi::c_void> =
+        args.vals.iter().map(|v| v.as_ptr() as *mut _).collect();
+    let sizes: Vec<usize> = args.vals.iter().map(|v| v.len()).collect();
+    let cname = std::ffi::CString::new(name).expect("no NUL in kernel names");
+    // SAFETY: each pointer argument points into a live Rust buffer sized by the test
+    // for the launch's grid (the kernels bound-check against the sizes passed).
+    let rc = unsafe {
+        launch(
+            cname.as_ptr(),
+            grid,
+            1,
+            1,
+            block,
+            1,
+            1,
+            0,
+            ptrs.as_mut_ptr(),
+            sizes.as_ptr(),
+            ptrs.len(),
+            schedule.0,
+            schedule.1,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        // SAFETY: es_emu_last_error returns a NUL-terminated string owned by the library.
+        Err(unsafe { std::ffi::CStr::from_ptr(last_error()) }
+            .to_string_lossy()
+            .into_owned())
+    }
+}
+
+fn launch(name: &str, grid: u32, block: u32, args: Args, schedule: (i32, u64)) {
+    if let Err(e) = try_launch(name, grid, block, &args, schedule) {
+        panic!("launch of {name} failed: {e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Inputs and comparisons.
+
+/// Seeded N(0, scale²) values shifted by `shift`.
+fn seeded(seed: u64, n: usize, scale: f32, shift: f32) -> Vec<f32> {
+    gaussian_noise(seed, 0, n, scale)
+        .into_iter()
+        .map(|v| v + shift)
+        .collect()
+}
+
+fn poisoned(n: usize) -> Vec<f32> {
+    vec![f32::NAN; n]
+}
+
+fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f32, atol: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let mut worst = (0usize, 0f32);
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.is_finite(),
+            "{what}[{i}] = {g} (not written or not finite), want {w}"
+        );
+        let err = (g - w).abs() - rtol * w.abs();
+        if err > worst.1 {
+            worst = (i, err);
+        }
+    }
+    let (i, excess) = worst;
+    assert!(
+        excess <= atol,
+        "{what}[{i}] = {}, want {} (error beyond rtol {rtol} by {excess}, atol {atol})",
+        got[i],
+        want[i]
+    );
+}
+
+fn assert_bits(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g.to_bits() == w.to_bits(),
+            "{what}[{i}] = {g:e} ({:#x}), want {w:e} ({:#x}) bit for bit",
+            g.to_bits(),
+            w.to_bits()
+        );
+    }
+}
+
+/// Kernels each test below covers; `every_kernel_has_a_test` checks the table.
+const TESTED: &[&str] = &[
+    "layer_norm_f32",
+    "layer_norm_bwd_f32",
+    "softmax_scale_f32",
+    "softmax_bwd_f32",
+    "bias_gelu_f32",
+    "gelu_bwd_f32",
+    "add_bias_rows_f32",
+    "add_f32",
+    "copy_rows_f32",
+    "head_rows_f32",
+    "im2col_f32",
+    "col2im_f32",
+    "embed_tokens_f32",
+    "ig_path_f32",
+    "ig_accumulate_f32",
+    "ig_finish_f32",
+    "nt_noise_f32",
+    "nt_aggregate_f32",
+    "reduce_channels_f32",
+    "min_max_f32",
+    "selftest_early_return",
+    "selftest_missing_barrier",
+];
+
+#[test]
+fn every_kernel_has_a_test() {
+    let e = emu();
+    // SAFETY: signatures as declared in kernels/emu/registry.cpp.
+    let (count, name) = unsafe {
+        (
+            e.lib
+                .get::<unsafe extern "C" fn() -> i32>(b"es_emu_kernel_count\0")
+                .unwrap(),
+            e.lib
+                .get::<unsafe extern "C" fn(i32) -> *const std::ffi::c_char>(
+                    b"es_emu_kernel_name\0",
+                )
+                .unwrap(),
+        )
+    };
+    let n = unsafe { count() };
+    let names: Vec<String> = (0..n)
+        // SAFETY: valid indices give static NUL-terminated names.
+        .map(|i| {
+            unsafe { std::ffi::CStr::from_ptr(name(i)) }
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    for k in &names {
+        assert!(
+            TESTED.contains(&k.as_str()),
+            "kernel {k} has no emulated test"
+        );
+    }
+    // Every .cu kernel is in the emulator's table.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
+    for entry in std::fs::read_dir(&root).unwrap().flatten() {
+        let p = entry.path();
+        if p.extension().and_then(|e| e.to_str()) != Some("cu") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&p).unwrap();
+        for line in src.lines() {
+            if let Some(rest) = line.strip_prefix("extern \"C\" __global__ void ") {
+                let k = rest.split('(').next().unwrap().trim();
+                assert!(
+                    names.iter().any(|n| n == k),
+                    "{k} ({}) is missing from kernels/emu/registry.cpp",
+                    p.display()
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Emulator self-checks.
+
+#[test]
+fn emulator_reports_a_divergent_barrier_as_deadlock() {
+    let mut out = poisoned(64);
+    let err = try_launch(
+        "selftest_early_return",
+        1,
+        64,
+        &Args::default().out(&mut out),
+        SCHEDULES[0],
+    )
+    .unwrap_err();
+    assert!(err.contains("deadlock"), "{err}");
+}
+
+#[test]
+fn emulator_exposes_a_missing_barrier_under_some_schedule() {
+    let input = seeded(1, 256, 1.0, 0.0);
+    let want: f32 = input.iter().sum();
+    let mut wrong = 0;
+    for s in SCHEDULES {
+        let mut out = poisoned(1);
+        launch(
+            "selftest_missing_barrier",
+            1,
+            256,
+            Args::default().inp(&input).out(&mut out),
+            s,
+        );
+        if !((out[0] - want).abs() < 1e-3) {
+            wrong += 1;
+        }
+    }
+    assert!(wrong > 0, "the race went unnoticed under every schedule");
+}
+
+#[test]
+fn emulator_rejects_mismatched_arguments() {
+    let mut out = poisoned(64);
+    let err = try_launch(
+        "add_f32",
+        1,
+        64,
+        &Args::default().out(&mut out),
+        SCHEDULES[0],
+    )
+    .unwrap_err();
+    assert!(err.contains("takes 3 arguments"), "{err}");
+    let err = try_launch(
+        "add_f32",
+        1,
+        64,
+        &Args::default().out(&mut out).inp(&out.clone()).u64(64),
+        SCHEDULES[0],
+    )
+    .unwrap_err();
+    assert!(err.contains("argument 2 has 8 bytes"), "{err}");
+    let err = try_launch("add_f32", 1, 48, &Args::default(), SCHEDULES[0]).unwrap_err();
+    assert!(err.contains("takes 3"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------
+// Row-wise kernels: LayerNorm and softmax (reductions; tolerance, see the top).
+
+const RED_RTOL: f32 = 2e-6;
+const RED_ATOL: f32 = 2e-6;
+
+#[test]
+fn layer_norm_matches_cpu_on_strided_rows() {
+    let (rows, cols, eps) = (130, 384, 1e-6f32);
+    let (x_ld, y_ld) = (cols + 5, cols + 3);
+    let x = seeded(10, rows * x_ld, 1.5, 0.3);
+    let gamma = seeded(11, cols, 0.5, 1.0);
+    let beta = seeded(12, cols, 0.2, 0.0);
+    let (mut want_y, mut want_h, mut want_r) =
+        (poisoned(rows * y_ld), poisoned(rows * cols), poisoned(rows));
+    for r in 0..rows {
+        ops::layer_norm_row(
+            &x[r * x_ld..][..cols],
+            &gamma,
+            &beta,
+            eps,
+            &mut want_y[r * y_ld..][..cols],
+            &mut want_h[r * cols..][..cols],
+            &mut want_r[r],
+        );
+    }
+    for s in SCHEDULES {
+        let (mut y, mut h, mut rs) = (poisoned(rows * y_ld), poisoned(rows * cols), poisoned(rows));
+        let args = Args::default()
+            .inp(&x)
+            .i32(x_ld)
+            .inp(&gamma)
+            .inp(&beta)
+            .out(&mut y)
+            .i32(y_ld)
+            .out(&mut h)
+            .out(&mut rs)
+            .i32(rows)
+            .i32(cols)
+            .f32(eps);
+        launch("layer_norm_f32", rows as u32, 128, args, s);
+        let pick = |v: &[f32]| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|r| v[r * y_ld..][..cols].to_vec())
+                .collect()
+        };
+        assert_close(
+            "layer_norm y",
+            &pick(&y),
+            &pick(&want_y),
+            RED_RTOL,
+            RED_ATOL,
+        );
+        assert_close("layer_norm xhat", &h, &want_h, RED_RTOL, RED_ATOL);
+        assert_close("layer_norm rstd", &rs, &want_r, RED_RTOL, 0.0);
+        // The gaps between strided rows stay untouched.
+        assert!(y.chunks(y_ld).all(|r| r[cols..].iter().all(|v| v.is_nan())));
+    }
+}
+
+#[test]
+fn layer_norm_backward_matches_cpu_accumulating_into_strided_rows() {
+    let (rows, cols) = (130, 384);
+    let (g_ld, dx_ld) = (cols * 2, cols + 1);
+    let g = seeded(20, rows * g_ld, 1.0, 0.0);
+    let gamma = seeded(21, cols, 0.5, 1.0);
+    // A genuine x̂ and r from a forward.
+    let x = seeded(22, rows * cols, 2.0, -0.4);
+    let beta = vec![0f32; cols];
+    let (mut y, mut xhat, mut rstd) = (
+        vec![0f32; rows * cols],
+        vec![0f32; rows * cols],
+        vec![0f32; rows],
+    );
+    for r in 0..rows {
+        let (xr, yr, hr) = (
+            &x[r * cols..][..cols],
+            &mut y[r * cols..][..cols],
+            &mut xhat[r * cols..][..cols],
+        );
+        ops::layer_norm_row(xr, &gamma, &beta, 1e-6, yr, hr, &mut rstd[r]);
+    }
+    let dx0 = seeded(23, rows * dx_ld, 0.3, 0.0);
+    let mut want = dx0.clone();
+    for r in 0..rows {
+        ops::layer_norm_bwd_row(
+            &g[r * g_ld..][..cols],
+            &gamma,
+            &xhat[r * cols..][..cols],
+            rstd[r],
+            &mut want[r * dx_ld..][..cols],
+            true,
+        );
+    }
+    for s in SCHEDULES {
+        let mut dx = dx0.clone();
+        let args = Args::default()
+            .inp(&g)
+            .i32(g_ld)
+            .inp(&gamma)
+            .inp(&xhat)
+            .inp(&rstd)
+            .out(&mut dx)
+            .i32(dx_ld)
+            .i32(rows)
+            .i32(cols)
+            .i32(1);
+        launch("layer_norm_bwd_f32", rows as u32, 128, args, s);
+        assert_close("layer_norm_bwd dx", &dx, &want, RED_RTOL, RED_ATOL);
+    }
+    // accumulate = 0 overwrites.
+    let mut dx = poisoned(rows * dx_ld);
+    let args = Args::default()
+        .inp(&g)
+        .i32(g_ld)
+        .inp(&gamma)
+        .inp(&xhat)
+        .inp(&rstd)
+        .out(&mut dx)
+        .i32(dx_ld)
+        .i32(rows)
+        .i32(cols)
+        .i32(0);
+    launch("layer_norm_bwd_f32", rows as u32, 128, args, SCHEDULES[2]);
+    for r in 0..rows {
+        let mut w = vec![0f32; cols];
+        ops::layer_norm_bwd_row(
+            &g[r * g_ld..][..cols],
+            &gamma,
+            &xhat[r * cols..][..cols],
+            rstd[r],
+            &mut w,
+            false,
+        );
+        assert_close(
+            "layer_norm_bwd overwrite",
+            &dx[r * dx_ld..][..cols],
+            &w,
+            RED_RTOL,
+            RED_ATOL,
+        );
+    }
+}
+
+#[test]
+fn softmax_forward_and_backward_match_cpu() {
+    // 2 images × 6 heads × 21 query rows of 197 keys ≈ 50k scores (the 224² token count).
+    let (rows, cols, scale) = (252, 197, 0.125f32);
+    let scores = seeded(30, rows * cols, 4.0, 0.0);
+    let mut want = scores.clone();
+    want.chunks_exact_mut(cols)
+        .for_each(|r| ops::softmax_row(r, scale));
+    let dp0 = seeded(31, rows * cols, 1.0, 0.0);
+    let mut want_d = dp0.clone();
+    want_d
+        .chunks_exact_mut(cols)
+        .zip(want.chunks_exact(cols))
+        .for_each(|(d, p)| ops::softmax_bwd_row(p, d, scale));
+    for s in SCHEDULES {
+        let mut p = scores.clone();
+        launch(
+            "softmax_scale_f32",
+            rows as u32,
+            64,
+            Args::default().out(&mut p).i32(rows).i32(cols).f32(scale),
+            s,
+        );
+        // expf on the GPU is within 2 ulp: 2e-6 relative covers it and the sum order.
+        assert_close("softmax", &p, &want, RED_RTOL, 1e-9);
+        let mut d = dp0.clone();
+        launch(
+            "softmax_bwd_f32",
+            rows as u32,
+            64,
+            Args::default()
+                .inp(&want)
+                .out(&mut d)
+                .i32(rows)
+                .i32(cols)
+                .f32(scale),
+            s,
+        );
+        assert_close("softmax_bwd", &d, &want_d, RED_RTOL, 1e-7);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Element-wise kernels.
+
+fn grid_for(n: usize, block: usize) -> u32 {
+    // Few blocks, so the grid-stride loops run several iterations.
+    n.div_ceil(block).min(16) as u32
+}
+
+#[test]
+fn bias_gelu_and_its_backward_match_cpu() {
+    let (rows, cols) = (33, 1536);
+    let h0 = seeded(40, rows * cols, 2.0, 0.0);
+    let bias = seeded(41, cols, 0.5, 0.0);
+    let mut want = h0.clone();
+    ops::add_bias_rows(&mut want, &bias);
+    let mut want_d = vec![0f32; rows * cols];
+    ops::gelu_in_place_with_grad(&mut want, &mut want_d);
+    let g0 = seeded(42, rows * cols, 1.0, 0.0);
+    for s in SCHEDULES {
+        let mut h = h0.clone();
+        let mut d = poisoned(rows * cols);
+        let args = Args::default()
+            .out(&mut h)
+            .inp(&bias)
+            .out(&mut d)
+            .i32(rows)
+            .i32(cols);
+        launch("bias_gelu_f32", grid_for(rows * cols, 256), 256, args, s);
+        assert_close("bias_gelu h", &h, &want, 1e-5, 1e-6);
+        assert_close("bias_gelu dgelu", &d, &want_d, 1e-5, 1e-6);
+        // The backward multiplies by the saved derivative: one rounding, exact.
+        let mut g = g0.clone();
+        launch(
+            "gelu_bwd_f32",
+            grid_for(rows * cols, 256),
+            256,
+            Args::default().inp(&want_d).out(&mut g).i32(rows * cols),
+            s,
+        );
+        let want_g: Vec<f32> = g0.iter().zip(&want_d).map(|(a, b)| a * b).collect();
+        assert_bits("gelu_bwd", &g, &want_g);
+    }
+    // And the twin of the backward itself: ops::gelu_bwd recomputes the derivative.
+    let mut via_x = g0.clone();
+    let mut pre = h0.clone();
+    ops::add_bias_rows(&mut pre, &bias);
+    ops::gelu_bwd(&pre, &mut via_x);
+    let want_g: Vec<f32> = g0.iter().zip(&want_d).map(|(a, b)| a * b).collect();
+    assert_close("gelu_bwd twin", &want_g, &via_x, 1e-6, 1e-7);
+}
+
+#[test]
+fn bias_residual_copy_and_head_rows_match_cpu() {
+    let (rows, cols) = (130, 384);
+    let x0 = seeded(50, rows * cols, 1.0, 0.0);
+    let bias = seeded(51, cols, 1.0, 0.0);
+    let mut want = x0.clone();
+    ops::add_bias_rows(&mut want, &bias);
+    let other = seeded(52, rows * cols, 1.0, 0.0);
+    let mut want_sum = x0.clone();
+    ops::add_in_place(&mut want_sum, &other);
+    for s in SCHEDULES {
+        let mut x = x0.clone();
+        let args = Args::default().out(&mut x).inp(&bias).i32(rows).i32(cols);
+        launch(
+            "add_bias_rows_f32",
+            grid_for(rows * cols, 128),
+            128,
+            args,
+            s,
+        );
+        assert_bits("add_bias_rows", &x, &want);
+        let mut y = x0.clone();
+        let args = Args::default().out(&mut y).inp(&other).i32(rows * cols);
+        launch("add_f32", grid_for(rows * cols, 128), 128, args, s);
+        assert_bits("add", &y, &want_sum);
+    }
+    // The CLS rows of (batch 6, tokens 65, dim 128) gathered, and scattered back.
+    let (batch, tokens, d) = (6, 65, 128);
+    let xs = seeded(53, batch * tokens * d, 1.0, 0.0);
+    let mut want_cls = poisoned(batch * d);
+    ops::copy_rows(&xs, tokens * d, &mut want_cls, d, batch, d);
+    let mut cls = poisoned(batch * d);
+    let args = Args::default()
+        .inp(&xs)
+        .i32(tokens * d)
+        .out(&mut cls)
+        .i32(d)
+        .i32(batch)
+        .i32(d);
+    launch("copy_rows_f32", 4, 64, args, SCHEDULES[1]);
+    assert_bits("copy_rows gather", &cls, &want_cls);
+    let mut back = poisoned(batch * tokens * d);
+    let args = Args::default()
+        .inp(&cls)
+        .i32(d)
+        .out(&mut back)
+        .i32(tokens * d)
+        .i32(batch)
+        .i32(d);
+    launch("copy_rows_f32", 4, 64, args, SCHEDULES[2]);
+    for b in 0..batch {
+        assert_bits(
+            "copy_rows scatter",
+            &back[b * tokens * d..][..d],
+            &xs[b * tokens * d..][..d],
+        );
+        assert!(back[b * tokens * d + d..][..(tokens - 1) * d]
+            .iter()
+            .all(|v| v.is_nan()));
+    }
+    // Head rows of the targets.
+    let (classes, in_dim) = (10, 768);
+    let head_w = seeded(54, classes * in_dim, 0.1, 0.0);
+    let targets = [3usize, 0, 9, 3, 7];
+    let t32: Vec<i32> = targets.iter().map(|&t| t as i32).collect();
+    let mut df = poisoned(targets.len() * in_dim);
+    let args = Args::default()
+        .inp(&head_w)
+        .inp(&t32)
+        .out(&mut df)
+        .i32(targets.len())
+        .i32(in_dim);
+    launch("head_rows_f32", 8, 64, args, SCHEDULES[0]);
+    assert_bits("head_rows", &df, &ops::head_rows(&head_w, &targets, in_dim));
+}
+
+#[test]
+fn patch_embedding_kernels_match_cpu() {
+    // 2 images of 3×80×96 with 16-pixel patches: 5×6 patches of 768 values ≈ 46k.
+    let (batch, h, w, p) = (2, 80, 96, 16);
+    let grid = (h / p, w / p);
+    let np = grid.0 * grid.1;
+    let x = seeded(60, batch * 3 * h * w, 1.0, 0.0);
+    let mut want = poisoned(batch * np * 3 * p * p);
+    for b in 0..batch {
+        ops::im2col_image(
+            &x[b * 3 * h * w..][..3 * h * w],
+            h,
+            w,
+            p,
+            grid,
+            &mut want[b * np * 3 * p * p..][..np * 3 * p * p],
+        );
+    }
+    for s in SCHEDULES {
+        let mut cols = poisoned(want.len());
+        let args = Args::default()
+            .inp(&x)
+            .out(&mut cols)
+            .i32(batch)
+            .i32(h)
+            .i32(w)
+            .i32(p)
+            .i32(grid.0)
+            .i32(grid.1);
+        launch("im2col_f32", grid_for(cols.len(), 256), 256, args, s);
+        assert_bits("im2col", &cols, &want);
+    }
+    // col2im of arbitrary patch gradients, on an image one pixel wider than the grid
+    // (the extra column gets 0).
+    let wide = w + 1;
+    let gcols = seeded(61, want.len(), 1.0, 0.0);
+    let mut want_img = poisoned(batch * 3 * h * wide);
+    for b in 0..batch {
+        ops::col2im_image(
+            &gcols[b * np * 3 * p * p..][..np * 3 * p * p],
+            h,
+            wide,
+            p,
+            grid,
+            &mut want_img[b * 3 * h * wide..][..3 * h * wide],
+        );
+    }
+    for s in SCHEDULES {
+        let mut img = poisoned(want_img.len());
+        let args = Args::default()
+            .inp(&gcols)
+            .out(&mut img)
+            .i32(batch)
+            .i32(h)
+            .i32(wide)
+            .i32(p)
+            .i32(grid.0)
+            .i32(grid.1);
+        launch("col2im_f32", grid_for(img.len(), 256), 256, args, s);
+        assert_bits("col2im", &img, &want_img);
+    }
+    // Round trip: col2im(im2col(x)) = x.
+    let mut img = poisoned(x.len());
+    let args = Args::default()
+        .inp(&want)
+        .out(&mut img)
+        .i32(batch)
+        .i32(h)
+        .i32(w)
+        .i32(p)
+        .i32(grid.0)
+        .i32(grid.1);
+    launch("col2im_f32", 16, 256, args, SCHEDULES[0]);
+    assert_bits("col2im ∘ im2col", &img, &x);
+
+    // Token assembly.
+    let (tokens, d) = (np + 1, 384);
+    let emb = seeded(62, batch * np * d, 1.0, 0.0);
+    let patch_b = seeded(63, d, 0.1, 0.0);
+    let cls = seeded(64, d, 1.0, 0.0);
+    let pos = seeded(65, tokens * d, 0.2, 0.0);
+    let mut want_xs = poisoned(batch * tokens * d);
+    for b in 0..batch {
+        ops::embed_tokens_image(
+            &emb[b * np * d..][..np * d],
+            &patch_b,
+            &cls,
+            &pos,
+            &mut want_xs[b * tokens * d..][..tokens * d],
+        );
+    }
+    for s in SCHEDULES {
+        let mut xs = poisoned(want_xs.len());
+        let args = Args::default()
+            .inp(&emb)
+            .inp(&patch_b)
+            .inp(&cls)
+            .inp(&pos)
+            .out(&mut xs)
+            .i32(batch)
+            .i32(tokens)
+            .i32(d);
+        launch("embed_tokens_f32", grid_for(xs.len(), 128), 128, args, s);
+        assert_bits("embed_tokens", &xs, &want_xs);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Integrated Gradients and NoiseTunnel: bit-identical to the CPU path.
+
+mod ig_twin {
+    use std::sync::Mutex;
+
+    use explainseg::backend::Engine;
+    use ndarray::{Array2, Array4, ArrayView4};
+
+    /// A stand-in classifier whose input gradient is an element-wise function of the
+    /// input; it records every batch of path points it is asked about.
+    pub struct Recorder {
+        pub batches: Mutex<Vec<Array4<f32>>>,
+    }
+
+    pub fn grad_of(v: f32) -> f32 {
+        (0.7 * v).sin() + 0.1 * v
+    }
+
+    impl Engine for Recorder {
+        fn classes(&self) -> explainseg::Result<usize> {
+            Ok(1)
+        }
+        fn logits(&self, x: ArrayView4<f32>) -> explainseg::Result<Array2<f32>> {
+            Ok(Array2::zeros((x.dim().0, 1)))
+        }
+        fn logits_and_input_grad(
+            &self,
+            x: ArrayView4<f32>,
+            _targets: &[usize],
+        ) -> explainseg::Result<(Array2<f32>, Array4<f32>)> {
+            self.batches.lock().unwrap().push(x.to_owned());
+            Ok((Array2::zeros((x.dim().0, 1)), x.mapv(grad_of)))
+        }
+    }
+}
+
+#[test]
+fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
+    use explainseg::attr::ig::{integrated_gradients, IgConfig};
+    use explainseg::attr::quadrature::{quadrature, Method};
+    use ndarray::Array4;
+
+    let (n_inputs, c, h, w) = (2, 3, 48, 64);
+    let len = c * h * w;
+    let inputs =
+        Array4::from_shape_vec((n_inputs, c, h, w), seeded(70, n_inputs * len, 1.0, 0.2)).unwrap();
+    let baseline = Array4::from_shape_vec((1, c, h, w), seeded(71, len, 0.3, -0.1)).unwrap();
+    let n_steps = 5;
+    let q = quadrature(Method::GaussLegendre, n_steps).unwrap();
+    let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
+    let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
+    for multiply in [true, false] {
+        let recorder = ig_twin::Recorder {
+            batches: Default::default(),
+        };
+        // 3 rows per batch: batches straddle the two inputs' paths.
+        let cfg = IgConfig {
+            method: Method::GaussLegendre,
+            n_steps,
+            multiply_by_inputs: multiply,
+            batch_size: 3,
+            return_delta: false,
+        };
+        let want =
+            integrated_gradients(&recorder, inputs.view(), baseline.view(), 0, &cfg, None).unwrap();
+        let batches = recorder.batches.into_inner().unwrap();
+        let x = inputs.as_slice().unwrap();
+        let b = baseline.as_slice().unwrap();
+        let mut acc = vec![0f32; n_inputs * len];
+        let mut row0 = 0;
+        for (i, batch) in batches.iter().enumerate() {
+            let rows = batch.dim().0;
+            let mut path = poisoned(rows * len);
+            let args = Args::default()
+                .inp(x)
+                .inp(b)
+                .inp(&alphas)
+                .out(&mut path)
+                .i32(row0)
+                .i32(rows)
+                .i32(n_steps)
+                .i32(len);
+            let s = SCHEDULES[i % 3];
+            launch("ig_path_f32", grid_for(path.len(), 128), 128, args, s);
+            assert_bits("ig_path", &path, batch.as_slice().unwrap());
+            let grads: Vec<f32> = path.iter().map(|&v| ig_twin::grad_of(v)).collect();
+            let args = Args::default()
+                .inp(&grads)
+                .inp(&weights)
+                .out(&mut acc)
+                .i32(row0)
+                .i32(rows)
+                .i32(n_steps)
+                .i32(len);
+            launch("ig_accumulate_f32", grid_for(len, 128), 128, args, s);
+            row0 += rows;
+        }
+        assert_eq!(row0, n_inputs * n_steps);
+        let mut out = poisoned(n_inputs * len);
+        let args = Args::default()
+            .inp(&acc)
+            .inp(x)
+            .inp(b)
+            .out(&mut out)
+            .i32(n_inputs)
+            .i32(len)
+            .i32(multiply as usize);
+        launch(
+            "ig_finish_f32",
+            grid_for(out.len(), 128),
+            128,
+            args,
+            SCHEDULES[2],
+        );
+        assert_bits(
+            "ig attributions",
+            &out,
+            want.attributions.as_slice().unwrap(),
+        );
+    }
+}
+
+#[test]
+fn noise_tunnel_noise_is_bit_identical_to_the_cpu_generator() {
+    use explainseg::attr::noise_tunnel::{make_noise, Noise};
+    use ndarray::Array4;
+
+    let (samples, c, h, w) = (4, 3, 64, 64);
+    let len = c * h * w;
+    let x = Array4::from_shape_vec((1, c, h, w), seeded(80, len, 1.0, 0.0)).unwrap();
+    for (seed, stdev) in [(99u64, 0.7f32), (0, 1.0), (u64::MAX, 0.15)] {
+        let noise = make_noise(
+            &Noise::Seeded {
+                samples,
+                stdev,
+                seed,
+            },
+            x.view(),
+        )
+        .unwrap();
+        let want = &noise + &x;
+        let mut noisy = poisoned(samples * len);
+        let args = Args::default()
+            .inp(x.as_slice().unwrap())
+            .out(&mut noisy)
+            .u64(seed)
+            .f32(stdev)
+            .i32(samples)
+            .i32(len);
+        launch(
+            "nt_noise_f32",
+            grid_for(noisy.len(), 256),
+            256,
+            args,
+            SCHEDULES[(seed % 3) as usize],
+        );
+        assert_bits("nt_noise", &noisy, want.as_slice().unwrap());
+    }
+}
+
+#[test]
+fn noise_tunnel_aggregation_is_bit_identical_to_the_cpu() {
+    use explainseg::attr::noise_tunnel::{aggregate, NtType};
+    use ndarray::Array4;
+
+    let (samples, c, h, w) = (5, 3, 56, 56);
+    let len = c * h * w;
+    let per_sample =
+        Array4::from_shape_vec((samples, c, h, w), seeded(90, samples * len, 0.01, 0.002)).unwrap();
+    for (code, nt) in [
+        (0, NtType::SmoothGrad),
+        (1, NtType::SmoothGradSq),
+        (2, NtType::VarGrad),
+    ] {
+        let want = aggregate(&per_sample, nt);
+        let mut out = poisoned(len);
+        let args = Args::default()
+            .inp(per_sample.as_slice().unwrap())
+            .out(&mut out)
+            .i32(samples)
+            .i32(len)
+            .i32(code);
+        launch(
+            "nt_aggregate_f32",
+            grid_for(len, 128),
+            128,
+            args,
+            SCHEDULES[code],
+        );
+        assert_bits(nt.name(), &out, want.as_slice().unwrap());
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Relevance reductions.
+
+#[test]
+fn channel_reductions_match_cpu_bit_for_bit() {
+    use explainseg::attr::relevance::{reduce_channels, Reduction};
+    use ndarray::Array3;
+
+    let (h, w) = (100, 160);
+    let a = Array3::from_shape_vec((3, h, w), seeded(100, 3 * h * w, 1.0, 0.05)).unwrap();
+    for (mode, r) in [
+        (0, Reduction::Sum),
+        (1, Reduction::AbsSum),
+        (2, Reduction::Positive),
+        (3, Reduction::SumAbs),
+    ] {
+        let want = reduce_channels(a.view(), r);
+        let mut out = poisoned(h * w);
+        let args = Args::default()
+            .inp(a.as_slice().unwrap())
+            .out(&mut out)
+            .i32(3)
+            .i32(h * w)
+            .i32(mode);
+        launch(
+            "reduce_channels_f32",
+            grid_for(h * w, 128),
+            128,
+            args,
+            SCHEDULES[mode % 3],
+        );
+        assert_bits("reduce_channels", &out, want.as_slice().unwrap());
+    }
+}
+
+#[test]
+fn min_max_matches_cpu() {
+    let x = seeded(110, 50_000, 3.0, 1.0);
+    let lo = x.iter().copied().fold(f32::INFINITY, f32::min);
+    let hi = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for s in SCHEDULES {
+        let mut out = poisoned(2);
+        let args = Args::default().inp(&x).i32(x.len()).out(&mut out);
+        launch("min_max_f32", 1, 256, args, s);
+        assert_bits("min_max", &out, &[lo, hi]);
+    }
+}

@@ -1,0 +1,134 @@
+//! The CUDA engine (feature `cuda`): on a machine without a GPU it must report
+//! `Error::CudaUnavailable` rather than panic; on a GPU machine it must match the CPU
+//! engine (logits, input gradients, device-side NoiseTunnel + IG).
+//!
+//! Without a GPU the parity tests print "skipped: no CUDA device"; with
+//! `EXPLAINSEG_REQUIRE_GPU=1` that skip is a failure, so they can fail where it matters.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use common::*;
+use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::backend::cpu::CpuEngine;
+use explainseg::backend::cuda::{probe, CudaEngine};
+use explainseg::backend::Engine;
+use explainseg::model::{LoadOptions, Vit};
+use explainseg::Error;
+use ndarray::Array4;
+
+fn tiny() -> (Vit, Array4<f32>) {
+    let name = "s16_tiny";
+    let cfg = json(&fixture("engine", &format!("{name}/config.json")));
+    let opts = LoadOptions {
+        heads: Some(cfg["heads"].as_u64().unwrap() as usize),
+        eps: Some(cfg["eps"].as_f64().unwrap() as f32),
+        ..Default::default()
+    };
+    let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
+    let vit = Vit::load(
+        &fixture("engine", &format!("{name}/model_dino.safetensors")),
+        Some(&head),
+        &opts,
+    )
+    .unwrap();
+    let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
+    (vit, x)
+}
+
+/// The CUDA engine, or `None` (after checking the error is the right one) without a GPU.
+fn engine_or_skip(vit: &Vit) -> Option<CudaEngine<'_>> {
+    match CudaEngine::new(vit, 0) {
+        Ok(e) => Some(e),
+        Err(Error::CudaUnavailable(why)) => {
+            assert!(
+                std::env::var("EXPLAINSEG_REQUIRE_GPU").as_deref() != Ok("1"),
+                "EXPLAINSEG_REQUIRE_GPU=1 but CUDA is unavailable: {why}"
+            );
+            eprintln!("skipped: no CUDA device ({why})");
+            None
+        }
+        Err(other) => panic!("expected CudaUnavailable without a GPU, got {other:?}"),
+    }
+}
+
+#[test]
+fn without_a_gpu_the_error_is_cuda_unavailable_not_a_panic() {
+    let (vit, _) = tiny();
+    let probed = probe();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        CudaEngine::new(&vit, 0).map(|_| ())
+    }));
+    let result = result.expect("CudaEngine::new must not panic");
+    match (probed, result) {
+        (Err(Error::CudaUnavailable(a)), Err(Error::CudaUnavailable(b))) => {
+            assert!(!a.is_empty() && !b.is_empty());
+        }
+        (Ok(()), Ok(())) => {}
+        // Libraries present but no usable device: still a clear error.
+        (Ok(()), Err(Error::CudaUnavailable(_))) => {}
+        (p, r) => panic!("probe {p:?} and engine {r:?} disagree"),
+    }
+    // A device ordinal that cannot exist is an error, never a panic.
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        CudaEngine::new(&vit, 4096).map(|_| ())
+    }));
+    assert!(matches!(r, Ok(Err(Error::CudaUnavailable(_)))), "{r:?}");
+}
+
+#[test]
+fn gpu_logits_and_input_gradients_match_the_cpu_engine() {
+    let (vit, x) = tiny();
+    let Some(gpu) = engine_or_skip(&vit) else {
+        return;
+    };
+    let cpu = CpuEngine::new(&vit);
+    let batch =
+        ndarray::concatenate(ndarray::Axis(0), &[x.view(), x.mapv(|v| 0.5 * v).view()]).unwrap();
+    let targets = [1usize, 0];
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(batch.view(), &targets).unwrap();
+    let (l_gpu, g_gpu) = gpu.logits_and_input_grad(batch.view(), &targets).unwrap();
+    // cuBLAS sums in another order than the CPU GEMM: f32 rounding, no TF32.
+    assert!(rel_l2(&to_vec(&l_gpu), &to_vec(&l_cpu)) < 1e-5);
+    assert!(rel_l2(&to_vec(&g_gpu), &to_vec(&g_cpu)) < 1e-4);
+    let l_only = gpu.logits(batch.view()).unwrap();
+    assert!(rel_l2(&to_vec(&l_only), &to_vec(&l_cpu)) < 1e-5);
+    // Bad targets are errors.
+    assert!(gpu.logits_and_input_grad(batch.view(), &[0]).is_err());
+    assert!(gpu.logits_and_input_grad(batch.view(), &[0, 999]).is_err());
+}
+
+#[test]
+fn gpu_noise_tunnel_matches_the_cpu_path_for_the_same_seed() {
+    let (vit, x) = tiny();
+    let Some(gpu) = engine_or_skip(&vit) else {
+        return;
+    };
+    let cpu = CpuEngine::new(&vit);
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 8,
+        multiply_by_inputs: true,
+        batch_size: 5,
+        return_delta: false,
+    };
+    for nt_type in [NtType::SmoothGrad, NtType::VarGrad] {
+        let nt = NoiseTunnelConfig {
+            nt_type,
+            noise: Noise::Seeded {
+                samples: 3,
+                stdev: 0.5,
+                seed: 42,
+            },
+        };
+        let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        let got = gpu
+            .noise_tunnel_ig(x.view(), baseline.view(), 1, &ig, &nt)
+            .unwrap();
+        assert!(
+            rel_l2(&to_vec(&got), &to_vec(&want.attribution)) < 1e-4,
+            "{nt_type:?}"
+        );
+    }
+}
