@@ -45,5 +45,6 @@ pub mod npy;
 pub mod pipeline;
 pub mod post;
 pub mod render;
+pub mod train;
 
 pub use error::{Error, Result};

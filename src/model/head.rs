@@ -20,6 +20,21 @@ pub enum HeadKind {
 }
 
 impl HeadKind {
+    /// The kind named in checkpoint metadata `head_kind` (written by training):
+    /// `cls`, `last_blocks_cls:N` or `cls_avgpool`. Resolves the width ambiguity
+    /// of 2·D (two last CLS tokens vs CLS + average pool).
+    pub fn from_metadata(s: &str) -> Option<HeadKind> {
+        match s.trim() {
+            "cls" => Some(HeadKind::Cls),
+            "cls_avgpool" => Some(HeadKind::ClsAvgPoolInterleaved),
+            other => other
+                .strip_prefix("last_blocks_cls:")?
+                .parse()
+                .ok()
+                .map(|n| HeadKind::LastBlocksCls { n }),
+        }
+    }
+
     /// Width of the feature this head reads for backbone width `dim`.
     pub fn in_dim(&self, dim: usize) -> usize {
         match self {

@@ -76,6 +76,15 @@ impl Vit {
         })
     }
 
+    /// Forgets the interpolated positional tables; call after changing
+    /// `weights.pos_embed` (training does, after each update).
+    pub fn clear_pos_cache(&self) {
+        self.pos_cache
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clear();
+    }
+
     /// Positional table (1 + rows·cols, D) for a patch grid, interpolated once per
     /// grid with this model's [`PosEmbedMode`].
     pub fn pos_embed(&self, grid: (usize, usize)) -> Result<Arc<Vec<f32>>> {

@@ -107,7 +107,13 @@ pub fn load_vit(
             w,
             b,
             &config,
-            opts.head_kind,
+            opts.head_kind.or(if head_path.is_none() {
+                metadata
+                    .get("head_kind")
+                    .and_then(|k| HeadKind::from_metadata(k))
+            } else {
+                None
+            }),
             &head_source,
         )?),
         None => None,

@@ -244,7 +244,14 @@ fn last_block_cls_only_backward(
 }
 
 /// `g[row] += LN_bwd(gn[row])` for every row, in parallel.
-fn ln_bwd_rows(gn: &[f32], gamma: &[f32], xhat: &[f32], rstd: &[f32], g: &mut [f32], d: usize) {
+pub(crate) fn ln_bwd_rows(
+    gn: &[f32],
+    gamma: &[f32],
+    xhat: &[f32],
+    rstd: &[f32],
+    g: &mut [f32],
+    d: usize,
+) {
     g.par_chunks_mut(d)
         .zip(gn.par_chunks(d))
         .zip(xhat.par_chunks(d))
@@ -254,7 +261,7 @@ fn ln_bwd_rows(gn: &[f32], gamma: &[f32], xhat: &[f32], rstd: &[f32], g: &mut [f
 
 /// Adds the gradient of chunk `chunk` of a CLS-based feature to the CLS rows.
 #[allow(clippy::too_many_arguments)]
-fn seed_cls(
+pub(crate) fn seed_cls(
     g: &mut [f32],
     dfeat: &[f32],
     gamma: &[f32],
@@ -305,7 +312,7 @@ fn seed_avgpool(
 
 /// Gradients of q, k, v from the gradient `go` (M, D) of the concatenated heads.
 #[allow(clippy::too_many_arguments)]
-fn attention_backward(
+pub(crate) fn attention_backward(
     go: &[f32],
     qkv: &[f32],
     probs: &[f32],

@@ -199,7 +199,7 @@ pub(crate) fn layer_norm_rows(
 
 /// Non-overlapping p×p patches of (batch, 3, H, W) as rows (batch·Np, 3·p·p), columns
 /// in (channel, row, col) order to match the conv weight flattening.
-fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
+pub(crate) fn im2col(x: &ArrayView4<f32>, p: usize, grid: (usize, usize)) -> Vec<f32> {
     let (b, _, h, w) = x.dim();
     let x = x.as_standard_layout();
     let xs = x.as_slice().expect("standard layout");
@@ -634,7 +634,7 @@ fn last_block_cls_only(
 }
 
 /// Final-norms the CLS row of each image; returns (features (batch·D), saved).
-fn norm_cls_rows(
+pub(crate) fn norm_cls_rows(
     xs: &[f32],
     batch: usize,
     t: usize,
@@ -666,7 +666,7 @@ fn norm_cls_rows(
 /// Multi-head attention core: for each image and head, P = softmax(scale·Q·Kᵀ) and
 /// O = P·V; `out` (M, D) gets the heads concatenated head-major.
 #[allow(clippy::too_many_arguments)]
-fn attention_forward(
+pub(crate) fn attention_forward(
     qkv: &[f32],
     probs: &mut [f32],
     out: &mut [f32],

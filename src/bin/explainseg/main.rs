@@ -95,6 +95,17 @@ enum Command {
     ///   explainseg bench --threads 2 --seconds 10 --json
     #[command(verbatim_doc_comment)]
     Bench(commands::bench::BenchArgs),
+    /// Train the classifier: the head on frozen features, or fine-tune the last
+    /// blocks or all of the backbone; writes a checkpoint every command loads.
+    ///
+    /// Examples:
+    ///   explainseg train --data kvasir_patches/ --weights dino_vits16.safetensors \
+    ///       --out head.safetensors --epochs 100            # the paper: SGD 0.005, ×0.1 / 50 epochs
+    ///   explainseg train --data toy/ --init random --arch custom:4,64,4,8 --img-size 32 \
+    ///       --finetune all --optimizer adamw --lr 1e-3 --schedule cosine --augment none --out toy.safetensors
+    ///   explainseg train --data toy/ --resume toy.safetensors --epochs 20 --out toy.safetensors ...
+    #[command(verbatim_doc_comment)]
+    Train(Box<commands::train::TrainArgs>),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +136,7 @@ fn main() -> ExitCode {
         Command::Mask(a) => commands::post::run_mask(a, &out),
         Command::Crf(a) => commands::post::run_crf(a, &out),
         Command::Ncut(a) => commands::post::run_ncut(a, &out),
+        Command::Train(a) => commands::train::run(a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,3 +5,4 @@ pub mod eval_grid;
 pub mod eval_report;
 pub mod post;
 pub mod segment;
+pub mod train;

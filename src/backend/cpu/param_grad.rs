@@ -1,0 +1,903 @@
+//! Gradients of a cross-entropy loss with respect to the ViT's *parameters*, for
+//! training. The input-only backward in [`backward`](super::backward) stays the
+//! fast path for IG; this module runs its own forward, which keeps every
+//! activation a weight gradient needs (the inputs of each linear layer, LN x̂, the
+//! softmax, the GELU output and derivative) and never prunes the last block.
+//!
+//! Loss: `torch.nn.CrossEntropyLoss(weight=w, reduction="mean")`, i.e.
+//! `L = Σᵢ w[yᵢ]·(−log softmax(zᵢ)[yᵢ]) / Σᵢ w[yᵢ]` (w = 1 without class weights),
+//! so `∂L/∂zᵢ = w[yᵢ]·(softmax(zᵢ) − onehot(yᵢ)) / Σ w`.
+//!
+//! Rules per layer, with g the upstream gradient (rows = tokens of the batch):
+//! Linear `y = xWᵀ + b`: dW = gᵀx, db = Σ_rows g, dx = gW. LayerNorm: dγ = Σ g⊙x̂,
+//! dβ = Σ g, dx as in `ops::layer_norm_bwd_row`. Patch conv = a linear map of the
+//! im2col rows. CLS token and positional table: the sums over the batch of the
+//! gradient at their token rows.
+//!
+//! The batch is split into one slice per thread (single-threaded GEMMs inside),
+//! and the slices' gradients are added in slice order, so for a fixed thread
+//! count the result is bit-reproducible.
+
+use ndarray::{s, Array2, ArrayView4};
+use rayon::prelude::*;
+
+use super::backward::{attention_backward, ln_bwd_rows, seed_cls};
+use super::forward::{attention_forward, im2col, layer_norm_rows, norm_cls_rows, NormSaved};
+use super::gemm::{matmul, MatRef, Threads};
+use super::ops;
+use crate::error::{Error, Result};
+use crate::model::weights::BlockWeights;
+use crate::model::{HeadKind, LinearHead, Vit};
+
+/// Which parameters receive gradients; the rest are frozen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trainable {
+    /// The classifier head only (linear probing).
+    Head,
+    /// The last `k` blocks, the final norm and the head.
+    LastBlocks(usize),
+    /// Every parameter (patch embedding, CLS token, positions, blocks, norm, head).
+    All,
+}
+
+impl Trainable {
+    /// Index of the first block that trains (`depth` when none does).
+    pub fn first_block(&self, depth: usize) -> usize {
+        match *self {
+            Trainable::Head => depth,
+            Trainable::LastBlocks(k) => depth - k.min(depth),
+            Trainable::All => 0,
+        }
+    }
+
+    /// Whether the final norm trains.
+    pub fn norm(&self) -> bool {
+        *self != Trainable::Head
+    }
+
+    /// Whether the patch embedding, CLS token and positional table train.
+    pub fn embedding(&self) -> bool {
+        *self == Trainable::All
+    }
+}
+
+/// Gradients of the patch embedding, CLS token and positional table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbedGrads {
+    /// (D, 3·p·p), as `VitWeights::patch_w`.
+    pub patch_w: Vec<f32>,
+    pub patch_b: Vec<f32>,
+    pub cls_token: Vec<f32>,
+    /// (1 + pos_patches, D).
+    pub pos_embed: Vec<f32>,
+}
+
+/// Gradients of the trainable parameters, laid out like the weights.
+#[derive(Debug, Clone)]
+pub struct ParamGrads {
+    pub head_w: Vec<f32>,
+    pub head_b: Vec<f32>,
+    /// Final norm (γ, β), if it trains.
+    pub norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Gradients of blocks `first_block..depth`, in order.
+    pub blocks: Vec<BlockWeights>,
+    /// Index of the first trainable block.
+    pub first_block: usize,
+    pub embed: Option<EmbedGrads>,
+}
+
+fn zero_block(d: usize, hidden: usize) -> BlockWeights {
+    BlockWeights {
+        norm1_w: vec![0.0; d],
+        norm1_b: vec![0.0; d],
+        qkv_w: vec![0.0; 3 * d * d],
+        qkv_b: vec![0.0; 3 * d],
+        proj_w: vec![0.0; d * d],
+        proj_b: vec![0.0; d],
+        norm2_w: vec![0.0; d],
+        norm2_b: vec![0.0; d],
+        fc1_w: vec![0.0; hidden * d],
+        fc1_b: vec![0.0; hidden],
+        fc2_w: vec![0.0; d * hidden],
+        fc2_b: vec![0.0; d],
+    }
+}
+
+/// The twelve tensors of a block in timm order, with their timm suffixes.
+pub fn block_tensors(b: &BlockWeights) -> [(&'static str, &Vec<f32>); 12] {
+    [
+        ("norm1.weight", &b.norm1_w),
+        ("norm1.bias", &b.norm1_b),
+        ("attn.qkv.weight", &b.qkv_w),
+        ("attn.qkv.bias", &b.qkv_b),
+        ("attn.proj.weight", &b.proj_w),
+        ("attn.proj.bias", &b.proj_b),
+        ("norm2.weight", &b.norm2_w),
+        ("norm2.bias", &b.norm2_b),
+        ("mlp.fc1.weight", &b.fc1_w),
+        ("mlp.fc1.bias", &b.fc1_b),
+        ("mlp.fc2.weight", &b.fc2_w),
+        ("mlp.fc2.bias", &b.fc2_b),
+    ]
+}
+
+/// Mutable twin of [`block_tensors`].
+pub fn block_tensors_mut(b: &mut BlockWeights) -> [(&'static str, &mut Vec<f32>); 12] {
+    [
+        ("norm1.weight", &mut b.norm1_w),
+        ("norm1.bias", &mut b.norm1_b),
+        ("attn.qkv.weight", &mut b.qkv_w),
+        ("attn.qkv.bias", &mut b.qkv_b),
+        ("attn.proj.weight", &mut b.proj_w),
+        ("attn.proj.bias", &mut b.proj_b),
+        ("norm2.weight", &mut b.norm2_w),
+        ("norm2.bias", &mut b.norm2_b),
+        ("mlp.fc1.weight", &mut b.fc1_w),
+        ("mlp.fc1.bias", &mut b.fc1_b),
+        ("mlp.fc2.weight", &mut b.fc2_w),
+        ("mlp.fc2.bias", &mut b.fc2_b),
+    ]
+}
+
+impl ParamGrads {
+    /// All-zero gradients for the parameters `trainable` selects.
+    pub fn zeros(vit: &Vit, head: &LinearHead, trainable: Trainable) -> Self {
+        let c = &vit.config;
+        let (d, hidden) = (c.dim, c.mlp_hidden);
+        let first_block = trainable.first_block(c.depth);
+        ParamGrads {
+            head_w: vec![0.0; head.weight.len()],
+            head_b: vec![0.0; head.bias.len()],
+            norm: trainable.norm().then(|| (vec![0.0; d], vec![0.0; d])),
+            blocks: (first_block..c.depth)
+                .map(|_| zero_block(d, hidden))
+                .collect(),
+            first_block,
+            embed: trainable.embedding().then(|| EmbedGrads {
+                patch_w: vec![0.0; vit.weights.patch_w.len()],
+                patch_b: vec![0.0; d],
+                cls_token: vec![0.0; d],
+                pos_embed: vec![0.0; vit.weights.pos_embed.len()],
+            }),
+        }
+    }
+
+    /// Every gradient under its timm parameter name (`head.weight`, `blocks.3.attn.qkv.bias`, …).
+    pub fn named(&self) -> Vec<(String, &Vec<f32>)> {
+        let mut out: Vec<(String, &Vec<f32>)> = Vec::new();
+        if let Some(e) = &self.embed {
+            out.push(("patch_embed.proj.weight".into(), &e.patch_w));
+            out.push(("patch_embed.proj.bias".into(), &e.patch_b));
+            out.push(("cls_token".into(), &e.cls_token));
+            out.push(("pos_embed".into(), &e.pos_embed));
+        }
+        for (i, b) in self.blocks.iter().enumerate() {
+            for (name, t) in block_tensors(b) {
+                out.push((format!("blocks.{}.{name}", self.first_block + i), t));
+            }
+        }
+        if let Some((w, b)) = &self.norm {
+            out.push(("norm.weight".into(), w));
+            out.push(("norm.bias".into(), b));
+        }
+        out.push(("head.weight".into(), &self.head_w));
+        out.push(("head.bias".into(), &self.head_b));
+        out
+    }
+
+    fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+        let mut out: Vec<&mut Vec<f32>> = Vec::new();
+        if let Some(e) = &mut self.embed {
+            out.extend([
+                &mut e.patch_w,
+                &mut e.patch_b,
+                &mut e.cls_token,
+                &mut e.pos_embed,
+            ]);
+        }
+        for b in &mut self.blocks {
+            out.extend(block_tensors_mut(b).into_iter().map(|(_, t)| t));
+        }
+        if let Some((w, b)) = &mut self.norm {
+            out.extend([w, b]);
+        }
+        out.extend([&mut self.head_w, &mut self.head_b]);
+        out
+    }
+
+    /// `self += other` (same trainable set).
+    pub fn add(&mut self, other: &mut ParamGrads) {
+        for (a, b) in self.tensors_mut().into_iter().zip(other.tensors_mut()) {
+            a.iter_mut().zip(b.iter()).for_each(|(x, y)| *x += y);
+        }
+    }
+}
+
+/// Loss options.
+#[derive(Debug, Clone, Default)]
+pub struct LossOptions<'a> {
+    /// Per-class weights of the cross-entropy (PyTorch `weight=`), or `None`.
+    pub class_weights: Option<&'a [f32]>,
+}
+
+/// What [`loss_and_param_grads`] returns.
+#[derive(Debug, Clone)]
+pub struct LossAndGrads {
+    /// Mean (weighted) cross-entropy over the batch.
+    pub loss: f32,
+    /// (batch, classes).
+    pub logits: Array2<f32>,
+    pub grads: ParamGrads,
+}
+
+/// Checks labels and class weights; returns Σᵢ w[yᵢ], the loss normaliser.
+pub fn loss_normaliser(classes: usize, labels: &[usize], opts: &LossOptions) -> Result<f32> {
+    if let Some(&bad) = labels.iter().find(|&&y| y >= classes) {
+        return Err(Error::param(
+            "label",
+            format!("class {bad} is out of range (the head has {classes} classes)"),
+        ));
+    }
+    if let Some(w) = opts.class_weights {
+        if w.len() != classes {
+            return Err(Error::shape("class weights", &[classes], &[w.len()]));
+        }
+        if w.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+            return Err(Error::param(
+                "class weights",
+                "every weight must be finite and non-negative",
+            ));
+        }
+    }
+    let total: f32 = labels
+        .iter()
+        .map(|&y| opts.class_weights.map_or(1.0, |w| w[y]))
+        .sum();
+    if total <= 0.0 {
+        return Err(Error::param(
+            "class weights",
+            "the labels of this batch all have weight 0",
+        ));
+    }
+    Ok(total)
+}
+
+/// Cross-entropy terms of some rows: returns (Σ w·nll / `normaliser`, ∂L/∂logits).
+pub fn cross_entropy_rows(
+    logits: &Array2<f32>,
+    labels: &[usize],
+    class_weights: Option<&[f32]>,
+    normaliser: f32,
+) -> (f32, Array2<f32>) {
+    let mut dlogits = logits.clone();
+    let mut loss = 0f64;
+    for (mut row, &y) in dlogits.outer_iter_mut().zip(labels) {
+        let w = class_weights.map_or(1.0, |cw| cw[y]);
+        let max = row.fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+        row.mapv_inplace(|v| (v - max).exp());
+        let sum: f32 = row.sum();
+        row.mapv_inplace(|v| v / sum);
+        loss -= (w * row[y].max(f32::MIN_POSITIVE).ln()) as f64;
+        row[y] -= 1.0;
+        let scale = w / normaliser;
+        row.mapv_inplace(|v| v * scale);
+    }
+    ((loss / normaliser as f64) as f32, dlogits)
+}
+
+/// Head gradients for features (batch, in_dim) and ∂L/∂logits; adds to `grads`.
+pub fn head_grads(
+    dlogits: &Array2<f32>,
+    features: &Array2<f32>,
+    head_w: &mut [f32],
+    head_b: &mut [f32],
+) {
+    let (batch, classes) = dlogits.dim();
+    let in_dim = features.ncols();
+    let dl = dlogits.as_slice().expect("standard layout");
+    matmul(
+        head_w,
+        in_dim,
+        MatRef::row_major(dl, batch, classes).t(),
+        MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
+        true,
+        Threads::Single,
+    );
+    add_col_sums(head_b, dl);
+}
+
+/// `dst[j] += Σ_rows x[row, j]`, rows in order (deterministic).
+fn add_col_sums(dst: &mut [f32], x: &[f32]) {
+    for row in x.chunks_exact(dst.len()) {
+        dst.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+}
+
+/// LayerNorm parameter gradients: dγ += Σ_rows g⊙x̂, dβ += Σ_rows g.
+fn add_ln_param_grads(g: &[f32], xhat: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    let d = dgamma.len();
+    for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
+        for j in 0..d {
+            dgamma[j] += gr[j] * hr[j];
+            dbeta[j] += gr[j];
+        }
+    }
+}
+
+/// `dw (out, in) += gᵀ·x` for a linear layer with inputs x (rows, in) and output
+/// gradients g (rows, out).
+fn add_weight_grad(dw: &mut [f32], g: &[f32], x: &[f32], rows: usize, threads: Threads) {
+    let out = g.len() / rows;
+    let inp = x.len() / rows;
+    matmul(
+        dw,
+        inp,
+        MatRef::row_major(g, rows, out).t(),
+        MatRef::row_major(x, rows, inp),
+        true,
+        threads,
+    );
+}
+
+/// Everything one block's parameter backward needs.
+#[derive(Debug, Default)]
+struct BlockActs {
+    normed1: Vec<f32>,
+    xhat1: Vec<f32>,
+    rstd1: Vec<f32>,
+    qkv: Vec<f32>,
+    probs: Vec<f32>,
+    attn_cat: Vec<f32>,
+    normed2: Vec<f32>,
+    xhat2: Vec<f32>,
+    rstd2: Vec<f32>,
+    /// GELU output (the input of fc2) and its derivative at the fc1 output.
+    act: Vec<f32>,
+    gelu_grad: Vec<f32>,
+}
+
+impl BlockActs {
+    fn sized(m: usize, d: usize, hidden: usize, attn: usize) -> Self {
+        BlockActs {
+            normed1: vec![0.0; m * d],
+            xhat1: vec![0.0; m * d],
+            rstd1: vec![0.0; m],
+            qkv: vec![0.0; m * 3 * d],
+            probs: vec![0.0; attn],
+            attn_cat: vec![0.0; m * d],
+            normed2: vec![0.0; m * d],
+            xhat2: vec![0.0; m * d],
+            rstd2: vec![0.0; m],
+            act: vec![0.0; m * hidden],
+            gelu_grad: vec![0.0; m * hidden],
+        }
+    }
+}
+
+/// One pre-norm block over all tokens, keeping its activations in `a`.
+fn block_forward(
+    vit: &Vit,
+    bw: &BlockWeights,
+    a: &mut BlockActs,
+    xs: &mut [f32],
+    batch: usize,
+    t: usize,
+    threads: Threads,
+) {
+    let c = &vit.config;
+    let (d, hidden) = (c.dim, c.mlp_hidden);
+    let m = batch * t;
+    layer_norm_rows(
+        xs,
+        &bw.norm1_w,
+        &bw.norm1_b,
+        c.eps,
+        &mut a.normed1,
+        &mut a.xhat1,
+        &mut a.rstd1,
+    );
+    matmul(
+        &mut a.qkv,
+        3 * d,
+        MatRef::row_major(&a.normed1, m, d),
+        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
+        false,
+        threads,
+    );
+    ops::add_bias_rows(&mut a.qkv, &bw.qkv_b);
+    attention_forward(
+        &a.qkv,
+        &mut a.probs,
+        &mut a.attn_cat,
+        batch,
+        t,
+        c.heads,
+        c.head_dim(),
+        c.attn_scale(),
+    );
+    matmul(
+        xs,
+        d,
+        MatRef::row_major(&a.attn_cat, m, d),
+        MatRef::row_major(&bw.proj_w, d, d).t(),
+        true,
+        threads,
+    );
+    ops::add_bias_rows(xs, &bw.proj_b);
+    layer_norm_rows(
+        xs,
+        &bw.norm2_w,
+        &bw.norm2_b,
+        c.eps,
+        &mut a.normed2,
+        &mut a.xhat2,
+        &mut a.rstd2,
+    );
+    matmul(
+        &mut a.act,
+        hidden,
+        MatRef::row_major(&a.normed2, m, d),
+        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
+        false,
+        threads,
+    );
+    ops::add_bias_rows(&mut a.act, &bw.fc1_b);
+    a.act
+        .par_chunks_mut(hidden)
+        .zip(a.gelu_grad.par_chunks_mut(hidden))
+        .for_each(|(x, dg)| ops::gelu_in_place_with_grad(x, dg));
+    matmul(
+        xs,
+        d,
+        MatRef::row_major(&a.act, m, hidden),
+        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
+        true,
+        threads,
+    );
+    ops::add_bias_rows(xs, &bw.fc2_b);
+}
+
+/// Backward of one block: `g` holds ∂L/∂(block output) on entry and ∂L/∂(block
+/// input) on exit (unless `need_input_grad` is false, then it is left stale).
+#[allow(clippy::too_many_arguments)]
+fn block_backward(
+    vit: &Vit,
+    bw: &BlockWeights,
+    a: &BlockActs,
+    gb: &mut BlockWeights,
+    g: &mut [f32],
+    m: usize,
+    t: usize,
+    need_input_grad: bool,
+    threads: Threads,
+) {
+    let c = &vit.config;
+    let (d, hidden) = (c.dim, c.mlp_hidden);
+    // MLP branch.
+    add_weight_grad(&mut gb.fc2_w, g, &a.act, m, threads);
+    add_col_sums(&mut gb.fc2_b, g);
+    let mut ga = vec![0f32; m * hidden];
+    matmul(
+        &mut ga,
+        hidden,
+        MatRef::row_major(g, m, d),
+        MatRef::row_major(&bw.fc2_w, d, hidden),
+        false,
+        threads,
+    );
+    ga.iter_mut().zip(&a.gelu_grad).for_each(|(x, dg)| *x *= dg);
+    add_weight_grad(&mut gb.fc1_w, &ga, &a.normed2, m, threads);
+    add_col_sums(&mut gb.fc1_b, &ga);
+    let mut gn = vec![0f32; m * d];
+    matmul(
+        &mut gn,
+        d,
+        MatRef::row_major(&ga, m, hidden),
+        MatRef::row_major(&bw.fc1_w, hidden, d),
+        false,
+        threads,
+    );
+    drop(ga);
+    add_ln_param_grads(&gn, &a.xhat2, &mut gb.norm2_w, &mut gb.norm2_b);
+    ln_bwd_rows(&gn, &bw.norm2_w, &a.xhat2, &a.rstd2, g, d);
+    // Attention branch.
+    add_weight_grad(&mut gb.proj_w, g, &a.attn_cat, m, threads);
+    add_col_sums(&mut gb.proj_b, g);
+    matmul(
+        &mut gn,
+        d,
+        MatRef::row_major(g, m, d),
+        MatRef::row_major(&bw.proj_w, d, d),
+        false,
+        threads,
+    );
+    let mut gqkv = vec![0f32; m * 3 * d];
+    attention_backward(
+        &gn,
+        &a.qkv,
+        &a.probs,
+        &mut gqkv,
+        t,
+        c.heads,
+        c.head_dim(),
+        c.attn_scale(),
+    );
+    add_weight_grad(&mut gb.qkv_w, &gqkv, &a.normed1, m, threads);
+    add_col_sums(&mut gb.qkv_b, &gqkv);
+    matmul(
+        &mut gn,
+        d,
+        MatRef::row_major(&gqkv, m, 3 * d),
+        MatRef::row_major(&bw.qkv_w, 3 * d, d),
+        false,
+        threads,
+    );
+    add_ln_param_grads(&gn, &a.xhat1, &mut gb.norm1_w, &mut gb.norm1_b);
+    if need_input_grad {
+        ln_bwd_rows(&gn, &bw.norm1_w, &a.xhat1, &a.rstd1, g, d);
+    }
+}
+
+/// Head kinds whose feature is the final-normed CLS of the last `n` blocks.
+fn cls_blocks(kind: HeadKind) -> Option<usize> {
+    match kind {
+        HeadKind::Cls => Some(1),
+        HeadKind::LastBlocksCls { n } => Some(n),
+        HeadKind::ClsAvgPoolInterleaved => None,
+    }
+}
+
+/// Forward + backward of one slice of the batch.
+fn slice_grads(
+    vit: &Vit,
+    head: &LinearHead,
+    x: ArrayView4<f32>,
+    labels: &[usize],
+    opts: &LossOptions,
+    normaliser: f32,
+    trainable: Trainable,
+    threads: Threads,
+) -> Result<LossAndGrads> {
+    let c = &vit.config;
+    let w = &vit.weights;
+    let (batch, _, height, width) = x.dim();
+    let grid = c.grid_for(height, width)?;
+    let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
+    let np = grid.0 * grid.1;
+    let t = np + 1;
+    let m = batch * t;
+    let p = c.patch;
+    let cols = 3 * p * p;
+    let native_grid = np == c.pos_patches && c.pos_grid.unwrap_or(grid) == grid;
+    if trainable.embedding() && !native_grid {
+        return Err(Error::param(
+            "input size",
+            format!(
+                "training the positional table needs inputs on its own {}-patch grid, got {height}×{width}",
+                c.pos_patches
+            ),
+        ));
+    }
+    let pos = vit.pos_embed(grid)?;
+
+    // Embedding.
+    let patches = im2col(&x, p, grid);
+    let mut emb = vec![0f32; batch * np * d];
+    matmul(
+        &mut emb,
+        d,
+        MatRef::row_major(&patches, batch * np, cols),
+        MatRef::row_major(&w.patch_w, d, cols).t(),
+        false,
+        threads,
+    );
+    let mut xs = vec![0f32; m * d];
+    for b in 0..batch {
+        for ti in 0..t {
+            let row = &mut xs[(b * t + ti) * d..][..d];
+            let pr = &pos[ti * d..][..d];
+            if ti == 0 {
+                row.iter_mut()
+                    .zip(&w.cls_token)
+                    .zip(pr)
+                    .for_each(|((o, c), p)| *o = c + p);
+            } else {
+                let e = &emb[(b * np + ti - 1) * d..][..d];
+                row.iter_mut()
+                    .zip(e)
+                    .zip(&w.patch_b)
+                    .zip(pr)
+                    .for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
+            }
+        }
+    }
+    drop(emb);
+
+    // Blocks: frozen ones reuse one scratch set, trainable ones keep theirs.
+    let first = trainable.first_block(c.depth);
+    let attn_len = batch * heads * t * t;
+    let mut scratch = (first > 0).then(|| BlockActs::sized(m, d, hidden, attn_len));
+    let mut saved: Vec<BlockActs> = Vec::new();
+    let n_cls = cls_blocks(head.kind);
+    let mut head_norms: Vec<NormSaved> = Vec::new();
+    let mut cls_features: Vec<Vec<f32>> = Vec::new();
+    for (bi, bw) in w.blocks.iter().enumerate() {
+        if bi >= first {
+            let mut a = BlockActs::sized(m, d, hidden, attn_len);
+            block_forward(vit, bw, &mut a, &mut xs, batch, t, threads);
+            saved.push(a);
+        } else {
+            let a = scratch.as_mut().expect("allocated when a block is frozen");
+            block_forward(vit, bw, a, &mut xs, batch, t, threads);
+        }
+        if let Some(n) = n_cls {
+            if bi + n >= c.depth {
+                let (f, s) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
+                cls_features.push(f);
+                head_norms.push(s);
+            }
+        }
+    }
+    drop(scratch);
+    let mut normed_all = Vec::new();
+    let features = match n_cls {
+        Some(n) => {
+            Array2::from_shape_fn((batch, n * d), |(b, k)| cls_features[k / d][b * d + k % d])
+        }
+        None => {
+            let mut s = NormSaved {
+                xhat: vec![0f32; m * d],
+                rstd: vec![0f32; m],
+            };
+            normed_all = vec![0f32; m * d];
+            layer_norm_rows(
+                &xs,
+                &w.norm_w,
+                &w.norm_b,
+                c.eps,
+                &mut normed_all,
+                &mut s.xhat,
+                &mut s.rstd,
+            );
+            head_norms.push(s);
+            Array2::from_shape_fn((batch, 2 * d), |(b, k)| {
+                let j = k / 2;
+                if k % 2 == 0 {
+                    normed_all[b * t * d + j]
+                } else {
+                    (1..t)
+                        .map(|ti| normed_all[(b * t + ti) * d + j])
+                        .sum::<f32>()
+                        / np as f32
+                }
+            })
+        }
+    };
+    drop(normed_all);
+    drop(xs);
+
+    // Head and loss.
+    let in_dim = features.ncols();
+    let mut logits = vec![0f32; batch * head.classes];
+    matmul(
+        &mut logits,
+        head.classes,
+        MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
+        MatRef::row_major(&head.weight, head.classes, in_dim).t(),
+        false,
+        Threads::Single,
+    );
+    ops::add_bias_rows(&mut logits, &head.bias);
+    let logits = Array2::from_shape_vec((batch, head.classes), logits).expect("sized above");
+    let (loss, dlogits) = cross_entropy_rows(&logits, labels, opts.class_weights, normaliser);
+    let mut grads = ParamGrads::zeros(vit, head, trainable);
+    head_grads(&dlogits, &features, &mut grads.head_w, &mut grads.head_b);
+    if trainable == Trainable::Head {
+        return Ok(LossAndGrads {
+            loss,
+            logits,
+            grads,
+        });
+    }
+
+    // ∂L/∂feature = dlogits·W, then through the final norm(s).
+    let mut dfeat = vec![0f32; batch * in_dim];
+    matmul(
+        &mut dfeat,
+        in_dim,
+        MatRef::row_major(
+            dlogits.as_slice().expect("standard layout"),
+            batch,
+            head.classes,
+        ),
+        MatRef::row_major(&head.weight, head.classes, in_dim),
+        false,
+        Threads::Single,
+    );
+    let mut g = vec![0f32; m * d];
+    let (dnw, dnb) = grads
+        .norm
+        .as_mut()
+        .expect("the norm trains unless only the head does");
+    let n_chunks = head_norms.len();
+    match n_cls {
+        Some(_) => {
+            for (k, s) in head_norms.iter().enumerate() {
+                for b in 0..batch {
+                    let df = &dfeat[b * in_dim + k * d..][..d];
+                    add_ln_param_grads(df, &s.xhat[b * d..][..d], dnw, dnb);
+                }
+            }
+        }
+        None => {
+            // Interleaved [CLS, mean patch]: every row gets its share, then LN backward.
+            let s = &head_norms[0];
+            let mut dy = vec![0f32; m * d];
+            for b in 0..batch {
+                let f = &dfeat[b * 2 * d..][..2 * d];
+                for ti in 0..t {
+                    let row = &mut dy[(b * t + ti) * d..][..d];
+                    for j in 0..d {
+                        row[j] = if ti == 0 {
+                            f[2 * j]
+                        } else {
+                            f[2 * j + 1] / np as f32
+                        };
+                    }
+                }
+            }
+            add_ln_param_grads(&dy, &s.xhat, dnw, dnb);
+            ln_bwd_rows(&dy, &w.norm_w, &s.xhat, &s.rstd, &mut g, d);
+        }
+    }
+
+    // Blocks, last to first; CLS features are seeded as their block is reached.
+    for bi in (first..c.depth).rev() {
+        if let Some(n) = n_cls {
+            if bi + n >= c.depth {
+                let k = bi + n - c.depth;
+                seed_cls(
+                    &mut g,
+                    &dfeat,
+                    &w.norm_w,
+                    &head_norms[k],
+                    k,
+                    n_chunks,
+                    batch,
+                    t,
+                    d,
+                );
+            }
+        }
+        let a = &saved[bi - first];
+        let gb = &mut grads.blocks[bi - first];
+        let need_input = bi > first || trainable.embedding();
+        block_backward(vit, &w.blocks[bi], a, gb, &mut g, m, t, need_input, threads);
+    }
+
+    if let Some(e) = grads.embed.as_mut() {
+        for b in 0..batch {
+            let img = &g[b * t * d..][..t * d];
+            add_col_sums(&mut e.cls_token, &img[..d]);
+            add_col_sums(&mut e.patch_b, &img[d..]);
+            e.pos_embed.iter_mut().zip(img).for_each(|(a, v)| *a += v);
+            matmul(
+                &mut e.patch_w,
+                cols,
+                MatRef::block(&g, (b * t + 1) * d, np, d, d).t(),
+                MatRef::row_major(&patches[b * np * cols..][..np * cols], np, cols),
+                true,
+                threads,
+            );
+        }
+    }
+    Ok(LossAndGrads {
+        loss,
+        logits,
+        grads,
+    })
+}
+
+/// Mean cross-entropy of the head's logits on `x` (batch, 3, H, W), normalised
+/// inputs, against `labels`, and its gradients w.r.t. the parameters `trainable`
+/// selects.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for a model without head, labels out of range, bad
+/// class weights, an input size the model cannot take (or, when the positional
+/// table trains, a size other than its own grid); [`Error::Shape`] for a label
+/// count that differs from the batch or a non-RGB input.
+pub fn loss_and_param_grads(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    labels: &[usize],
+    opts: &LossOptions,
+    trainable: Trainable,
+) -> Result<LossAndGrads> {
+    let head = vit.require_head()?;
+    let (batch, ch, height, width) = x.dim();
+    if ch != 3 {
+        return Err(Error::shape(
+            "input (batch, 3, H, W)",
+            &[batch, 3, height, width],
+            &[batch, ch, height, width],
+        ));
+    }
+    if batch == 0 {
+        return Err(Error::param("batch", "the input batch is empty"));
+    }
+    if labels.len() != batch {
+        return Err(Error::shape(
+            "labels (one per input)",
+            &[batch],
+            &[labels.len()],
+        ));
+    }
+    if let Trainable::LastBlocks(k) = trainable {
+        if k == 0 || k > vit.config.depth {
+            return Err(Error::param(
+                "finetune",
+                format!(
+                    "last {k} blocks requested; the model has {}",
+                    vit.config.depth
+                ),
+            ));
+        }
+    }
+    if x.iter().any(|v| !v.is_finite()) {
+        return Err(Error::param("input", "contains NaN or infinite values"));
+    }
+    vit.config.grid_for(height, width)?;
+    let normaliser = loss_normaliser(head.classes, labels, opts)?;
+    let n_slices = rayon::current_num_threads().min(batch).max(1);
+    let per = batch.div_ceil(n_slices);
+    if n_slices == 1 {
+        return slice_grads(
+            vit,
+            head,
+            x,
+            labels,
+            opts,
+            normaliser,
+            trainable,
+            Threads::Pool,
+        );
+    }
+    let starts: Vec<usize> = (0..batch).step_by(per).collect();
+    let parts: Vec<Result<LossAndGrads>> = starts
+        .into_par_iter()
+        .map(|start| {
+            let end = (start + per).min(batch);
+            slice_grads(
+                vit,
+                head,
+                x.slice(s![start..end, .., .., ..]),
+                &labels[start..end],
+                opts,
+                normaliser,
+                trainable,
+                Threads::Single,
+            )
+        })
+        .collect();
+    let mut total: Option<LossAndGrads> = None;
+    let mut logits = Vec::with_capacity(parts.len());
+    for part in parts {
+        let mut part = part?;
+        logits.push(part.logits.clone());
+        match total.as_mut() {
+            None => total = Some(part),
+            Some(t) => {
+                t.loss += part.loss;
+                t.grads.add(&mut part.grads);
+            }
+        }
+    }
+    let mut total = total.ok_or_else(|| Error::Internal("no batch slice was run".into()))?;
+    total.logits = ndarray::concatenate(
+        ndarray::Axis(0),
+        &logits.iter().map(|a| a.view()).collect::<Vec<_>>(),
+    )
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(total)
+}

@@ -1,0 +1,338 @@
+//! `explainseg train`: the classifier head G on frozen features, or fine-tuning
+//! of the last blocks or all of the backbone F; checkpoints in timm naming that
+//! every other command loads.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use explainseg::model::{HeadKind, LoadOptions, Vit};
+use explainseg::train::{
+    arch_config, fit, load_state, prepare_model, read_checkpoint_meta, save_checkpoint, save_state,
+    AugmentConfig, Balance, CheckpointMeta, Dataset, FolderDataset, OptimizerKind, Progress,
+    Schedule, Start, TrainConfig, TrainData, Trainable,
+};
+use indicatif::ProgressBar;
+
+use crate::output::{progress_bar, Output};
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Data folder: images/ and labels.csv (columns file,label; label = class name or index).
+    #[arg(long, value_name = "DIR")]
+    pub data: PathBuf,
+    /// Checkpoint to write (safetensors, timm naming); the optimizer state goes
+    /// beside it as <name>.state.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Start from these weights (backbone, and head if it fits the classes).
+    #[arg(long, value_name = "FILE", conflicts_with = "init")]
+    pub weights: Option<PathBuf>,
+    /// `random` trains from scratch with --arch.
+    #[arg(long, value_name = "random")]
+    pub init: Option<String>,
+    /// Architecture for --init random: ti, s, b, or custom:DEPTH,DIM,HEADS,PATCH.
+    #[arg(long, default_value = "s")]
+    pub arch: String,
+    /// Continue the run saved in this checkpoint (and its .state.safetensors): the
+    /// model comes from it (--weights/--init are then ignored), the other settings
+    /// must be the saved run's, and --epochs is the new total.
+    #[arg(long, value_name = "FILE")]
+    pub resume: Option<PathBuf>,
+    /// Attention heads of --weights [default: file metadata, else width/64].
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Training side in pixels [default: the model's positional grid; 224 for --init random].
+    #[arg(long, value_name = "N")]
+    pub img_size: Option<usize>,
+    /// Head layout: cls (final-normed CLS), last:N (DINO, CLS of the last N blocks), avgpool.
+    #[arg(long, default_value = "cls")]
+    pub head_kind: String,
+    /// What trains besides the head: none, last:K (last K blocks + norm), all.
+    #[arg(long, default_value = "none")]
+    pub finetune: String,
+    #[arg(long, default_value_t = 100)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// sgd or adamw.
+    #[arg(long, default_value = "sgd")]
+    pub optimizer: String,
+    /// Base learning rate (the paper: 0.005).
+    #[arg(long, default_value_t = 0.005)]
+    pub lr: f32,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    pub momentum: f32,
+    /// Weight decay [default: 0 for sgd, 0.05 for adamw].
+    #[arg(long)]
+    pub weight_decay: Option<f32>,
+    /// step (×--step-gamma every --step-every epochs), cosine, or constant.
+    #[arg(long, default_value = "step")]
+    pub schedule: String,
+    #[arg(long, default_value_t = 50)]
+    pub step_every: usize,
+    #[arg(long, default_value_t = 0.1)]
+    pub step_gamma: f32,
+    /// Floor of the cosine schedule.
+    #[arg(long, default_value_t = 0.0)]
+    pub min_lr: f32,
+    /// Augmentations, comma-separated: hflip, vflip, jitter, rotate, crop; or none.
+    /// The paper's set is hflip,jitter,rotate.
+    #[arg(long, default_value = "hflip,jitter,rotate")]
+    pub augment: String,
+    /// Colour-jitter strength (brightness, contrast, saturation factors in [1−s, 1+s]).
+    #[arg(long, default_value_t = 0.2)]
+    pub jitter: f32,
+    /// Largest rotation in degrees.
+    #[arg(long, default_value_t = 15.0)]
+    pub rotate_deg: f32,
+    /// Smallest area fraction of the random resized crop.
+    #[arg(long, default_value_t = 0.5)]
+    pub crop_scale: f32,
+    /// Class balancing: none, loss (weighted cross-entropy) or sampler.
+    #[arg(long, default_value = "none")]
+    pub balance: String,
+    /// Fraction of each class held out for validation (seeded).
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn parse_finetune(s: &str) -> Result<Trainable> {
+    Ok(match s {
+        "none" | "head" => Trainable::Head,
+        "all" => Trainable::All,
+        _ => match s.strip_prefix("last:").and_then(|k| k.parse().ok()) {
+            Some(k) if k > 0 => Trainable::LastBlocks(k),
+            _ => bail!("--finetune `{s}` is not none, last:K (K ≥ 1) or all"),
+        },
+    })
+}
+
+fn parse_head_kind(s: &str) -> Result<HeadKind> {
+    Ok(match s {
+        "cls" => HeadKind::Cls,
+        "avgpool" => HeadKind::ClsAvgPoolInterleaved,
+        _ => match s.strip_prefix("last:").and_then(|k| k.parse().ok()) {
+            Some(n) if n > 0 => HeadKind::LastBlocksCls { n },
+            _ => bail!("--head-kind `{s}` is not cls, last:N or avgpool"),
+        },
+    })
+}
+
+fn parse_augment(a: &TrainArgs) -> Result<AugmentConfig> {
+    let mut cfg = AugmentConfig::default();
+    if a.augment == "none" {
+        return Ok(cfg);
+    }
+    for item in a.augment.split(',').map(str::trim) {
+        match item {
+            "hflip" => cfg.hflip = true,
+            "vflip" => cfg.vflip = true,
+            "jitter" => cfg.jitter = a.jitter,
+            "rotate" => cfg.rotate_deg = a.rotate_deg,
+            "crop" => cfg.crop_min_scale = a.crop_scale,
+            other => {
+                bail!("--augment: `{other}` is not one of hflip, vflip, jitter, rotate, crop, none")
+            }
+        }
+    }
+    Ok(cfg)
+}
+
+fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
+    let optimizer = match a.optimizer.as_str() {
+        "sgd" => OptimizerKind::Sgd {
+            momentum: a.momentum,
+            weight_decay: a.weight_decay.unwrap_or(0.0),
+        },
+        "adamw" => OptimizerKind::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: a.weight_decay.unwrap_or(0.05),
+        },
+        other => bail!("--optimizer `{other}` is not sgd or adamw"),
+    };
+    let schedule = match a.schedule.as_str() {
+        "step" => Schedule::Step {
+            every: a.step_every,
+            gamma: a.step_gamma,
+        },
+        "cosine" => Schedule::Cosine {
+            epochs: a.epochs,
+            min_lr: a.min_lr,
+        },
+        "constant" => Schedule::Constant,
+        other => bail!("--schedule `{other}` is not step, cosine or constant"),
+    };
+    let balance = match a.balance.as_str() {
+        "none" => Balance::None,
+        "loss" => Balance::LossWeights,
+        "sampler" => Balance::Sampler,
+        other => bail!("--balance `{other}` is not none, loss or sampler"),
+    };
+    Ok(TrainConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        optimizer,
+        schedule,
+        trainable: parse_finetune(&a.finetune)?,
+        augment: parse_augment(a)?,
+        balance,
+        seed: a.seed,
+    })
+}
+
+pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
+    let cfg = train_config(a)?;
+    let head_kind = parse_head_kind(&a.head_kind)?;
+    let dataset = FolderDataset::open(&a.data)?;
+    let opts = LoadOptions {
+        heads: a.heads,
+        ..Default::default()
+    };
+    // The model and the side it trains at.
+    let (mut vit, side) = match (&a.resume, &a.weights, a.init.as_deref()) {
+        (Some(ckpt), _, _) => {
+            let meta = read_checkpoint_meta(ckpt)?;
+            if let Some(n) = a.img_size.filter(|&n| n != meta.img_size) {
+                bail!(
+                    "--img-size {n} differs from the resumed run's {}",
+                    meta.img_size
+                );
+            }
+            if meta.class_names != dataset.class_names() {
+                bail!(
+                    "the data's classes {:?} differ from the resumed run's {:?}",
+                    dataset.class_names(),
+                    meta.class_names
+                );
+            }
+            (Vit::load(ckpt, None, &opts)?, meta.img_size)
+        }
+        (None, Some(w), None) => {
+            let vit = Vit::load(w, None, &opts)?;
+            let native = vit
+                .config
+                .pos_grid
+                .map(|(r, _)| r * vit.config.patch)
+                .unwrap_or(224);
+            (vit, a.img_size.unwrap_or(native))
+        }
+        (None, None, Some("random")) => {
+            let side = a.img_size.unwrap_or(224);
+            (Vit::random(arch_config(&a.arch, side)?, 2, a.seed), side)
+        }
+        (None, None, Some(other)) => bail!("--init `{other}`: only `random` is known"),
+        (None, None, None) => {
+            bail!("give --weights FILE, --init random --arch A, or --resume CKPT")
+        }
+        (None, Some(_), Some(_)) => bail!("--weights and --init exclude each other"),
+    };
+    let data = TrainData::from_dataset(&dataset, side, a.val_fraction, a.seed)
+        .with_context(|| format!("reading {}", a.data.display()))?;
+    let classes = data.class_names.len();
+    let replaced = prepare_model(&mut vit, classes, side, head_kind, a.seed)?;
+    let start = match &a.resume {
+        Some(ckpt) => {
+            let (optimizer, epochs_done) = load_state(ckpt, cfg.optimizer, &cfg.fingerprint())?;
+            Some(Start {
+                optimizer,
+                epochs_done,
+            })
+        }
+        None => None,
+    };
+    if !out.quiet && !out.json {
+        eprintln!(
+            "{}: {} train / {} val images, {} classes {:?}, {side}², mean {:?} std {:?}{}",
+            vit.config.name(),
+            data.train.len(),
+            data.val.len(),
+            classes,
+            data.class_names,
+            data.normalization.mean,
+            data.normalization.std,
+            if replaced { ", new head" } else { "" }
+        );
+    }
+    let mut bar: Option<ProgressBar> = None;
+    let mut progress = |p: Progress| match p {
+        Progress::EpochStart {
+            epoch,
+            epochs,
+            batches,
+        } => {
+            bar = Some(progress_bar(
+                out,
+                batches as u64,
+                &format!("epoch {}/{epochs}", epoch + 1),
+            ));
+        }
+        Progress::Batch { loss } => {
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!("loss {loss:.4}"));
+            }
+        }
+        Progress::EpochEnd(s) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            if !out.quiet && !out.json {
+                let val = s
+                    .val_accuracy
+                    .map_or("-".to_string(), |v| format!("{:.2}%", 100.0 * v));
+                eprintln!(
+                    "epoch {:>3}  lr {:.2e}  loss {:.4}  train acc {:.2}%  val acc {val}  {:.1} img/s",
+                    s.epoch + 1,
+                    s.lr,
+                    s.loss,
+                    100.0 * s.train_accuracy,
+                    s.images_per_s
+                );
+            }
+        }
+    };
+    let fingerprint = cfg.fingerprint();
+    let mut save =
+        |vit: &Vit, opt: &explainseg::train::Optimizer, s: &explainseg::train::EpochStats| {
+            let meta = CheckpointMeta {
+                normalization: data.normalization,
+                class_names: data.class_names.clone(),
+                img_size: side,
+                epoch: s.epoch + 1,
+            };
+            save_checkpoint(&a.out, vit, &meta)?;
+            save_state(&a.out, opt, s.epoch + 1, &fingerprint)
+        };
+    let history = fit(&mut vit, &data, &cfg, start, &mut progress, &mut save)?;
+    let last = history.last();
+    let json = serde_json::json!({
+        "checkpoint": a.out,
+        "epochs_run": history.len(),
+        "classes": data.class_names,
+        "mean": data.normalization.mean,
+        "std": data.normalization.std,
+        "history": history.iter().map(|s| serde_json::json!({
+            "epoch": s.epoch + 1, "lr": s.lr, "loss": s.loss, "train_accuracy": s.train_accuracy,
+            "val_accuracy": s.val_accuracy, "images_per_s": s.images_per_s,
+        })).collect::<Vec<_>>(),
+    });
+    let text = match last {
+        Some(s) => format!(
+            "saved {} after epoch {} (val acc {})",
+            a.out.display(),
+            s.epoch + 1,
+            s.val_accuracy
+                .map_or("-".into(), |v| format!("{:.2}%", 100.0 * v))
+        ),
+        None => format!("nothing to do: the run already has {} epochs", cfg.epochs),
+    };
+    out.result(&text, json);
+    Ok(())
+}

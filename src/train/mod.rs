@@ -1,0 +1,32 @@
+//! Training the classifier: the head G on frozen features (linear probing, the
+//! paper's setting), or fine-tuning the last blocks or all of the backbone F.
+//!
+//! One job per file: `data.rs` (the [`Dataset`] trait, folder reader, split,
+//! statistics, balancing), `augment.rs`, `optimizer.rs` (SGD/AdamW),
+//! `schedule.rs` (step/cosine), `setup.rs` (architectures, heads, positional
+//! resampling), `checkpoint.rs` (safetensors in timm naming + resume state),
+//! `params.rs` (named tensors), `rng.rs` (keyed seeded streams) and `loop.rs`
+//! ([`fit`]). Gradients come from
+//! [`backend::cpu::param_grad`](crate::backend::cpu::param_grad).
+
+pub mod augment;
+pub mod checkpoint;
+pub mod data;
+#[path = "loop.rs"]
+pub mod fit_loop;
+pub mod optimizer;
+pub mod params;
+pub mod rng;
+pub mod schedule;
+pub mod setup;
+
+pub use crate::backend::cpu::param_grad::Trainable;
+pub use augment::AugmentConfig;
+pub use checkpoint::{
+    load_state, read_checkpoint_meta, save_checkpoint, save_state, CheckpointMeta,
+};
+pub use data::{Balance, Dataset, FolderDataset, InMemoryDataset, LabeledImage, Prepared};
+pub use fit_loop::{accuracy, fit, EpochStats, Progress, Start, TrainConfig, TrainData};
+pub use optimizer::{Optimizer, OptimizerKind};
+pub use schedule::Schedule;
+pub use setup::{arch_config, new_head, prepare_model};
