@@ -43,5 +43,6 @@ pub mod npy;
 pub mod pipeline;
 pub mod post;
 pub mod render;
+pub mod synth;
 
 pub use error::{Error, Result};

@@ -73,6 +73,12 @@ enum Command {
     ///   explainseg bench --threads 2 --seconds 10 --json
     #[command(verbatim_doc_comment)]
     Bench(commands::bench::BenchArgs),
+    /// Write a synthetic lesion data set (images, masks, labels.csv).
+    ///
+    /// Example:
+    ///   explainseg synth --out data/synth --count 500 --size 64 --seed 0
+    #[command(verbatim_doc_comment)]
+    Synth(commands::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -101,6 +107,7 @@ fn main() -> ExitCode {
         Command::Mask(a) => commands::post::run_mask(a, &out),
         Command::Crf(a) => commands::post::run_crf(a, &out),
         Command::Ncut(a) => commands::post::run_ncut(a, &out),
+        Command::Synth(a) => commands::synth::run(a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
