@@ -46,5 +46,6 @@ pub mod pipeline;
 pub mod post;
 pub mod render;
 pub mod train;
+pub mod synth;
 
 pub use error::{Error, Result};

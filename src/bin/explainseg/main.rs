@@ -106,6 +106,12 @@ enum Command {
     ///   explainseg train --data toy/ --resume toy.safetensors --epochs 20 --out toy.safetensors ...
     #[command(verbatim_doc_comment)]
     Train(Box<commands::train::TrainArgs>),
+    /// Write a synthetic lesion data set (images, masks, labels.csv).
+    ///
+    /// Example:
+    ///   explainseg synth --out data/synth --count 500 --size 64 --seed 0
+    #[command(verbatim_doc_comment)]
+    Synth(commands::synth::SynthArgs),
 }
 
 fn main() -> ExitCode {
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
         Command::Crf(a) => commands::post::run_crf(a, &out),
         Command::Ncut(a) => commands::post::run_ncut(a, &out),
         Command::Train(a) => commands::train::run(a, &out),
+        Command::Synth(a) => commands::synth::run(a, &out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,3 +6,4 @@ pub mod eval_report;
 pub mod post;
 pub mod segment;
 pub mod train;
+pub mod synth;
