@@ -45,7 +45,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod post;
 pub mod render;
-pub mod train;
 pub mod synth;
+pub mod train;
 
 pub use error::{Error, Result};

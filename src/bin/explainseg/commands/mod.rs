@@ -5,5 +5,5 @@ pub mod eval_grid;
 pub mod eval_report;
 pub mod post;
 pub mod segment;
-pub mod train;
 pub mod synth;
+pub mod train;
