@@ -277,7 +277,13 @@ pub fn fit(
     }
     if let Trainable::LastBlocks(k) = cfg.trainable {
         if k == 0 || k > vit.config.depth {
-            return Err(Error::param("finetune", format!("last {k} blocks requested; the model has {}", vit.config.depth)));
+            return Err(Error::param(
+                "finetune",
+                format!(
+                    "last {k} blocks requested; the model has {}",
+                    vit.config.depth
+                ),
+            ));
         }
     }
     if data.train.is_empty() {
