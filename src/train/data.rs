@@ -70,8 +70,10 @@ impl Dataset for InMemoryDataset {
     }
 }
 
-/// A folder with `images/` and `labels.csv` (`file,label` header; a label is a
-/// class name, or a class index when every label is an integer).
+/// A folder with `images/` and `labels.csv` (`file,label` header, other columns
+/// ignored; `file` may also be called `image` and is looked up under `images/`,
+/// then under the folder; a label is a class name, or a class index when every
+/// label is an integer). Fields must not contain commas.
 #[derive(Debug, Clone)]
 pub struct FolderDataset {
     pub root: PathBuf,
@@ -98,13 +100,13 @@ impl FolderDataset {
             .map(|(_, l)| l.to_ascii_lowercase())
             .unwrap_or_default();
         let cols: Vec<&str> = header.split(',').map(|c| c.trim()).collect();
-        let (Some(fi), Some(li)) = (
-            cols.iter().position(|c| *c == "file"),
-            cols.iter().position(|c| *c == "label"),
-        ) else {
+        let file_col = cols
+            .iter()
+            .position(|c| ["file", "image", "filename", "path"].contains(c));
+        let (Some(fi), Some(li)) = (file_col, cols.iter().position(|c| *c == "label")) else {
             return Err(Error::format(
                 &csv_path,
-                "the first line must name the columns `file` and `label`",
+                "the first line must name the columns `file` (or `image`) and `label`",
             ));
         };
         let mut rows = Vec::new();
@@ -125,7 +127,14 @@ impl FolderDataset {
                     format!("line {}: empty file or label", n + 1),
                 ));
             }
-            rows.push((root.join("images").join(file), label.to_string()));
+            // `file` is relative to images/, or to the folder itself (`images/x.png`).
+            let in_images = root.join("images").join(file);
+            let path = if in_images.is_file() {
+                in_images
+            } else {
+                root.join(file)
+            };
+            rows.push((path, label.to_string()));
         }
         if rows.is_empty() {
             return Err(Error::format(&csv_path, "lists no images"));

@@ -275,6 +275,17 @@ pub fn fit(
             ),
         ));
     }
+    if let Trainable::LastBlocks(k) = cfg.trainable {
+        if k == 0 || k > vit.config.depth {
+            return Err(Error::param(
+                "finetune",
+                format!(
+                    "last {k} blocks requested; the model has {}",
+                    vit.config.depth
+                ),
+            ));
+        }
+    }
     if data.train.is_empty() {
         return Err(Error::param("data", "the training split is empty"));
     }

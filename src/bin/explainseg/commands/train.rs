@@ -18,7 +18,8 @@ use crate::output::{progress_bar, Output};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Data folder: images/ and labels.csv (columns file,label; label = class name or index).
+    /// Data folder: images/ and labels.csv (columns file,label; label = class name or index;
+    /// `file` may be named `image` and may include the images/ prefix).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
     /// Checkpoint to write (safetensors, timm naming); the optimizer state goes
