@@ -2,13 +2,17 @@
 //!
 //! Each image is segmented with every requested method (`pipeline::segment`, with
 //! one explanation shared by the IG variants through `segment_explained`; the
-//! `seconds` column counts it in full for each of them, as if run alone), the mask is mapped back to the ground truth's size through the image's
+//! `seconds` column counts it in full for each of them, as if run alone). The mask
+//! is mapped back to the ground truth's size through the image's
 //! [`ResizePlan`](explainseg::image::ResizePlan), and IoU and Dice are appended to
 //! `per_image.csv` at once (flushed), so an interrupted run keeps its work. A rerun
 //! into the same folder skips the (image, method) pairs already there, after
 //! checking that `config.json`'s fingerprint (model file, data set, every
 //! setting that changes a score) is the same; the methods, `--shard` and
 //! `--limit` may differ between runs. `eval-merge` joins shard folders.
+//!
+//! An image that cannot be read stops the run with its id in the error; the rows
+//! written before it stay, and a rerun continues from there.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
