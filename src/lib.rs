@@ -6,7 +6,9 @@
 //!
 //! This crate provides the engine: ViT loading from safetensors ([`model`]),
 //! Pillow-exact pre-processing ([`image`]), a CPU forward and input-gradient
-//! backward ([`backend::cpu`]), and Captum-faithful attribution ([`attr`]).
+//! backward ([`backend::cpu`]), and Captum-faithful attribution ([`attr`]); the
+//! method end to end in [`pipeline`], scored by [`eval`] on the data sets of
+//! [`dataset`].
 //!
 //! The shortest path, load → explain → relevance map:
 //!

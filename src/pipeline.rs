@@ -21,7 +21,8 @@ use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
 use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
 use crate::attr::fusion::{fuse, pool_to_grid, upsample_mask, Upsample};
 use crate::attr::{
-    explain, normalize, reduce_channels, ExplainConfig, Normalizer, Progress, Reduction,
+    explain, normalize, reduce_channels, ExplainConfig, Explanation, Normalizer, Progress,
+    Reduction,
 };
 use crate::backend::cpu::{CpuEngine, Facet};
 use crate::error::{Error, Result};
@@ -74,7 +75,8 @@ impl Variant {
         matches!(self, Variant::A | Variant::B)
     }
 
-    fn uses_ig(self) -> bool {
+    /// Whether the variant explains the image with IG (all but the baselines).
+    pub fn uses_ig(self) -> bool {
         !matches!(self, Variant::TokenCut | Variant::MaskCut)
     }
 }
@@ -183,6 +185,33 @@ pub fn segment(
     cfg: &PipelineConfig,
     progress: Option<Progress>,
 ) -> Result<Segmentation> {
+    if !variant.uses_ig() {
+        return segment_explained(vit, x, pixels, variant, cfg, None);
+    }
+    let clock = Instant::now();
+    let e = explain(&CpuEngine::new(vit), x, &cfg.explain, progress)?;
+    let explain_s = clock.elapsed().as_secs_f64();
+    let mut seg = segment_explained(vit, x, pixels, variant, cfg, Some(&e))?;
+    seg.timings.insert(0, ("explain", explain_s));
+    Ok(seg)
+}
+
+/// [`segment`] from an explanation the caller computed with
+/// `explain(&CpuEngine::new(vit), x, &cfg.explain, ..)`, so that variants A, B, C
+/// and XNCut of one image can share it (they differ only after the explanation).
+/// `explanation` is required by those variants and ignored by the baselines.
+///
+/// # Errors
+/// As for [`segment`]; [`Error::InvalidParam`] when an IG variant gets no
+/// explanation; [`Error::Shape`] when its attribution is not the input's shape.
+pub fn segment_explained(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    pixels: ArrayView3<u8>,
+    variant: Variant,
+    cfg: &PipelineConfig,
+    explanation: Option<&Explanation>,
+) -> Result<Segmentation> {
     let (b, _, h, w) = x.dim();
     if b != 1 || pixels.dim().0 != h || pixels.dim().1 != w {
         return Err(Error::shape(
@@ -200,8 +229,20 @@ pub fn segment(
     let engine = CpuEngine::new(vit);
     let (mut relevance, mut feature, mut fused) = (None, None, None);
     let (logits, predicted, pre_crf) = if variant.uses_ig() {
-        let e = explain(&engine, x, &cfg.explain, progress)?;
-        lap("explain", &mut timings);
+        let e = explanation.ok_or_else(|| {
+            Error::param(
+                "explanation",
+                format!("variant {} needs the image's explanation", variant.name()),
+            )
+        })?;
+        if e.attribution.dim() != x.dim() {
+            let (a, b) = (e.attribution.dim(), x.dim());
+            return Err(Error::shape(
+                "attribution (1, 3, H, W) of this input",
+                &[b.0, b.1, b.2, b.3],
+                &[a.0, a.1, a.2, a.3],
+            ));
+        }
         let rel = normalize(
             &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
             cfg.normalizer,
@@ -227,7 +268,7 @@ pub fn segment(
             }
         };
         lap("mask", &mut timings);
-        (e.logits, e.predicted, mask)
+        (e.logits.clone(), e.predicted, mask)
     } else {
         let logits = crate::backend::Engine::logits(&engine, x)?
             .index_axis(Axis(0), 0)

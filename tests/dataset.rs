@@ -286,6 +286,16 @@ fn dicom_fixture(name: &str) -> PathBuf {
     common::fixture("dataset", name)
 }
 
+#[cfg(not(feature = "dicom"))]
+#[test]
+fn dicom_without_the_feature_is_a_clear_error() {
+    let e = Sample::new("m", dicom_fixture("mammo_16bit.dcm"))
+        .load_image()
+        .unwrap_err();
+    assert!(e.to_string().contains("`dicom` feature"), "{e}");
+}
+
+#[cfg(feature = "dicom")]
 #[test]
 fn dicom_pixels_scaled_from_their_bit_range() {
     // mammo_16bit.dcm: 12 bits stored, value 40·k at pixel k (tools/gen_dicom.py),
@@ -311,6 +321,7 @@ fn dicom_pixels_scaled_from_their_bit_range() {
     assert_eq!((px[0], px[5 * 3], px[79 * 3]), (255, 255 - 15, 255 - 237));
 }
 
+#[cfg(feature = "dicom")]
 /// A CBIS-DDSM case-description CSV (quoted paths with the published trailing
 /// line break) and DICOM files at its paths, or at TCIA-download names.
 fn cbis_layout(root: &Path, csv_paths: bool) {
@@ -330,9 +341,8 @@ fn cbis_layout(root: &Path, csv_paths: bool) {
         std::fs::copy(dicom_fixture(from), to).unwrap();
     }
     if let Some(c) = crop {
-        // The cropped lesion beside the mask: another size, so it is not taken for the mask.
-        let small = image::GrayImage::from_pixel(3, 3, image::Luma([9]));
-        small.save(c.with_extension("png")).unwrap();
+        // The cropped lesion beside the mask, another size: it must not be taken for the mask.
+        std::fs::copy(dicom_fixture("roi_crop_8bit.dcm"), c).unwrap();
     }
     let csv = format!(
         "patient_id,abnormality id,pathology,image file path,cropped image file path,ROI mask file path\n\
@@ -341,6 +351,7 @@ fn cbis_layout(root: &Path, csv_paths: bool) {
     std::fs::write(root.join("mass_case_description_test_set.csv"), csv).unwrap();
 }
 
+#[cfg(feature = "dicom")]
 #[test]
 fn cbis_rows_with_dicom_images() {
     for csv_paths in [true, false] {

@@ -371,3 +371,38 @@ fn usage_errors_exit_2_and_help_documents_exit_codes() {
         .code(1);
     assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("CUDA"));
 }
+
+#[test]
+fn shared_explanation_gives_what_segment_gives() {
+    use explainseg::attr::{explain, IgConfig};
+    use explainseg::backend::cpu::CpuEngine;
+    use explainseg::model::{LoadOptions, Vit};
+    use explainseg::pipeline::{
+        pixels_from_input, segment, segment_explained, PipelineConfig, Variant,
+    };
+
+    let vit = Vit::load(
+        &fixture("engine", "s16_tiny/model_timm.safetensors"),
+        None,
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let x = common::dyn4(common::npy_f32(&fixture("engine", "s16_tiny/input.npy")));
+    let mut cfg = PipelineConfig::default();
+    cfg.explain.ig = IgConfig {
+        n_steps: 4,
+        ..Default::default()
+    };
+    cfg.explain.noise_tunnel = None;
+    let pixels = pixels_from_input(x.view(), cfg.explain.mean, cfg.explain.std);
+    let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None).unwrap();
+    for v in [Variant::A, Variant::C, Variant::TokenCut] {
+        let alone = segment(&vit, x.view(), pixels.view(), v, &cfg, None).unwrap();
+        let shared = segment_explained(&vit, x.view(), pixels.view(), v, &cfg, Some(&e)).unwrap();
+        assert_eq!(alone.mask, shared.mask, "{}", v.name());
+        assert_eq!(alone.predicted, shared.predicted);
+    }
+    let err =
+        segment_explained(&vit, x.view(), pixels.view(), Variant::XNCut, &cfg, None).unwrap_err();
+    assert!(err.to_string().contains("explanation"), "{err}");
+}

@@ -3,6 +3,7 @@
 Writes, with pydicom (version printed below), uncompressed Explicit VR Little Endian files:
   mammo_16bit.dcm  MONOCHROME2, 12 bits stored in 16, 10x8 (rows x cols): value = 40*(r*8+c)
   roi_mask_8bit.dcm MONOCHROME2, 8 bits, 10x8: 255 inside rows 2..6, cols 3..6 (exclusive ends), else 0
+  roi_crop_8bit.dcm MONOCHROME2, 8 bits, 4x3: all 100 (the cropped lesion, another size)
   mammo_mono1.dcm  MONOCHROME1, 8 bits, 10x8: value = 3*(r*8+c) (readers invert it)
 Expected values are stated here and re-derived by hand in the test.
 Run: python tools/gen_dicom.py  (writes tests/fixtures/dataset/)
@@ -44,6 +45,7 @@ def main():
     roi = np.zeros((10, 8), np.uint8)
     roi[2:6, 3:6] = 255
     write("roi_mask_8bit.dcm", roi, 8)
+    write("roi_crop_8bit.dcm", np.full((4, 3), 100, np.uint8), 8)
     write("mammo_mono1.dcm", (3 * idx).astype(np.uint8), 8, "MONOCHROME1")
     print("pydicom", pydicom.__version__)
 

@@ -140,9 +140,13 @@ fn resolve(root: &Path, t: &Table, row: &Row, rel: &str, image: Option<&Path>) -
         t.row_error(
             row,
             format!(
-                "`{rel}` not found, and {} does not hold exactly one {} DICOM file",
+                "`{rel}` not found, and {} does not hold exactly one {}",
                 case_dir.display(),
-                if image.is_some() { "image-sized" } else { "" }
+                if image.is_some() {
+                    "DICOM file of the image's size"
+                } else {
+                    "DICOM file"
+                }
             ),
         )
     })

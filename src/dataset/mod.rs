@@ -270,14 +270,6 @@ impl Default for OpenOptions {
 /// [`Error::InvalidParam`] for an unknown split.
 pub fn open(kind: DatasetKind, root: &Path, opts: &OpenOptions) -> Result<Vec<Sample>> {
     require_dir(root, "data set root")?;
-    let samples = match kind {
-        DatasetKind::Kvasir => kvasir::open(root, opts.split.as_deref())?,
-        DatasetKind::MoNuSeg => monuseg::open(root, opts.tile_px)?,
-        DatasetKind::Busi => busi::open(root)?,
-        DatasetKind::NuInsSeg => nuinsseg::open(root, opts.split.as_deref())?,
-        DatasetKind::Cbis => cbis::open(root, opts.split.as_deref())?,
-        DatasetKind::Folder => folder::open(root)?,
-    };
     if opts.split.is_some()
         && matches!(
             kind,
@@ -289,6 +281,14 @@ pub fn open(kind: DatasetKind, root: &Path, opts: &OpenOptions) -> Result<Vec<Sa
             format!("the {} layout has no splits", kind.name()),
         ));
     }
+    let samples = match kind {
+        DatasetKind::Kvasir => kvasir::open(root, opts.split.as_deref())?,
+        DatasetKind::MoNuSeg => monuseg::open(root, opts.tile_px)?,
+        DatasetKind::Busi => busi::open(root)?,
+        DatasetKind::NuInsSeg => nuinsseg::open(root, opts.split.as_deref())?,
+        DatasetKind::Cbis => cbis::open(root, opts.split.as_deref())?,
+        DatasetKind::Folder => folder::open(root)?,
+    };
     check_unique_ids(&samples, root)?;
     Ok(samples)
 }

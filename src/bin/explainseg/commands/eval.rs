@@ -1,13 +1,18 @@
 //! `explainseg eval`: a data set through the methods, scored against its masks.
 //!
-//! Each image is segmented with every requested method ([`pipeline::segment`]),
-//! the mask is mapped back to the ground truth's size through the image's
+//! Each image is segmented with every requested method (`pipeline::segment`, with
+//! one explanation shared by the IG variants through `segment_explained`; the
+//! `seconds` column counts it in full for each of them, as if run alone). The mask
+//! is mapped back to the ground truth's size through the image's
 //! [`ResizePlan`](explainseg::image::ResizePlan), and IoU and Dice are appended to
 //! `per_image.csv` at once (flushed), so an interrupted run keeps its work. A rerun
 //! into the same folder skips the (image, method) pairs already there, after
 //! checking that `config.json`'s fingerprint (model file, data set, every
 //! setting that changes a score) is the same; the methods, `--shard` and
 //! `--limit` may differ between runs. `eval-merge` joins shard folders.
+//!
+//! An image that cannot be read stops the run with its id in the error; the rows
+//! written before it stay, and a rerun continues from there.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,9 +20,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use explainseg::attr::explain;
+use explainseg::backend::cpu::CpuEngine;
 use explainseg::dataset::{self, DatasetKind, OpenOptions, Sample};
 use explainseg::eval::scores;
-use explainseg::pipeline::{segment, Variant};
+use explainseg::pipeline::{segment_explained, Variant};
 use explainseg::render::{read_mask, to_original, write_mask_png};
 
 use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
@@ -249,11 +256,23 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         let truth = loaded.mask.expect("checked above");
         let (x, plan, pixels) = network_input(&loaded.image, &pre)
             .with_context(|| format!("sample `{}`", sample.id))?;
+        // One explanation serves every IG variant of the image.
+        let (explanation, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
+            bar.set_message(format!("{} IG", sample.id));
+            let start = Instant::now();
+            let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None)
+                .with_context(|| format!("sample `{}`", sample.id))?;
+            (Some(e), start.elapsed().as_secs_f64())
+        } else {
+            (None, 0.0)
+        };
         for v in todo {
             bar.set_message(format!("{} {}", sample.id, v.name()));
             let start = Instant::now();
-            let seg = segment(&vit, x.view(), pixels.view(), v, &cfg, None)
-                .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
+            let seg =
+                segment_explained(&vit, x.view(), pixels.view(), v, &cfg, explanation.as_ref())
+                    .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
+            let shared = if v.uses_ig() { explain_s } else { 0.0 };
             let mask = to_original(seg.mask.view(), &plan, false)?;
             let s = scores(mask.view(), truth.view())?;
             writer.append(&Row {
@@ -262,7 +281,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
                 iou: s.iou,
                 dice: s.dice,
                 class: seg.predicted,
-                seconds: start.elapsed().as_secs_f64(),
+                seconds: start.elapsed().as_secs_f64() + shared,
                 label: sample.label.clone().unwrap_or_default(),
             })?;
             if i < args.grid_rows {
