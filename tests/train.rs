@@ -11,9 +11,8 @@ use explainseg::model::{HeadKind, LoadOptions, Vit};
 use explainseg::train::rng::Rng;
 use explainseg::train::{
     accuracy, arch_config, fit, load_state, prepare_model, read_checkpoint_meta, save_checkpoint,
-    save_state, stored_normalization, AugmentConfig, Balance, CheckpointMeta, EpochStats,
-    InMemoryDataset, LabeledImage, Optimizer, OptimizerKind, Schedule, Start, TrainConfig,
-    TrainData, Trainable,
+    save_state, AugmentConfig, Balance, CheckpointMeta, EpochStats, InMemoryDataset, LabeledImage,
+    Optimizer, OptimizerKind, Schedule, Start, TrainConfig, TrainData, Trainable,
 };
 
 /// Grey noisy background with one square, dark (class 0) or bright (class 1),
@@ -228,13 +227,11 @@ fn checkpoint_round_trip_gives_the_same_logits() {
         assert_eq!(got, want, "{kind:?}");
         let m = read_checkpoint_meta(&path).unwrap();
         assert_eq!(m, meta(&data, side, 1));
-        assert_eq!(
-            stored_normalization(&path).unwrap(),
-            Some(data.normalization)
-        );
+        assert_eq!(loaded.normalization, Some(data.normalization));
         let plain = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("tests/fixtures/engine/s16_tiny/model_timm.safetensors");
-        assert_eq!(stored_normalization(&plain).unwrap(), None);
+        let plain = Vit::load(&plain, None, &LoadOptions::default()).unwrap();
+        assert_eq!(plain.normalization, None);
     }
 }
 

@@ -11,6 +11,7 @@ use super::keymap::Naming;
 use super::pos_embed::pos_embed_for_grid;
 use super::weights::{load_vit, LoadOptions, VitWeights};
 use crate::error::{Error, Result};
+use crate::image::Normalization;
 
 /// A ViT classifier ready for inference. Immutable after loading, so one `Vit` can
 /// serve many threads at once (the positional cache is behind a mutex).
@@ -22,6 +23,9 @@ pub struct Vit {
     pub pos_embed_mode: PosEmbedMode,
     /// Which naming the backbone file used.
     pub naming: Naming,
+    /// The input mean/std the model was trained with, when its file records them
+    /// (checkpoints of `explainseg train`); callers default to it over ImageNet's.
+    pub normalization: Option<Normalization>,
     pos_cache: Mutex<PosCache>,
 }
 
@@ -41,6 +45,7 @@ impl Vit {
             head: loaded.head,
             pos_embed_mode: opts.pos_embed_mode,
             naming: loaded.naming,
+            normalization: loaded.normalization,
             pos_cache: Mutex::new(HashMap::new()),
         })
     }
@@ -58,6 +63,7 @@ impl Vit {
             head,
             pos_embed_mode,
             naming: Naming::TimmOrDino,
+            normalization: None,
             pos_cache: Mutex::new(HashMap::new()),
         }
     }

@@ -9,6 +9,7 @@ use super::head::{HeadKind, LinearHead};
 use super::keymap::{canonicalize, CanonicalTensors, Naming};
 use super::tensor_file::{HostTensor, TensorFile};
 use crate::error::{Error, Result};
+use crate::image::Normalization;
 
 /// Options for [`load_vit`]; unset fields come from file metadata, then defaults.
 #[derive(Debug, Clone, Default)]
@@ -69,6 +70,8 @@ pub struct LoadedVit {
     pub weights: VitWeights,
     pub head: Option<LinearHead>,
     pub naming: Naming,
+    /// Input mean/std stored by `explainseg train` (metadata `mean`, `std`).
+    pub normalization: Option<Normalization>,
 }
 
 /// Loads a backbone (and a head, from the same file or from `head_path`).
@@ -119,12 +122,45 @@ pub fn load_vit(
         None => None,
     };
     let weights = take_weights(canon.backbone, &config, backbone_path)?;
+    let normalization = stored_normalization(&metadata, backbone_path)?;
     Ok(LoadedVit {
         config,
         weights,
         head,
         naming,
+        normalization,
     })
+}
+
+/// The training split's mean/std a checkpoint records, as JSON triples under
+/// `mean` and `std`; both or neither.
+fn stored_normalization(
+    metadata: &HashMap<String, String>,
+    path: &Path,
+) -> Result<Option<Normalization>> {
+    let triple = |k: &str| -> Result<Option<[f32; 3]>> {
+        metadata
+            .get(k)
+            .map(|v| {
+                serde_json::from_str::<[f32; 3]>(v).map_err(|_| {
+                    Error::format(path, format!("metadata `{k}` = `{v}` is not [r, g, b]"))
+                })
+            })
+            .transpose()
+    };
+    match (triple("mean")?, triple("std")?) {
+        (Some(mean), Some(std)) => {
+            let n = Normalization { mean, std };
+            n.validate()
+                .map_err(|e| Error::format(path, format!("stored normalization: {e}")))?;
+            Ok(Some(n))
+        }
+        (None, None) => Ok(None),
+        _ => Err(Error::format(
+            path,
+            "metadata has only one of `mean` and `std`",
+        )),
+    }
 }
 
 fn meta_parse<T: std::str::FromStr>(

@@ -145,24 +145,6 @@ pub fn read_checkpoint_meta(path: &Path) -> Result<CheckpointMeta> {
     })
 }
 
-/// The training split's mean/std stored in a weights file, if it is a training
-/// checkpoint (other commands should normalise inputs with these, not ImageNet's).
-///
-/// # Errors
-/// I/O and format errors of the file itself.
-pub fn stored_normalization(path: &Path) -> Result<Option<Normalization>> {
-    let file = TensorFile::read(path)?;
-    let parse = |k: &str| {
-        file.metadata
-            .get(k)
-            .and_then(|v| serde_json::from_str::<[f32; 3]>(v).ok())
-    };
-    Ok(match (parse("mean"), parse("std")) {
-        (Some(mean), Some(std)) => Some(Normalization { mean, std }),
-        _ => None,
-    })
-}
-
 /// The sidecar holding the optimizer state of `checkpoint`.
 pub fn state_path(checkpoint: &Path) -> PathBuf {
     let mut name = checkpoint.file_stem().unwrap_or_default().to_os_string();

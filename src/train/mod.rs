@@ -23,8 +23,7 @@ pub mod setup;
 pub use crate::backend::cpu::param_grad::Trainable;
 pub use augment::AugmentConfig;
 pub use checkpoint::{
-    load_state, read_checkpoint_meta, save_checkpoint, save_state, stored_normalization,
-    CheckpointMeta,
+    load_state, read_checkpoint_meta, save_checkpoint, save_state, CheckpointMeta,
 };
 pub use data::{Balance, Dataset, FolderDataset, InMemoryDataset, LabeledImage, Prepared};
 pub use fit_loop::{accuracy, fit, EpochStats, Progress, Start, TrainConfig, TrainData};

@@ -104,8 +104,10 @@ pub struct InputArgs {
 }
 
 impl InputArgs {
-    pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
-        self.preprocess.preprocess_config()
+    /// The pre-processing for a model that recorded `stored` mean/std (checkpoints
+    /// of `explainseg train`); `--mean`/`--std` override it, ImageNet's otherwise.
+    pub fn preprocess_config(&self, stored: Option<Normalization>) -> Result<PreprocessConfig> {
+        self.preprocess.preprocess_config(stored)
     }
 }
 
@@ -118,10 +120,10 @@ pub struct PreprocessArgs {
     /// Geometry instead of --size: dino (256→224), none (keep the size), or fixed (needs --size).
     #[arg(long)]
     pub resize: Option<String>,
-    /// Per-channel mean "r,g,b" on [0,1] [default: ImageNet].
+    /// Per-channel mean "r,g,b" on [0,1] [default: the model's stored one, else ImageNet].
     #[arg(long, value_name = "R,G,B")]
     pub mean: Option<String>,
-    /// Per-channel std "r,g,b" [default: ImageNet].
+    /// Per-channel std "r,g,b" [default: the model's stored one, else ImageNet].
     #[arg(long, value_name = "R,G,B")]
     pub std: Option<String>,
 }
@@ -139,7 +141,9 @@ fn triple(s: &str, what: &str) -> Result<[f32; 3]> {
 }
 
 impl PreprocessArgs {
-    pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
+    /// The pre-processing for a model that recorded `stored` mean/std (checkpoints
+    /// of `explainseg train`); `--mean`/`--std` override it, ImageNet's otherwise.
+    pub fn preprocess_config(&self, stored: Option<Normalization>) -> Result<PreprocessConfig> {
         let resize = match (self.resize.as_deref(), self.size) {
             (None | Some("fixed"), Some(n)) => ResizeMode::Fixed {
                 height: n,
@@ -155,7 +159,7 @@ impl PreprocessArgs {
             (Some("none"), Some(_)) => bail!("--resize none cannot be combined with --size"),
             (Some(other), _) => bail!("--resize `{other}` is not one of dino, none, fixed"),
         };
-        let mut normalization = Normalization::imagenet();
+        let mut normalization = stored.unwrap_or(Normalization::imagenet());
         if let Some(m) = &self.mean {
             normalization.mean = triple(m, "mean")?;
         }

@@ -33,7 +33,7 @@ pub struct AttributeArgs {
 
 pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
     let vit = args.model.load()?;
-    let pre = args.input.preprocess_config()?;
+    let pre = args.input.preprocess_config(vit.normalization)?;
     let x = load_and_preprocess(&args.input.image, &pre)?;
     let cfg = args.ig.explain_config(&pre.normalization)?;
     let reduction: Reduction = args.reduce.parse()?;

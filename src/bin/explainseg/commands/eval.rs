@@ -201,7 +201,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let methods = &args.variants.0;
     // The model first: a bad weights file or device fails before any other work.
     let vit = args.model.load()?;
-    let pre = args.preprocess.preprocess_config()?;
+    let pre = args.preprocess.preprocess_config(vit.normalization)?;
     let cfg = args
         .pipeline
         .config(args.ig.explain_config(&pre.normalization)?)?;

@@ -150,7 +150,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let variant: Variant = args.variant.parse()?;
     args.model.require_cpu("segment")?;
     let vit = args.model.load()?;
-    let pre = args.input.preprocess_config()?;
+    let pre = args.input.preprocess_config(vit.normalization)?;
     let decoded = decode_image_file(&args.input.image)?;
     let (x, plan, pixels) = network_input(&decoded, &pre)?;
     let cfg = args
