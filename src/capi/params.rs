@@ -206,7 +206,9 @@ pub struct EsSegmentParams {
     pub maskcut_tau: f32,
     /// MaskCut objects (default 3).
     pub maskcut_masks: u32,
-    /// Worker threads; 0 = one per core (default).
+    /// Worker threads; 0 = one per core (default). Results are reproducible for a
+    /// given value; another worker count may change the last float bits (GEMM
+    /// blocking), and so, rarely, a pixel near a threshold.
     pub threads: u32,
     /// Refine the mask with DenseCRF (default true).
     pub crf_enabled: bool,
