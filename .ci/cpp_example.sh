@@ -7,8 +7,12 @@ cd "$(dirname "$0")/.."
 
 if ! command -v cmake >/dev/null; then
     python3 -m pip install --quiet cmake
+    # The wheel's binaries may not be on PATH (user site, pyenv without a rehash).
+    PATH="$(python3 -c 'import cmake; print(cmake.CMAKE_BIN_DIR)'):$PATH"
 fi
-command -v pkg-config >/dev/null || { echo "pkg-config is required" >&2; exit 1; }
+if ! command -v pkg-config >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq pkg-config > /dev/null
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT

@@ -358,7 +358,9 @@ typedef struct EsSegmentParams {
   float maskcut_tau;
   // MaskCut objects (default 3).
   uint32_t maskcut_masks;
-  // Worker threads; 0 = one per core (default).
+  // Worker threads; 0 = one per core (default). Results are reproducible for a
+  // given value; another worker count may change the last float bits (GEMM
+  // blocking), and so, rarely, a pixel near a threshold.
   uint32_t threads;
   // Refine the mask with DenseCRF (default true).
   bool crf_enabled;

@@ -295,6 +295,16 @@ fn model_load_statuses() {
         );
         assert!(last_error().contains("CUDA"), "{}", last_error());
 
+        let negative_eps = EsModelParams {
+            layer_norm_eps: -1.0,
+            ..explainseg_model_default_params()
+        };
+        check(
+            explainseg_model_load(weights().as_ptr(), null(), &negative_eps, &mut m),
+            EsStatus::InvalidParam,
+        );
+        assert!(last_error().contains("layer_norm_eps"), "{}", last_error());
+
         // An enum field holding a value C allows but Rust does not.
         let mut bad = MaybeUninit::new(explainseg_model_default_params());
         std::ptr::addr_of_mut!((*bad.as_mut_ptr()).pos_embed)

@@ -67,3 +67,40 @@ fn header_has_the_promised_shape() {
         assert!(h.contains(needle), "header lacks `{needle}`");
     }
 }
+
+/// The committed header compiles as strict C99 and as C++11 (where a compiler exists).
+#[test]
+fn header_compiles_as_c_and_cpp() {
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let dir = tempfile::tempdir().unwrap();
+    let src = "#include <explainseg.h>\nint main(void) { EsSegmentParams p = explainseg_segment_default_params(); return (int)p.variant; }\n";
+    for (compiler, file, std) in [("cc", "h.c", "-std=c99"), ("c++", "h.cpp", "-std=c++11")] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, src).unwrap();
+        let out = match std::process::Command::new(compiler)
+            .args([
+                std,
+                "-Wall",
+                "-Wextra",
+                "-pedantic",
+                "-Werror",
+                "-fsyntax-only",
+                "-I",
+            ])
+            .arg(&include)
+            .arg(&path)
+            .output()
+        {
+            Ok(out) => out,
+            Err(e) => {
+                eprintln!("skipped: no `{compiler}` to compile the header with ({e})");
+                continue;
+            }
+        };
+        assert!(
+            out.status.success(),
+            "{compiler} {std} rejects include/explainseg.h:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -8,7 +8,6 @@
 
 use crate::attr::baseline::DEFAULT_BLUR_SIGMA_PX;
 use crate::attr::{Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
-use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::image::{Normalization, PreprocessConfig, ResizeMode};
 use crate::model::{LoadOptions, PosEmbedMode};
@@ -206,7 +205,9 @@ pub struct EsSegmentParams {
     pub maskcut_tau: f32,
     /// MaskCut objects (default 3).
     pub maskcut_masks: u32,
-    /// Worker threads; 0 = one per core (default).
+    /// Worker threads; 0 = one per core (default). Results are reproducible for a
+    /// given value; another worker count may change the last float bits (GEMM
+    /// blocking), and so, rarely, a pixel near a threshold.
     pub threads: u32,
     /// Refine the mask with DenseCRF (default true).
     pub crf_enabled: bool,
@@ -353,15 +354,13 @@ impl EsModelParams {
     /// [`Error::CudaUnavailable`] for `EsDevice::Cuda`; [`Error::InvalidParam`]
     /// for a negative or non-finite epsilon.
     pub fn load_options(&self) -> Result<LoadOptions> {
-        if self.device == EsDevice::Cuda && !cfg!(feature = "cuda") {
-            return Err(Error::CudaUnavailable(
-                "this build of explainseg has no CUDA backend; use ES_DEVICE_CPU".into(),
-            ));
-        }
         if self.device == EsDevice::Cuda {
-            return Err(Error::CudaUnavailable(
-                "the C API runs models on the CPU only so far; use ES_DEVICE_CPU".into(),
-            ));
+            let why = if cfg!(feature = "cuda") {
+                "the C API runs models on the CPU only so far"
+            } else {
+                "this build of explainseg has no CUDA backend (the `cuda` feature is off)"
+            };
+            return Err(Error::CudaUnavailable(format!("{why}; use ES_DEVICE_CPU")));
         }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
             return Err(Error::param(
@@ -382,14 +381,6 @@ impl EsModelParams {
             },
             ..LoadOptions::default()
         })
-    }
-
-    /// The device this build would run on.
-    pub fn device(&self) -> Device {
-        match self.device {
-            EsDevice::Cpu => Device::Cpu,
-            EsDevice::Cuda => Device::Cuda,
-        }
     }
 }
 

@@ -98,13 +98,7 @@ pub unsafe extern "C" fn explainseg_ncut(
         unsafe {
             copy_out(&bytes, mask, mask_len, needed, "mask")?;
             if !eigvec.is_null() {
-                copy_out(
-                    cut.eigvec.as_slice().unwrap_or(&cut.eigvec.to_vec()),
-                    eigvec,
-                    eigvec_len,
-                    needed,
-                    "eigvec",
-                )?;
+                copy_out(&cut.eigvec.to_vec(), eigvec, eigvec_len, needed, "eigvec")?;
             }
         }
         Ok(())
