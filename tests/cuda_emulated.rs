@@ -88,6 +88,8 @@ fn build_library() -> Result<PathBuf, String> {
             "-fPIC",
             "-shared",
             "-fstack-clash-protection",
+            // As the __f*_rn / __d*_rn intrinsics: never fuse a*b + c.
+            "-ffp-contract=off",
             "-Wall",
             "-DES_EMULATE",
             "-I",
