@@ -36,6 +36,7 @@ pub struct RowMajor {
 /// The column-major call computing row-major `C (m, n) = op(A) (m, k)·op(B) (k, n)`,
 /// C rows `ldc` apart, `batch` times with C members `stride_c` apart. Its first
 /// operand is **B's** storage and its second **A's**.
+#[allow(clippy::too_many_arguments)]
 pub fn row_major_gemm(
     m: usize,
     n: usize,
