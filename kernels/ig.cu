@@ -55,12 +55,50 @@ __device__ __forceinline__ unsigned long long es_splitmix64(unsigned long long z
     return z ^ (z >> 31);
 }
 
+// ln(u), u > 0 normal, and cos(2π·v), v ∈ [0, 1), from IEEE basic operations in the
+// order of attr::noise::{ln_portable, cos_2pi_portable}: the library log/cos differ
+// between host and device in the last bit, these do not.
+__device__ __forceinline__ double es_ln_portable(double u) {
+    const unsigned long long bits = (unsigned long long)__double_as_longlong(u);
+    long long e = (long long)((bits >> 52) & 0x7FFull) - 1023;
+    double m = __longlong_as_double((long long)((bits & 0x000FFFFFFFFFFFFFull) | (1023ull << 52)));
+    if (m > 1.4142135623730951) {
+        m = __ddiv_rn(m, 2.0);
+        e += 1;
+    }
+    const double s = __ddiv_rn(__dsub_rn(m, 1.0), __dadd_rn(m, 1.0));
+    const double s2 = __dmul_rn(s, s);
+    double acc = __ddiv_rn(1.0, 29.0);
+    for (int k = 13; k >= 0; --k) acc = __dadd_rn(__ddiv_rn(1.0, (double)(2 * k + 1)), __dmul_rn(s2, acc));
+    return __dadd_rn(__dmul_rn((double)e, 0.6931471805599453), __dmul_rn(__dmul_rn(2.0, s), acc));
+}
+
+__device__ __forceinline__ double es_cos_2pi_portable(double v) {
+    const double v4 = __dmul_rn(4.0, v);
+    const double q = floor(__dadd_rn(v4, 0.5));
+    const double theta = __dmul_rn(__dsub_rn(v4, q), 1.5707963267948966);
+    const double t2 = __dmul_rn(theta, theta);
+    double c = 1.0, s = 1.0;
+    for (int k = 11; k >= 1; --k) {
+        const double kk = (double)k;
+        c = __dsub_rn(1.0, __ddiv_rn(__dmul_rn(t2, c), __dmul_rn(__dsub_rn(__dmul_rn(2.0, kk), 1.0), __dmul_rn(2.0, kk))));
+        s = __dsub_rn(1.0, __ddiv_rn(__dmul_rn(t2, s), __dmul_rn(__dmul_rn(2.0, kk), __dadd_rn(__dmul_rn(2.0, kk), 1.0))));
+    }
+    s = __dmul_rn(theta, s);
+    switch (((long long)q) & 3) {
+        case 0: return c;
+        case 1: return -s;
+        case 2: return -c;
+        default: return s;
+    }
+}
+
 // N(0, 1) number `index` of stream `seed`: Box–Muller (cosine branch) in f64.
 __device__ __forceinline__ double es_standard_normal(unsigned long long seed, unsigned long long index) {
     const unsigned long long bits = es_splitmix64(seed + (index + 1ull) * 0x9E3779B97F4A7C15ull);
     const double u1 = __ddiv_rn(__dadd_rn(__ull2double_rn(bits >> 32), 1.0), 4294967296.0);
     const double u2 = __ddiv_rn(__ull2double_rn(bits & 0xFFFFFFFFull), 4294967296.0);
-    return __dmul_rn(__dsqrt_rn(__dmul_rn(-2.0, log(u1))), cos(__dmul_rn(6.283185307179586, u2)));
+    return __dmul_rn(__dsqrt_rn(__dmul_rn(-2.0, es_ln_portable(u1))), es_cos_2pi_portable(u2));
 }
 
 // noisy[s, e] = f32(N(seed, s·len + e)·stdev) + x[e] for NoiseTunnel sample s.

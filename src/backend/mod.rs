@@ -1,6 +1,7 @@
 //! Compute backends. The CPU backend is always built; the CUDA backend is filled
 //! by the CUDA issue behind the `cuda` feature.
 
+pub mod blas_layout;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;

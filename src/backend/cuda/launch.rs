@@ -11,6 +11,7 @@ use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 
 use super::device::{cuda_err, Gpu};
 use super::modules::KernelFile;
+use crate::backend::blas_layout::{row_major_gemm, span, RowMajor};
 use crate::error::{Error, Result};
 
 /// Threads per block of the row kernels (one block per row).
@@ -49,15 +50,6 @@ fn need(what: &str, len: usize, need: usize) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// Floats spanned by `rows` rows of `cols` that are `ld` apart.
-fn span(rows: usize, cols: usize, ld: usize) -> usize {
-    if rows == 0 {
-        0
-    } else {
-        (rows - 1) * ld + cols
-    }
 }
 
 fn run(mut args: cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
@@ -615,8 +607,8 @@ impl Batch {
 /// Row-major `C (m, n) = op(A) (m, k) · op(B) (k, n) + beta·C`, C rows `ldc` apart,
 /// in f32 on cuBLAS (default math mode: no TF32 unless NVIDIA_TF32_OVERRIDE says so).
 ///
-/// cuBLAS is column-major, so this computes Cᵀ = op(B)ᵀ·op(A)ᵀ: a row-major matrix
-/// read column-major is its transpose, so no data moves.
+/// cuBLAS is column-major: [`row_major_gemm`] turns the call around (tested on the
+/// CPU in `backend::blas_layout`), so no data moves.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     gpu: &Gpu,
@@ -647,6 +639,24 @@ pub fn gemm(
     if batch.count == 0 || m == 0 || n == 0 {
         return Ok(());
     }
+    let g = row_major_gemm(
+        m,
+        n,
+        k,
+        RowMajor {
+            ld: a.ld,
+            t: a.t,
+            stride: batch.stride_a,
+        },
+        RowMajor {
+            ld: b.ld,
+            t: b.t,
+            stride: batch.stride_b,
+        },
+        ldc,
+        batch.count,
+        batch.stride_c,
+    );
     let op = |t: bool| {
         if t {
             cublasOperation_t::CUBLAS_OP_T
@@ -655,16 +665,16 @@ pub fn gemm(
         }
     };
     let cfg = GemmConfig {
-        transa: op(b.t),
-        transb: op(a.t),
-        m: int("gemm n", n)?,
-        n: int("gemm m", m)?,
-        k: int("gemm k", k)?,
+        transa: op(g.trans_a),
+        transb: op(g.trans_b),
+        m: int("gemm n", g.m)?,
+        n: int("gemm m", g.n)?,
+        k: int("gemm k", g.k)?,
         alpha: 1.0f32,
-        lda: int("gemm ld", b.ld)?,
-        ldb: int("gemm ld", a.ld)?,
+        lda: int("gemm ld", g.lda)?,
+        ldb: int("gemm ld", g.ldb)?,
         beta,
-        ldc: int("gemm ld", ldc)?,
+        ldc: int("gemm ld", g.ldc)?,
     };
     let blas_err = |e: cudarc::cublas::result::CublasError| {
         Error::CudaUnavailable(format!("cuBLAS sgemm: {e:?}"))
@@ -677,10 +687,10 @@ pub fn gemm(
         } else {
             let cfg = StridedBatchedConfig {
                 gemm: cfg,
-                batch_size: int("gemm batch", batch.count)?,
-                stride_a: batch.stride_b as i64,
-                stride_b: batch.stride_a as i64,
-                stride_c: batch.stride_c as i64,
+                batch_size: int("gemm batch", g.batch)?,
+                stride_a: g.stride_a as i64,
+                stride_b: g.stride_b as i64,
+                stride_c: g.stride_c as i64,
             };
             gpu.blas
                 .gemm_strided_batched(cfg, b.data, a.data, c)
