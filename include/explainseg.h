@@ -364,6 +364,10 @@ typedef struct EsSegmentParams {
   uint32_t threads;
   // Refine the mask with DenseCRF (default true).
   bool crf_enabled;
+  // Normalise with the mean/std the model file records (checkpoints of
+  // `explainseg train`) instead of `mean`/`std`, when it records them
+  // (default true).
+  bool model_normalization;
 } EsSegmentParams;
 
 // Called after each batch of IG passes with the passes `done` of `total`.

@@ -118,7 +118,7 @@ pub unsafe extern "C" fn explainseg_classify(
                 read_checked(params)?,
             )
         };
-        let pre = p.preprocess_config()?;
+        let pre = p.preprocess_config(m.vit.normalization)?;
         let row = with_threads(p.threads, || {
             let (x, _, _) = network_input(&img.image, &pre)?;
             Ok(CpuEngine::new(&m.vit)

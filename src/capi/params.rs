@@ -211,6 +211,10 @@ pub struct EsSegmentParams {
     pub threads: u32,
     /// Refine the mask with DenseCRF (default true).
     pub crf_enabled: bool,
+    /// Normalise with the mean/std the model file records (checkpoints of
+    /// `explainseg train`) instead of `mean`/`std`, when it records them
+    /// (default true).
+    pub model_normalization: bool,
 }
 
 impl Default for EsModelParams {
@@ -285,6 +289,7 @@ impl Default for EsSegmentParams {
             maskcut_masks: pipe.maskcut.n_masks as u32,
             threads: 0,
             crf_enabled: pipe.crf.is_some(),
+            model_normalization: true,
         }
     }
 }
@@ -403,7 +408,7 @@ impl EsSegmentParams {
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for a zero size or bad statistics.
-    pub fn preprocess_config(&self) -> Result<PreprocessConfig> {
+    pub fn preprocess_config(&self, stored: Option<Normalization>) -> Result<PreprocessConfig> {
         if self.resize != EsResize::Keep && self.image_size == 0 {
             return Err(Error::param("image_size", "must be at least 1"));
         }
@@ -421,9 +426,12 @@ impl EsSegmentParams {
         };
         let cfg = PreprocessConfig {
             resize,
-            normalization: Normalization {
-                mean: self.mean,
-                std: self.std,
+            normalization: match stored {
+                Some(n) if self.model_normalization => n,
+                _ => Normalization {
+                    mean: self.mean,
+                    std: self.std,
+                },
             },
             ..Default::default()
         };
@@ -597,7 +605,8 @@ impl CheckedParams for EsSegmentParams {
         check_enum("ig_method", raw_u32!(ptr, ig_method), 5)?;
         check_enum("baseline", raw_u32!(ptr, baseline), 3)?;
         check_enum("nt_type", raw_u32!(ptr, nt_type), 3)?;
-        check_bool("crf_enabled", raw_bool!(ptr, crf_enabled))
+        check_bool("crf_enabled", raw_bool!(ptr, crf_enabled))?;
+        check_bool("model_normalization", raw_bool!(ptr, model_normalization))
     }
 }
 

@@ -62,8 +62,10 @@ pub unsafe extern "C" fn explainseg_segment(
                 Hooks::new(callbacks),
             )
         };
-        let pre = p.preprocess_config()?;
-        let cfg = p.pipeline_config()?;
+        let pre = p.preprocess_config(m.vit.normalization)?;
+        let mut cfg = p.pipeline_config()?;
+        // The black baseline is black in the normalisation actually used.
+        (cfg.explain.mean, cfg.explain.std) = (pre.normalization.mean, pre.normalization.std);
         let variant = p.variant.variant();
         hooks.check_abort()?;
         let clock = Instant::now();
@@ -120,8 +122,10 @@ pub unsafe extern "C" fn explainseg_attribute(
                 Hooks::new(callbacks),
             )
         };
-        let pre = p.preprocess_config()?;
-        let cfg = p.pipeline_config()?;
+        let pre = p.preprocess_config(m.vit.normalization)?;
+        let mut cfg = p.pipeline_config()?;
+        // The black baseline is black in the normalisation actually used.
+        (cfg.explain.mean, cfg.explain.std) = (pre.normalization.mean, pre.normalization.std);
         hooks.check_abort()?;
         let clock = Instant::now();
         let result = with_threads(p.threads, || {
