@@ -44,6 +44,9 @@ pub struct SegmentArgs {
     /// Channel reduction of the attribution: abs, sum, positive, sum_abs.
     #[arg(long, default_value = "abs")]
     pub reduce: String,
+    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
+    #[arg(long, default_value_t = 0.0)]
+    pub smooth: f32,
     /// Relevance scaling: cummass, percentile, minmax, none.
     #[arg(long, default_value = "cummass")]
     pub normalize: String,
@@ -114,6 +117,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     cfg.upsample = args.upsample.parse()?;
     cfg.reduction = args.reduce.parse()?;
     cfg.normalizer = args.normalize.parse()?;
+    cfg.smooth_sigma = args.smooth;
     cfg.ncut = ShiMalikParams {
         grid: Some((args.ncut_grid, args.ncut_grid)),
         sigma_r: args.ncut_sigma_r,
