@@ -28,6 +28,12 @@ pub struct DemoArgs {
     /// Variants to run, comma-separated (tokencut and maskcut for comparison).
     #[arg(long, value_delimiter = ',', default_value = "a,b,c,xncut")]
     pub variants: Vec<String>,
+    /// Seed of the images (the model was trained on seed 1, its settings chosen on seed 2).
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Gaussian σ (pixels) on the relevance map [default: the demo setting, 1].
+    #[arg(long)]
+    pub smooth: Option<f32>,
 }
 
 fn write_overlays(dir: &Path, im: &DemoImage) -> explainseg::Result<()> {
@@ -103,9 +109,13 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     let vit = demo_model()?;
     let set = DemoSet {
         count: args.count,
+        seed: args.seed,
         ..Default::default()
     };
-    let cfg = demo_pipeline_config();
+    let mut cfg = demo_pipeline_config();
+    if let Some(s) = args.smooth {
+        cfg.smooth_sigma = s;
+    }
     let bar = progress_bar(out, args.count * variants.len() as u64, "segmentations");
     let tick = |done: usize, _: usize| {
         bar.set_position(done as u64);
