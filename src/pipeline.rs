@@ -20,6 +20,7 @@ use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
 
 use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
 use crate::attr::fusion::{fuse, pool_to_grid, upsample_mask, Upsample};
+use crate::attr::smooth::gaussian_smooth;
 use crate::attr::{
     explain, normalize, reduce_channels, ExplainConfig, Explanation, Normalizer, Progress,
     Reduction,
@@ -118,6 +119,9 @@ pub struct PipelineConfig {
     pub explain: ExplainConfig,
     /// Channel reduction of the attribution (default |Σc|, Captum's heat map).
     pub reduction: Reduction,
+    /// Gaussian σ in pixels applied to the reduced attribution before scaling
+    /// ([`crate::attr::smooth`]); default 0 (off, as the paper).
+    pub smooth_sigma: f32,
     /// Scaling of the relevance map (default Captum's 98% cumulative mass).
     pub normalizer: Normalizer,
     /// Feature map for fusion (default PC1 of last-layer keys, sign matched to the
@@ -139,6 +143,7 @@ impl Default for PipelineConfig {
         PipelineConfig {
             explain: ExplainConfig::default(),
             reduction: Reduction::AbsSum,
+            smooth_sigma: 0.0,
             normalizer: Normalizer::captum(),
             feature: FeatureConfig::default(),
             upsample: Upsample::Nearest,
@@ -243,8 +248,9 @@ pub fn segment_explained(
                 &[a.0, a.1, a.2, a.3],
             ));
         }
+        let reduced = reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction);
         let rel = normalize(
-            &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
+            &gaussian_smooth(reduced.view(), cfg.smooth_sigma)?,
             cfg.normalizer,
         )?;
         let map = if variant.uses_fusion() {

@@ -10,6 +10,7 @@ pub mod noise;
 pub mod noise_tunnel;
 pub mod quadrature;
 pub mod relevance;
+pub mod smooth;
 
 pub use baseline::Baseline;
 pub use explain::{argmax, explain, ExplainConfig, Explanation};

@@ -9,7 +9,7 @@ use super::config::{PosEmbedMode, VitConfig};
 use super::head::LinearHead;
 use super::keymap::Naming;
 use super::pos_embed::pos_embed_for_grid;
-use super::weights::{load_vit, LoadOptions, VitWeights};
+use super::weights::{load_vit, load_vit_bytes, LoadOptions, VitWeights};
 use crate::error::{Error, Result};
 use crate::image::Normalization;
 
@@ -38,8 +38,23 @@ impl Vit {
     /// # Errors
     /// See [`load_vit`].
     pub fn load(backbone: &Path, head: Option<&Path>, opts: &LoadOptions) -> Result<Vit> {
-        let loaded = load_vit(backbone, head, opts)?;
-        Ok(Vit {
+        Ok(Self::from_loaded(load_vit(backbone, head, opts)?, opts))
+    }
+
+    /// Loads a model (backbone and head) from safetensors bytes in memory; `name`
+    /// stands for the file in error messages.
+    ///
+    /// # Errors
+    /// See [`load_vit`].
+    pub fn from_bytes(bytes: &[u8], name: &str, opts: &LoadOptions) -> Result<Vit> {
+        Ok(Self::from_loaded(
+            load_vit_bytes(bytes, Path::new(name), opts)?,
+            opts,
+        ))
+    }
+
+    fn from_loaded(loaded: super::weights::LoadedVit, opts: &LoadOptions) -> Vit {
+        Vit {
             config: loaded.config,
             weights: loaded.weights,
             head: loaded.head,
@@ -47,7 +62,7 @@ impl Vit {
             naming: loaded.naming,
             normalization: loaded.normalization,
             pos_cache: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// Assembles a model from already-checked parts.

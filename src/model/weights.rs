@@ -85,7 +85,29 @@ pub fn load_vit(
     head_path: Option<&Path>,
     opts: &LoadOptions,
 ) -> Result<LoadedVit> {
-    let file = TensorFile::read(backbone_path)?;
+    load_vit_from(
+        TensorFile::read(backbone_path)?,
+        backbone_path,
+        head_path,
+        opts,
+    )
+}
+
+/// [`load_vit`] from safetensors bytes already in memory (e.g. embedded with
+/// `include_bytes!`); `name` stands for the file in error messages.
+///
+/// # Errors
+/// As for [`load_vit`].
+pub fn load_vit_bytes(bytes: &[u8], name: &Path, opts: &LoadOptions) -> Result<LoadedVit> {
+    load_vit_from(TensorFile::parse(bytes, name)?, name, None, opts)
+}
+
+fn load_vit_from(
+    file: TensorFile,
+    backbone_path: &Path,
+    head_path: Option<&Path>,
+    opts: &LoadOptions,
+) -> Result<LoadedVit> {
     let metadata = file.metadata.clone();
     let (naming, mut canon) = canonicalize(file.tensors, backbone_path)?;
     if naming == Naming::HeadOnly {

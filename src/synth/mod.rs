@@ -18,6 +18,7 @@
 //! # Ok::<(), explainseg::Error>(())
 //! ```
 
+pub mod demo;
 pub mod lesion;
 pub mod rng;
 pub mod texture;

@@ -35,7 +35,7 @@ impl Rng {
 
     /// Uniform index in 0..n (n ≥ 1).
     pub fn index(&mut self, n: usize) -> usize {
-        ((self.next_u64() >> 32) * n as u64 >> 32) as usize
+        (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// Standard normal (Box–Muller).

@@ -1,5 +1,6 @@
 pub mod attribute;
 pub mod bench;
+pub mod demo;
 pub mod eval;
 pub mod eval_grid;
 pub mod eval_report;

@@ -58,6 +58,9 @@ pub struct PipelineArgs {
     /// Channel reduction of the attribution: abs, sum, positive, sum_abs.
     #[arg(long, default_value = "abs")]
     pub reduce: String,
+    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
+    #[arg(long, default_value_t = 0.0)]
+    pub smooth: f32,
     /// Relevance scaling: cummass, percentile, minmax, none.
     #[arg(long, default_value = "cummass")]
     pub normalize: String,
@@ -89,6 +92,7 @@ impl PipelineArgs {
         if self.no_crf {
             cfg.crf = None;
         }
+        cfg.smooth_sigma = self.smooth;
         cfg.feature = FeatureConfig {
             source: feature_source(&self.feature)?,
             layer: self.layer,

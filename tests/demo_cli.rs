@@ -1,0 +1,51 @@
+//! `explainseg demo --json`: runs from nothing but the binary and prints one JSON
+//! object with a Dice and mIoU per variant.
+
+use assert_cmd::Command;
+
+#[test]
+fn demo_prints_one_json_object_with_scores_per_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["demo", "--json", "--count", "5", "--out"])
+        .arg(dir.path())
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "not one line: {text}");
+    let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    for key in ["dice", "miou"] {
+        let m = v[key]
+            .as_object()
+            .unwrap_or_else(|| panic!("no {key}: {v}"));
+        let names: Vec<&str> = m.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 4, "{key}: {names:?}");
+        for name in ["a", "b", "c", "xncut"] {
+            let d = m[name].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&d), "{key}.{name} = {d}");
+        }
+    }
+    assert!(v["seconds"].as_f64().unwrap() > 0.0);
+    let report = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+    assert!(report.contains("| xncut |"));
+    assert!(dir.path().join("synth_00000_xncut.png").exists());
+}
+
+#[test]
+fn demo_rejects_an_unknown_variant() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["demo", "--variants", "a,zz", "--out"])
+        .arg(dir.path())
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&out).contains("`zz`"));
+}
