@@ -179,7 +179,7 @@ fn run_segment(
 /// The same segmentation through the Rust API (as `explainseg segment` does it).
 fn rust_segment(vit: &Vit, params: &EsSegmentParams) -> Outputs {
     let decoded = decode_image_file(&image_path()).unwrap();
-    let pre = params.preprocess_config().unwrap();
+    let pre = params.preprocess_config(vit.normalization).unwrap();
     let (x, plan) = preprocess_with_plan(&decoded, &pre).unwrap();
     let (seen, _) = resize_and_crop(&decoded, &pre.resize, pre.filter).unwrap();
     let pixels = Array3::from_shape_vec(
@@ -534,7 +534,7 @@ fn classify_equals_rust_and_reports_buffer_size() {
         explainseg_model_free(m);
     }
     let vit = rust_vit();
-    let pre = params.preprocess_config().unwrap();
+    let pre = params.preprocess_config(vit.normalization).unwrap();
     let (x, _) = preprocess_with_plan(&decode_image_file(&image_path()).unwrap(), &pre).unwrap();
     let expected = CpuEngine::new(&vit).logits(x.view()).unwrap();
     assert_eq!(n, 3);
@@ -603,7 +603,11 @@ fn attribute_equals_the_rust_explanation() {
     };
     let vit = rust_vit();
     let decoded = decode_image_file(&image_path()).unwrap();
-    let (x, plan) = preprocess_with_plan(&decoded, &params.preprocess_config().unwrap()).unwrap();
+    let (x, plan) = preprocess_with_plan(
+        &decoded,
+        &params.preprocess_config(vit.normalization).unwrap(),
+    )
+    .unwrap();
     let cfg = params.pipeline_config().unwrap();
     let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None).unwrap();
     let rel = normalize(
