@@ -2,6 +2,9 @@
 //! capability and cached: the PTX once per process (per file and architecture), the
 //! loaded module once per context.
 //!
+//! When build.rs found nvcc, devices of compute capability ≥ 8.0 use the PTX it
+//! compiled instead (same source, same flags).
+//!
 //! A file's source is `kernels/common.cuh` followed by the `.cu` (which includes the
 //! header only when it was not prepended), exactly what `tools/compile_kernels.py`
 //! compiles in CI.
@@ -102,6 +105,24 @@ pub fn virtual_arch(cc: (i32, i32)) -> &'static str {
         .unwrap_or("compute_70")
 }
 
+// PREBUILT_ARCH and PREBUILT_PTX: what build.rs compiled with nvcc, if anything.
+include!(concat!(env!("OUT_DIR"), "/prebuilt_ptx.rs"));
+
+/// The PTX nvcc built for `file` at build time, when the device can run it
+/// (compute capability at least [`PREBUILT_ARCH`]'s).
+fn prebuilt(file: KernelFile, cc: (i32, i32)) -> Option<Ptx> {
+    let digits = PREBUILT_ARCH.trim_start_matches("compute_");
+    let (major, minor) = digits.split_at(digits.len() - 1);
+    let min = (major.parse().ok()?, minor.parse().ok()?);
+    if cc < min {
+        return None;
+    }
+    PREBUILT_PTX
+        .iter()
+        .find(|(name, _)| *name == file.file_name())
+        .map(|(_, ptx)| Ptx::from_src(*ptx))
+}
+
 type PtxKey = (KernelFile, &'static str);
 
 /// PTX compiled in this process, by file and architecture.
@@ -162,7 +183,11 @@ impl Gpu {
             match modules.get(&file) {
                 Some(m) => m.clone(),
                 None => {
-                    let ptx = compile(file, virtual_arch(self.compute_capability))?;
+                    let cc = self.compute_capability;
+                    let ptx = match prebuilt(file, cc) {
+                        Some(ptx) => ptx,
+                        None => compile(file, virtual_arch(cc))?,
+                    };
                     let m = self
                         .ctx
                         .load_module(ptx)
@@ -206,5 +231,18 @@ mod tests {
         assert_eq!(virtual_arch((9, 0)), "compute_90");
         assert_eq!(virtual_arch((8, 7)), "compute_86");
         assert_eq!(virtual_arch((6, 1)), "compute_70");
+    }
+
+    #[test]
+    fn prebuilt_ptx_only_for_capable_devices() {
+        assert!(prebuilt(KernelFile::Ig, (7, 5)).is_none());
+        // Every prebuilt file is a listed kernel file, and a capable device gets it.
+        for (name, _) in PREBUILT_PTX {
+            let file = KernelFile::ALL
+                .iter()
+                .find(|f| f.file_name() == *name)
+                .unwrap();
+            assert!(prebuilt(*file, (9, 0)).is_some());
+        }
     }
 }
