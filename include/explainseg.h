@@ -86,6 +86,8 @@ enum EsStatus
   ES_STATUS_INTERNAL = 14,
   // A panic was caught at the C boundary: a bug in explainseg.
   ES_STATUS_PANIC = 15,
+  // A CUDA call failed on a working device (out of memory, a failed launch).
+  ES_STATUS_CUDA = 16,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -50,6 +50,9 @@ pub enum Error {
     /// The requested device is not available in this build or on this machine.
     #[error("CUDA is not available: {0}")]
     CudaUnavailable(String),
+    /// A CUDA call failed on a working device (out of memory, a failed launch).
+    #[error("CUDA error: {0}")]
+    Cuda(String),
     /// The caller asked to stop (abort callback).
     #[error("aborted by the caller")]
     Aborted,

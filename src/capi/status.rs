@@ -45,10 +45,12 @@ pub enum EsStatus {
     Internal = 14,
     /// A panic was caught at the C boundary: a bug in explainseg.
     Panic = 15,
+    /// A CUDA call failed on a working device (out of memory, a failed launch).
+    Cuda = 16,
 }
 
 impl EsStatus {
-    const ALL: [EsStatus; 16] = [
+    const ALL: [EsStatus; 17] = [
         EsStatus::Ok,
         EsStatus::NullArgument,
         EsStatus::InvalidParam,
@@ -65,6 +67,7 @@ impl EsStatus {
         EsStatus::NotAvailable,
         EsStatus::Internal,
         EsStatus::Panic,
+        EsStatus::Cuda,
     ];
 
     /// The status with this code, if any.
@@ -91,6 +94,7 @@ impl EsStatus {
             EsStatus::NotAvailable => c"the result does not hold this output",
             EsStatus::Internal => c"internal error",
             EsStatus::Panic => c"panic caught at the C boundary",
+            EsStatus::Cuda => c"CUDA error on the device",
         }
     }
 }
@@ -130,6 +134,7 @@ pub fn status_of(e: &Error) -> EsStatus {
         Error::Format { .. } => EsStatus::Format,
         Error::Decode { .. } => EsStatus::Decode,
         Error::CudaUnavailable(_) => EsStatus::CudaUnavailable,
+        Error::Cuda(_) => EsStatus::Cuda,
         Error::Aborted => EsStatus::Aborted,
         Error::Internal(_) => EsStatus::Internal,
         _ => EsStatus::Internal,

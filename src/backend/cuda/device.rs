@@ -64,6 +64,11 @@ pub(crate) fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T>
 
 /// Converts a cudarc error into ours, saying what was being done.
 pub(crate) fn cuda_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
+    move |e| Error::Cuda(format!("{what}: {e:?}"))
+}
+
+/// Maps a driver error while finding and opening the device: CUDA is unavailable.
+fn setup_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::CudaUnavailable(format!("{what}: {e:?}"))
 }
 
@@ -97,13 +102,13 @@ impl Gpu {
     pub fn new(ordinal: usize) -> Result<Arc<Gpu>> {
         probe()?;
         guarded("opening the CUDA device", || {
-            let count = CudaContext::device_count().map_err(cuda_err("counting CUDA devices"))?;
+            let count = CudaContext::device_count().map_err(setup_err("counting CUDA devices"))?;
             if ordinal >= count.max(0) as usize {
                 return Err(Error::CudaUnavailable(format!(
                     "device {ordinal} requested, {count} CUDA device(s) present"
                 )));
             }
-            let ctx = CudaContext::new(ordinal).map_err(cuda_err("creating a CUDA context"))?;
+            let ctx = CudaContext::new(ordinal).map_err(setup_err("creating a CUDA context"))?;
             // One stream: nothing to synchronise between streams, so skip the events
             // cudarc would record around every use of a buffer.
             // SAFETY: every buffer of this backend is used on `stream` only.
@@ -113,8 +118,8 @@ impl Gpu {
                 .map_err(|e| Error::CudaUnavailable(format!("creating a cuBLAS handle: {e:?}")))?;
             let compute_capability = ctx
                 .compute_capability()
-                .map_err(cuda_err("reading the compute capability"))?;
-            let name = ctx.name().map_err(cuda_err("reading the device name"))?;
+                .map_err(setup_err("reading the compute capability"))?;
+            let name = ctx.name().map_err(setup_err("reading the device name"))?;
             Ok(Arc::new(Gpu {
                 modules: ModuleCache::default(),
                 ctx,

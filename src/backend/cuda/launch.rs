@@ -676,9 +676,8 @@ pub fn gemm(
         beta,
         ldc: int("gemm ld", g.ldc)?,
     };
-    let blas_err = |e: cudarc::cublas::result::CublasError| {
-        Error::CudaUnavailable(format!("cuBLAS sgemm: {e:?}"))
-    };
+    let blas_err =
+        |e: cudarc::cublas::result::CublasError| Error::Cuda(format!("cuBLAS sgemm: {e:?}"));
     // SAFETY: the spans checked above cover every element cuBLAS reads (A, B) and
     // writes (C) for these sizes, leading dimensions and batch strides.
     unsafe {
