@@ -26,6 +26,8 @@ pub struct Vit {
     /// The input mean/std the model was trained with, when its file records them
     /// (checkpoints of `explainseg train`); callers default to it over ImageNet's.
     pub normalization: Option<Normalization>,
+    /// Class names by index, when its file records them; empty otherwise.
+    pub class_names: Vec<String>,
     pos_cache: Mutex<PosCache>,
 }
 
@@ -61,8 +63,17 @@ impl Vit {
             pos_embed_mode: opts.pos_embed_mode,
             naming: loaded.naming,
             normalization: loaded.normalization,
+            class_names: loaded.class_names,
             pos_cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The name of class `index`: the recorded one, else `class <index>`.
+    pub fn class_name(&self, index: usize) -> String {
+        self.class_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("class {index}"))
     }
 
     /// Assembles a model from already-checked parts.
@@ -79,6 +90,7 @@ impl Vit {
             pos_embed_mode,
             naming: Naming::TimmOrDino,
             normalization: None,
+            class_names: Vec::new(),
             pos_cache: Mutex::new(HashMap::new()),
         }
     }

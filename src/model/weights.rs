@@ -72,6 +72,8 @@ pub struct LoadedVit {
     pub naming: Naming,
     /// Input mean/std stored by `explainseg train` (metadata `mean`, `std`).
     pub normalization: Option<Normalization>,
+    /// Class names stored by `explainseg train` (metadata `class_names`); empty if none.
+    pub class_names: Vec<String>,
 }
 
 /// Loads a backbone (and a head, from the same file or from `head_path`).
@@ -145,12 +147,22 @@ fn load_vit_from(
     };
     let weights = take_weights(canon.backbone, &config, backbone_path)?;
     let normalization = stored_normalization(&metadata, backbone_path)?;
+    let class_names = match metadata.get("class_names") {
+        Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|_| {
+            Error::format(
+                backbone_path,
+                format!("metadata `class_names` = `{v}` is not a list of strings"),
+            )
+        })?,
+        None => Vec::new(),
+    };
     Ok(LoadedVit {
         config,
         weights,
         head,
         naming,
         normalization,
+        class_names,
     })
 }
 

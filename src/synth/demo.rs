@@ -5,12 +5,14 @@
 use ndarray::{Array3, Array4};
 
 use super::{generate, Sample, SynthConfig};
+use crate::attr::explain;
 use crate::attr::{ExplainConfig, IgConfig, Noise, NoiseTunnelConfig, NtType, Progress};
+use crate::backend::cpu::CpuEngine;
 use crate::error::Result;
 use crate::eval::{scores, Scores};
 use crate::image::{normalize_rgb8, Normalization};
 use crate::model::{LoadOptions, Vit};
-use crate::pipeline::{segment, PipelineConfig, Segmentation, Variant};
+use crate::pipeline::{segment_explained, PipelineConfig, Segmentation, Variant};
 use crate::post::morphology::MorphologyParams;
 
 /// The demo model: ViT (patch 8, width 64, 4 blocks, 2 heads) at 64 × 64 px, two
@@ -99,20 +101,22 @@ pub struct DemoImage {
 }
 
 impl DemoImage {
-    /// The class the model predicted (0 normal, 1 lesion).
+    /// The class the model predicted (its name: `Vit::class_name`).
     pub fn predicted(&self) -> Option<usize> {
         self.results.first().map(|r| r.1.predicted)
     }
 }
 
-/// The network input of an 8-bit image, ImageNet-normalised as the model was trained.
+/// The network input of an 8-bit image, normalised as `vit` was trained (the mean/std
+/// its file records, else ImageNet's).
 ///
 /// # Errors
 /// Never for images from [`generate`].
-pub fn model_input(image: &Array3<u8>) -> Result<Array4<f32>> {
+pub fn model_input(vit: &Vit, image: &Array3<u8>) -> Result<Array4<f32>> {
     let (h, w, _) = image.dim();
     let rgb: Vec<u8> = image.iter().copied().collect();
-    normalize_rgb8(&rgb, w as u32, h as u32, &Normalization::imagenet())
+    let norm = vit.normalization.unwrap_or(Normalization::imagenet());
+    normalize_rgb8(&rgb, w as u32, h as u32, &norm)
 }
 
 /// Runs `variants` on every image of `set`; `progress(done, total)` is called after
@@ -131,10 +135,26 @@ pub fn run_demo(
     let mut out = Vec::new();
     for index in 0..set.count {
         let sample = generate(set.seed, index, &set.synth)?;
-        let x = model_input(&sample.image)?;
+        let x = model_input(vit, &sample.image)?;
+        // Variants A, B, C and XNCut differ only after the explanation: run it once.
+        let mut explain_cfg = cfg.explain.clone();
+        if let Some(n) = vit.normalization {
+            (explain_cfg.mean, explain_cfg.std) = (n.mean, n.std);
+        }
+        let explanation = match variants.iter().any(|v| v.uses_ig()) {
+            true => Some(explain(&CpuEngine::new(vit), x.view(), &explain_cfg, None)?),
+            false => None,
+        };
         let mut results = Vec::new();
         for &v in variants {
-            let seg = segment(vit, x.view(), sample.image.view(), v, cfg, None)?;
+            let seg = segment_explained(
+                vit,
+                x.view(),
+                sample.image.view(),
+                v,
+                cfg,
+                explanation.as_ref(),
+            )?;
             let s = scores(seg.mask.view(), sample.mask.view())?;
             results.push((v, seg, s));
             if !progress(out.len() * variants.len() + results.len(), total) {

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use explainseg::model::Vit;
 use explainseg::pipeline::Variant;
 use explainseg::render::{overlay, write_rgb_png};
 use explainseg::synth::demo::{
@@ -51,7 +52,13 @@ fn write_overlays(dir: &Path, im: &DemoImage) -> explainseg::Result<()> {
     Ok(())
 }
 
-fn report(images: &[DemoImage], variants: &[Variant], set: &DemoSet, seconds: f64) -> String {
+fn report(
+    vit: &Vit,
+    images: &[DemoImage],
+    variants: &[Variant],
+    set: &DemoSet,
+    seconds: f64,
+) -> String {
     let mut md = String::new();
     let positives = images.iter().filter(|i| i.sample.lesion).count();
     let _ = writeln!(md, "# explainseg demo\n");
@@ -82,10 +89,7 @@ fn report(images: &[DemoImage], variants: &[Variant], set: &DemoSet, seconds: f6
     let _ = writeln!(md, "{head}\n{rule}");
     for im in images {
         let id = image_id(im.index);
-        let predicted = match im.predicted() {
-            Some(1) => "lesion",
-            _ => "normal",
-        };
+        let predicted = im.predicted().map_or("-".into(), |c| vit.class_name(c));
         let _ = write!(
             md,
             "| ![]({id}.png) | ![]({id}_truth.png) {} | {predicted} |",
@@ -130,7 +134,7 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let path = args.out.join("report.md");
-    std::fs::write(&path, report(&images, &variants, &set, seconds))
+    std::fs::write(&path, report(&vit, &images, &variants, &set, seconds))
         .with_context(|| format!("writing {}", path.display()))?;
     let (mut dice, mut miou, mut text) = (
         serde_json::Map::new(),
