@@ -5,9 +5,8 @@
 //! Training images are seed 1 (as the committed demo model), held-out images seed
 //! 11 — neither the model nor the demo settings (chosen on seed 2) saw them.
 //! Measured when written (30 images, 24 with a lesion): C 0.702 mean Dice, A 0.852,
-//! XNCut 0.241 (the
-//! Shi–Malik cut of a small peaked map bisects the image; see the closing note of
-//! issue 5), so XNCut is reported here, not asserted.
+//! XNCut 0.241 — the Shi–Malik cut of a small peaked map bisects the image (see the
+//! closing note of issue 5), so XNCut is reported here, not asserted.
 
 use assert_cmd::Command;
 use explainseg::model::{LoadOptions, Vit};
