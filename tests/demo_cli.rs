@@ -49,3 +49,22 @@ fn demo_rejects_an_unknown_variant() {
         .clone();
     assert!(String::from_utf8_lossy(&out).contains("`zz`"));
 }
+
+/// A reader that goes away (`explainseg … | head`) ends the run quietly, not in a panic.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("explainseg"))
+        .args(["demo", "--json", "--count", "1", "--out"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Close the read end before the demo (hundreds of ms) writes its line.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "status {:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

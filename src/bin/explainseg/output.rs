@@ -1,5 +1,7 @@
 //! How the CLI talks: human text or one JSON object, progress bars on stderr.
 
+use std::io::Write;
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Output mode chosen by --quiet / --json.
@@ -12,10 +14,19 @@ pub struct Output {
 impl Output {
     /// Prints a command's result: `text` normally, `json` with --json.
     pub fn result(&self, text: &str, json: serde_json::Value) {
-        if self.json {
-            println!("{json}");
+        let line = if self.json {
+            json.to_string()
         } else if !self.quiet {
-            println!("{text}");
+            text.to_string()
+        } else {
+            return;
+        };
+        // Not println!: it panics when the reader has gone (`explainseg … | head`),
+        // which is the reader's choice, not an error.
+        if let Err(e) = writeln!(std::io::stdout().lock(), "{line}") {
+            if e.kind() != std::io::ErrorKind::BrokenPipe {
+                eprintln!("error: cannot write the result: {e}");
+            }
         }
     }
 }
