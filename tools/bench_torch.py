@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""CPU baseline: PyTorch + Captum speed on a ViT-S/16 at 224x224 (random weights, timm).
+"""Baseline: PyTorch + Captum speed on a ViT-S/16 at 224x224 (random weights, timm), on the CPU or
+(--device cuda, TF32 off) on a GPU.
 
 Prints ONE JSON line on stdout:
   {"threads", "fwd_bwd_passes_per_s", "gflops_per_s" (= passes/s * 19.11 GFLOP per forward + input-gradient
@@ -18,7 +19,8 @@ use F.scaled_dot_product_attention.
 
 Versions used when written: python 3.11, torch 2.15.0, timm 1.0.31, captum 0.9.0.
 Usage:
-    python tools/bench_torch.py [--threads N] [--batch 10] [--seconds 10] [--steps 10] [--samples 1] [--fused]
+    python tools/bench_torch.py [--device cpu|cuda] [--threads N] [--batch 10] [--seconds 10] [--steps 10]
+                                [--samples 1] [--fused]
 """
 
 import argparse
@@ -37,6 +39,7 @@ def main():
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--fused", action="store_true", help="allow timm's fused SDPA attention")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = ap.parse_args()
 
     os.environ["TIMM_FUSED_ATTN"] = "1" if args.fused else "0"  # must precede the timm import
@@ -50,10 +53,17 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False  # f32 GEMMs, as explainseg's cuBLAS calls
+    dev = torch.device(args.device)
+
+    def sync():
+        """Timings must wait for queued GPU work."""
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
 
     model = VisionTransformer(img_size=224, patch_size=16, embed_dim=384, depth=12, num_heads=6, mlp_ratio=4,
                               qkv_bias=True, num_classes=2, global_pool="token", class_token=True,
-                              norm_layer=partial(nn.LayerNorm, eps=1e-6)).float().eval()
+                              norm_layer=partial(nn.LayerNorm, eps=1e-6)).float().eval().to(dev)
     assert all(b.attn.fused_attn == args.fused for b in model.blocks)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -62,7 +72,7 @@ def main():
 
     # (a) forward + input-gradient throughput
     B = args.batch
-    x = torch.randn(B, 3, 224, 224)
+    x = torch.randn(B, 3, 224, 224, device=dev)
 
     def pass_once():
         xi = x.clone().requires_grad_(True)
@@ -71,11 +81,13 @@ def main():
 
     for _ in range(2):
         pass_once()
+    sync()
     iters = 0
     t0 = time.perf_counter()
     while True:
         pass_once()
         iters += 1
+        sync()
         dt = time.perf_counter() - t0
         if dt >= args.seconds:
             break
@@ -83,11 +95,13 @@ def main():
     log(f"fwd+bwd: {iters} x batch {B} in {dt:.2f} s -> {passes:.2f} passes/s")
 
     # (b) IG + NoiseTunnel wall time on one image
-    img = torch.randn(1, 3, 224, 224)
+    img = torch.randn(1, 3, 224, 224, device=dev)
     nt = NoiseTunnel(IntegratedGradients(model))
+    sync()
     t0 = time.perf_counter()
     attr = nt.attribute(img, nt_type="smoothgrad", nt_samples=args.samples, stdevs=1.0, target=0,
                         n_steps=args.steps, method="gausslegendre", internal_batch_size=B)
+    sync()
     ig_s = time.perf_counter() - t0
     assert attr.shape == img.shape and bool(torch.isfinite(attr).all())
     log(f"IG+NT: {args.steps} steps x {args.samples} samples in {ig_s:.2f} s")
@@ -95,12 +109,14 @@ def main():
     # The machine's SGEMM rate as PyTorch's BLAS sees it (best of repeated products).
     sgemm_peak = 0.0
     for (m, k, n) in [(1536, 1536, 1536), (2048, 2048, 2048), (B * 197, 384, 1536)]:
-        a, b = torch.randn(m, k), torch.randn(k, n)
+        a, b = torch.randn(m, k, device=dev), torch.randn(k, n, device=dev)
         for _ in range(2):
             a @ b
         for _ in range(8):
+            sync()
             t = time.perf_counter()
             a @ b
+            sync()
             sgemm_peak = max(sgemm_peak, 2 * m * n * k / (time.perf_counter() - t) / 1e9)
 
     print(json.dumps({
@@ -114,6 +130,7 @@ def main():
         "batch": B,
         "fused_attn": args.fused,
         "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
     }))
 
 
