@@ -8,7 +8,6 @@ use super::buffers::{copy_out, handle, path_arg, write_opt, write_out};
 use super::callbacks::with_threads;
 use super::image::EsImage;
 use super::params::{read_checked, EsModelParams, EsSegmentParams};
-use super::segment::network_input;
 use super::status::{guard, CapiError, EsStatus};
 use crate::attr::argmax;
 use crate::backend::cpu::{ops::softmax_row, CpuEngine};
@@ -120,7 +119,7 @@ pub unsafe extern "C" fn explainseg_classify(
         };
         let pre = p.preprocess_config(m.vit.normalization)?;
         let row = with_threads(p.threads, || {
-            let (x, _, _) = network_input(&img.image, &pre)?;
+            let (x, _, _) = crate::image::network_input(&img.image, &pre)?;
             Ok(CpuEngine::new(&m.vit)
                 .logits(x.view())?
                 .index_axis(Axis(0), 0)

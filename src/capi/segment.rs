@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use ndarray::{Array2, Array3, Array4, Axis};
+use ndarray::{Array2, Axis};
 
 use super::buffers::{handle, write_out};
 use super::callbacks::{with_threads, EsCallbacks, Hooks};
@@ -12,28 +12,12 @@ use super::model::EsModel;
 use super::params::{read_checked, EsSegmentParams};
 use super::result::EsResult;
 use super::status::{guard, CapiError, EsStatus};
-use crate::attr::{explain, normalize, reduce_channels};
+use crate::attr::{explain, normalize, reduce_channels, Progress};
 use crate::backend::cpu::CpuEngine;
-use crate::error::{Error, Result};
-use crate::image::{
-    preprocess_with_plan, resize_and_crop, DecodedImage, PreprocessConfig, ResizePlan,
-};
-use crate::pipeline::segment;
+use crate::error::Result;
+use crate::image::{network_input, PreprocessConfig};
+use crate::pipeline::{segment, PipelineConfig};
 use crate::render::to_original;
-
-/// The network input (1, 3, H, W), the 8-bit pixels the network sees (H, W, 3)
-/// for DenseCRF, and the geometry back to the image.
-pub(crate) fn network_input(
-    image: &DecodedImage,
-    pre: &PreprocessConfig,
-) -> Result<(Array4<f32>, Array3<u8>, ResizePlan)> {
-    let (x, plan) = preprocess_with_plan(image, pre)?;
-    let (seen, _) = resize_and_crop(image, &pre.resize, pre.filter)?;
-    let (h, w) = (seen.height as usize, seen.width as usize);
-    let pixels = Array3::from_shape_vec((h, w, 3), seen.to_rgb8())
-        .map_err(|e| Error::Internal(format!("network-input pixels: {e}")))?;
-    Ok((x, pixels, plan))
-}
 
 /// Segments `image` with the variant and settings of `params` (the input fields,
 /// IG, NoiseTunnel, NCut, TokenCut/MaskCut, CRF, threads); `*out` receives a result
@@ -49,50 +33,33 @@ pub unsafe extern "C" fn explainseg_segment(
     callbacks: *const EsCallbacks,
     out: *mut *mut EsResult,
 ) -> EsStatus {
-    guard(|| {
-        if out.is_null() {
-            return Err(CapiError::Null("out"));
-        }
-        // SAFETY: live or NULL handles, readable or NULL structs (caller's duty).
-        let (m, img, p, hooks) = unsafe {
-            (
-                handle(model, "model")?,
-                handle(image, "image")?,
-                read_checked(params)?,
-                Hooks::new(callbacks),
-            )
-        };
-        let pre = p.preprocess_config(m.vit.normalization)?;
-        let mut cfg = p.pipeline_config()?;
-        // The black baseline is black in the normalisation actually used.
-        (cfg.explain.mean, cfg.explain.std) = (pre.normalization.mean, pre.normalization.std);
-        let variant = p.variant.variant();
-        hooks.check_abort()?;
-        let clock = Instant::now();
-        let result = with_threads(p.threads, || {
-            let (x, pixels, plan) = network_input(&img.image, &pre)?;
-            let tick = |done: usize, total: usize| hooks.progress(done, total);
-            let seg = segment(&m.vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
-            Ok(EsResult {
-                width: plan.input_width,
-                height: plan.input_height,
-                mask: Some(to_original(seg.mask.view(), &plan, false)?),
-                relevance: match &seg.relevance {
-                    Some(r) => Some(to_original(r.view(), &plan, 0.0)?),
-                    None => None,
-                },
-                logits: seg.logits.to_vec(),
-                class: seg.predicted,
-                seconds: 0.0,
-            })
-        })?;
-        let raw = Box::into_raw(Box::new(EsResult {
-            seconds: clock.elapsed().as_secs_f64(),
-            ..result
-        }));
-        // SAFETY: non-NULL and writable (caller's duty).
-        unsafe { write_out(out, raw, "out") }
-    })
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        run_on_image(
+            model,
+            image,
+            params,
+            callbacks,
+            out,
+            |m, img, p, pre, cfg, tick| {
+                let (x, plan, pixels) = network_input(&img.image, pre)?;
+                let variant = p.variant.variant();
+                let seg = segment(&m.vit, x.view(), pixels.view(), variant, cfg, Some(tick))?;
+                Ok(EsResult {
+                    width: plan.input_width,
+                    height: plan.input_height,
+                    mask: Some(to_original(seg.mask.view(), &plan, false)?),
+                    relevance: match &seg.relevance {
+                        Some(r) => Some(to_original(r.view(), &plan, 0.0)?),
+                        None => None,
+                    },
+                    logits: seg.logits.to_vec(),
+                    class: seg.predicted,
+                    seconds: 0.0,
+                })
+            },
+        )
+    }
 }
 
 /// Explains `image` (IG inside NoiseTunnel, as `params` says) into a result that
@@ -109,6 +76,57 @@ pub unsafe extern "C" fn explainseg_attribute(
     callbacks: *const EsCallbacks,
     out: *mut *mut EsResult,
 ) -> EsStatus {
+    // SAFETY: forwarded from this function's contract.
+    unsafe {
+        run_on_image(
+            model,
+            image,
+            params,
+            callbacks,
+            out,
+            |m, img, _, pre, cfg, tick| {
+                let (x, plan, _) = network_input(&img.image, pre)?;
+                let e = explain(&CpuEngine::new(&m.vit), x.view(), &cfg.explain, Some(tick))?;
+                let rel: Array2<f32> = normalize(
+                    &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
+                    cfg.normalizer,
+                )?;
+                Ok(EsResult {
+                    width: plan.input_width,
+                    height: plan.input_height,
+                    mask: None,
+                    relevance: Some(to_original(rel.view(), &plan, 0.0)?),
+                    logits: e.logits.to_vec(),
+                    class: e.predicted,
+                    seconds: 0.0,
+                })
+            },
+        )
+    }
+}
+
+/// What `explainseg_segment` and `explainseg_attribute` share: argument checks, the
+/// settings (normalised as the model was trained), the abort check, the thread
+/// pool, the timing and handing the result to `*out`. `work` makes the result.
+///
+/// # Safety
+/// As for `explainseg_segment`.
+unsafe fn run_on_image(
+    model: *const EsModel,
+    image: *const EsImage,
+    params: *const EsSegmentParams,
+    callbacks: *const EsCallbacks,
+    out: *mut *mut EsResult,
+    work: impl FnOnce(
+            &EsModel,
+            &EsImage,
+            &EsSegmentParams,
+            &PreprocessConfig,
+            &PipelineConfig,
+            Progress,
+        ) -> Result<EsResult>
+        + Send,
+) -> EsStatus {
     guard(|| {
         if out.is_null() {
             return Err(CapiError::Null("out"));
@@ -129,22 +147,8 @@ pub unsafe extern "C" fn explainseg_attribute(
         hooks.check_abort()?;
         let clock = Instant::now();
         let result = with_threads(p.threads, || {
-            let (x, _, plan) = network_input(&img.image, &pre)?;
             let tick = |done: usize, total: usize| hooks.progress(done, total);
-            let e = explain(&CpuEngine::new(&m.vit), x.view(), &cfg.explain, Some(&tick))?;
-            let rel: Array2<f32> = normalize(
-                &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
-                cfg.normalizer,
-            )?;
-            Ok(EsResult {
-                width: plan.input_width,
-                height: plan.input_height,
-                mask: None,
-                relevance: Some(to_original(rel.view(), &plan, 0.0)?),
-                logits: e.logits.to_vec(),
-                class: e.predicted,
-                seconds: 0.0,
-            })
+            work(m, img, &p, &pre, &cfg, &tick)
         })?;
         let raw = Box::into_raw(Box::new(EsResult {
             seconds: clock.elapsed().as_secs_f64(),

@@ -39,8 +39,8 @@ pub use decode::{
 };
 pub use normalize::{normalize_rgb16, normalize_rgb8, normalize_rgb_f32, Normalization};
 pub use pipeline::{
-    load_and_preprocess, preprocess, preprocess_with_plan, resize_and_crop, PreprocessConfig,
-    ResizeMode, ResizePlan,
+    load_and_preprocess, network_input, preprocess, preprocess_with_plan, resize_and_crop,
+    PreprocessConfig, ResizeMode, ResizePlan,
 };
 pub use resize::{
     crop, pillow_pass_order, resize_gray_f32, resize_rgb8, resize_rgb_f32, CropBox, PassOrder,

@@ -33,8 +33,9 @@ use crate::commands::eval_report::{
     file_hash, fnv1a, read_config, read_rows, summarize, write_rows, write_summary, Row, RowWriter,
     CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
 };
-use crate::commands::segment::{network_input, PipelineArgs};
+use crate::commands::segment::PipelineArgs;
 use crate::output::{progress_bar, Output};
+use explainseg::image::network_input;
 
 /// Which methods to run.
 #[derive(Debug, Clone, PartialEq)]

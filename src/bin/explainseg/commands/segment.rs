@@ -2,18 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use explainseg::attr::features::{FeatureConfig, FeatureSource};
 use explainseg::attr::ExplainConfig;
-use explainseg::image::{
-    decode_image_file, preprocess_with_plan, resize_and_crop, DecodedImage, PreprocessConfig,
-    ResizePlan,
-};
+use explainseg::image::{decode_image_file, network_input};
 use explainseg::pipeline::{segment, PipelineConfig, Variant};
 use explainseg::post::ncut::ShiMalikParams;
 use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
-use ndarray::{Array3, Array4};
 
 use crate::args::{IgArgs, InputArgs, ModelArgs};
 use crate::commands::attribute::{write_all, Writer};
@@ -111,21 +107,6 @@ impl PipelineArgs {
         cfg.maskcut.n_masks = self.maskcut_masks;
         Ok(cfg)
     }
-}
-
-/// The network input of a decoded image: the normalised tensor (1, 3, H, W), the
-/// geometry that maps results back to the image, and the (H, W, 3) 8-bit pixels
-/// the network sees (for DenseCRF).
-pub fn network_input(
-    decoded: &DecodedImage,
-    pre: &PreprocessConfig,
-) -> Result<(Array4<f32>, ResizePlan, Array3<u8>)> {
-    let (x, plan) = preprocess_with_plan(decoded, pre)?;
-    let (seen, _) = resize_and_crop(decoded, &pre.resize, pre.filter)?;
-    let (h, w) = (seen.height as usize, seen.width as usize);
-    let pixels =
-        Array3::from_shape_vec((h, w, 3), seen.to_rgb8()).context("network-input pixels")?;
-    Ok((x, plan, pixels))
 }
 
 fn feature_source(name: &str) -> Result<FeatureSource> {
