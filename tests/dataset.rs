@@ -185,10 +185,17 @@ fn busi_labels_and_sizes() {
     for s in &all {
         s.size().unwrap();
     }
-    assert!(
-        open(DatasetKind::Busi, &root, Some("train")).is_err(),
-        "BUSI has no splits"
-    );
+    // The fixed holdout split: disjoint parts that cover the set, every class in both.
+    let train = open(DatasetKind::Busi, &root, Some("train")).unwrap();
+    let test = open(DatasetKind::Busi, &root, Some("test")).unwrap();
+    assert_eq!(train.len() + test.len(), 500);
+    assert!(test.iter().all(|t| !train.iter().any(|s| s.id == t.id)));
+    for part in [&train, &test] {
+        for class in ["benign", "malignant", "normal"] {
+            assert!(count_labels(part, class) > 0, "{class}");
+        }
+    }
+    assert!(open(DatasetKind::Busi, &root, Some("val")).is_err());
 }
 
 fn save_gray(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> u8) {

@@ -176,3 +176,65 @@ fn train_reports_bad_input_clearly() {
     bad.args(["--finetune", "last:0"]);
     bad.assert().failure();
 }
+
+/// A Kvasir-layout folder (`index.csv`, images/, masks/): 48×48 images, each with
+/// a bright square "polyp" in its mask, `n` of them in the train split.
+fn write_kvasir(dir: &Path, n: usize) {
+    std::fs::create_dir_all(dir.join("images")).unwrap();
+    std::fs::create_dir_all(dir.join("masks")).unwrap();
+    let mut csv = String::from("image,mask,split_medico2020\n");
+    let mut r = Rng::stream(5, &[]);
+    for i in 0..n + 2 {
+        let (x0, y0) = (r.below(24) as u32, r.below(24) as u32);
+        let inside = |x: u32, y: u32| (x0..x0 + 16).contains(&x) && (y0..y0 + 16).contains(&y);
+        let img = image::RgbImage::from_fn(48, 48, |x, y| {
+            let v = if inside(x, y) {
+                230
+            } else {
+                (60.0 + 40.0 * r.uniform()) as u8
+            };
+            image::Rgb([v, v / 2, v / 3])
+        });
+        let mask =
+            image::GrayImage::from_fn(48, 48, |x, y| image::Luma([255 * inside(x, y) as u8]));
+        let id = format!("p{i:02}");
+        img.save(dir.join(format!("images/{id}.png"))).unwrap();
+        mask.save(dir.join(format!("masks/{id}.png"))).unwrap();
+        let split = if i < n { "train" } else { "val" };
+        csv += &format!("images/{id}.png,masks/{id}.png,{split}\n");
+    }
+    std::fs::write(dir.join("index.csv"), csv).unwrap();
+}
+
+#[test]
+fn train_on_kvasir_patches_through_the_dataset_reader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("kvasir");
+    write_kvasir(&data, 12);
+    let ckpt = tmp.path().join("k.safetensors");
+    let mut cmd = train_cmd(&data, &ckpt, 1);
+    cmd.args(["--dataset", "kvasir", "--split", "train", "--patches"])
+        .args(["--patch-size", "16", "--patch-min-positive", "0.5"]);
+    let out = cmd.assert().success().get_output().stdout.clone();
+    let json: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(json["classes"], serde_json::json!(["negative", "positive"]));
+    assert!(json["history"][0]["val_accuracy"].as_f64().is_some());
+    assert_eq!(
+        read_checkpoint_meta(&ckpt).unwrap().class_names,
+        ["negative", "positive"]
+    );
+
+    // Kvasir samples carry no label: without --patches there is nothing to learn.
+    let mut unlabelled = train_cmd(&data, &ckpt, 1);
+    unlabelled.args(["--dataset", "kvasir"]);
+    let err = unlabelled.assert().failure().get_output().stderr.clone();
+    assert!(
+        String::from_utf8_lossy(&err).contains("--patches"),
+        "{}",
+        String::from_utf8_lossy(&err)
+    );
+    // --patches needs a data set reader.
+    let mut no_reader = train_cmd(&data, &ckpt, 1);
+    no_reader.arg("--patches");
+    no_reader.assert().failure();
+}

@@ -21,6 +21,7 @@ pub mod cbis;
 pub mod csv;
 mod dicom;
 pub mod folder;
+pub mod holdout;
 pub mod kvasir;
 pub mod monuseg;
 pub mod nuinsseg;
@@ -248,7 +249,8 @@ impl std::str::FromStr for DatasetKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpenOptions {
     /// A subset: Kvasir `train`/`val`; CBIS a word the CSV file names must contain
-    /// (`test`, `train`, `mass`, `calc`); NuInsSeg a tissue folder. `None`: all.
+    /// (`test`, `train`, `mass`, `calc`); NuInsSeg a tissue folder; BUSI and
+    /// `folder` `train`/`test` ([`holdout`], a fixed 80/20 split by id). `None`: all.
     pub split: Option<String>,
     /// MoNuSeg tile side in pixels (see [`tiles`]).
     pub tile_px: u32,
@@ -270,12 +272,8 @@ impl Default for OpenOptions {
 /// [`Error::InvalidParam`] for an unknown split.
 pub fn open(kind: DatasetKind, root: &Path, opts: &OpenOptions) -> Result<Vec<Sample>> {
     require_dir(root, "data set root")?;
-    if opts.split.is_some()
-        && matches!(
-            kind,
-            DatasetKind::MoNuSeg | DatasetKind::Busi | DatasetKind::Folder
-        )
-    {
+    // MoNuSeg's tiles of one slide must not be split apart; it has no split.
+    if opts.split.is_some() && kind == DatasetKind::MoNuSeg {
         return Err(Error::param(
             "split",
             format!("the {} layout has no splits", kind.name()),
@@ -284,13 +282,20 @@ pub fn open(kind: DatasetKind, root: &Path, opts: &OpenOptions) -> Result<Vec<Sa
     let samples = match kind {
         DatasetKind::Kvasir => kvasir::open(root, opts.split.as_deref())?,
         DatasetKind::MoNuSeg => monuseg::open(root, opts.tile_px)?,
-        DatasetKind::Busi => busi::open(root)?,
+        DatasetKind::Busi => with_holdout(busi::open(root)?, opts)?,
         DatasetKind::NuInsSeg => nuinsseg::open(root, opts.split.as_deref())?,
         DatasetKind::Cbis => cbis::open(root, opts.split.as_deref())?,
-        DatasetKind::Folder => folder::open(root)?,
+        DatasetKind::Folder => with_holdout(folder::open(root)?, opts)?,
     };
     check_unique_ids(&samples, root)?;
     Ok(samples)
+}
+
+fn with_holdout(samples: Vec<Sample>, opts: &OpenOptions) -> Result<Vec<Sample>> {
+    match &opts.split {
+        Some(split) => holdout::select(samples, split),
+        None => Ok(samples),
+    }
 }
 
 pub(crate) fn require_dir(path: &Path, what: &str) -> Result<()> {

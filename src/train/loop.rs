@@ -142,6 +142,35 @@ impl TrainData {
             class_names,
         })
     }
+
+    /// Two parts split by the caller (e.g. by source image, see
+    /// [`super::samples::split_sources`]), loaded at `side`×`side`; mean/std from
+    /// `train` only.
+    ///
+    /// # Errors
+    /// Reading errors; [`Error::InvalidParam`] when the parts' classes differ.
+    pub fn from_parts(train: &dyn Dataset, val: &dyn Dataset, side: usize) -> Result<TrainData> {
+        let class_names = train.class_names();
+        if val.class_names() != class_names {
+            return Err(Error::param(
+                "classes",
+                format!(
+                    "validation classes {:?} differ from training classes {class_names:?}",
+                    val.class_names()
+                ),
+            ));
+        }
+        let all = |d: &dyn Dataset| (0..d.len()).collect::<Vec<_>>();
+        let train = Prepared::load(train, &all(train), side)?;
+        let val = Prepared::load(val, &all(val), side)?;
+        let normalization = train.channel_stats();
+        Ok(TrainData {
+            train,
+            val,
+            normalization,
+            class_names,
+        })
+    }
 }
 
 /// One epoch's numbers.

@@ -5,7 +5,8 @@
 //! statistics, balancing), `augment.rs`, `optimizer.rs` (SGD/AdamW),
 //! `schedule.rs` (step/cosine), `setup.rs` (architectures, heads, positional
 //! resampling), `checkpoint.rs` (safetensors in timm naming + resume state),
-//! `params.rs` (named tensors), `rng.rs` (keyed seeded streams) and `loop.rs`
+//! `params.rs` (named tensors), `samples.rs` (the data set readers as
+//! training data), `rng.rs` (keyed seeded streams) and `loop.rs`
 //! ([`fit`]). Gradients come from
 //! [`backend::cpu::param_grad`](crate::backend::cpu::param_grad).
 
@@ -17,6 +18,7 @@ pub mod fit_loop;
 pub mod optimizer;
 pub mod params;
 pub mod rng;
+pub mod samples;
 pub mod schedule;
 pub mod setup;
 
@@ -28,5 +30,6 @@ pub use checkpoint::{
 pub use data::{Balance, Dataset, FolderDataset, InMemoryDataset, LabeledImage, Prepared};
 pub use fit_loop::{accuracy, fit, EpochStats, Progress, Start, TrainConfig, TrainData};
 pub use optimizer::{Optimizer, OptimizerKind};
+pub use samples::{split_sources, SampleDataset};
 pub use schedule::Schedule;
 pub use setup::{arch_config, new_head, prepare_model};

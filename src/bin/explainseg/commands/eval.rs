@@ -90,7 +90,8 @@ pub struct EvalArgs {
     /// The data set's folder.
     #[arg(long, value_name = "DIR")]
     pub root: PathBuf,
-    /// Subset: Kvasir train or val; CBIS a word of the CSV names (test, mass, ...); NuInsSeg a tissue.
+    /// Subset: Kvasir train or val; CBIS a word of the CSV names (test, mass, ...); NuInsSeg a
+    /// tissue; BUSI and folder train or test (a fixed 80/20 split by a hash of the id).
     #[arg(long)]
     pub split: Option<String>,
     /// MoNuSeg tile side in pixels.

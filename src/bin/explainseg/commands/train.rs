@@ -6,11 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use explainseg::dataset::patches::{labelled_patches, PatchConfig};
+use explainseg::dataset::{self, DatasetKind, OpenOptions};
 use explainseg::model::{HeadKind, LoadOptions, Vit};
 use explainseg::train::{
     arch_config, fit, load_state, prepare_model, read_checkpoint_meta, save_checkpoint, save_state,
-    AugmentConfig, Balance, CheckpointMeta, Dataset, FolderDataset, OptimizerKind, Progress,
-    Schedule, Start, TrainConfig, TrainData, Trainable,
+    split_sources, AugmentConfig, Balance, CheckpointMeta, Dataset, FolderDataset, InMemoryDataset,
+    OptimizerKind, Progress, SampleDataset, Schedule, Start, TrainConfig, TrainData, Trainable,
 };
 use indicatif::ProgressBar;
 
@@ -19,9 +21,28 @@ use crate::output::{progress_bar, Output};
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// Data folder: images/ and labels.csv (columns file,label; label = class name or index;
-    /// `file` may be named `image` and may include the images/ prefix).
+    /// `file` may be named `image` and may include the images/ prefix); with --dataset, that
+    /// data set's folder.
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
+    /// Read --data with a data set reader instead (kvasir, busi, nuinsseg, cbis, folder,
+    /// monuseg); labels come from the data set, or from --patches.
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
+    /// With --dataset: a subset (Kvasir train/val; BUSI and folder train/test, the fixed
+    /// 80/20 split that `eval --split test` holds out; CBIS a CSV word; NuInsSeg a tissue).
+    #[arg(long, requires = "dataset")]
+    pub split: Option<String>,
+    /// With --dataset: train on square patches labelled positive/negative by their mask
+    /// (the paper's Kvasir set-up), balanced; validation patches come from other images.
+    #[arg(long, requires = "dataset")]
+    pub patches: bool,
+    /// Patch side in pixels of the source image.
+    #[arg(long, default_value_t = 224, requires = "patches")]
+    pub patch_size: u32,
+    /// A patch is positive when at least this fraction of it is foreground.
+    #[arg(long, default_value_t = 0.05, requires = "patches")]
+    pub patch_min_positive: f64,
     /// Checkpoint to write (safetensors, timm naming); the optimizer state goes
     /// beside it as <name>.state.safetensors.
     #[arg(long, value_name = "FILE")]
@@ -94,11 +115,66 @@ pub struct TrainArgs {
     /// Class balancing: none, loss (weighted cross-entropy) or sampler.
     #[arg(long, default_value = "none")]
     pub balance: String,
-    /// Fraction of each class held out for validation (seeded).
+    /// Fraction of each class held out for validation (seeded; with --dataset, of the
+    /// source images, so their patches stay on one side).
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+fn parse_dataset(s: &str) -> std::result::Result<DatasetKind, String> {
+    s.parse().map_err(|e: explainseg::Error| e.to_string())
+}
+
+/// The training data at `side`: the labels.csv folder split by image, or a data
+/// set reader's samples (optionally cut into labelled patches) split by source
+/// image before patching.
+fn load_data(a: &TrainArgs, side: usize) -> Result<TrainData> {
+    let Some(kind) = a.dataset else {
+        let folder = FolderDataset::open(&a.data)?;
+        return Ok(TrainData::from_dataset(
+            &folder,
+            side,
+            a.val_fraction,
+            a.seed,
+        )?);
+    };
+    let opts = OpenOptions {
+        split: a.split.clone(),
+        ..Default::default()
+    };
+    let sources = dataset::open(kind, &a.data, &opts)?;
+    let (train, val) = split_sources(sources, a.val_fraction, a.seed)?;
+    let (train, val, classes) = if a.patches {
+        let cfg = PatchConfig {
+            size_px: a.patch_size,
+            min_positive_fraction: a.patch_min_positive,
+            seed: a.seed,
+            ..Default::default()
+        };
+        let classes = Some(vec!["negative".to_string(), "positive".to_string()]);
+        let val = if val.is_empty() {
+            val
+        } else {
+            labelled_patches(&val, &cfg)?
+        };
+        (labelled_patches(&train, &cfg)?, val, classes)
+    } else {
+        (train, val, None)
+    };
+    let train = SampleDataset::new(train, classes)?;
+    let classes = train.class_names();
+    let data = if val.is_empty() {
+        let none = InMemoryDataset {
+            images: vec![],
+            classes,
+        };
+        TrainData::from_parts(&train, &none, side)?
+    } else {
+        TrainData::from_parts(&train, &SampleDataset::new(val, Some(classes))?, side)?
+    };
+    Ok(data)
 }
 
 fn parse_finetune(s: &str) -> Result<Trainable> {
@@ -191,7 +267,6 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
     let cfg = train_config(a)?;
     let head_kind = parse_head_kind(&a.head_kind)?;
-    let dataset = FolderDataset::open(&a.data)?;
     let opts = LoadOptions {
         heads: a.heads,
         ..Default::default()
@@ -204,13 +279,6 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
                 bail!(
                     "--img-size {n} differs from the resumed run's {}",
                     meta.img_size
-                );
-            }
-            if meta.class_names != dataset.class_names() {
-                bail!(
-                    "the data's classes {:?} differ from the resumed run's {:?}",
-                    dataset.class_names(),
-                    meta.class_names
                 );
             }
             (Vit::load(ckpt, None, &opts)?, meta.img_size)
@@ -234,8 +302,16 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
         }
         (None, Some(_), Some(_)) => bail!("--weights and --init exclude each other"),
     };
-    let data = TrainData::from_dataset(&dataset, side, a.val_fraction, a.seed)
-        .with_context(|| format!("reading {}", a.data.display()))?;
+    let data = load_data(a, side).with_context(|| format!("reading {}", a.data.display()))?;
+    if let Some(ckpt) = &a.resume {
+        let saved = read_checkpoint_meta(ckpt)?.class_names;
+        if saved != data.class_names {
+            bail!(
+                "the data's classes {:?} differ from the resumed run's {saved:?}",
+                data.class_names
+            );
+        }
+    }
     let classes = data.class_names.len();
     let replaced = prepare_model(&mut vit, classes, side, head_kind, a.seed)?;
     let start = match &a.resume {

@@ -1,0 +1,81 @@
+//! A fixed train/test split for layouts that ship none (BUSI, `folder`): an image
+//! is in `test` when the 64-bit FNV-1a hash of its id is 0 mod 5 (≈ 20%), else in
+//! `train`. The hash depends on the id alone, so the split does not move when
+//! images are added, removed or listed in another order, and `explainseg train
+//! --split train` and `explainseg eval --split test` never share an image.
+
+use crate::error::{Error, Result};
+
+use super::Sample;
+
+/// One in this many images is held out.
+pub const TEST_ONE_IN: u64 = 5;
+
+/// FNV-1a, 64 bit (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Whether the image with this id is in the held-out `test` part.
+pub fn is_test(id: &str) -> bool {
+    fnv1a64(id.as_bytes()) % TEST_ONE_IN == 0
+}
+
+/// Keeps the samples of `split` (`train` or `test`).
+///
+/// # Errors
+/// [`Error::InvalidParam`] for another split name.
+pub fn select(samples: Vec<Sample>, split: &str) -> Result<Vec<Sample>> {
+    let want_test = match split.to_ascii_lowercase().as_str() {
+        "test" => true,
+        "train" => false,
+        other => {
+            return Err(Error::param(
+                "split",
+                format!("`{other}` is not train or test (a fixed 80/20 split by id hash)"),
+            ))
+        }
+    };
+    Ok(samples
+        .into_iter()
+        .filter(|s| is_test(&s.id) == want_test)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv1a_matches_the_published_test_vectors() {
+        // From the FNV reference test suite (draft-eastlake-fnv).
+        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn parts_are_disjoint_cover_everything_and_ignore_order() {
+        let samples: Vec<Sample> = (0..200)
+            .map(|i| Sample::new(format!("img{i}"), format!("img{i}.png")))
+            .collect();
+        let train = select(samples.clone(), "train").unwrap();
+        let test = select(samples.clone(), "TEST").unwrap();
+        assert_eq!(train.len() + test.len(), samples.len());
+        assert!(test.iter().all(|t| !train.iter().any(|s| s.id == t.id)));
+        // About one in five (binomial, n = 200: 40 ± 3σ ≈ 40 ± 17).
+        assert!((23..=57).contains(&test.len()), "{}", test.len());
+        let mut reversed = samples;
+        reversed.reverse();
+        let mut again: Vec<String> = select(reversed, "test")
+            .unwrap()
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        again.reverse();
+        assert_eq!(again, test.into_iter().map(|s| s.id).collect::<Vec<_>>());
+        assert!(select(vec![], "val").is_err());
+    }
+}
