@@ -406,3 +406,55 @@ fn shared_explanation_gives_what_segment_gives() {
         segment_explained(&vit, x.view(), pixels.view(), Variant::XNCut, &cfg, None).unwrap_err();
     assert!(err.to_string().contains("explanation"), "{err}");
 }
+
+#[test]
+fn id_lists_select_images_and_stored_explanations_give_the_same_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    tiny_dataset(&root);
+    let ids = tmp.path().join("ids.txt");
+    std::fs::write(&ids, "# two of the four\nim1\n\nim3  # trailing comment\n").unwrap();
+    let cache = tmp.path().join("explanations");
+    let with_ids = |out: &Path, extra: &[&str]| {
+        let mut cmd = eval(&root, out, extra);
+        cmd.arg("--ids").arg(&ids);
+        cmd
+    };
+
+    // Without a cache, then filling it, then reading it: identical rows.
+    let plain = tmp.path().join("plain");
+    run_json(&mut with_ids(&plain, &[]));
+    let ids_seen: std::collections::BTreeSet<String> =
+        rows(&plain).keys().map(|(id, _)| id.clone()).collect();
+    assert_eq!(ids_seen.into_iter().collect::<Vec<_>>(), ["im1", "im3"]);
+    let fill = tmp.path().join("fill");
+    let reuse = tmp.path().join("reuse");
+    for out in [&fill, &reuse] {
+        let mut cmd = with_ids(out, &[]);
+        cmd.arg("--explanations").arg(&cache);
+        run_json(&mut cmd);
+        assert_eq!(rows(out), rows(&plain));
+    }
+    assert!(cache.join("im1.attr.npy").is_file() && cache.join("im3.json").is_file());
+    assert!(!cache.join("im0.json").exists());
+
+    // Another post-processing setting reuses the explanations; other IG settings are
+    // refused rather than silently mixed.
+    let mut other_post = with_ids(&tmp.path().join("nocrf"), &["--no-crf"]);
+    other_post.arg("--explanations").arg(&cache);
+    run_json(&mut other_post);
+    let mut other_ig = with_ids(&tmp.path().join("trap"), &["--method", "riemann_trapezoid"]);
+    other_ig.arg("--explanations").arg(&cache);
+    let err = other_ig.assert().failure().get_output().stderr.clone();
+    assert!(String::from_utf8_lossy(&err).contains("another model"));
+
+    // An id that the data set does not have is an error naming it.
+    std::fs::write(&ids, "im1\nnot_there\n").unwrap();
+    let err = with_ids(&tmp.path().join("bad"), &[])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    assert!(String::from_utf8_lossy(&err).contains("not_there"));
+}

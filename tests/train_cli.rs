@@ -223,6 +223,15 @@ fn train_on_kvasir_patches_through_the_dataset_reader() {
         read_checkpoint_meta(&ckpt).unwrap().class_names,
         ["negative", "positive"]
     );
+    // The validation sources (a quarter of the 12 train images) are listed for eval --ids.
+    let listed = std::fs::read_to_string(tmp.path().join("k.val_ids.txt")).unwrap();
+    let ids: Vec<&str> = listed.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(ids.len(), 3, "{listed}");
+    assert!(ids.iter().all(|id| id.starts_with('p')));
+    assert_eq!(
+        json["val_ids"],
+        serde_json::json!(tmp.path().join("k.val_ids.txt"))
+    );
 
     // Kvasir samples carry no label: without --patches there is nothing to learn.
     let mut unlabelled = train_cmd(&data, &ckpt, 1);

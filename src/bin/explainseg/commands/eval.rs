@@ -28,6 +28,7 @@ use explainseg::pipeline::{segment_explained, Variant};
 use explainseg::render::{read_mask, to_original, write_mask_png};
 
 use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
+use crate::commands::eval_cache::ExplanationCache;
 use crate::commands::eval_grid::{write_grid, GridRow};
 use crate::commands::eval_report::{
     file_hash, fnv1a, read_config, read_rows, summarize, write_rows, write_summary, Row, RowWriter,
@@ -114,6 +115,14 @@ pub struct EvalArgs {
     /// Only the first N images of this shard (a later run without it resumes).
     #[arg(long, value_name = "N")]
     pub limit: Option<usize>,
+    /// Only the images whose ids this file lists (one per line; `#` starts a comment),
+    /// e.g. the validation images that `explainseg train` wrote beside its checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub ids: Option<PathBuf>,
+    /// Keep each image's explanation in this folder and reuse it in later runs with the
+    /// same model, pre-processing and IG settings (a post-processing sweep explains once).
+    #[arg(long, value_name = "DIR")]
+    pub explanations: Option<PathBuf>,
     /// Example images shown in grid.png (the first of the shard).
     #[arg(long, default_value_t = 4)]
     pub grid_rows: usize,
@@ -129,25 +138,14 @@ fn run_config(args: &EvalArgs, pipeline_debug: &str, pre_debug: &str) -> Result<
         .canonicalize()
         .with_context(|| format!("{}: data set folder not found", args.root.display()))?;
     let weights_hash = file_hash(&args.model.weights)?;
-    let head_hash = match &args.model.head {
-        Some(h) => Some(file_hash(h)?),
+    let ids_hash = match &args.ids {
+        Some(f) => Some(file_hash(f)?),
         None => None,
     };
-    let noise_hash = match &args.ig.noise {
-        Some(n) => Some(file_hash(n)?),
-        None => None,
-    };
-    let m = &args.model;
     let canonical = format!(
-        "dataset={}|root={}|split={:?}|tile={}|weights={weights_hash:016x}|head={head_hash:?}|noise={noise_hash:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|pipeline={pipeline_debug}",
-        args.dataset.name(),
-        root.display(),
+        "{}|split={:?}|ids={ids_hash:?}|pipeline={pipeline_debug}",
+        explanation_key(args, &root, pre_debug, "")?,
         args.split,
-        args.tile,
-        m.heads,
-        m.eps,
-        m.pos_embed,
-        m.pos_grid,
     );
     let fingerprint = format!("{:016x}", fnv1a(canonical.as_bytes(), FNV_OFFSET));
     Ok(serde_json::json!({
@@ -161,6 +159,74 @@ fn run_config(args: &EvalArgs, pipeline_debug: &str, pre_debug: &str) -> Result<
         "explainseg": env!("CARGO_PKG_VERSION"),
         "settings": canonical,
     }))
+}
+
+/// What determines an image's explanation (with its id): the data set, the model
+/// files and options, the pre-processing and `explain_debug` (the IG settings).
+fn explanation_key(
+    args: &EvalArgs,
+    root: &Path,
+    pre_debug: &str,
+    explain_debug: &str,
+) -> Result<String> {
+    let weights_hash = file_hash(&args.model.weights)?;
+    let head_hash = match &args.model.head {
+        Some(h) => Some(file_hash(h)?),
+        None => None,
+    };
+    let noise_hash = match &args.ig.noise {
+        Some(n) => Some(file_hash(n)?),
+        None => None,
+    };
+    let m = &args.model;
+    Ok(format!(
+        "dataset={}|root={}|tile={}|weights={weights_hash:016x}|head={head_hash:?}|noise={noise_hash:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}",
+        args.dataset.name(),
+        root.display(),
+        args.tile,
+        m.heads,
+        m.eps,
+        m.pos_embed,
+        m.pos_grid,
+    ))
+}
+
+/// The ids listed in `path`: one per line, blank lines and `#` comments skipped.
+fn read_ids(path: &Path) -> Result<HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the id list {}", path.display()))?;
+    let ids: HashSet<String> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        bail!("{} lists no ids", path.display());
+    }
+    Ok(ids)
+}
+
+/// Keeps the samples listed in `ids`; every listed id must be in the data set.
+fn select_ids(samples: Vec<Sample>, ids: &HashSet<String>, path: &Path) -> Result<Vec<Sample>> {
+    let known: HashSet<&str> = samples.iter().map(|s| s.id.as_str()).collect();
+    let mut missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !known.contains(id.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        bail!(
+            "{}: {} listed id(s) are not in this data set (split), e.g. `{}`",
+            path.display(),
+            missing.len(),
+            missing[0]
+        );
+    }
+    Ok(samples
+        .into_iter()
+        .filter(|s| ids.contains(&s.id))
+        .collect())
 }
 
 /// Writes config.json, or checks that the folder's is for the same configuration.
@@ -211,7 +277,10 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         split: args.split.clone(),
         tile_px: args.tile,
     };
-    let samples = dataset::open(args.dataset, &args.root, &opts)?;
+    let mut samples = dataset::open(args.dataset, &args.root, &opts)?;
+    if let Some(path) = &args.ids {
+        samples = select_ids(samples, &read_ids(path)?, path)?;
+    }
     if let Some(s) = samples.iter().find(|s| s.mask.is_none()) {
         bail!(
             "sample `{}` has no ground-truth mask; eval needs masks/",
@@ -227,6 +296,19 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         .collect();
     let config = run_config(args, &format!("{cfg:?}"), &format!("{pre:?}"))?;
     claim_output(&args.out, &config)?;
+    let cache = match &args.explanations {
+        Some(dir) => {
+            let root = args.root.canonicalize()?;
+            let key = explanation_key(
+                args,
+                &root,
+                &format!("{pre:?}"),
+                &format!("{:?}", cfg.explain),
+            )?;
+            Some(ExplanationCache::open(dir, &key)?)
+        }
+        None => None,
+    };
 
     let rows_path = args.out.join(ROWS_FILE);
     let done: HashSet<(String, String)> = read_rows(&rows_path)?
@@ -262,8 +344,22 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         let (explanation, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
             bar.set_message(format!("{} IG", sample.id));
             let start = Instant::now();
-            let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None)
-                .with_context(|| format!("sample `{}`", sample.id))?;
+            let stem = file_stem(&sample.id);
+            let cached = match &cache {
+                Some(c) => c.get(&stem, x.dim())?,
+                None => None,
+            };
+            let e = match cached {
+                Some(e) => e,
+                None => {
+                    let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None)
+                        .with_context(|| format!("sample `{}`", sample.id))?;
+                    if let Some(c) = &cache {
+                        c.put(&stem, &e)?;
+                    }
+                    e
+                }
+            };
             (Some(e), start.elapsed().as_secs_f64())
         } else {
             (None, 0.0)

@@ -2,6 +2,7 @@ pub mod attribute;
 pub mod bench;
 pub mod demo;
 pub mod eval;
+pub mod eval_cache;
 pub mod eval_grid;
 pub mod eval_report;
 pub mod post;

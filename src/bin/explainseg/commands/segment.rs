@@ -69,6 +69,18 @@ pub struct PipelineArgs {
     pub ncut_sigma_x: f32,
     #[arg(long, default_value_t = 5.0)]
     pub ncut_radius: f32,
+    /// Morphology chain: skip the histogram equalisation before Otsu.
+    #[arg(long)]
+    pub no_equalize: bool,
+    /// Morphology chain: keep the components that touch the image border.
+    #[arg(long)]
+    pub keep_border: bool,
+    /// Morphology chain: radius (pixels) of the dilation and of the erosion after it.
+    #[arg(long, default_value_t = 3)]
+    pub morph_radius: usize,
+    /// Morphology chain: components smaller than this many pixels are removed.
+    #[arg(long, default_value_t = 64)]
+    pub min_object: usize,
     /// TokenCut τ and MaskCut τ / number of masks.
     #[arg(long, default_value_t = 0.2)]
     pub tokencut_tau: f32,
@@ -102,6 +114,12 @@ impl PipelineArgs {
             sigma_x: self.ncut_sigma_x,
             radius: self.ncut_radius,
         };
+        cfg.morphology.equalize = !self.no_equalize;
+        cfg.morphology.clear_border = !self.keep_border;
+        cfg.morphology.dilation_radius = self.morph_radius;
+        cfg.morphology.erosion_radius = self.morph_radius;
+        cfg.morphology.min_object_size = self.min_object;
+        cfg.morphology.validate()?;
         cfg.tokencut.tau = self.tokencut_tau;
         cfg.maskcut.tau = self.maskcut_tau;
         cfg.maskcut.n_masks = self.maskcut_masks;

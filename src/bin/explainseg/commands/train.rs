@@ -129,16 +129,13 @@ fn parse_dataset(s: &str) -> std::result::Result<DatasetKind, String> {
 
 /// The training data at `side`: the labels.csv folder split by image, or a data
 /// set reader's samples (optionally cut into labelled patches) split by source
-/// image before patching.
-fn load_data(a: &TrainArgs, side: usize) -> Result<TrainData> {
+/// image before patching; then also the ids of the validation sources, which no
+/// training step saw (for choosing settings with `eval --ids`).
+fn load_data(a: &TrainArgs, side: usize) -> Result<(TrainData, Option<Vec<String>>)> {
     let Some(kind) = a.dataset else {
         let folder = FolderDataset::open(&a.data)?;
-        return Ok(TrainData::from_dataset(
-            &folder,
-            side,
-            a.val_fraction,
-            a.seed,
-        )?);
+        let data = TrainData::from_dataset(&folder, side, a.val_fraction, a.seed)?;
+        return Ok((data, None));
     };
     let opts = OpenOptions {
         split: a.split.clone(),
@@ -146,6 +143,7 @@ fn load_data(a: &TrainArgs, side: usize) -> Result<TrainData> {
     };
     let sources = dataset::open(kind, &a.data, &opts)?;
     let (train, val) = split_sources(sources, a.val_fraction, a.seed)?;
+    let val_ids = val.iter().map(|s| s.id.clone()).collect();
     let (train, val, classes) = if a.patches {
         let cfg = PatchConfig {
             size_px: a.patch_size,
@@ -174,7 +172,12 @@ fn load_data(a: &TrainArgs, side: usize) -> Result<TrainData> {
     } else {
         TrainData::from_parts(&train, &SampleDataset::new(val, Some(classes))?, side)?
     };
-    Ok(data)
+    Ok((data, Some(val_ids)))
+}
+
+/// `<checkpoint stem>.val_ids.txt` beside the checkpoint.
+fn val_ids_path(checkpoint: &std::path::Path) -> PathBuf {
+    checkpoint.with_extension("val_ids.txt")
 }
 
 fn parse_finetune(s: &str) -> Result<Trainable> {
@@ -302,7 +305,19 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
         }
         (None, Some(_), Some(_)) => bail!("--weights and --init exclude each other"),
     };
-    let data = load_data(a, side).with_context(|| format!("reading {}", a.data.display()))?;
+    let (data, val_ids) =
+        load_data(a, side).with_context(|| format!("reading {}", a.data.display()))?;
+    if let Some(ids) = &val_ids {
+        let path = val_ids_path(&a.out);
+        let text = format!(
+            "# validation images of {} (seed {}, {} of the sources): `explainseg eval --ids` this file\n{}",
+            a.out.display(),
+            a.seed,
+            a.val_fraction,
+            ids.iter().map(|id| format!("{id}\n")).collect::<String>()
+        );
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if let Some(ckpt) = &a.resume {
         let saved = read_checkpoint_meta(ckpt)?.class_names;
         if saved != data.class_names {
@@ -391,6 +406,7 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
     let last = history.last();
     let json = serde_json::json!({
         "checkpoint": a.out,
+        "val_ids": val_ids.as_ref().map(|_| val_ids_path(&a.out)),
         "epochs_run": history.len(),
         "classes": data.class_names,
         "mean": data.normalization.mean,
