@@ -457,4 +457,15 @@ fn id_lists_select_images_and_stored_explanations_give_the_same_scores() {
         .stderr
         .clone();
     assert!(String::from_utf8_lossy(&err).contains("not_there"));
+
+    // --skip-empty leaves out an image whose ground truth has no foreground.
+    std::fs::write(&ids, "im1\nim3\n").unwrap();
+    image::GrayImage::new(80, 72)
+        .save(root.join("masks/im3.png"))
+        .unwrap();
+    let skipping = tmp.path().join("skip");
+    let json = run_json(&mut with_ids(&skipping, &["--skip-empty"]));
+    assert_eq!(json["empty_left_out"], 1);
+    assert_eq!(json["evaluated"], 1);
+    assert!(rows(&skipping).keys().all(|(id, _)| id == "im1"));
 }

@@ -119,6 +119,10 @@ pub struct EvalArgs {
     /// e.g. the validation images that `explainseg train` wrote beside its checkpoint.
     #[arg(long, value_name = "FILE")]
     pub ids: Option<PathBuf>,
+    /// Leave out the images whose ground-truth mask is empty (e.g. BUSI's normal
+    /// images, where Dice would only say whether the mask is empty too).
+    #[arg(long)]
+    pub skip_empty: bool,
     /// Keep each image's explanation in this folder and reuse it in later runs with the
     /// same model, pre-processing and IG settings (a post-processing sweep explains once).
     #[arg(long, value_name = "DIR")]
@@ -319,7 +323,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let grid_dir = args.out.join("grid");
     let bar = progress_bar(out, shard.len() as u64, "eval");
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
-    let (mut skipped, mut evaluated) = (0usize, 0usize);
+    let (mut skipped, mut evaluated, mut empty) = (0usize, 0usize, 0usize);
     for (i, sample) in shard.iter().enumerate() {
         let todo: Vec<Variant> = methods
             .iter()
@@ -338,6 +342,11 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             .load()
             .with_context(|| format!("sample `{}`", sample.id))?;
         let truth = loaded.mask.expect("checked above");
+        if args.skip_empty && !truth.iter().any(|&t| t) {
+            empty += 1;
+            bar.inc(1);
+            continue;
+        }
         let (x, plan, pixels) = network_input(&loaded.image, &pre)
             .with_context(|| format!("sample `{}`", sample.id))?;
         // One explanation serves every IG variant of the image.
@@ -400,7 +409,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let summary = summarize(&read_rows(&rows_path)?, &header);
     let columns = grid(args, &shard, methods, &grid_dir)?;
     write_summary(&args.out, &summary, columns.as_deref())?;
-    report(out, &summary, evaluated, skipped, &args.out);
+    report(out, &summary, evaluated, skipped, empty, &args.out);
     Ok(())
 }
 
@@ -442,9 +451,21 @@ fn grid(
     Ok(Some(cols))
 }
 
-fn report(out: &Output, summary: &serde_json::Value, evaluated: usize, skipped: usize, dir: &Path) {
+fn report(
+    out: &Output,
+    summary: &serde_json::Value,
+    evaluated: usize,
+    skipped: usize,
+    empty: usize,
+    dir: &Path,
+) {
+    let left_out = if empty > 0 {
+        format!(", {empty} with an empty mask left out")
+    } else {
+        String::new()
+    };
     let mut text = format!(
-        "{evaluated} images evaluated, {skipped} already done; results in {}\n\n| method | images | mIoU % | Dice % |\n|---|---:|---:|---:|",
+        "{evaluated} images evaluated, {skipped} already done{left_out}; results in {}\n\n| method | images | mIoU % | Dice % |\n|---|---:|---:|---:|",
         dir.display()
     );
     for m in summary["methods"].as_array().into_iter().flatten() {
@@ -459,6 +480,7 @@ fn report(out: &Output, summary: &serde_json::Value, evaluated: usize, skipped: 
     let mut json = summary.clone();
     json["evaluated"] = evaluated.into();
     json["skipped"] = skipped.into();
+    json["empty_left_out"] = empty.into();
     out.result(&text, json);
 }
 
@@ -517,7 +539,7 @@ pub fn run_merge(args: &MergeArgs, out: &Output) -> Result<()> {
     });
     let summary = summarize(&rows, &header);
     write_summary(&args.out, &summary, None)?;
-    report(out, &summary, 0, 0, &args.out);
+    report(out, &summary, 0, 0, 0, &args.out);
     if duplicates > 0 && !out.quiet && !out.json {
         eprintln!("note: {duplicates} rows found in more than one shard were kept once");
     }
