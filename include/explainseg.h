@@ -348,7 +348,9 @@ typedef struct EsSegmentParams {
   struct EsCrfParams crf;
   // Shi–Malik NCut (variants B, XNCUT): graph grid side (default 56).
   uint32_t ncut_grid;
-  // Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1).
+  // Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1). Variants
+  // B and XNCUT replace it by 0.5·std of the map (the Rust default of
+  // `NcutForegroundParams`); it applies only to a constant map there.
   float ncut_sigma_r;
   // Shi–Malik NCut: spatial scale σx, grid cells (default 4).
   float ncut_sigma_x;

@@ -31,7 +31,7 @@ use crate::model::Vit;
 use crate::post::crf::{refine_mask, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
 use crate::post::morphology::{morphology_mask, MorphologyParams};
-use crate::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
+use crate::post::ncut::{ncut_mask, tokencut_bipartition, NcutForegroundParams, ShiMalikParams};
 
 /// Which segmentation to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +131,10 @@ pub struct PipelineConfig {
     pub upsample: Upsample,
     pub morphology: MorphologyParams,
     pub ncut: ShiMalikParams,
+    /// How variants B and XNCut turn the cut into a mask (default σ_r = 0.5·std of
+    /// the map, 8-px dilation; [`NcutForegroundParams::mean_split`] is the plain
+    /// Shi–Malik mean split).
+    pub ncut_foreground: NcutForegroundParams,
     pub tokencut: TokenCutParams,
     /// MaskCut settings; its per-mask CRF follows `crf`.
     pub maskcut: MaskCutParams,
@@ -149,6 +153,7 @@ impl Default for PipelineConfig {
             upsample: Upsample::Nearest,
             morphology: MorphologyParams::default(),
             ncut: ShiMalikParams::default(),
+            ncut_foreground: NcutForegroundParams::default(),
             tokencut: TokenCutParams::default(),
             maskcut: MaskCutParams::default(),
             crf: Some(CrfParams::default()),
@@ -268,10 +273,7 @@ pub fn segment_explained(
         relevance = Some(rel);
         let mask = match variant {
             Variant::A | Variant::C => morphology_mask(map.view(), &cfg.morphology)?.mask,
-            _ => {
-                let cut = shi_malik_ncut(map.view(), &cfg.ncut)?;
-                upsample_mask(cut.mask.view(), h, w)
-            }
+            _ => ncut_mask(map.view(), &cfg.ncut, &cfg.ncut_foreground)?,
         };
         lap("mask", &mut timings);
         (e.logits.clone(), e.predicted, mask)

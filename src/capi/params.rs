@@ -193,7 +193,9 @@ pub struct EsSegmentParams {
     pub crf: EsCrfParams,
     /// Shi–Malik NCut (variants B, XNCUT): graph grid side (default 56).
     pub ncut_grid: u32,
-    /// Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1).
+    /// Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1). Variants
+    /// B and XNCUT replace it by 0.5·std of the map (the Rust default of
+    /// `NcutForegroundParams`); it applies only to a constant map there.
     pub ncut_sigma_r: f32,
     /// Shi–Malik NCut: spatial scale σx, grid cells (default 4).
     pub ncut_sigma_x: f32,

@@ -116,7 +116,10 @@ fn area_weights(n_in: usize, n_out: usize) -> Vec<(usize, Vec<f64>)> {
         .collect()
 }
 
-fn resample_area_f64(map: &ArrayView2<f32>, (rows, cols): (usize, usize)) -> Array2<f64> {
+pub(super) fn resample_area_f64(
+    map: &ArrayView2<f32>,
+    (rows, cols): (usize, usize),
+) -> Array2<f64> {
     let (h, w) = map.dim();
     let wy = area_weights(h, rows);
     let wx = area_weights(w, cols);
@@ -144,7 +147,7 @@ fn resample_area_f64(map: &ArrayView2<f32>, (rows, cols): (usize, usize)) -> Arr
     out
 }
 
-fn check_map(map: &ArrayView2<f32>) -> Result<()> {
+pub(super) fn check_map(map: &ArrayView2<f32>) -> Result<()> {
     let (h, w) = map.dim();
     if h == 0 || w == 0 {
         return Err(Error::shape("map (H, W) with H, W ≥ 1", &[1, 1], &[h, w]));
@@ -177,7 +180,7 @@ pub fn resample_area(map: ArrayView2<f32>, size: (usize, usize)) -> Result<Array
 
 /// Whether the complement of `mask` has the higher mean of `map` (an empty side
 /// is never the foreground; ties keep `mask`).
-fn complement_is_foreground(mask: &[bool], map: &[f64]) -> bool {
+pub(super) fn complement_is_foreground(mask: &[bool], map: &[f64]) -> bool {
     let (mut s_in, mut n_in, mut s_out, mut n_out) = (0.0, 0usize, 0.0, 0usize);
     for (&m, &v) in mask.iter().zip(map) {
         if m {
@@ -227,7 +230,7 @@ pub fn foreground_by_relevance(
 }
 
 /// Builds the Shi–Malik graph of the normalised grid map `r` (rows, cols).
-fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGraph {
+pub(super) fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGraph {
     let (rows, cols) = r.dim();
     let n = rows * cols;
     let radius = params.radius as f64;

@@ -8,7 +8,7 @@ use explainseg::attr::features::{FeatureConfig, FeatureSource};
 use explainseg::attr::ExplainConfig;
 use explainseg::image::{decode_image_file, network_input};
 use explainseg::pipeline::{segment, PipelineConfig, Variant};
-use explainseg::post::ncut::ShiMalikParams;
+use explainseg::post::ncut::{NcutForegroundParams, ShiMalikParams};
 use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
 
 use crate::args::{IgArgs, InputArgs, ModelArgs};
@@ -81,6 +81,12 @@ pub struct PipelineArgs {
     /// Morphology chain: components smaller than this many pixels are removed.
     #[arg(long, default_value_t = 64)]
     pub min_object: usize,
+    /// NCut variants' mask: σr = K·std of the map, replacing --ncut-sigma-r (0: use
+    /// --ncut-sigma-r), and a dilation of the cut by a disk of PX pixels (0: off).
+    #[arg(long, value_name = "K", default_value_t = 0.5)]
+    pub ncut_sigma_r_std: f32,
+    #[arg(long, value_name = "PX", default_value_t = 8)]
+    pub ncut_dilation: usize,
     /// TokenCut τ and MaskCut τ / number of masks.
     #[arg(long, default_value_t = 0.2)]
     pub tokencut_tau: f32,
@@ -120,6 +126,12 @@ impl PipelineArgs {
         cfg.morphology.erosion_radius = self.morph_radius;
         cfg.morphology.min_object_size = self.min_object;
         cfg.morphology.validate()?;
+        cfg.ncut_foreground = NcutForegroundParams {
+            sigma_r_per_std: (self.ncut_sigma_r_std > 0.0).then_some(self.ncut_sigma_r_std),
+            dilation_radius_px: self.ncut_dilation,
+            ..Default::default()
+        };
+        cfg.ncut_foreground.validate()?;
         cfg.tokencut.tau = self.tokencut_tau;
         cfg.maskcut.tau = self.maskcut_tau;
         cfg.maskcut.n_masks = self.maskcut_masks;
