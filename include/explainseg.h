@@ -348,14 +348,19 @@ typedef struct EsSegmentParams {
   struct EsCrfParams crf;
   // Shi–Malik NCut (variants B, XNCUT): graph grid side (default 56).
   uint32_t ncut_grid;
-  // Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1). Variants
-  // B and XNCUT replace it by 0.5·std of the map (the Rust default of
-  // `NcutForegroundParams`); it applies only to a constant map there.
+  // Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1), used
+  // when `ncut_sigma_r_std` is 0 (and for a constant map).
   float ncut_sigma_r;
   // Shi–Malik NCut: spatial scale σx, grid cells (default 4).
   float ncut_sigma_x;
   // Shi–Malik NCut: neighbourhood radius, grid cells (default 5).
   float ncut_radius;
+  // NCut variants: σr = this × the standard deviation of the min–max map,
+  // replacing `ncut_sigma_r` (default 0.5; 0 uses `ncut_sigma_r`).
+  float ncut_sigma_r_std;
+  // NCut variants: the cut is grown by a disk of this radius in pixels before
+  // DenseCRF (default 8; 0 = off).
+  uint32_t ncut_dilation_px;
   // TokenCut settings (variant TOKENCUT).
   struct EsTokenCutParams tokencut;
   // MaskCut τ (default 0.15).

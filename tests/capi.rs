@@ -683,6 +683,13 @@ fn segment_statuses() {
                 },
                 "sigma_r",
             ),
+            (
+                EsSegmentParams {
+                    ncut_sigma_r_std: f32::NAN,
+                    ..good
+                },
+                "sigma_r_per_std",
+            ),
         ] {
             let status = explainseg_segment(m, img, &bad, null(), &mut r);
             check(status, EsStatus::InvalidParam);

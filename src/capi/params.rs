@@ -13,7 +13,7 @@ use crate::image::{Normalization, PreprocessConfig, ResizeMode};
 use crate::model::{LoadOptions, PosEmbedMode};
 use crate::pipeline::{PipelineConfig, Variant};
 use crate::post::crf::CrfParams;
-use crate::post::ncut::{ShiMalikParams, TOKENCUT_EPS, TOKENCUT_TAU};
+use crate::post::ncut::{NcutForegroundParams, ShiMalikParams, TOKENCUT_EPS, TOKENCUT_TAU};
 
 use super::status::{CapiError, CapiResult};
 
@@ -193,14 +193,19 @@ pub struct EsSegmentParams {
     pub crf: EsCrfParams,
     /// Shi–Malik NCut (variants B, XNCUT): graph grid side (default 56).
     pub ncut_grid: u32,
-    /// Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1). Variants
-    /// B and XNCUT replace it by 0.5·std of the map (the Rust default of
-    /// `NcutForegroundParams`); it applies only to a constant map there.
+    /// Shi–Malik NCut: intensity scale σr on the min–max map (default 0.1), used
+    /// when `ncut_sigma_r_std` is 0 (and for a constant map).
     pub ncut_sigma_r: f32,
     /// Shi–Malik NCut: spatial scale σx, grid cells (default 4).
     pub ncut_sigma_x: f32,
     /// Shi–Malik NCut: neighbourhood radius, grid cells (default 5).
     pub ncut_radius: f32,
+    /// NCut variants: σr = this × the standard deviation of the min–max map,
+    /// replacing `ncut_sigma_r` (default 0.5; 0 uses `ncut_sigma_r`).
+    pub ncut_sigma_r_std: f32,
+    /// NCut variants: the cut is grown by a disk of this radius in pixels before
+    /// DenseCRF (default 8; 0 = off).
+    pub ncut_dilation_px: u32,
     /// TokenCut settings (variant TOKENCUT).
     pub tokencut: EsTokenCutParams,
     /// MaskCut τ (default 0.15).
@@ -286,6 +291,8 @@ impl Default for EsSegmentParams {
             ncut_sigma_r: pipe.ncut.sigma_r,
             ncut_sigma_x: pipe.ncut.sigma_x,
             ncut_radius: pipe.ncut.radius,
+            ncut_sigma_r_std: pipe.ncut_foreground.sigma_r_per_std.unwrap_or(0.0),
+            ncut_dilation_px: pipe.ncut_foreground.dilation_radius_px as u32,
             tokencut: EsTokenCutParams::default(),
             maskcut_tau: pipe.maskcut.tau,
             maskcut_masks: pipe.maskcut.n_masks as u32,
@@ -507,9 +514,16 @@ impl EsSegmentParams {
             radius: self.ncut_radius,
         };
         ncut.validate()?;
+        let ncut_foreground = NcutForegroundParams {
+            sigma_r_per_std: (self.ncut_sigma_r_std != 0.0).then_some(self.ncut_sigma_r_std),
+            dilation_radius_px: self.ncut_dilation_px as usize,
+            ..defaults.ncut_foreground.clone()
+        };
+        ncut_foreground.validate()?;
         let mut cfg = PipelineConfig {
             explain: self.explain_config()?,
             ncut,
+            ncut_foreground,
             crf: self.crf_enabled.then(|| self.crf.crf_params()),
             ..defaults
         };
