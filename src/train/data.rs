@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::augment::{augment, AugmentConfig};
 use super::rng::{self, Rng};
 use crate::error::{Error, Result};
-use crate::image::{decode_image_file, resize_rgb8, Normalization, ResampleFilter};
+use crate::image::{decode_image_file, resize_rgb8, DecodedImage, Normalization, ResampleFilter};
 
 /// One labelled RGB image, 8-bit, row-major with interleaved channels (HWC).
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +22,18 @@ pub struct LabeledImage {
     pub width: usize,
     /// Class index into [`Dataset::class_names`].
     pub label: usize,
+}
+
+impl LabeledImage {
+    /// `img` as 8-bit RGB (gray and 16-bit images converted) with `label`.
+    pub fn new(img: &DecodedImage, label: usize) -> LabeledImage {
+        LabeledImage {
+            rgb: img.to_rgb8(),
+            height: img.height as usize,
+            width: img.width as usize,
+            label,
+        }
+    }
 }
 
 /// A labelled image collection.
@@ -183,13 +195,7 @@ impl Dataset for FolderDataset {
             .files
             .get(i)
             .ok_or_else(|| Error::param("index", format!("{i} ≥ {}", self.files.len())))?;
-        let img = decode_image_file(path)?;
-        Ok(LabeledImage {
-            rgb: img.to_rgb8(),
-            height: img.height as usize,
-            width: img.width as usize,
-            label: self.labels[i],
-        })
+        Ok(LabeledImage::new(&decode_image_file(path)?, self.labels[i]))
     }
     fn class_names(&self) -> Vec<String> {
         self.classes.clone()

@@ -134,13 +134,17 @@ impl TrainData {
         let (train_idx, val_idx) = split_indices(&labels, val_fraction, seed)?;
         let train = Prepared::load(data, &train_idx, side)?;
         let val = Prepared::load(data, &val_idx, side)?;
-        let normalization = train.channel_stats();
-        Ok(TrainData {
+        Ok(TrainData::from_prepared(train, val, class_names))
+    }
+
+    /// Mean/std come from the training split only (the paper's protocol).
+    fn from_prepared(train: Prepared, val: Prepared, class_names: Vec<String>) -> TrainData {
+        TrainData {
+            normalization: train.channel_stats(),
             train,
             val,
-            normalization,
             class_names,
-        })
+        }
     }
 
     /// Two parts split by the caller (e.g. by source image, see
@@ -163,13 +167,7 @@ impl TrainData {
         let all = |d: &dyn Dataset| (0..d.len()).collect::<Vec<_>>();
         let train = Prepared::load(train, &all(train), side)?;
         let val = Prepared::load(val, &all(val), side)?;
-        let normalization = train.channel_stats();
-        Ok(TrainData {
-            train,
-            val,
-            normalization,
-            class_names,
-        })
+        Ok(TrainData::from_prepared(train, val, class_names))
     }
 }
 

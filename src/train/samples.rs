@@ -72,13 +72,7 @@ impl Dataset for SampleDataset {
             .samples
             .get(i)
             .ok_or_else(|| Error::param("index", format!("{i} ≥ {}", self.samples.len())))?;
-        let img = s.load_image()?;
-        Ok(LabeledImage {
-            rgb: img.to_rgb8(),
-            height: img.height as usize,
-            width: img.width as usize,
-            label: self.labels[i],
-        })
+        Ok(LabeledImage::new(&s.load_image()?, self.labels[i]))
     }
     fn class_names(&self) -> Vec<String> {
         self.classes.clone()
