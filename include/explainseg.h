@@ -291,11 +291,12 @@ typedef struct EsModelParams {
 typedef struct EsCrfParams {
   // Mean-field iterations.
   uint32_t iterations;
-  // Positional kernel standard deviation, pixels.
+  // Positional kernel standard deviation, in pixels of the image passed in
+  // (`explainseg_segment` rescales both spatial deviations to the network input).
   float pos_sxy_px;
   // Positional kernel Potts weight (0 drops it).
   float pos_weight;
-  // Bilateral kernel spatial standard deviation, pixels.
+  // Bilateral kernel spatial standard deviation, in pixels of the image passed in.
   float bi_sxy_px;
   // Bilateral kernel intensity standard deviation, 8-bit levels.
   float bi_srgb;

@@ -27,6 +27,7 @@ use crate::attr::{
 };
 use crate::backend::cpu::{CpuEngine, Facet};
 use crate::error::{Error, Result};
+use crate::image::ResizePlan;
 use crate::model::Vit;
 use crate::post::crf::{refine_mask, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
@@ -157,6 +158,19 @@ impl Default for PipelineConfig {
             tokencut: TokenCutParams::default(),
             maskcut: MaskCutParams::default(),
             crf: Some(CrfParams::default()),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// These settings for one image brought to the network input by `plan`: the
+    /// DenseCRF kernels (also MaskCut's, which uses `crf`) are sized in the
+    /// original image's pixels ([`CrfParams::at_scale`]). Callers that resize
+    /// images call this per image.
+    pub fn for_image(&self, plan: &ResizePlan) -> PipelineConfig {
+        PipelineConfig {
+            crf: self.crf.as_ref().map(|c| c.at_scale(plan.scale())),
+            ..self.clone()
         }
     }
 }
@@ -344,4 +358,45 @@ pub fn pixels_from_input(x: ArrayView4<f32>, mean: [f32; 3], std: [f32; 3]) -> A
             .round()
             .clamp(0.0, 255.0) as u8
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::CropBox;
+
+    #[test]
+    fn crf_kernels_are_sized_in_original_pixels() {
+        // 640×480 squashed to 160×160: x by 1/4, y by 1/3, geometric mean 1/√12.
+        let plan = ResizePlan {
+            input_width: 640,
+            input_height: 480,
+            resized_width: 160,
+            resized_height: 160,
+            crop: CropBox {
+                left: 0,
+                top: 0,
+                width: 160,
+                height: 160,
+            },
+        };
+        let scale = (1.0f64 / 12.0).sqrt() as f32;
+        assert!((plan.scale() - scale).abs() < 1e-7);
+        let cfg = PipelineConfig::default().for_image(&plan);
+        let crf = cfg.crf.unwrap();
+        let base = CrfParams::default();
+        assert!((crf.bi_sxy_px - base.bi_sxy_px * scale).abs() < 1e-5);
+        assert!((crf.pos_sxy_px - base.pos_sxy_px * scale).abs() < 1e-6);
+        assert_eq!((crf.bi_srgb, crf.bi_weight), (base.bi_srgb, base.bi_weight));
+        // Nothing else changes, and an image at the network's size is left as is.
+        let same = ResizePlan {
+            resized_width: 640,
+            resized_height: 480,
+            ..plan
+        };
+        assert_eq!(
+            PipelineConfig::default().for_image(&same),
+            PipelineConfig::default()
+        );
+    }
 }

@@ -187,7 +187,8 @@ fn rust_segment(vit: &Vit, params: &EsSegmentParams) -> Outputs {
         seen.to_rgb8(),
     )
     .unwrap();
-    let cfg = params.pipeline_config().unwrap();
+    // DenseCRF kernels are sized in the image's own pixels.
+    let cfg = params.pipeline_config().unwrap().for_image(&plan);
     let seg = segment(
         vit,
         x.view(),

@@ -132,11 +132,12 @@ pub struct EsModelParams {
 pub struct EsCrfParams {
     /// Mean-field iterations.
     pub iterations: u32,
-    /// Positional kernel standard deviation, pixels.
+    /// Positional kernel standard deviation, in pixels of the image passed in
+    /// (`explainseg_segment` rescales both spatial deviations to the network input).
     pub pos_sxy_px: f32,
     /// Positional kernel Potts weight (0 drops it).
     pub pos_weight: f32,
-    /// Bilateral kernel spatial standard deviation, pixels.
+    /// Bilateral kernel spatial standard deviation, in pixels of the image passed in.
     pub bi_sxy_px: f32,
     /// Bilateral kernel intensity standard deviation, 8-bit levels.
     pub bi_srgb: f32,

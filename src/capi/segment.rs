@@ -44,7 +44,8 @@ pub unsafe extern "C" fn explainseg_segment(
             |m, img, p, pre, cfg, tick| {
                 let (x, plan, pixels) = network_input(&img.image, pre)?;
                 let variant = p.variant.variant();
-                let seg = segment(&m.vit, x.view(), pixels.view(), variant, cfg, Some(tick))?;
+                let cfg = cfg.for_image(&plan);
+                let seg = segment(&m.vit, x.view(), pixels.view(), variant, &cfg, Some(tick))?;
                 Ok(EsResult {
                     width: plan.input_width,
                     height: plan.input_height,

@@ -194,6 +194,14 @@ impl ResizePlan {
     pub fn output_size(&self) -> (u32, u32) {
         (self.crop.width, self.crop.height)
     }
+
+    /// Network-input pixels per decoded pixel: the geometric mean of the two
+    /// axes' resize factors (1 when nothing is resized).
+    pub fn scale(&self) -> f32 {
+        let sx = self.resized_width as f64 / self.input_width.max(1) as f64;
+        let sy = self.resized_height as f64 / self.input_height.max(1) as f64;
+        (sx * sy).sqrt() as f32
+    }
 }
 
 /// Everything [`preprocess`] needs.

@@ -85,6 +85,19 @@ impl Default for CrfParams {
 }
 
 impl CrfParams {
+    /// The same kernels on an image resized by `scale`: the spatial standard
+    /// deviations (given in the original image's pixels, as TokenCut and CutLER run
+    /// DenseCRF at full resolution) are multiplied by it. Without this, a 50-px
+    /// bilateral kernel on a 160-px network input would span a third of the image
+    /// and pull the mask toward the majority label.
+    pub fn at_scale(&self, scale: f32) -> CrfParams {
+        CrfParams {
+            pos_sxy_px: self.pos_sxy_px * scale,
+            bi_sxy_px: self.bi_sxy_px * scale,
+            ..self.clone()
+        }
+    }
+
     /// # Errors
     /// [`Error::InvalidParam`] for a standard deviation that is not finite and positive,
     /// or a weight that is not finite.

@@ -349,6 +349,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         }
         let (x, plan, pixels) = network_input(&loaded.image, &pre)
             .with_context(|| format!("sample `{}`", sample.id))?;
+        let image_cfg = cfg.for_image(&plan);
         // One explanation serves every IG variant of the image.
         let (explanation, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
             bar.set_message(format!("{} IG", sample.id));
@@ -376,9 +377,15 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         for v in todo {
             bar.set_message(format!("{} {}", sample.id, v.name()));
             let start = Instant::now();
-            let seg =
-                segment_explained(&vit, x.view(), pixels.view(), v, &cfg, explanation.as_ref())
-                    .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
+            let seg = segment_explained(
+                &vit,
+                x.view(),
+                pixels.view(),
+                v,
+                &image_cfg,
+                explanation.as_ref(),
+            )
+            .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
             let shared = if v.uses_ig() { explain_s } else { 0.0 };
             let mask = to_original(seg.mask.view(), &plan, false)?;
             let s = scores(mask.view(), truth.view())?;

@@ -182,6 +182,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         }
         true
     };
+    let cfg = cfg.for_image(&plan);
     let seg = segment(&vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
     bar.finish_and_clear();
 
