@@ -59,6 +59,9 @@ sweep() { # name dataset root split size ids
     "ncut-sigma-r-0.05|--ncut-sigma-r 0.05"
     "ncut-sigma-r-0.2|--ncut-sigma-r 0.2"
     "ncut-grid-28|--ncut-grid 28"
+    "ncut-sigma-r-fixed|--ncut-sigma-r-std 0"
+    "ncut-dilation-0|--ncut-dilation 0"
+    "minmax-keep-border|--normalize minmax --keep-border"
     "no-crf|--no-crf"
   )
   for s in "${settings[@]}"; do
@@ -67,12 +70,29 @@ sweep() { # name dataset root split size ids
     "$bin" --quiet --threads 2 eval --dataset "$kind" --root "$root" --split "$split" \
       --weights "$out/${name}_vit.safetensors" --size "$size" --variants a,b,c,xncut \
       --ids "$ids" --skip-empty --explanations "$out/$name.explanations" $flags \
-      --out "$out/sweep/$name/$tag"
+      --out "${SWEEP_DIR:-$out/sweep}/$name/$tag"
   done
-  python3 tools/sweep_table.py "$out/sweep/$name" > "$out/sweep/$name.md"
-  cat "$out/sweep/$name.md"
+  python3 tools/sweep_table.py "${SWEEP_DIR:-$out/sweep}/$name" > "${SWEEP_DIR:-$out/sweep}/$name.md"
+  cat "${SWEEP_DIR:-$out/sweep}/$name.md"
 }
 [ "${STAGE:-all}" = train ] && exit 0
 sweep kvasir kvasir "$data/kvasir_seg" train 160 "$out/kvasir_vit.val_ids.txt"
 sweep busip busi "$data/busi" train 144 "$out/busip_vit.val_ids.txt"
 [ "${STAGE:-all}" = sweep ] && exit 0
+
+# Test images, every method, chosen settings ($KVASIR_FLAGS / $BUSI_FLAGS; empty = the
+# defaults). Kvasir: the official val split (120). BUSI: the fixed test part's lesion
+# images (its normals have empty masks).
+test_eval() { # name dataset root split size flags...
+  local name=$1 kind=$2 root=$3 split=$4 size=$5
+  shift 5
+  "$bin" --quiet --threads 2 eval --dataset "$kind" --root "$root" --split "$split" \
+    --weights "$out/${name}_vit.safetensors" --size "$size" --variants all --skip-empty \
+    --explanations "$out/$name.explanations" "$@" --out "$out/test/$name"
+}
+# shellcheck disable=SC2086
+test_eval kvasir kvasir "$data/kvasir_seg" val 160 ${KVASIR_FLAGS:-}
+# shellcheck disable=SC2086
+test_eval busip busi "$data/busi" test 144 ${BUSI_FLAGS:-}
+# shellcheck disable=SC2086
+test_eval busi busi "$data/busi" test 96 ${BUSI_FLAGS:-}

@@ -6,7 +6,9 @@ use ndarray::{Array3, Array4};
 
 use super::{generate, Sample, SynthConfig};
 use crate::attr::explain;
-use crate::attr::{ExplainConfig, IgConfig, Noise, NoiseTunnelConfig, NtType, Progress};
+use crate::attr::{
+    ExplainConfig, IgConfig, Noise, NoiseTunnelConfig, Normalizer, NtType, Progress,
+};
 use crate::backend::cpu::CpuEngine;
 use crate::error::Result;
 use crate::eval::{scores, Scores};
@@ -57,6 +59,8 @@ pub fn demo_pipeline_config() -> PipelineConfig {
             ..Default::default()
         },
         smooth_sigma: 1.0,
+        // The scaling the demo settings were chosen with (not the library default).
+        normalizer: Normalizer::captum(),
         morphology: MorphologyParams {
             clear_border: false,
             dilation_radius: 1,

@@ -24,7 +24,7 @@ pub struct AttributeArgs {
     #[arg(long, default_value = "abs")]
     pub reduce: String,
     /// Scaling for relevance.npy: cummass (Captum's 98% mass), percentile (99th), minmax, none.
-    #[arg(long, default_value = "cummass")]
+    #[arg(long, default_value = "minmax")]
     pub normalize: String,
     /// Output folder: input.npy, logits.npy, attribution.npy, relevance.npy.
     #[arg(long, value_name = "DIR")]

@@ -57,8 +57,8 @@ pub struct PipelineArgs {
     /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
     #[arg(long, default_value_t = 0.0)]
     pub smooth: f32,
-    /// Relevance scaling: cummass, percentile, minmax, none.
-    #[arg(long, default_value = "cummass")]
+    /// Relevance scaling: minmax, cummass (Captum's 98% mass), percentile, none.
+    #[arg(long, default_value = "minmax")]
     pub normalize: String,
     /// Shi–Malik NCut: graph grid side, σr (map units), σx and radius (grid cells).
     #[arg(long, default_value_t = 56)]
