@@ -46,23 +46,26 @@ vit=(--init random --arch custom:4,96,3,8 --finetune all --optimizer adamw --lr 
 # NoiseTunnel 5, the paper's) are computed once per image and reused.
 sweep() { # name dataset root split size ids
   local name=$1 kind=$2 root=$3 split=$4 size=$5 ids=$6
+  # Every row spells out the relevance scaling and border rule, so "defaults" is
+  # the setting the sweep started from (Captum's cumulative mass, border cleared).
+  local base="--normalize cummass --clear-border"
   local settings=(
-    "defaults|"
-    "normalize-minmax|--normalize minmax"
-    "normalize-percentile|--normalize percentile"
-    "feature-token-pc1|--feature token-pc1"
-    "feature-cls-attn|--feature cls-attn"
-    "feature-key-norm|--feature key-norm"
-    "no-equalize|--no-equalize"
-    "keep-border|--keep-border"
-    "smooth-2px|--smooth 2"
-    "ncut-sigma-r-0.05|--ncut-sigma-r 0.05"
-    "ncut-sigma-r-0.2|--ncut-sigma-r 0.2"
-    "ncut-grid-28|--ncut-grid 28"
-    "ncut-sigma-r-fixed|--ncut-sigma-r-std 0"
-    "ncut-dilation-0|--ncut-dilation 0"
-    "minmax-keep-border|--normalize minmax --keep-border"
-    "no-crf|--no-crf"
+    "defaults|$base"
+    "normalize-minmax|--normalize minmax --clear-border"
+    "normalize-percentile|--normalize percentile --clear-border"
+    "feature-token-pc1|$base --feature token-pc1"
+    "feature-cls-attn|$base --feature cls-attn"
+    "feature-key-norm|$base --feature key-norm"
+    "no-equalize|$base --no-equalize"
+    "keep-border|--normalize cummass"
+    "minmax-keep-border|--normalize minmax"
+    "smooth-2px|$base --smooth 2"
+    "ncut-sigma-r-0.05|$base --ncut-sigma-r 0.05"
+    "ncut-sigma-r-0.2|$base --ncut-sigma-r 0.2"
+    "ncut-grid-28|$base --ncut-grid 28"
+    "ncut-sigma-r-fixed|$base --ncut-sigma-r-std 0"
+    "ncut-dilation-0|$base --ncut-dilation 0"
+    "no-crf|$base --no-crf"
   )
   for s in "${settings[@]}"; do
     local tag=${s%%|*} flags=${s#*|}

@@ -72,9 +72,10 @@ pub struct PipelineArgs {
     /// Morphology chain: skip the histogram equalisation before Otsu.
     #[arg(long)]
     pub no_equalize: bool,
-    /// Morphology chain: keep the components that touch the image border.
+    /// Morphology chain: remove the components that touch the image border (the
+    /// paper's "border artefacts"; off by default, see docs/results.md).
     #[arg(long)]
-    pub keep_border: bool,
+    pub clear_border: bool,
     /// Morphology chain: radius (pixels) of the dilation and of the erosion after it.
     #[arg(long, default_value_t = 3)]
     pub morph_radius: usize,
@@ -121,7 +122,7 @@ impl PipelineArgs {
             radius: self.ncut_radius,
         };
         cfg.morphology.equalize = !self.no_equalize;
-        cfg.morphology.clear_border = !self.keep_border;
+        cfg.morphology.clear_border = self.clear_border;
         cfg.morphology.dilation_radius = self.morph_radius;
         cfg.morphology.erosion_radius = self.morph_radius;
         cfg.morphology.min_object_size = self.min_object;
