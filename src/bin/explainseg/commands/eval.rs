@@ -135,64 +135,81 @@ pub struct EvalArgs {
     pub out: PathBuf,
 }
 
+/// The files and folder a run depends on, hashed and resolved once per run
+/// (model files can be hundreds of MB).
+struct RunInputs {
+    root: PathBuf,
+    weights_hash: u64,
+    head_hash: Option<u64>,
+    noise_hash: Option<u64>,
+    ids_hash: Option<u64>,
+}
+
+impl RunInputs {
+    fn read(args: &EvalArgs) -> Result<RunInputs> {
+        let hash = |f: &Option<PathBuf>| f.as_deref().map(file_hash).transpose();
+        Ok(RunInputs {
+            root: args
+                .root
+                .canonicalize()
+                .with_context(|| format!("{}: data set folder not found", args.root.display()))?,
+            weights_hash: file_hash(&args.model.weights)?,
+            head_hash: hash(&args.model.head)?,
+            noise_hash: hash(&args.ig.noise)?,
+            ids_hash: hash(&args.ids)?,
+        })
+    }
+}
+
 /// `config.json`: what produced the rows, and its fingerprint.
-fn run_config(args: &EvalArgs, pipeline_debug: &str, pre_debug: &str) -> Result<serde_json::Value> {
-    let root = args
-        .root
-        .canonicalize()
-        .with_context(|| format!("{}: data set folder not found", args.root.display()))?;
-    let weights_hash = file_hash(&args.model.weights)?;
-    let ids_hash = match &args.ids {
-        Some(f) => Some(file_hash(f)?),
-        None => None,
-    };
+fn run_config(
+    args: &EvalArgs,
+    inputs: &RunInputs,
+    pipeline_debug: &str,
+    pre_debug: &str,
+) -> serde_json::Value {
     let canonical = format!(
-        "{}|split={:?}|ids={ids_hash:?}|pipeline={pipeline_debug}",
-        explanation_key(args, &root, pre_debug, "")?,
+        "{}|split={:?}|ids={:?}|pipeline={pipeline_debug}",
+        explanation_key(args, inputs, pre_debug, ""),
         args.split,
+        inputs.ids_hash,
     );
     let fingerprint = format!("{:016x}", fnv1a(canonical.as_bytes(), FNV_OFFSET));
-    Ok(serde_json::json!({
+    serde_json::json!({
         "fingerprint": fingerprint,
         "dataset": args.dataset.name(),
-        "root": root.display().to_string(),
+        "root": inputs.root.display().to_string(),
         "split": args.split,
         "weights": args.model.weights.display().to_string(),
-        "weights_fnv64": format!("{weights_hash:016x}"),
+        "weights_fnv64": format!("{:016x}", inputs.weights_hash),
         "head": args.model.head.as_ref().map(|h| h.display().to_string()),
         "explainseg": env!("CARGO_PKG_VERSION"),
         "settings": canonical,
-    }))
+    })
 }
 
 /// What determines an image's explanation (with its id): the data set, the model
 /// files and options, the pre-processing and `explain_debug` (the IG settings).
 fn explanation_key(
     args: &EvalArgs,
-    root: &Path,
+    inputs: &RunInputs,
     pre_debug: &str,
     explain_debug: &str,
-) -> Result<String> {
-    let weights_hash = file_hash(&args.model.weights)?;
-    let head_hash = match &args.model.head {
-        Some(h) => Some(file_hash(h)?),
-        None => None,
-    };
-    let noise_hash = match &args.ig.noise {
-        Some(n) => Some(file_hash(n)?),
-        None => None,
-    };
+) -> String {
     let m = &args.model;
-    Ok(format!(
-        "dataset={}|root={}|tile={}|weights={weights_hash:016x}|head={head_hash:?}|noise={noise_hash:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}",
+    format!(
+        "dataset={}|root={}|tile={}|weights={:016x}|head={:?}|noise={:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}",
         args.dataset.name(),
-        root.display(),
+        inputs.root.display(),
         args.tile,
+        inputs.weights_hash,
+        inputs.head_hash,
+        inputs.noise_hash,
         m.heads,
         m.eps,
         m.pos_embed,
         m.pos_grid,
-    ))
+    )
 }
 
 /// The ids listed in `path`: one per line, blank lines and `#` comments skipped.
@@ -298,17 +315,13 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         .map(|(_, s)| s)
         .take(args.limit.unwrap_or(usize::MAX))
         .collect();
-    let config = run_config(args, &format!("{cfg:?}"), &format!("{pre:?}"))?;
+    let inputs = RunInputs::read(args)?;
+    let pre_debug = format!("{pre:?}");
+    let config = run_config(args, &inputs, &format!("{cfg:?}"), &pre_debug);
     claim_output(&args.out, &config)?;
     let cache = match &args.explanations {
         Some(dir) => {
-            let root = args.root.canonicalize()?;
-            let key = explanation_key(
-                args,
-                &root,
-                &format!("{pre:?}"),
-                &format!("{:?}", cfg.explain),
-            )?;
+            let key = explanation_key(args, &inputs, &pre_debug, &format!("{:?}", cfg.explain));
             Some(ExplanationCache::open(dir, &key)?)
         }
         None => None,
