@@ -40,6 +40,7 @@ pub mod backend;
 pub mod capi;
 pub mod dataset;
 pub mod error;
+pub mod hash;
 pub mod eval;
 pub mod image;
 pub mod model;
@@ -47,6 +48,7 @@ pub mod npy;
 pub mod pipeline;
 pub mod post;
 pub mod render;
+pub mod rng;
 pub mod synth;
 pub mod train;
 

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use explainseg::attr::noise::gaussian_noise;
+use explainseg::rng::gaussian_noise;
 use explainseg::backend::cpu::ops;
 
 // ---------------------------------------------------------------------------------

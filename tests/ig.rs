@@ -258,7 +258,7 @@ fn ig_completeness_holds_for_many_baselines_and_inputs() {
     let engine = CpuEngine::new(&c.vit);
     let (h, w) = (c.x.dim().2, c.x.dim().3);
     for seed in 0..4u64 {
-        let noise = explainseg::attr::noise::gaussian_noise(seed, 0, 3 * h * w, 0.7);
+        let noise = explainseg::rng::gaussian_noise(seed, 0, 3 * h * w, 0.7);
         let x = &c.x + &Array4::from_shape_vec((1, 3, h, w), noise).unwrap();
         let baseline = Baseline::Blur {
             sigma_px: 1.0 + seed as f32,

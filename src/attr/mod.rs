@@ -6,7 +6,6 @@ pub mod explain;
 pub mod features;
 pub mod fusion;
 pub mod ig;
-pub mod noise;
 pub mod noise_tunnel;
 pub mod quadrature;
 pub mod relevance;

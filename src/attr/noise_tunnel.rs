@@ -6,7 +6,7 @@
 use ndarray::{Array4, ArrayView4, Axis};
 
 use super::ig::{integrated_gradients, IgConfig, Progress};
-use super::noise::gaussian_noise;
+use crate::rng::gaussian_noise;
 use crate::backend::Engine;
 use crate::error::{Error, Result};
 

@@ -11,12 +11,7 @@ use super::Sample;
 /// One in this many images is held out.
 pub const TEST_ONE_IN: u64 = 5;
 
-/// FNV-1a, 64 bit (offset basis 0xcbf29ce484222325, prime 0x100000001b3).
-fn fnv1a64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
+use crate::hash::fnv1a64;
 
 /// Whether the image with this id is in the held-out `test` part.
 pub fn is_test(id: &str) -> bool {
@@ -47,14 +42,6 @@ pub fn select(samples: Vec<Sample>, split: &str) -> Result<Vec<Sample>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnv1a_matches_the_published_test_vectors() {
-        // From the FNV reference test suite (draft-eastlake-fnv).
-        assert_eq!(fnv1a64(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(fnv1a64(b"foobar"), 0x8594_4171_f739_67e8);
-    }
 
     #[test]
     fn parts_are_disjoint_cover_everything_and_ignore_order() {

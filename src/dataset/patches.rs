@@ -134,20 +134,9 @@ pub fn labelled_patches(samples: &[Sample], cfg: &PatchConfig) -> Result<Vec<Sam
     Ok(all.into_iter().map(|(_, p)| p).collect())
 }
 
-/// Fisher–Yates with SplitMix64 draws.
+/// Fisher–Yates with `next mod n` draws of the SplitMix64 stream `seed`.
 fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    for i in (1..v.len()).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
+    crate::rng::Rng::new(seed).shuffle_mod(v);
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use super::config::{PosEmbedMode, VitConfig};
 use super::head::{HeadKind, LinearHead};
 use super::vit::Vit;
 use super::weights::{BlockWeights, VitWeights};
-use crate::attr::noise::gaussian_noise;
+use crate::rng::gaussian_noise;
 
 impl VitConfig {
     /// ViT-Ti/S/B at the given patch, trained at `img`×`img` (e.g. 224).

@@ -3,7 +3,7 @@
 
 use ndarray::{Array2, Array3};
 
-use super::rng::Rng;
+use crate::rng::Rng;
 use super::texture::{tissue_colour, Fbm, ValueNoise};
 
 /// The outline `r(θ) = radius · (1 + Σₖ aₖ cos(kθ + φₖ))` in a frame stretched by
@@ -76,7 +76,7 @@ impl Lesion {
     /// colour `background`.
     pub fn sample(size: usize, background: [f32; 3], rng: &mut Rng) -> Lesion {
         let s = size as f32;
-        let n_harm = 1 + rng.index(4);
+        let n_harm = 1 + rng.below_u32(4);
         let mut budget = rng.range(0.05, 0.4);
         let harmonics = (0..n_harm)
             .map(|i| {
@@ -97,7 +97,7 @@ impl Lesion {
         shape.cy = rng.range(reach + BORDER, s - reach - BORDER);
         shape.cx = rng.range(reach + BORDER, s - reach - BORDER);
         // Darker, redder, paler or another tissue colour: never the background's own.
-        let colour = match rng.index(4) {
+        let colour = match rng.below_u32(4) {
             0 => background.map(|c| c * rng.range(0.35, 0.6)),
             1 => [
                 (background[0] * 1.1).min(1.0),
@@ -112,7 +112,7 @@ impl Lesion {
             }
         };
         // A quarter of the lesions are subtle.
-        let contrast = if rng.unit() < 0.25 {
+        let contrast = if rng.uniform() < 0.25 {
             rng.range(0.3, 0.5)
         } else {
             rng.range(0.5, 0.95)

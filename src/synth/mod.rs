@@ -20,7 +20,6 @@
 
 pub mod demo;
 pub mod lesion;
-pub mod rng;
 pub mod texture;
 
 use std::io::Write;
@@ -30,7 +29,7 @@ use ndarray::{Array2, Array3};
 
 use crate::error::{Error, Result};
 use lesion::Lesion;
-use rng::Rng;
+use crate::rng::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]

@@ -3,7 +3,7 @@
 
 use ndarray::Array3;
 
-use super::rng::{mix, Rng};
+use crate::rng::{mix, Rng};
 
 /// Value noise on the integer lattice, quintic-interpolated (smooth to the second
 /// derivative, so no grid creases show).
@@ -75,7 +75,7 @@ const TISSUE: [[f32; 3]; 6] = [
 
 /// A colour near one of the tissue colours.
 pub fn tissue_colour(rng: &mut Rng) -> [f32; 3] {
-    let base = TISSUE[rng.index(TISSUE.len())];
+    let base = TISSUE[rng.below_u32(TISSUE.len())];
     base.map(|c| (c + rng.range(-0.08, 0.08)).clamp(0.05, 0.95))
 }
 

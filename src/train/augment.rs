@@ -4,7 +4,7 @@
 //! `RandomRotation` default fill); then colour jitter (brightness, contrast,
 //! saturation, each a factor in [1 − s, 1 + s], torchvision's formulas; no hue).
 
-use super::rng::Rng;
+use crate::rng::Rng;
 use crate::error::{Error, Result};
 
 /// Which augmentations run, with their strengths. `Default` is none.

@@ -10,7 +10,8 @@ use ndarray::Array4;
 use rayon::prelude::*;
 
 use super::augment::{augment, AugmentConfig};
-use super::rng::{self, Rng};
+use super::stream_key as rng;
+use crate::rng::Rng;
 use crate::error::{Error, Result};
 use crate::image::{decode_image_file, resize_rgb8, DecodedImage, Normalization, ResampleFilter};
 

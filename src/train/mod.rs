@@ -6,7 +6,7 @@
 //! `schedule.rs` (step/cosine), `setup.rs` (architectures, heads, positional
 //! resampling), `checkpoint.rs` (safetensors in timm naming + resume state),
 //! `params.rs` (named tensors), `samples.rs` (the data set readers as
-//! training data), `rng.rs` (keyed seeded streams) and `loop.rs`
+//! training data) and `loop.rs`
 //! ([`fit`]). Gradients come from
 //! [`backend::cpu::param_grad`](crate::backend::cpu::param_grad).
 
@@ -17,12 +17,21 @@ pub mod data;
 pub mod fit_loop;
 pub mod optimizer;
 pub mod params;
-pub mod rng;
 pub mod samples;
 pub mod schedule;
 pub mod setup;
 
 pub use crate::backend::cpu::param_grad::Trainable;
+
+/// Purposes of the keyed [`crate::rng::Rng`] streams of a training run: any epoch's
+/// order or any sample's augmentation is regenerated on its own, which is what makes
+/// `--resume` continue exactly like an uninterrupted run.
+pub mod stream_key {
+    pub const SPLIT: u64 = 1;
+    pub const SHUFFLE: u64 = 2;
+    pub const AUGMENT: u64 = 3;
+    pub const INIT: u64 = 4;
+}
 pub use augment::AugmentConfig;
 pub use checkpoint::{
     load_state, read_checkpoint_meta, save_checkpoint, save_state, CheckpointMeta,

@@ -2,8 +2,9 @@
 //! table resampled to the training grid, a fresh head when the class count or
 //! layout changes.
 
-use super::rng::{self, Rng};
-use crate::attr::noise::standard_normal;
+use super::stream_key as rng;
+use crate::rng::Rng;
+use crate::rng::standard_normal;
 use crate::error::{Error, Result};
 use crate::model::{HeadKind, LinearHead, Vit, VitConfig};
 

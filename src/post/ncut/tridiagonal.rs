@@ -97,18 +97,9 @@ pub(crate) fn eigenvalue(d: &[f64], e: &[f64], k: usize) -> f64 {
 /// Deterministic start vector for inverse iteration: uniform(−1, 1) from a
 /// splitmix64 stream (LAPACK `dstein` also starts from a pseudo-random vector).
 pub(crate) fn start_vector(n: usize, seed: u64) -> Vec<f64> {
-    let mut state = seed;
-    (0..n)
-        .map(|_| {
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            // 53 random bits → [0, 1) → (−1, 1).
-            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
-        })
-        .collect()
+    let mut rng = crate::rng::Rng::new(seed);
+    // 53 random bits → [0, 1) → (−1, 1).
+    (0..n).map(|_| rng.uniform_f64() * 2.0 - 1.0).collect()
 }
 
 /// LU factors (partial pivoting) of `T − λI`, as in LAPACK `dlagtf`: `U` has two

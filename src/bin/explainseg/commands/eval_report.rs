@@ -249,16 +249,7 @@ pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
 }
 
-/// FNV-1a, 64 bits: a stable fingerprint (std's hasher may change between releases).
-pub fn fnv1a(bytes: &[u8], mut h: u64) -> u64 {
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
-pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+pub use explainseg::hash::{fnv1a, FNV_OFFSET};
 
 /// FNV-1a of a file's content.
 pub fn file_hash(path: &Path) -> Result<u64> {
