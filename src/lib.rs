@@ -41,6 +41,7 @@ pub mod capi;
 pub mod dataset;
 pub mod error;
 pub mod hash;
+pub mod ig;
 pub mod eval;
 pub mod image;
 pub mod model;

@@ -25,10 +25,9 @@ use crate::attr::{
     explain, normalize, reduce_channels, ExplainConfig, Explanation, Normalizer, Progress,
     Reduction,
 };
-use crate::backend::cpu::{CpuEngine, Facet};
+use crate::backend::{Engine, Facet};
 use crate::error::{Error, Result};
 use crate::image::ResizePlan;
-use crate::model::Vit;
 use crate::post::crf::{refine_mask, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
 use crate::post::morphology::{morphology_mask, MorphologyParams};
@@ -210,7 +209,7 @@ pub struct Segmentation {
 /// Shape mismatches between `x` and `pixels`; any stage's error;
 /// [`Error::Aborted`] from the progress callback.
 pub fn segment(
-    vit: &Vit,
+    engine: &dyn Engine,
     x: ArrayView4<f32>,
     pixels: ArrayView3<u8>,
     variant: Variant,
@@ -218,18 +217,18 @@ pub fn segment(
     progress: Option<Progress>,
 ) -> Result<Segmentation> {
     if !variant.uses_ig() {
-        return segment_explained(vit, x, pixels, variant, cfg, None);
+        return segment_explained(engine, x, pixels, variant, cfg, None);
     }
     let clock = Instant::now();
-    let e = explain(&CpuEngine::new(vit), x, &cfg.explain, progress)?;
+    let e = explain(engine, x, &cfg.explain, progress)?;
     let explain_s = clock.elapsed().as_secs_f64();
-    let mut seg = segment_explained(vit, x, pixels, variant, cfg, Some(&e))?;
+    let mut seg = segment_explained(engine, x, pixels, variant, cfg, Some(&e))?;
     seg.timings.insert(0, ("explain", explain_s));
     Ok(seg)
 }
 
 /// [`segment`] from an explanation the caller computed with
-/// `explain(&CpuEngine::new(vit), x, &cfg.explain, ..)`, so that variants A, B, C
+/// `explain(engine, x, &cfg.explain, ..)`, so that variants A, B, C
 /// and XNCut of one image can share it (they differ only after the explanation).
 /// `explanation` is required by those variants and ignored by the baselines.
 ///
@@ -237,7 +236,7 @@ pub fn segment(
 /// As for [`segment`]; [`Error::InvalidParam`] when an IG variant gets no
 /// explanation; [`Error::Shape`] when its attribution is not the input's shape.
 pub fn segment_explained(
-    vit: &Vit,
+    engine: &dyn Engine,
     x: ArrayView4<f32>,
     pixels: ArrayView3<u8>,
     variant: Variant,
@@ -258,7 +257,7 @@ pub fn segment_explained(
         timings.push((name, clock.elapsed().as_secs_f64()));
         clock = Instant::now();
     };
-    let engine = CpuEngine::new(vit);
+    let vit = engine.vit();
     let (mut relevance, mut feature, mut fused) = (None, None, None);
     let (logits, predicted, pre_crf) = if variant.uses_ig() {
         let e = explanation.ok_or_else(|| {
@@ -283,7 +282,7 @@ pub fn segment_explained(
         let map = if variant.uses_fusion() {
             let grid = vit.config.grid_for(h, w)?;
             let reference = pool_to_grid(rel.view(), grid)?;
-            let f = feature_map(vit, x, &cfg.feature, Some(reference.view()))?;
+            let f = feature_map(engine, x, &cfg.feature, Some(reference.view()))?;
             let fm = fuse(rel.view(), f.view(), cfg.upsample)?;
             feature = Some(f);
             fused = Some(fm.clone());
@@ -300,11 +299,12 @@ pub fn segment_explained(
         lap("mask", &mut timings);
         (e.logits.clone(), e.predicted, mask)
     } else {
-        let logits = crate::backend::Engine::logits(&engine, x)?
+        let logits = engine
+            .logits(x)?
             .index_axis(Axis(0), 0)
             .to_owned();
         let predicted = crate::attr::argmax(logits.as_slice().expect("owned row"));
-        let keys = patch_descriptors(vit, x, Descriptor::Facet(Facet::Key), None)?;
+        let keys = patch_descriptors(engine, x, Descriptor::Facet(Facet::Key), None)?;
         let grid = vit.config.grid_for(h, w)?;
         if variant == Variant::MaskCut {
             // MaskCut runs its CRF per object inside; one call gives both unions.

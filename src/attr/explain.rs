@@ -4,9 +4,8 @@
 use ndarray::{Array1, Array4, ArrayView4, Axis};
 
 use super::baseline::Baseline;
-use super::ig::{integrated_gradients, IgConfig, Progress};
-use super::noise_tunnel::{noise_tunnel_ig, NoiseTunnelConfig};
 use crate::backend::Engine;
+use crate::ig::{IgConfig, NoiseTunnelConfig, Progress};
 use crate::error::{Error, Result};
 
 /// Everything that decides an explanation. Defaults are the paper's: IG with
@@ -107,21 +106,19 @@ pub fn explain(
         ));
     }
     let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
-    let (attribution, deltas) = match &cfg.noise_tunnel {
-        Some(nt) => {
-            let out = noise_tunnel_ig(engine, x, baseline.view(), target, &cfg.ig, nt, progress)?;
-            (out.attribution, out.deltas)
-        }
-        None => {
-            let out = integrated_gradients(engine, x, baseline.view(), target, &cfg.ig, progress)?;
-            (out.attributions, out.deltas)
-        }
-    };
+    let out = engine.attribute(
+        x,
+        baseline.view(),
+        target,
+        &cfg.ig,
+        cfg.noise_tunnel.as_ref(),
+        progress,
+    )?;
     Ok(Explanation {
-        attribution,
+        attribution: out.attribution,
         logits,
         target,
         predicted,
-        deltas,
+        deltas: out.deltas,
     })
 }

@@ -8,9 +8,8 @@
 
 use ndarray::{Array2, ArrayView2, Axis};
 
-use crate::backend::cpu::{forward_tapped, Facet};
+use crate::backend::{BlockTaps, Engine, Facet};
 use crate::error::{Error, Result};
-use crate::model::Vit;
 
 /// Which per-patch descriptor is reduced to a map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,31 +61,31 @@ impl Default for FeatureConfig {
     }
 }
 
-/// The raw descriptors (patches, D) of image 0 of a tapped forward, CLS dropped,
-/// features in head-major order (h·head_dim + d, as TokenCut concatenates heads).
+/// The raw descriptors (patches, D) of the single image `x` at block `layer`
+/// (`None`: the last), CLS dropped, features in head-major order (h·head_dim + d,
+/// as TokenCut concatenates heads).
+///
+/// # Errors
+/// The engine's errors; a layer beyond the depth.
 pub fn patch_descriptors(
-    vit: &Vit,
+    engine: &dyn Engine,
     x: ndarray::ArrayView4<f32>,
     descriptor: Descriptor,
     layer: Option<usize>,
 ) -> Result<Array2<f32>> {
-    let state = forward_tapped(vit, x, layer)?;
-    descriptors_of(&state, descriptor)
+    descriptors_of(&engine.block_taps(x, layer)?, descriptor)
 }
 
-fn descriptors_of(
-    state: &crate::backend::cpu::ForwardState,
-    descriptor: Descriptor,
-) -> Result<Array2<f32>> {
+fn descriptors_of(taps: &BlockTaps, descriptor: Descriptor) -> Result<Array2<f32>> {
     match descriptor {
         Descriptor::Facet(f) => {
-            let a = state.facet(0, f)?; // (heads, T, hd)
+            let a = taps.facet(f); // (heads, T, hd)
             let (h, t, hd) = a.dim();
             Ok(Array2::from_shape_fn((t - 1, h * hd), |(p, k)| {
                 a[[k / hd, p + 1, k % hd]]
             }))
         }
-        Descriptor::Tokens => Ok(state.block_tokens(0)?.slice_move(ndarray::s![1.., ..])),
+        Descriptor::Tokens => Ok(taps.output_tokens()?.slice_move(ndarray::s![1.., ..])),
     }
 }
 
@@ -101,22 +100,16 @@ fn descriptors_of(
 /// Forward errors; [`Error::InvalidParam`] for head indices out of range or a
 /// reference of the wrong grid.
 pub fn feature_map(
-    vit: &Vit,
+    engine: &dyn Engine,
     x: ndarray::ArrayView4<f32>,
     cfg: &FeatureConfig,
     sign_reference: Option<ArrayView2<f32>>,
 ) -> Result<Array2<f32>> {
-    if x.dim().0 != 1 {
-        return Err(Error::param(
-            "input",
-            "feature maps take one image (1, 3, H, W)",
-        ));
-    }
-    let state = forward_tapped(vit, x, cfg.layer)?;
-    let (gr, gc) = state.grid;
+    let taps = engine.block_taps(x, cfg.layer)?;
+    let (gr, gc) = taps.grid;
     let values: Vec<f32> = match &cfg.source {
         FeatureSource::ClsAttention { heads } => {
-            let a = state.cls_attention(0)?; // (heads, gr, gc)
+            let a = taps.cls_attention(); // (heads, gr, gc)
             let all: Vec<usize> = (0..a.dim().0).collect();
             let chosen = if heads.is_empty() { &all } else { heads };
             if let Some(&bad) = chosen.iter().find(|&&h| h >= a.dim().0) {
@@ -134,7 +127,7 @@ pub fn feature_map(
             mean.iter().copied().collect()
         }
         FeatureSource::Descriptor { descriptor, reduce } => {
-            let desc = descriptors_of(&state, *descriptor)?;
+            let desc = descriptors_of(&taps, *descriptor)?;
             match reduce {
                 Reduce::Norm => desc
                     .outer_iter()

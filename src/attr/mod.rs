@@ -5,15 +5,31 @@ pub mod baseline;
 pub mod explain;
 pub mod features;
 pub mod fusion;
-pub mod ig;
-pub mod noise_tunnel;
-pub mod quadrature;
 pub mod relevance;
 pub mod smooth;
 
 pub use baseline::Baseline;
 pub use explain::{argmax, explain, ExplainConfig, Explanation};
-pub use ig::{integrated_gradients, IgConfig, IgOutput, Progress};
-pub use noise_tunnel::{noise_tunnel_ig, Noise, NoiseTunnelConfig, NtOutput, NtType};
-pub use quadrature::{quadrature, Method, Quadrature};
+pub use crate::backend::host_ig::{integrated_gradients, IgOutput};
+pub use crate::ig::{
+    aggregate, make_noise, quadrature, IgConfig, Method, Noise, NoiseTunnelConfig, NtOutput, NtType,
+    Progress, Quadrature,
+};
 pub use relevance::{normalize, reduce_channels, Normalizer, Reduction};
+
+/// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target` on `engine`:
+/// the engine's own loop ([`crate::backend::Engine::attribute`]), on its device.
+///
+/// # Errors
+/// As [`crate::backend::host_ig::attribute`], plus the engine's errors.
+pub fn noise_tunnel_ig(
+    engine: &dyn crate::backend::Engine,
+    x: ndarray::ArrayView4<f32>,
+    baseline: ndarray::ArrayView4<f32>,
+    target: usize,
+    ig: &IgConfig,
+    nt: &NoiseTunnelConfig,
+    progress: Option<Progress>,
+) -> crate::Result<NtOutput> {
+    engine.attribute(x, baseline, target, ig, Some(nt), progress)
+}

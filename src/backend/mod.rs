@@ -1,26 +1,56 @@
-//! Compute backends. The CPU backend is always built; the CUDA backend is filled
-//! by the CUDA issue behind the `cuda` feature.
+//! Compute backends, and the one place that chooses between them
+//! ([`engine_for`]). An [`Engine`] is a ViT on a device: logits, input gradients,
+//! the IG + NoiseTunnel loop and the block activations feature maps read. Every
+//! entry point (CLI, C ABI, pipeline, demo, evaluation) gets its engine from
+//! [`engine_for`] and never builds one itself, so `--device` means the same
+//! everywhere and no device silently falls back to another.
+//!
+//! - [`cpu`]: ndarray + rayon, always built.
+//! - `cuda` (feature `cuda`): the kernels of `kernels/` through cudarc, loaded at
+//!   run time.
+//! - [`host_ig`]: the IG + NoiseTunnel loop over any engine's gradients (the
+//!   default of [`Engine::attribute`]).
 
 pub mod blas_layout;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod host_ig;
+pub mod taps;
+
+pub use taps::{BlockTaps, Facet};
+
+use ndarray::{Array2, Array4, ArrayView4};
+
+use crate::error::{Error, Result};
+use crate::ig::{IgConfig, NoiseTunnelConfig, NtOutput, Progress};
+use crate::model::Vit;
 
 /// Where a computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Device {
     #[default]
     Cpu,
+    /// GPU 0 through CUDA (builds with the `cuda` feature).
     Cuda,
 }
 
+impl Device {
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Cuda => "cuda",
+        }
+    }
+}
+
 impl std::str::FromStr for Device {
-    type Err = crate::error::Error;
-    fn from_str(s: &str) -> crate::error::Result<Self> {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda),
-            other => Err(crate::error::Error::param(
+            other => Err(Error::param(
                 "device",
                 format!("`{other}` is not one of cpu, cuda"),
             )),
@@ -28,20 +58,87 @@ impl std::str::FromStr for Device {
     }
 }
 
-use ndarray::{Array2, Array4, ArrayView4};
+/// The engine for `device` over a loaded model: the one place a backend is chosen.
+///
+/// # Errors
+/// [`Error::CudaUnavailable`] for [`Device::Cuda`] in a build without the `cuda`
+/// feature, or where no usable GPU or CUDA library is found — never a CPU engine
+/// in its place.
+pub fn engine_for<'v>(device: Device, vit: &'v Vit) -> Result<Box<dyn Engine + 'v>> {
+    match device {
+        Device::Cpu => Ok(Box::new(cpu::CpuEngine::new(vit))),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => Ok(Box::new(cuda::CudaEngine::new(vit, 0)?)),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(Error::CudaUnavailable(
+            "this build has no CUDA backend (the `cuda` feature is not compiled in); use the cpu device"
+                .into(),
+        )),
+    }
+}
 
-/// What attribution needs from a classifier on some device: logits, and logits
-/// with the gradient of the selected logits with respect to the input.
+/// A ViT classifier on some device.
 pub trait Engine: Sync {
+    /// The model this engine runs.
+    fn vit(&self) -> &Vit;
+    /// The device it runs on.
+    fn device(&self) -> Device;
     /// Number of classes of the head.
-    fn classes(&self) -> crate::error::Result<usize>;
+    fn classes(&self) -> Result<usize> {
+        self.vit().classes()
+    }
     /// Raw logits (batch, classes) for normalised inputs (batch, 3, H, W).
-    fn logits(&self, x: ArrayView4<f32>) -> crate::error::Result<Array2<f32>>;
+    fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>>;
     /// Logits and ∂(Σ_b logits[b, targets[b]])/∂x — i.e. each example's own target
     /// logit differentiated w.r.t. its own input (grad_outputs = 1, as Captum).
     fn logits_and_input_grad(
         &self,
         x: ArrayView4<f32>,
         targets: &[usize],
-    ) -> crate::error::Result<(Array2<f32>, Array4<f32>)>;
+    ) -> Result<(Array2<f32>, Array4<f32>)>;
+    /// Integrated Gradients of one input `x` (1, 3, H, W) towards `target` from
+    /// `baseline` (1, 3, H, W), inside a NoiseTunnel when `nt` is given; the path
+    /// points of all noise samples run in batches of `ig.batch_size`. The default
+    /// is the host loop over [`Engine::logits_and_input_grad`]; a backend may keep
+    /// the whole loop on its device.
+    ///
+    /// # Errors
+    /// Invalid settings or shapes; engine errors; [`Error::Aborted`] when
+    /// `progress` returns false.
+    fn attribute(
+        &self,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+        target: usize,
+        ig: &IgConfig,
+        nt: Option<&NoiseTunnelConfig>,
+        progress: Option<Progress>,
+    ) -> Result<NtOutput> {
+        host_ig::attribute(self, x, baseline, target, ig, nt, progress)
+    }
+    /// The activations of block `layer` (`None`: the last) for the single image
+    /// `x` (1, 3, H, W), read by feature maps, TokenCut and MaskCut.
+    ///
+    /// # Errors
+    /// Shapes; a layer beyond the depth; engine errors.
+    fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps>;
+}
+
+/// Checks a tap request: one image, an existing block. Returns the block index.
+pub(crate) fn tap_layer(vit: &Vit, x: ArrayView4<f32>, layer: Option<usize>) -> Result<usize> {
+    if x.dim().0 != 1 {
+        return Err(Error::param(
+            "input",
+            "feature maps take one image (1, 3, H, W)",
+        ));
+    }
+    let depth = vit.config.depth;
+    let layer = layer.unwrap_or(depth.saturating_sub(1));
+    if layer >= depth {
+        return Err(Error::param(
+            "layer",
+            format!("block {layer} does not exist (the model has {depth}, numbered from 0)"),
+        ));
+    }
+    Ok(layer)
 }

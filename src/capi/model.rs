@@ -10,8 +10,8 @@ use super::image::EsImage;
 use super::params::{read_checked, EsModelParams, EsSegmentParams};
 use super::status::{guard, CapiError, EsStatus};
 use crate::attr::argmax;
-use crate::backend::cpu::{ops::softmax_row, CpuEngine};
-use crate::backend::Engine;
+use crate::backend::cpu::ops::softmax_row;
+use crate::backend::{engine_for, Device, Engine};
 use crate::model::Vit;
 
 /// A loaded model (opaque). Immutable once loaded: one handle may be used by any
@@ -19,6 +19,16 @@ use crate::model::Vit;
 #[derive(Debug)]
 pub struct EsModel {
     pub(crate) vit: Vit,
+    /// Where every call on this model runs (`EsModelParams::device`).
+    pub(crate) device: Device,
+}
+
+impl EsModel {
+    /// The engine for this model's device (cheap on the CPU; the CUDA engine
+    /// uploads the weights).
+    pub(crate) fn engine(&self) -> crate::Result<Box<dyn Engine + '_>> {
+        engine_for(self.device, &self.vit)
+    }
 }
 
 /// Loads a ViT from `weights` (safetensors; timm, DINO or HF naming; f32/f16/bf16)
@@ -49,7 +59,14 @@ pub unsafe extern "C" fn explainseg_model_load(
             (path_arg(weights, "weights")?, head, read_checked(params)?)
         };
         let vit = Vit::load(&weights, head.as_deref(), &params.load_options()?)?;
-        let raw = Box::into_raw(Box::new(EsModel { vit }));
+        let model = EsModel {
+            vit,
+            device: params.device(),
+        };
+        // A device that cannot run fails here, at load, with its reason
+        // (ES_STATUS_CUDA_UNAVAILABLE), never later and never on another device.
+        drop(model.engine()?);
+        let raw = Box::into_raw(Box::new(model));
         // SAFETY: non-NULL and writable (caller's duty).
         unsafe { write_out(out, raw, "out") }
     })
@@ -120,7 +137,8 @@ pub unsafe extern "C" fn explainseg_classify(
         let pre = p.preprocess_config(m.vit.normalization)?;
         let row = with_threads(p.threads, || {
             let (x, _, _) = crate::image::network_input(&img.image, &pre)?;
-            Ok(CpuEngine::new(&m.vit)
+            Ok(m
+                .engine()?
                 .logits(x.view())?
                 .index_axis(Axis(0), 0)
                 .to_vec())

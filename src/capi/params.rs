@@ -8,6 +8,7 @@
 
 use crate::attr::baseline::DEFAULT_BLUR_SIGMA_PX;
 use crate::attr::{Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::image::{Normalization, PreprocessConfig, ResizeMode};
 use crate::model::{LoadOptions, PosEmbedMode};
@@ -363,20 +364,19 @@ impl EsVariant {
 }
 
 impl EsModelParams {
-    /// The loader's options; CUDA is refused in builds without it.
+    /// The device the model's calls run on.
+    pub fn device(&self) -> Device {
+        match self.device {
+            EsDevice::Cpu => Device::Cpu,
+            EsDevice::Cuda => Device::Cuda,
+        }
+    }
+
+    /// The loader's options.
     ///
     /// # Errors
-    /// [`Error::CudaUnavailable`] for `EsDevice::Cuda`; [`Error::InvalidParam`]
-    /// for a negative or non-finite epsilon.
+    /// [`Error::InvalidParam`] for a negative or non-finite epsilon.
     pub fn load_options(&self) -> Result<LoadOptions> {
-        if self.device == EsDevice::Cuda {
-            let why = if cfg!(feature = "cuda") {
-                "the C API runs models on the CPU only so far"
-            } else {
-                "this build of explainseg has no CUDA backend (the `cuda` feature is off)"
-            };
-            return Err(Error::CudaUnavailable(format!("{why}; use ES_DEVICE_CPU")));
-        }
         if !(self.layer_norm_eps.is_finite() && self.layer_norm_eps >= 0.0) {
             return Err(Error::param(
                 "layer_norm_eps",

@@ -13,7 +13,6 @@ use super::params::{read_checked, EsSegmentParams};
 use super::result::EsResult;
 use super::status::{guard, CapiError, EsStatus};
 use crate::attr::{explain, normalize, reduce_channels, Progress};
-use crate::backend::cpu::CpuEngine;
 use crate::error::Result;
 use crate::image::{network_input, PreprocessConfig};
 use crate::pipeline::{segment, PipelineConfig};
@@ -45,7 +44,8 @@ pub unsafe extern "C" fn explainseg_segment(
                 let (x, plan, pixels) = network_input(&img.image, pre)?;
                 let variant = p.variant.variant();
                 let cfg = cfg.for_image(&plan);
-                let seg = segment(&m.vit, x.view(), pixels.view(), variant, &cfg, Some(tick))?;
+                let engine = m.engine()?;
+                let seg = segment(engine.as_ref(), x.view(), pixels.view(), variant, &cfg, Some(tick))?;
                 Ok(EsResult {
                     width: plan.input_width,
                     height: plan.input_height,
@@ -87,7 +87,7 @@ pub unsafe extern "C" fn explainseg_attribute(
             out,
             |m, img, _, pre, cfg, tick| {
                 let (x, plan, _) = network_input(&img.image, pre)?;
-                let e = explain(&CpuEngine::new(&m.vit), x.view(), &cfg.explain, Some(tick))?;
+                let e = explain(m.engine()?.as_ref(), x.view(), &cfg.explain, Some(tick))?;
                 let rel: Array2<f32> = normalize(
                     &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
                     cfg.normalizer,

@@ -1,5 +1,5 @@
 //! The self-contained demo: a small ViT trained on synthetic lesions (embedded in
-//! the binary), synthetic images generated at run time, and the method's variants
+//! the CLI binary, `assets/synth_vit.safetensors`), synthetic images generated at run time, and the method's variants
 //! scored against the exact masks. Needs no files and no network.
 
 use ndarray::{Array3, Array4};
@@ -9,30 +9,13 @@ use crate::attr::explain;
 use crate::attr::{
     ExplainConfig, IgConfig, Noise, NoiseTunnelConfig, Normalizer, NtType, Progress,
 };
-use crate::backend::cpu::CpuEngine;
+use crate::backend::Engine;
 use crate::error::Result;
 use crate::eval::{scores, Scores};
 use crate::image::{normalize_rgb8, Normalization};
-use crate::model::{LoadOptions, Vit};
+use crate::model::Vit;
 use crate::pipeline::{segment_explained, PipelineConfig, Segmentation, Variant};
 use crate::post::morphology::MorphologyParams;
-
-/// The demo model: ViT (patch 8, width 64, 4 blocks, 2 heads) at 64 × 64 px, two
-/// classes (0 normal, 1 lesion), trained from scratch on image labels only
-/// (recipe in `assets/README.md`).
-pub const DEMO_MODEL: &[u8] = include_bytes!("../../assets/synth_vit.safetensors");
-
-/// Loads [`DEMO_MODEL`].
-///
-/// # Errors
-/// Only if the embedded file is corrupt.
-pub fn demo_model() -> Result<Vit> {
-    Vit::from_bytes(
-        DEMO_MODEL,
-        "assets/synth_vit.safetensors",
-        &LoadOptions::default(),
-    )
-}
 
 /// The settings chosen for the demo model on a validation set (seed 2, never the
 /// demo's own images): 16 Gauss–Legendre steps × 4 NoiseTunnel samples of σ 0.5,
@@ -129,12 +112,13 @@ pub fn model_input(vit: &Vit, image: &Array3<u8>) -> Result<Array4<f32>> {
 /// # Errors
 /// Any stage's error; [`crate::Error::Aborted`] when `progress` stops the run.
 pub fn run_demo(
-    vit: &Vit,
+    engine: &dyn Engine,
     set: &DemoSet,
     variants: &[Variant],
     cfg: &PipelineConfig,
     progress: Progress,
 ) -> Result<Vec<DemoImage>> {
+    let vit = engine.vit();
     let total = set.count as usize * variants.len();
     let mut out = Vec::new();
     for index in 0..set.count {
@@ -146,13 +130,13 @@ pub fn run_demo(
             (explain_cfg.mean, explain_cfg.std) = (n.mean, n.std);
         }
         let explanation = match variants.iter().any(|v| v.uses_ig()) {
-            true => Some(explain(&CpuEngine::new(vit), x.view(), &explain_cfg, None)?),
+            true => Some(explain(engine, x.view(), &explain_cfg, None)?),
             false => None,
         };
         let mut results = Vec::new();
         for &v in variants {
             let seg = segment_explained(
-                vit,
+                engine,
                 x.view(),
                 sample.image.view(),
                 v,

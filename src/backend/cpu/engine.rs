@@ -8,7 +8,8 @@ use ndarray::{Array2, Array4, ArrayView4};
 use super::forward::{forward_in, Workspace};
 use super::gemm::Threads;
 use super::input_grad_from_features;
-use crate::backend::Engine;
+use super::forward::forward_tapped;
+use crate::backend::{tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::model::Vit;
 use ndarray::{s, Axis};
@@ -70,8 +71,26 @@ impl<'a> CpuEngine<'a> {
 }
 
 impl Engine for CpuEngine<'_> {
-    fn classes(&self) -> Result<usize> {
-        self.vit.classes()
+    fn vit(&self) -> &Vit {
+        self.vit
+    }
+
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
+        let layer = tap_layer(self.vit, x, layer)?;
+        let state = forward_tapped(self.vit, x, Some(layer))?;
+        let (t, d, heads) = (state.tokens, state.dim, state.heads);
+        Ok(BlockTaps {
+            grid: state.grid,
+            heads,
+            dim: d,
+            qkv: state.tap_qkv[..t * 3 * d].to_vec(),
+            probs: state.tap_probs[..heads * t * t].to_vec(),
+            output: Some(state.tap_tokens[..t * d].to_vec()),
+        })
     }
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {

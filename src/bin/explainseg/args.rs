@@ -7,6 +7,7 @@ use clap::Args;
 use explainseg::attr::{
     Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType,
 };
+use explainseg::backend::{engine_for, Device, Engine};
 use explainseg::image::{Normalization, PreprocessConfig, ResizeMode};
 use explainseg::model::{LoadOptions, PosEmbedMode, Vit};
 
@@ -33,15 +34,11 @@ pub struct ModelArgs {
     pub pos_grid: Option<String>,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Vit> {
-        let device: explainseg::backend::Device = self.device.parse()?;
-        if device == explainseg::backend::Device::Cuda && !cfg!(feature = "cuda") {
-            return Err(explainseg::Error::CudaUnavailable("this build has no CUDA backend (the `cuda` feature is not compiled in); use --device cpu".into()).into());
-        }
         let pos_grid = match &self.pos_grid {
             Some(s) => Some(
                 explainseg::model::weights::parse_grid(s)
@@ -59,37 +56,9 @@ impl ModelArgs {
         Ok(Vit::load(&self.weights, self.head.as_deref(), &opts)?)
     }
 
-    /// The attribution engine for `--device` over a loaded model.
-    pub fn engine<'v>(&self, vit: &'v Vit) -> Result<Box<dyn explainseg::backend::Engine + 'v>> {
-        engine_for(&self.device, vit)
-    }
-
-    /// Fails for `--device cuda` in commands that run only on the CPU.
-    pub fn require_cpu(&self, command: &str) -> Result<()> {
-        if self.device.parse::<explainseg::backend::Device>()? == explainseg::backend::Device::Cuda
-        {
-            bail!("`{command}` runs on the CPU only; --device cuda is supported by `attribute`");
-        }
-        Ok(())
-    }
-}
-
-/// The attribution engine for a `--device` value: the CPU engine, or (in builds with
-/// the `cuda` feature) the CUDA engine on GPU 0.
-pub fn engine_for<'v>(
-    device: &str,
-    vit: &'v Vit,
-) -> Result<Box<dyn explainseg::backend::Engine + 'v>> {
-    use explainseg::backend::Device;
-    match device.parse::<Device>()? {
-        Device::Cpu => Ok(Box::new(explainseg::backend::cpu::CpuEngine::new(vit))),
-        #[cfg(feature = "cuda")]
-        Device::Cuda => Ok(Box::new(explainseg::backend::cuda::CudaEngine::new(vit, 0)?)),
-        #[cfg(not(feature = "cuda"))]
-        Device::Cuda => Err(explainseg::Error::CudaUnavailable(
-            "this build has no CUDA backend (the `cuda` feature is not compiled in); use --device cpu".into(),
-        )
-        .into()),
+    /// The engine for `--device` over a loaded model ([`engine_for`]: no fallback).
+    pub fn engine<'v>(&self, vit: &'v Vit) -> Result<Box<dyn Engine + 'v>> {
+        Ok(engine_for(self.device, vit)?)
     }
 }
 

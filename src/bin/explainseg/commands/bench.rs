@@ -36,7 +36,7 @@ pub struct BenchArgs {
     pub samples: usize,
     /// Compute device: cpu or cuda.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: explainseg::backend::Device,
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -78,7 +78,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     let gflop_per_pass =
         (config.forward_macs(tokens) + config.backward_macs(tokens)) as f64 * 2.0 / 1e9;
     let vit = Vit::random(config, 2, 1);
-    let engine = crate::args::engine_for(&args.device, &vit)?;
+    let engine = explainseg::backend::engine_for(args.device, &vit)?;
     let x = Array4::from_shape_fn((args.batch, 3, args.size, args.size), |(b, c, i, j)| {
         ((b + 3 * c + i * 7 + j * 13) % 17) as f32 * 0.1 - 0.8
     });

@@ -8,15 +8,31 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use explainseg::model::Vit;
+use explainseg::backend::{engine_for, Device};
+use explainseg::model::{LoadOptions, Vit};
 use explainseg::pipeline::Variant;
 use explainseg::render::{overlay, write_rgb_png};
 use explainseg::synth::demo::{
-    demo_model, demo_pipeline_config, mean_over_positives, run_demo, DemoImage, DemoSet,
+    demo_pipeline_config, mean_over_positives, run_demo, DemoImage, DemoSet,
 };
 use explainseg::synth::image_id;
 
 use crate::output::{progress_bar, Output};
+
+/// The demo model: ViT (patch 8, width 64, 4 blocks, 2 heads) at 64 × 64 px, two
+/// classes (0 normal, 1 lesion), trained from scratch on image labels only
+/// (recipe in `assets/README.md`). Embedded in the CLI only: the library a device
+/// ships does not carry it.
+pub const DEMO_MODEL: &[u8] = include_bytes!("../../../../assets/synth_vit.safetensors");
+
+/// Loads [`DEMO_MODEL`].
+pub fn demo_model() -> explainseg::Result<Vit> {
+    Vit::from_bytes(
+        DEMO_MODEL,
+        "assets/synth_vit.safetensors",
+        &LoadOptions::default(),
+    )
+}
 
 #[derive(Args, Debug)]
 pub struct DemoArgs {
@@ -35,6 +51,9 @@ pub struct DemoArgs {
     /// Gaussian σ (pixels) on the relevance map [default: the demo setting, 1].
     #[arg(long)]
     pub smooth: Option<f32>,
+    /// Compute device: cpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub device: Device,
 }
 
 fn write_overlays(dir: &Path, im: &DemoImage) -> explainseg::Result<()> {
@@ -125,7 +144,8 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
         bar.set_position(done as u64);
         true
     };
-    let images = run_demo(&vit, &set, &variants, &cfg, &tick)?;
+    let engine = engine_for(args.device, &vit)?;
+    let images = run_demo(engine.as_ref(), &set, &variants, &cfg, &tick)?;
     bar.finish_and_clear();
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;

@@ -21,7 +21,6 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::attr::explain;
-use explainseg::backend::cpu::CpuEngine;
 use explainseg::dataset::{self, DatasetKind, OpenOptions, Sample};
 use explainseg::eval::scores;
 use explainseg::pipeline::{segment_explained, Variant};
@@ -290,6 +289,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let methods = &args.variants.0;
     // The model first: a bad weights file or device fails before any other work.
     let vit = args.model.load()?;
+    let engine = args.model.engine(&vit)?;
     let pre = args.preprocess.preprocess_config(vit.normalization)?;
     let cfg = args
         .pipeline
@@ -375,7 +375,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             let e = match cached {
                 Some(e) => e,
                 None => {
-                    let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None)
+                    let e = explain(engine.as_ref(), x.view(), &cfg.explain, None)
                         .with_context(|| format!("sample `{}`", sample.id))?;
                     if let Some(c) = &cache {
                         c.put(&stem, &e)?;
@@ -391,7 +391,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             bar.set_message(format!("{} {}", sample.id, v.name()));
             let start = Instant::now();
             let seg = segment_explained(
-                &vit,
+                engine.as_ref(),
                 x.view(),
                 pixels.view(),
                 v,

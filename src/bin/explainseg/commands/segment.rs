@@ -164,8 +164,8 @@ fn feature_source(name: &str) -> Result<FeatureSource> {
 
 pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let variant: Variant = args.variant.parse()?;
-    args.model.require_cpu("segment")?;
     let vit = args.model.load()?;
+    let engine = args.model.engine(&vit)?;
     let pre = args.input.preprocess_config(vit.normalization)?;
     let decoded = decode_image_file(&args.input.image)?;
     let (x, plan, pixels) = network_input(&decoded, &pre)?;
@@ -184,7 +184,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         true
     };
     let cfg = cfg.for_image(&plan);
-    let seg = segment(&vit, x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
+    let seg = segment(engine.as_ref(), x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
     bar.finish_and_clear();
 
     let mask = to_original(seg.mask.view(), &plan, false)?;

@@ -1,3 +1,7 @@
+//! The host loop of Integrated Gradients and NoiseTunnel over any [`Engine`]: the
+//! default of [`Engine::attribute`], which a backend may override with a loop that
+//! stays on its device.
+//!
 //! Integrated Gradients as Captum computes it (spec §1.3):
 //! `IG(x) = (x − b) ⊙ Σ_k w_k · ∂F_t/∂x |_{b + α_k (x − b)}`, with F_t the raw logit of
 //! the target class.
@@ -10,49 +14,9 @@
 
 use ndarray::{Array4, ArrayView4, Axis};
 
-use super::quadrature::{quadrature, Method};
-use crate::backend::Engine;
+use super::Engine;
 use crate::error::{Error, Result};
-
-/// Progress callback: `(done, total)` passes; return `false` to abort.
-pub type Progress<'a> = &'a (dyn Fn(usize, usize) -> bool + Sync);
-
-/// Integrated Gradients settings (Captum names and defaults).
-#[derive(Debug, Clone, PartialEq)]
-pub struct IgConfig {
-    pub method: Method,
-    /// Path points (Captum `n_steps`, default 50).
-    pub n_steps: usize,
-    /// Multiply the integrated gradient by (x − b) (Captum default true).
-    pub multiply_by_inputs: bool,
-    /// Rows (path points) per forward+backward batch; bounds memory.
-    pub batch_size: usize,
-    /// Also compute the convergence delta (2 extra forwards per input).
-    pub return_delta: bool,
-}
-
-impl Default for IgConfig {
-    fn default() -> Self {
-        IgConfig {
-            method: Method::GaussLegendre,
-            n_steps: 50,
-            multiply_by_inputs: true,
-            batch_size: 10,
-            return_delta: true,
-        }
-    }
-}
-
-impl IgConfig {
-    /// # Errors
-    /// [`Error::InvalidParam`] for a zero batch size or an invalid step count.
-    pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(Error::param("batch_size", "must be at least 1"));
-        }
-        quadrature(self.method, self.n_steps).map(|_| ())
-    }
-}
+use crate::ig::{aggregate, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput, Progress};
 
 /// IG of each input, with its convergence delta when requested.
 #[derive(Debug, Clone)]
@@ -69,8 +33,8 @@ pub struct IgOutput {
 /// # Errors
 /// Invalid configuration or shapes; engine errors; [`Error::Aborted`] when the
 /// progress callback returns false.
-pub fn integrated_gradients(
-    engine: &dyn Engine,
+pub fn integrated_gradients<E: Engine + ?Sized>(
+    engine: &E,
     inputs: ArrayView4<f32>,
     baseline: ArrayView4<f32>,
     target: usize,
@@ -143,8 +107,8 @@ pub fn integrated_gradients(
 }
 
 /// Σ attribution − (F(x)[t] − F(b)[t]) for each input (Captum's completeness check).
-fn convergence_deltas(
-    engine: &dyn Engine,
+fn convergence_deltas<E: Engine + ?Sized>(
+    engine: &E,
     inputs: ArrayView4<f32>,
     baseline: ArrayView4<f32>,
     target: usize,
@@ -162,4 +126,42 @@ fn convergence_deltas(
         .zip(f_inputs)
         .map(|(a, f)| a.iter().map(|v| *v as f64).sum::<f64>() as f32 - (f - f_base))
         .collect())
+}
+
+/// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target`, or plain IG when
+/// `nt` is `None`: IG runs on `x + ε_j` for each noise sample (the multiply by
+/// (x − b) uses the noisy input), then the per-sample attributions are aggregated.
+///
+/// # Errors
+/// As [`integrated_gradients`] and [`make_noise`].
+pub fn attribute<E: Engine + ?Sized>(
+    engine: &E,
+    x: ArrayView4<f32>,
+    baseline: ArrayView4<f32>,
+    target: usize,
+    ig: &IgConfig,
+    nt: Option<&NoiseTunnelConfig>,
+    progress: Option<Progress>,
+) -> Result<NtOutput> {
+    if x.dim().0 != 1 {
+        return Err(Error::shape(
+            "input (1, 3, H, W)",
+            &[1, 3, x.dim().2, x.dim().3],
+            &[x.dim().0, x.dim().1, x.dim().2, x.dim().3],
+        ));
+    }
+    let Some(nt) = nt else {
+        let out = integrated_gradients(engine, x, baseline, target, ig, progress)?;
+        return Ok(NtOutput {
+            attribution: out.attributions,
+            deltas: out.deltas,
+        });
+    };
+    let noise = make_noise(&nt.noise, x)?;
+    let noisy = &noise + &x;
+    let out = integrated_gradients(engine, noisy.view(), baseline, target, ig, progress)?;
+    Ok(NtOutput {
+        attribution: aggregate(&out.attributions, nt.nt_type),
+        deltas: out.deltas,
+    })
 }

@@ -1,14 +1,12 @@
-//! Captum's NoiseTunnel around Integrated Gradients (spec §1.4): IG runs on
+//! Captum's NoiseTunnel settings, noise and aggregation (spec §1.4): IG runs on
 //! `x + ε_j` for each of `s` noise samples (the multiply uses the noisy input), then
 //! the per-sample attributions are aggregated in f32:
 //! smoothgrad = mean, smoothgrad_sq = mean of squares, vargrad = E[a²] − E[a]².
 
 use ndarray::{Array4, ArrayView4, Axis};
 
-use super::ig::{integrated_gradients, IgConfig, Progress};
-use crate::rng::gaussian_noise;
-use crate::backend::Engine;
 use crate::error::{Error, Result};
+use crate::rng::gaussian_noise;
 
 /// NoiseTunnel aggregation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,7 +46,7 @@ impl std::str::FromStr for NtType {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Noise {
     /// `samples` draws of N(0, stdev²) (absolute, in normalised units) from the
-    /// counter-based generator of [`super::noise`].
+    /// counter-based generator of [`crate::rng::standard_normal`].
     Seeded {
         samples: usize,
         stdev: f32,
@@ -144,35 +142,6 @@ pub fn make_noise(noise: &Noise, x: ArrayView4<f32>) -> Result<Array4<f32>> {
             Ok(n.clone())
         }
     }
-}
-
-/// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target`.
-///
-/// # Errors
-/// As [`integrated_gradients`] and [`make_noise`].
-pub fn noise_tunnel_ig(
-    engine: &dyn Engine,
-    x: ArrayView4<f32>,
-    baseline: ArrayView4<f32>,
-    target: usize,
-    ig: &IgConfig,
-    nt: &NoiseTunnelConfig,
-    progress: Option<Progress>,
-) -> Result<NtOutput> {
-    if x.dim().0 != 1 {
-        return Err(Error::shape(
-            "input (1, 3, H, W)",
-            &[1, 3, x.dim().2, x.dim().3],
-            &[x.dim().0, x.dim().1, x.dim().2, x.dim().3],
-        ));
-    }
-    let noise = make_noise(&nt.noise, x)?;
-    let noisy = &noise + &x;
-    let out = integrated_gradients(engine, noisy.view(), baseline, target, ig, progress)?;
-    Ok(NtOutput {
-        attribution: aggregate(&out.attributions, nt.nt_type),
-        deltas: out.deltas,
-    })
 }
 
 /// Captum's aggregation over the sample axis, in f32, dividing by s.

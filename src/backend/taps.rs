@@ -1,0 +1,67 @@
+//! What feature maps, TokenCut and MaskCut read from one image's forward pass at
+//! one block, in the same layout on every backend.
+
+use ndarray::{Array2, Array3};
+
+use crate::error::{Error, Result};
+
+/// One of the block's attention projections.
+pub use super::cpu::Facet;
+
+/// The activations of one block of one image's forward pass.
+#[derive(Debug, Clone)]
+pub struct BlockTaps {
+    /// Patch grid (rows, cols); tokens = rows·cols + 1 (CLS first).
+    pub grid: (usize, usize),
+    pub heads: usize,
+    /// Width D of the tokens.
+    pub dim: usize,
+    /// The block's q, k, v from LN1 of its input: (tokens, 3·D), heads inside each
+    /// third (h·head_dim + d), as timm's fused qkv projection lays them out.
+    pub qkv: Vec<f32>,
+    /// The block's softmax: (heads, tokens, tokens).
+    pub probs: Vec<f32>,
+    /// The block's output tokens before the final norm: (tokens, D); `None` where
+    /// the backend does not keep them.
+    pub output: Option<Vec<f32>>,
+}
+
+impl BlockTaps {
+    fn tokens(&self) -> usize {
+        self.grid.0 * self.grid.1 + 1
+    }
+
+    /// Query, key or value: (heads, tokens, head_dim), CLS first.
+    pub fn facet(&self, facet: Facet) -> Array3<f32> {
+        let (t, d, h) = (self.tokens(), self.dim, self.heads);
+        let hd = d / h;
+        let which = facet as usize;
+        Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| {
+            self.qkv[ti * 3 * d + which * d + hi * hd + k]
+        })
+    }
+
+    /// CLS→patch attention: (heads, rows, cols) on the patch grid.
+    pub fn cls_attention(&self) -> Array3<f32> {
+        let t = self.tokens();
+        let (gr, gc) = self.grid;
+        Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| {
+            self.probs[h * t * t + 1 + i * gc + j]
+        })
+    }
+
+    /// The block's output tokens (tokens, D).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] where the backend did not keep them.
+    pub fn output_tokens(&self) -> Result<Array2<f32>> {
+        let out = self.output.as_ref().ok_or_else(|| {
+            Error::param(
+                "feature",
+                "this backend keeps no block output tokens; use a facet (query, key, value) or CLS attention",
+            )
+        })?;
+        Ok(Array2::from_shape_vec((self.tokens(), self.dim), out.clone())
+            .expect("sized by the forward"))
+    }
+}

@@ -1,0 +1,15 @@
+//! What Integrated Gradients and NoiseTunnel are, independent of where they run:
+//! the settings, Captum's quadrature rules, the seeded noise and the aggregation.
+//!
+//! This layer sits below the backends so that every engine's attribution loop
+//! (the host loop in [`crate::backend::host_ig`], the CUDA engine's on-device
+//! loop) and [`crate::attr`] share one definition without importing upward.
+//! The method and its Captum semantics are described in `docs/method.md`.
+
+pub mod config;
+pub mod noise_tunnel;
+pub mod quadrature;
+
+pub use config::{IgConfig, Progress};
+pub use noise_tunnel::{aggregate, make_noise, Noise, NoiseTunnelConfig, NtOutput, NtType};
+pub use quadrature::{quadrature, Method, Quadrature};
