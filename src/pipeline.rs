@@ -97,7 +97,7 @@ impl std::str::FromStr for Variant {
     }
 }
 
-/// TokenCut settings (spec §1): keys of the last block, τ = 0.2, ε = 1e-5.
+/// TokenCut settings (docs/postprocessing.md §1): keys of the last block, τ = 0.2, ε = 1e-5.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenCutParams {
     pub tau: f32,

@@ -88,7 +88,7 @@ fn check_q(case: &str, out: &CrfOutput, q_ref: &ArrayD<f32>, tol: f32) {
     assert_eq!(label_diff, 0, "{case}: MAP labels differ");
 }
 
-/// The unary of an image-sized mask is the two constants of spec §4, as pydensecrf's
+/// The unary of an image-sized mask is the two constants of docs/postprocessing.md §4, as pydensecrf's
 /// `unary_from_softmax` computed them.
 #[test]
 fn mask_unary_matches_reference_constants() {

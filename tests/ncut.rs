@@ -1,7 +1,7 @@
 //! Integration tests for `explainseg::post::ncut` against numpy/scipy references.
 //!
 //! Fixtures: `tests/fixtures/ncut/` (see its README), made by `tools/gen_ncut.py`
-//! from the spec's description (scipy `eigh(D−W, D, subset_by_index=[1,2])`).
+//! from the description in docs/postprocessing.md §1.2 (scipy `eigh(D−W, D, subset_by_index=[1,2])`).
 //! Tolerances: TokenCut eigenvector relative L2 error ≤ 1e-5 (after the flip, and
 //! also the raw vector with LAPACK's sign), bipartitions, masks, seeds and flips
 //! identical; Shi–Malik grid map ≤ 1e-6, eigenvector ≤ 1e-4 up to sign, mask
@@ -128,7 +128,7 @@ fn tokencut_matches_the_scipy_reference() {
 }
 
 /// The solver's raw vector has scipy's (LAPACK dsygvx's) sign and D-normalisation,
-/// which MaskCut's corner rule needs (spec §3.2).
+/// which MaskCut's corner rule needs (docs/postprocessing.md §3.3).
 #[test]
 fn fiedler_dense_reproduces_the_lapack_sign() {
     let manifest = json(&fixture(STAGE, "manifest.json"));

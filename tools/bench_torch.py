@@ -4,7 +4,7 @@
 
 Prints ONE JSON line on stdout:
   {"threads", "fwd_bwd_passes_per_s", "gflops_per_s" (= passes/s * 19.11 GFLOP per forward + input-gradient
-   backward pass of ViT-S/16 at 224^2, see the spec's FLOP table), "ig_seconds", "ig_steps", "nt_samples",
+   backward pass of ViT-S/16 at 224^2, see docs/method.md §10), "ig_seconds", "ig_steps", "nt_samples",
    "batch", "fused_attn", "torch"}
 Progress goes to stderr.
 

@@ -30,7 +30,7 @@ How to run (from the repository root):
     TIMM_FUSED_ATTN=0 python tools/gen_engine.py [--full] [--full-out DIR] [--out DIR]
 
 The script sets TIMM_FUSED_ATTN=0 itself before importing timm (explicit softmax attention instead of
-SDPA, see spec §2.5), disables TF32, uses float32 everywhere, runs the models in eval mode on the CPU
+SDPA, see docs/parity.md §2.1), disables TF32, uses float32 everywhere, runs the models in eval mode on the CPU
 and seeds torch per case, so reruns reproduce the files (up to CPU-kernel rounding if the thread count
 or the CPU differs; the tolerances below are far looser than that).
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Fixtures for tests/maskcut.rs: MaskCut's patch-level loop (CutLER maskcut_forward),
-re-created from shared/specs/postprocessing.md §3.2 with numpy/scipy (no CutLER code).
+re-created from docs/postprocessing.md §3.2 with numpy/scipy (no CutLER code).
 
 Reference versions: Python 3.11.7, numpy 2.4.6, scipy 1.17.1 (LAPACK dsygvx via
 scipy.linalg.eigh(D-W, D, subset_by_index=[1, 2])).

@@ -11,7 +11,7 @@ script sets unless OPENBLAS_NUM_THREADS is already set): re-running it with the
 versions above reproduces the files byte for byte. About 0.85 MB in total.
 Timings against scipy: `python3 tools/bench_post.py`.
 
-What it writes, all re-created from shared/specs/postprocessing.md §1.3 (no
+What it writes, all re-created from docs/postprocessing.md §1.2 (no
 TokenCut code is used):
   * TokenCut cases on synthetic "key" features: clusters of random vectors
     laid out on patch grids (14x14 at D=384, 28x28 at D=96, 12x20 at D=128 and
@@ -61,9 +61,9 @@ EPS = 1e-5
 SIM_MARGIN = 2e-6  # required min |S - tau| so f32 GEMM rounding cannot move a pair
 
 
-# ---------------------------------------------------------------- TokenCut (spec §1.3)
+# ---------------------------------------------- TokenCut (docs/postprocessing.md §1.2)
 def tokencut_reference(feats: np.ndarray, grid: tuple[int, int], tau=TAU, eps=EPS):
-    """Steps 1-9 of spec §1.3 with numpy/scipy; feats (N, D) float32."""
+    """Steps 1-9 of docs/postprocessing.md §1.2 with numpy/scipy; feats (N, D) float32."""
     x = feats.astype(np.float32)
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     xn = x / np.maximum(norm, np.float32(1e-12))  # torch F.normalize, p=2, eps=1e-12

@@ -1,5 +1,5 @@
 // CPU emulation of the CUDA execution model, so the kernels in kernels/*.cu can be
-// compiled with g++ and tested in CI without a GPU (see ../../../shared/specs/cuda_emulation.md).
+// compiled with g++ and tested in CI without a GPU (see docs/cuda_emulation.md).
 //
 // Model: the blocks of a grid run one after another on the calling OS thread; the
 // threads of a block are fibers (ucontext) that switch only at barriers

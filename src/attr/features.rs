@@ -1,4 +1,4 @@
-//! Feature maps from the ViT at the patch grid (spec §5, paper §3.4): a scalar per
+//! Feature maps from the ViT at the patch grid (docs/method.md §8, paper §3.4): a scalar per
 //! patch, min-max normalised to [0, 1], to fuse with the relevance map.
 //!
 //! Sources: one facet (query, key, value) or the output tokens of a chosen block,

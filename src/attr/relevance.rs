@@ -1,5 +1,5 @@
 //! From an attribution (3, H, W) to a relevance map (H, W): channel reduction and
-//! display normalisation (spec §1.5).
+//! display normalisation (docs/method.md §7).
 
 use ndarray::{Array2, ArrayView3, Axis};
 

@@ -2,7 +2,7 @@
 //! default of [`Engine::attribute`], which a backend may override with a loop that
 //! stays on its device.
 //!
-//! Integrated Gradients as Captum computes it (spec §1.3):
+//! Integrated Gradients as Captum computes it (docs/method.md §5):
 //! `IG(x) = (x − b) ⊙ Σ_k w_k · ∂F_t/∂x |_{b + α_k (x − b)}`, with F_t the raw logit of
 //! the target class.
 //!

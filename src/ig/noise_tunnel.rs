@@ -1,4 +1,4 @@
-//! Captum's NoiseTunnel settings, noise and aggregation (spec §1.4): IG runs on
+//! Captum's NoiseTunnel settings, noise and aggregation (docs/method.md §6): IG runs on
 //! `x + ε_j` for each of `s` noise samples (the multiply uses the noisy input), then
 //! the per-sample attributions are aggregated in f32:
 //! smoothgrad = mean, smoothgrad_sq = mean of squares, vargrad = E[a²] − E[a]².

@@ -1,5 +1,5 @@
 //! Captum's quadrature rules for the IG path integral
-//! (`captum/attr/_utils/approximation_methods.py`, spec §1.2).
+//! (`captum/attr/_utils/approximation_methods.py`, docs/method.md §5.2).
 //!
 //! Each rule gives `n` path points α ∈ [0, 1] and weights ("step sizes"). Values are
 //! returned in f64, as Captum hands Python floats to IG; IG rounds them to f32.
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn gauss_legendre_50_matches_the_spec_check_values() {
-        // Spec §1.2, from numpy leggauss(50).
+        // docs/method.md §5.2, from numpy leggauss(50).
         let q = quadrature(Method::GaussLegendre, 50).unwrap();
         assert!((q.alphas[0] - 0.0005667977899644905).abs() < 1e-15);
         assert!((q.alphas[1] - 0.002984015283954644).abs() < 1e-15);

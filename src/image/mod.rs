@@ -17,7 +17,7 @@
 //! * `normalize.rs` — `ToTensor` + `Normalize` in `f32`, bit-exact.
 //! * `pipeline.rs` — [`ResizeMode`], [`PreprocessConfig`], [`preprocess`].
 //!
-//! References: spec `model_and_attribution.md` §4; Pillow `Image.resize`
+//! References: `docs/method.md` §4; Pillow `Image.resize`
 //! (`libImaging/Resample.c` behaviour, Pillow 13); torchvision
 //! `transforms.functional` (`resize`, `center_crop`, `to_tensor`, `normalize`).
 //!

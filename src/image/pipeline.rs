@@ -48,7 +48,7 @@ pub enum ResizeMode {
     },
     /// Each side to the nearest multiple of `patch`, `round(side / patch) · patch`
     /// with Python's round-half-to-even and at least one patch (TokenCut, per
-    /// spec §4, where it is used with Lanczos). No crop.
+    /// docs/method.md §4, where it is used with Lanczos). No crop.
     PatchMultiple {
         /// Patch size in pixels (e.g. 16 or 8).
         patch: u32,

@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 
 /// How the learned positional embedding is resized for an input whose patch grid
-/// differs from the one it was trained at (spec §2.3; the three libraries differ).
+/// differs from the one it was trained at (docs/method.md §2.4; the three libraries differ).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PosEmbedMode {
     /// DINO `interpolate_pos_encoding`: bicubic (A = −0.75) with scale factor
@@ -130,7 +130,7 @@ impl VitConfig {
         Ok(())
     }
 
-    /// Multiply-accumulates of one forward pass at `tokens` tokens (spec §6).
+    /// Multiply-accumulates of one forward pass at `tokens` tokens (docs/method.md §10).
     pub fn forward_macs(&self, tokens: usize) -> u64 {
         let (n, d, h) = (tokens as u64, self.dim as u64, self.mlp_hidden as u64);
         let patch = (n - 1) * d * 3 * (self.patch as u64).pow(2);
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn flop_counts_match_the_spec_table() {
-        // Spec §6: forward 4,598,498,304 MAC; backward 4,956,162,048 MAC at 197 tokens.
+        // docs/method.md §10: forward 4,598,498,304 MAC; backward 4,956,162,048 MAC at 197 tokens.
         let c = vit_s16();
         assert_eq!(c.forward_macs(197), 4_598_498_304);
         assert_eq!(c.backward_macs(197), 4_956_162_048);

@@ -1,4 +1,4 @@
-//! Linear classifier heads on ViT features (spec §2.4).
+//! Linear classifier heads on ViT features (docs/method.md §2.5).
 
 use std::path::Path;
 

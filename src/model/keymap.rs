@@ -1,7 +1,7 @@
 //! Normalising timm, official-DINO and Hugging Face `ViTModel` tensor names to one
 //! canonical (timm == DINO) naming.
 //!
-//! Rules (spec §3): wrapper prefixes (`module.`, `backbone.`, `teacher.`, `student.`,
+//! Rules (docs/method.md §3): wrapper prefixes (`module.`, `backbone.`, `teacher.`, `student.`,
 //! `vit.`, `model.`) are stripped; HF names are renamed and its separate
 //! query/key/value projections fused in Q, K, V row order (the fused layout is
 //! `[Q | K | V]`, head-major inside each); HF's `pooler.*` and DINO's projection head

@@ -1,5 +1,5 @@
 //! Positional-embedding interpolation for inputs whose patch grid differs from the
-//! stored one, in the three conventions of spec §2.3 (they give different numbers).
+//! stored one, in the three conventions of docs/method.md §2.4 (they give different numbers).
 //!
 //! All three resample the (rows, cols, D) table of patch positions separably with a
 //! cubic kernel; the CLS position is kept as it is.

@@ -1,4 +1,4 @@
-//! MaskCut (CutLER, spec §3): up to N objects from repeated TokenCut-style cuts of
+//! MaskCut (CutLER, docs/postprocessing.md §3): up to N objects from repeated TokenCut-style cuts of
 //! the patch-key graph, each cut run on the features left after zeroing the patches
 //! of the earlier masks; then per mask DenseCRF, hole filling and an IoU check.
 //!

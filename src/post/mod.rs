@@ -1,5 +1,5 @@
 //! Post-processing: from a relevance (or fused) map to a mask — Otsu, the paper's
-//! morphology chain, Normalized Cut, DenseCRF (spec: shared/specs/postprocessing.md).
+//! morphology chain, Normalized Cut, DenseCRF (docs/postprocessing.md).
 
 pub mod crf;
 pub mod maskcut;

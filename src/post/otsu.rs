@@ -3,7 +3,7 @@
 //! Reference: `skimage.filters.threshold_otsu`, `skimage.exposure.histogram` and
 //! `skimage.exposure.equalize_hist` of **scikit-image 0.26.0** with NumPy 2.4 (the versions
 //! the fixtures in `tests/fixtures/morphology/` were made with), as described in
-//! `shared/specs/postprocessing.md` §7.1–7.2 and checked by black-box fuzzing against
+//! `docs/postprocessing.md` §7.1–7.2 and checked by black-box fuzzing against
 //! the installed versions. Only the float32 path exists here: relevance maps are `f32`
 //! (scikit-image's integer path, one bin per integer with `nbins` ignored, is not needed).
 //!
@@ -32,7 +32,7 @@
 //! first or above the last centre clamp to the end values.
 //!
 //! # Version notes
-//! * The spec (§7.1 step 4) says `w1·w2` is a float32 product "promoted to float64 for the
+//! * Older notes (docs/parity.md §5.1) say `w1·w2` is a float32 product "promoted to float64 for the
 //!   rest". For float32 images in scikit-image 0.26.0 the whole variance is float32: fuzzing
 //!   (≈ 8 500 random and edge-adversarial images, nbins 2 to 1000) matched the float32 rule
 //!   every time, and the float64 variant failed on near-ties. We follow the installed version.

@@ -1,5 +1,5 @@
 //! Gradient of the head's output with respect to the *input pixels* only: no weight
-//! gradients are formed (spec §2.2 backward rules; what Captum's IG needs).
+//! gradients are formed (docs/method.md §2.3; what Captum's IG needs).
 
 use ndarray::{Array2, Array4};
 use rayon::prelude::*;

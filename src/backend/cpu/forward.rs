@@ -1,5 +1,5 @@
 //! The ViT forward pass on the CPU for a batch of same-sized images, keeping what
-//! the input-gradient backward needs (spec §2.2 and §6: ≈ 0.91 M floats per block
+//! the input-gradient backward needs (docs/method.md §2.3 and §10: ≈ 0.91 M floats per block
 //! per image at 224²).
 
 use ndarray::{Array2, ArrayView4};
@@ -121,7 +121,7 @@ impl ForwardState {
     }
 
     /// The tapped block's query, key or value of image `image`: (heads, tokens,
-    /// head_dim), computed from LN1 of the block input (spec §5.1), CLS first.
+    /// head_dim), computed from LN1 of the block input (docs/method.md §8.1), CLS first.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for an image outside the batch or a state without taps.
@@ -329,7 +329,7 @@ pub fn forward_in(
     let mut tap_probs = Vec::new();
     let mut tap_tokens = Vec::new();
     // When only gradients are wanted and the head reads CLS tokens, the last block
-    // needs just the CLS rows after its keys and values (spec §2.2: ≈ 7% fewer FLOPs).
+    // needs just the CLS rows after its keys and values (docs/method.md §2.3: ≈ 7% fewer FLOPs).
     let prune_last =
         save && head_kind != HeadKind::ClsAvgPoolInterleaved && tap_layer != Some(c.depth - 1);
     for (bi, bw) in w.blocks.iter().enumerate() {

@@ -1,6 +1,6 @@
 //! The permutohedral lattice (Adams, Baek & Davis, "Fast High-Dimensional Filtering
 //! Using the Permutohedral Lattice", Eurographics 2010), built and applied the way
-//! Krähenbühl's densecrf does it (spec §5.3), so that the filtered values match
+//! Krähenbühl's densecrf does it (docs/postprocessing.md §5.3), so that the filtered values match
 //! pydensecrf bit for bit on x86-64.
 //!
 //! A point with `d` features is lifted onto the hyperplane `Σ x = 0` of `R^{d+1}`
@@ -190,7 +190,7 @@ fn locate_chunk(cst: &Constants, pk: &Packing, f: &[f32], codes: &mut [u64], bar
     }
 }
 
-/// The lattice constants of dimension `d` (spec §5.3 "Constants").
+/// The lattice constants of dimension `d` (docs/postprocessing.md §5.3, "Constants").
 struct Constants {
     d: usize,
     /// `float(sqrt(2/3)·(d+1)/sqrt((i+1)(i+2)))`, the product taken in double.
@@ -601,7 +601,7 @@ impl Lattice {
             }
             drop((cur, next));
             // SSE-build quirk: the last block of 4 points is padded with zero feature
-            // vectors, whose vertices join the lattice (spec §5.3 step 7).
+            // vectors, whose vertices join the lattice (docs/postprocessing.md §5.3 step 7).
             if n_points % 4 != 0 {
                 let mut codes = vec![0u64; dp1];
                 zero.codes(&pk, &mut codes);

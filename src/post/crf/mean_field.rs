@@ -1,5 +1,5 @@
 //! Mean-field inference of the fully connected CRF (Krähenbühl & Koltun, NIPS 2011) as
-//! densecrf's `DenseCRF::inference` runs it (spec §5.2), with Potts compatibilities
+//! densecrf's `DenseCRF::inference` runs it (docs/postprocessing.md §5.2), with Potts compatibilities
 //! and symmetrically normalised Gaussian kernels.
 //!
 //! With unary energies `U` (labels × pixels) and kernels `k` of Potts weight `w_k`:

@@ -1,5 +1,5 @@
 //! Fully connected CRF (DenseCRF) with Gaussian edge potentials, faithful to pydensecrf
-//! (Krähenbühl's densecrf, spec §4–§5), on the CPU and multi-threaded.
+//! (Krähenbühl's densecrf, docs/postprocessing.md §4–§5), on the CPU and multi-threaded.
 //!
 //! The energy of a labelling `x` of the pixels of an image is
 //!

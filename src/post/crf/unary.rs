@@ -1,5 +1,5 @@
 //! Unary energies, built the way the TokenCut/MaskCut DenseCRF wrapper builds them
-//! (CutLER `maskcut/crf.py` = TokenCut_video `crf.py`; spec §4):
+//! (CutLER `maskcut/crf.py` = TokenCut_video `crf.py`; docs/postprocessing.md §4):
 //!
 //! 1. the binary mask `m` becomes two "logits" `[1 − m, m]` (float64; channel 0 is the
 //!    background);
@@ -130,7 +130,7 @@ mod tests {
     use super::*;
     use ndarray::array;
 
-    /// −log(σ(1)) = log(1 + e⁻¹) and −log(σ(−1)) = log(1 + e), rounded to f32 (spec §4).
+    /// −log(σ(1)) = log(1 + e⁻¹) and −log(σ(−1)) = log(1 + e), rounded to f32 (docs/postprocessing.md §4).
     #[test]
     fn mask_unary_constants() {
         let u = unary_from_mask(array![[true, false]].view(), 1, 2).unwrap();

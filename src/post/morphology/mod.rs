@@ -4,7 +4,7 @@
 //! into a mask by: grayscale → histogram equalisation → threshold → label connected
 //! components → remove border artefacts → dilation ("to connect fragmented areas") →
 //! erosion ("to clean the boundaries") → fill small holes. It gives no structuring-element
-//! sizes, no threshold rule (we use Otsu, as the spec's chain does) and no minimum object size;
+//! sizes, no threshold rule (we use Otsu, docs/postprocessing.md §7) and no minimum object size;
 //! [`MorphologyParams`] exposes all of them, and [`morphology_mask`] runs the chain.
 //!
 //! Note on equalise-then-Otsu: equalisation makes the histogram nearly flat, and Otsu on a flat
@@ -14,7 +14,7 @@
 //! `clear_border` can then remove everything; `equalize: false` thresholds the raw values.
 //!
 //! Every primitive reproduces the scikit-image 0.26.0 / SciPy 1.17 function named in its
-//! docs, bit for bit on masks (`shared/specs/postprocessing.md` §7.3–7.8; fixtures from
+//! docs, bit for bit on masks (`docs/postprocessing.md` §7.3–7.8; fixtures from
 //! `tools/gen_morphology.py`):
 //!
 //! | here | reference | neighbourhood / border |
@@ -37,7 +37,7 @@
 //! * `binary_dilation`/`binary_erosion` are deprecated in 0.26 (removal planned for 0.28) in
 //!   favour of `dilation`/`erosion`, whose default border mode is `'reflect'` and which do
 //!   not reflect the footprint for dilation. The binary ones have taken `mode='ignore'` since
-//!   0.23 (and behaved the same way in 0.19, spec §7.6): erosion treats the outside as True.
+//!   0.23 (the same in 0.19, docs/postprocessing.md §7.6): erosion treats the outside as True.
 //!   `scipy.ndimage.binary_erosion` (border 0) does erode from the border; not used here.
 //! * `skimage.measure.label` defaults to full connectivity (8 in 2-D) but
 //!   `remove_small_objects` defaults to 1 (4); `scipy.ndimage.label` and `binary_fill_holes`

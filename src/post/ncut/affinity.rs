@@ -1,4 +1,4 @@
-//! TokenCut's feature graph (spec §1.3 steps 1–3): L2-normalised rows, cosine
+//! TokenCut's feature graph (docs/postprocessing.md §1.2 steps 1–3): L2-normalised rows, cosine
 //! similarity, and the binary graph `W_ij = 1` if `S_ij > τ`, else `ε`.
 
 use ndarray::{s, Array2, ArrayView2, Axis};
@@ -87,7 +87,7 @@ fn threshold_lower<T: Copy + PartialOrd + Sync>(
 /// everything with weight `ε`, including itself.
 ///
 /// Pairs with `S_ij` within ~1e-7 of `τ` may fall on either side compared with a
-/// GPU or BLAS reference (spec §1.4).
+/// GPU or BLAS reference (docs/postprocessing.md §1.3).
 ///
 /// # Errors
 /// [`Error::InvalidParam`] if N < 2, a feature is not finite, `τ` is not finite or
@@ -118,7 +118,7 @@ pub fn binary_affinity(features: ArrayView2<f32>, tau: f32, eps: f32) -> Result<
 }
 
 /// [`binary_affinity`] for float64 features: MaskCut from its second iteration on,
-/// where the painted features are promoted to float64 (spec §3.2 step 4.1), so
+/// where the painted features are promoted to float64 (docs/postprocessing.md §3.2 step 2), so
 /// the normalisation, `S` and the `S > τ` test are all float64.
 ///
 /// # Errors

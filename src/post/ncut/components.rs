@@ -1,4 +1,4 @@
-//! The 4-connected component that holds a seed (spec §1.3 step 9: TokenCut and
+//! The 4-connected component that holds a seed (docs/postprocessing.md §1.2 step 9: TokenCut and
 //! MaskCut label the bipartition with `scipy.ndimage.label`'s default cross
 //! structure and keep the seed's component, which need not be the largest).
 

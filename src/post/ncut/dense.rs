@@ -2,7 +2,7 @@
 //! eigenpair of `(D − W) v = λ D v`, as `scipy.linalg.eigh(D−W, D,
 //! subset_by_index=[1, 2])` (LAPACK `dsygvx`) computes it.
 //!
-//! Steps (spec §1.3 step 5 and §3.2): with `D = LLᵀ`, `L = D^{1/2}` (what
+//! Steps (docs/postprocessing.md §1.2 step 5 and §3.3): with `D = LLᵀ`, `L = D^{1/2}` (what
 //! `dpotrf` gives for a diagonal matrix), the problem becomes the standard one
 //! `C y = λ y`, `C = D^{−1/2}(D − W)D^{−1/2}` (`dsygst`), `v = D^{−1/2} y`.
 //! `C` is reduced to tridiagonal `T = QᵀCQ` ([`super::householder`], `dsytrd`),
@@ -27,7 +27,7 @@ pub struct Fiedler {
     /// λ₂, the second-smallest eigenvalue (λ₁ = 0 for a connected graph).
     pub eigenvalue: f64,
     /// λ₃ when N ≥ 3 (scipy computes it too; a small `λ₃ − λ₂` means the
-    /// eigenvector is ill-determined, spec §1.4).
+    /// eigenvector is ill-determined, docs/postprocessing.md §1.3).
     pub next_eigenvalue: Option<f64>,
     /// Degrees `d_i = Σ_j W_ij` (N).
     pub degrees: Array1<f64>,
@@ -67,7 +67,7 @@ pub(crate) fn degrees_of(w: &ArrayView2<f64>) -> Result<Array1<f64>> {
 /// Fiedler pair of the dense affinity `w` (N, N), with scipy/LAPACK `dsygvx`
 /// semantics: `vᵀDv = 1` and LAPACK's sign (`dstein`: the largest-magnitude entry
 /// of the tridiagonal-basis vector is positive), which MaskCut's corner rule
-/// depends on (spec §3.2). Only the lower triangle of `w` enters the
+/// depends on (docs/postprocessing.md §3.3). Only the lower triangle of `w` enters the
 /// eigenproblem (LAPACK `uplo = 'L'`); the degrees are full row sums, as in
 /// TokenCut (`W.sum(1)`).
 ///

@@ -4,7 +4,7 @@
 //! `vᵢ[i+1] = 1`, and `e[i] = β = −sign(α)·‖(α, x)‖`. Matching these conventions
 //! makes the tridiagonal eigenvector `z = Qᵀy` — whose sign LAPACK `dstein` fixes —
 //! the same as LAPACK's, so [`super::fiedler_dense`] can reproduce `dsygvx`'s
-//! signs (spec §3.2, option (b)).
+//! signs (docs/postprocessing.md §3.3).
 //!
 //! Storage is packed lower, column-major: column `j` holds rows `j..n` and starts
 //! at `j·n − j(j−1)/2`. Each step streams the trailing triangle once: the rank-2

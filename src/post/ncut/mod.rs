@@ -1,4 +1,4 @@
-//! Normalized cut (spec: `shared/specs/postprocessing.md` §1, §3): TokenCut's
+//! Normalized cut (`docs/postprocessing.md` §1–§3): TokenCut's
 //! bipartition of a patch-feature graph, the building blocks MaskCut reuses, and
 //! a Shi–Malik cut of a scalar relevance map for the XAI variants.
 //!

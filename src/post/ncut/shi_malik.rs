@@ -284,7 +284,7 @@ pub(super) fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGra
 /// solve `(D − W)v = λDv` for the second-smallest eigenpair by Lanczos, split at
 /// `mean(v)` (strict `>`), and take as foreground the side with the higher mean
 /// grid-map value. The mask lives on the graph grid; up-sample it (e.g. nearest,
-/// spec §6.2) to the image size if needed.
+/// docs/postprocessing.md §6.2) to the image size if needed.
 ///
 /// Cost on the default 56×56 grid: ~3k nodes, ~240k edges, ~100 Lanczos steps,
 /// well under a second (≈ 50–100 ms on two cores).

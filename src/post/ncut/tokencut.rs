@@ -1,4 +1,4 @@
-//! TokenCut's normalized-cut bipartition of a patch-feature graph (spec §1.3–1.4).
+//! TokenCut's normalized-cut bipartition of a patch-feature graph (docs/postprocessing.md §1).
 
 use ndarray::{Array1, Array2, ArrayView2};
 
@@ -30,12 +30,12 @@ pub struct TokenCutOutput {
     pub flipped: bool,
     /// λ₂ of `(D − W)v = λDv`.
     pub eigenvalue: f64,
-    /// λ₃ (None when N = 2); `λ₃ − λ₂` small means an ill-determined cut (§1.4).
+    /// λ₃ (None when N = 2); `λ₃ − λ₂` small means an ill-determined cut (docs/postprocessing.md §1.3).
     pub next_eigenvalue: Option<f64>,
 }
 
-/// Result of [`orient_at_mean`]: TokenCut's split and foreground rule (spec §1.3
-/// steps 6–7) applied to a vector.
+/// Result of [`orient_at_mean`]: TokenCut's split and foreground rule (docs/postprocessing.md
+/// §1.2 steps 6–7) applied to a vector.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Oriented {
     /// The vector, negated if `flipped`.
@@ -76,7 +76,7 @@ pub fn orient_at_mean(v: &[f64]) -> Oriented {
 }
 
 /// TokenCut bipartition of patch features `(N, D)` laid out row-major on
-/// `grid = (rows, cols)` (N = rows·cols), exactly as spec §1.3: binary cosine graph
+/// `grid = (rows, cols)` (N = rows·cols), exactly as docs/postprocessing.md §1.2: binary cosine graph
 /// ([`binary_affinity`], defaults [`TOKENCUT_TAU`], [`TOKENCUT_EPS`]), the dense
 /// generalized eigenproblem with scipy `eigh(D−W, D, subset_by_index=[1,2])`
 /// semantics ([`fiedler_dense`]), the split at the mean, the seed rule, and the
