@@ -16,7 +16,7 @@ use explainseg::eval::scores;
 use explainseg::pipeline::{segment_explained, PipelineConfig, Variant};
 use explainseg::post::crf::refine_mask;
 use explainseg::post::ncut::{ncut_foreground, ncut_mask, NcutForegroundParams, NcutSplit};
-use explainseg::synth::demo::{demo_model, demo_pipeline_config, model_input};
+use explainseg::synth::demo::{demo_pipeline_config, model_input};
 use explainseg::synth::{generate, SynthConfig};
 use ndarray::{Array2, Array3};
 
@@ -33,7 +33,12 @@ fn main() -> explainseg::Result<()> {
     let seed: u64 = a.get(1).map_or(2, |s| s.parse().unwrap());
     let count: u64 = a.get(2).map_or(60, |s| s.parse().unwrap());
     let sources = a.get(3).map_or("both", |s| s.as_str()).to_string();
-    let vit = demo_model()?;
+    let vit = explainseg::model::Vit::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("assets/synth_vit.safetensors"),
+        None,
+        &Default::default(),
+    )?;
+    let engine = CpuEngine::new(&vit);
     let cfg = demo_pipeline_config();
     let synth = SynthConfig {
         size: 64,
@@ -52,10 +57,10 @@ fn main() -> explainseg::Result<()> {
         if let Some(n) = vit.normalization {
             (explain_cfg.mean, explain_cfg.std) = (n.mean, n.std);
         }
-        let e = explain(&CpuEngine::new(&vit), x.view(), &explain_cfg, None)?;
+        let e = explain(&engine, x.view(), &explain_cfg, None)?;
         let mut pipeline = Vec::new();
         for v in [Variant::C, Variant::XNCut, Variant::B] {
-            let seg = segment_explained(&vit, x.view(), s.image.view(), v, &cfg, Some(&e))?;
+            let seg = segment_explained(&engine, x.view(), s.image.view(), v, &cfg, Some(&e))?;
             pipeline.push((v, scores(seg.mask.view(), s.mask.view())?.dice));
         }
         let no_crf = PipelineConfig {
@@ -63,7 +68,7 @@ fn main() -> explainseg::Result<()> {
             ..cfg.clone()
         };
         let seg = segment_explained(
-            &vit,
+            &engine,
             x.view(),
             s.image.view(),
             Variant::B,

@@ -90,13 +90,13 @@ fn main() -> explainseg::Result<()> {
         let grid = vit.config.grid_for(h as usize, w as usize)?;
         let reference = pool_to_grid(rel.view(), grid)?;
         let feature = feature_map(
-            &vit,
+            &CpuEngine::new(&vit),
             x.view(),
             &FeatureConfig::default(),
             Some(reference.view()),
         )?;
         let tc = segment(
-            &vit,
+            &CpuEngine::new(&vit),
             x.view(),
             pixels.view(),
             Variant::TokenCut,

@@ -190,7 +190,7 @@ fn rust_segment(vit: &Vit, params: &EsSegmentParams) -> Outputs {
     // DenseCRF kernels are sized in the image's own pixels.
     let cfg = params.pipeline_config().unwrap().for_image(&plan);
     let seg = segment(
-        vit,
+        &CpuEngine::new(vit),
         x.view(),
         pixels.view(),
         params.variant.variant(),

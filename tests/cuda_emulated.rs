@@ -841,6 +841,18 @@ mod ig_twin {
     /// input; it records every batch of path points it is asked about.
     pub struct Recorder {
         pub batches: Mutex<Vec<Array4<f32>>>,
+        /// Only to satisfy `Engine::vit`; the recorder never runs it.
+        pub vit: explainseg::model::Vit,
+    }
+
+    impl Recorder {
+        pub fn new() -> Self {
+            let config = explainseg::model::VitConfig::standard("ti", 8, 16).unwrap();
+            Recorder {
+                batches: Mutex::new(Vec::new()),
+                vit: explainseg::model::Vit::random(config, 1, 0),
+            }
+        }
     }
 
     pub fn grad_of(v: f32) -> f32 {
@@ -848,8 +860,21 @@ mod ig_twin {
     }
 
     impl Engine for Recorder {
+        fn vit(&self) -> &explainseg::model::Vit {
+            &self.vit
+        }
+        fn device(&self) -> explainseg::backend::Device {
+            explainseg::backend::Device::Cpu
+        }
         fn classes(&self) -> explainseg::Result<usize> {
             Ok(1)
+        }
+        fn block_taps(
+            &self,
+            _x: ArrayView4<f32>,
+            _layer: Option<usize>,
+        ) -> explainseg::Result<explainseg::backend::BlockTaps> {
+            Err(explainseg::Error::Internal("the recorder has no blocks".into()))
         }
         fn logits(&self, x: ArrayView4<f32>) -> explainseg::Result<Array2<f32>> {
             Ok(Array2::zeros((x.dim().0, 1)))
@@ -867,8 +892,8 @@ mod ig_twin {
 
 #[test]
 fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
-    use explainseg::attr::ig::{integrated_gradients, IgConfig};
-    use explainseg::attr::quadrature::{quadrature, Method};
+    use explainseg::attr::{integrated_gradients, IgConfig};
+    use explainseg::ig::{quadrature, Method};
     use ndarray::Array4;
 
     let (n_inputs, c, h, w) = (2, 3, 48, 64);
@@ -881,9 +906,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
     let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
     let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
     for multiply in [true, false] {
-        let recorder = ig_twin::Recorder {
-            batches: Default::default(),
-        };
+        let recorder = ig_twin::Recorder::new();
         // 3 rows per batch: batches straddle the two inputs' paths.
         let cfg = IgConfig {
             method: Method::GaussLegendre,
@@ -953,7 +976,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
 
 #[test]
 fn noise_tunnel_noise_is_bit_identical_to_the_cpu_generator() {
-    use explainseg::attr::noise_tunnel::{make_noise, Noise};
+    use explainseg::ig::{make_noise, Noise};
     use ndarray::Array4;
 
     let (samples, c, h, w) = (4, 3, 64, 64);
@@ -991,7 +1014,7 @@ fn noise_tunnel_noise_is_bit_identical_to_the_cpu_generator() {
 
 #[test]
 fn noise_tunnel_aggregation_is_bit_identical_to_the_cpu() {
-    use explainseg::attr::noise_tunnel::{aggregate, NtType};
+    use explainseg::ig::{aggregate, NtType};
     use ndarray::Array4;
 
     let (samples, c, h, w) = (5, 3, 56, 56);

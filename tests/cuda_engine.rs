@@ -123,12 +123,27 @@ fn gpu_noise_tunnel_matches_the_cpu_path_for_the_same_seed() {
             },
         };
         let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
-        let got = gpu
-            .noise_tunnel_ig(x.view(), baseline.view(), 1, &ig, &nt)
-            .unwrap();
+        // The engine's own loop: on the device for CUDA.
+        let got = noise_tunnel_ig(&gpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
         assert!(
-            rel_l2(&to_vec(&got), &to_vec(&want.attribution)) < 1e-4,
+            rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution)) < 1e-4,
             "{nt_type:?}"
         );
+    }
+    // Plain IG with convergence deltas takes the same on-device path.
+    let ig = IgConfig {
+        return_delta: true,
+        ..ig
+    };
+    let want = cpu
+        .attribute(x.view(), baseline.view(), 1, &ig, None, None)
+        .unwrap();
+    let got = gpu
+        .attribute(x.view(), baseline.view(), 1, &ig, None, None)
+        .unwrap();
+    assert!(rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution)) < 1e-4);
+    assert_eq!(got.deltas.len(), want.deltas.len());
+    for (g, w) in got.deltas.iter().zip(&want.deltas) {
+        assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "delta {g} vs {w}");
     }
 }

@@ -395,15 +395,16 @@ fn shared_explanation_gives_what_segment_gives() {
     };
     cfg.explain.noise_tunnel = None;
     let pixels = pixels_from_input(x.view(), cfg.explain.mean, cfg.explain.std);
-    let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None).unwrap();
+    let engine = CpuEngine::new(&vit);
+    let e = explain(&engine, x.view(), &cfg.explain, None).unwrap();
     for v in [Variant::A, Variant::C, Variant::TokenCut] {
-        let alone = segment(&vit, x.view(), pixels.view(), v, &cfg, None).unwrap();
-        let shared = segment_explained(&vit, x.view(), pixels.view(), v, &cfg, Some(&e)).unwrap();
+        let alone = segment(&engine, x.view(), pixels.view(), v, &cfg, None).unwrap();
+        let shared = segment_explained(&engine, x.view(), pixels.view(), v, &cfg, Some(&e)).unwrap();
         assert_eq!(alone.mask, shared.mask, "{}", v.name());
         assert_eq!(alone.predicted, shared.predicted);
     }
     let err =
-        segment_explained(&vit, x.view(), pixels.view(), Variant::XNCut, &cfg, None).unwrap_err();
+        segment_explained(&engine, x.view(), pixels.view(), Variant::XNCut, &cfg, None).unwrap_err();
     assert!(err.to_string().contains("explanation"), "{err}");
 }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::Engine;
 use explainseg::model::{HeadKind, LoadOptions, Vit};
-use explainseg::train::rng::Rng;
+use explainseg::rng::Rng;
 use explainseg::train::{
     accuracy, arch_config, fit, load_state, prepare_model, read_checkpoint_meta, save_checkpoint,
     save_state, AugmentConfig, Balance, CheckpointMeta, EpochStats, InMemoryDataset, LabeledImage,

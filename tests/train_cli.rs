@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use explainseg::model::{LoadOptions, Vit};
 use explainseg::train::read_checkpoint_meta;
-use explainseg::train::rng::Rng;
+use explainseg::rng::Rng;
 
 fn bin() -> Command {
     Command::cargo_bin("explainseg").unwrap()

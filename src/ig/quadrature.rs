@@ -185,7 +185,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gauss_legendre_50_matches_the_spec_check_values() {
+    fn gauss_legendre_50_matches_published_check_values() {
         // docs/method.md §5.2, from numpy leggauss(50).
         let q = quadrature(Method::GaussLegendre, 50).unwrap();
         assert!((q.alphas[0] - 0.0005667977899644905).abs() < 1e-15);

@@ -164,7 +164,7 @@ mod tests {
     }
 
     #[test]
-    fn flop_counts_match_the_spec_table() {
+    fn flop_counts_match_the_published_table() {
         // docs/method.md §10: forward 4,598,498,304 MAC; backward 4,956,162,048 MAC at 197 tokens.
         let c = vit_s16();
         assert_eq!(c.forward_macs(197), 4_598_498_304);

@@ -16,10 +16,8 @@ use ndarray::{Array2, Array4, ArrayView4};
 
 use super::device::{cuda_err, guarded, Gpu};
 use super::launch::{self as k, Batch, Operand, PatchGeometry, PathRows};
-use crate::attr::ig::IgConfig;
-use crate::attr::noise_tunnel::{make_noise, Noise, NoiseTunnelConfig, NtType};
-use crate::attr::quadrature::quadrature;
-use crate::backend::Engine;
+use crate::backend::{tap_layer, BlockTaps, Device, Engine};
+use crate::ig::{make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput, NtType, Progress};
 use crate::error::{Error, Result};
 use crate::model::{HeadKind, Vit};
 
@@ -878,22 +876,21 @@ impl<'a> CudaEngine<'a> {
         Array4::from_shape_vec(dims, self.download(v)?).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target`, entirely on the
-    /// device: the noisy inputs (the same seeded values as the CPU), the path points in
-    /// batches of `ig.batch_size`, the weighted gradient sums, the multiply by (x − b)
-    /// and the aggregation. Returns (1, 3, H, W). Convergence deltas are not computed
-    /// here (use the [`Engine`] path with `return_delta` for those).
-    ///
-    /// # Errors
-    /// As [`crate::attr::noise_tunnel::noise_tunnel_ig`], plus CUDA errors.
-    pub fn noise_tunnel_ig(
+    /// [`Engine::attribute`] entirely on the device: the noisy inputs (the same
+    /// seeded values as the CPU), the path points in batches of `ig.batch_size`, the
+    /// weighted gradient sums, the multiply by (x − b) and the aggregation. Plain IG
+    /// is the one-sample case with zero noise (x + 0 = x exactly, and the mean of one
+    /// sample is the sample). Convergence deltas, when asked for, take the
+    /// per-sample attributions and 1 + samples extra logits off the device.
+    fn attribute_on_device(
         &self,
         x: ArrayView4<f32>,
         baseline: ArrayView4<f32>,
         target: usize,
         ig: &IgConfig,
-        nt: &NoiseTunnelConfig,
-    ) -> Result<Array4<f32>> {
+        nt: Option<&NoiseTunnelConfig>,
+        progress: Option<Progress>,
+    ) -> Result<NtOutput> {
         let (n, c, h, w) = x.dim();
         if n != 1 {
             return Err(Error::shape(
@@ -914,6 +911,17 @@ impl<'a> CudaEngine<'a> {
         }
         let geo_one = self.geometry((1, c, h, w))?;
         self.check_targets(1, &[target])?;
+        let plain;
+        let nt = match nt {
+            Some(nt) => nt,
+            None => {
+                plain = NoiseTunnelConfig {
+                    nt_type: NtType::SmoothGrad,
+                    noise: Noise::Injected(Array4::zeros((1, c, h, w))),
+                };
+                &plain
+            }
+        };
         let q = quadrature(ig.method, ig.n_steps)?;
         let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
         let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
@@ -1000,6 +1008,11 @@ impl<'a> CudaEngine<'a> {
                 p,
             )?;
             row0 += rows;
+            if let Some(report) = progress {
+                if !report(row0, total_rows) {
+                    return Err(Error::Aborted);
+                }
+            }
         }
         let mut per_sample = self.zeros(samples * len)?;
         k::ig_finish_f32(
@@ -1026,13 +1039,102 @@ impl<'a> CudaEngine<'a> {
             len,
             nt_code,
         )?;
-        self.to_array4(&out, (1, c, h, w))
+        let deltas = if ig.return_delta {
+            self.convergence_deltas(&per_sample, &noisy, &base_dev, geo_one, samples, target, ig.batch_size)?
+        } else {
+            Vec::new()
+        };
+        Ok(NtOutput {
+            attribution: self.to_array4(&out, (1, c, h, w))?,
+            deltas,
+        })
+    }
+
+    /// Σ attribution − (F(x_j)[t] − F(b)[t]) per noise sample, as the host loop
+    /// computes it (sums in f64 of the f32 per-sample attributions; logits of the
+    /// noisy inputs in batches of `batch_size`).
+    #[allow(clippy::too_many_arguments)]
+    fn convergence_deltas(
+        &self,
+        per_sample: &CudaSlice<f32>,
+        noisy: &CudaSlice<f32>,
+        base: &CudaSlice<f32>,
+        geo_one: PatchGeometry,
+        samples: usize,
+        target: usize,
+        batch_size: usize,
+    ) -> Result<Vec<f32>> {
+        let len = 3 * geo_one.height * geo_one.width;
+        let f_base = self.forward(&base.as_view(), geo_one, false)?.logits[[0, target]];
+        let mut f_inputs = Vec::with_capacity(samples);
+        let mut first = 0;
+        while first < samples {
+            let rows = batch_size.min(samples - first);
+            let geo = PatchGeometry {
+                batch: rows,
+                ..geo_one
+            };
+            let chunk = noisy.slice(first * len..(first + rows) * len);
+            let logits = self.forward(&chunk, geo, false)?.logits;
+            f_inputs.extend(logits.outer_iter().map(|l| l[target]));
+            first += rows;
+        }
+        let attributions = self.download(per_sample)?;
+        Ok(attributions
+            .chunks(len)
+            .zip(f_inputs)
+            .map(|(a, f)| a.iter().map(|v| *v as f64).sum::<f64>() as f32 - (f - f_base))
+            .collect())
+    }
+
+    /// The taps of block `layer` of one image: its saved q|k|v and softmax, read
+    /// back from a forward that keeps every block's activations.
+    fn taps_on_device(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
+        let layer = tap_layer(self.vit, x, layer)?;
+        let geo = self.geometry(x.dim())?;
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::param("input", "contains NaN or infinite values"));
+        }
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let xs = x.as_standard_layout();
+        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        let fwd = self.forward(&x_dev.as_view(), geo, true)?;
+        let saved = &fwd.blocks[layer];
+        Ok(BlockTaps {
+            grid: geo.grid,
+            heads: self.vit.config.heads,
+            dim: self.vit.config.dim,
+            qkv: self.download(&saved.qkv)?,
+            probs: self.download(&saved.probs)?,
+            // The residual stream is not kept per block on the device.
+            output: None,
+        })
     }
 }
 
 impl Engine for CudaEngine<'_> {
-    fn classes(&self) -> Result<usize> {
-        self.vit.classes()
+    fn vit(&self) -> &Vit {
+        self.vit
+    }
+
+    fn device(&self) -> Device {
+        Device::Cuda
+    }
+
+    fn attribute(
+        &self,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+        target: usize,
+        ig: &IgConfig,
+        nt: Option<&NoiseTunnelConfig>,
+        progress: Option<Progress>,
+    ) -> Result<NtOutput> {
+        self.attribute_on_device(x, baseline, target, ig, nt, progress)
+    }
+
+    fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
+        self.taps_on_device(x, layer)
     }
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
