@@ -29,6 +29,7 @@
 //! ```
 
 mod decode;
+pub mod grid;
 mod normalize;
 mod pipeline;
 mod resize;

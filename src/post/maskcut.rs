@@ -17,7 +17,7 @@ use ndarray::{Array2, ArrayView2, ArrayView3};
 use super::crf::{refine_mask, CrfParams};
 use super::morphology::binary_fill_holes;
 use super::ncut::{binary_affinity, binary_affinity_f64, fiedler_dense, seed_component};
-use crate::attr::fusion::upsample_mask;
+use crate::image::grid::upsample_mask;
 use crate::error::{Error, Result};
 
 /// MaskCut settings (CutLER's README run: N 3, τ 0.15).

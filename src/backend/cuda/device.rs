@@ -8,7 +8,9 @@ use std::sync::Arc;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaContext, CudaStream};
 
-use super::modules::ModuleCache;
+use cudarc::driver::CudaFunction;
+
+use super::modules::{KernelFile, ModuleCache};
 use crate::error::{Error, Result};
 
 /// Checks that the CUDA driver, NVRTC and cuBLAS libraries can be loaded.
@@ -129,5 +131,16 @@ impl Gpu {
                 name,
             }))
         })
+    }
+}
+
+impl Gpu {
+    /// Kernel `name` of `file` in this GPU's context, compiled and loaded on first use.
+    ///
+    /// # Errors
+    /// As [`ModuleCache::function`].
+    pub fn function(&self, file: KernelFile, name: &'static str) -> Result<CudaFunction> {
+        self.modules
+            .function(&self.ctx, self.compute_capability, file, name)
     }
 }

@@ -12,10 +12,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use cudarc::driver::{CudaFunction, CudaModule};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule};
 use cudarc::nvrtc::{compile_ptx_with_opts, CompileOptions, Ptx};
 
-use super::device::{cuda_err, Gpu};
 use crate::error::{Error, Result};
 
 /// NVRTC flags that change results live here and nowhere else (faithful mode: IEEE
@@ -158,15 +157,22 @@ pub struct ModuleCache {
     functions: Mutex<HashMap<&'static str, CudaFunction>>,
 }
 
-impl Gpu {
-    /// Kernel `name` of `file`, compiling and loading the file on first use.
+impl ModuleCache {
+    /// Kernel `name` of `file` in context `ctx` (compute capability `cc`),
+    /// compiling and loading the file on first use.
     ///
     /// # Errors
     /// [`Error::CudaUnavailable`] when NVRTC or the driver rejects the module, or the
     /// module has no such kernel.
-    pub fn function(&self, file: KernelFile, name: &'static str) -> Result<CudaFunction> {
+    pub fn function(
+        &self,
+        ctx: &Arc<CudaContext>,
+        cc: (i32, i32),
+        file: KernelFile,
+        name: &'static str,
+    ) -> Result<CudaFunction> {
+        let driver_err = |what: &'static str| move |e| Error::Cuda(format!("{what}: {e:?}"));
         if let Some(f) = self
-            .modules
             .functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -177,21 +183,18 @@ impl Gpu {
         let module = {
             let mut modules = self
                 .modules
-                .modules
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
             match modules.get(&file) {
                 Some(m) => m.clone(),
                 None => {
-                    let cc = self.compute_capability;
                     let ptx = match prebuilt(file, cc) {
                         Some(ptx) => ptx,
                         None => compile(file, virtual_arch(cc))?,
                     };
-                    let m = self
-                        .ctx
+                    let m = ctx
                         .load_module(ptx)
-                        .map_err(cuda_err("loading a kernel module"))?;
+                        .map_err(driver_err("loading a kernel module"))?;
                     modules.insert(file, m.clone());
                     m
                 }
@@ -199,9 +202,8 @@ impl Gpu {
         };
         let f = module
             .load_function(name)
-            .map_err(cuda_err("looking up a kernel"))?;
-        self.modules
-            .functions
+            .map_err(driver_err("looking up a kernel"))?;
+        self.functions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name, f.clone());

@@ -51,7 +51,7 @@ use super::shi_malik::{
     build_graph, check_map, complement_is_foreground, resample_area_f64, shi_malik_ncut,
     ShiMalikOutput, ShiMalikParams,
 };
-use crate::attr::fusion::upsample_mask;
+use crate::image::grid::upsample_mask;
 use crate::error::{Error, Result};
 use crate::post::morphology::{binary_dilation, Footprint};
 
