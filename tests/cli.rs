@@ -317,3 +317,38 @@ fn npy_f64_any(p: &std::path::Path) -> Vec<f64> {
         .unwrap()
         .to_vec()
 }
+
+/// `--device cuda` never runs on the CPU instead: without a GPU (or without the
+/// `cuda` feature) every command that runs a model exits 1 naming CUDA, and writes
+/// nothing.
+#[test]
+fn device_cuda_without_a_gpu_fails_naming_cuda_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixture("preprocess", "big_299x257_q90.jpg");
+    let weights = fixture("engine", "s16_tiny/model_timm.safetensors");
+    for command in ["attribute", "segment"] {
+        let out = tmp.path().join(command);
+        let assert = bin()
+            .args([command, "--device", "cuda", "--size", "64", "--steps", "2", "--weights"])
+            .arg(&weights)
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .code(1);
+        let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+        assert!(stderr.contains("CUDA"), "{command}: {stderr}");
+        if !cfg!(feature = "cuda") {
+            assert!(stderr.contains("no CUDA backend"), "{command}: {stderr}");
+        }
+        assert!(!out.exists(), "{command} wrote {}", out.display());
+    }
+    let out = tmp.path().join("demo");
+    let assert = bin()
+        .args(["demo", "--device", "cuda", "--count", "1", "--out"])
+        .arg(&out)
+        .assert()
+        .code(1);
+    assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("CUDA"));
+}
