@@ -5,6 +5,7 @@ pub mod blas_layout;
 pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod input;
 
 /// Where a computation runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

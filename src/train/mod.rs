@@ -7,8 +7,8 @@
 //! resampling), `checkpoint.rs` (safetensors in timm naming + resume state),
 //! `params.rs` (named tensors), `samples.rs` (the data set readers as
 //! training data), `rng.rs` (keyed seeded streams) and `loop.rs`
-//! ([`fit`]). Gradients come from
-//! [`backend::cpu::param_grad`](crate::backend::cpu::param_grad).
+//! ([`fit`]), `param_grad.rs` (the loss and its parameter gradients, from the
+//! CPU backend's forward and block backward).
 
 pub mod augment;
 pub mod checkpoint;
@@ -16,13 +16,13 @@ pub mod data;
 #[path = "loop.rs"]
 pub mod fit_loop;
 pub mod optimizer;
+pub mod param_grad;
 pub mod params;
 pub mod rng;
 pub mod samples;
 pub mod schedule;
 pub mod setup;
 
-pub use crate::backend::cpu::param_grad::Trainable;
 pub use augment::AugmentConfig;
 pub use checkpoint::{
     load_state, read_checkpoint_meta, save_checkpoint, save_state, CheckpointMeta,
@@ -30,6 +30,7 @@ pub use checkpoint::{
 pub use data::{Balance, Dataset, FolderDataset, InMemoryDataset, LabeledImage, Prepared};
 pub use fit_loop::{accuracy, fit, EpochStats, Progress, Start, TrainConfig, TrainData};
 pub use optimizer::{Optimizer, OptimizerKind};
+pub use param_grad::Trainable;
 pub use samples::{split_sources, SampleDataset};
 pub use schedule::Schedule;
 pub use setup::{arch_config, new_head, prepare_model};
