@@ -7,9 +7,9 @@ mod common;
 use std::collections::HashMap;
 
 use common::{fixture, npy_f32, rel_l2};
-use explainseg::backend::cpu::param_grad::{loss_and_param_grads, LossOptions, Trainable};
 use explainseg::model::tensor_file::TensorFile;
 use explainseg::model::{LoadOptions, Vit};
+use explainseg::train::param_grad::{loss_and_param_grads, LossOptions, Trainable};
 use ndarray::Array4;
 
 struct Case {

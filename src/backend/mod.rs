@@ -16,6 +16,7 @@ pub mod cpu;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod host_ig;
+pub mod input;
 pub mod taps;
 
 pub use taps::{BlockTaps, Facet};

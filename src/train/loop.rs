@@ -17,13 +17,13 @@ use ndarray::{Array2, Axis};
 use super::augment::AugmentConfig;
 use super::data::{balanced_class_weights, epoch_order, split_indices, Balance, Dataset, Prepared};
 use super::optimizer::{Optimizer, OptimizerKind};
-use super::schedule::Schedule;
-use crate::backend::cpu::forward::{forward_in, Workspace};
-use crate::backend::cpu::gemm::Threads;
-use crate::backend::cpu::param_grad::{
+use super::param_grad::{
     cross_entropy_rows, head_grads, loss_and_param_grads, loss_normaliser, LossOptions, ParamGrads,
     Trainable,
 };
+use super::schedule::Schedule;
+use crate::backend::cpu::forward::{forward_in, Workspace};
+use crate::backend::cpu::gemm::Threads;
 use crate::error::{Error, Result};
 use crate::image::Normalization;
 use crate::model::Vit;

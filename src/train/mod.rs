@@ -6,9 +6,9 @@
 //! `schedule.rs` (step/cosine), `setup.rs` (architectures, heads, positional
 //! resampling), `checkpoint.rs` (safetensors in timm naming + resume state),
 //! `params.rs` (named tensors), `samples.rs` (the data set readers as
-//! training data) and `loop.rs`
-//! ([`fit`]). Gradients come from
-//! [`backend::cpu::param_grad`](crate::backend::cpu::param_grad).
+//! training data), `loop.rs`
+//! ([`fit`]), `param_grad.rs` (the loss and its parameter gradients, from the
+//! CPU backend's forward and block backward).
 
 pub mod augment;
 pub mod checkpoint;
@@ -16,12 +16,11 @@ pub mod data;
 #[path = "loop.rs"]
 pub mod fit_loop;
 pub mod optimizer;
+pub mod param_grad;
 pub mod params;
 pub mod samples;
 pub mod schedule;
 pub mod setup;
-
-pub use crate::backend::cpu::param_grad::Trainable;
 
 /// Purposes of the keyed [`crate::rng::Rng`] streams of a training run: any epoch's
 /// order or any sample's augmentation is regenerated on its own, which is what makes
@@ -32,6 +31,7 @@ pub mod stream_key {
     pub const AUGMENT: u64 = 3;
     pub const INIT: u64 = 4;
 }
+
 pub use augment::AugmentConfig;
 pub use checkpoint::{
     load_state, read_checkpoint_meta, save_checkpoint, save_state, CheckpointMeta,
@@ -39,6 +39,7 @@ pub use checkpoint::{
 pub use data::{Balance, Dataset, FolderDataset, InMemoryDataset, LabeledImage, Prepared};
 pub use fit_loop::{accuracy, fit, EpochStats, Progress, Start, TrainConfig, TrainData};
 pub use optimizer::{Optimizer, OptimizerKind};
+pub use param_grad::Trainable;
 pub use samples::{split_sources, SampleDataset};
 pub use schedule::Schedule;
 pub use setup::{arch_config, new_head, prepare_model};

@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use super::param_grad::ParamGrads;
 use super::params::named_tensors_mut;
-use crate::backend::cpu::param_grad::ParamGrads;
 use crate::error::{Error, Result};
 use crate::model::Vit;
 
@@ -164,8 +164,8 @@ impl Optimizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::cpu::param_grad::Trainable;
     use crate::model::VitConfig;
+    use crate::train::param_grad::Trainable;
 
     fn tiny() -> Vit {
         let c = VitConfig {

@@ -1,7 +1,7 @@
 //! The model's tensors under their timm names, with shapes: what checkpoints
 //! store and what the optimizer updates.
 
-use crate::backend::cpu::param_grad::{block_tensors, block_tensors_mut};
+use super::param_grad::{block_tensors, block_tensors_mut};
 use crate::model::{LinearHead, Vit};
 
 /// Shape of a timm tensor of `vit` by name (backbone and head).

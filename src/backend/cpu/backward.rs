@@ -1,13 +1,17 @@
 //! Gradient of the head's output with respect to the *input pixels* only: no weight
 //! gradients are formed (docs/method.md §2.3; what Captum's IG needs).
+//!
+//! [`block_backward`] is the one block backward of the CPU backend: training calls
+//! it too, asking for the weight gradients on the way.
 
 use ndarray::{Array2, Array4};
 use rayon::prelude::*;
 
-use super::forward::{sized, BlockSaved, ForwardState, NormSaved, Workspace};
-use super::gemm::{matmul, MatRef, Threads};
+use super::forward::{sized, BlockSaved, ForwardState, Keep, NormSaved, Workspace};
+use super::gemm::{linear_backward_input, linear_backward_params, matmul, MatRef, Threads};
 use super::ops;
 use crate::error::{Error, Result};
+use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, Vit};
 
 /// Input gradient for the upstream gradient `d_features` (batch, in_dim) on the
@@ -23,7 +27,7 @@ pub fn input_grad_from_features(
 ) -> Result<Array4<f32>> {
     let c = &vit.config;
     let w = &vit.weights;
-    if state.workspace.blocks.len() != c.depth {
+    if !matches!(state.keep, Keep::InputGrad | Keep::ParamGrad { from: 0 }) {
         return Err(Error::Internal(
             "backward needs a forward run with saved activations".into(),
         ));
@@ -35,10 +39,8 @@ pub fn input_grad_from_features(
             &[d_features.nrows(), d_features.ncols()],
         ));
     }
-    let (batch, t, d, hidden, heads) = (state.batch, state.tokens, c.dim, c.mlp_hidden, c.heads);
-    let hd = c.head_dim();
+    let (batch, t, d, hidden) = (state.batch, state.tokens, c.dim, c.mlp_hidden);
     let m = batch * t;
-    let scale = c.attn_scale();
     let head_kind = vit.head.as_ref().map(|h| h.kind).unwrap_or(HeadKind::Cls);
     let dfeat = d_features.as_standard_layout();
     let dfeat = dfeat.as_slice().expect("standard layout");
@@ -78,129 +80,154 @@ pub fn input_grad_from_features(
                 d,
             );
         }
-        let bw = &w.blocks[bi];
-        let s = &blocks[bi];
-        if s.cls_only {
-            last_block_cls_only_backward(vit, bi, s, g, gn, gqkv, batch, t, threads);
-            continue;
-        }
-        // MLP branch: x_out = x_mid + fc2(gelu(fc1(LN2(x_mid)))).
-        matmul(
-            ga,
-            hidden,
-            MatRef::row_major(g, m, d),
-            MatRef::row_major(&bw.fc2_w, d, hidden),
-            false,
+        block_backward(
+            vit,
+            &w.blocks[bi],
+            &blocks[bi],
+            g,
+            BackwardScratch { ga, gn, gqkv },
+            batch,
+            t,
             threads,
+            None,
+            true,
         );
-        ga.par_chunks_mut(hidden)
-            .zip(s.gelu_grad.par_chunks(hidden))
-            .for_each(|(gr, dg)| gr.iter_mut().zip(dg).for_each(|(a, b)| *a *= b));
-        matmul(
-            gn,
-            d,
-            MatRef::row_major(ga, m, hidden),
-            MatRef::row_major(&bw.fc1_w, hidden, d),
-            false,
-            threads,
-        );
-        ln_bwd_rows(gn, &bw.norm2_w, &s.xhat2, &s.rstd2, g, d);
-        // Attention branch: x_mid = x_in + proj(attn(LN1(x_in))).
-        matmul(
-            gn,
-            d,
-            MatRef::row_major(g, m, d),
-            MatRef::row_major(&bw.proj_w, d, d),
-            false,
-            threads,
-        );
-        attention_backward(gn, &s.qkv, &s.probs, gqkv, t, heads, hd, scale);
-        matmul(
-            gn,
-            d,
-            MatRef::row_major(gqkv, m, 3 * d),
-            MatRef::row_major(&bw.qkv_w, 3 * d, d),
-            false,
-            threads,
-        );
-        ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
     }
     Ok(patch_embed_backward(vit, state, &state.workspace.g))
 }
 
-/// Backward of a block run by `last_block_cls_only`: only the CLS rows of `g` are
-/// non-zero on entry, so the MLP, projection and query gradients are per-CLS-row;
-/// keys and values still get gradients on every token.
+/// Backward scratch of one block: (M, hidden), (M, D) and (M, 3·D) floats.
+pub struct BackwardScratch<'a> {
+    pub ga: &'a mut [f32],
+    pub gn: &'a mut [f32],
+    pub gqkv: &'a mut [f32],
+}
+
+/// Backward of one block as run by the block forward: `g` (M, D) holds the
+/// gradient at the block output on entry and at its input on exit (left stale
+/// when `input_grad` is false, the first trained block's case).
+///
+/// With `grads`, the block's weight gradients are added to it; that needs a forward
+/// that kept the linear inputs ([`Keep::ParamGrad`]). A `cls_only` block (input
+/// gradients only) expects non-zero CLS rows of `g` only on entry: its MLP,
+/// projection and query gradients are per CLS row, while keys and values still get
+/// gradients on every token.
 #[allow(clippy::too_many_arguments)]
-fn last_block_cls_only_backward(
+pub fn block_backward(
     vit: &Vit,
-    bi: usize,
+    bw: &BlockWeights,
     s: &BlockSaved,
     g: &mut [f32],
-    gn: &mut [f32],
-    gqkv: &mut [f32],
+    scratch: BackwardScratch,
     batch: usize,
     t: usize,
     threads: Threads,
+    mut grads: Option<&mut BlockWeights>,
+    input_grad: bool,
 ) {
     let c = &vit.config;
-    let bw = &vit.weights.blocks[bi];
     let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
     let m = batch * t;
     let scale = c.attn_scale();
-    let mut gc: Vec<f32> = (0..batch)
-        .flat_map(|b| g[b * t * d..][..d].to_vec())
-        .collect();
-    // MLP on the CLS rows.
-    let mut ga = vec![0f32; batch * hidden];
-    matmul(
-        &mut ga,
-        hidden,
-        MatRef::row_major(&gc, batch, d),
-        MatRef::row_major(&bw.fc2_w, d, hidden),
-        false,
-        threads,
-    );
-    ga.iter_mut().zip(&s.gelu_grad).for_each(|(a, b)| *a *= b);
-    let mut gnc = vec![0f32; batch * d];
-    matmul(
-        &mut gnc,
-        d,
-        MatRef::row_major(&ga, batch, hidden),
-        MatRef::row_major(&bw.fc1_w, hidden, d),
-        false,
-        threads,
-    );
-    for b in 0..batch {
-        let r = b * d..(b + 1) * d;
-        ops::layer_norm_bwd_row(
-            &gnc[r.clone()],
-            &bw.norm2_w,
-            &s.xhat2[r.clone()],
-            s.rstd2[b],
-            &mut gc[r],
-            true,
-        );
+    let rows = if s.cls_only { batch } else { m };
+    let BackwardScratch { ga, gn, gqkv } = scratch;
+    let mut cls_rows = Vec::new();
+    {
+        // Gradient of the residual rows the block's MLP and projection ran on.
+        let gr: &mut [f32] = if s.cls_only {
+            cls_rows = vec![0f32; batch * d];
+            ops::copy_rows(g, t * d, &mut cls_rows, d, batch, d);
+            &mut cls_rows
+        } else {
+            &mut *g
+        };
+        // MLP branch: x_out = x_mid + fc2(gelu(fc1(LN2(x_mid)))).
+        if let Some(gb) = grads.as_deref_mut() {
+            linear_backward_params(gr, &s.act, rows, &mut gb.fc2_w, &mut gb.fc2_b, threads);
+        }
+        let ga = &mut ga[..rows * hidden];
+        linear_backward_input(MatRef::row_major(gr, rows, d), &bw.fc2_w, ga, threads);
+        ga.par_chunks_mut(hidden)
+            .zip(s.gelu_grad.par_chunks(hidden))
+            .for_each(|(gr, dg)| gr.iter_mut().zip(dg).for_each(|(a, b)| *a *= b));
+        if let Some(gb) = grads.as_deref_mut() {
+            linear_backward_params(ga, &s.normed2, rows, &mut gb.fc1_w, &mut gb.fc1_b, threads);
+        }
+        let gnr = &mut gn[..rows * d];
+        linear_backward_input(MatRef::row_major(ga, rows, hidden), &bw.fc1_w, gnr, threads);
+        if let Some(gb) = grads.as_deref_mut() {
+            ops::layer_norm_param_grads(gnr, &s.xhat2, &mut gb.norm2_w, &mut gb.norm2_b);
+        }
+        ln_bwd_rows(gnr, &bw.norm2_w, &s.xhat2, &s.rstd2, gr, d);
+        // Attention branch: x_mid = x_in + proj(attn(LN1(x_in))).
+        if let Some(gb) = grads.as_deref_mut() {
+            linear_backward_params(
+                gr,
+                &s.attn_cat,
+                rows,
+                &mut gb.proj_w,
+                &mut gb.proj_b,
+                threads,
+            );
+        }
+        linear_backward_input(MatRef::row_major(gr, rows, d), &bw.proj_w, gnr, threads);
     }
-    // Projection, then attention with one query row per image.
-    let mut go = vec![0f32; batch * d];
-    matmul(
-        &mut go,
-        d,
-        MatRef::row_major(&gc, batch, d),
-        MatRef::row_major(&bw.proj_w, d, d),
-        false,
-        threads,
-    );
+    if s.cls_only {
+        attention_cls_backward(
+            &gn[..batch * d],
+            &s.qkv,
+            &s.probs,
+            gqkv,
+            batch,
+            t,
+            heads,
+            hd,
+            scale,
+        );
+    } else {
+        attention_backward(gn, &s.qkv, &s.probs, gqkv, t, heads, hd, scale);
+    }
+    if let Some(gb) = grads.as_deref_mut() {
+        linear_backward_params(gqkv, &s.normed1, m, &mut gb.qkv_w, &mut gb.qkv_b, threads);
+    }
+    linear_backward_input(MatRef::row_major(gqkv, m, 3 * d), &bw.qkv_w, gn, threads);
+    if let Some(gb) = grads {
+        ops::layer_norm_param_grads(gn, &s.xhat1, &mut gb.norm1_w, &mut gb.norm1_b);
+    }
+    if input_grad {
+        if s.cls_only {
+            // The other rows of g were zero on entry.
+            ops::copy_rows(&cls_rows, d, g, t * d, batch, d);
+        }
+        ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
+    }
+}
+
+/// Gradients of q, k, v (M, 3·D) from the gradient `go` (batch, D) of the CLS rows'
+/// concatenated heads, for a block that attended from the CLS query only.
+#[allow(clippy::too_many_arguments)]
+fn attention_cls_backward(
+    go: &[f32],
+    qkv: &[f32],
+    probs: &[f32],
+    gqkv: &mut [f32],
+    batch: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+) {
+    let d = heads * hd;
+    // dQ is written for row 0 only: the other query rows must read zero.
     gqkv.fill(0.0);
     let ld = 3 * d;
     let mut dp = vec![0f32; t];
     for b in 0..batch {
-        let img = &s.qkv[b * t * ld..][..t * ld];
+        let img = &qkv[b * t * ld..][..t * ld];
         let gimg = &mut gqkv[b * t * ld..][..t * ld];
         for h in 0..heads {
-            let p = &s.probs[(b * heads + h) * t..][..t];
-            let d_out = MatRef::block(&go, b * d + h * hd, 1, hd, d);
+            let p = &probs[(b * heads + h) * t..][..t];
+            let d_out = MatRef::block(go, b * d + h * hd, 1, hd, d);
             let k = MatRef::block(img, d + h * hd, t, hd, ld);
             let v = MatRef::block(img, 2 * d + h * hd, t, hd, ld);
             let q0 = MatRef::block(img, h * hd, 1, hd, ld);
@@ -228,19 +255,6 @@ fn last_block_cls_only_backward(
             );
         }
     }
-    matmul(
-        gn,
-        d,
-        MatRef::row_major(gqkv, m, ld),
-        MatRef::row_major(&bw.qkv_w, ld, d),
-        false,
-        threads,
-    );
-    // g now carries the CLS rows' residual gradient; other rows were zero.
-    for b in 0..batch {
-        g[b * t * d..][..d].copy_from_slice(&gc[b * d..][..d]);
-    }
-    ln_bwd_rows(gn, &bw.norm1_w, &s.xhat1, &s.rstd1, g, d);
 }
 
 /// `g[row] += LN_bwd(gn[row])` for every row, in parallel.
@@ -379,14 +393,7 @@ fn patch_embed_backward(vit: &Vit, state: &ForwardState, g: &[f32]) -> Array4<f3
         .enumerate()
         .for_each(|(b, out)| {
             let rows = MatRef::block(g, (b * t + 1) * d, np, d, d);
-            matmul(
-                out,
-                cols,
-                rows,
-                MatRef::row_major(&vit.weights.patch_w, d, cols),
-                false,
-                Threads::Single,
-            );
+            linear_backward_input(rows, &vit.weights.patch_w, out, Threads::Single);
         });
     let mut img = Array4::<f32>::zeros((batch, 3, state.height, state.width));
     img.outer_iter_mut()

@@ -9,7 +9,7 @@ use super::forward::{forward_in, Workspace};
 use super::gemm::Threads;
 use super::input_grad_from_features;
 use super::forward::forward_tapped;
-use crate::backend::{tap_layer, BlockTaps, Device, Engine};
+use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::model::Vit;
 use ndarray::{s, Axis};
@@ -113,23 +113,7 @@ impl Engine for CpuEngine<'_> {
         x: ArrayView4<f32>,
         targets: &[usize],
     ) -> Result<(Array2<f32>, Array4<f32>)> {
-        let head = self.vit.require_head()?;
-        if targets.len() != x.dim().0 {
-            return Err(Error::shape(
-                "targets (one per input)",
-                &[x.dim().0],
-                &[targets.len()],
-            ));
-        }
-        if let Some(&bad) = targets.iter().find(|&&t| t >= head.classes) {
-            return Err(Error::param(
-                "target",
-                format!(
-                    "class {bad} is out of range (the head has {} classes)",
-                    head.classes
-                ),
-            ));
-        }
+        input::check_targets(self.vit, x.dim().0, targets)?;
         // Coarse-grained parallelism: one slice of the batch per thread, each with
         // single-threaded GEMMs, avoids a fork/join per GEMM (measured faster on the
         // 2-core dev machine; `explainseg bench`).

@@ -5,8 +5,9 @@
 use ndarray::{Array2, ArrayView4};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, MatRef, Threads};
+use super::gemm::{linear, matmul, MatRef, Threads};
 use super::ops;
+use crate::backend::input::{self, InputGeometry};
 use crate::error::{Error, Result};
 use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, Vit};
@@ -27,8 +28,15 @@ pub struct BlockSaved {
     pub gelu_grad: Vec<f32>,
     /// Only the CLS rows were carried through this (last) block: `probs` holds
     /// row 0 of each head's softmax (batch, heads, T), and `xhat2`, `rstd2`,
-    /// `gelu_grad` hold one row per image. See [`last_block_cls_only`].
+    /// `gelu_grad` hold one row per image.
     pub cls_only: bool,
+    /// The inputs of the linear layers, kept only for weight gradients
+    /// ([`Keep::ParamGrad`]; empty otherwise): LN1 output (M, D), concatenated
+    /// heads (M, D), LN2 output (M, D) and GELU output (M, hidden).
+    pub normed1: Vec<f32>,
+    pub attn_cat: Vec<f32>,
+    pub normed2: Vec<f32>,
+    pub act: Vec<f32>,
 }
 
 /// Buffers reused from one call to the next: a ViT-S/16 batch of 10 at 224² saves
@@ -72,6 +80,8 @@ pub struct ForwardState {
     pub grid: (usize, usize),
     pub height: usize,
     pub width: usize,
+    /// What was kept for a backward pass.
+    pub keep: Keep,
     /// Saved activations per block (in `workspace.blocks`; empty when not saving)
     /// and scratch buffers, handed back for reuse by the next call.
     pub workspace: Workspace,
@@ -247,34 +257,59 @@ pub fn forward_tapped(vit: &Vit, x: ArrayView4<f32>, layer: Option<usize>) -> Re
     )
 }
 
+/// What a forward pass keeps for a backward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing: inference only.
+    Nothing,
+    /// What the input-gradient backward needs, for every block. The last block
+    /// may run for the CLS rows only when the head reads nothing else.
+    InputGrad,
+    /// For blocks `from..depth`, also the input of every linear layer (LN outputs,
+    /// concatenated heads, GELU output) on every token: what weight gradients need
+    /// (training). Earlier, frozen blocks share one scratch set.
+    ParamGrad { from: usize },
+}
+
 /// [`forward`] reusing the buffers of an earlier call's [`Workspace`]; `threads`
 /// says whether the GEMMs may use the whole pool (callers that already run several
 /// forwards in parallel pass [`Threads::Single`]).
+///
+/// # Errors
+/// As [`forward`].
 pub fn forward_in(
     vit: &Vit,
     x: ArrayView4<f32>,
     save: bool,
+    ws: Workspace,
+    threads: Threads,
+    tap_layer: Option<usize>,
+) -> Result<ForwardState> {
+    let keep = if save { Keep::InputGrad } else { Keep::Nothing };
+    forward_keeping(vit, x, keep, ws, threads, tap_layer)
+}
+
+/// The forward pass, keeping what `keep` asks for in the returned state's
+/// workspace (see [`forward_in`] for the other arguments).
+///
+/// # Errors
+/// As [`forward`].
+pub fn forward_keeping(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    keep: Keep,
     mut ws: Workspace,
     threads: Threads,
     tap_layer: Option<usize>,
 ) -> Result<ForwardState> {
     let c = &vit.config;
     let w = &vit.weights;
-    let (batch, ch, height, width) = x.dim();
-    if ch != 3 {
-        return Err(Error::shape(
-            "input (batch, 3, H, W)",
-            &[batch, 3, height, width],
-            &[batch, ch, height, width],
-        ));
-    }
-    if batch == 0 {
-        return Err(Error::param("batch", "the input batch is empty"));
-    }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::param("input", "contains NaN or infinite values"));
-    }
-    let grid = c.grid_for(height, width)?;
+    let InputGeometry {
+        batch,
+        height,
+        width,
+        grid,
+    } = input::check_input(vit, x)?;
     let pos = vit.pos_embed(grid)?;
     let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
     let np = grid.0 * grid.1;
@@ -284,11 +319,11 @@ pub fn forward_in(
     // Patch embedding + CLS + positions.
     let patches = im2col(&x, c.patch, grid);
     let mut emb = vec![0f32; batch * np * d];
-    matmul(
-        &mut emb,
-        d,
+    linear(
         MatRef::row_major(&patches, batch * np, 3 * c.patch * c.patch),
-        MatRef::row_major(&w.patch_w, d, 3 * c.patch * c.patch).t(),
+        &w.patch_w,
+        None,
+        &mut emb,
         false,
         threads,
     );
@@ -313,7 +348,15 @@ pub fn forward_in(
     sized(&mut ws.normed, m * d);
     sized(&mut ws.attn_cat, m * d);
     sized(&mut ws.act, m * hidden);
-    let n_saved = if save { c.depth } else { 1 };
+    // Which saved set block `bi` writes: one shared set without a backward; for
+    // weight gradients the frozen blocks borrow the first trained block's set,
+    // which that block then overwrites.
+    let slot = |bi: usize| match keep {
+        Keep::Nothing => 0,
+        Keep::InputGrad => bi,
+        Keep::ParamGrad { from } => bi.max(from).min(c.depth - 1),
+    };
+    let n_saved = if keep == Keep::Nothing { 1 } else { c.depth };
     ws.blocks.resize_with(n_saved, BlockSaved::default);
     ws.blocks.truncate(n_saved);
     let Workspace {
@@ -328,20 +371,30 @@ pub fn forward_in(
     let mut tap_qkv = Vec::new();
     let mut tap_probs = Vec::new();
     let mut tap_tokens = Vec::new();
-    // When only gradients are wanted and the head reads CLS tokens, the last block
-    // needs just the CLS rows after its keys and values (docs/method.md §2.3: ≈ 7% fewer FLOPs).
-    let prune_last =
-        save && head_kind != HeadKind::ClsAvgPoolInterleaved && tap_layer != Some(c.depth - 1);
+    // When only input gradients are wanted and the head reads CLS tokens, the last
+    // block needs just the CLS rows after its keys and values (≈ 7% fewer FLOPs).
+    let prune_last = keep == Keep::InputGrad
+        && head_kind != HeadKind::ClsAvgPoolInterleaved
+        && tap_layer != Some(c.depth - 1);
     for (bi, bw) in w.blocks.iter().enumerate() {
-        let s = &mut blocks[if save { bi } else { 0 }];
+        let s = &mut blocks[slot(bi)];
         s.cls_only = prune_last && bi == c.depth - 1;
-        if s.cls_only {
-            last_block_cls_only(vit, bw, s, &mut xs, normed, act, batch, t, threads);
-        } else {
-            block_forward(
-                vit, bw, s, &mut xs, normed, attn_cat, act, batch, t, threads,
-            );
-        }
+        let keep_inputs = matches!(keep, Keep::ParamGrad { from } if bi >= from);
+        block_forward(
+            vit,
+            bw,
+            s,
+            &mut xs,
+            Scratch {
+                normed,
+                attn_cat,
+                act,
+            },
+            batch,
+            t,
+            threads,
+            keep_inputs,
+        );
 
         if tap_layer == Some(bi) {
             tap_qkv = s.qkv.clone();
@@ -356,7 +409,7 @@ pub fn forward_in(
             head_norms.push(saved);
         }
     }
-    if !save {
+    if keep == Keep::Nothing {
         blocks.clear();
     }
 
@@ -393,15 +446,14 @@ pub fn forward_in(
     let logits = vit.head.as_ref().map(|h| {
         let in_dim = features.ncols();
         let mut out = vec![0f32; batch * h.classes];
-        matmul(
-            &mut out,
-            h.classes,
+        linear(
             MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
-            MatRef::row_major(&h.weight, h.classes, in_dim).t(),
+            &h.weight,
+            Some(&h.bias),
+            &mut out,
             false,
             Threads::Single,
         );
-        ops::add_bias_rows(&mut out, &h.bias);
         Array2::from_shape_vec((batch, h.classes), out).expect("sized above")
     });
     Ok(ForwardState {
@@ -410,6 +462,7 @@ pub fn forward_in(
         grid,
         height,
         width,
+        keep,
         workspace: ws,
         head_norms,
         features,
@@ -424,212 +477,145 @@ pub fn forward_in(
     })
 }
 
-/// One pre-norm block over every token: `x += Attn(LN1(x)); x += MLP(LN2(x))`, saving
-/// what the backward needs in `s`.
+/// Per-call scratch a block writes when it does not keep its linear inputs.
+struct Scratch<'a> {
+    normed: &'a mut [f32],
+    attn_cat: &'a mut [f32],
+    act: &'a mut [f32],
+}
+
+/// One pre-norm block: `x += Attn(LN1(x)); x += MLP(LN2(x))`, saving what the
+/// backward needs in `s` (and the inputs of the linear layers when `keep_inputs`).
+///
+/// With `s.cls_only`, LN1 and q|k|v run on every token (the keys and values are
+/// needed) but attention, projection, LN2 and MLP only on the CLS row of each
+/// image; only those rows of `xs` are updated.
 #[allow(clippy::too_many_arguments)]
 fn block_forward(
     vit: &Vit,
     bw: &BlockWeights,
     s: &mut BlockSaved,
     xs: &mut [f32],
-    normed: &mut [f32],
-    attn_cat: &mut [f32],
-    act: &mut [f32],
+    scratch: Scratch,
     batch: usize,
     t: usize,
     threads: Threads,
+    keep_inputs: bool,
 ) {
     let c = &vit.config;
     let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
     let m = batch * t;
     let scale = c.attn_scale();
+    let cls_only = s.cls_only;
+    // Rows after attention: every token, or the CLS row of each image.
+    let rows = if cls_only { batch } else { m };
     sized(&mut s.xhat1, m * d);
     sized(&mut s.rstd1, m);
     sized(&mut s.qkv, m * 3 * d);
-    sized(&mut s.probs, batch * heads * t * t);
-    sized(&mut s.xhat2, m * d);
-    sized(&mut s.rstd2, m);
-    sized(&mut s.gelu_grad, m * hidden);
+    sized(
+        &mut s.probs,
+        batch * heads * t * if cls_only { 1 } else { t },
+    );
+    sized(&mut s.xhat2, rows * d);
+    sized(&mut s.rstd2, rows);
+    sized(&mut s.gelu_grad, rows * hidden);
+    if keep_inputs {
+        sized(&mut s.normed1, m * d);
+        sized(&mut s.attn_cat, m * d);
+        sized(&mut s.normed2, m * d);
+        sized(&mut s.act, m * hidden);
+    }
+    let Scratch {
+        normed,
+        attn_cat,
+        act,
+    } = scratch;
+    let normed1: &mut [f32] = if keep_inputs { &mut s.normed1 } else { normed };
     layer_norm_rows(
         xs,
         &bw.norm1_w,
         &bw.norm1_b,
         c.eps,
-        normed,
+        normed1,
         &mut s.xhat1,
         &mut s.rstd1,
     );
-    matmul(
+    linear(
+        MatRef::row_major(normed1, m, d),
+        &bw.qkv_w,
+        Some(&bw.qkv_b),
         &mut s.qkv,
-        3 * d,
-        MatRef::row_major(normed, m, d),
-        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
         false,
         threads,
     );
-    ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
-    attention_forward(&s.qkv, &mut s.probs, attn_cat, batch, t, heads, hd, scale);
-    matmul(
-        xs,
-        d,
-        MatRef::row_major(attn_cat, m, d),
-        MatRef::row_major(&bw.proj_w, d, d).t(),
+    let attn: &mut [f32] = if keep_inputs {
+        &mut s.attn_cat
+    } else {
+        &mut attn_cat[..rows * d]
+    };
+    if cls_only {
+        attention_cls_forward(&s.qkv, &mut s.probs, attn, batch, t, heads, hd, scale);
+    } else {
+        attention_forward(&s.qkv, &mut s.probs, attn, batch, t, heads, hd, scale);
+    }
+    // The residual rows the rest of the block updates.
+    let mut cls_rows = Vec::new();
+    let x_res: &mut [f32] = if cls_only {
+        cls_rows = vec![0f32; batch * d];
+        ops::copy_rows(xs, t * d, &mut cls_rows, d, batch, d);
+        &mut cls_rows
+    } else {
+        &mut *xs
+    };
+    linear(
+        MatRef::row_major(attn, rows, d),
+        &bw.proj_w,
+        Some(&bw.proj_b),
+        x_res,
         true,
         threads,
     );
-    ops::add_bias_rows(xs, &bw.proj_b);
+    let normed2: &mut [f32] = if keep_inputs {
+        &mut s.normed2
+    } else {
+        &mut normed1[..rows * d]
+    };
     layer_norm_rows(
-        xs,
+        x_res,
         &bw.norm2_w,
         &bw.norm2_b,
         c.eps,
-        normed,
+        normed2,
         &mut s.xhat2,
         &mut s.rstd2,
     );
     // fc1 output goes to `act`, then GELU in place (with its derivative saved).
-    matmul(
+    let act: &mut [f32] = if keep_inputs {
+        &mut s.act
+    } else {
+        &mut act[..rows * hidden]
+    };
+    linear(
+        MatRef::row_major(normed2, rows, d),
+        &bw.fc1_w,
+        Some(&bw.fc1_b),
         act,
-        hidden,
-        MatRef::row_major(normed, m, d),
-        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
         false,
         threads,
     );
-    ops::add_bias_rows(act, &bw.fc1_b);
     act.par_chunks_mut(hidden)
         .zip(s.gelu_grad.par_chunks_mut(hidden))
         .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
-    matmul(
-        xs,
-        d,
-        MatRef::row_major(act, m, hidden),
-        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
+    linear(
+        MatRef::row_major(act, rows, hidden),
+        &bw.fc2_w,
+        Some(&bw.fc2_b),
+        x_res,
         true,
         threads,
     );
-    ops::add_bias_rows(xs, &bw.fc2_b);
-}
-
-/// The last block for the CLS rows only: LN1 and q|k|v for every token (keys and
-/// values are needed), then attention, projection, LN2 and MLP for row 0 of each
-/// image. Only the CLS rows of `xs` are updated.
-#[allow(clippy::too_many_arguments)]
-fn last_block_cls_only(
-    vit: &Vit,
-    bw: &BlockWeights,
-    s: &mut BlockSaved,
-    xs: &mut [f32],
-    normed: &mut [f32],
-    act: &mut [f32],
-    batch: usize,
-    t: usize,
-    threads: Threads,
-) {
-    let c = &vit.config;
-    let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
-    let m = batch * t;
-    let scale = c.attn_scale();
-    sized(&mut s.xhat1, m * d);
-    sized(&mut s.rstd1, m);
-    sized(&mut s.qkv, m * 3 * d);
-    sized(&mut s.probs, batch * heads * t);
-    sized(&mut s.xhat2, batch * d);
-    sized(&mut s.rstd2, batch);
-    sized(&mut s.gelu_grad, batch * hidden);
-    layer_norm_rows(
-        xs,
-        &bw.norm1_w,
-        &bw.norm1_b,
-        c.eps,
-        normed,
-        &mut s.xhat1,
-        &mut s.rstd1,
-    );
-    matmul(
-        &mut s.qkv,
-        3 * d,
-        MatRef::row_major(normed, m, d),
-        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
-        false,
-        threads,
-    );
-    ops::add_bias_rows(&mut s.qkv, &bw.qkv_b);
-    // CLS query against every key: p = softmax(scale·q₀·Kᵀ), o₀ = p·V per head.
-    let mut attn_cls = vec![0f32; batch * d];
-    for b in 0..batch {
-        let img = &s.qkv[b * t * 3 * d..][..t * 3 * d];
-        for h in 0..heads {
-            let p = &mut s.probs[(b * heads + h) * t..][..t];
-            let q0 = MatRef::block(img, h * hd, 1, hd, 3 * d);
-            matmul(
-                p,
-                t,
-                q0,
-                MatRef::block(img, d + h * hd, t, hd, 3 * d).t(),
-                false,
-                Threads::Single,
-            );
-            ops::softmax_row(p, scale);
-            let p = MatRef::row_major(p, 1, t);
-            matmul(
-                &mut attn_cls[b * d + h * hd..],
-                d,
-                p,
-                MatRef::block(img, 2 * d + h * hd, t, hd, 3 * d),
-                false,
-                Threads::Single,
-            );
-        }
-    }
-    // Residual rows of the CLS tokens, projected and through the MLP.
-    let mut xc: Vec<f32> = (0..batch)
-        .flat_map(|b| xs[b * t * d..][..d].to_vec())
-        .collect();
-    matmul(
-        &mut xc,
-        d,
-        MatRef::row_major(&attn_cls, batch, d),
-        MatRef::row_major(&bw.proj_w, d, d).t(),
-        true,
-        threads,
-    );
-    ops::add_bias_rows(&mut xc, &bw.proj_b);
-    let normed_c = &mut normed[..batch * d];
-    layer_norm_rows(
-        &xc,
-        &bw.norm2_w,
-        &bw.norm2_b,
-        c.eps,
-        normed_c,
-        &mut s.xhat2,
-        &mut s.rstd2,
-    );
-    let act_c = &mut act[..batch * hidden];
-    matmul(
-        act_c,
-        hidden,
-        MatRef::row_major(normed_c, batch, d),
-        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
-        false,
-        threads,
-    );
-    ops::add_bias_rows(act_c, &bw.fc1_b);
-    act_c
-        .chunks_exact_mut(hidden)
-        .zip(s.gelu_grad.chunks_exact_mut(hidden))
-        .for_each(|(a, dg)| ops::gelu_in_place_with_grad(a, dg));
-    matmul(
-        &mut xc,
-        d,
-        MatRef::row_major(act_c, batch, hidden),
-        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
-        true,
-        threads,
-    );
-    ops::add_bias_rows(&mut xc, &bw.fc2_b);
-    for b in 0..batch {
-        xs[b * t * d..][..d].copy_from_slice(&xc[b * d..][..d]);
+    if cls_only {
+        ops::copy_rows(&cls_rows, d, xs, t * d, batch, d);
     }
 }
 
@@ -661,6 +647,48 @@ pub(crate) fn norm_cls_rows(
         );
     }
     (f, saved)
+}
+
+/// The CLS query's attention only (the keys and values of every token): per image
+/// and head, p = softmax(scale·q₀·Kᵀ) and o₀ = p·V; `out` (batch, D) gets the heads
+/// concatenated, `probs` (batch, heads, T).
+#[allow(clippy::too_many_arguments)]
+fn attention_cls_forward(
+    qkv: &[f32],
+    probs: &mut [f32],
+    out: &mut [f32],
+    batch: usize,
+    t: usize,
+    heads: usize,
+    hd: usize,
+    scale: f32,
+) {
+    let d = heads * hd;
+    for b in 0..batch {
+        let img = &qkv[b * t * 3 * d..][..t * 3 * d];
+        for h in 0..heads {
+            let p = &mut probs[(b * heads + h) * t..][..t];
+            let q0 = MatRef::block(img, h * hd, 1, hd, 3 * d);
+            matmul(
+                p,
+                t,
+                q0,
+                MatRef::block(img, d + h * hd, t, hd, 3 * d).t(),
+                false,
+                Threads::Single,
+            );
+            ops::softmax_row(p, scale);
+            let p = MatRef::row_major(p, 1, t);
+            matmul(
+                &mut out[b * d + h * hd..],
+                d,
+                p,
+                MatRef::block(img, 2 * d + h * hd, t, hd, 3 * d),
+                false,
+                Threads::Single,
+            );
+        }
+    }
 }
 
 /// Multi-head attention core: for each image and head, P = softmax(scale·Q·Kᵀ) and

@@ -141,6 +141,76 @@ pub fn matmul(
     }
 }
 
+// --- Linear layers -------------------------------------------------------------------
+//
+// The ViT's linear maps are PyTorch `nn.Linear`: weight W (out, in) row-major, so a
+// forward is x·Wᵀ and the input gradient g·W. Forward, inference backward and the
+// training backward all go through these three, so the GEMM shapes, operand order
+// and threading are written once.
+
+/// `y (rows, out) = x (rows, in)·Wᵀ + b`, or `y += x·Wᵀ + b` when `accumulate` (a
+/// residual branch). `b = None` leaves the bias to a later step (the patch
+/// embedding adds it with the positions).
+pub fn linear(
+    x: MatRef,
+    w: &[f32],
+    b: Option<&[f32]>,
+    y: &mut [f32],
+    accumulate: bool,
+    threads: Threads,
+) {
+    let out = w.len() / x.cols;
+    matmul(
+        y,
+        out,
+        x,
+        MatRef::row_major(w, out, x.cols).t(),
+        accumulate,
+        threads,
+    );
+    if let Some(b) = b {
+        super::ops::add_bias_rows(&mut y[..x.rows * out], b);
+    }
+}
+
+/// Input gradient of [`linear`]: `dx (rows, in) = dy (rows, out)·W`.
+pub fn linear_backward_input(dy: MatRef, w: &[f32], dx: &mut [f32], threads: Threads) {
+    let inp = w.len() / dy.cols;
+    matmul(
+        dx,
+        inp,
+        dy,
+        MatRef::row_major(w, dy.cols, inp),
+        false,
+        threads,
+    );
+}
+
+/// Parameter gradients of [`linear`], added: `dW (out, in) += dyᵀ·x` and
+/// `db += Σ_rows dy` (rows in order, so the sums are reproducible), for `rows`
+/// rows of the layer's input `x` and output gradient `dy`.
+pub fn linear_backward_params(
+    dy: &[f32],
+    x: &[f32],
+    rows: usize,
+    dw: &mut [f32],
+    db: &mut [f32],
+    threads: Threads,
+) {
+    let out = db.len();
+    let inp = dw.len() / out;
+    let dy = &dy[..rows * out];
+    matmul(
+        dw,
+        inp,
+        MatRef::row_major(dy, rows, out).t(),
+        MatRef::row_major(&x[..rows * inp], rows, inp),
+        true,
+        threads,
+    );
+    super::ops::add_col_sums(db, dy);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

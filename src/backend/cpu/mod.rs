@@ -5,7 +5,6 @@ pub mod forward;
 pub mod gemm;
 pub mod math;
 pub mod ops;
-pub mod param_grad;
 pub(crate) mod simd;
 
 pub use backward::input_grad_from_features;

@@ -200,6 +200,24 @@ pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// `dst[j] += Σ_rows x[row, j]`, rows in order (deterministic): a bias gradient.
+pub fn add_col_sums(dst: &mut [f32], x: &[f32]) {
+    for row in x.chunks_exact(dst.len()) {
+        dst.iter_mut().zip(row).for_each(|(a, v)| *a += v);
+    }
+}
+
+/// LayerNorm parameter gradients, added: dγ += Σ_rows g⊙x̂, dβ += Σ_rows g.
+pub fn layer_norm_param_grads(g: &[f32], xhat: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
+    let d = dgamma.len();
+    for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
+        for j in 0..d {
+            dgamma[j] += gr[j] * hr[j];
+            dbeta[j] += gr[j];
+        }
+    }
+}
+
 /// `y += x` element-wise (a residual add).
 pub fn add_in_place(y: &mut [f32], x: &[f32]) {
     y.iter_mut().zip(x).for_each(|(a, b)| *a += b);

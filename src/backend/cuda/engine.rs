@@ -15,8 +15,8 @@ use cudarc::driver::{CudaSlice, CudaView};
 use ndarray::{Array2, Array4, ArrayView4};
 
 use super::device::{cuda_err, guarded, Gpu};
-use super::launch::{self as k, Batch, Operand, PatchGeometry, PathRows};
-use crate::backend::{tap_layer, BlockTaps, Device, Engine};
+use super::launch::{self as k, Batch, PatchGeometry, PathRows};
+use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::ig::{make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput, NtType, Progress};
 use crate::error::{Error, Result};
 use crate::model::{HeadKind, Vit};
@@ -67,6 +67,23 @@ struct Forward {
     /// Final norms of the CLS rows read by the head: (x̂ (batch, D), 1/σ (batch)).
     head_norms: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
     logits: Array2<f32>,
+}
+
+/// Forward buffers every block overwrites: LN output (M, D), concatenated heads
+/// (M, D), fc1/GELU output (M, hidden).
+struct BlockScratch {
+    normed: CudaSlice<f32>,
+    attn_cat: CudaSlice<f32>,
+    act: CudaSlice<f32>,
+}
+
+/// Backward buffers every block overwrites: (M, hidden), (M, D), (M, 3·D) and the
+/// softmax gradients (batch, heads, T, T).
+struct BackwardScratch {
+    ga: CudaSlice<f32>,
+    gn: CudaSlice<f32>,
+    gqkv: CudaSlice<f32>,
+    dp: CudaSlice<f32>,
 }
 
 /// The CUDA engine over a loaded model. Create it once per model: it uploads the
@@ -185,48 +202,20 @@ impl<'a> CudaEngine<'a> {
             .map_err(cuda_err("copying from the device"))
     }
 
-    /// Checks an input batch as the CPU forward does; returns its patch geometry.
+    /// Checks an input batch as every engine does; returns its patch geometry.
     fn geometry(&self, dims: (usize, usize, usize, usize)) -> Result<PatchGeometry> {
-        let (batch, ch, height, width) = dims;
-        if ch != 3 {
-            return Err(Error::shape(
-                "input (batch, 3, H, W)",
-                &[batch, 3, height, width],
-                &[batch, ch, height, width],
-            ));
-        }
-        if batch == 0 {
-            return Err(Error::param("batch", "the input batch is empty"));
-        }
-        let grid = self.vit.config.grid_for(height, width)?;
+        let geo = input::check_batch(self.vit, dims)?;
         Ok(PatchGeometry {
-            batch,
-            height,
-            width,
+            batch: geo.batch,
+            height: geo.height,
+            width: geo.width,
             patch: self.vit.config.patch,
-            grid,
+            grid: geo.grid,
         })
     }
 
     fn check_targets(&self, batch: usize, targets: &[usize]) -> Result<()> {
-        let head = self.vit.require_head()?;
-        if targets.len() != batch {
-            return Err(Error::shape(
-                "targets (one per input)",
-                &[batch],
-                &[targets.len()],
-            ));
-        }
-        if let Some(&bad) = targets.iter().find(|&&t| t >= head.classes) {
-            return Err(Error::param(
-                "target",
-                format!(
-                    "class {bad} is out of range (the head has {} classes)",
-                    head.classes
-                ),
-            ));
-        }
-        Ok(())
+        input::check_targets(self.vit, batch, targets)
     }
 
     /// The forward pass on device input `x` (batch, 3, H, W); keeps every block's
@@ -241,37 +230,27 @@ impl<'a> CudaEngine<'a> {
             .as_ref()
             .ok_or_else(|| Error::Internal("head present but not uploaded".into()))?;
         let n_chunks = cls_chunks(head.kind)?;
-        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
         let batch = geo.batch;
         let np = geo.grid.0 * geo.grid.1;
         let t = np + 1;
         let m = batch * t;
         let pp3 = 3 * c.patch * c.patch;
-        let scale = c.attn_scale();
 
         // Patch embedding, CLS and positions.
         let mut cols = self.zeros(batch * np * pp3)?;
         k::im2col_f32(gpu, x, &mut cols.as_view_mut(), geo)?;
         let mut emb = self.zeros(batch * np * d)?;
-        k::gemm(
+        k::linear(
             gpu,
-            batch * np,
-            d,
-            pp3,
-            Operand {
-                data: &cols.as_view(),
-                ld: pp3,
-                t: false,
-            },
-            Operand {
-                data: &w.patch_w.as_view(),
-                ld: pp3,
-                t: true,
-            },
+            &cols.as_view(),
+            &w.patch_w.as_view(),
+            None,
             &mut emb.as_view_mut(),
+            batch * np,
+            pp3,
             d,
-            0.0,
-            Batch::ONE,
+            false,
         )?;
         drop(cols);
         let pos = self.upload(&self.vit.pos_embed(geo.grid)?)?;
@@ -289,9 +268,11 @@ impl<'a> CudaEngine<'a> {
         )?;
         drop(emb);
 
-        let mut normed = self.zeros(m * d)?;
-        let mut attn_cat = self.zeros(m * d)?;
-        let mut act = self.zeros(m * hidden)?;
+        let mut scratch = BlockScratch {
+            normed: self.zeros(m * d)?,
+            attn_cat: self.zeros(m * d)?,
+            act: self.zeros(m * hidden)?,
+        };
         let mut features = self.zeros(batch * n_chunks * d)?;
         let mut head_norms = Vec::with_capacity(n_chunks);
         let first_tapped = c.depth - n_chunks;
@@ -309,183 +290,7 @@ impl<'a> CudaEngine<'a> {
                 });
             }
             let s = blocks.last_mut().expect("pushed above");
-            // x += Attn(LN1(x))
-            k::layer_norm_f32(
-                gpu,
-                &xs.as_view(),
-                d,
-                &bw.norm1_w.as_view(),
-                &bw.norm1_b.as_view(),
-                &mut normed.as_view_mut(),
-                d,
-                &mut s.xhat1.as_view_mut(),
-                &mut s.rstd1.as_view_mut(),
-                m,
-                d,
-                c.eps,
-            )?;
-            k::gemm(
-                gpu,
-                m,
-                3 * d,
-                d,
-                Operand {
-                    data: &normed.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.qkv_w.as_view(),
-                    ld: d,
-                    t: true,
-                },
-                &mut s.qkv.as_view_mut(),
-                3 * d,
-                0.0,
-                Batch::ONE,
-            )?;
-            k::add_bias_rows_f32(gpu, &mut s.qkv.as_view_mut(), &bw.qkv_b.as_view(), m, 3 * d)?;
-            let heads_batch = |stride_a, stride_b, stride_c| Batch {
-                count: heads,
-                stride_a,
-                stride_b,
-                stride_c,
-            };
-            for b in 0..batch {
-                let base = b * t * 3 * d;
-                let (q, kk) = (s.qkv.slice(base..), s.qkv.slice(base + d..));
-                // S_h = Q_h·K_hᵀ for every head h at once.
-                k::gemm(
-                    gpu,
-                    t,
-                    t,
-                    hd,
-                    Operand {
-                        data: &q,
-                        ld: 3 * d,
-                        t: false,
-                    },
-                    Operand {
-                        data: &kk,
-                        ld: 3 * d,
-                        t: true,
-                    },
-                    &mut s.probs.slice_mut(b * heads * t * t..),
-                    t,
-                    0.0,
-                    heads_batch(hd, hd, t * t),
-                )?;
-            }
-            k::softmax_scale_f32(gpu, &mut s.probs.as_view_mut(), batch * heads * t, t, scale)?;
-            for b in 0..batch {
-                let v = s.qkv.slice(b * t * 3 * d + 2 * d..);
-                // O_h = P_h·V_h, written head-major into the concatenated heads.
-                k::gemm(
-                    gpu,
-                    t,
-                    hd,
-                    t,
-                    Operand {
-                        data: &s.probs.slice(b * heads * t * t..),
-                        ld: t,
-                        t: false,
-                    },
-                    Operand {
-                        data: &v,
-                        ld: 3 * d,
-                        t: false,
-                    },
-                    &mut attn_cat.slice_mut(b * t * d..),
-                    d,
-                    0.0,
-                    heads_batch(t * t, hd, hd),
-                )?;
-            }
-            k::gemm(
-                gpu,
-                m,
-                d,
-                d,
-                Operand {
-                    data: &attn_cat.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.proj_w.as_view(),
-                    ld: d,
-                    t: true,
-                },
-                &mut xs.as_view_mut(),
-                d,
-                1.0,
-                Batch::ONE,
-            )?;
-            k::add_bias_rows_f32(gpu, &mut xs.as_view_mut(), &bw.proj_b.as_view(), m, d)?;
-            // x += MLP(LN2(x))
-            k::layer_norm_f32(
-                gpu,
-                &xs.as_view(),
-                d,
-                &bw.norm2_w.as_view(),
-                &bw.norm2_b.as_view(),
-                &mut normed.as_view_mut(),
-                d,
-                &mut s.xhat2.as_view_mut(),
-                &mut s.rstd2.as_view_mut(),
-                m,
-                d,
-                c.eps,
-            )?;
-            k::gemm(
-                gpu,
-                m,
-                hidden,
-                d,
-                Operand {
-                    data: &normed.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.fc1_w.as_view(),
-                    ld: d,
-                    t: true,
-                },
-                &mut act.as_view_mut(),
-                hidden,
-                0.0,
-                Batch::ONE,
-            )?;
-            k::bias_gelu_f32(
-                gpu,
-                &mut act.as_view_mut(),
-                &bw.fc1_b.as_view(),
-                &mut s.gelu_grad.as_view_mut(),
-                m,
-                hidden,
-            )?;
-            k::gemm(
-                gpu,
-                m,
-                d,
-                hidden,
-                Operand {
-                    data: &act.as_view(),
-                    ld: hidden,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.fc2_w.as_view(),
-                    ld: hidden,
-                    t: true,
-                },
-                &mut xs.as_view_mut(),
-                d,
-                1.0,
-                Batch::ONE,
-            )?;
-            k::add_bias_rows_f32(gpu, &mut xs.as_view_mut(), &bw.fc2_b.as_view(), m, d)?;
+            self.block_forward(bw, s, &mut xs, &mut scratch, batch, t)?;
 
             if bi >= first_tapped {
                 // Final-normed CLS rows of this block's output → chunk of the feature.
@@ -511,32 +316,16 @@ impl<'a> CudaEngine<'a> {
         }
         let in_dim = n_chunks * d;
         let mut logits = self.zeros(batch * head.classes)?;
-        k::gemm(
+        k::linear(
             gpu,
+            &features.as_view(),
+            &head_w.as_view(),
+            Some(&head_b.as_view()),
+            &mut logits.as_view_mut(),
             batch,
-            head.classes,
             in_dim,
-            Operand {
-                data: &features.as_view(),
-                ld: in_dim,
-                t: false,
-            },
-            Operand {
-                data: &head_w.as_view(),
-                ld: in_dim,
-                t: true,
-            },
-            &mut logits.as_view_mut(),
             head.classes,
-            0.0,
-            Batch::ONE,
-        )?;
-        k::add_bias_rows_f32(
-            gpu,
-            &mut logits.as_view_mut(),
-            &head_b.as_view(),
-            batch,
-            head.classes,
+            false,
         )?;
         let logits = Array2::from_shape_vec((batch, head.classes), self.download(&logits)?)
             .map_err(|e| Error::Internal(e.to_string()))?;
@@ -550,6 +339,148 @@ impl<'a> CudaEngine<'a> {
         })
     }
 
+    /// One pre-norm block over every token, `x += Attn(LN1(x)); x += MLP(LN2(x))`,
+    /// saving what the backward needs in `s` (the CPU block forward's order).
+    fn block_forward(
+        &self,
+        bw: &DeviceBlock,
+        s: &mut Saved,
+        xs: &mut CudaSlice<f32>,
+        scratch: &mut BlockScratch,
+        batch: usize,
+        t: usize,
+    ) -> Result<()> {
+        let gpu = &*self.gpu;
+        let c = &self.vit.config;
+        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let m = batch * t;
+        let BlockScratch {
+            normed,
+            attn_cat,
+            act,
+        } = scratch;
+        // x += Attn(LN1(x))
+        k::layer_norm_f32(
+            gpu,
+            &xs.as_view(),
+            d,
+            &bw.norm1_w.as_view(),
+            &bw.norm1_b.as_view(),
+            &mut normed.as_view_mut(),
+            d,
+            &mut s.xhat1.as_view_mut(),
+            &mut s.rstd1.as_view_mut(),
+            m,
+            d,
+            c.eps,
+        )?;
+        k::linear(
+            gpu,
+            &normed.as_view(),
+            &bw.qkv_w.as_view(),
+            Some(&bw.qkv_b.as_view()),
+            &mut s.qkv.as_view_mut(),
+            m,
+            d,
+            3 * d,
+            false,
+        )?;
+        for b in 0..batch {
+            let base = b * t * 3 * d;
+            // S_h = Q_h·K_hᵀ for every head h at once.
+            k::heads_a_bt(
+                gpu,
+                &s.qkv.slice(base..),
+                3 * d,
+                &s.qkv.slice(base + d..),
+                3 * d,
+                &mut s.probs.slice_mut(b * heads * t * t..),
+                t,
+                hd,
+                heads,
+            )?;
+        }
+        k::softmax_scale_f32(
+            gpu,
+            &mut s.probs.as_view_mut(),
+            batch * heads * t,
+            t,
+            c.attn_scale(),
+        )?;
+        for b in 0..batch {
+            // O_h = P_h·V_h, written head-major into the concatenated heads.
+            k::heads_p_b(
+                gpu,
+                &s.probs.slice(b * heads * t * t..),
+                false,
+                &s.qkv.slice(b * t * 3 * d + 2 * d..),
+                3 * d,
+                &mut attn_cat.slice_mut(b * t * d..),
+                d,
+                t,
+                hd,
+                heads,
+            )?;
+        }
+        k::linear(
+            gpu,
+            &attn_cat.as_view(),
+            &bw.proj_w.as_view(),
+            Some(&bw.proj_b.as_view()),
+            &mut xs.as_view_mut(),
+            m,
+            d,
+            d,
+            true,
+        )?;
+        // x += MLP(LN2(x))
+        k::layer_norm_f32(
+            gpu,
+            &xs.as_view(),
+            d,
+            &bw.norm2_w.as_view(),
+            &bw.norm2_b.as_view(),
+            &mut normed.as_view_mut(),
+            d,
+            &mut s.xhat2.as_view_mut(),
+            &mut s.rstd2.as_view_mut(),
+            m,
+            d,
+            c.eps,
+        )?;
+        // fc1's bias is added by the GELU kernel.
+        k::linear(
+            gpu,
+            &normed.as_view(),
+            &bw.fc1_w.as_view(),
+            None,
+            &mut act.as_view_mut(),
+            m,
+            d,
+            hidden,
+            false,
+        )?;
+        k::bias_gelu_f32(
+            gpu,
+            &mut act.as_view_mut(),
+            &bw.fc1_b.as_view(),
+            &mut s.gelu_grad.as_view_mut(),
+            m,
+            hidden,
+        )?;
+        k::linear(
+            gpu,
+            &act.as_view(),
+            &bw.fc2_w.as_view(),
+            Some(&bw.fc2_b.as_view()),
+            &mut xs.as_view_mut(),
+            m,
+            hidden,
+            d,
+            true,
+        )
+    }
+
     /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]].
     fn backward(&self, f: &Forward, targets: &[usize]) -> Result<CudaSlice<f32>> {
         let gpu = &*self.gpu;
@@ -559,10 +490,9 @@ impl<'a> CudaEngine<'a> {
             .head
             .as_ref()
             .ok_or_else(|| Error::Internal("head present but not uploaded".into()))?;
-        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
         let (batch, t) = (f.batch, f.tokens);
         let m = batch * t;
-        let scale = c.attn_scale();
         let n_chunks = f.head_norms.len();
         let in_dim = n_chunks * d;
         if f.blocks.len() != c.depth {
@@ -586,10 +516,12 @@ impl<'a> CudaEngine<'a> {
             in_dim,
         )?;
         let mut g = self.zeros(m * d)?;
-        let mut ga = self.zeros(m * hidden)?;
-        let mut gn = self.zeros(m * d)?;
-        let mut gqkv = self.zeros(m * 3 * d)?;
-        let mut dp = self.zeros(batch * heads * t * t)?;
+        let mut scratch = BackwardScratch {
+            ga: self.zeros(m * hidden)?,
+            gn: self.zeros(m * d)?,
+            gqkv: self.zeros(m * 3 * d)?,
+            dp: self.zeros(batch * heads * t * t)?,
+        };
         let first_tapped = c.depth - n_chunks;
         for bi in (0..c.depth).rev() {
             if bi >= first_tapped {
@@ -609,253 +541,22 @@ impl<'a> CudaEngine<'a> {
                     true,
                 )?;
             }
-            let bw = &w.blocks[bi];
-            let s = &f.blocks[bi];
-            // MLP branch.
-            k::gemm(
-                gpu,
-                m,
-                hidden,
-                d,
-                Operand {
-                    data: &g.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.fc2_w.as_view(),
-                    ld: hidden,
-                    t: false,
-                },
-                &mut ga.as_view_mut(),
-                hidden,
-                0.0,
-                Batch::ONE,
-            )?;
-            k::gelu_bwd_f32(
-                gpu,
-                &s.gelu_grad.as_view(),
-                &mut ga.as_view_mut(),
-                m * hidden,
-            )?;
-            k::gemm(
-                gpu,
-                m,
-                d,
-                hidden,
-                Operand {
-                    data: &ga.as_view(),
-                    ld: hidden,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.fc1_w.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                &mut gn.as_view_mut(),
-                d,
-                0.0,
-                Batch::ONE,
-            )?;
-            k::layer_norm_bwd_f32(
-                gpu,
-                &gn.as_view(),
-                d,
-                &bw.norm2_w.as_view(),
-                &s.xhat2.as_view(),
-                &s.rstd2.as_view(),
-                &mut g.as_view_mut(),
-                d,
-                m,
-                d,
-                true,
-            )?;
-            // Attention branch.
-            k::gemm(
-                gpu,
-                m,
-                d,
-                d,
-                Operand {
-                    data: &g.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.proj_w.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                &mut gn.as_view_mut(),
-                d,
-                0.0,
-                Batch::ONE,
-            )?;
-            let heads_batch = |stride_a, stride_b, stride_c| Batch {
-                count: heads,
-                stride_a,
-                stride_b,
-                stride_c,
-            };
-            for b in 0..batch {
-                let base = b * t * 3 * d;
-                let d_out = gn.slice(b * t * d..);
-                let v = s.qkv.slice(base + 2 * d..);
-                // dP_h = dO_h·V_hᵀ.
-                k::gemm(
-                    gpu,
-                    t,
-                    t,
-                    hd,
-                    Operand {
-                        data: &d_out,
-                        ld: d,
-                        t: false,
-                    },
-                    Operand {
-                        data: &v,
-                        ld: 3 * d,
-                        t: true,
-                    },
-                    &mut dp.slice_mut(b * heads * t * t..),
-                    t,
-                    0.0,
-                    heads_batch(hd, hd, t * t),
-                )?;
-                // dV_h = P_hᵀ·dO_h.
-                k::gemm(
-                    gpu,
-                    t,
-                    hd,
-                    t,
-                    Operand {
-                        data: &s.probs.slice(b * heads * t * t..),
-                        ld: t,
-                        t: true,
-                    },
-                    Operand {
-                        data: &d_out,
-                        ld: d,
-                        t: false,
-                    },
-                    &mut gqkv.slice_mut(base + 2 * d..),
-                    3 * d,
-                    0.0,
-                    heads_batch(t * t, hd, hd),
-                )?;
-            }
-            k::softmax_bwd_f32(
-                gpu,
-                &s.probs.as_view(),
-                &mut dp.as_view_mut(),
-                batch * heads * t,
-                t,
-                scale,
-            )?;
-            for b in 0..batch {
-                let base = b * t * 3 * d;
-                let ds = dp.slice(b * heads * t * t..);
-                let (q, kk) = (s.qkv.slice(base..), s.qkv.slice(base + d..));
-                // dQ_h = dS_h·K_h; dK_h = dS_hᵀ·Q_h.
-                k::gemm(
-                    gpu,
-                    t,
-                    hd,
-                    t,
-                    Operand {
-                        data: &ds,
-                        ld: t,
-                        t: false,
-                    },
-                    Operand {
-                        data: &kk,
-                        ld: 3 * d,
-                        t: false,
-                    },
-                    &mut gqkv.slice_mut(base..),
-                    3 * d,
-                    0.0,
-                    heads_batch(t * t, hd, hd),
-                )?;
-                k::gemm(
-                    gpu,
-                    t,
-                    hd,
-                    t,
-                    Operand {
-                        data: &ds,
-                        ld: t,
-                        t: true,
-                    },
-                    Operand {
-                        data: &q,
-                        ld: 3 * d,
-                        t: false,
-                    },
-                    &mut gqkv.slice_mut(base + d..),
-                    3 * d,
-                    0.0,
-                    heads_batch(t * t, hd, hd),
-                )?;
-            }
-            k::gemm(
-                gpu,
-                m,
-                d,
-                3 * d,
-                Operand {
-                    data: &gqkv.as_view(),
-                    ld: 3 * d,
-                    t: false,
-                },
-                Operand {
-                    data: &bw.qkv_w.as_view(),
-                    ld: d,
-                    t: false,
-                },
-                &mut gn.as_view_mut(),
-                d,
-                0.0,
-                Batch::ONE,
-            )?;
-            k::layer_norm_bwd_f32(
-                gpu,
-                &gn.as_view(),
-                d,
-                &bw.norm1_w.as_view(),
-                &s.xhat1.as_view(),
-                &s.rstd1.as_view(),
-                &mut g.as_view_mut(),
-                d,
-                m,
-                d,
-                true,
-            )?;
+            self.block_backward(&w.blocks[bi], &f.blocks[bi], &mut g, &mut scratch, batch, t)?;
         }
         // Patch projection back to pixels: the patch rows of g (rows 1..T of each image).
         let geo = f.geometry;
         let np = t - 1;
         let pp3 = 3 * c.patch * c.patch;
         let mut gpatch = self.zeros(batch * np * pp3)?;
-        k::gemm(
+        k::linear_backward_input(
             gpu,
+            &g.slice(d..),
+            d,
+            &w.patch_w.as_view(),
+            &mut gpatch.as_view_mut(),
             np,
             pp3,
             d,
-            Operand {
-                data: &g.slice(d..),
-                ld: d,
-                t: false,
-            },
-            Operand {
-                data: &w.patch_w.as_view(),
-                ld: pp3,
-                t: false,
-            },
-            &mut gpatch.as_view_mut(),
-            pp3,
-            0.0,
             Batch {
                 count: batch,
                 stride_a: t * d,
@@ -866,6 +567,168 @@ impl<'a> CudaEngine<'a> {
         let mut gx = self.zeros(batch * 3 * geo.height * geo.width)?;
         k::col2im_f32(gpu, &gpatch.as_view(), &mut gx.as_view_mut(), geo)?;
         Ok(gx)
+    }
+
+    /// Backward of one block (the CPU block backward's order, input gradients only):
+    /// `g` (M, D) holds the gradient at the block output on entry, at its input on exit.
+    fn block_backward(
+        &self,
+        bw: &DeviceBlock,
+        s: &Saved,
+        g: &mut CudaSlice<f32>,
+        scratch: &mut BackwardScratch,
+        batch: usize,
+        t: usize,
+    ) -> Result<()> {
+        let gpu = &*self.gpu;
+        let c = &self.vit.config;
+        let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
+        let m = batch * t;
+        let BackwardScratch { ga, gn, gqkv, dp } = scratch;
+        // MLP branch.
+        k::linear_backward_input(
+            gpu,
+            &g.as_view(),
+            d,
+            &bw.fc2_w.as_view(),
+            &mut ga.as_view_mut(),
+            m,
+            hidden,
+            d,
+            Batch::ONE,
+        )?;
+        k::gelu_bwd_f32(
+            gpu,
+            &s.gelu_grad.as_view(),
+            &mut ga.as_view_mut(),
+            m * hidden,
+        )?;
+        k::linear_backward_input(
+            gpu,
+            &ga.as_view(),
+            hidden,
+            &bw.fc1_w.as_view(),
+            &mut gn.as_view_mut(),
+            m,
+            d,
+            hidden,
+            Batch::ONE,
+        )?;
+        k::layer_norm_bwd_f32(
+            gpu,
+            &gn.as_view(),
+            d,
+            &bw.norm2_w.as_view(),
+            &s.xhat2.as_view(),
+            &s.rstd2.as_view(),
+            &mut g.as_view_mut(),
+            d,
+            m,
+            d,
+            true,
+        )?;
+        // Attention branch.
+        k::linear_backward_input(
+            gpu,
+            &g.as_view(),
+            d,
+            &bw.proj_w.as_view(),
+            &mut gn.as_view_mut(),
+            m,
+            d,
+            d,
+            Batch::ONE,
+        )?;
+        for b in 0..batch {
+            let base = b * t * 3 * d;
+            let d_out = gn.slice(b * t * d..);
+            // dP_h = dO_h·V_hᵀ.
+            k::heads_a_bt(
+                gpu,
+                &d_out,
+                d,
+                &s.qkv.slice(base + 2 * d..),
+                3 * d,
+                &mut dp.slice_mut(b * heads * t * t..),
+                t,
+                hd,
+                heads,
+            )?;
+            // dV_h = P_hᵀ·dO_h.
+            k::heads_p_b(
+                gpu,
+                &s.probs.slice(b * heads * t * t..),
+                true,
+                &d_out,
+                d,
+                &mut gqkv.slice_mut(base + 2 * d..),
+                3 * d,
+                t,
+                hd,
+                heads,
+            )?;
+        }
+        k::softmax_bwd_f32(
+            gpu,
+            &s.probs.as_view(),
+            &mut dp.as_view_mut(),
+            batch * heads * t,
+            t,
+            c.attn_scale(),
+        )?;
+        for b in 0..batch {
+            let base = b * t * 3 * d;
+            let ds = dp.slice(b * heads * t * t..);
+            // dQ_h = dS_h·K_h; dK_h = dS_hᵀ·Q_h.
+            k::heads_p_b(
+                gpu,
+                &ds,
+                false,
+                &s.qkv.slice(base + d..),
+                3 * d,
+                &mut gqkv.slice_mut(base..),
+                3 * d,
+                t,
+                hd,
+                heads,
+            )?;
+            k::heads_p_b(
+                gpu,
+                &ds,
+                true,
+                &s.qkv.slice(base..),
+                3 * d,
+                &mut gqkv.slice_mut(base + d..),
+                3 * d,
+                t,
+                hd,
+                heads,
+            )?;
+        }
+        k::linear_backward_input(
+            gpu,
+            &gqkv.as_view(),
+            3 * d,
+            &bw.qkv_w.as_view(),
+            &mut gn.as_view_mut(),
+            m,
+            d,
+            3 * d,
+            Batch::ONE,
+        )?;
+        k::layer_norm_bwd_f32(
+            gpu,
+            &gn.as_view(),
+            d,
+            &bw.norm1_w.as_view(),
+            &s.xhat1.as_view(),
+            &s.rstd1.as_view(),
+            &mut g.as_view_mut(),
+            d,
+            m,
+            d,
+            true,
+        )
     }
 
     fn to_array4(

@@ -697,3 +697,176 @@ pub fn gemm(
         }
     }
 }
+
+// --- Layer GEMMs ---------------------------------------------------------------------
+//
+// The ViT's products in the row-major terms of [`gemm`], so that the engine's block
+// forward and backward name layers, not operand layouts. Linear weights are
+// PyTorch's W (out, in), row-major. Attention operands are per-head column blocks of
+// wider row-major matrices: head h of q|k|v (rows 3·D apart) or of the concatenated
+// heads (rows D apart) starts at column h·hd, while the per-head (T, T) score
+// matrices are consecutive; one strided batch covers the heads of one image.
+
+/// `y (rows, out) = x (rows, in)·Wᵀ`, or `y +=` that when `accumulate` (a residual
+/// branch); x rows `in` apart, y rows `out` apart. With `bias`, adds it to every row
+/// of y; `None` leaves the bias to a fused kernel (GELU, token embedding).
+#[allow(clippy::too_many_arguments)]
+pub fn linear(
+    gpu: &Gpu,
+    x: &CudaView<f32>,
+    w: &CudaView<f32>,
+    bias: Option<&CudaView<f32>>,
+    y: &mut CudaViewMut<f32>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+    accumulate: bool,
+) -> Result<()> {
+    gemm(
+        gpu,
+        rows,
+        out,
+        inp,
+        Operand {
+            data: x,
+            ld: inp,
+            t: false,
+        },
+        Operand {
+            data: w,
+            ld: inp,
+            t: true,
+        },
+        y,
+        out,
+        if accumulate { 1.0 } else { 0.0 },
+        Batch::ONE,
+    )?;
+    match bias {
+        Some(b) => add_bias_rows_f32(gpu, y, b, rows, out),
+        None => Ok(()),
+    }
+}
+
+/// Input gradient of [`linear`]: `dx (rows, in) = dy (rows, out)·W`, dy rows `dy_ld`
+/// apart, dx rows `in` apart. `repeat` runs it once per image with those strides
+/// (the patch rows of each image); [`Batch::ONE`] otherwise.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward_input(
+    gpu: &Gpu,
+    dy: &CudaView<f32>,
+    dy_ld: usize,
+    w: &CudaView<f32>,
+    dx: &mut CudaViewMut<f32>,
+    rows: usize,
+    inp: usize,
+    out: usize,
+    repeat: Batch,
+) -> Result<()> {
+    gemm(
+        gpu,
+        rows,
+        inp,
+        out,
+        Operand {
+            data: dy,
+            ld: dy_ld,
+            t: false,
+        },
+        Operand {
+            data: w,
+            ld: inp,
+            t: false,
+        },
+        dx,
+        inp,
+        0.0,
+        repeat,
+    )
+}
+
+/// Per head h of one image: `C_h (t, t) = A_h (t, hd)·B_h (t, hd)ᵀ`, with A_h, B_h
+/// column block h of row-major matrices whose rows are `lda`, `ldb` apart and C_h
+/// the consecutive (t, t) matrices of `c`. Scores Q·Kᵀ; in the backward dP = dO·Vᵀ.
+#[allow(clippy::too_many_arguments)]
+pub fn heads_a_bt(
+    gpu: &Gpu,
+    a: &CudaView<f32>,
+    lda: usize,
+    b: &CudaView<f32>,
+    ldb: usize,
+    c: &mut CudaViewMut<f32>,
+    t: usize,
+    hd: usize,
+    heads: usize,
+) -> Result<()> {
+    gemm(
+        gpu,
+        t,
+        t,
+        hd,
+        Operand {
+            data: a,
+            ld: lda,
+            t: false,
+        },
+        Operand {
+            data: b,
+            ld: ldb,
+            t: true,
+        },
+        c,
+        t,
+        0.0,
+        Batch {
+            count: heads,
+            stride_a: hd,
+            stride_b: hd,
+            stride_c: t * t,
+        },
+    )
+}
+
+/// Per head h of one image: `C_h (t, hd) = op(P_h)·B_h`, with P_h the consecutive
+/// (t, t) matrices of `p` (transposed when `p_t`), B_h and C_h column block h of
+/// row-major matrices whose rows are `ldb`, `ldc` apart. O = P·V; in the backward
+/// dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
+#[allow(clippy::too_many_arguments)]
+pub fn heads_p_b(
+    gpu: &Gpu,
+    p: &CudaView<f32>,
+    p_t: bool,
+    b: &CudaView<f32>,
+    ldb: usize,
+    c: &mut CudaViewMut<f32>,
+    ldc: usize,
+    t: usize,
+    hd: usize,
+    heads: usize,
+) -> Result<()> {
+    gemm(
+        gpu,
+        t,
+        hd,
+        t,
+        Operand {
+            data: p,
+            ld: t,
+            t: p_t,
+        },
+        Operand {
+            data: b,
+            ld: ldb,
+            t: false,
+        },
+        c,
+        ldc,
+        0.0,
+        Batch {
+            count: heads,
+            stride_a: t * t,
+            stride_b: hd,
+            stride_c: hd,
+        },
+    )
+}

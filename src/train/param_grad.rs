@@ -1,8 +1,8 @@
 //! Gradients of a cross-entropy loss with respect to the ViT's *parameters*, for
-//! training. The input-only backward in [`backward`](super::backward) stays the
-//! fast path for IG; this module runs its own forward, which keeps every
-//! activation a weight gradient needs (the inputs of each linear layer, LN x̂, the
-//! softmax, the GELU output and derivative) and never prunes the last block.
+//! training. It runs the CPU backend's forward with [`Keep::ParamGrad`], which
+//! also keeps the input of every linear layer of the trained blocks (and never
+//! prunes the last block), then the backend's block backward asking for weight
+//! gradients; the same two functions serve attribution.
 //!
 //! Loss: `torch.nn.CrossEntropyLoss(weight=w, reduction="mean")`, i.e.
 //! `L = Σᵢ w[yᵢ]·(−log softmax(zᵢ)[yᵢ]) / Σᵢ w[yᵢ]` (w = 1 without class weights),
@@ -21,10 +21,13 @@
 use ndarray::{s, Array2, ArrayView4};
 use rayon::prelude::*;
 
-use super::backward::{attention_backward, ln_bwd_rows, seed_cls};
-use super::forward::{attention_forward, im2col, layer_norm_rows, norm_cls_rows, NormSaved};
-use super::gemm::{matmul, MatRef, Threads};
-use super::ops;
+use crate::backend::cpu::backward::{block_backward, ln_bwd_rows, seed_cls, BackwardScratch};
+use crate::backend::cpu::forward::{forward_keeping, im2col, sized, Keep, Workspace};
+use crate::backend::cpu::gemm::{
+    linear_backward_input, linear_backward_params, matmul, MatRef, Threads,
+};
+use crate::backend::cpu::ops;
+use crate::backend::input;
 use crate::error::{Error, Result};
 use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, LinearHead, Vit};
@@ -232,12 +235,7 @@ pub struct LossAndGrads {
 
 /// Checks labels and class weights; returns Σᵢ w[yᵢ], the loss normaliser.
 pub fn loss_normaliser(classes: usize, labels: &[usize], opts: &LossOptions) -> Result<f32> {
-    if let Some(&bad) = labels.iter().find(|&&y| y >= classes) {
-        return Err(Error::param(
-            "label",
-            format!("class {bad} is out of range (the head has {classes} classes)"),
-        ));
-    }
+    input::check_class_range("label", classes, labels)?;
     if let Some(w) = opts.class_weights {
         if w.len() != classes {
             return Err(Error::shape("class weights", &[classes], &[w.len()]));
@@ -292,250 +290,14 @@ pub fn head_grads(
     head_w: &mut [f32],
     head_b: &mut [f32],
 ) {
-    let (batch, classes) = dlogits.dim();
-    let in_dim = features.ncols();
-    let dl = dlogits.as_slice().expect("standard layout");
-    matmul(
+    linear_backward_params(
+        dlogits.as_slice().expect("standard layout"),
+        features.as_slice().expect("standard layout"),
+        dlogits.nrows(),
         head_w,
-        in_dim,
-        MatRef::row_major(dl, batch, classes).t(),
-        MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
-        true,
+        head_b,
         Threads::Single,
     );
-    add_col_sums(head_b, dl);
-}
-
-/// `dst[j] += Σ_rows x[row, j]`, rows in order (deterministic).
-fn add_col_sums(dst: &mut [f32], x: &[f32]) {
-    for row in x.chunks_exact(dst.len()) {
-        dst.iter_mut().zip(row).for_each(|(a, v)| *a += v);
-    }
-}
-
-/// LayerNorm parameter gradients: dγ += Σ_rows g⊙x̂, dβ += Σ_rows g.
-fn add_ln_param_grads(g: &[f32], xhat: &[f32], dgamma: &mut [f32], dbeta: &mut [f32]) {
-    let d = dgamma.len();
-    for (gr, hr) in g.chunks_exact(d).zip(xhat.chunks_exact(d)) {
-        for j in 0..d {
-            dgamma[j] += gr[j] * hr[j];
-            dbeta[j] += gr[j];
-        }
-    }
-}
-
-/// `dw (out, in) += gᵀ·x` for a linear layer with inputs x (rows, in) and output
-/// gradients g (rows, out).
-fn add_weight_grad(dw: &mut [f32], g: &[f32], x: &[f32], rows: usize, threads: Threads) {
-    let out = g.len() / rows;
-    let inp = x.len() / rows;
-    matmul(
-        dw,
-        inp,
-        MatRef::row_major(g, rows, out).t(),
-        MatRef::row_major(x, rows, inp),
-        true,
-        threads,
-    );
-}
-
-/// Everything one block's parameter backward needs.
-#[derive(Debug, Default)]
-struct BlockActs {
-    normed1: Vec<f32>,
-    xhat1: Vec<f32>,
-    rstd1: Vec<f32>,
-    qkv: Vec<f32>,
-    probs: Vec<f32>,
-    attn_cat: Vec<f32>,
-    normed2: Vec<f32>,
-    xhat2: Vec<f32>,
-    rstd2: Vec<f32>,
-    /// GELU output (the input of fc2) and its derivative at the fc1 output.
-    act: Vec<f32>,
-    gelu_grad: Vec<f32>,
-}
-
-impl BlockActs {
-    fn sized(m: usize, d: usize, hidden: usize, attn: usize) -> Self {
-        BlockActs {
-            normed1: vec![0.0; m * d],
-            xhat1: vec![0.0; m * d],
-            rstd1: vec![0.0; m],
-            qkv: vec![0.0; m * 3 * d],
-            probs: vec![0.0; attn],
-            attn_cat: vec![0.0; m * d],
-            normed2: vec![0.0; m * d],
-            xhat2: vec![0.0; m * d],
-            rstd2: vec![0.0; m],
-            act: vec![0.0; m * hidden],
-            gelu_grad: vec![0.0; m * hidden],
-        }
-    }
-}
-
-/// One pre-norm block over all tokens, keeping its activations in `a`.
-fn block_forward(
-    vit: &Vit,
-    bw: &BlockWeights,
-    a: &mut BlockActs,
-    xs: &mut [f32],
-    batch: usize,
-    t: usize,
-    threads: Threads,
-) {
-    let c = &vit.config;
-    let (d, hidden) = (c.dim, c.mlp_hidden);
-    let m = batch * t;
-    layer_norm_rows(
-        xs,
-        &bw.norm1_w,
-        &bw.norm1_b,
-        c.eps,
-        &mut a.normed1,
-        &mut a.xhat1,
-        &mut a.rstd1,
-    );
-    matmul(
-        &mut a.qkv,
-        3 * d,
-        MatRef::row_major(&a.normed1, m, d),
-        MatRef::row_major(&bw.qkv_w, 3 * d, d).t(),
-        false,
-        threads,
-    );
-    ops::add_bias_rows(&mut a.qkv, &bw.qkv_b);
-    attention_forward(
-        &a.qkv,
-        &mut a.probs,
-        &mut a.attn_cat,
-        batch,
-        t,
-        c.heads,
-        c.head_dim(),
-        c.attn_scale(),
-    );
-    matmul(
-        xs,
-        d,
-        MatRef::row_major(&a.attn_cat, m, d),
-        MatRef::row_major(&bw.proj_w, d, d).t(),
-        true,
-        threads,
-    );
-    ops::add_bias_rows(xs, &bw.proj_b);
-    layer_norm_rows(
-        xs,
-        &bw.norm2_w,
-        &bw.norm2_b,
-        c.eps,
-        &mut a.normed2,
-        &mut a.xhat2,
-        &mut a.rstd2,
-    );
-    matmul(
-        &mut a.act,
-        hidden,
-        MatRef::row_major(&a.normed2, m, d),
-        MatRef::row_major(&bw.fc1_w, hidden, d).t(),
-        false,
-        threads,
-    );
-    ops::add_bias_rows(&mut a.act, &bw.fc1_b);
-    a.act
-        .par_chunks_mut(hidden)
-        .zip(a.gelu_grad.par_chunks_mut(hidden))
-        .for_each(|(x, dg)| ops::gelu_in_place_with_grad(x, dg));
-    matmul(
-        xs,
-        d,
-        MatRef::row_major(&a.act, m, hidden),
-        MatRef::row_major(&bw.fc2_w, d, hidden).t(),
-        true,
-        threads,
-    );
-    ops::add_bias_rows(xs, &bw.fc2_b);
-}
-
-/// Backward of one block: `g` holds ∂L/∂(block output) on entry and ∂L/∂(block
-/// input) on exit (unless `need_input_grad` is false, then it is left stale).
-#[allow(clippy::too_many_arguments)]
-fn block_backward(
-    vit: &Vit,
-    bw: &BlockWeights,
-    a: &BlockActs,
-    gb: &mut BlockWeights,
-    g: &mut [f32],
-    m: usize,
-    t: usize,
-    need_input_grad: bool,
-    threads: Threads,
-) {
-    let c = &vit.config;
-    let (d, hidden) = (c.dim, c.mlp_hidden);
-    // MLP branch.
-    add_weight_grad(&mut gb.fc2_w, g, &a.act, m, threads);
-    add_col_sums(&mut gb.fc2_b, g);
-    let mut ga = vec![0f32; m * hidden];
-    matmul(
-        &mut ga,
-        hidden,
-        MatRef::row_major(g, m, d),
-        MatRef::row_major(&bw.fc2_w, d, hidden),
-        false,
-        threads,
-    );
-    ga.iter_mut().zip(&a.gelu_grad).for_each(|(x, dg)| *x *= dg);
-    add_weight_grad(&mut gb.fc1_w, &ga, &a.normed2, m, threads);
-    add_col_sums(&mut gb.fc1_b, &ga);
-    let mut gn = vec![0f32; m * d];
-    matmul(
-        &mut gn,
-        d,
-        MatRef::row_major(&ga, m, hidden),
-        MatRef::row_major(&bw.fc1_w, hidden, d),
-        false,
-        threads,
-    );
-    drop(ga);
-    add_ln_param_grads(&gn, &a.xhat2, &mut gb.norm2_w, &mut gb.norm2_b);
-    ln_bwd_rows(&gn, &bw.norm2_w, &a.xhat2, &a.rstd2, g, d);
-    // Attention branch.
-    add_weight_grad(&mut gb.proj_w, g, &a.attn_cat, m, threads);
-    add_col_sums(&mut gb.proj_b, g);
-    matmul(
-        &mut gn,
-        d,
-        MatRef::row_major(g, m, d),
-        MatRef::row_major(&bw.proj_w, d, d),
-        false,
-        threads,
-    );
-    let mut gqkv = vec![0f32; m * 3 * d];
-    attention_backward(
-        &gn,
-        &a.qkv,
-        &a.probs,
-        &mut gqkv,
-        t,
-        c.heads,
-        c.head_dim(),
-        c.attn_scale(),
-    );
-    add_weight_grad(&mut gb.qkv_w, &gqkv, &a.normed1, m, threads);
-    add_col_sums(&mut gb.qkv_b, &gqkv);
-    matmul(
-        &mut gn,
-        d,
-        MatRef::row_major(&gqkv, m, 3 * d),
-        MatRef::row_major(&bw.qkv_w, 3 * d, d),
-        false,
-        threads,
-    );
-    add_ln_param_grads(&gn, &a.xhat1, &mut gb.norm1_w, &mut gb.norm1_b);
-    if need_input_grad {
-        ln_bwd_rows(&gn, &bw.norm1_w, &a.xhat1, &a.rstd1, g, d);
-    }
 }
 
 /// Head kinds whose feature is the final-normed CLS of the last `n` blocks.
@@ -563,7 +325,7 @@ fn slice_grads(
     let w = &vit.weights;
     let (batch, _, height, width) = x.dim();
     let grid = c.grid_for(height, width)?;
-    let (d, hidden, heads) = (c.dim, c.mlp_hidden, c.heads);
+    let d = c.dim;
     let np = grid.0 * grid.1;
     let t = np + 1;
     let m = batch * t;
@@ -579,117 +341,26 @@ fn slice_grads(
             ),
         ));
     }
-    let pos = vit.pos_embed(grid)?;
 
-    // Embedding.
-    let patches = im2col(&x, p, grid);
-    let mut emb = vec![0f32; batch * np * d];
-    matmul(
-        &mut emb,
-        d,
-        MatRef::row_major(&patches, batch * np, cols),
-        MatRef::row_major(&w.patch_w, d, cols).t(),
-        false,
-        threads,
-    );
-    let mut xs = vec![0f32; m * d];
-    for b in 0..batch {
-        for ti in 0..t {
-            let row = &mut xs[(b * t + ti) * d..][..d];
-            let pr = &pos[ti * d..][..d];
-            if ti == 0 {
-                row.iter_mut()
-                    .zip(&w.cls_token)
-                    .zip(pr)
-                    .for_each(|((o, c), p)| *o = c + p);
-            } else {
-                let e = &emb[(b * np + ti - 1) * d..][..d];
-                row.iter_mut()
-                    .zip(e)
-                    .zip(&w.patch_b)
-                    .zip(pr)
-                    .for_each(|(((o, e), bias), p)| *o = (e + bias) + p);
-            }
-        }
-    }
-    drop(emb);
-
-    // Blocks: frozen ones reuse one scratch set, trainable ones keep theirs.
+    // The inference forward, keeping the linear inputs of the trained blocks.
     let first = trainable.first_block(c.depth);
-    let attn_len = batch * heads * t * t;
-    let mut scratch = (first > 0).then(|| BlockActs::sized(m, d, hidden, attn_len));
-    let mut saved: Vec<BlockActs> = Vec::new();
+    let mut state = forward_keeping(
+        vit,
+        x,
+        Keep::ParamGrad { from: first },
+        Workspace::default(),
+        threads,
+        None,
+    )?;
     let n_cls = cls_blocks(head.kind);
-    let mut head_norms: Vec<NormSaved> = Vec::new();
-    let mut cls_features: Vec<Vec<f32>> = Vec::new();
-    for (bi, bw) in w.blocks.iter().enumerate() {
-        if bi >= first {
-            let mut a = BlockActs::sized(m, d, hidden, attn_len);
-            block_forward(vit, bw, &mut a, &mut xs, batch, t, threads);
-            saved.push(a);
-        } else {
-            let a = scratch.as_mut().expect("allocated when a block is frozen");
-            block_forward(vit, bw, a, &mut xs, batch, t, threads);
-        }
-        if let Some(n) = n_cls {
-            if bi + n >= c.depth {
-                let (f, s) = norm_cls_rows(&xs, batch, t, d, &w.norm_w, &w.norm_b, c.eps);
-                cls_features.push(f);
-                head_norms.push(s);
-            }
-        }
-    }
-    drop(scratch);
-    let mut normed_all = Vec::new();
-    let features = match n_cls {
-        Some(n) => {
-            Array2::from_shape_fn((batch, n * d), |(b, k)| cls_features[k / d][b * d + k % d])
-        }
-        None => {
-            let mut s = NormSaved {
-                xhat: vec![0f32; m * d],
-                rstd: vec![0f32; m],
-            };
-            normed_all = vec![0f32; m * d];
-            layer_norm_rows(
-                &xs,
-                &w.norm_w,
-                &w.norm_b,
-                c.eps,
-                &mut normed_all,
-                &mut s.xhat,
-                &mut s.rstd,
-            );
-            head_norms.push(s);
-            Array2::from_shape_fn((batch, 2 * d), |(b, k)| {
-                let j = k / 2;
-                if k % 2 == 0 {
-                    normed_all[b * t * d + j]
-                } else {
-                    (1..t)
-                        .map(|ti| normed_all[(b * t + ti) * d + j])
-                        .sum::<f32>()
-                        / np as f32
-                }
-            })
-        }
-    };
-    drop(normed_all);
-    drop(xs);
+    let features = std::mem::replace(&mut state.features, Array2::zeros((0, 0)));
+    let logits = state
+        .logits
+        .take()
+        .ok_or_else(|| Error::Internal("forward with a head returned no logits".into()))?;
 
     // Head and loss.
     let in_dim = features.ncols();
-    let mut logits = vec![0f32; batch * head.classes];
-    matmul(
-        &mut logits,
-        head.classes,
-        MatRef::row_major(features.as_slice().expect("standard layout"), batch, in_dim),
-        MatRef::row_major(&head.weight, head.classes, in_dim).t(),
-        false,
-        Threads::Single,
-    );
-    ops::add_bias_rows(&mut logits, &head.bias);
-    let logits = Array2::from_shape_vec((batch, head.classes), logits).expect("sized above");
     let (loss, dlogits) = cross_entropy_rows(&logits, labels, opts.class_weights, normaliser);
     let mut grads = ParamGrads::zeros(vit, head, trainable);
     head_grads(&dlogits, &features, &mut grads.head_w, &mut grads.head_b);
@@ -703,19 +374,31 @@ fn slice_grads(
 
     // ∂L/∂feature = dlogits·W, then through the final norm(s).
     let mut dfeat = vec![0f32; batch * in_dim];
-    matmul(
-        &mut dfeat,
-        in_dim,
+    linear_backward_input(
         MatRef::row_major(
             dlogits.as_slice().expect("standard layout"),
             batch,
             head.classes,
         ),
-        MatRef::row_major(&head.weight, head.classes, in_dim),
-        false,
+        &head.weight,
+        &mut dfeat,
         Threads::Single,
     );
-    let mut g = vec![0f32; m * d];
+    let head_norms = &state.head_norms;
+    let ws = &mut state.workspace;
+    sized(&mut ws.g, m * d);
+    ws.g.fill(0.0);
+    sized(&mut ws.ga, m * c.mlp_hidden);
+    sized(&mut ws.gn, m * d);
+    sized(&mut ws.gqkv, m * 3 * d);
+    let Workspace {
+        blocks,
+        g,
+        ga,
+        gn,
+        gqkv,
+        ..
+    } = ws;
     let (dnw, dnb) = grads
         .norm
         .as_mut()
@@ -726,7 +409,7 @@ fn slice_grads(
             for (k, s) in head_norms.iter().enumerate() {
                 for b in 0..batch {
                     let df = &dfeat[b * in_dim + k * d..][..d];
-                    add_ln_param_grads(df, &s.xhat[b * d..][..d], dnw, dnb);
+                    ops::layer_norm_param_grads(df, &s.xhat[b * d..][..d], dnw, dnb);
                 }
             }
         }
@@ -747,8 +430,8 @@ fn slice_grads(
                     }
                 }
             }
-            add_ln_param_grads(&dy, &s.xhat, dnw, dnb);
-            ln_bwd_rows(&dy, &w.norm_w, &s.xhat, &s.rstd, &mut g, d);
+            ops::layer_norm_param_grads(&dy, &s.xhat, dnw, dnb);
+            ln_bwd_rows(&dy, &w.norm_w, &s.xhat, &s.rstd, g, d);
         }
     }
 
@@ -758,7 +441,7 @@ fn slice_grads(
             if bi + n >= c.depth {
                 let k = bi + n - c.depth;
                 seed_cls(
-                    &mut g,
+                    g,
                     &dfeat,
                     &w.norm_w,
                     &head_norms[k],
@@ -770,22 +453,34 @@ fn slice_grads(
                 );
             }
         }
-        let a = &saved[bi - first];
-        let gb = &mut grads.blocks[bi - first];
+        // The input gradient of the first trained block only feeds the embedding.
         let need_input = bi > first || trainable.embedding();
-        block_backward(vit, &w.blocks[bi], a, gb, &mut g, m, t, need_input, threads);
+        block_backward(
+            vit,
+            &w.blocks[bi],
+            &blocks[bi],
+            g,
+            BackwardScratch { ga, gn, gqkv },
+            batch,
+            t,
+            threads,
+            Some(&mut grads.blocks[bi - first]),
+            need_input,
+        );
     }
 
     if let Some(e) = grads.embed.as_mut() {
+        // The patch rows are cheap to rebuild; the forward does not keep them.
+        let patches = im2col(&x, p, grid);
         for b in 0..batch {
             let img = &g[b * t * d..][..t * d];
-            add_col_sums(&mut e.cls_token, &img[..d]);
-            add_col_sums(&mut e.patch_b, &img[d..]);
+            ops::add_col_sums(&mut e.cls_token, &img[..d]);
+            ops::add_col_sums(&mut e.patch_b, &img[d..]);
             e.pos_embed.iter_mut().zip(img).for_each(|(a, v)| *a += v);
             matmul(
                 &mut e.patch_w,
                 cols,
-                MatRef::block(&g, (b * t + 1) * d, np, d, d).t(),
+                MatRef::block(g, (b * t + 1) * d, np, d, d).t(),
                 MatRef::row_major(&patches[b * np * cols..][..np * cols], np, cols),
                 true,
                 threads,
@@ -819,24 +514,14 @@ pub fn loss_and_param_grads(
     trainable: Trainable,
 ) -> Result<LossAndGrads> {
     let head = vit.require_head()?;
-    let (batch, ch, height, width) = x.dim();
-    if ch != 3 {
-        return Err(Error::shape(
-            "input (batch, 3, H, W)",
-            &[batch, 3, height, width],
-            &[batch, ch, height, width],
-        ));
-    }
-    if batch == 0 {
-        return Err(Error::param("batch", "the input batch is empty"));
-    }
-    if labels.len() != batch {
-        return Err(Error::shape(
-            "labels (one per input)",
-            &[batch],
-            &[labels.len()],
-        ));
-    }
+    let batch = input::check_batch(vit, x.dim())?.batch;
+    input::check_classes(
+        "labels (one per input)",
+        "label",
+        head.classes,
+        batch,
+        labels,
+    )?;
     if let Trainable::LastBlocks(k) = trainable {
         if k == 0 || k > vit.config.depth {
             return Err(Error::param(
@@ -848,10 +533,7 @@ pub fn loss_and_param_grads(
             ));
         }
     }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::param("input", "contains NaN or infinite values"));
-    }
-    vit.config.grid_for(height, width)?;
+    input::check_finite(x)?;
     let normaliser = loss_normaliser(head.classes, labels, opts)?;
     // One slice per thread, at most MAX_SLICE images each to bound the saved
     // activations (≈ 70 MB per image for ViT-S/16 at 224² with every block training).
