@@ -4,22 +4,10 @@
 //! The normalized cut favours balanced parts: on a relevance map that is flat
 //! almost everywhere, with a fixed σ_r = 0.1, the graph is a near-uniform mesh
 //! whose cheapest cut is a balanced half-plane, and a small relevant object rides
-//! along inside one half. [`ncut_foreground`] runs the same cut with these steps:
-//!
-//! 0. optionally scale σ_r to the map's spread: `σ_r = k · std(r)` (`r` the
-//!    min–max normalised grid map), so that the intensity term dominates wherever
-//!    the map rises above its background;
-//! 1. cut the whole grid ([`shi_malik_ncut`], or at the min-Ncut splitting point,
-//!    [`NcutSplit`]); the foreground is the side with the higher mean map value;
-//! 2. optionally keep only the foreground's 4-connected component that holds the
-//!    map's peak (as TokenCut keeps its seed's component);
-//! 3. recursive two-way Ncut (Shi & Malik 2000, §3.1), off by default: while the
-//!    foreground has at least `min_cells` cells and depth remains, cut the
-//!    subgraph induced by it (same edge weights), take the side with the higher
-//!    mean map value, and accept it if
-//!    `Ncut(A, B) = cut(A, B)/assoc(A, V) + cut(A, B)/assoc(B, V) ≤ max_ncut`
-//!    (on the subgraph) and it keeps `min_mass` of the map's mass `Σ r`; then
-//!    step 2 again.
+//! along inside one half. [`ncut_foreground`] runs the same cut with σ_r scaled to
+//! the map's spread (optional): `σ_r = k · std(r)` (`r` the min–max normalised
+//! grid map), so that the intensity term dominates wherever the map rises above
+//! its background; the foreground is the side with the higher mean map value.
 //!
 //! [`ncut_mask`] up-samples the grid mask to the map's size and grows it by a
 //! disk of `dilation_radius_px`. With [`NcutForegroundParams::mean_split`] the
@@ -36,51 +24,26 @@
 //! and settings; with DenseCRF), mean Dice: XNCut 0.205 → 0.606, B 0.149 → 0.618.
 //! Alternatives for XNCut: σ_r = 0.5·std without dilation 0.169, with 4 px 0.488,
 //! 6 px 0.571; σ_r = 0.25·std / 0.75·std with 8 px 0.503 / 0.588, 1·std with
-//! 4 px 0.423; mean split with 8 px 0.324; peak component alone 0.205 (with the default:
-//! 0.606, no change); recursive re-cuts stopped at Ncut > 0.1 0.19, with 8 px
-//! 0.602 (thresholds 0.2–1.0 shrink the mask to a few cells: on a smooth map the
-//! geometric re-cuts stay cheap, so the Ncut value is no stopping signal there);
-//! re-cuts stopped by relevance mass 0.23–0.28 (the first re-cut of a half-plane
-//! usually runs through the object); min-Ncut splitting point ≤ 0.28.
+//! 4 px 0.423; mean split with 8 px 0.324. Rejected by the same sweep and removed
+//! (issue #11): keeping the peak's 4-connected component (0.205 alone, 0.606 with
+//! the default: no change), recursive two-way re-cuts (Shi & Malik §3.1) stopped
+//! at Ncut > 0.1 (0.19, with 8 px 0.602; bounds 0.2–1.0 shrink the mask to a few
+//! cells) or by relevance mass (0.23–0.28), and the min-Ncut splitting point
+//! (≤ 0.28).
 
 use ndarray::{Array2, ArrayView2};
 
-use super::components::seed_component;
-use super::lanczos::{fiedler_sparse, SparseGraph};
+use super::lanczos::SparseGraph;
 use super::shi_malik::{
-    build_graph, check_map, complement_is_foreground, resample_area_f64, shi_malik_ncut,
-    ShiMalikOutput, ShiMalikParams,
+    build_graph, check_map, resample_area_f64, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
 };
 use crate::image::grid::upsample_mask;
 use crate::error::{Error, Result};
 use crate::post::morphology::{binary_dilation, Footprint};
 
-/// Where the Fiedler vector is split into two sides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NcutSplit {
-    /// At its mean (as [`shi_malik_ncut`]).
-    Mean,
-    /// At the one of 64 evenly spaced values in (min, max) with the lowest Ncut
-    /// value (Shi & Malik 2000, §3, step 3).
-    MinNcut,
-}
-
-/// How [`ncut_foreground`] turns the cut into a mask.
+/// How [`ncut_foreground`] and [`ncut_mask`] turn the cut into a mask.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NcutForegroundParams {
-    /// Re-cuts of the foreground (0: the single cut).
-    pub max_depth: usize,
-    /// A re-cut is accepted only if its Ncut value is at most this.
-    pub max_ncut: f64,
-    /// A foreground with fewer cells is not cut again (≥ 2).
-    pub min_cells: usize,
-    /// A re-cut is accepted only if the foreground keeps at least this fraction of
-    /// the whole map's relevance mass `Σ r` (`r` the min–max normalised grid map).
-    pub min_mass: f64,
-    /// Keep only the foreground's 4-connected component that holds the map's peak.
-    pub peak_component: bool,
-    /// Splitting point of the first cut and the re-cuts.
-    pub split: NcutSplit,
     /// If set, the graph's σ_r is this factor times the standard deviation of the
     /// min–max normalised grid map, replacing `ShiMalikParams::sigma_r` (which is
     /// then unused unless the map is constant). Default 0.5.
@@ -93,12 +56,6 @@ pub struct NcutForegroundParams {
 impl Default for NcutForegroundParams {
     fn default() -> Self {
         NcutForegroundParams {
-            max_depth: 0,
-            max_ncut: 0.5,
-            min_mass: 0.0,
-            min_cells: 16,
-            peak_component: false,
-            split: NcutSplit::Mean,
             sigma_r_per_std: Some(0.5),
             dilation_radius_px: 8,
         }
@@ -107,33 +64,19 @@ impl Default for NcutForegroundParams {
 
 impl NcutForegroundParams {
     /// The plain Shi–Malik foreground: [`shi_malik_ncut`]'s mean split, σ_r as
-    /// given, no re-cuts, no dilation.
+    /// given, no dilation.
     pub fn mean_split() -> Self {
         NcutForegroundParams {
             sigma_r_per_std: None,
             dilation_radius_px: 0,
-            ..Default::default()
         }
     }
 
     /// Checks every field.
     ///
     /// # Errors
-    /// [`Error::InvalidParam`] if `max_ncut` is NaN or negative, `min_cells < 2`,
-    /// or `sigma_r_per_std` is not finite and positive.
+    /// [`Error::InvalidParam`] if `sigma_r_per_std` is not finite and positive.
     pub fn validate(&self) -> Result<()> {
-        if self.max_ncut.is_nan() || self.max_ncut < 0.0 {
-            return Err(Error::param(
-                "max_ncut",
-                format!("must be ≥ 0, got {}", self.max_ncut),
-            ));
-        }
-        if self.min_cells < 2 {
-            return Err(Error::param(
-                "min_cells",
-                format!("must be ≥ 2, got {}", self.min_cells),
-            ));
-        }
         if let Some(k) = self.sigma_r_per_std {
             if !(k.is_finite() && k > 0.0) {
                 return Err(Error::param(
@@ -146,57 +89,15 @@ impl NcutForegroundParams {
     }
 }
 
-/// One accepted or rejected re-cut.
-#[derive(Clone, Debug, PartialEq)]
-pub struct NcutLevel {
-    /// Cells of the region that was cut.
-    pub cells: usize,
-    /// Cells of its foreground side.
-    pub foreground_cells: usize,
-    /// Ncut value of the cut on the region's subgraph.
-    pub ncut: f64,
-    /// Whether the cut was kept (`ncut ≤ max_ncut`).
-    pub accepted: bool,
-}
-
 /// Output of [`ncut_foreground`].
 #[derive(Clone, Debug)]
 pub struct NcutForeground {
     /// Foreground (rows, cols) on the graph grid.
     pub mask: Array2<bool>,
-    /// The first cut, as [`shi_malik_ncut`] returns it (with the σ_r used).
+    /// The cut, as [`shi_malik_ncut`] returns it (with the σ_r used).
     pub cut: ShiMalikOutput,
-    /// Ncut value of the first cut.
+    /// Ncut value of the cut.
     pub ncut: f64,
-    /// The re-cuts tried, in order.
-    pub levels: Vec<NcutLevel>,
-}
-
-/// The subgraph induced by `nodes` (sorted grid indices), renumbered 0..len.
-fn subgraph(g: &SparseGraph, nodes: &[usize]) -> SparseGraph {
-    let mut local = vec![usize::MAX; g.n];
-    for (k, &i) in nodes.iter().enumerate() {
-        local[i] = k;
-    }
-    let mut indptr = Vec::with_capacity(nodes.len() + 1);
-    let (mut indices, mut values) = (Vec::new(), Vec::new());
-    indptr.push(0);
-    for &i in nodes {
-        for e in g.indptr[i]..g.indptr[i + 1] {
-            let j = local[g.indices[e]];
-            if j != usize::MAX {
-                indices.push(j);
-                values.push(g.values[e]);
-            }
-        }
-        indptr.push(indices.len());
-    }
-    SparseGraph {
-        n: nodes.len(),
-        indptr,
-        indices,
-        values,
-    }
 }
 
 /// `cut(A, B)/assoc(A, V) + cut(A, B)/assoc(B, V)` for `A = side`; infinite if a
@@ -222,47 +123,7 @@ fn ncut_value(g: &SparseGraph, side: &[bool]) -> f64 {
     cut / assoc_a + cut / assoc_b
 }
 
-/// Splits `v` per `split`: `v > t`.
-fn split_vector(g: &SparseGraph, v: &[f64], split: NcutSplit) -> Vec<bool> {
-    let mean = v.iter().sum::<f64>() / v.len() as f64;
-    let at = |t: f64| v.iter().map(|&x| x > t).collect::<Vec<bool>>();
-    match split {
-        NcutSplit::Mean => at(mean),
-        NcutSplit::MinNcut => {
-            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
-            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-            const POINTS: usize = 64;
-            let mut best = (ncut_value(g, &at(mean)), mean);
-            for k in 1..=POINTS {
-                let t = lo + (hi - lo) * k as f64 / (POINTS + 1) as f64;
-                let n = ncut_value(g, &at(t));
-                if n < best.0 {
-                    best = (n, t);
-                }
-            }
-            at(best.1)
-        }
-    }
-}
-
-/// The 4-connected component of `fg` holding the highest `map` cell inside `fg`
-/// (the first in raster order on ties); `fg` unchanged if empty.
-fn peak_component(fg: &Array2<bool>, map: &Array2<f64>) -> Array2<bool> {
-    let peak = fg
-        .indexed_iter()
-        .filter(|(_, &b)| b)
-        .map(|(ij, _)| ij)
-        .fold(None::<(usize, usize)>, |best, ij| match best {
-            Some(b) if map[b] >= map[ij] => Some(b),
-            _ => Some(ij),
-        });
-    match peak {
-        Some(p) => seed_component(fg.view(), p),
-        None => fg.clone(),
-    }
-}
-
-/// Foreground of `map` (H, W) by a Shi–Malik cut refined as the module docs
+/// Foreground of `map` (H, W) by a Shi–Malik cut with σ_r as the module docs
 /// describe. The mask lives on the graph grid, as [`shi_malik_ncut`]'s.
 ///
 /// # Errors
@@ -294,77 +155,9 @@ pub fn ncut_foreground(
     }
     let cut = shi_malik_ncut(map, &params)?;
     let graph = build_graph(&normalised(&grid_map), &params);
-
-    let flat = |m: &Array2<bool>| m.iter().copied().collect::<Vec<bool>>();
-    let mut mask = cut.mask.clone();
-    if fg.split == NcutSplit::MinNcut {
-        let v = cut.eigvec.as_slice().expect("owned");
-        let mut side = split_vector(&graph, v, fg.split);
-        if complement_is_foreground(&side, grid_map.as_slice().expect("owned")) {
-            side.iter_mut().for_each(|b| *b = !*b);
-        }
-        mask = Array2::from_shape_vec(mask.dim(), side).expect("one per cell");
-    }
-    let ncut = ncut_value(&graph, &flat(&mask));
-    if fg.peak_component {
-        mask = peak_component(&mask, &grid_map);
-    }
-    let gm: Vec<f64> = grid_map.iter().copied().collect();
-    let r = normalised(&grid_map);
-    let r_flat: Vec<f64> = r.iter().copied().collect();
-    let total_mass: f64 = r_flat.iter().sum();
-    let mut levels = Vec::new();
-    for _ in 0..fg.max_depth {
-        let nodes: Vec<usize> = mask
-            .iter()
-            .enumerate()
-            .filter(|(_, &b)| b)
-            .map(|(i, _)| i)
-            .collect();
-        if nodes.len() < fg.min_cells {
-            break;
-        }
-        let sub = subgraph(&graph, &nodes);
-        let v = fiedler_sparse(&sub).fiedler.vector;
-        if v.len() != nodes.len() {
-            return Err(Error::Internal("Lanczos returned no vector".into()));
-        }
-        let mut side = split_vector(&sub, v.as_slice().expect("owned"), fg.split);
-        let sub_map: Vec<f64> = nodes.iter().map(|&i| gm[i]).collect();
-        if complement_is_foreground(&side, &sub_map) {
-            side.iter_mut().for_each(|b| *b = !*b);
-        }
-        let value = ncut_value(&sub, &side);
-        let kept: f64 = nodes
-            .iter()
-            .zip(&side)
-            .filter(|(_, &b)| b)
-            .map(|(&i, _)| r_flat[i])
-            .sum();
-        let accepted = value <= fg.max_ncut && kept >= fg.min_mass * total_mass;
-        levels.push(NcutLevel {
-            cells: nodes.len(),
-            foreground_cells: side.iter().filter(|&&b| b).count(),
-            ncut: value,
-            accepted,
-        });
-        if !accepted {
-            break;
-        }
-        let flat_mask = mask.as_slice_mut().expect("owned, standard layout");
-        for (&i, &keep) in nodes.iter().zip(&side) {
-            flat_mask[i] = keep;
-        }
-        if fg.peak_component {
-            mask = peak_component(&mask, &grid_map);
-        }
-    }
-    Ok(NcutForeground {
-        mask,
-        cut,
-        ncut,
-        levels,
-    })
+    let mask = cut.mask.clone();
+    let ncut = ncut_value(&graph, &mask.iter().copied().collect::<Vec<bool>>());
+    Ok(NcutForeground { mask, cut, ncut })
 }
 
 /// The NCut variants' mask of `map` (H, W), at the map's size: [`ncut_foreground`],
@@ -431,7 +224,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out.mask, plain.mask);
-        assert!(out.levels.is_empty());
         let m = ncut_mask(
             map.view(),
             &own_pixels(),
@@ -482,20 +274,10 @@ mod tests {
     #[test]
     fn invalid_settings_are_rejected() {
         let map = cone();
-        for bad in [
-            NcutForegroundParams {
-                min_cells: 1,
-                ..Default::default()
-            },
-            NcutForegroundParams {
-                max_ncut: f64::NAN,
-                ..Default::default()
-            },
-            NcutForegroundParams {
-                sigma_r_per_std: Some(0.0),
-                ..Default::default()
-            },
-        ] {
+        for bad in [Some(0.0), Some(-1.0), Some(f32::NAN)].map(|k| NcutForegroundParams {
+            sigma_r_per_std: k,
+            ..Default::default()
+        }) {
             assert!(matches!(
                 ncut_foreground(map.view(), &own_pixels(), &bad),
                 Err(Error::InvalidParam { .. })

@@ -12,7 +12,7 @@
 //! * [`shi_malik_ncut`], [`foreground_by_relevance`], [`resample_area`]: sparse
 //!   graph on a coarse grid of the map, Lanczos eigensolver.
 //! * [`ncut_foreground`], [`ncut_mask`]: the NCut variants' mask from that cut
-//!   (σ_r scaled to the map's spread, optional recursive re-cuts, a dilation).
+//!   (σ_r scaled to the map's spread, a dilation).
 //!
 //! Files: `affinity.rs` (graph), `householder.rs` (tridiagonal reduction),
 //! `tridiagonal.rs` (bisection, inverse iteration), `dense.rs` (generalized
@@ -32,9 +32,7 @@ mod tridiagonal;
 pub use affinity::{binary_affinity, binary_affinity_f64, NORMALIZE_EPS};
 pub use components::seed_component;
 pub use dense::{fiedler_dense, Fiedler};
-pub use foreground::{
-    ncut_foreground, ncut_mask, NcutForeground, NcutForegroundParams, NcutLevel, NcutSplit,
-};
+pub use foreground::{ncut_foreground, ncut_mask, NcutForeground, NcutForegroundParams};
 pub use shi_malik::{
     foreground_by_relevance, resample_area, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
 };

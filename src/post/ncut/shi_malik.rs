@@ -180,7 +180,7 @@ pub fn resample_area(map: ArrayView2<f32>, size: (usize, usize)) -> Result<Array
 
 /// Whether the complement of `mask` has the higher mean of `map` (an empty side
 /// is never the foreground; ties keep `mask`).
-pub(super) fn complement_is_foreground(mask: &[bool], map: &[f64]) -> bool {
+fn complement_is_foreground(mask: &[bool], map: &[f64]) -> bool {
     let (mut s_in, mut n_in, mut s_out, mut n_out) = (0.0, 0usize, 0.0, 0usize);
     for (&m, &v) in mask.iter().zip(map) {
         if m {
