@@ -89,27 +89,34 @@ array_id="${array_id%%;*}"
 # instead of leaving it pending forever.
 merge=(sbatch "${common[@]}" --job-name=explainseg-merge --dependency="afterok:$array_id"
   --kill-on-invalid-dep=yes --output="$out/logs/merge.log" --open-mode=append)
-if ((wait == 0)); then
-  merge_id="$("${merge[@]}" "$out/jobs/merge.sh")"
-  echo "submitted eval array $array_id (${shards} tasks) and merge ${merge_id%%;*}; results in $out/merged, logs in $out/logs"
-  exit 0
-fi
-echo "submitted eval array $array_id (${shards} tasks); waiting for the merge" >&2
-status=0
-"${merge[@]}" --wait "$out/jobs/merge.sh" >/dev/null || status=$?
-# A failed task cancels the merge at once; the other tasks may still be running.
-while [[ -n "$(squeue -h -j "$array_id" -o %i 2>/dev/null)" ]]; do sleep 2; done
+merge_id="$("${merge[@]}" "$out/jobs/merge.sh")"
+merge_id="${merge_id%%;*}"
+echo "submitted eval array $array_id (${shards} tasks) and merge $merge_id; results in $out/merged, logs in $out/logs" >&2
+((wait == 1)) || exit 0
+# Polls the controller rather than `sbatch --wait`, which exits 0 for a job cancelled
+# before it started (the merge, when a task fails). Needs no accounting database.
+active='JobState=(PENDING|CONFIGURING|RUNNING|COMPLETING|SUSPENDED|REQUEUED|RESIZING|SIGNALING|STAGE_OUT)'
+# (Captured first: under pipefail, `grep -q` closing the pipe early would end the loop.)
+jobs_now() { for j in "$array_id" "$merge_id"; do scontrol show job -o "$j" 2>/dev/null || true; done; }
+while [[ "$(jobs_now)" =~ $active ]]; do sleep 2; done
+merge_line="$(scontrol show job -o "$merge_id" 2>/dev/null || true)"
+state="$(grep -Eo 'JobState=[A-Z_]+' <<< "$merge_line" | cut -d= -f2 || true)"
+code="$(grep -Eo ' ExitCode=[0-9]+' <<< "$merge_line" | cut -d= -f2 || true)"
+case "$state" in
+  COMPLETED) status=0 ;;
+  "") echo "submit_eval.sh: the controller no longer knows job $merge_id" >&2; status=1 ;;
+  *) status="${code:-1}"; ((status != 0)) || status=1 ;;
+esac
 if ((status == 0)); then
   echo "merged: $out/merged"
   cat "$out/merged/summary.md" 2>/dev/null || true
 else
-  echo "submit_eval.sh: the merge did not succeed (exit $status); a shard failed or was cancelled, or shards were refused:" >&2
+  echo "submit_eval.sh: the merge job ended ${state:-unknown} (exit $status): a shard failed or was cancelled, or eval-merge refused the shards" >&2
   for ((k = 1; k <= shards; k++)); do
     if ! grep -qs '"complete": true' "$out/shard-$k/shard.json"; then
       echo "  shard $k/$shards unfinished; log: $out/logs/shard-$k.log" >&2
     fi
   done
   echo "  merge log: $out/logs/merge.log; submit the same command again to resume" >&2
-  ((status != 0)) || status=1
 fi
 exit "$status"
