@@ -320,7 +320,10 @@ impl ShardManifest {
                 .ok_or_else(|| bad("`complete` is missing or not true/false"))?,
         };
         if m.index == 0 || m.index > m.count {
-            return Err(bad(&format!("shard {}/{} is not K/N with 1 <= K <= N", m.index, m.count)));
+            return Err(bad(&format!(
+                "shard {}/{} is not K/N with 1 <= K <= N",
+                m.index, m.count
+            )));
         }
         Ok(m)
     }
