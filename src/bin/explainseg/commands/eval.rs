@@ -9,7 +9,9 @@
 //! into the same folder skips the (image, method) pairs already there, after
 //! checking that `config.json`'s fingerprint (model file, data set, every
 //! setting that changes a score) is the same; the methods, `--shard` and
-//! `--limit` may differ between runs. `eval-merge` joins shard folders.
+//! `--limit` may differ between runs. Each run also writes `shard.json` (K/N, the
+//! shard's image count, whether the run got through them all), from which
+//! `eval-merge` checks that it joins every shard once, each finished.
 //!
 //! An image that cannot be read stops the run with its id in the error; the rows
 //! written before it stay, and a rerun continues from there.
@@ -129,7 +131,7 @@ pub struct EvalArgs {
     /// Example images shown in grid.png (the first of the shard).
     #[arg(long, default_value_t = 4)]
     pub grid_rows: usize,
-    /// Output folder: per_image.csv, summary.json, summary.md, grid.png, config.json.
+    /// Output folder: per_image.csv, summary.json, summary.md, grid.png, config.json, shard.json.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -525,7 +527,7 @@ pub struct MergeArgs {
     /// Folder for the merged per_image.csv, summary.json, summary.md, config.json.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Output folders of `eval --shard K/N` runs of one configuration.
+    /// Output folders of `eval --shard K/N` runs of one configuration: each K once, all finished.
     #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
     pub shards: Vec<PathBuf>,
 }
