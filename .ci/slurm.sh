@@ -122,6 +122,9 @@ echo "slurm up: node $host idle ($((SECONDS - start)) s)"
 eval_args=(--dataset folder --root "$tmp/data" --weights "$repo/assets/synth_vit.safetensors"
   --size 64 --variants c,xncut,tokencut)
 "$bin" --quiet --threads 1 eval "${eval_args[@]}" --out "$tmp/single"
+# The shards share one explanation folder (as a sweep on a cluster would); the
+# single-process run above computed its own, so the comparison is independent.
+eval_args+=(--explanations "$tmp/explanations")
 
 # A task killed mid-way: this wrapper lets shard 2 score one image (--limit 1) and
 # then hangs, so scancel always hits a running task that has partial work, however
