@@ -165,6 +165,17 @@ fi
 grep -q "shard-2 (shard 2/3) is incomplete" "$tmp/refused.txt"
 kept="$(cat "$run/shard-2/per_image.csv")"
 
+# Submitting while a submission into the same folder is still queued is refused.
+held="$(sbatch --parsable --hold --chdir="$tmp" "$run/jobs/merge.sh")"
+if scripts/slurm/submit_eval.sh --shards 3 --out "$run" --bin "$bin" -- "${eval_args[@]}" \
+  2> "$tmp/busy.txt"; then
+  echo "submit_eval.sh submitted into a folder whose jobs are queued" >&2
+  exit 1
+fi
+grep -q "still queued or running" "$tmp/busy.txt"
+scancel "${held%%;*}"
+for _ in $(seq 20); do [[ -z "$(squeue -h -o %i)" ]] && break; sleep 0.5; done
+
 echo "resubmitting after the killed task"
 scripts/slurm/submit_eval.sh --shards 3 --out "$run" --wait --bin "$bin" -- "${eval_args[@]}"
 [[ "$(head -c ${#kept} "$run/shard-2/per_image.csv")" == "$kept" ]] \

@@ -62,6 +62,12 @@ bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 mkdir -p "$out/logs" "$out/jobs"
 out="$(cd "$out" && pwd)"
 
+# Two tasks appending to one shard would corrupt it: refuse while jobs of DIR are queued or running.
+queued="$(squeue -h -o '%o' 2>/dev/null || true)"
+if grep -qF "$out/jobs/" <<< "$queued"; then
+  die "jobs of an earlier submission into $out are still queued or running (squeue); scancel them or wait, then submit again"
+fi
+
 # Each task: its own shard folder, resumable; threads = the CPUs Slurm gave the task.
 {
   echo '#!/usr/bin/env bash'
