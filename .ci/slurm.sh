@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 start=$SECONDS
 repo="$PWD"
 
+# The daemons run as root here (SlurmUser=root), and the packages may need installing.
+((EUID == 0)) || { echo ".ci/slurm.sh needs root" >&2; exit 1; }
+
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
   || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
   # policy-rc.d: the packages' init scripts must not start daemons of their own.
@@ -22,8 +25,9 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
   ((created_policy == 0)) || rm -f "$policy"
 fi
 
+# Up to date with the source (a no-op after .ci/run's `cargo test --release`).
+cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-$repo/target}/release/explainseg"
-[[ -x $bin ]] || cargo build --release --quiet
 bin="$(cd "$(dirname "$bin")" && pwd)/explainseg"
 
 tmp="$(mktemp -d)"
