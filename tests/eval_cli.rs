@@ -103,6 +103,19 @@ fn rows(dir: &Path) -> BTreeMap<(String, String), (f64, f64, usize)> {
         .collect()
 }
 
+/// per_image.csv's lines without the wall-clock `seconds` column, in file order.
+fn csv_without_seconds(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("per_image.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut f: Vec<&str> = l.split(',').collect();
+            f.remove(5);
+            f.join(",")
+        })
+        .collect()
+}
+
 fn summary(dir: &Path) -> serde_json::Value {
     common::json(&dir.join("summary.json"))
 }
@@ -276,6 +289,11 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
         .assert()
         .success();
     assert_eq!(rows(&merged), rows(&whole));
+    assert_eq!(
+        csv_without_seconds(&merged),
+        csv_without_seconds(&whole),
+        "merged rows come in the order of a single run"
+    );
     assert_eq!(
         summary(&merged)["methods"].as_array().unwrap().len(),
         METHODS.len()
@@ -469,4 +487,124 @@ fn id_lists_select_images_and_stored_explanations_give_the_same_scores() {
     assert_eq!(json["empty_left_out"], 1);
     assert_eq!(json["evaluated"], 1);
     assert!(rows(&skipping).keys().all(|(id, _)| id == "im1"));
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+/// eval-merge's stderr for these shard folders; it must fail with exit code 1.
+fn merge_error(out: &Path, shards: &[&Path]) -> String {
+    let a = Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["eval-merge", "--out"])
+        .arg(out)
+        .args(shards)
+        .assert()
+        .code(1);
+    String::from_utf8_lossy(&a.get_output().stderr).to_string()
+}
+
+#[test]
+fn merge_refuses_shard_sets_that_are_not_one_whole_run_and_names_the_culprit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    tiny_dataset(&root);
+    let dir = |name: &str| tmp.path().join(name);
+    let (s1, s2) = (dir("s1"), dir("s2"));
+    run_json(&mut eval(&root, &s1, &["--shard", "1/2"]));
+    run_json(&mut eval(&root, &s2, &["--shard", "2/2"]));
+    let shard = common::json(&s2.join("shard.json"));
+    assert_eq!(
+        (&shard["shard"], &shard["images"], &shard["complete"]),
+        (&"2/2".into(), &2.into(), &true.into())
+    );
+
+    // A missing shard is named by K/N.
+    let err = merge_error(&dir("m1"), &[&s1]);
+    assert!(err.contains("missing shard 2/2"), "{err}");
+
+    // The same shard twice: both folders are named.
+    let s1_copy = dir("s1-copy");
+    copy_dir(&s1, &s1_copy);
+    let err = merge_error(&dir("m2"), &[&s1, &s1_copy, &s2]);
+    assert!(
+        err.contains("duplicate shard 1/2")
+            && err.contains(&s1.display().to_string())
+            && err.contains(&s1_copy.display().to_string()),
+        "{err}"
+    );
+
+    // Another configuration: the odd folder and both fingerprints are named.
+    let other = dir("other");
+    run_json(&mut eval(&root, &other, &["--shard", "2/2", "--no-crf"]));
+    let err = merge_error(&dir("m3"), &[&s1, &other]);
+    assert!(
+        err.contains("another configuration") && err.contains(&other.display().to_string()),
+        "{err}"
+    );
+
+    // A shard cut short (--limit stands for a killed task), and one whose rows were lost.
+    let partial = dir("partial");
+    run_json(&mut eval(
+        &root,
+        &partial,
+        &["--shard", "2/2", "--limit", "1"],
+    ));
+    assert_eq!(common::json(&partial.join("shard.json"))["complete"], false);
+    let err = merge_error(&dir("m4"), &[&s1, &partial]);
+    assert!(
+        err.contains(&format!("{} (shard 2/2) is incomplete", partial.display()))
+            && err.contains("1 of its 2 images"),
+        "{err}"
+    );
+    let truncated = dir("truncated");
+    copy_dir(&s2, &truncated);
+    let csv = std::fs::read_to_string(s2.join("per_image.csv")).unwrap();
+    let kept: Vec<&str> = csv.lines().take(1 + METHODS.len()).collect();
+    std::fs::write(truncated.join("per_image.csv"), kept.join("\n") + "\n").unwrap();
+    let err = merge_error(&dir("m5"), &[&s1, &truncated]);
+    assert!(
+        err.contains(&format!(
+            "{} (shard 2/2) is incomplete",
+            truncated.display()
+        )),
+        "{err}"
+    );
+    // Resuming the cut-short shard completes it, and the merge goes through.
+    run_json(&mut eval(&root, &partial, &["--shard", "2/2"]));
+    Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["--quiet", "eval-merge", "--out"])
+        .arg(dir("m6"))
+        .arg(&s1)
+        .arg(&partial)
+        .assert()
+        .success();
+    assert_eq!(rows(&dir("m6")).len(), 4 * METHODS.len());
+
+    // Shards of another split, and a folder written before shard.json existed.
+    let third = dir("third");
+    run_json(&mut eval(&root, &third, &["--shard", "1/3"]));
+    let err = merge_error(&dir("m7"), &[&s2, &third]);
+    assert!(
+        err.contains(&format!("{} is shard 1/3", third.display())),
+        "{err}"
+    );
+    let old = dir("old");
+    copy_dir(&s2, &old);
+    std::fs::remove_file(old.join("shard.json")).unwrap();
+    let err = merge_error(&dir("m8"), &[&s1, &old]);
+    assert!(
+        err.contains(&format!("{} has no shard.json", old.display())),
+        "{err}"
+    );
 }

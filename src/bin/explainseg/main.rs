@@ -85,6 +85,11 @@ enum Command {
     Eval(Box<commands::eval::EvalArgs>),
     /// Join the output folders of `eval --shard K/N` runs into one CSV and summary.
     ///
+    /// Every shard 1..N must be given exactly once, finished, with one configuration
+    /// (each folder's shard.json and config.json say so); otherwise nothing is
+    /// written and the folders at fault are named. On Slurm,
+    /// scripts/slurm/submit_eval.sh runs the shards and this merge (docs/scaling.md).
+    ///
     /// Example:
     ///   explainseg eval-merge --out eval/all eval/shard1 eval/shard2
     #[command(verbatim_doc_comment)]

@@ -9,7 +9,9 @@
 //! into the same folder skips the (image, method) pairs already there, after
 //! checking that `config.json`'s fingerprint (model file, data set, every
 //! setting that changes a score) is the same; the methods, `--shard` and
-//! `--limit` may differ between runs. `eval-merge` joins shard folders.
+//! `--limit` may differ between runs. Each run also writes `shard.json` (K/N, the
+//! shard's image count, whether the run got through them all), from which
+//! `eval-merge` checks that it joins every shard once, each finished.
 //!
 //! An image that cannot be read stops the run with its id in the error; the rows
 //! written before it stay, and a rerun continues from there.
@@ -31,7 +33,7 @@ use crate::commands::eval_cache::ExplanationCache;
 use crate::commands::eval_grid::{write_grid, GridRow};
 use crate::commands::eval_report::{
     file_hash, fnv1a, read_config, read_rows, summarize, write_rows, write_summary, Row, RowWriter,
-    CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
+    ShardManifest, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
 };
 use crate::commands::segment::PipelineArgs;
 use crate::output::{progress_bar, Output};
@@ -129,7 +131,7 @@ pub struct EvalArgs {
     /// Example images shown in grid.png (the first of the shard).
     #[arg(long, default_value_t = 4)]
     pub grid_rows: usize,
-    /// Output folder: per_image.csv, summary.json, summary.md, grid.png, config.json.
+    /// Output folder: per_image.csv, summary.json, summary.md, grid.png, config.json, shard.json.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
 }
@@ -308,17 +310,28 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             s.id
         );
     }
-    let shard: Vec<&Sample> = samples
+    let whole_shard: Vec<&Sample> = samples
         .iter()
         .enumerate()
         .filter(|(i, _)| i % args.shard.count == args.shard.index - 1)
         .map(|(_, s)| s)
-        .take(args.limit.unwrap_or(usize::MAX))
         .collect();
+    let shard = &whole_shard[..whole_shard.len().min(args.limit.unwrap_or(usize::MAX))];
     let inputs = RunInputs::read(args)?;
     let pre_debug = format!("{pre:?}");
     let config = run_config(args, &inputs, &format!("{cfg:?}"), &pre_debug);
     claim_output(&args.out, &config)?;
+    let method_names: Vec<&str> = methods.iter().map(|v| v.name()).collect();
+    let mut manifest = ShardManifest {
+        index: args.shard.index,
+        count: args.shard.count,
+        images: whole_shard.len(),
+        methods: method_names.iter().map(|m| m.to_string()).collect(),
+        empty_left_out: 0,
+        complete: false,
+    };
+    // Written before any work, so a run killed mid-way leaves `complete: false` behind.
+    manifest.write(&args.out)?;
     let cache = match &args.explanations {
         Some(dir) => {
             let key = explanation_key(args, &inputs, &pre_debug, &format!("{:?}", cfg.explain));
@@ -421,13 +434,18 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
+    // Every image of the shard was either scored (now or before) or left out as empty:
+    // the loop above stops at the first error, and only --limit can cut it short.
+    manifest.complete = shard.len() == whole_shard.len();
+    manifest.empty_left_out = empty;
+    manifest.write(&args.out)?;
 
     let header = serde_json::json!({
         "dataset": args.dataset.name(),
         "fingerprint": config["fingerprint"],
     });
     let summary = summarize(&read_rows(&rows_path)?, &header);
-    let columns = grid(args, &shard, methods, &grid_dir)?;
+    let columns = grid(args, shard, methods, &grid_dir)?;
     write_summary(&args.out, &summary, columns.as_deref())?;
     report(out, &summary, evaluated, skipped, empty, &args.out);
     Ok(())
@@ -509,21 +527,19 @@ pub struct MergeArgs {
     /// Folder for the merged per_image.csv, summary.json, summary.md, config.json.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Output folders of `eval --shard K/N` runs of one configuration.
+    /// Output folders of `eval --shard K/N` runs of one configuration: each K once, all finished.
     #[arg(value_name = "SHARD_DIR", required = true, num_args = 1..)]
     pub shards: Vec<PathBuf>,
 }
 
 pub fn run_merge(args: &MergeArgs, out: &Output) -> Result<()> {
     let first = read_config(&args.shards[0])?;
-    let mut rows: Vec<Row> = Vec::new();
-    let mut seen = HashSet::new();
-    let mut duplicates = 0usize;
+    let mut shards: Vec<(&Path, ShardManifest, Vec<Row>)> = Vec::new();
     for dir in &args.shards {
         let config = read_config(dir)?;
         if config["fingerprint"] != first["fingerprint"] {
             bail!(
-                "{} was made with another configuration (fingerprint {}, {} has {})",
+                "{} was made with another configuration (fingerprint {}, {} has {}; compare the `settings` in their {CONFIG_FILE})",
                 dir.display(),
                 config["fingerprint"],
                 args.shards[0].display(),
@@ -536,11 +552,31 @@ pub fn run_merge(args: &MergeArgs, out: &Output) -> Result<()> {
                 dir.display()
             );
         }
-        for r in read_rows(&dir.join(ROWS_FILE))? {
-            if seen.insert((r.id.clone(), r.variant.clone())) {
-                rows.push(r);
-            } else {
-                duplicates += 1;
+        let manifest = ShardManifest::read(dir)?;
+        let rows = read_rows(&dir.join(ROWS_FILE))?;
+        shards.push((dir.as_path(), manifest, rows));
+    }
+    check_shards(&shards)?;
+
+    // Image i of the data set is image i / N of shard (i mod N) + 1: interleaving the
+    // shards' images restores the order a single run writes.
+    shards.sort_by_key(|(_, m, _)| m.index);
+    let per_shard: Vec<Vec<Vec<Row>>> = shards
+        .iter()
+        .map(|(_, _, rows)| rows_by_image(rows))
+        .collect();
+    let longest = per_shard.iter().map(Vec::len).max().unwrap_or(0);
+    let mut rows: Vec<Row> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut duplicates = 0usize;
+    for j in 0..longest {
+        for images in &per_shard {
+            for r in images.get(j).into_iter().flatten() {
+                if seen.insert((r.id.clone(), r.variant.clone())) {
+                    rows.push(r.clone());
+                } else {
+                    duplicates += 1;
+                }
             }
         }
     }
@@ -564,6 +600,107 @@ pub fn run_merge(args: &MergeArgs, out: &Output) -> Result<()> {
         eprintln!("note: {duplicates} rows found in more than one shard were kept once");
     }
     Ok(())
+}
+
+/// Rows grouped by image, images in the order they first appear.
+fn rows_by_image(rows: &[Row]) -> Vec<Vec<Row>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: std::collections::HashMap<&str, Vec<Row>> = Default::default();
+    for r in rows {
+        groups
+            .entry(r.id.as_str())
+            .or_insert_with(|| {
+                order.push(r.id.as_str());
+                Vec::new()
+            })
+            .push(r.clone());
+    }
+    order
+        .iter()
+        .map(|id| groups.remove(id).unwrap_or_default())
+        .collect()
+}
+
+/// Refuses a set of shard folders that is not every shard of one split exactly
+/// once, each run to its end with the same methods; names the folders at fault.
+fn check_shards(shards: &[(&Path, ShardManifest, Vec<Row>)]) -> Result<()> {
+    let (first_dir, first, _) = &shards[0];
+    let mut holder: Vec<Option<&Path>> = vec![None; first.count];
+    for (dir, m, rows) in shards {
+        if m.count != first.count {
+            bail!(
+                "{} is shard {}/{} but {} is shard {}/{}: the shards of one merge must split the images the same way",
+                dir.display(),
+                m.index,
+                m.count,
+                first_dir.display(),
+                first.index,
+                first.count
+            );
+        }
+        if let Some(other) = holder[m.index - 1] {
+            bail!(
+                "duplicate shard {}/{}: both {} and {} hold it",
+                m.index,
+                m.count,
+                other.display(),
+                dir.display()
+            );
+        }
+        holder[m.index - 1] = Some(dir);
+        if m.methods != first.methods {
+            bail!(
+                "{} (shard {}/{}) ran the methods {} but {} ran {}; rerun it with --variants {}",
+                dir.display(),
+                m.index,
+                m.count,
+                m.methods.join(","),
+                first_dir.display(),
+                first.methods.join(","),
+                first.methods.join(",")
+            );
+        }
+        let expected = m.images.saturating_sub(m.empty_left_out);
+        let done = images_with_every_method(rows, &m.methods);
+        if !m.complete || done < expected {
+            bail!(
+                "{} (shard {}/{}) is incomplete: {done} of its {expected} images have a row for every method; rerun the same `eval --shard {}/{} --out {}` to finish it (done images are skipped)",
+                dir.display(),
+                m.index,
+                m.count,
+                m.index,
+                m.count,
+                dir.display()
+            );
+        }
+    }
+    let missing: Vec<String> = holder
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.is_none())
+        .map(|(k, _)| format!("{}/{}", k + 1, first.count))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "missing shard{} {}: no folder given holds {}",
+            if missing.len() > 1 { "s" } else { "" },
+            missing.join(", "),
+            if missing.len() > 1 { "them" } else { "it" }
+        );
+    }
+    Ok(())
+}
+
+/// How many images have a row for each of `methods`.
+fn images_with_every_method(rows: &[Row], methods: &[String]) -> usize {
+    let have: HashSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.id.as_str(), r.variant.as_str()))
+        .collect();
+    let ids: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    ids.iter()
+        .filter(|id| methods.iter().all(|m| have.contains(&(**id, m.as_str()))))
+        .count()
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {

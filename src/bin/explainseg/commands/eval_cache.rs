@@ -35,10 +35,7 @@ impl ExplanationCache {
                 "{} holds explanations of another model, data set or IG setting (see its {KEY_FILE}); use another --explanations folder",
                 dir.display()
             ),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                std::fs::write(&key_path, format!("{key}\n"))
-                    .with_context(|| format!("cannot write {}", key_path.display()))?;
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => claim_key(dir, key)?,
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", key_path.display())),
         }
         Ok(ExplanationCache {
@@ -105,7 +102,11 @@ impl ExplanationCache {
     pub fn put(&self, stem: &str, e: &Explanation) -> Result<()> {
         let (attr_path, meta_path) = self.paths(stem);
         let attribution: &Array4<f32> = &e.attribution;
-        explainseg::npy::write(&attr_path, attribution)?;
+        // Each file appears whole (written aside, then renamed): runs that share the
+        // folder, e.g. sweeps on a cluster, may read an entry while another rewrites it.
+        let attr_tmp = temp_name(&attr_path);
+        explainseg::npy::write(&attr_tmp, attribution)?;
+        publish(&attr_tmp, &attr_path)?;
         // f32 → f64 → JSON → f64 → f32 is exact, so a reused explanation is bit-identical.
         let meta = serde_json::json!({
             "logits": e.logits.to_vec(),
@@ -113,7 +114,47 @@ impl ExplanationCache {
             "predicted": e.predicted,
             "deltas": e.deltas,
         });
-        std::fs::write(&meta_path, serde_json::to_string(&meta)? + "\n")
-            .with_context(|| format!("cannot write {}", meta_path.display()))
+        let meta_tmp = temp_name(&meta_path);
+        std::fs::write(&meta_tmp, serde_json::to_string(&meta)? + "\n")
+            .with_context(|| format!("cannot write {}", meta_tmp.display()))?;
+        publish(&meta_tmp, &meta_path)
+    }
+}
+
+/// `path` with a suffix of this process, for a file written before it is renamed.
+fn temp_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+fn publish(tmp: &Path, path: &Path) -> Result<()> {
+    std::fs::rename(tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Writes `key.txt` if no run has yet. The shards of a job array open the folder at
+/// the same moment: the file is linked into place whole, so none reads it half
+/// written, and a run that loses the race checks the winner's key against its own.
+fn claim_key(dir: &Path, key: &str) -> Result<()> {
+    let key_path = dir.join(KEY_FILE);
+    let tmp = temp_name(&key_path);
+    std::fs::write(&tmp, format!("{key}\n"))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, &key_path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let old = std::fs::read_to_string(&key_path)
+                .with_context(|| format!("cannot read {}", key_path.display()))?;
+            if old.trim_end() != key {
+                bail!(
+                    "{} holds explanations of another model, data set or IG setting (see its {KEY_FILE}); use another --explanations folder",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", key_path.display())),
     }
 }

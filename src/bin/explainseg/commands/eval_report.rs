@@ -14,6 +14,7 @@ use explainseg::pipeline::Variant;
 
 pub const ROWS_FILE: &str = "per_image.csv";
 pub const CONFIG_FILE: &str = "config.json";
+pub const SHARD_FILE: &str = "shard.json";
 pub const HEADER: [&str; 7] = ["id", "variant", "iou", "dice", "class", "seconds", "label"];
 
 /// One image scored with one method.
@@ -247,6 +248,85 @@ pub fn read_config(dir: &Path) -> Result<serde_json::Value> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("{}: not an eval output folder", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not valid JSON", path.display()))
+}
+
+/// `shard.json`: which share of the images a folder holds and whether the run that
+/// wrote it got through all of them, so `eval-merge` can name shards that are
+/// missing, given twice or unfinished. Rewritten by every run into the folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardManifest {
+    /// K of `--shard K/N`.
+    pub index: usize,
+    /// N of `--shard K/N`.
+    pub count: usize,
+    /// Images assigned to the shard (before `--limit`).
+    pub images: usize,
+    /// The methods of the last run.
+    pub methods: Vec<String>,
+    /// Images left out by `--skip-empty` (they have no rows).
+    pub empty_left_out: usize,
+    /// The last run reached the shard's last image.
+    pub complete: bool,
+}
+
+impl ShardManifest {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let json = serde_json::json!({
+            "shard": format!("{}/{}", self.index, self.count),
+            "index": self.index,
+            "count": self.count,
+            "images": self.images,
+            "methods": self.methods,
+            "empty_left_out": self.empty_left_out,
+            "complete": self.complete,
+        });
+        let path = dir.join(SHARD_FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
+            .with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    /// Reads `dir/shard.json`; a folder without one is named with what to do about it.
+    pub fn read(dir: &Path) -> Result<ShardManifest> {
+        let path = dir.join(SHARD_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{} has no {SHARD_FILE} (it records K/N; older versions did not write it); rerun the same `eval --shard K/N --out {}` once to record it (done images are skipped)",
+                dir.display(),
+                dir.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let bad = |what: &str| anyhow::anyhow!("{}: {what}", path.display());
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(&format!("not valid JSON ({e})")))?;
+        let uint = |key: &str| -> Result<usize> {
+            v[key]
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| bad(&format!("`{key}` is missing or not a count")))
+        };
+        let m = ShardManifest {
+            index: uint("index")?,
+            count: uint("count")?,
+            images: uint("images")?,
+            methods: v["methods"]
+                .as_array()
+                .and_then(|a| a.iter().map(|m| m.as_str().map(str::to_string)).collect())
+                .ok_or_else(|| bad("`methods` is missing or not a list of names"))?,
+            empty_left_out: uint("empty_left_out")?,
+            complete: v["complete"]
+                .as_bool()
+                .ok_or_else(|| bad("`complete` is missing or not true/false"))?,
+        };
+        if m.index == 0 || m.index > m.count {
+            return Err(bad(&format!(
+                "shard {}/{} is not K/N with 1 <= K <= N",
+                m.index, m.count
+            )));
+        }
+        Ok(m)
+    }
 }
 
 pub use explainseg::hash::{fnv1a, FNV_OFFSET};
