@@ -29,6 +29,7 @@
 //! ```
 
 mod decode;
+pub(crate) use decode::check_size as check_size_for_capi;
 mod normalize;
 mod pipeline;
 mod resize;

@@ -122,6 +122,7 @@ impl NcutForegroundParams {
     /// [`Error::InvalidParam`] if `max_ncut` is NaN or negative, `min_cells < 2`,
     /// or `sigma_r_per_std` is not finite and positive.
     pub fn validate(&self) -> Result<()> {
+        crate::limits::check("dilation_px", self.dilation_radius_px as u64)?;
         if self.max_ncut.is_nan() || self.max_ncut < 0.0 {
             return Err(Error::param(
                 "max_ncut",
