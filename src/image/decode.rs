@@ -162,13 +162,14 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
         ));
     }
     let n = u64::from(width) * u64::from(height);
+    crate::limits::check("image_pixels", n)?;
     if n > MAX_PIXELS {
         return Err(Error::param(
             "image size",
             format!("{width}x{height} = {n} pixels exceeds the limit of {MAX_PIXELS}"),
         ));
     }
-    crate::limits::check("image_pixels", n)
+    Ok(())
 }
 
 /// A decoder failure: a message, or a crate error (a limit) kept as it is.
@@ -436,6 +437,12 @@ fn decode_with_image_crate(
     limits.max_alloc = Some((MAX_PIXELS * 8).min(crate::limits::current().decoded_bytes));
     let dynimg = match format {
         ImageFormat::Png => {
+            // The size from IHDR, checked before the decoder sizes any buffer.
+            if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+                let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+                let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+                check_size(w, h)?;
+            }
             let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
                 .map_err(|e| format!("PNG: {e}"))?;
             from_decoder(d)?
