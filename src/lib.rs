@@ -47,6 +47,7 @@ pub mod model;
 pub mod npy;
 mod npy_header;
 pub mod fsutil;
+pub mod fuzzing;
 pub mod pipeline;
 pub mod post;
 pub mod render;
