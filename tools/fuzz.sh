@@ -18,12 +18,14 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(safetensors image npy dicom csv capi_params)
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$PWD/target}"
 export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares -Cdebug-assertions -Coverflow-checks"
-nice -n 19 cargo build --release --bins
+# An explicit --target keeps the instrumentation off build scripts and proc macros.
+host="$(rustc -vV | sed -n 's/^host: //p')"
+nice -n 19 cargo build --release --bins --target "$host"
 status=0
 for t in "${targets[@]}"; do
     mkdir -p "corpus/$t" "artifacts/$t"
     echo "== fuzz $t for ${seconds}s"
-    if ! nice -n 19 prlimit --as=3221225472 "$CARGO_TARGET_DIR/release/$t" \
+    if ! nice -n 19 prlimit --as=3221225472 "$CARGO_TARGET_DIR/$host/release/$t" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -max_len=65536 \
         -artifact_prefix="artifacts/$t/" -print_final_stats=1 "corpus/$t" 2>&1 | tail -n 25; then
         echo "!! $t: crash or limit breach, see fuzz/artifacts/$t/"
