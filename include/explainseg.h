@@ -88,6 +88,9 @@ enum EsStatus
   ES_STATUS_PANIC = 15,
   // A CUDA call failed on a working device (out of memory, a failed launch).
   ES_STATUS_CUDA = 16,
+  // A size asked for by a file or a parameter is above a resource limit
+  // (`explainseg_limits_set` raises them); the message names it.
+  ES_STATUS_LIMIT_EXCEEDED = 17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -265,6 +268,44 @@ typedef struct EsModel EsModel;
 // A segmentation or attribution result (opaque). Free it with `explainseg_result_free`.
 typedef struct EsResult EsResult;
 
+// The limits, with defaults that suit a scanner processing untrusted files.
+typedef struct Limits Limits;
+
+// Resource limits, checked before memory is reserved for any size that a file or
+// a parameter asks for. Start from `explainseg_limits_default()`, change fields,
+// then `explainseg_limits_set()`. Every field must be at least 1. A call that
+// exceeds one returns `ES_STATUS_LIMIT_EXCEEDED`, and the last error names the
+// limit, the value asked for and the maximum.
+typedef struct EsLimits {
+  // Pixels (width × height) of any decoded or resized image (default 2^26).
+  uint64_t image_pixels;
+  // Bytes a decoder may allocate for one image (default 2^29, 512 MiB).
+  uint64_t decoded_bytes;
+  // Tokens (patches + 1) of one network input (default 1025).
+  uint64_t tokens;
+  // Elements of one `.npy` array (default 2^26).
+  uint64_t npy_elements;
+  // Images or tiles of one data set (default 2^20).
+  uint64_t dataset_items;
+  // IG steps × NoiseTunnel samples (default 10000).
+  uint64_t ig_passes;
+  // DenseCRF iterations (default 1000).
+  uint64_t crf_iterations;
+  // Cells of an NCut grid (default 65536).
+  uint64_t ncut_nodes;
+  // Edges of an NCut graph (default 2^25).
+  uint64_t ncut_edges;
+  // Nodes of a TokenCut / MaskCut graph (default 4096).
+  uint64_t tokencut_nodes;
+  // NCut foreground dilation radius in pixels (default 1024).
+  uint64_t dilation_px;
+  // Worker threads of one call (default 256).
+  uint64_t threads;
+  // 1: accept damaged images (JPEG warnings, DICOM inconsistencies); 0: refuse
+  // them (default).
+  uint8_t lenient_decoding;
+} EsLimits;
+
 // Foreground IoU and Dice of one mask (the paper's metrics; both 1 when both
 // masks are empty).
 typedef struct EsScores {
@@ -433,6 +474,22 @@ EsStatus explainseg_image_size(const struct EsImage *image, uint32_t *width, uin
 // # Safety
 // `image` must be NULL or come from this library and not be freed before.
 void explainseg_image_free(struct EsImage *image);
+
+// The default limits (what a process starts with).
+struct EsLimits explainseg_limits_default(void);
+
+// Writes the limits now in force to `*out`.
+//
+// # Safety
+// `out` must be NULL or writable.
+EsStatus explainseg_limits_get(struct EsLimits *out);
+
+// Replaces the limits for the whole process (all threads, all handles). A zero
+// field is `ES_STATUS_INVALID_PARAM` and changes nothing.
+//
+// # Safety
+// `limits` must be NULL or point to a readable `EsLimits`.
+EsStatus explainseg_limits_set(const struct EsLimits *limits);
 
 // Scores `pred` against `truth`, `len` bytes each (nonzero = foreground).
 //

@@ -59,6 +59,14 @@ pub enum Error {
     /// A broken internal invariant; a bug in explainseg.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A size asked for by a file or a parameter is above a resource limit
+    /// (see [`crate::limits`]); nothing was allocated for it.
+    #[error("limit `{limit}` exceeded: {asked} asked for, at most {max} allowed (raise it with `--limit {limit}=N`, `EsLimits` or `explainseg::limits::set` if the input is trusted)")]
+    LimitExceeded {
+        limit: &'static str,
+        asked: u64,
+        max: u64,
+    },
 }
 
 impl Error {

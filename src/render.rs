@@ -42,8 +42,7 @@ pub fn write_mask_png(path: &Path, mask: ArrayView2<bool>) -> Result<()> {
     let data: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
     let img = image::GrayImage::from_raw(w as u32, h as u32, data)
         .ok_or_else(|| Error::Internal("mask buffer size".into()))?;
-    img.save(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    save_png_atomic(path, &image::DynamicImage::ImageLuma8(img))
 }
 
 /// Reads a PNG/JPEG/TIFF mask: pixels > 127 (of the first channel) are foreground.
@@ -129,8 +128,17 @@ pub fn overlay(
 pub fn write_rgb_png(path: &Path, rgb: Vec<u8>, height: usize, width: usize) -> Result<()> {
     let img = image::RgbImage::from_raw(width as u32, height as u32, rgb)
         .ok_or_else(|| Error::Internal("image buffer size".into()))?;
-    img.save(path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    save_png_atomic(path, &image::DynamicImage::ImageRgb8(img))
+}
+
+/// Encodes `img` as PNG into `path` atomically; any extension but `.png` is
+/// refused before anything is created.
+fn save_png_atomic(path: &Path, img: &image::DynamicImage) -> Result<()> {
+    crate::fsutil::require_extension(path, "png")?;
+    let mut bytes = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    crate::fsutil::write_bytes_atomic(path, &bytes)
 }
 
 #[cfg(test)]

@@ -1183,3 +1183,50 @@ fn last_error_copy_truncates_without_changing_the_message() {
     let other = std::thread::spawn(last_error).join().unwrap();
     assert_eq!(other, "");
 }
+
+/// 8 threads × 100 calls on one model handle give results bit-identical to one
+/// thread's (`ES_THREAD_CALLS` overrides the 100, e.g. under ThreadSanitizer).
+#[test]
+fn one_model_eight_threads_hundred_calls() {
+    let calls: usize = std::env::var("ES_THREAD_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let (m, img) = (load_model(), load_image());
+    let params = EsSegmentParams {
+        image_size: 32,
+        ig_steps: 2,
+        nt_samples: 1,
+        threads: 1,
+        ..quick_params(EsVariant::A)
+    };
+    let single = run_segment(m, img, &params, None).1.unwrap();
+    let (m_addr, img_addr) = (m as usize, img as usize);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let single = &single;
+                s.spawn(move || {
+                    for _ in 0..calls {
+                        let (status, out) = run_segment(
+                            m_addr as *const EsModel,
+                            img_addr as *const EsImage,
+                            &params,
+                            None,
+                        );
+                        check(status, EsStatus::Ok);
+                        assert_eq!(&out.unwrap(), single);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    });
+    // SAFETY: live handles, freed once after every thread finished.
+    unsafe {
+        explainseg_image_free(img);
+        explainseg_model_free(m);
+    }
+}

@@ -1,7 +1,7 @@
 //! Keeps the crate's layer order (docs/architecture.md):
 //!
-//! error, npy, rng, hash → image, model, ig, eval → backend → attr → post, render
-//! → pipeline → dataset, train, synth → capi
+//! error, limits, fsutil, npy, rng, hash → image, model, ig, eval → backend → attr
+//! → post, render → pipeline → dataset, train, synth → capi, fuzzing
 //!
 //! A module may import from its own layer or below, never from above; and no two
 //! modules (files) import each other, except a parent and its own children.
@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[&[&str]] = &[
-    &["error", "npy", "rng", "hash"],
+    &["error", "limits", "fsutil", "npy", "npy_header", "rng", "hash"],
     &["image", "model", "ig", "eval"],
     &["backend"],
     &["attr"],
     &["post", "render"],
     &["pipeline"],
     &["dataset", "train", "synth"],
-    &["capi"],
+    &["capi", "fuzzing"],
 ];
 
 fn layer_of(top: &str) -> Option<usize> {

@@ -84,9 +84,38 @@ pub(crate) fn with_threads<T: Send>(
     if threads == 0 {
         return work();
     }
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads as usize)
-        .build()
-        .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))?;
-    pool.install(work)
+    crate::limits::check("threads", u64::from(threads))?;
+    pool_with(threads as usize)?.install(work)
+}
+
+/// One pool per thread count, built once and kept for the life of the process
+/// (a call does not start threads of its own); at most a few counts are kept.
+fn pool_with(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    static POOLS: Mutex<Option<HashMap<usize, Arc<rayon::ThreadPool>>>> = Mutex::new(None);
+    let mut pools = POOLS.lock().unwrap_or_else(|p| p.into_inner());
+    let pools = pools.get_or_insert_with(HashMap::new);
+    if let Some(p) = pools.get(&threads) {
+        return Ok(p.clone());
+    }
+    if pools.len() >= 8 {
+        return Err(Error::param(
+            "threads",
+            format!("{threads}: at most 8 distinct thread counts are used per process; reuse one of {:?}", {
+                let mut k: Vec<_> = pools.keys().copied().collect();
+                k.sort_unstable();
+                k
+            }),
+        ));
+    }
+    let pool = Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("explainseg-{i}"))
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start {threads} worker threads: {e}")))?,
+    );
+    pools.insert(threads, pool.clone());
+    Ok(pool)
 }

@@ -103,6 +103,15 @@ pub unsafe extern "C" fn explainseg_image_from_pixels(
         if pixels.is_null() {
             return Err(CapiError::Null("pixels"));
         }
+        if !matches!(channels, 1 | 3 | 4) {
+            return Err(Error::param(
+                "channels",
+                format!("must be 1 (gray), 3 (RGB) or 4 (RGBA), got {channels}"),
+            )
+            .into());
+        }
+        // Size and limits first: nothing is read before they hold.
+        crate::image::check_size_for_capi(width, height)?;
         let row_bytes = (width as usize)
             .checked_mul(channels as usize)
             .ok_or_else(|| Error::param("width", "width × channels overflows"))?;
@@ -111,13 +120,34 @@ pub unsafe extern "C" fn explainseg_image_from_pixels(
         } else {
             row_stride
         };
+        if stride > isize::MAX as usize {
+            return Err(Error::param(
+                "row_stride",
+                format!("{stride} is above isize::MAX (a negative stride cast to size_t?)"),
+            )
+            .into());
+        }
+        if stride < row_bytes {
+            return Err(Error::param(
+                "row_stride",
+                format!("{stride} bytes is less than width × channels = {row_bytes}"),
+            )
+            .into());
+        }
         let len = match height {
             0 => 0,
             h => (h as usize - 1)
                 .checked_mul(stride)
                 .and_then(|n| n.checked_add(row_bytes))
-                .ok_or_else(|| Error::param("height", "image size overflows"))?,
+                .filter(|&n| n <= isize::MAX as usize)
+                .ok_or_else(|| Error::param("row_stride", "height × row_stride overflows"))?,
         };
+        // The span read must be a plausible buffer: within the decoded-bytes
+        // limit and not wrapping the address space.
+        crate::limits::check("decoded_bytes", len as u64)?;
+        if (pixels as usize).checked_add(len).is_none() {
+            return Err(Error::param("pixels", "pixels + buffer length wraps the address space").into());
+        }
         // SAFETY: `pixels` holds `len` readable bytes (caller's duty, as documented).
         let data = unsafe { std::slice::from_raw_parts(pixels, len) };
         let image = image_from_pixels(data, width, height, channels, stride)?;

@@ -30,6 +30,7 @@
 mod buffers;
 pub mod callbacks;
 pub mod image;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod params;
@@ -41,6 +42,7 @@ pub mod version;
 
 pub use callbacks::{EsAbortFn, EsCallbacks, EsProgressFn};
 pub use image::*;
+pub use limits::*;
 pub use metrics::*;
 pub use model::*;
 pub use params::*;

@@ -143,6 +143,7 @@ pub unsafe extern "C" fn explainseg_classify(
                 .index_axis(Axis(0), 0)
                 .to_vec())
         })?;
+        crate::model::check_logits(&row)?;
         let mut softmax = row.clone();
         softmax_row(&mut softmax, 1.0);
         // SAFETY: buffers and outputs writable or NULL (caller's duty).

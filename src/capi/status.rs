@@ -47,10 +47,13 @@ pub enum EsStatus {
     Panic = 15,
     /// A CUDA call failed on a working device (out of memory, a failed launch).
     Cuda = 16,
+    /// A size asked for by a file or a parameter is above a resource limit
+    /// (`explainseg_limits_set` raises them); the message names it.
+    LimitExceeded = 17,
 }
 
 impl EsStatus {
-    const ALL: [EsStatus; 17] = [
+    const ALL: [EsStatus; 18] = [
         EsStatus::Ok,
         EsStatus::NullArgument,
         EsStatus::InvalidParam,
@@ -68,6 +71,7 @@ impl EsStatus {
         EsStatus::Internal,
         EsStatus::Panic,
         EsStatus::Cuda,
+        EsStatus::LimitExceeded,
     ];
 
     /// The status with this code, if any.
@@ -95,6 +99,7 @@ impl EsStatus {
             EsStatus::Internal => c"internal error",
             EsStatus::Panic => c"panic caught at the C boundary",
             EsStatus::Cuda => c"CUDA error on the device",
+            EsStatus::LimitExceeded => c"a resource limit was exceeded",
         }
     }
 }
@@ -137,6 +142,7 @@ pub fn status_of(e: &Error) -> EsStatus {
         Error::Cuda(_) => EsStatus::Cuda,
         Error::Aborted => EsStatus::Aborted,
         Error::Internal(_) => EsStatus::Internal,
+        Error::LimitExceeded { .. } => EsStatus::LimitExceeded,
         _ => EsStatus::Internal,
     }
 }
@@ -184,7 +190,7 @@ pub(crate) fn fail(e: CapiError) -> EsStatus {
 /// that returns a status runs its whole body through this, so no panic unwinds
 /// into the caller.
 pub(crate) fn guard(body: impl FnOnce() -> CapiResult) -> EsStatus {
-    match catch_unwind(AssertUnwindSafe(body)) {
+    match silent_catch_unwind(body) {
         Ok(Ok(())) => EsStatus::Ok,
         Ok(Err(e)) => fail(e),
         Err(payload) => {
@@ -202,7 +208,52 @@ pub(crate) fn guard(body: impl FnOnce() -> CapiResult) -> EsStatus {
 /// [`guard`] for functions that return a value instead of a status: `fallback`
 /// when the body panics.
 pub(crate) fn guard_value<T>(fallback: T, body: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+    silent_catch_unwind(body).unwrap_or(fallback)
+}
+
+/// C-boundary calls running in the process.
+static ACTIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+thread_local! {
+    /// Depth of C-boundary calls on this thread; the panic hook stays silent
+    /// while it is above zero (the panic is reported through the last error).
+    static IN_CAPI: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Installs, once per process, a panic hook that prints nothing for panics
+/// raised inside a C-boundary call on the panicking thread, and defers to the
+/// previous hook for every other panic. Worker threads of the library's pools
+/// are marked by [`mark_worker_silent`].
+fn install_silent_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            // Silent on the calling thread of a C call, and on pool workers
+            // while any C call is running (their panics reach the caller).
+            let silent = IN_CAPI.try_with(|d| d.get() > 0).unwrap_or(false)
+                || (ACTIVE.load(std::sync::atomic::Ordering::SeqCst) > 0
+                    && (rayon::current_thread_index().is_some()
+                        || std::thread::current()
+                            .name()
+                            .is_some_and(|n| n.starts_with("explainseg-"))));
+            if !silent {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// `catch_unwind` with the panic message kept off stderr.
+fn silent_catch_unwind<T>(body: impl FnOnce() -> T) -> std::thread::Result<T> {
+    use std::sync::atomic::Ordering;
+    install_silent_hook();
+    IN_CAPI.with(|d| d.set(d.get() + 1));
+    ACTIVE.fetch_add(1, Ordering::SeqCst);
+    let r = catch_unwind(AssertUnwindSafe(body));
+    ACTIVE.fetch_sub(1, Ordering::SeqCst);
+    IN_CAPI.with(|d| d.set(d.get().saturating_sub(1)));
+    r
 }
 
 /// Static description of a status code; "unknown status" for codes this

@@ -153,12 +153,38 @@ fn resolve(root: &Path, t: &Table, row: &Row, rel: &str, image: Option<&Path>) -
 }
 
 fn collect_dicoms(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut seen = std::collections::HashSet::new();
+    collect_dicoms_in(dir, out, &mut seen, 0);
+}
+
+/// The walk of [`collect_dicoms`]: each real folder is entered once (symbolic
+/// links that loop back are skipped), at most 64 levels deep, and it stops at the
+/// `dataset_items` limit.
+fn collect_dicoms_in(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    let Ok(real) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    if !seen.insert(real) {
+        return;
+    }
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
+    let max = crate::limits::current().dataset_items;
     for p in entries.filter_map(|e| e.ok().map(|e| e.path())) {
+        if out.len() as u64 >= max {
+            return;
+        }
         if p.is_dir() {
-            collect_dicoms(&p, out);
+            collect_dicoms_in(&p, out, seen, depth + 1);
         } else if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("dcm")) {
             out.push(p);
         }

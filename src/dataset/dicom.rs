@@ -73,10 +73,100 @@ mod with_dicom {
                 .to_int::<u32>()
                 .map_err(|e| fail(path, format!("{name}: {e}")))
         };
-        Ok((get(COLUMNS, "Columns")?, get(ROWS, "Rows")?))
+        let (w, h) = (get(COLUMNS, "Columns")?, get(ROWS, "Rows")?);
+        crate::limits::check_product("image_pixels", &[u64::from(w), u64::from(h)])?;
+        Ok((w, h))
+    }
+
+    /// Checks the header against the limits and the PixelData element against the
+    /// file before anything is decoded: the parser allocates the declared length.
+    fn precheck(path: &Path) -> Result<()> {
+        let strict = !crate::limits::lenient();
+        let head = OpenFileOptions::new()
+            .read_until(PIXEL_DATA)
+            .open_file(path)
+            .map_err(|e| fail(path, e))?;
+        let get = |tag: Tag, name: &str| -> Result<u64> {
+            head.element(tag)
+                .map_err(|e| fail(path, format!("{name}: {e}")))?
+                .to_int::<u64>()
+                .map_err(|e| fail(path, format!("{name}: {e}")))
+        };
+        let (rows, cols) = (get(ROWS, "Rows")?, get(COLUMNS, "Columns")?);
+        let spp = get(Tag(0x0028, 0x0002), "SamplesPerPixel").unwrap_or(1);
+        let bits_alloc = get(Tag(0x0028, 0x0100), "BitsAllocated")?;
+        let bits_stored = get(Tag(0x0028, 0x0101), "BitsStored").unwrap_or(bits_alloc);
+        if rows == 0 || cols == 0 {
+            return Err(fail(path, format!("empty image {cols}x{rows}")));
+        }
+        if !(1..=16).contains(&bits_stored) || bits_stored > bits_alloc.max(1) {
+            if strict {
+                return Err(fail(
+                    path,
+                    format!("BitsStored {bits_stored} is not in 1..=BitsAllocated ({bits_alloc}); pass --lenient to accept it"),
+                ));
+            }
+        }
+        let pixels = crate::limits::check_product("image_pixels", &[rows, cols])?;
+        let expected = crate::limits::check_product(
+            "decoded_bytes",
+            &[pixels, spp.max(1), bits_alloc.max(1).div_ceil(8)],
+        )?;
+        // 8 bytes per sample: the f64 frame the converter builds.
+        crate::limits::check_product("decoded_bytes", &[pixels, spp.max(1), 8])?;
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let Some((at, declared)) = pixel_data_length(&bytes) else {
+            return Err(fail(path, "no PixelData element"));
+        };
+        if declared == u32::MAX {
+            return Ok(()); // encapsulated: refused later as compressed
+        }
+        let available = bytes.len().saturating_sub(at) as u64;
+        if u64::from(declared) > available {
+            return Err(fail(
+                path,
+                format!("PixelData declares {declared} bytes, but the file holds {available} after it"),
+            ));
+        }
+        let even = expected + (expected & 1);
+        if strict && u64::from(declared) != expected && u64::from(declared) != even {
+            return Err(fail(
+                path,
+                format!(
+                    "PixelData holds {declared} bytes, but rows × columns × samples × bytes = {rows} × {cols} × {spp} × {} = {expected}; pass --lenient to accept it",
+                    bits_alloc.div_ceil(8)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The offset just after the last PixelData element header and its declared
+    /// length (explicit or implicit VR, little- or big-endian).
+    fn pixel_data_length(b: &[u8]) -> Option<(usize, u32)> {
+        let le = b.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]);
+        let be = b.windows(4).rposition(|w| w == [0x7F, 0xE0, 0x00, 0x10]);
+        let (pos, big) = match (le, be) {
+            (Some(l), Some(g)) if g > l => (g, true),
+            (Some(l), _) => (l, false),
+            (None, Some(g)) => (g, true),
+            (None, None) => return None,
+        };
+        let rd = |o: usize| -> Option<u32> {
+            let s: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
+            Some(if big { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) })
+        };
+        let vr = b.get(pos + 4..pos + 6)?;
+        if vr.iter().all(u8::is_ascii_uppercase) {
+            // Explicit VR: OB/OW/UN have 2 reserved bytes and a 4-byte length.
+            Some((pos + 12, rd(pos + 8)?))
+        } else {
+            Some((pos + 8, rd(pos + 4)?))
+        }
     }
 
     pub(crate) fn read_dicom(path: &Path) -> Result<DecodedImage> {
+        precheck(path)?;
         let obj = dicom_object::open_file(path).map_err(|e| fail(path, e))?;
         let px = obj.decode_pixel_data().map_err(|e| fail(path, e))?;
         let (w, h) = (px.columns(), px.rows());

@@ -26,7 +26,7 @@ pub fn image_size(path: &Path) -> Result<(u32, u32)> {
     if is_dicom(&head) {
         return dicom_size(path);
     }
-    match detect_format(&head) {
+    let (w, h) = match detect_format(&head) {
         Some(ImageFormat::Png) if head.len() >= 24 => Ok((
             u32::from_be_bytes(head[16..20].try_into().expect("4 bytes")),
             u32::from_be_bytes(head[20..24].try_into().expect("4 bytes")),
@@ -44,7 +44,9 @@ pub fn image_size(path: &Path) -> Result<(u32, u32)> {
         _ => Err(fail(
             "unrecognised format: expected PNG, JPEG, TIFF or DICOM",
         )),
-    }
+    }?;
+    crate::limits::check_product("image_pixels", &[u64::from(w), u64::from(h)])?;
+    Ok((w, h))
 }
 
 /// Walks the JPEG markers to the first start-of-frame (SOF0..SOF15 but DHT, JPG, DAC).

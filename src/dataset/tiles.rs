@@ -28,9 +28,21 @@ pub fn tile_origins(len: u32, tile: u32) -> Vec<u32> {
 ///
 /// # Errors
 /// Header errors, or [`crate::Error::Shape`] when the mask's size differs from the image's.
+/// How many origins [`tile_origins`] gives, without building them.
+fn tile_origins_len(len: u32, tile: u32) -> u64 {
+    if tile == 0 || len <= tile {
+        1
+    } else {
+        u64::from(len.div_ceil(tile))
+    }
+}
+
 pub fn tile_sample(sample: &Sample, tile_px: u32) -> Result<Vec<Sample>> {
     let (w, h) = sample.size()?;
     let (th, tw) = (tile_px.min(h), tile_px.min(w));
+    crate::limits::check("image_pixels", u64::from(w) * u64::from(h))?;
+    let (rows, cols) = (tile_origins_len(h, tile_px), tile_origins_len(w, tile_px));
+    crate::limits::check_product("dataset_items", &[rows, cols])?;
     let mut out = Vec::new();
     for top in tile_origins(h, tile_px) {
         for left in tile_origins(w, tile_px) {

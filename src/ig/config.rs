@@ -40,6 +40,7 @@ impl IgConfig {
         if self.batch_size == 0 {
             return Err(Error::param("batch_size", "must be at least 1"));
         }
+        crate::limits::check("ig_passes", self.n_steps as u64)?;
         quadrature(self.method, self.n_steps).map(|_| ())
     }
 }

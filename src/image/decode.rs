@@ -14,8 +14,12 @@
 //!   an alpha channel is **dropped, not composited** over any background (as
 //!   Pillow's `convert("RGB")` does).
 //! * EXIF orientation is ignored (as `Image.open` and torchvision ignore it).
-//! * Images above [`MAX_PIXELS`] pixels are refused before their pixels are
-//!   allocated.
+//! * Images above [`MAX_PIXELS`] pixels, or above the `image_pixels` and
+//!   `decoded_bytes` limits of [`crate::limits`], are refused before their pixels
+//!   are allocated ([`Error::LimitExceeded`]).
+//! * Decoding is strict: a JPEG warning (corrupt scan data, a bad Huffman code,
+//!   premature end of data) is an error, unless
+//!   [`crate::limits::Limits::lenient_decoding`] is set.
 //! * Empty, truncated and corrupt files are [`Error::Decode`] errors naming the
 //!   path, never panics. A JPEG whose data ends before libjpeg has finished
 //!   (including one that only lacks its EOI marker) is "truncated", as in
@@ -148,7 +152,8 @@ impl DecodedImage {
     }
 }
 
-/// Checks a width/height pair against zero and [`MAX_PIXELS`].
+/// Checks a width/height pair against zero, [`MAX_PIXELS`] and the
+/// `image_pixels` limit.
 pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
     if width == 0 || height == 0 {
         return Err(Error::param(
@@ -157,6 +162,7 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
         ));
     }
     let n = u64::from(width) * u64::from(height);
+    crate::limits::check("image_pixels", n)?;
     if n > MAX_PIXELS {
         return Err(Error::param(
             "image size",
@@ -164,6 +170,33 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A decoder failure: a message, or a crate error (a limit) kept as it is.
+enum Fail {
+    Msg(String),
+    Lib(Error),
+}
+
+impl From<String> for Fail {
+    fn from(s: String) -> Self {
+        Fail::Msg(s)
+    }
+}
+
+impl From<&str> for Fail {
+    fn from(s: &str) -> Self {
+        Fail::Msg(s.to_string())
+    }
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::LimitExceeded { .. } => Fail::Lib(e),
+            other => Fail::Msg(other.to_string()),
+        }
+    }
 }
 
 /// Finds the format from the first bytes, or `None` for anything else.
@@ -221,7 +254,8 @@ pub fn decode_image_bytes(bytes: &[u8], hint_path_for_errors: &Path) -> Result<D
     }));
     match outcome {
         Ok(Ok(img)) => Ok(img),
-        Ok(Err(reason)) => Err(fail(reason)),
+        Ok(Err(Fail::Msg(reason))) => Err(fail(reason)),
+        Ok(Err(Fail::Lib(e))) => Err(e),
         Err(payload) => {
             let msg = payload
                 .downcast_ref::<String>()
@@ -267,9 +301,69 @@ impl BufRead for EofTrackingReader<'_> {
     }
 }
 
-fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
+thread_local! {
+    /// The first libjpeg warning of the decode running on this thread.
+    static JPEG_WARNING: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// libjpeg's message hook: records the first warning (level −1: corrupt data,
+/// bad Huffman code, premature end) and ignores trace messages.
+extern "C-unwind" fn record_jpeg_warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::ffi::c_int) {
+    if level >= 0 {
+        return;
+    }
+    let mut text = String::from("corrupt JPEG data");
+    // SAFETY: libjpeg calls this hook with a live `cinfo` whose `err` points to
+    // the error manager we installed; `format_message` writes at most 80 bytes.
+    unsafe {
+        if let Some(err) = cinfo.err.as_ref() {
+            if let Some(fmt) = err.format_message {
+                let buffer = [0u8; 80];
+                fmt(cinfo, &buffer);
+                let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
+                text = String::from_utf8_lossy(&buffer[..end]).into_owned();
+            }
+        }
+    }
+    JPEG_WARNING.with(|w| {
+        let mut w = w.borrow_mut();
+        if w.is_none() {
+            *w = Some(text);
+        }
+    });
+}
+
+/// libjpeg's fatal-error hook: unwinds with the message (caught by the caller).
+extern "C-unwind" fn unwind_jpeg_error(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    let mut text = String::from("libjpeg fatal error");
+    // SAFETY: as in `record_jpeg_warning`.
+    unsafe {
+        if let Some(err) = cinfo.err.as_ref() {
+            if let Some(fmt) = err.format_message {
+                let buffer = [0u8; 80];
+                fmt(cinfo, &buffer);
+                let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
+                text = format!("libjpeg fatal error: {}", String::from_utf8_lossy(&buffer[..end]));
+            }
+        }
+    }
+    std::panic::resume_unwind(Box::new(text));
+}
+
+fn jpeg_error_mgr() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: jpeg_std_error fills every field of a zeroed manager.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(unwind_jpeg_error);
+    err.emit_message = Some(record_jpeg_warning);
+    err
+}
+
+fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, Fail> {
     use mozjpeg::{ColorSpace, DctMethod};
 
+    JPEG_WARNING.with(|w| w.borrow_mut().take());
+    let strict = !crate::limits::lenient();
     let hit_eof = Rc::new(Cell::new(false));
     let reader = EofTrackingReader {
         data: bytes,
@@ -277,6 +371,7 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
         hit_eof: Rc::clone(&hit_eof),
     };
     let mut dec = mozjpeg::Decompress::builder()
+        .with_err(jpeg_error_mgr())
         .from_reader(reader)
         .map_err(|e| format!("JPEG header: {e}"))?;
     match dec.color_space() {
@@ -284,7 +379,8 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
         other => {
             return Err(format!(
                 "unsupported JPEG colour space {other:?}: only grayscale, YCbCr and RGB JPEGs are supported"
-            ))
+            )
+            .into())
         }
     }
     let (w, h) = dec.size();
@@ -292,7 +388,8 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
         u32::try_from(w).map_err(|_| format!("JPEG width {w} too large"))?,
         u32::try_from(h).map_err(|_| format!("JPEG height {h} too large"))?,
     );
-    check_size(width, height).map_err(|e| e.to_string())?;
+    check_size(width, height)?;
+    crate::limits::check_product("decoded_bytes", &[u64::from(width), u64::from(height), 3])?;
     // Pillow's settings, which are also libjpeg's defaults.
     dec.dct_method(DctMethod::IntegerSlow);
     dec.do_fancy_upsampling(true);
@@ -306,12 +403,21 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
     if hit_eof.get() {
         return Err("truncated JPEG: the data ends before the image is complete".into());
     }
+    if let Some(warning) = JPEG_WARNING.with(|w| w.borrow_mut().take()) {
+        if strict {
+            return Err(format!(
+                "damaged JPEG ({warning}); pass --lenient (or set lenient_decoding) to accept it"
+            )
+            .into());
+        }
+    }
     if data.len() != w * h * 3 {
         return Err(format!(
             "JPEG decoder returned {} samples, expected {}",
             data.len(),
             w * h * 3
-        ));
+        )
+        .into());
     }
     // Dropping `started` destroys the decompressor without reading to EOI.
     drop(started);
@@ -325,12 +431,18 @@ fn decode_jpeg(bytes: &[u8]) -> std::result::Result<DecodedImage, String> {
 fn decode_with_image_crate(
     bytes: &[u8],
     format: ImageFormat,
-) -> std::result::Result<DecodedImage, String> {
+) -> std::result::Result<DecodedImage, Fail> {
     let mut limits = Limits::default();
     // RGBA16 is the widest buffer the decoders allocate (8 bytes per pixel).
-    limits.max_alloc = Some(MAX_PIXELS * 8);
+    limits.max_alloc = Some((MAX_PIXELS * 8).min(crate::limits::current().decoded_bytes));
     let dynimg = match format {
         ImageFormat::Png => {
+            // The size from IHDR, checked before the decoder sizes any buffer.
+            if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+                let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+                let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+                check_size(w, h)?;
+            }
             let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
                 .map_err(|e| format!("PNG: {e}"))?;
             from_decoder(d)?
@@ -358,7 +470,8 @@ fn decode_with_image_crate(
             return Err(format!(
                 "unsupported sample type {:?}: only 8- and 16-bit integer images are supported",
                 other.color()
-            ))
+            )
+            .into())
         }
     };
     if pixels.len() != n * 3 {
@@ -366,7 +479,8 @@ fn decode_with_image_crate(
             "decoder returned {} samples, expected {}",
             pixels.len(),
             n * 3
-        ));
+        )
+        .into());
     }
     Ok(DecodedImage {
         width,
@@ -375,10 +489,12 @@ fn decode_with_image_crate(
     })
 }
 
-fn from_decoder<D: ImageDecoder>(decoder: D) -> std::result::Result<DynamicImage, String> {
+fn from_decoder<D: ImageDecoder>(decoder: D) -> std::result::Result<DynamicImage, Fail> {
     let (w, h) = decoder.dimensions();
-    check_size(w, h).map_err(|e| e.to_string())?;
-    DynamicImage::from_decoder(decoder).map_err(|e| e.to_string())
+    check_size(w, h)?;
+    // The decoded buffer, then the RGB copy made from it (at most as large).
+    crate::limits::check("decoded_bytes", decoder.total_bytes())?;
+    DynamicImage::from_decoder(decoder).map_err(|e| Fail::Msg(e.to_string()))
 }
 
 /// Replicates the first sample of every `stride`-sample pixel into R, G and B.
@@ -441,7 +557,12 @@ mod tests {
     fn size_guard() {
         assert!(check_size(1, 1).is_ok());
         assert!(check_size(0, 5).is_err());
-        assert!(check_size(1 << 15, 1 << 13).is_ok());
+        // The default `image_pixels` limit (2^26) is below MAX_PIXELS (2^28).
+        assert!(check_size(1 << 13, 1 << 13).is_ok());
+        assert!(matches!(
+            check_size(1 << 15, 1 << 13),
+            Err(Error::LimitExceeded { limit: "image_pixels", .. })
+        ));
         assert!(check_size(1 << 15, (1 << 13) + 1).is_err());
     }
 

@@ -30,6 +30,7 @@
 
 mod decode;
 pub mod grid;
+pub(crate) use decode::check_size as check_size_for_capi;
 mod normalize;
 mod pipeline;
 mod resize;

@@ -72,6 +72,7 @@ impl ResizeMode {
         match *self {
             ResizeMode::None => Ok(()),
             ResizeMode::DinoEval { short_side, crop } => {
+                crate::limits::check_product("image_pixels", &[crop as u64, crop as u64])?;
                 if short_side == 0 || crop == 0 || crop > short_side {
                     return Err(Error::param(
                         "resize.crop",
@@ -85,7 +86,10 @@ impl ResizeMode {
             ResizeMode::ShortSide { short_side: 0 } => {
                 Err(Error::param("resize.short_side", "must be at least 1"))
             }
-            ResizeMode::ShortSide { .. } => Ok(()),
+            ResizeMode::ShortSide { short_side } => {
+                crate::limits::check_product("image_pixels", &[short_side as u64, short_side as u64])
+                    .map(|_| ())
+            }
             ResizeMode::Fixed { height, width } => check_size(width, height),
             ResizeMode::PatchMultiple { patch: 0 } => {
                 Err(Error::param("resize.patch", "must be at least 1"))

@@ -94,10 +94,24 @@ impl VitConfig {
                 format!("{height}×{width} is not a positive multiple of the patch size {p}"),
             ));
         }
-        Ok((height / p, width / p))
+        let grid = (height / p, width / p);
+        // Tokens (patches + CLS) bound the attention buffers (batch·heads·T²).
+        crate::limits::check_product("tokens", &[grid.0 as u64, grid.1 as u64])
+            .and_then(|n| crate::limits::check("tokens", n.saturating_add(1)))?;
+        Ok(grid)
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        for (name, v) in [
+            ("embedding width", self.dim),
+            ("patch size", self.patch),
+            ("mlp hidden width", self.mlp_hidden),
+            ("positional patches", self.pos_patches),
+        ] {
+            if v == 0 {
+                return Err(Error::param("model", format!("{name} is 0")));
+            }
+        }
         if self.heads == 0 || self.dim % self.heads != 0 {
             return Err(Error::param(
                 "num_heads",
@@ -117,7 +131,7 @@ impl VitConfig {
             ));
         }
         if let Some((r, c)) = self.pos_grid {
-            if r * c != self.pos_patches {
+            if r.checked_mul(c) != Some(self.pos_patches) {
                 return Err(Error::param(
                     "pos_grid",
                     format!(

@@ -146,6 +146,7 @@ fn load_vit_from(
         None => None,
     };
     let weights = take_weights(canon.backbone, &config, backbone_path)?;
+    super::validate::check_finite(&weights, head.as_ref(), backbone_path, &head_source)?;
     let normalization = stored_normalization(&metadata, backbone_path)?;
     let class_names = match metadata.get("class_names") {
         Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|_| {

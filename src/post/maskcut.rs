@@ -64,7 +64,8 @@ pub fn maskcut_patch_masks(
 ) -> Result<Vec<Array2<bool>>> {
     let (rows, cols) = grid;
     let (n, d) = features.dim();
-    if rows * cols != n {
+    crate::limits::check("tokencut_nodes", n as u64)?;
+    if rows.checked_mul(cols) != Some(n) {
         return Err(Error::shape(
             "features (rows·cols, D)",
             &[rows * cols, d],

@@ -18,7 +18,7 @@ use output::Output;
     name = "explainseg",
     version,
     about = "Turn a ViT image classifier into a segmenter: Integrated Gradients + NoiseTunnel, Normalized Cut, DenseCRF (ExplainSeg)",
-    after_help = "Exit codes:\n  0  success\n  1  runtime failure (missing or bad file, bad model, I/O, CUDA not available)\n  2  usage error (unknown command, flag or value)\n\nRun `explainseg <command> --help` for a command's flags and examples."
+    after_help = "Exit codes:\n  0  success\n  1  runtime failure (missing or bad file, bad model, I/O, CUDA not available,\n     a resource limit exceeded: raise it with --limit NAME=VALUE)\n  2  usage error (unknown command, flag or value)\n\nRun `explainseg <command> --help` for a command's flags and examples."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -32,6 +32,16 @@ struct Cli {
     /// Print one JSON object with the result (for scripts).
     #[arg(long, global = true)]
     json: bool,
+    /// Raise or lower a resource limit, NAME=VALUE (repeatable): image_pixels,
+    /// decoded_bytes, tokens, npy_elements, dataset_items, ig_passes,
+    /// crf_iterations, ncut_nodes, ncut_edges, tokencut_nodes, dilation_px,
+    /// threads. See docs/reliability.md for the defaults.
+    #[arg(long = "limit", global = true, value_name = "NAME=VALUE")]
+    limits: Vec<String>,
+    /// Accept damaged images (JPEG corrupt-data warnings, DICOM header and
+    /// PixelData inconsistencies) instead of refusing them.
+    #[arg(long, global = true)]
+    lenient: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -132,10 +142,26 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
         json: cli.json,
     };
+    let mut limits = explainseg::limits::current();
+    limits.lenient_decoding = cli.lenient;
+    for spec in &cli.limits {
+        if let Err(e) = limits.apply(spec) {
+            eprintln!("error: --limit: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    if let Err(e) = explainseg::limits::set(limits) {
+        eprintln!("error: --limit: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(n) = cli.threads {
         if n == 0 {
             eprintln!("error: --threads must be at least 1");
             return ExitCode::from(2);
+        }
+        if let Err(e) = explainseg::limits::check("threads", n as u64) {
+            eprintln!("error: --threads: {e}");
+            return ExitCode::FAILURE;
         }
         if let Err(e) = rayon::ThreadPoolBuilder::new()
             .num_threads(n)

@@ -102,6 +102,7 @@ impl CrfParams {
     /// [`Error::InvalidParam`] for a standard deviation that is not finite and positive,
     /// or a weight that is not finite.
     pub fn validate(&self) -> Result<()> {
+        crate::limits::check("crf_iterations", self.n_iterations as u64)?;
         for (name, v) in [
             ("pos_sxy_px", self.pos_sxy_px),
             ("bi_sxy_px", self.bi_sxy_px),

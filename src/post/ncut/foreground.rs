@@ -77,6 +77,7 @@ impl NcutForegroundParams {
     /// # Errors
     /// [`Error::InvalidParam`] if `sigma_r_per_std` is not finite and positive.
     pub fn validate(&self) -> Result<()> {
+        crate::limits::check("dilation_px", self.dilation_radius_px as u64)?;
         if let Some(k) = self.sigma_r_per_std {
             if !(k.is_finite() && k > 0.0) {
                 return Err(Error::param(

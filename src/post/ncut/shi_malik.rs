@@ -16,6 +16,17 @@ use ndarray::{Array1, Array2, ArrayView2};
 use super::lanczos::{fiedler_sparse, SparseFiedler, SparseGraph};
 use crate::error::{Error, Result};
 
+/// Checks the cells and (an upper bound of) the edges of a grid graph against
+/// the `ncut_nodes` / `ncut_edges` limits.
+fn check_graph_size(grid: (usize, usize), radius: f32) -> Result<()> {
+    let nodes = crate::limits::check_product("ncut_nodes", &[grid.0 as u64, grid.1 as u64])?;
+    let side = if radius.is_finite() { (2.0 * radius.max(0.0).floor() + 1.0) as f64 } else { f64::INFINITY };
+    // The neighbourhood window is visited whole, so it counts unclipped.
+    let per_node = (side * side).min(u64::MAX as f64) as u64;
+    crate::limits::check_product("ncut_edges", &[nodes, per_node.max(1)])?;
+    Ok(())
+}
+
 /// Parameters of [`shi_malik_ncut`]. Defaults: a 56×56 grid, `σ_r = 0.1`,
 /// `σ_x = 4` cells, `radius = 5` cells.
 #[derive(Clone, Debug, PartialEq)]
@@ -63,6 +74,9 @@ impl ShiMalikParams {
                 "radius",
                 format!("must be finite and ≥ 1 (grid cells), got {}", self.radius),
             ));
+        }
+        if let Some(grid) = self.grid {
+            check_graph_size(grid, self.radius)?;
         }
         if let Some((r, c)) = self.grid {
             if r.checked_mul(c).is_none_or(|n| n < 2) {
@@ -298,6 +312,7 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     params.validate()?;
     check_map(&map)?;
     let size = params.grid.unwrap_or(map.dim());
+    check_graph_size(size, params.radius)?;
     if size.0 * size.1 < 2 {
         return Err(Error::param(
             "map",

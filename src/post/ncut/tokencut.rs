@@ -108,6 +108,7 @@ pub fn tokencut_bipartition(
 ) -> Result<TokenCutOutput> {
     let (rows, cols) = grid;
     let (n, dim) = features.dim();
+    crate::limits::check("tokencut_nodes", n as u64)?;
     if rows.checked_mul(cols) != Some(n) {
         return Err(Error::shape(
             format!("features (rows·cols, D) for grid {rows}×{cols}"),

@@ -79,20 +79,33 @@ pub fn run(args: &AttributeArgs, out: &Output) -> Result<()> {
 /// Writes one output file at the given path.
 pub type Writer<'a> = &'a dyn Fn(&Path) -> explainseg::Result<()>;
 
-/// Writes every file or none: on the first failure, removes what was written.
+/// Writes every file or none: each is written under a temporary name first;
+/// only when all succeeded are they renamed into place. On a failure the
+/// temporary files are removed and the files that existed before are untouched.
 pub fn write_all(dir: &Path, files: &[(&str, Writer)]) -> Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create output folder {}", dir.display()))?;
-    let mut written = Vec::new();
+    let mut staged: Vec<(std::path::PathBuf, std::path::PathBuf)> = Vec::new();
+    let discard = |staged: &[(std::path::PathBuf, std::path::PathBuf)]| {
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
     for (name, write) in files {
         let path = dir.join(name);
-        if let Err(e) = write(&path) {
-            for p in written.iter().chain(std::iter::once(&path)) {
-                let _ = std::fs::remove_file(p);
-            }
+        let tmp = explainseg::fsutil::temp_sibling(&path);
+        if let Err(e) = write(&tmp) {
+            let _ = std::fs::remove_file(&tmp);
+            discard(&staged);
             return Err(e.into());
         }
-        written.push(path);
+        staged.push((tmp, path));
+    }
+    for (i, (tmp, path)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            discard(&staged[i..]);
+            return Err(anyhow::Error::from(e).context(format!("cannot write {}", path.display())));
+        }
     }
     Ok(())
 }

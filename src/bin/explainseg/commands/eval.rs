@@ -276,7 +276,9 @@ fn claim_output(dir: &Path, config: &serde_json::Value) -> Result<()> {
 
 /// A file name made from a sample id.
 fn file_stem(id: &str) -> String {
-    id.chars()
+    // Then no leading dot: an id of `..` (from an image named `...png`) must not
+    // name the parent folder.
+    explainseg::fsutil::sanitize_id(&id.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
                 c
@@ -284,7 +286,7 @@ fn file_stem(id: &str) -> String {
                 '_'
             }
         })
-        .collect()
+        .collect::<String>())
 }
 
 pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {

@@ -149,20 +149,55 @@ pub struct CrfCmdArgs {
 
 pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     let pixels = image_pixels(&args.image)?;
+    explainseg::fsutil::require_extension(&args.out, "png")?;
+    if let Some(p) = &args.probs {
+        explainseg::fsutil::require_extension(p, "npy")?;
+    }
     let mask = read_mask(&args.mask)?;
     let (h, w) = (pixels.dim().0, pixels.dim().1);
+    if mask.dim() != (h, w) {
+        anyhow::bail!(
+            "{}: the mask is {}x{} pixels but the image is {w}x{h}; they must match",
+            args.mask.display(),
+            mask.dim().1,
+            mask.dim().0
+        );
+    }
     let unary = unary_from_mask(mask.view(), h, w)?;
     let busy = spinner(out, "DenseCRF");
     let res = dense_crf(pixels.view(), unary.view(), &args.crf_args.params())?;
     busy.finish_and_clear();
     let refined: Array2<bool> = res.labels.mapv(|l| l == 1);
-    explainseg::render::write_mask_png(&args.out, refined.view())?;
-    if let Some(p) = &args.probs {
-        if let Err(e) = explainseg::npy::write(p, &res.probs) {
-            let _ = std::fs::remove_file(&args.out);
+    // Both outputs staged under temporary names, renamed only when both are
+    // complete: a failure leaves neither a new file nor a changed old one.
+    let tmp_mask = explainseg::fsutil::temp_sibling(&args.out);
+    let staged = explainseg::render::write_mask_png(&tmp_mask, refined.view()).and_then(|()| {
+        match &args.probs {
+            Some(p) => {
+                let tmp = explainseg::fsutil::temp_sibling(p);
+                explainseg::npy::write(&tmp, &res.probs).map(|()| Some((tmp, p.clone())))
+            }
+            None => Ok(None),
+        }
+    });
+    let probs_tmp = match staged {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp_mask);
             return Err(e.into());
         }
+    };
+    if let Some((tmp, p)) = &probs_tmp {
+        if let Err(e) = std::fs::rename(tmp, p) {
+            let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(&tmp_mask);
+            return Err(anyhow::Error::from(e).context(format!("cannot write {}", p.display())));
+        }
     }
+    std::fs::rename(&tmp_mask, &args.out).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp_mask);
+        anyhow::Error::from(e).context(format!("cannot write {}", args.out.display()))
+    })?;
     out.result(
         &format!(
             "foreground {} of {} pixels",
