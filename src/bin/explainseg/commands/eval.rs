@@ -198,8 +198,14 @@ fn explanation_key(
     explain_debug: &str,
 ) -> String {
     let m = &args.model;
+    // Devices round differently, so their explanations and scores are not mixed;
+    // the CPU adds nothing, which keeps the keys of earlier CPU runs valid.
+    let device = match m.device {
+        explainseg::backend::Device::Cpu => String::new(),
+        other => format!("|device={}", other.name()),
+    };
     format!(
-        "dataset={}|root={}|tile={}|weights={:016x}|head={:?}|noise={:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}",
+        "dataset={}|root={}|tile={}|weights={:016x}|head={:?}|noise={:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}{device}",
         args.dataset.name(),
         inputs.root.display(),
         args.tile,
