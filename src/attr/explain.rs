@@ -97,15 +97,7 @@ pub fn explain(
     let logits = engine.logits(x)?.index_axis(Axis(0), 0).to_owned();
     let predicted = argmax(logits.as_slice().expect("owned row"));
     let target = cfg.target.unwrap_or(predicted);
-    if target >= logits.len() {
-        return Err(Error::param(
-            "target",
-            format!(
-                "class {target} is out of range (the head has {} classes)",
-                logits.len()
-            ),
-        ));
-    }
+    crate::backend::input::check_class_range("target", logits.len(), &[target])?;
     let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
     let (attribution, deltas) = match &cfg.noise_tunnel {
         Some(nt) => {
