@@ -1138,6 +1138,103 @@ mod composed {
 
     const ONE: (usize, usize, usize, usize) = (1, 0, 0, 0);
 
+    // The layer GEMMs of `launch.rs` (`linear`, `linear_backward_input`, `heads_a_bt`,
+    // `heads_p_b`), argument for argument, so the calls below read as the engine's.
+
+    /// `y (rows, out) = x·Wᵀ` (`+ y` when accumulating), then the bias if any.
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        y: &mut [f32],
+        rows: usize,
+        inp: usize,
+        out: usize,
+        accumulate: bool,
+    ) {
+        let beta = if accumulate { 1.0 } else { 0.0 };
+        gemm(
+            (rows, out, inp),
+            (x, 0, inp, false),
+            (w, 0, inp, true),
+            (&mut *y, 0, out),
+            beta,
+            ONE,
+        );
+        if let Some(b) = bias {
+            let a = Args::default().out(y).inp(b).i32(rows).i32(out);
+            launch("add_bias_rows_f32", 8, 128, a, SCHEDULES[2]);
+        }
+    }
+
+    /// `dx (rows, in) = dy (rows, out)·W`, dy at `dy.1` with rows `dy_ld` apart.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_backward_input(
+        dy: (&[f32], usize),
+        dy_ld: usize,
+        w: &[f32],
+        dx: &mut [f32],
+        rows: usize,
+        inp: usize,
+        out: usize,
+        repeat: (usize, usize, usize, usize),
+    ) {
+        gemm(
+            (rows, inp, out),
+            (dy.0, dy.1, dy_ld, false),
+            (w, 0, inp, false),
+            (dx, 0, inp),
+            0.0,
+            repeat,
+        );
+    }
+
+    /// Per head: `C_h (t, t) = A_h·B_hᵀ`.
+    #[allow(clippy::too_many_arguments)]
+    fn heads_a_bt(
+        a: (&[f32], usize),
+        lda: usize,
+        b: (&[f32], usize),
+        ldb: usize,
+        c: (&mut [f32], usize),
+        t: usize,
+        hd: usize,
+        heads: usize,
+    ) {
+        gemm(
+            (t, t, hd),
+            (a.0, a.1, lda, false),
+            (b.0, b.1, ldb, true),
+            (c.0, c.1, t),
+            0.0,
+            (heads, hd, hd, t * t),
+        );
+    }
+
+    /// Per head: `C_h (t, hd) = op(P_h)·B_h`.
+    #[allow(clippy::too_many_arguments)]
+    fn heads_p_b(
+        p: (&[f32], usize),
+        p_t: bool,
+        b: (&[f32], usize),
+        ldb: usize,
+        c: (&mut [f32], usize),
+        ldc: usize,
+        t: usize,
+        hd: usize,
+        heads: usize,
+    ) {
+        gemm(
+            (t, hd, t),
+            (p.0, p.1, t, p_t),
+            (b.0, b.1, ldb, false),
+            (c.0, c.1, ldc),
+            0.0,
+            (heads, t * t, hd, hd),
+        );
+    }
+
     fn rows_grid(rows: usize) -> u32 {
         rows as u32
     }
@@ -1178,14 +1275,7 @@ mod composed {
             s,
         );
         let mut emb = vec![f32::NAN; batch * np * d];
-        gemm(
-            (batch * np, d, pp3),
-            (&cols, 0, pp3, false),
-            (&w.patch_w, 0, pp3, true),
-            (&mut emb, 0, d),
-            0.0,
-            ONE,
-        );
+        linear(&cols, &w.patch_w, None, &mut emb, batch * np, pp3, d, false);
         let pos = vit.pos_embed(grid).unwrap();
         let mut xs = vec![f32::NAN; m * d];
         let a = Args::default()
@@ -1260,34 +1350,27 @@ mod composed {
                 &mut sv.rstd1,
                 m,
             );
-            gemm(
-                (m, 3 * d, d),
-                (&normed, 0, d, false),
-                (&bw.qkv_w, 0, d, true),
-                (&mut sv.qkv, 0, 3 * d),
-                0.0,
-                ONE,
-            );
-            launch(
-                "add_bias_rows_f32",
-                8,
-                128,
-                Args::default()
-                    .out(&mut sv.qkv)
-                    .inp(&bw.qkv_b)
-                    .i32(m)
-                    .i32(3 * d),
-                s,
+            linear(
+                &normed,
+                &bw.qkv_w,
+                Some(&bw.qkv_b),
+                &mut sv.qkv,
+                m,
+                d,
+                3 * d,
+                false,
             );
             for b in 0..batch {
                 let base = b * t * 3 * d;
-                gemm(
-                    (t, t, hd),
-                    (&sv.qkv, base, 3 * d, false),
-                    (&sv.qkv, base + d, 3 * d, true),
-                    (&mut sv.probs, b * heads * t * t, t),
-                    0.0,
-                    (heads, hd, hd, t * t),
+                heads_a_bt(
+                    (&sv.qkv, base),
+                    3 * d,
+                    (&sv.qkv, base + d),
+                    3 * d,
+                    (&mut sv.probs, b * heads * t * t),
+                    t,
+                    hd,
+                    heads,
                 );
             }
             let a = Args::default()
@@ -1297,29 +1380,27 @@ mod composed {
                 .f32(scale);
             launch("softmax_scale_f32", rows_grid(batch * heads * t), 64, a, s);
             for b in 0..batch {
-                gemm(
-                    (t, hd, t),
-                    (&sv.probs, b * heads * t * t, t, false),
-                    (&sv.qkv, b * t * 3 * d + 2 * d, 3 * d, false),
-                    (&mut attn_cat, b * t * d, d),
-                    0.0,
-                    (heads, t * t, hd, hd),
+                heads_p_b(
+                    (&sv.probs, b * heads * t * t),
+                    false,
+                    (&sv.qkv, b * t * 3 * d + 2 * d),
+                    3 * d,
+                    (&mut attn_cat, b * t * d),
+                    d,
+                    t,
+                    hd,
+                    heads,
                 );
             }
-            gemm(
-                (m, d, d),
-                (&attn_cat, 0, d, false),
-                (&bw.proj_w, 0, d, true),
-                (&mut xs, 0, d),
-                1.0,
-                ONE,
-            );
-            launch(
-                "add_bias_rows_f32",
-                8,
-                128,
-                Args::default().out(&mut xs).inp(&bw.proj_b).i32(m).i32(d),
-                s,
+            linear(
+                &attn_cat,
+                &bw.proj_w,
+                Some(&bw.proj_b),
+                &mut xs,
+                m,
+                d,
+                d,
+                true,
             );
             ln(
                 &xs,
@@ -1332,14 +1413,7 @@ mod composed {
                 &mut sv.rstd2,
                 m,
             );
-            gemm(
-                (m, hidden, d),
-                (&normed, 0, d, false),
-                (&bw.fc1_w, 0, d, true),
-                (&mut act, 0, hidden),
-                0.0,
-                ONE,
-            );
+            linear(&normed, &bw.fc1_w, None, &mut act, m, d, hidden, false);
             let a = Args::default()
                 .out(&mut act)
                 .inp(&bw.fc1_b)
@@ -1347,20 +1421,15 @@ mod composed {
                 .i32(m)
                 .i32(hidden);
             launch("bias_gelu_f32", 8, 128, a, s);
-            gemm(
-                (m, d, hidden),
-                (&act, 0, hidden, false),
-                (&bw.fc2_w, 0, hidden, true),
-                (&mut xs, 0, d),
-                1.0,
-                ONE,
-            );
-            launch(
-                "add_bias_rows_f32",
-                8,
-                128,
-                Args::default().out(&mut xs).inp(&bw.fc2_b).i32(m).i32(d),
-                s,
+            linear(
+                &act,
+                &bw.fc2_w,
+                Some(&bw.fc2_b),
+                &mut xs,
+                m,
+                hidden,
+                d,
+                true,
             );
             if bi >= first_tapped {
                 let chunk = bi - first_tapped;
@@ -1382,20 +1451,16 @@ mod composed {
         }
         let in_dim = n_chunks * d;
         let mut logits = nan(batch * head.classes);
-        gemm(
-            (batch, head.classes, in_dim),
-            (&features, 0, in_dim, false),
-            (&head.weight, 0, in_dim, true),
-            (&mut logits, 0, head.classes),
-            0.0,
-            ONE,
+        linear(
+            &features,
+            &head.weight,
+            Some(&head.bias),
+            &mut logits,
+            batch,
+            in_dim,
+            head.classes,
+            false,
         );
-        let a = Args::default()
-            .out(&mut logits)
-            .inp(&head.bias)
-            .i32(batch)
-            .i32(head.classes);
-        launch("add_bias_rows_f32", 1, 64, a, s);
 
         // Backward.
         let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
@@ -1455,53 +1520,37 @@ mod composed {
             }
             let bw = &w.blocks[bi];
             let sv = &saved[bi];
-            gemm(
-                (m, hidden, d),
-                (&g, 0, d, false),
-                (&bw.fc2_w, 0, hidden, false),
-                (&mut ga, 0, hidden),
-                0.0,
-                ONE,
-            );
+            linear_backward_input((&g, 0), d, &bw.fc2_w, &mut ga, m, hidden, d, ONE);
             let a = Args::default()
                 .inp(&sv.gelu_grad)
                 .out(&mut ga)
                 .i32(m * hidden);
             launch("gelu_bwd_f32", 8, 128, a, s);
-            gemm(
-                (m, d, hidden),
-                (&ga, 0, hidden, false),
-                (&bw.fc1_w, 0, d, false),
-                (&mut gn, 0, d),
-                0.0,
-                ONE,
-            );
+            linear_backward_input((&ga, 0), hidden, &bw.fc1_w, &mut gn, m, d, hidden, ONE);
             ln_bwd(&gn, d, &bw.norm2_w, &sv.xhat2, &sv.rstd2, &mut g, d, m);
-            gemm(
-                (m, d, d),
-                (&g, 0, d, false),
-                (&bw.proj_w, 0, d, false),
-                (&mut gn, 0, d),
-                0.0,
-                ONE,
-            );
+            linear_backward_input((&g, 0), d, &bw.proj_w, &mut gn, m, d, d, ONE);
             for b in 0..batch {
                 let base = b * t * 3 * d;
-                gemm(
-                    (t, t, hd),
-                    (&gn, b * t * d, d, false),
-                    (&sv.qkv, base + 2 * d, 3 * d, true),
-                    (&mut dp, b * heads * t * t, t),
-                    0.0,
-                    (heads, hd, hd, t * t),
+                heads_a_bt(
+                    (&gn, b * t * d),
+                    d,
+                    (&sv.qkv, base + 2 * d),
+                    3 * d,
+                    (&mut dp, b * heads * t * t),
+                    t,
+                    hd,
+                    heads,
                 );
-                gemm(
-                    (t, hd, t),
-                    (&sv.probs, b * heads * t * t, t, true),
-                    (&gn, b * t * d, d, false),
-                    (&mut gqkv, base + 2 * d, 3 * d),
-                    0.0,
-                    (heads, t * t, hd, hd),
+                heads_p_b(
+                    (&sv.probs, b * heads * t * t),
+                    true,
+                    (&gn, b * t * d),
+                    d,
+                    (&mut gqkv, base + 2 * d),
+                    3 * d,
+                    t,
+                    hd,
+                    heads,
                 );
             }
             let a = Args::default()
@@ -1514,40 +1563,41 @@ mod composed {
             for b in 0..batch {
                 let base = b * t * 3 * d;
                 let ds = b * heads * t * t;
-                gemm(
-                    (t, hd, t),
-                    (&dp, ds, t, false),
-                    (&sv.qkv, base + d, 3 * d, false),
-                    (&mut gqkv, base, 3 * d),
-                    0.0,
-                    (heads, t * t, hd, hd),
+                heads_p_b(
+                    (&dp, ds),
+                    false,
+                    (&sv.qkv, base + d),
+                    3 * d,
+                    (&mut gqkv, base),
+                    3 * d,
+                    t,
+                    hd,
+                    heads,
                 );
-                gemm(
-                    (t, hd, t),
-                    (&dp, ds, t, true),
-                    (&sv.qkv, base, 3 * d, false),
-                    (&mut gqkv, base + d, 3 * d),
-                    0.0,
-                    (heads, t * t, hd, hd),
+                heads_p_b(
+                    (&dp, ds),
+                    true,
+                    (&sv.qkv, base),
+                    3 * d,
+                    (&mut gqkv, base + d),
+                    3 * d,
+                    t,
+                    hd,
+                    heads,
                 );
             }
-            gemm(
-                (m, d, 3 * d),
-                (&gqkv, 0, 3 * d, false),
-                (&bw.qkv_w, 0, d, false),
-                (&mut gn, 0, d),
-                0.0,
-                ONE,
-            );
+            linear_backward_input((&gqkv, 0), 3 * d, &bw.qkv_w, &mut gn, m, d, 3 * d, ONE);
             ln_bwd(&gn, d, &bw.norm1_w, &sv.xhat1, &sv.rstd1, &mut g, d, m);
         }
         let mut gpatch = nan(batch * np * pp3);
-        gemm(
-            (np, pp3, d),
-            (&g, d, d, false),
-            (&w.patch_w, 0, pp3, false),
-            (&mut gpatch, 0, pp3),
-            0.0,
+        linear_backward_input(
+            (&g, d),
+            d,
+            &w.patch_w,
+            &mut gpatch,
+            np,
+            pp3,
+            d,
             (batch, t * d, 0, np * pp3),
         );
         let mut gx = nan(batch * 3 * h * wd);

@@ -101,15 +101,7 @@ pub fn explain(
     crate::model::check_logits(logits.as_slice().unwrap_or(&[]))?;
     let predicted = argmax(logits.as_slice().expect("owned row"));
     let target = cfg.target.unwrap_or(predicted);
-    if target >= logits.len() {
-        return Err(Error::param(
-            "target",
-            format!(
-                "class {target} is out of range (the head has {} classes)",
-                logits.len()
-            ),
-        ));
-    }
+    crate::backend::input::check_class_range("target", logits.len(), &[target])?;
     let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
     let out = engine.attribute(
         x,

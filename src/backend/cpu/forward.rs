@@ -1,6 +1,9 @@
 //! The ViT forward pass on the CPU for a batch of same-sized images, keeping what
 //! the input-gradient backward needs (docs/method.md §2.3 and §10: ≈ 0.91 M floats per block
 //! per image at 224²).
+//!
+//! The same pass serves training: [`Keep::ParamGrad`] also keeps the inputs of the
+//! linear layers, which weight gradients need.
 
 use ndarray::{Array2, ArrayView4};
 use rayon::prelude::*;
