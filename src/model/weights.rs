@@ -146,7 +146,7 @@ fn load_vit_from(
         None => None,
     };
     let weights = take_weights(canon.backbone, &config, backbone_path)?;
-    super::validate::check_finite(&weights, head.as_ref(), backbone_path, &head_source)?;
+    check_finite(&weights, head.as_ref(), backbone_path, &head_source)?;
     let normalization = stored_normalization(&metadata, backbone_path)?;
     let class_names = match metadata.get("class_names") {
         Some(v) => serde_json::from_str::<Vec<String>>(v).map_err(|_| {
@@ -355,3 +355,59 @@ fn missing(path: &Path, key: &str) -> Error {
         key: key.to_string(),
     }
 }
+
+// Load-time check of the model's numbers: every tensor finite, the first NaN or
+// infinity reported with its tensor's name.
+fn check(path: &Path, name: &str, data: &[f32]) -> Result<()> {
+    if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::format(
+            path,
+            format!(
+                "tensor `{name}` holds a non-finite value ({}) at element {i}",
+                data[i]
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks that every weight of the backbone and the head is finite.
+///
+/// # Errors
+/// [`Error::Format`] naming the first tensor with a NaN or an infinity.
+fn check_finite(w: &VitWeights, head: Option<&LinearHead>, path: &Path, head_path: &Path) -> Result<()> {
+    check(path, "patch_embed.proj.weight", &w.patch_w)?;
+    check(path, "patch_embed.proj.bias", &w.patch_b)?;
+    check(path, "cls_token", &w.cls_token)?;
+    check(path, "pos_embed", &w.pos_embed)?;
+    for (i, b) in w.blocks.iter().enumerate() {
+        for (name, data) in [
+            ("norm1.weight", &b.norm1_w),
+            ("norm1.bias", &b.norm1_b),
+            ("attn.qkv.weight", &b.qkv_w),
+            ("attn.qkv.bias", &b.qkv_b),
+            ("attn.proj.weight", &b.proj_w),
+            ("attn.proj.bias", &b.proj_b),
+            ("norm2.weight", &b.norm2_w),
+            ("norm2.bias", &b.norm2_b),
+            ("mlp.fc1.weight", &b.fc1_w),
+            ("mlp.fc1.bias", &b.fc1_b),
+            ("mlp.fc2.weight", &b.fc2_w),
+            ("mlp.fc2.bias", &b.fc2_b),
+        ] {
+            check(path, &format!("blocks.{i}.{name}"), data)?;
+        }
+    }
+    check(path, "norm.weight", &w.norm_w)?;
+    check(path, "norm.bias", &w.norm_b)?;
+    if let Some(h) = head {
+        if h.classes == 0 {
+            return Err(Error::format(head_path, "the classifier head has 0 classes"));
+        }
+        check(head_path, "head.weight", &h.weight)?;
+        check(head_path, "head.bias", &h.bias)?;
+    }
+    Ok(())
+}
+
+
