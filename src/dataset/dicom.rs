@@ -82,6 +82,10 @@ mod with_dicom {
     /// file before anything is decoded: the parser allocates the declared length.
     fn precheck(path: &Path) -> Result<()> {
         let strict = !crate::limits::lenient();
+        // Every element length against the file first: the parser reserves
+        // (and zeroes) what an element declares before reading it.
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        check_element_lengths(&bytes).map_err(|reason| fail(path, reason))?;
         let head = OpenFileOptions::new()
             .read_until(PIXEL_DATA)
             .open_file(path)
@@ -114,7 +118,6 @@ mod with_dicom {
         )?;
         // 8 bytes per sample: the f64 frame the converter builds.
         crate::limits::check_product("decoded_bytes", &[pixels, spp.max(1), 8])?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let Some((at, declared)) = pixel_data_length(&bytes) else {
             return Err(fail(path, "no PixelData element"));
         };
@@ -137,6 +140,73 @@ mod with_dicom {
                     bits_alloc.div_ceil(8)
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Walks the top-level elements (file meta group, then the data set in its
+    /// transfer syntax: explicit or implicit VR, little or big endian) and checks
+    /// that no defined length runs past the end of the file. Stops, accepting,
+    /// at an undefined length, an unknown layout or the PixelData element (whose
+    /// length `precheck` compares with the header).
+    pub(super) fn check_element_lengths(b: &[u8]) -> std::result::Result<(), String> {
+        const LONG: [&[u8; 2]; 13] = [
+            b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV", b"UV",
+        ];
+        let mut pos = 132usize;
+        let mut explicit = true;
+        let mut big = false;
+        let mut in_meta = true;
+        let mut syntax = String::new();
+        while pos + 8 <= b.len() {
+            let u16_at = |o: usize, big: bool| {
+                let s = [b[o], b[o + 1]];
+                if big { u16::from_be_bytes(s) } else { u16::from_le_bytes(s) }
+            };
+            // The file meta group is always explicit VR little endian.
+            let group_le = u16::from_le_bytes([b[pos], b[pos + 1]]);
+            if in_meta && group_le != 0x0002 {
+                in_meta = false;
+                match syntax.trim_end_matches(['\0', ' ']) {
+                    "1.2.840.10008.1.2" => explicit = false,
+                    "1.2.840.10008.1.2.2" => big = true,
+                    _ => {}
+                }
+            }
+            let be = big && !in_meta;
+            let (group, elem) = (u16_at(pos, be), u16_at(pos + 2, be));
+            let (len, header) = if explicit || in_meta {
+                let vr = [b[pos + 4], b[pos + 5]];
+                if !vr.iter().all(u8::is_ascii_uppercase) {
+                    return Ok(()); // not a layout this walk knows: leave it to the parser
+                }
+                if LONG.contains(&&vr) {
+                    if pos + 12 > b.len() {
+                        return Err(format!("element ({group:04X},{elem:04X}) is cut off"));
+                    }
+                    let s = [b[pos + 8], b[pos + 9], b[pos + 10], b[pos + 11]];
+                    (if be { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) }, 12)
+                } else {
+                    (u32::from(u16_at(pos + 6, be)), 8)
+                }
+            } else {
+                let s = [b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]];
+                (if be { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) }, 8)
+            };
+            if len == u32::MAX || (group, elem) == (0x7FE0, 0x0010) {
+                return Ok(());
+            }
+            let start = pos + header;
+            let available = b.len().saturating_sub(start);
+            if len as usize > available {
+                return Err(format!(
+                    "element ({group:04X},{elem:04X}) declares {len} bytes, but the file holds {available} after it"
+                ));
+            }
+            if in_meta && (group, elem) == (0x0002, 0x0010) {
+                syntax = String::from_utf8_lossy(&b[start..start + len as usize]).into_owned();
+            }
+            pos = start + len as usize;
         }
         Ok(())
     }
@@ -221,5 +291,36 @@ mod with_dicom {
             )
         };
         DecodedImage::new(w, h, pixels)
+    }
+}
+
+#[cfg(all(test, feature = "dicom"))]
+mod tests {
+    use super::with_dicom::check_element_lengths;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/dataset")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn element_lengths_of_real_files_pass_and_lies_fail() {
+        for name in ["mammo_16bit.dcm", "mammo_mono1.dcm", "roi_crop_8bit.dcm", "roi_mask_8bit.dcm"] {
+            let b = fixture(name);
+            assert_eq!(check_element_lengths(&b), Ok(()), "{name}");
+            // PixelData declaring 0xFFFFFFF0 bytes is left to the PixelData check;
+            // any other element that lies about its length is refused here.
+            let mut lie = b.clone();
+            // (0028,0010) Rows, US, length 2 → 0xFFFF.
+            if let Some(at) = lie.windows(4).position(|w| w == [0x28, 0x00, 0x10, 0x00]) {
+                lie[at + 6] = 0xFF;
+                lie[at + 7] = 0xFF;
+                assert!(check_element_lengths(&lie).is_err(), "{name}");
+            }
+        }
     }
 }
