@@ -1,7 +1,6 @@
 //! Logits checked after a forward pass, so that no call ever reports success with
 //! NaN scores (the weights themselves are checked at load, in `weights.rs`).
 
-
 use crate::error::{Error, Result};
 
 /// Checks that a row of logits is finite.
