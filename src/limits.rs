@@ -221,22 +221,6 @@ pub fn check_product(name: &'static str, factors: &[u64]) -> Result<u64> {
     Ok(n)
 }
 
-/// A vector of `n` copies of `value`, failing instead of aborting when the
-/// memory cannot be had.
-///
-/// # Errors
-/// [`Error::LimitExceeded`] (limit `memory`) when the allocation fails.
-pub fn try_vec<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::LimitExceeded {
-        limit: "memory",
-        asked: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
-        max: 0,
-    })?;
-    v.resize(n, value);
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
