@@ -37,8 +37,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&mut File) -> Result<()>) ->
         .create_new(true)
         .open(&tmp)
         .map_err(|e| Error::io(path, e))?;
-    let result = write(&mut file)
-        .and_then(|()| file.sync_data().map_err(|e| Error::io(path, e)));
+    let result = write(&mut file).and_then(|()| file.sync_data().map_err(|e| Error::io(path, e)));
     drop(file);
     let result = result.and_then(|()| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
     if result.is_err() {
@@ -118,7 +117,11 @@ impl CreatedFiles {
     ///
     /// # Errors
     /// As for [`write_atomic`].
-    pub fn write(&mut self, path: &Path, write: impl FnOnce(&mut File) -> Result<()>) -> Result<()> {
+    pub fn write(
+        &mut self,
+        path: &Path,
+        write: impl FnOnce(&mut File) -> Result<()>,
+    ) -> Result<()> {
         let existed = path.symlink_metadata().is_ok();
         write_atomic(path, write)?;
         if !existed {

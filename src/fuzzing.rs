@@ -29,13 +29,20 @@ pub fn run(name: &str, data: &[u8]) {
 /// Model loading from safetensors bytes (header, dtypes, shapes, metadata,
 /// validation).
 pub fn safetensors(data: &[u8]) {
-    let _ = crate::model::Vit::from_bytes(data, "fuzz.safetensors", &crate::model::LoadOptions::default());
+    let _ = crate::model::Vit::from_bytes(
+        data,
+        "fuzz.safetensors",
+        &crate::model::LoadOptions::default(),
+    );
 }
 
 /// PNG, JPEG and TIFF decoding (format found from the bytes).
 pub fn image(data: &[u8]) {
     if let Ok(img) = crate::image::decode_image_bytes(data, Path::new("fuzz.img")) {
-        assert_eq!(img.pixels.len(), img.width as usize * img.height as usize * 3);
+        assert_eq!(
+            img.pixels.len(),
+            img.width as usize * img.height as usize * 3
+        );
     }
 }
 

@@ -123,12 +123,18 @@ impl Limits {
     /// [`Error::InvalidParam`] for an unknown name or a zero value.
     pub fn set_named(&mut self, name: &str, value: u64) -> Result<()> {
         if value == 0 {
-            return Err(Error::param("limit", format!("`{name}` must be at least 1")));
+            return Err(Error::param(
+                "limit",
+                format!("`{name}` must be at least 1"),
+            ));
         }
         let slot = self.slot(name).ok_or_else(|| {
             Error::param(
                 "limit",
-                format!("unknown limit `{name}`; known: {}", Limits::NAMES.join(", ")),
+                format!(
+                    "unknown limit `{name}`; known: {}",
+                    Limits::NAMES.join(", ")
+                ),
             )
         })?;
         *slot = value;
@@ -140,12 +146,13 @@ impl Limits {
     /// # Errors
     /// [`Error::InvalidParam`] when malformed, unknown or zero.
     pub fn apply(&mut self, spec: &str) -> Result<()> {
-        let (name, value) = spec.split_once('=').ok_or_else(|| {
-            Error::param("limit", format!("`{spec}` is not NAME=VALUE"))
-        })?;
-        let value: u64 = value.trim().replace('_', "").parse().map_err(|_| {
-            Error::param("limit", format!("`{value}` is not a positive integer"))
-        })?;
+        let (name, value) = spec
+            .split_once('=')
+            .ok_or_else(|| Error::param("limit", format!("`{spec}` is not NAME=VALUE")))?;
+        let value: u64 =
+            value.trim().replace('_', "").parse().map_err(|_| {
+                Error::param("limit", format!("`{value}` is not a positive integer"))
+            })?;
         self.set_named(name.trim(), value)
     }
 
@@ -156,7 +163,10 @@ impl Limits {
     pub fn validate(&self) -> Result<()> {
         for name in Limits::NAMES {
             if self.get(name) == Some(0) {
-                return Err(Error::param("limit", format!("`{name}` must be at least 1")));
+                return Err(Error::param(
+                    "limit",
+                    format!("`{name}` must be at least 1"),
+                ));
             }
         }
         Ok(())
@@ -221,22 +231,6 @@ pub fn check_product(name: &'static str, factors: &[u64]) -> Result<u64> {
     Ok(n)
 }
 
-/// A vector of `n` copies of `value`, failing instead of aborting when the
-/// memory cannot be had.
-///
-/// # Errors
-/// [`Error::LimitExceeded`] (limit `memory`) when the allocation fails.
-pub fn try_vec<T: Clone>(n: usize, value: T) -> Result<Vec<T>> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(n).map_err(|_| Error::LimitExceeded {
-        limit: "memory",
-        asked: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
-        max: 0,
-    })?;
-    v.resize(n, value);
-    Ok(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,7 +254,10 @@ mod tests {
     fn overflowing_products_exceed() {
         assert!(matches!(
             check_product("image_pixels", &[u64::MAX, 3]),
-            Err(Error::LimitExceeded { asked: u64::MAX, .. })
+            Err(Error::LimitExceeded {
+                asked: u64::MAX,
+                ..
+            })
         ));
         assert_eq!(check_product("image_pixels", &[4, 4]).unwrap(), 16);
     }

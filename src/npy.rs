@@ -38,7 +38,8 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
             ),
         ));
     }
-    file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| Error::io(path, e))?;
     ArrayD::<f32>::read_npy(file)
         .map_err(|e| Error::format(path, format!("not a float32 .npy array: {e}")))
 }

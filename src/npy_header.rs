@@ -16,20 +16,28 @@ pub(crate) fn parse(b: &[u8]) -> Result<(u64, u64), String> {
             if b.len() < 12 {
                 return Err("truncated header".into());
             }
-            (u64::from(u32::from_le_bytes([b[8], b[9], b[10], b[11]])), 12u64)
+            (
+                u64::from(u32::from_le_bytes([b[8], b[9], b[10], b[11]])),
+                12u64,
+            )
         }
         v => return Err(format!("unsupported .npy version {v}")),
     };
     let end = start + len;
     if end > b.len() as u64 {
-        return Err(format!("header of {len} bytes is truncated or larger than 64 KiB"));
+        return Err(format!(
+            "header of {len} bytes is truncated or larger than 64 KiB"
+        ));
     }
     let dict = std::str::from_utf8(&b[start as usize..end as usize])
         .map_err(|_| "header is not text".to_string())?;
     let descr = value_after(dict, "'descr'").ok_or("header has no 'descr'")?;
     let descr = descr.trim_start();
     if !(descr.starts_with("'<f4'") || descr.starts_with("'>f4'") || descr.starts_with("'=f4'")) {
-        return Err(format!("dtype {} is not float32", descr.split(',').next().unwrap_or("")));
+        return Err(format!(
+            "dtype {} is not float32",
+            descr.split(',').next().unwrap_or("")
+        ));
     }
     let shape = value_after(dict, "'shape'").ok_or("header has no 'shape'")?;
     let shape = shape.trim_start();

@@ -136,8 +136,11 @@ pub fn write_rgb_png(path: &Path, rgb: Vec<u8>, height: usize, width: usize) -> 
 fn save_png_atomic(path: &Path, img: &image::DynamicImage) -> Result<()> {
     crate::fsutil::require_extension(path, "png")?;
     let mut bytes = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
     crate::fsutil::write_bytes_atomic(path, &bytes)
 }
 

@@ -24,14 +24,19 @@ fn corpora_and_regressions_replay_cleanly() {
                 assert!(r.is_ok(), "{target}: {} panicked", p.display());
                 // Truncations and single-byte flips of every seed as well.
                 for cut in [0, 1, data.len() / 2, data.len().saturating_sub(1)] {
-                    let r = std::panic::catch_unwind(|| explainseg::fuzzing::run(target, &data[..cut]));
+                    let r =
+                        std::panic::catch_unwind(|| explainseg::fuzzing::run(target, &data[..cut]));
                     assert!(r.is_ok(), "{target}: {} cut at {cut} panicked", p.display());
                 }
                 for i in (0..data.len()).step_by(data.len() / 16 + 1) {
                     let mut d = data.clone();
                     d[i] ^= 0xA5;
                     let r = std::panic::catch_unwind(|| explainseg::fuzzing::run(target, &d));
-                    assert!(r.is_ok(), "{target}: {} flipped at {i} panicked", p.display());
+                    assert!(
+                        r.is_ok(),
+                        "{target}: {} flipped at {i} panicked",
+                        p.display()
+                    );
                 }
                 count += 1;
             }

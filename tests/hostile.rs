@@ -17,7 +17,9 @@ use explainseg::capi::*;
 const AS_CAP: &str = "--as=3221225472";
 
 fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(rel)
 }
 
 fn weights() -> PathBuf {
@@ -46,9 +48,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
                 stack.push(p);
             } else {
                 let bytes = std::fs::read(&p).unwrap_or_default();
-                let h = bytes
-                    .iter()
-                    .fold(0xcbf29ce484222325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3));
+                let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, &b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+                });
                 out.insert(p, (meta.len(), h));
             }
         }
@@ -123,7 +125,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         c ^= u32::from(b);
         for _ in 0..8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
         }
     }
     !c
@@ -233,7 +239,9 @@ struct Files {
 
 impl Files {
     fn new() -> Files {
-        Files { dir: tempfile::tempdir().unwrap() }
+        Files {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn put(&self, name: &str, bytes: &[u8]) -> String {
         let p = self.dir.path().join(name);
@@ -263,8 +271,14 @@ fn hostile_cli_inputs() {
     let trunc = f.put("trunc.jpg", &truncated_jpeg());
     let corrupt = f.put("corrupt.jpg", &corrupt_jpeg());
     let empty = f.put("empty.png", b"");
-    let nan_w = f.put("nan.safetensors", &crafted_weights(|_| {}, Some(("cls_token", f32::NAN))));
-    let inf_w = f.put("inf.safetensors", &crafted_weights(|_| {}, Some(("head.weight", f32::INFINITY))));
+    let nan_w = f.put(
+        "nan.safetensors",
+        &crafted_weights(|_| {}, Some(("cls_token", f32::NAN))),
+    );
+    let inf_w = f.put(
+        "inf.safetensors",
+        &crafted_weights(|_| {}, Some(("head.weight", f32::INFINITY))),
+    );
     let grid_w = f.put(
         "grid.safetensors",
         &crafted_weights(
@@ -276,7 +290,10 @@ fn hostile_cli_inputs() {
     );
     let heads_w = f.put(
         "heads.safetensors",
-        &crafted_weights(|h| h["__metadata__"] = serde_json::json!({"num_heads": "0"}), None),
+        &crafted_weights(
+            |h| h["__metadata__"] = serde_json::json!({"num_heads": "0"}),
+            None,
+        ),
     );
     let zero_w = f.put("zero.safetensors", &zero_width_weights());
     let garbage_w = f.put("garbage.safetensors", b"\xff\xff\xff\xff\xff\xff\xff\x7f{}");
@@ -336,11 +353,44 @@ fn hostile_cli_inputs() {
     };
     let cases: Vec<(Vec<String>, &str)> = vec![
         // .npy
-        (s(&["mask", "--map", &big_npy, "--image", &img, "--method", "otsu", "--out", &out]), "npy_elements"),
-        (s(&["mask", "--map", &short_npy, "--image", &img, "--out", &out]), "declares"),
-        (s(&["mask", "--map", &f8_npy, "--image", &img, "--out", &out]), "float32"),
-        (s(&["ncut", "--features", &big_npy, "--grid", "1024,1024", "--out", &out]), "npy_elements"),
-        (s(&["ncut", "--features", &big_feat, "--grid", "1024,1024", "--out", &out]), "declares"),
+        (
+            s(&[
+                "mask", "--map", &big_npy, "--image", &img, "--method", "otsu", "--out", &out,
+            ]),
+            "npy_elements",
+        ),
+        (
+            s(&["mask", "--map", &short_npy, "--image", &img, "--out", &out]),
+            "declares",
+        ),
+        (
+            s(&["mask", "--map", &f8_npy, "--image", &img, "--out", &out]),
+            "float32",
+        ),
+        (
+            s(&[
+                "ncut",
+                "--features",
+                &big_npy,
+                "--grid",
+                "1024,1024",
+                "--out",
+                &out,
+            ]),
+            "npy_elements",
+        ),
+        (
+            s(&[
+                "ncut",
+                "--features",
+                &big_feat,
+                "--grid",
+                "1024,1024",
+                "--out",
+                &out,
+            ]),
+            "declares",
+        ),
         // images
         (seg(&["--image", &huge_png]), "image_pixels"),
         (seg(&["--image", &rgba16]), "image_pixels"),
@@ -348,19 +398,116 @@ fn hostile_cli_inputs() {
         (seg(&["--image", &trunc]), "JPEG"),
         (seg(&["--image", &corrupt]), "JPEG"),
         (seg(&["--image", &empty]), "empty"),
-        (s(&["crf", "--image", &huge_png, "--mask", &mask_small, "--out", "r.png"]), "image_pixels"),
+        (
+            s(&[
+                "crf",
+                "--image",
+                &huge_png,
+                "--mask",
+                &mask_small,
+                "--out",
+                "r.png",
+            ]),
+            "image_pixels",
+        ),
         // parameters
         (seg(&["--size", "2048"]), "tokens"),
         (seg(&["--size", "16384"]), "image_pixels"),
-        (seg(&["--steps", "100000", "--nt-samples", "100"]), "ig_passes"),
-        (seg(&["--variant", "xncut", "--size", "64", "--ncut-grid", "100000"]), "ncut_nodes"),
-        (seg(&["--variant", "xncut", "--size", "64", "--ncut-dilation", "4000000000"]), "dilation_px"),
-        (seg(&["--variant", "xncut", "--size", "64", "--ncut-radius", "1e9"]), "ncut_edges"),
-        (s(&["--threads", "100000", "segment", "--weights", &w, "--image", &img, "--out", &out]), "threads"),
-        (s(&["--limit", "bogus=3", "segment", "--weights", &w, "--image", &img, "--out", &out]), "unknown limit"),
-        (s(&["--limit", "tokens=0", "segment", "--weights", &w, "--image", &img, "--out", &out]), "at least 1"),
-        (s(&["--limit", "tokens=10", "segment", "--weights", &w, "--image", &img, "--size", "64", "--out", &out]), "tokens"),
-        (s(&["crf", "--image", &img, "--mask", &mask_same, "--iters", "1000000", "--out", "r.png"]), "crf_iterations"),
+        (
+            seg(&["--steps", "100000", "--nt-samples", "100"]),
+            "ig_passes",
+        ),
+        (
+            seg(&[
+                "--variant",
+                "xncut",
+                "--size",
+                "64",
+                "--ncut-grid",
+                "100000",
+            ]),
+            "ncut_nodes",
+        ),
+        (
+            seg(&[
+                "--variant",
+                "xncut",
+                "--size",
+                "64",
+                "--ncut-dilation",
+                "4000000000",
+            ]),
+            "dilation_px",
+        ),
+        (
+            seg(&["--variant", "xncut", "--size", "64", "--ncut-radius", "1e9"]),
+            "ncut_edges",
+        ),
+        (
+            s(&[
+                "--threads",
+                "100000",
+                "segment",
+                "--weights",
+                &w,
+                "--image",
+                &img,
+                "--out",
+                &out,
+            ]),
+            "threads",
+        ),
+        (
+            s(&[
+                "--limit",
+                "bogus=3",
+                "segment",
+                "--weights",
+                &w,
+                "--image",
+                &img,
+                "--out",
+                &out,
+            ]),
+            "unknown limit",
+        ),
+        (
+            s(&[
+                "--limit",
+                "tokens=0",
+                "segment",
+                "--weights",
+                &w,
+                "--image",
+                &img,
+                "--out",
+                &out,
+            ]),
+            "at least 1",
+        ),
+        (
+            s(&[
+                "--limit",
+                "tokens=10",
+                "segment",
+                "--weights",
+                &w,
+                "--image",
+                &img,
+                "--size",
+                "64",
+                "--out",
+                &out,
+            ]),
+            "tokens",
+        ),
+        (
+            s(&[
+                "crf", "--image", &img, "--mask", &mask_same, "--iters", "1000000", "--out",
+                "r.png",
+            ]),
+            "crf_iterations",
+        ),
         // weights
         (seg(&["--weights", &nan_w]), "cls_token"),
         (seg(&["--weights", &inf_w]), "head.weight"),
@@ -369,12 +516,82 @@ fn hostile_cli_inputs() {
         (seg(&["--weights", &zero_w]), "error"),
         (seg(&["--weights", &garbage_w]), "safetensors"),
         // files
-        (s(&["crf", "--image", &img, "--mask", &mask_small, "--out", "r.jpg"]), ".png"),
-        (s(&["crf", "--image", &img, "--mask", &mask_small, "--out", "r.png"]), "must match"),
-        (s(&["mask", "--map", &big_npy, "--image", &img, "--out", f.path().join("existing").to_str().unwrap()]), "npy_elements"),
-        (s(&["mask", "--map", &map_ok, "--image", &huge_png, "--out", f.path().join("existing").to_str().unwrap()]), "image_pixels"),
-        (s(&["eval", "--dataset", "cbis", "--root", f.path().join("loop").to_str().unwrap(), "--weights", &w, "--out", &out]), "error"),
-        (s(&["eval", "--dataset", "folder", "--root", f.path().join("dcm").to_str().unwrap(), "--weights", &w, "--out", &out]), "error"),
+        (
+            s(&[
+                "crf",
+                "--image",
+                &img,
+                "--mask",
+                &mask_small,
+                "--out",
+                "r.jpg",
+            ]),
+            ".png",
+        ),
+        (
+            s(&[
+                "crf",
+                "--image",
+                &img,
+                "--mask",
+                &mask_small,
+                "--out",
+                "r.png",
+            ]),
+            "must match",
+        ),
+        (
+            s(&[
+                "mask",
+                "--map",
+                &big_npy,
+                "--image",
+                &img,
+                "--out",
+                f.path().join("existing").to_str().unwrap(),
+            ]),
+            "npy_elements",
+        ),
+        (
+            s(&[
+                "mask",
+                "--map",
+                &map_ok,
+                "--image",
+                &huge_png,
+                "--out",
+                f.path().join("existing").to_str().unwrap(),
+            ]),
+            "image_pixels",
+        ),
+        (
+            s(&[
+                "eval",
+                "--dataset",
+                "cbis",
+                "--root",
+                f.path().join("loop").to_str().unwrap(),
+                "--weights",
+                &w,
+                "--out",
+                &out,
+            ]),
+            "error",
+        ),
+        (
+            s(&[
+                "eval",
+                "--dataset",
+                "folder",
+                "--root",
+                f.path().join("dcm").to_str().unwrap(),
+                "--weights",
+                &w,
+                "--out",
+                &out,
+            ]),
+            "error",
+        ),
     ];
     assert!(cases.len() >= 35);
     let failures: Vec<String> = cases
@@ -384,7 +601,13 @@ fn hostile_cli_inputs() {
             cli_fails(f.path(), &a, needle).err()
         })
         .collect();
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn s(a: &[&str]) -> Vec<String> {
@@ -425,7 +648,13 @@ fn hostile_c_abi_calls() {
     let mut failures = Vec::new();
     for case in C_CASES {
         let out = capped(&std::env::current_exe().unwrap())
-            .args(["--exact", "c_abi_child", "--nocapture", "--test-threads", "1"])
+            .args([
+                "--exact",
+                "c_abi_child",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("HOSTILE_CASE", case)
             .output()
             .unwrap();
@@ -434,12 +663,26 @@ fn hostile_c_abi_calls() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let tail: String = text.lines().filter(|l| !l.trim_start().starts_with(|c: char| c.is_ascii_digit() || c == 'a')).take(12).collect::<Vec<_>>().join("\n");
+        let tail: String = text
+            .lines()
+            .filter(|l| {
+                !l.trim_start()
+                    .starts_with(|c: char| c.is_ascii_digit() || c == 'a')
+            })
+            .take(12)
+            .collect::<Vec<_>>()
+            .join("\n");
         if !out.status.success() || !text.contains("HOSTILE-OK") {
             failures.push(format!("case {case}: {:?}\n{tail}", out.status));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), C_CASES.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        C_CASES.len(),
+        failures.join("\n\n")
+    );
 }
 
 fn last_error() -> String {
@@ -510,7 +753,18 @@ fn classify_at(size: u32) -> EsStatus {
     };
     let mut class = 0u32;
     // SAFETY: live handles; NULL buffers are allowed.
-    let st = unsafe { explainseg_classify(m, img, &p, null_mut(), null_mut(), 0, null_mut(), &mut class) };
+    let st = unsafe {
+        explainseg_classify(
+            m,
+            img,
+            &p,
+            null_mut(),
+            null_mut(),
+            0,
+            null_mut(),
+            &mut class,
+        )
+    };
     // SAFETY: from this library, freed once.
     unsafe {
         explainseg_image_free(img);
@@ -536,11 +790,31 @@ fn c_abi_child() {
     let f = Files::new();
     let buf = [7u8; 64];
     match case.as_str() {
-        "stride_negative" => expect(from_pixels(&buf, 4, 4, 1, (-8isize) as usize), EsStatus::InvalidParam, "row_stride"),
-        "stride_2_62" => expect(from_pixels(&buf, 4, 2, 1, 1 << 62), EsStatus::LimitExceeded, "decoded_bytes"),
-        "pixels_too_many" => expect(from_pixels(&buf, 65535, 65535, 4, 0), EsStatus::LimitExceeded, "image_pixels"),
-        "channels_2" => expect(from_pixels(&buf, 4, 4, 2, 0), EsStatus::InvalidParam, "channels"),
-        "len_above_isize" => expect(from_pixels(&buf, 4, 3, 1, usize::MAX / 2), EsStatus::InvalidParam, "row_stride"),
+        "stride_negative" => expect(
+            from_pixels(&buf, 4, 4, 1, (-8isize) as usize),
+            EsStatus::InvalidParam,
+            "row_stride",
+        ),
+        "stride_2_62" => expect(
+            from_pixels(&buf, 4, 2, 1, 1 << 62),
+            EsStatus::LimitExceeded,
+            "decoded_bytes",
+        ),
+        "pixels_too_many" => expect(
+            from_pixels(&buf, 65535, 65535, 4, 0),
+            EsStatus::LimitExceeded,
+            "image_pixels",
+        ),
+        "channels_2" => expect(
+            from_pixels(&buf, 4, 4, 2, 0),
+            EsStatus::InvalidParam,
+            "channels",
+        ),
+        "len_above_isize" => expect(
+            from_pixels(&buf, 4, 3, 1, usize::MAX / 2),
+            EsStatus::InvalidParam,
+            "row_stride",
+        ),
         "classify_2048" => expect(classify_at(2048), EsStatus::LimitExceeded, "tokens"),
         "classify_16384" => expect(classify_at(16384), EsStatus::LimitExceeded, "image_pixels"),
         "segment_ncut_grid" => {
@@ -570,46 +844,87 @@ fn c_abi_child() {
             assert_eq!(st, EsStatus::LimitExceeded, "{msg}");
         }
         "load_nan" => {
-            let p = f.put("w.safetensors", &crafted_weights(|_| {}, Some(("cls_token", f32::NAN))));
+            let p = f.put(
+                "w.safetensors",
+                &crafted_weights(|_| {}, Some(("cls_token", f32::NAN))),
+            );
             expect(load_model(Path::new(&p)).0, EsStatus::Format, "cls_token");
         }
         "load_pos_grid" => {
             let p = f.put(
                 "w.safetensors",
-                &crafted_weights(|h| h["__metadata__"] = serde_json::json!({"pos_grid": "9223372036854775840x2"}), None),
+                &crafted_weights(
+                    |h| {
+                        h["__metadata__"] = serde_json::json!({"pos_grid": "9223372036854775840x2"})
+                    },
+                    None,
+                ),
             );
             let st = load_model(Path::new(&p)).0;
-            assert!(st != EsStatus::Ok && st != EsStatus::Panic, "{st:?}: {}", last_error());
+            assert!(
+                st != EsStatus::Ok && st != EsStatus::Panic,
+                "{st:?}: {}",
+                last_error()
+            );
         }
         "load_zero_width" => {
             let p = f.put("w.safetensors", &zero_width_weights());
             let st = load_model(Path::new(&p)).0;
-            assert!(st != EsStatus::Ok && st != EsStatus::Panic, "{st:?}: {}", last_error());
+            assert!(
+                st != EsStatus::Ok && st != EsStatus::Panic,
+                "{st:?}: {}",
+                last_error()
+            );
         }
         "load_heads_zero" => {
             let p = f.put(
                 "w.safetensors",
-                &crafted_weights(|h| h["__metadata__"] = serde_json::json!({"num_heads": "0"}), None),
+                &crafted_weights(
+                    |h| h["__metadata__"] = serde_json::json!({"num_heads": "0"}),
+                    None,
+                ),
             );
             expect(load_model(Path::new(&p)).0, EsStatus::InvalidParam, "heads");
         }
         "limits_zero" => {
-            let l = EsLimits { tokens: 0, ..explainseg_limits_default() };
+            let l = EsLimits {
+                tokens: 0,
+                ..explainseg_limits_default()
+            };
             // SAFETY: a valid struct.
-            expect(unsafe { explainseg_limits_set(&l) }, EsStatus::InvalidParam, "tokens");
+            expect(
+                unsafe { explainseg_limits_set(&l) },
+                EsStatus::InvalidParam,
+                "tokens",
+            );
         }
         "limits_lenient_7" => {
-            let l = EsLimits { lenient_decoding: 7, ..explainseg_limits_default() };
+            let l = EsLimits {
+                lenient_decoding: 7,
+                ..explainseg_limits_default()
+            };
             // SAFETY: a valid struct.
-            expect(unsafe { explainseg_limits_set(&l) }, EsStatus::InvalidParam, "lenient");
+            expect(
+                unsafe { explainseg_limits_set(&l) },
+                EsStatus::InvalidParam,
+                "lenient",
+            );
         }
         "limits_null" => {
             // SAFETY: NULL is allowed and refused.
-            expect(unsafe { explainseg_limits_set(null()) }, EsStatus::NullArgument, "limits");
+            expect(
+                unsafe { explainseg_limits_set(null()) },
+                EsStatus::NullArgument,
+                "limits",
+            );
         }
         "image_huge_png" => {
             let p = f.put("x.png", &png_header(2_147_483_647, 2_147_483_647, 8, 2));
-            expect(load_image(Path::new(&p)).0, EsStatus::LimitExceeded, "image_pixels");
+            expect(
+                load_image(Path::new(&p)).0,
+                EsStatus::LimitExceeded,
+                "image_pixels",
+            );
         }
         "image_truncated_jpeg" => {
             let p = f.put("x.jpg", &truncated_jpeg());
@@ -622,10 +937,17 @@ fn c_abi_child() {
         "image_dicom_header" => {
             // Not a PNG/JPEG/TIFF: refused by signature, nothing allocated.
             let p = f.put("x.dcm", &huge_dicom());
-            expect(load_image(Path::new(&p)).0, EsStatus::Decode, "unrecognised");
+            expect(
+                load_image(Path::new(&p)).0,
+                EsStatus::Decode,
+                "unrecognised",
+            );
         }
         "limits_lowered_tokens" => {
-            let l = EsLimits { tokens: 10, ..explainseg_limits_default() };
+            let l = EsLimits {
+                tokens: 10,
+                ..explainseg_limits_default()
+            };
             // SAFETY: a valid struct.
             assert_eq!(unsafe { explainseg_limits_set(&l) }, EsStatus::Ok);
             expect(classify_at(64), EsStatus::LimitExceeded, "tokens");

@@ -568,7 +568,10 @@ fn absurd_sizes_are_refused() {
     let r = decode_image_bytes(&png, Path::new("huge.png"));
     // Above the `image_pixels` limit: refused from the header, before decoding.
     match r {
-        Err(Error::LimitExceeded { limit: "image_pixels", .. }) => {}
+        Err(Error::LimitExceeded {
+            limit: "image_pixels",
+            ..
+        }) => {}
         other => panic!("expected a LimitExceeded error, got {other:?}"),
     }
     assert!(DecodedImage::new(1 << 15, (1 << 13) + 1, Pixels::U8(vec![])).is_err());

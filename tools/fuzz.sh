@@ -8,7 +8,8 @@
 #   FUZZ_SECONDS=30 tools/fuzz.sh npy image
 #
 # Each run: under `nice`, a 3 GiB address-space cap, -rss_limit_mb=2048, a 20 s
-# per-input timeout; new corpus entries go to fuzz/corpus/<target>/ and crashes
+# per-input timeout; the seeds in fuzz/corpus/<target>/ are read, new entries go
+# to fuzz/corpus-work/<target>/ (not committed), crashes
 # to fuzz/artifacts/<target>/ (copy a crash to fuzz/regressions/<target>/ to make
 # it a regression test). Exits non-zero if any target found a crash.
 set -euo pipefail
@@ -23,11 +24,11 @@ host="$(rustc -vV | sed -n 's/^host: //p')"
 nice -n 19 cargo build --release --bins --target "$host"
 status=0
 for t in "${targets[@]}"; do
-    mkdir -p "corpus/$t" "artifacts/$t"
+    mkdir -p "corpus-work/$t" "artifacts/$t"
     echo "== fuzz $t for ${seconds}s"
     if ! nice -n 19 prlimit --as=3221225472 "$CARGO_TARGET_DIR/$host/release/$t" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=20 -max_len=65536 \
-        -artifact_prefix="artifacts/$t/" -print_final_stats=1 "corpus/$t" 2>&1 | tail -n 25; then
+        -artifact_prefix="artifacts/$t/" -print_final_stats=1 "corpus-work/$t" "corpus/$t" 2>&1 | tail -n 25; then
         echo "!! $t: crash or limit breach, see fuzz/artifacts/$t/"
         status=1
     fi

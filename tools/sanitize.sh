@@ -58,7 +58,7 @@ for step in "${steps[@]}"; do
     ;;
   tsan)
     echo "== 8 threads x 100 calls with -Zsanitizer=thread (nightly)"
-    RUSTFLAGS="-Zsanitizer=thread" CARGO_TARGET_DIR="$base/tsan" \
+    RUSTFLAGS="-Zsanitizer=thread -Cunsafe-allow-abi-mismatch=sanitizer" CARGO_TARGET_DIR="$base/tsan" \
       TSAN_OPTIONS="report_signal_unsafe=0" \
       cargo +nightly test --release --target "$host" --test capi \
       one_model_eight_threads_hundred_calls > "$work/tsan.log" 2>&1

@@ -95,7 +95,12 @@ pub fn explain(
     }
     crate::limits::check_product(
         "ig_passes",
-        &[cfg.ig.n_steps as u64, cfg.noise_tunnel.as_ref().map_or(1, |n| n.noise.samples().max(1) as u64)],
+        &[
+            cfg.ig.n_steps as u64,
+            cfg.noise_tunnel
+                .as_ref()
+                .map_or(1, |n| n.noise.samples().max(1) as u64),
+        ],
     )?;
     let logits = engine.logits(x)?.index_axis(Axis(0), 0).to_owned();
     crate::model::check_logits(logits.as_slice().unwrap_or(&[]))?;

@@ -146,7 +146,9 @@ pub unsafe extern "C" fn explainseg_image_from_pixels(
         // limit and not wrapping the address space.
         crate::limits::check("decoded_bytes", len as u64)?;
         if (pixels as usize).checked_add(len).is_none() {
-            return Err(Error::param("pixels", "pixels + buffer length wraps the address space").into());
+            return Err(
+                Error::param("pixels", "pixels + buffer length wraps the address space").into(),
+            );
         }
         // SAFETY: `pixels` holds `len` readable bytes (caller's duty, as documented).
         let data = unsafe { std::slice::from_raw_parts(pixels, len) };

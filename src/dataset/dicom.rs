@@ -128,7 +128,9 @@ mod with_dicom {
         if u64::from(declared) > available {
             return Err(fail(
                 path,
-                format!("PixelData declares {declared} bytes, but the file holds {available} after it"),
+                format!(
+                    "PixelData declares {declared} bytes, but the file holds {available} after it"
+                ),
             ));
         }
         let even = expected + (expected & 1);
@@ -151,7 +153,8 @@ mod with_dicom {
     /// length `precheck` compares with the header).
     pub(super) fn check_element_lengths(b: &[u8]) -> std::result::Result<(), String> {
         const LONG: [&[u8; 2]; 13] = [
-            b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV", b"UV",
+            b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV",
+            b"UV",
         ];
         let mut pos = 132usize;
         let mut explicit = true;
@@ -161,7 +164,11 @@ mod with_dicom {
         while pos + 8 <= b.len() {
             let u16_at = |o: usize, big: bool| {
                 let s = [b[o], b[o + 1]];
-                if big { u16::from_be_bytes(s) } else { u16::from_le_bytes(s) }
+                if big {
+                    u16::from_be_bytes(s)
+                } else {
+                    u16::from_le_bytes(s)
+                }
             };
             // The file meta group is always explicit VR little endian.
             let group_le = u16::from_le_bytes([b[pos], b[pos + 1]]);
@@ -185,13 +192,27 @@ mod with_dicom {
                         return Err(format!("element ({group:04X},{elem:04X}) is cut off"));
                     }
                     let s = [b[pos + 8], b[pos + 9], b[pos + 10], b[pos + 11]];
-                    (if be { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) }, 12)
+                    (
+                        if be {
+                            u32::from_be_bytes(s)
+                        } else {
+                            u32::from_le_bytes(s)
+                        },
+                        12,
+                    )
                 } else {
                     (u32::from(u16_at(pos + 6, be)), 8)
                 }
             } else {
                 let s = [b[pos + 4], b[pos + 5], b[pos + 6], b[pos + 7]];
-                (if be { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) }, 8)
+                (
+                    if be {
+                        u32::from_be_bytes(s)
+                    } else {
+                        u32::from_le_bytes(s)
+                    },
+                    8,
+                )
             };
             if len == u32::MAX || (group, elem) == (0x7FE0, 0x0010) {
                 return Ok(());
@@ -224,7 +245,11 @@ mod with_dicom {
         };
         let rd = |o: usize| -> Option<u32> {
             let s: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
-            Some(if big { u32::from_be_bytes(s) } else { u32::from_le_bytes(s) })
+            Some(if big {
+                u32::from_be_bytes(s)
+            } else {
+                u32::from_le_bytes(s)
+            })
         };
         let vr = b.get(pos + 4..pos + 6)?;
         if vr.iter().all(u8::is_ascii_uppercase) {
@@ -309,7 +334,12 @@ mod tests {
 
     #[test]
     fn element_lengths_of_real_files_pass_and_lies_fail() {
-        for name in ["mammo_16bit.dcm", "mammo_mono1.dcm", "roi_crop_8bit.dcm", "roi_mask_8bit.dcm"] {
+        for name in [
+            "mammo_16bit.dcm",
+            "mammo_mono1.dcm",
+            "roi_crop_8bit.dcm",
+            "roi_mask_8bit.dcm",
+        ] {
             let b = fixture(name);
             assert_eq!(check_element_lengths(&b), Ok(()), "{name}");
             // PixelData declaring 0xFFFFFFF0 bytes is left to the PixelData check;

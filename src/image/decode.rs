@@ -308,7 +308,10 @@ thread_local! {
 
 /// libjpeg's message hook: records the first warning (level −1: corrupt data,
 /// bad Huffman code, premature end) and ignores trace messages.
-extern "C-unwind" fn record_jpeg_warning(cinfo: &mut mozjpeg_sys::jpeg_common_struct, level: std::ffi::c_int) {
+extern "C-unwind" fn record_jpeg_warning(
+    cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+    level: std::ffi::c_int,
+) {
     if level >= 0 {
         return;
     }
@@ -343,7 +346,10 @@ extern "C-unwind" fn unwind_jpeg_error(cinfo: &mut mozjpeg_sys::jpeg_common_stru
                 let buffer = [0u8; 80];
                 fmt(cinfo, &buffer);
                 let end = buffer.iter().position(|&c| c == 0).unwrap_or(buffer.len());
-                text = format!("libjpeg fatal error: {}", String::from_utf8_lossy(&buffer[..end]));
+                text = format!(
+                    "libjpeg fatal error: {}",
+                    String::from_utf8_lossy(&buffer[..end])
+                );
             }
         }
     }
@@ -561,7 +567,10 @@ mod tests {
         assert!(check_size(1 << 13, 1 << 13).is_ok());
         assert!(matches!(
             check_size(1 << 15, 1 << 13),
-            Err(Error::LimitExceeded { limit: "image_pixels", .. })
+            Err(Error::LimitExceeded {
+                limit: "image_pixels",
+                ..
+            })
         ));
         assert!(check_size(1 << 15, (1 << 13) + 1).is_err());
     }

@@ -86,10 +86,11 @@ impl ResizeMode {
             ResizeMode::ShortSide { short_side: 0 } => {
                 Err(Error::param("resize.short_side", "must be at least 1"))
             }
-            ResizeMode::ShortSide { short_side } => {
-                crate::limits::check_product("image_pixels", &[short_side as u64, short_side as u64])
-                    .map(|_| ())
-            }
+            ResizeMode::ShortSide { short_side } => crate::limits::check_product(
+                "image_pixels",
+                &[short_side as u64, short_side as u64],
+            )
+            .map(|_| ()),
             ResizeMode::Fixed { height, width } => check_size(width, height),
             ResizeMode::PatchMultiple { patch: 0 } => {
                 Err(Error::param("resize.patch", "must be at least 1"))

@@ -7,13 +7,13 @@ pub mod keymap;
 pub mod pos_embed;
 mod random;
 pub mod tensor_file;
-pub mod vit;
 mod validate;
+pub mod vit;
 pub mod weights;
 
 pub use config::{PosEmbedMode, VitConfig};
 pub use head::{HeadKind, LinearHead};
 pub use keymap::Naming;
-pub use vit::Vit;
 pub use validate::check_logits;
+pub use vit::Vit;
 pub use weights::LoadOptions;

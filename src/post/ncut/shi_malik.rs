@@ -20,7 +20,11 @@ use crate::error::{Error, Result};
 /// the `ncut_nodes` / `ncut_edges` limits.
 fn check_graph_size(grid: (usize, usize), radius: f32) -> Result<()> {
     let nodes = crate::limits::check_product("ncut_nodes", &[grid.0 as u64, grid.1 as u64])?;
-    let side = if radius.is_finite() { (2.0 * radius.max(0.0).floor() + 1.0) as f64 } else { f64::INFINITY };
+    let side = if radius.is_finite() {
+        (2.0 * radius.max(0.0).floor() + 1.0) as f64
+    } else {
+        f64::INFINITY
+    };
     // The neighbourhood window is visited whole, so it counts unclipped.
     let per_node = (side * side).min(u64::MAX as f64) as u64;
     crate::limits::check_product("ncut_edges", &[nodes, per_node.max(1)])?;

@@ -284,15 +284,17 @@ fn claim_output(dir: &Path, config: &serde_json::Value) -> Result<()> {
 fn file_stem(id: &str) -> String {
     // Then no leading dot: an id of `..` (from an image named `...png`) must not
     // name the parent folder.
-    explainseg::fsutil::sanitize_id(&id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect::<String>())
+    explainseg::fsutil::sanitize_id(
+        &id.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect::<String>(),
+    )
 }
 
 pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
