@@ -1,7 +1,5 @@
-// Bias and residual adds, strided row copies, and the seed of the backward (the
-// head rows of the targets). Grid-stride loops over the elements.
-// CPU twins: backend::cpu::ops::add_bias_rows; the others are plain loops, twinned in
-// backend::cpu::ops as well (add_in_place, copy_rows, head_rows).
+// Bias adds and the seed of the backward (the head rows of the targets). Grid-stride
+// loops over the elements. CPU twins: backend::cpu::ops::{add_bias_rows, head_rows}.
 #ifndef ES_COMMON_CUH
 #include "common.cuh"
 #endif
@@ -10,22 +8,6 @@
 extern "C" __global__ void add_bias_rows_f32(float* __restrict__ x, const float* __restrict__ bias, int rows, int cols) {
     const long long n = (long long)rows * cols;
     for (long long i = es_global_index(); i < n; i += es_grid_stride()) x[i] += bias[i % cols];
-}
-
-// y += x (residual add).
-extern "C" __global__ void add_f32(float* __restrict__ y, const float* __restrict__ x, int n) {
-    for (long long i = es_global_index(); i < n; i += es_grid_stride()) y[i] += x[i];
-}
-
-// dst[r·dst_ld + c] = src[r·src_ld + c] for r < rows, c < cols (gathers the CLS rows
-// of a batch, or scatters them back).
-extern "C" __global__ void copy_rows_f32(const float* __restrict__ src, int src_ld, float* __restrict__ dst,
-                                         int dst_ld, int rows, int cols) {
-    const long long n = (long long)rows * cols;
-    for (long long i = es_global_index(); i < n; i += es_grid_stride()) {
-        const long long r = i / cols, c = i % cols;
-        dst[r * dst_ld + c] = src[r * src_ld + c];
-    }
 }
 
 // d_features[b, :] = head_w[targets[b], :]: ∂ logit[target] / ∂ feature.

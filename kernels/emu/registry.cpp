@@ -10,7 +10,6 @@
 #include "../ig.cu"
 #include "../norm.cu"
 #include "../patch_embed.cu"
-#include "../reduce.cu"
 #include "../softmax.cu"
 #include "selftest.cu"
 
@@ -20,13 +19,12 @@ namespace {
 
 const std::vector<emu::KernelEntry>& kernel_table() {
     static const std::vector<emu::KernelEntry> table = {
-        ES_KERNEL(add_bias_rows_f32), ES_KERNEL(add_f32),          ES_KERNEL(copy_rows_f32),
-        ES_KERNEL(head_rows_f32),     ES_KERNEL(bias_gelu_f32),    ES_KERNEL(gelu_bwd_f32),
-        ES_KERNEL(ig_path_f32),       ES_KERNEL(ig_accumulate_f32), ES_KERNEL(ig_finish_f32),
-        ES_KERNEL(nt_noise_f32),      ES_KERNEL(nt_aggregate_f32), ES_KERNEL(layer_norm_f32),
-        ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),      ES_KERNEL(col2im_f32),
-        ES_KERNEL(embed_tokens_f32),  ES_KERNEL(reduce_channels_f32), ES_KERNEL(min_max_f32),
-        ES_KERNEL(softmax_scale_f32), ES_KERNEL(softmax_bwd_f32),
+        ES_KERNEL(add_bias_rows_f32), ES_KERNEL(head_rows_f32),      ES_KERNEL(bias_gelu_f32),
+        ES_KERNEL(gelu_bwd_f32),      ES_KERNEL(ig_path_f32),        ES_KERNEL(ig_accumulate_f32),
+        ES_KERNEL(ig_finish_f32),     ES_KERNEL(nt_noise_f32),       ES_KERNEL(nt_aggregate_f32),
+        ES_KERNEL(layer_norm_f32),    ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),
+        ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
+        ES_KERNEL(softmax_bwd_f32),
         // Not project kernels: the emulator's own checks (names start with selftest_).
         ES_KERNEL(selftest_early_return), ES_KERNEL(selftest_missing_barrier),
     };

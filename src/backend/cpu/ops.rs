@@ -218,11 +218,6 @@ pub fn layer_norm_param_grads(g: &[f32], xhat: &[f32], dgamma: &mut [f32], dbeta
     }
 }
 
-/// `y += x` element-wise (a residual add).
-pub fn add_in_place(y: &mut [f32], x: &[f32]) {
-    y.iter_mut().zip(x).for_each(|(a, b)| *a += b);
-}
-
 /// Copies `rows` rows of `cols` values from `src` (rows `src_ld` apart) to `dst`
 /// (rows `dst_ld` apart): gathers or scatters the CLS rows of a batch.
 pub fn copy_rows(

@@ -236,42 +236,6 @@ pub fn add_bias_rows_f32(
     run(a, elems_cfg(rows * cols))
 }
 
-/// `y += x` over `n` values.
-pub fn add_f32(gpu: &Gpu, y: &mut CudaViewMut<f32>, x: &CudaView<f32>, n: usize) -> Result<()> {
-    need("add.y", y.len(), n)?;
-    need("add.x", x.len(), n)?;
-    let f = gpu.function(KernelFile::Elementwise, "add_f32")?;
-    let n32 = int("n", n)?;
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(y).arg(x).arg(&n32);
-    run(a, elems_cfg(n))
-}
-
-/// Strided row copy.
-#[allow(clippy::too_many_arguments)]
-pub fn copy_rows_f32(
-    gpu: &Gpu,
-    src: &CudaView<f32>,
-    src_ld: usize,
-    dst: &mut CudaViewMut<f32>,
-    dst_ld: usize,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
-    need("copy_rows.src", src.len(), span(rows, cols, src_ld))?;
-    need("copy_rows.dst", dst.len(), span(rows, cols, dst_ld))?;
-    let f = gpu.function(KernelFile::Elementwise, "copy_rows_f32")?;
-    let (sl, dl, r, c) = (
-        int("ld", src_ld)?,
-        int("ld", dst_ld)?,
-        int("rows", rows)?,
-        int("cols", cols)?,
-    );
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(src).arg(&sl).arg(dst).arg(&dl).arg(&r).arg(&c);
-    run(a, elems_cfg(rows * cols))
-}
-
 /// `d_features[b] = head_w[targets[b]]`; targets must be < classes (checked by the caller).
 pub fn head_rows_f32(
     gpu: &Gpu,
@@ -534,47 +498,6 @@ pub fn nt_aggregate_f32(
     let mut a = gpu.stream.launch_builder(&f);
     a.arg(per_sample).arg(out).arg(&s).arg(&l).arg(&nt_type);
     run(a, elems_cfg(len))
-}
-
-// --- reduce.cu -------------------------------------------------------------------
-
-/// Channel reduction (channels, hw) → (hw); `mode` as attr::relevance::Reduction (0..=3).
-pub fn reduce_channels_f32(
-    gpu: &Gpu,
-    attr: &CudaView<f32>,
-    out: &mut CudaViewMut<f32>,
-    channels: usize,
-    hw: usize,
-    mode: i32,
-) -> Result<()> {
-    need("reduce_channels.attr", attr.len(), channels * hw)?;
-    need("reduce_channels.out", out.len(), hw)?;
-    let f = gpu.function(KernelFile::Reduce, "reduce_channels_f32")?;
-    let (c, n) = (int("channels", channels)?, int("hw", hw)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(attr).arg(out).arg(&c).arg(&n).arg(&mode);
-    run(a, elems_cfg(hw))
-}
-
-/// `out = [min, max]` of `x[..n]`.
-pub fn min_max_f32(
-    gpu: &Gpu,
-    x: &CudaView<f32>,
-    n: usize,
-    out: &mut CudaViewMut<f32>,
-) -> Result<()> {
-    need("min_max.x", x.len(), n)?;
-    need("min_max.out", out.len(), 2)?;
-    let f = gpu.function(KernelFile::Reduce, "min_max_f32")?;
-    let n32 = int("n", n)?;
-    let cfg = LaunchConfig {
-        grid_dim: (1, 1, 1),
-        block_dim: (1024, 1, 1),
-        shared_mem_bytes: 0,
-    };
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(x).arg(&n32).arg(out);
-    run(a, cfg)
 }
 
 // --- GEMM --------------------------------------------------------------------------

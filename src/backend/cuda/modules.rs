@@ -39,18 +39,16 @@ pub enum KernelFile {
     Ig,
     Norm,
     PatchEmbed,
-    Reduce,
     Softmax,
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 7] = [
+    pub const ALL: [KernelFile; 6] = [
         KernelFile::Elementwise,
         KernelFile::Gelu,
         KernelFile::Ig,
         KernelFile::Norm,
         KernelFile::PatchEmbed,
-        KernelFile::Reduce,
         KernelFile::Softmax,
     ];
 
@@ -61,7 +59,6 @@ impl KernelFile {
             KernelFile::Ig => "ig.cu",
             KernelFile::Norm => "norm.cu",
             KernelFile::PatchEmbed => "patch_embed.cu",
-            KernelFile::Reduce => "reduce.cu",
             KernelFile::Softmax => "softmax.cu",
         }
     }
@@ -73,7 +70,6 @@ impl KernelFile {
             KernelFile::Ig => include_str!("../../../kernels/ig.cu"),
             KernelFile::Norm => include_str!("../../../kernels/norm.cu"),
             KernelFile::PatchEmbed => include_str!("../../../kernels/patch_embed.cu"),
-            KernelFile::Reduce => include_str!("../../../kernels/reduce.cu"),
             KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
         }
     }
