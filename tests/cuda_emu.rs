@@ -284,3 +284,99 @@ fn cli_segment_on_the_emulated_device_gives_the_cpus_masks() {
         assert!(masks[0].1 == masks[1].1, "variant {variant}: masks differ");
     }
 }
+
+#[test]
+fn block_taps_match_the_cpu() {
+    let (vit, x) = tiny();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    for layer in [Some(0), None] {
+        let want = cpu.block_taps(x.view(), layer).unwrap();
+        let got = emu.block_taps(x.view(), layer).unwrap();
+        assert_eq!(
+            (got.grid, got.heads, got.dim),
+            (want.grid, want.heads, want.dim)
+        );
+        assert!(rel_l2(&got.qkv, &want.qkv) <= 1e-5, "{layer:?} qkv");
+        assert!(rel_l2(&got.probs, &want.probs) <= 1e-5, "{layer:?} probs");
+    }
+    assert!(emu.block_taps(x.view(), Some(99)).is_err());
+}
+
+/// The C ABI's `ES_DEVICE_CUDA_EMU`: the CPU's masks and (to 1e-4) relevance.
+#[test]
+fn c_abi_segment_on_the_emulated_device_matches_the_cpu() {
+    use explainseg::capi::*;
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+
+    let weights = CString::new(
+        fixture("engine", "s16_tiny/model_timm.safetensors")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let image = CString::new(fixture("preprocess", "jpeg420_q85.jpg").to_str().unwrap()).unwrap();
+    // SAFETY: valid strings, params and out pointers throughout; every handle is freed.
+    unsafe {
+        let mut img = null_mut();
+        assert_eq!(
+            explainseg_image_load(image.as_ptr(), &mut img),
+            EsStatus::Ok
+        );
+        let mut models = Vec::new();
+        for device in [EsDevice::Cpu, EsDevice::CudaEmu] {
+            let params = EsModelParams {
+                device,
+                ..explainseg_model_default_params()
+            };
+            let mut m = null_mut();
+            assert_eq!(
+                explainseg_model_load(weights.as_ptr(), null(), &params, &mut m),
+                EsStatus::Ok
+            );
+            models.push(m);
+        }
+        for variant in [EsVariant::A, EsVariant::C, EsVariant::Maskcut] {
+            let params = EsSegmentParams {
+                variant,
+                image_size: 64,
+                ig_steps: 4,
+                ig_batch: 3,
+                nt_samples: 2,
+                ncut_grid: 16,
+                ..explainseg_segment_default_params()
+            };
+            let mut outs = Vec::new();
+            for &m in &models {
+                let mut r = null_mut();
+                assert_eq!(
+                    explainseg_segment(m, img, &params, null(), &mut r),
+                    EsStatus::Ok
+                );
+                let (mut w, mut h) = (0u32, 0u32);
+                assert_eq!(explainseg_result_size(r, &mut w, &mut h), EsStatus::Ok);
+                let n = (w * h) as usize;
+                let mut mask = vec![0u8; n];
+                assert_eq!(
+                    explainseg_result_mask(r, mask.as_mut_ptr(), n, null_mut()),
+                    EsStatus::Ok
+                );
+                let mut rel = vec![0f32; n];
+                let has_rel =
+                    explainseg_result_relevance(r, rel.as_mut_ptr(), n, null_mut()) == EsStatus::Ok;
+                explainseg_result_free(r);
+                outs.push((mask, has_rel.then_some(rel)));
+            }
+            assert!(outs[0].0 == outs[1].0, "{variant:?}: masks differ");
+            if let (Some(a), Some(b)) = (&outs[1].1, &outs[0].1) {
+                let rel = rel_l2(a, b);
+                assert!(rel <= 1e-4, "{variant:?}: relevance rel-L2 {rel}");
+            }
+        }
+        for m in models {
+            explainseg_model_free(m);
+        }
+        explainseg_image_free(img);
+    }
+}
