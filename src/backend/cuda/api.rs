@@ -54,6 +54,10 @@ pub struct Counters {
     pub dtoh_bytes: u64,
     /// Host waits for the device (every download is one).
     pub syncs: u64,
+    /// Allocations served from the [`Pooled`] cache instead of the device.
+    pub reuses: u64,
+    /// Reused allocations zeroed on the device.
+    pub zero_fills: u64,
 }
 
 impl Counters {
@@ -70,6 +74,8 @@ impl Counters {
             dtoh_copies: self.dtoh_copies - earlier.dtoh_copies,
             dtoh_bytes: self.dtoh_bytes - earlier.dtoh_bytes,
             syncs: self.syncs - earlier.syncs,
+            reuses: self.reuses - earlier.reuses,
+            zero_fills: self.zero_fills - earlier.zero_fills,
         }
     }
 }
@@ -77,7 +83,7 @@ impl Counters {
 /// Atomic [`Counters`], kept by each device implementation.
 #[derive(Debug, Default)]
 pub struct Counting {
-    c: [AtomicU64; 10],
+    c: [AtomicU64; 12],
 }
 
 #[derive(Clone, Copy)]
@@ -89,6 +95,8 @@ pub enum Event {
     Htod(usize),
     Dtoh(usize),
     Sync,
+    Reuse,
+    ZeroFill,
 }
 
 impl Counting {
@@ -113,6 +121,8 @@ impl Counting {
                 add(8, b)
             }
             Event::Sync => add(9, 1),
+            Event::Reuse => add(10, 1),
+            Event::ZeroFill => add(11, 1),
         }
     }
 
@@ -129,6 +139,8 @@ impl Counting {
             dtoh_copies: g(7),
             dtoh_bytes: g(8),
             syncs: g(9),
+            reuses: g(10),
+            zero_fills: g(11),
         }
     }
 }
@@ -146,6 +158,11 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     /// # Safety
     /// `ptr` came from [`DeviceApi::alloc_zeroed`] of this device and is not freed yet.
     unsafe fn free(&self, ptr: u64);
+    /// Zeroes `bytes` at `ptr`, ordered after the work already queued.
+    ///
+    /// # Safety
+    /// `ptr..ptr + bytes` lies inside one live allocation of this device.
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()>;
     /// Copies `src` to device address `dst`; `src` may be dropped on return.
     ///
     /// # Safety
@@ -183,6 +200,131 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
 
 /// The shared handle the engine and its buffers hold.
 pub type Dev = Arc<dyn DeviceApi>;
+
+/// Bytes a [`Pooled`] device keeps cached at most; beyond, freed blocks go back to
+/// the device.
+const POOL_MAX_BYTES: usize = 1 << 30;
+
+/// A device whose freed blocks are kept, by exact size, and handed out again
+/// (zeroed on the device): the engine's per-call buffers have the same sizes call
+/// after call, so after the first call a pass allocates nothing. On one stream a
+/// reused block's earlier work is ordered before its new use.
+#[derive(Debug)]
+pub struct Pooled {
+    dev: Dev,
+    /// Free blocks by size in bytes, and the bytes they hold.
+    free: std::sync::Mutex<(std::collections::HashMap<usize, Vec<u64>>, usize)>,
+    /// Sizes of the live blocks handed out.
+    live: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    counting: Counting,
+}
+
+impl Pooled {
+    pub fn new(dev: Dev) -> Pooled {
+        Pooled {
+            dev,
+            free: Default::default(),
+            live: Default::default(),
+            counting: Counting::default(),
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let (free, _) = &mut *self.free.get_mut().unwrap_or_else(|p| p.into_inner());
+        for ptr in free.drain().flat_map(|(_, v)| v) {
+            // SAFETY: cached blocks are live device allocations no buffer holds.
+            unsafe { self.dev.free(ptr) };
+        }
+    }
+}
+
+impl DeviceApi for Pooled {
+    fn kind(&self) -> Device {
+        self.dev.kind()
+    }
+    fn name(&self) -> String {
+        self.dev.name()
+    }
+    fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let cached = {
+            let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let p = free.get_mut(&bytes).and_then(Vec::pop);
+            if p.is_some() {
+                *total -= bytes;
+            }
+            p
+        };
+        let ptr = match cached {
+            Some(p) => {
+                // SAFETY: p is a cached allocation of exactly `bytes`.
+                unsafe { self.dev.zero(p, bytes)? };
+                self.counting.record(Event::Reuse);
+                p
+            }
+            None => self.dev.alloc_zeroed(bytes)?,
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr, bytes);
+        Ok(ptr)
+    }
+    unsafe fn free(&self, ptr: u64) {
+        let bytes = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ptr);
+        let Some(bytes) = bytes else { return };
+        let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if *total + bytes <= POOL_MAX_BYTES {
+            free.entry(bytes).or_default().push(ptr);
+            *total += bytes;
+        } else {
+            // SAFETY: ptr is a live allocation of the inner device, given back once.
+            unsafe { self.dev.free(ptr) };
+        }
+    }
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.zero(ptr, bytes) }
+    }
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.htod(src, dst) }
+    }
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.dtoh(src, dst) }
+    }
+    unsafe fn launch(
+        &self,
+        file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: &[KArg],
+    ) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.launch(file, name, grid, block, args) }
+    }
+    unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.gemm(g, a, b, c, beta) }
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.dev.synchronize()
+    }
+    /// The device's counts (its allocations are the pool's misses) plus the reuses.
+    fn counters(&self) -> Counters {
+        Counters {
+            reuses: self.counting.snapshot().reuses,
+            ..self.dev.counters()
+        }
+    }
+}
 
 /// Plain values that live on the device (f32 activations, i32 targets).
 pub trait DevScalar: Copy + Default + 'static {}

@@ -223,6 +223,15 @@ impl DeviceApi for CudarcDevice {
         self.counting.record(Event::Free);
     }
 
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
+        unsafe { driver::memset_d8_async(ptr, 0, bytes, self.gpu.stream.cu_stream()) }
+            .map_err(cuda_err("zeroing device memory"))?;
+        self.counting.record(Event::ZeroFill);
+        Ok(())
+    }
+
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller guarantees dst covers src.len() bytes of a live

@@ -167,6 +167,13 @@ impl DeviceApi for EmuDevice {
         self.counting.record(Event::Free);
     }
 
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        self.counting.record(Event::ZeroFill);
+        Ok(())
+    }
+
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
         // SAFETY: the caller guarantees dst covers src.len() bytes of a live
         // allocation, which a host slice cannot overlap.

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array4, ArrayView4};
 
-use super::api::{Counters, Dev, DevBuf, DeviceApi, View};
+use super::api::{Counters, Dev, DevBuf, DeviceApi, Pooled, View};
 use super::device::{guarded, CudarcDevice};
 use super::launch::{self as k, Batch, PatchGeometry, PathRows};
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
@@ -153,7 +153,7 @@ impl<'a> CudaEngine<'a> {
         Self::on_device(vit, Arc::new(super::emu::EmuDevice::new()?))
     }
 
-    /// Uploads the model's weights to `dev`.
+    /// Uploads the model's weights to `dev`, behind a [`Pooled`] cache of blocks.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for an unsupported head; device errors.
@@ -161,6 +161,8 @@ impl<'a> CudaEngine<'a> {
         if let Some(h) = &vit.head {
             cls_chunks(h.kind)?;
         }
+        // Each call's buffers come back to the pool, so later calls allocate nothing.
+        let dev: Dev = Arc::new(Pooled::new(dev));
         let up = |v: &[f32]| DevBuf::upload(&dev, v);
         let w = &vit.weights;
         let weights = guarded("uploading weights", || {
