@@ -39,7 +39,11 @@ fn tiny() -> (Vit, Array4<f32>) {
 
 /// A ViT-S/16 at 224² (6 heads of 64, T = 197) with `depth` blocks and random weights.
 fn vit_s16(depth: usize) -> Vit {
-    let mut cfg = VitConfig::standard("s", 16, 224).unwrap();
+    vit16("s", depth)
+}
+
+fn vit16(size: &str, depth: usize) -> Vit {
+    let mut cfg = VitConfig::standard(size, 16, 224).unwrap();
     cfg.depth = depth;
     Vit::random(cfg, 5, 7)
 }
@@ -267,6 +271,26 @@ fn vit_s16_at_224_matches_the_cpu() {
     // nt_noise, ig_path, the pass, ig_accumulate, ig_finish, nt_aggregate.
     assert_eq!(c.launches, 1 + 1 + fl + bl + 1 + 1 + 1, "{c:?}");
     assert_eq!(c.gemms, fg + bg, "{c:?}");
+}
+
+/// ViT-B/16 shapes (12 heads of 64, T = 197), one block: logits and input gradient.
+#[test]
+fn vit_b16_at_224_matches_the_cpu() {
+    let vit = vit16("b", 1);
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let x = Array4::from_shape_vec(
+        (1, 3, 224, 224),
+        explainseg::rng::gaussian_noise(4, 0, 3 * 224 * 224, 1.0),
+    )
+    .unwrap();
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(x.view(), &[4]).unwrap();
+    let (l_emu, g_emu) = emu.logits_and_input_grad(x.view(), &[4]).unwrap();
+    let l_rel = rel_max(&to_vec(&l_emu), &to_vec(&l_cpu));
+    let g_rel = rel_l2(&to_vec(&g_emu), &to_vec(&g_cpu));
+    eprintln!("ViT-B/16 224², 1 block: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e}");
+    assert!(l_rel <= 1e-5, "logits rel {l_rel}");
+    assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
 }
 
 /// `explainseg segment --device cuda-emu` writes the CPU's masks, for every variant.
