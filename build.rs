@@ -6,6 +6,10 @@
 //!
 //! Writes `$OUT_DIR/prebuilt_ptx.rs`: `PREBUILT_PTX: &[(file name, PTX)]`, empty
 //! when nothing was built.
+//!
+//! With the `cuda-emu` feature, also compiles `kernels/emu/registry.cpp` (every kernel
+//! plus the fiber emulator) with g++ into `$OUT_DIR/es_kernels_emu.so`, which the
+//! emulated device embeds; g++ is then required.
 
 use std::env;
 use std::fs;
@@ -22,10 +26,16 @@ fn main() {
     for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"] {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    println!("cargo:rerun-if-env-changed=CXX");
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
+    if env::var_os("CARGO_FEATURE_CUDA_EMU").is_some() {
+        if let Err(e) = build_emulator(&out) {
+            panic!("the cuda-emu feature needs g++ to build the emulated kernels: {e}");
+        }
+    }
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let built = match find_nvcc() {
         Some(nvcc) => prebuild(&nvcc, &out).unwrap_or_else(|e| {
             println!("cargo:warning=nvcc could not prebuild the kernels ({e}); NVRTC compiles them at run time");
@@ -113,4 +123,32 @@ fn prebuild(nvcc: &Path, out: &Path) -> Result<Vec<(String, PathBuf)>, String> {
         built.push((name, ptx));
     }
     Ok(built)
+}
+
+/// The emulated kernel library, with the flags of tests/cuda_emulated.rs.
+fn build_emulator(out: &Path) -> Result<(), String> {
+    let cxx = env::var("CXX").unwrap_or_else(|_| "g++".into());
+    let status = Command::new(&cxx)
+        .args([
+            "-std=c++17",
+            "-O2",
+            "-fPIC",
+            "-shared",
+            "-fstack-clash-protection",
+            // As the __f*_rn / __d*_rn intrinsics: never fuse a*b + c.
+            "-ffp-contract=off",
+            "-DES_EMULATE",
+            "-I",
+            "kernels",
+            "-o",
+        ])
+        .arg(out.join("es_kernels_emu.so"))
+        .arg("kernels/emu/registry.cpp")
+        .status()
+        .map_err(|e| format!("{cxx}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{cxx} exited with {status}"))
+    }
 }

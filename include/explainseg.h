@@ -110,6 +110,9 @@ enum EsDevice
   ES_DEVICE_CPU = 0,
   // An NVIDIA GPU; `ES_STATUS_CUDA_UNAVAILABLE` in builds without CUDA.
   ES_DEVICE_CUDA = 1,
+  // The CUDA code path on an emulated device (slow; for tests);
+  // `ES_STATUS_CUDA_UNAVAILABLE` in builds without the `cuda-emu` feature.
+  ES_DEVICE_CUDA_EMU = 2,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L

@@ -296,6 +296,19 @@ fn model_load_statuses() {
         );
         assert!(last_error().contains("CUDA"), "{}", last_error());
 
+        // The emulated device needs its feature; without it, the same clear refusal.
+        if !cfg!(feature = "cuda-emu") {
+            let emu = EsModelParams {
+                device: EsDevice::CudaEmu,
+                ..explainseg_model_default_params()
+            };
+            check(
+                explainseg_model_load(weights().as_ptr(), null(), &emu, &mut m),
+                EsStatus::CudaUnavailable,
+            );
+            assert!(last_error().contains("cuda-emu"), "{}", last_error());
+        }
+
         let negative_eps = EsModelParams {
             layer_norm_eps: -1.0,
             ..explainseg_model_default_params()

@@ -352,3 +352,23 @@ fn device_cuda_without_a_gpu_fails_naming_cuda_and_writes_nothing() {
         .code(1);
     assert!(String::from_utf8_lossy(&assert.get_output().stderr).contains("CUDA"));
 }
+
+/// `--device cuda-emu` needs its feature; without it the command fails naming it.
+#[cfg(not(feature = "cuda-emu"))]
+#[test]
+fn device_cuda_emu_without_its_feature_fails_naming_the_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let assert = bin()
+        .args(["segment", "--device", "cuda-emu", "--size", "64", "--steps", "2", "--weights"])
+        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+        .arg("--image")
+        .arg(fixture("preprocess", "big_299x257_q90.jpg"))
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&assert.get_output().stderr).into_owned();
+    assert!(stderr.contains("`cuda-emu` feature"), "{stderr}");
+    assert!(!out.exists());
+}

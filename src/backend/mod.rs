@@ -7,7 +7,7 @@
 //!
 //! - [`cpu`]: ndarray + rayon, always built.
 //! - `cuda` (feature `cuda`): the kernels of `kernels/` through cudarc, loaded at
-//!   run time.
+//!   run time; with `cuda-emu`, the same engine on an emulated device.
 //! - [`host_ig`]: the IG + NoiseTunnel loop over any engine's gradients (the
 //!   default of [`Engine::attribute`]).
 
@@ -34,6 +34,9 @@ pub enum Device {
     Cpu,
     /// GPU 0 through CUDA (builds with the `cuda` feature).
     Cuda,
+    /// The CUDA engine on the emulated device (builds with the `cuda-emu` feature):
+    /// the GPU code path, kernels in the fiber emulator, GEMMs on the CPU. Slow.
+    CudaEmu,
 }
 
 impl Device {
@@ -41,6 +44,7 @@ impl Device {
         match self {
             Device::Cpu => "cpu",
             Device::Cuda => "cuda",
+            Device::CudaEmu => "cuda-emu",
         }
     }
 }
@@ -51,9 +55,10 @@ impl std::str::FromStr for Device {
         match s.to_ascii_lowercase().as_str() {
             "cpu" => Ok(Device::Cpu),
             "cuda" | "gpu" => Ok(Device::Cuda),
+            "cuda-emu" => Ok(Device::CudaEmu),
             other => Err(Error::param(
                 "device",
-                format!("`{other}` is not one of cpu, cuda"),
+                format!("`{other}` is not one of cpu, cuda, cuda-emu"),
             )),
         }
     }
@@ -63,7 +68,7 @@ impl std::str::FromStr for Device {
 ///
 /// # Errors
 /// [`Error::CudaUnavailable`] for [`Device::Cuda`] in a build without the `cuda`
-/// feature, or where no usable GPU or CUDA library is found — never a CPU engine
+/// feature (for [`Device::CudaEmu`], without `cuda-emu`), or where no usable GPU or CUDA library is found — never a CPU engine
 /// in its place.
 pub fn engine_for<'v>(device: Device, vit: &'v Vit) -> Result<Box<dyn Engine + 'v>> {
     match device {
@@ -73,6 +78,13 @@ pub fn engine_for<'v>(device: Device, vit: &'v Vit) -> Result<Box<dyn Engine + '
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(Error::CudaUnavailable(
             "this build has no CUDA backend (the `cuda` feature is not compiled in); use the cpu device"
+                .into(),
+        )),
+        #[cfg(feature = "cuda-emu")]
+        Device::CudaEmu => Ok(Box::new(cuda::CudaEngine::emulated(vit)?)),
+        #[cfg(not(feature = "cuda-emu"))]
+        Device::CudaEmu => Err(Error::CudaUnavailable(
+            "this build has no emulated CUDA device (the `cuda-emu` feature is not compiled in); use the cpu device"
                 .into(),
         )),
     }

@@ -26,6 +26,9 @@ pub enum EsDevice {
     Cpu = 0,
     /// An NVIDIA GPU; `ES_STATUS_CUDA_UNAVAILABLE` in builds without CUDA.
     Cuda = 1,
+    /// The CUDA code path on an emulated device (slow; for tests);
+    /// `ES_STATUS_CUDA_UNAVAILABLE` in builds without the `cuda-emu` feature.
+    CudaEmu = 2,
 }
 
 /// How the positional embedding is interpolated for other input sizes.
@@ -369,6 +372,7 @@ impl EsModelParams {
         match self.device {
             EsDevice::Cpu => Device::Cpu,
             EsDevice::Cuda => Device::Cuda,
+            EsDevice::CudaEmu => Device::CudaEmu,
         }
     }
 
@@ -598,7 +602,7 @@ fn check_bool(name: &'static str, raw: u8) -> CapiResult {
 
 impl CheckedParams for EsModelParams {
     unsafe fn check_raw(ptr: *const Self) -> CapiResult {
-        check_enum("device", raw_u32!(ptr, device), 2)?;
+        check_enum("device", raw_u32!(ptr, device), 3)?;
         check_enum("pos_embed", raw_u32!(ptr, pos_embed), 3)
     }
 }

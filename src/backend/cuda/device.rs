@@ -2,15 +2,20 @@
 //! cudarc call that would panic without them, and context creation is guarded by
 //! `catch_unwind` as a second line of defence.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaContext, CudaStream};
+use cudarc::driver::{
+    result as driver, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+};
 
-use cudarc::driver::CudaFunction;
-
+use super::api::{Counters, Counting, DeviceApi, Event, KArg};
 use super::modules::{KernelFile, ModuleCache};
+use crate::backend::blas_layout::ColMajorGemm;
+use crate::backend::Device;
 use crate::error::{Error, Result};
 
 /// Checks that the CUDA driver, NVRTC and cuBLAS libraries can be loaded.
@@ -142,5 +147,220 @@ impl Gpu {
     pub fn function(&self, file: KernelFile, name: &'static str) -> Result<CudaFunction> {
         self.modules
             .function(&self.ctx, self.compute_capability, file, name)
+    }
+}
+
+/// [`DeviceApi`] on a real GPU: cudarc's driver calls on the [`Gpu`]'s one stream,
+/// cuBLAS for the GEMMs.
+pub struct CudarcDevice {
+    gpu: Arc<Gpu>,
+    /// Live allocations by device address; dropping the slice frees it (cudarc
+    /// chooses stream-ordered or synchronous free as the device supports).
+    live: Mutex<HashMap<u64, CudaSlice<u8>>>,
+    counting: Counting,
+}
+
+impl std::fmt::Debug for CudarcDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.gpu.fmt(f)
+    }
+}
+
+impl CudarcDevice {
+    /// Opens GPU `ordinal` (see [`Gpu::new`]).
+    ///
+    /// # Errors
+    /// As [`Gpu::new`].
+    pub fn new(ordinal: usize) -> Result<CudarcDevice> {
+        Ok(CudarcDevice {
+            gpu: Gpu::new(ordinal)?,
+            live: Mutex::new(HashMap::new()),
+            counting: Counting::default(),
+        })
+    }
+
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    fn bind(&self) -> Result<()> {
+        self.gpu
+            .ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the CUDA context"))
+    }
+}
+
+impl DeviceApi for CudarcDevice {
+    fn kind(&self) -> Device {
+        Device::Cuda
+    }
+
+    fn name(&self) -> String {
+        self.gpu.name.clone()
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let slice = self
+            .gpu
+            .stream
+            .alloc_zeros::<u8>(bytes)
+            .map_err(cuda_err("allocating device memory"))?;
+        let (ptr, _) = slice.device_ptr(&self.gpu.stream);
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr, slice);
+        self.counting.record(Event::Alloc(bytes));
+        Ok(ptr)
+    }
+
+    unsafe fn free(&self, ptr: u64) {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ptr);
+        self.counting.record(Event::Free);
+    }
+
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
+        unsafe { driver::memset_d8_async(ptr, 0, bytes, self.gpu.stream.cu_stream()) }
+            .map_err(cuda_err("zeroing device memory"))?;
+        self.counting.record(Event::ZeroFill);
+        Ok(())
+    }
+
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees dst covers src.len() bytes of a live
+        // allocation. From pageable memory the call returns once src is staged, so
+        // src may be dropped afterwards.
+        unsafe { driver::memcpy_htod_async(dst, src, self.gpu.stream.cu_stream()) }
+            .map_err(cuda_err("copying to the device"))?;
+        self.counting.record(Event::Htod(src.len()));
+        Ok(())
+    }
+
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller guarantees src covers dst.len() bytes of a live
+        // allocation; the synchronize below keeps dst borrowed until the copy is done.
+        unsafe { driver::memcpy_dtoh_async(dst, src, self.gpu.stream.cu_stream()) }
+            .map_err(cuda_err("copying from the device"))?;
+        self.counting.record(Event::Dtoh(dst.len()));
+        self.synchronize()
+    }
+
+    unsafe fn launch(
+        &self,
+        file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: &[KArg],
+    ) -> Result<()> {
+        let f = self.gpu.function(file, name)?;
+        self.bind()?;
+        let mut words: Vec<u64> = args.iter().map(|a| a.word().0).collect();
+        let mut params: Vec<*mut std::ffi::c_void> =
+            words.iter_mut().map(|w| (w as *mut u64).cast()).collect();
+        // SAFETY: the caller guarantees the arguments match the kernel's signature
+        // (4-byte values sit in the low bytes of their little-endian words) and cover
+        // what it touches; `words` outlives the call, which copies the values.
+        unsafe {
+            driver::launch_kernel(
+                f.cu_function(),
+                (grid, 1, 1),
+                (block, 1, 1),
+                0,
+                self.gpu.stream.cu_stream(),
+                &mut params,
+            )
+        }
+        .map_err(cuda_err("kernel launch"))?;
+        self.counting.record(Event::Launch);
+        Ok(())
+    }
+
+    unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        let op = |t: bool| {
+            if t {
+                cublasOperation_t::CUBLAS_OP_T
+            } else {
+                cublasOperation_t::CUBLAS_OP_N
+            }
+        };
+        let int = |v: usize| {
+            i32::try_from(v)
+                .map_err(|_| Error::param("gemm", format!("{v} exceeds cuBLAS's 32-bit sizes")))
+        };
+        let (m, n, k) = (int(g.m)?, int(g.n)?, int(g.k)?);
+        let (lda, ldb, ldc) = (int(g.lda)?, int(g.ldb)?, int(g.ldc)?);
+        let alpha = 1.0f32;
+        let handle = *self.gpu.blas.handle();
+        self.bind()?;
+        let blas_err =
+            |e: cudarc::cublas::result::CublasError| Error::Cuda(format!("cuBLAS sgemm: {e:?}"));
+        // SAFETY: the caller guarantees the operands cover what this call reads and
+        // writes; the handle's stream is the Gpu's stream.
+        unsafe {
+            if g.batch == 1 {
+                cudarc::cublas::result::sgemm(
+                    handle,
+                    op(g.trans_a),
+                    op(g.trans_b),
+                    m,
+                    n,
+                    k,
+                    &alpha,
+                    a as *const f32,
+                    lda,
+                    b as *const f32,
+                    ldb,
+                    &beta,
+                    c as *mut f32,
+                    ldc,
+                )
+            } else {
+                cudarc::cublas::result::sgemm_strided_batched(
+                    handle,
+                    op(g.trans_a),
+                    op(g.trans_b),
+                    m,
+                    n,
+                    k,
+                    &alpha,
+                    a as *const f32,
+                    lda,
+                    g.stride_a as i64,
+                    b as *const f32,
+                    ldb,
+                    g.stride_b as i64,
+                    &beta,
+                    c as *mut f32,
+                    ldc,
+                    g.stride_c as i64,
+                    int(g.batch)?,
+                )
+            }
+        }
+        .map_err(blas_err)?;
+        self.counting.record(Event::Gemm);
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        self.gpu
+            .stream
+            .synchronize()
+            .map_err(cuda_err("synchronizing"))?;
+        self.counting.record(Event::Sync);
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        self.counting.snapshot()
     }
 }

@@ -1,4 +1,5 @@
-//! [`Engine`] on a GPU: the ViT forward and input-gradient backward of
+//! [`Engine`] on a CUDA device (a GPU, or the emulated device of feature
+//! `cuda-emu`, through [`DeviceApi`]): the ViT forward and input-gradient backward of
 //! `backend::cpu::{forward, backward}`, with the same operation order, built from the
 //! kernels of `kernels/` and cuBLAS GEMMs; the weights are uploaded once per engine.
 //!
@@ -11,51 +12,53 @@
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{CudaSlice, CudaView};
 use ndarray::{Array2, Array4, ArrayView4};
 
-use super::device::{cuda_err, guarded, Gpu};
+use super::api::{Counters, Dev, DevBuf, DeviceApi, Pooled, View};
+use super::device::{guarded, CudarcDevice};
 use super::launch::{self as k, Batch, PatchGeometry, PathRows};
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
-use crate::ig::{make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput, NtType, Progress};
 use crate::error::{Error, Result};
+use crate::ig::{
+    make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput, NtType, Progress,
+};
 use crate::model::{HeadKind, Vit};
 
 struct DeviceBlock {
-    norm1_w: CudaSlice<f32>,
-    norm1_b: CudaSlice<f32>,
-    qkv_w: CudaSlice<f32>,
-    qkv_b: CudaSlice<f32>,
-    proj_w: CudaSlice<f32>,
-    proj_b: CudaSlice<f32>,
-    norm2_w: CudaSlice<f32>,
-    norm2_b: CudaSlice<f32>,
-    fc1_w: CudaSlice<f32>,
-    fc1_b: CudaSlice<f32>,
-    fc2_w: CudaSlice<f32>,
-    fc2_b: CudaSlice<f32>,
+    norm1_w: DevBuf<f32>,
+    norm1_b: DevBuf<f32>,
+    qkv_w: DevBuf<f32>,
+    qkv_b: DevBuf<f32>,
+    proj_w: DevBuf<f32>,
+    proj_b: DevBuf<f32>,
+    norm2_w: DevBuf<f32>,
+    norm2_b: DevBuf<f32>,
+    fc1_w: DevBuf<f32>,
+    fc1_b: DevBuf<f32>,
+    fc2_w: DevBuf<f32>,
+    fc2_b: DevBuf<f32>,
 }
 
 struct DeviceWeights {
-    patch_w: CudaSlice<f32>,
-    patch_b: CudaSlice<f32>,
-    cls: CudaSlice<f32>,
-    norm_w: CudaSlice<f32>,
-    norm_b: CudaSlice<f32>,
+    patch_w: DevBuf<f32>,
+    patch_b: DevBuf<f32>,
+    cls: DevBuf<f32>,
+    norm_w: DevBuf<f32>,
+    norm_b: DevBuf<f32>,
     blocks: Vec<DeviceBlock>,
     /// (classes, in_dim) and (classes); absent without a head.
-    head: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+    head: Option<(DevBuf<f32>, DevBuf<f32>)>,
 }
 
 /// Per-block activations the backward needs (as `cpu::forward::BlockSaved`).
 struct Saved {
-    xhat1: CudaSlice<f32>,
-    rstd1: CudaSlice<f32>,
-    qkv: CudaSlice<f32>,
-    probs: CudaSlice<f32>,
-    xhat2: CudaSlice<f32>,
-    rstd2: CudaSlice<f32>,
-    gelu_grad: CudaSlice<f32>,
+    xhat1: DevBuf<f32>,
+    rstd1: DevBuf<f32>,
+    qkv: DevBuf<f32>,
+    probs: DevBuf<f32>,
+    xhat2: DevBuf<f32>,
+    rstd2: DevBuf<f32>,
+    gelu_grad: DevBuf<f32>,
 }
 
 /// What a forward leaves on the device.
@@ -65,32 +68,42 @@ struct Forward {
     geometry: PatchGeometry,
     blocks: Vec<Saved>,
     /// Final norms of the CLS rows read by the head: (x̂ (batch, D), 1/σ (batch)).
-    head_norms: Vec<(CudaSlice<f32>, CudaSlice<f32>)>,
-    logits: Array2<f32>,
+    head_norms: Vec<(DevBuf<f32>, DevBuf<f32>)>,
+    /// (batch, classes) on the device: read back only by callers that need them, so
+    /// the IG loop does not wait for the device once per batch.
+    logits: DevBuf<f32>,
+    classes: usize,
+}
+
+impl Forward {
+    fn logits(&self) -> Result<Array2<f32>> {
+        Array2::from_shape_vec((self.batch, self.classes), self.logits.download()?)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
 }
 
 /// Forward buffers every block overwrites: LN output (M, D), concatenated heads
 /// (M, D), fc1/GELU output (M, hidden).
 struct BlockScratch {
-    normed: CudaSlice<f32>,
-    attn_cat: CudaSlice<f32>,
-    act: CudaSlice<f32>,
+    normed: DevBuf<f32>,
+    attn_cat: DevBuf<f32>,
+    act: DevBuf<f32>,
 }
 
 /// Backward buffers every block overwrites: (M, hidden), (M, D), (M, 3·D) and the
 /// softmax gradients (batch, heads, T, T).
 struct BackwardScratch {
-    ga: CudaSlice<f32>,
-    gn: CudaSlice<f32>,
-    gqkv: CudaSlice<f32>,
-    dp: CudaSlice<f32>,
+    ga: DevBuf<f32>,
+    gn: DevBuf<f32>,
+    gqkv: DevBuf<f32>,
+    dp: DevBuf<f32>,
 }
 
 /// The CUDA engine over a loaded model. Create it once per model: it uploads the
 /// weights. Calls are serialised (one stream).
 pub struct CudaEngine<'a> {
     vit: &'a Vit,
-    gpu: Arc<Gpu>,
+    gpu: Dev,
     weights: DeviceWeights,
     busy: Mutex<()>,
 }
@@ -98,7 +111,7 @@ pub struct CudaEngine<'a> {
 impl std::fmt::Debug for CudaEngine<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CudaEngine")
-            .field("gpu", &self.gpu)
+            .field("device", &self.gpu)
             .finish()
     }
 }
@@ -126,12 +139,31 @@ impl<'a> CudaEngine<'a> {
         if let Some(h) = &vit.head {
             cls_chunks(h.kind)?;
         }
-        let gpu = Gpu::new(ordinal)?;
-        let up = |v: &[f32]| {
-            gpu.stream
-                .clone_htod(v)
-                .map_err(cuda_err("uploading weights"))
-        };
+        Self::on_device(vit, Arc::new(CudarcDevice::new(ordinal)?))
+    }
+
+    /// The same engine on the emulated device (feature `cuda-emu`): the kernels run
+    /// in the fiber emulator, GEMMs on the CPU; no GPU or CUDA library needed.
+    ///
+    /// # Errors
+    /// As [`CudaEngine::new`], with [`Error::CudaUnavailable`] when the emulated
+    /// kernel library cannot be loaded.
+    #[cfg(feature = "cuda-emu")]
+    pub fn emulated(vit: &'a Vit) -> Result<Self> {
+        Self::on_device(vit, Arc::new(super::emu::EmuDevice::new()?))
+    }
+
+    /// Uploads the model's weights to `dev`, behind a [`Pooled`] cache of blocks.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] for an unsupported head; device errors.
+    pub fn on_device(vit: &'a Vit, dev: Dev) -> Result<Self> {
+        if let Some(h) = &vit.head {
+            cls_chunks(h.kind)?;
+        }
+        // Each call's buffers come back to the pool, so later calls allocate nothing.
+        let dev: Dev = Arc::new(Pooled::new(dev));
+        let up = |v: &[f32]| DevBuf::upload(&dev, v);
         let w = &vit.weights;
         let weights = guarded("uploading weights", || {
             let blocks = w
@@ -170,36 +202,32 @@ impl<'a> CudaEngine<'a> {
         })?;
         Ok(CudaEngine {
             vit,
-            gpu,
+            gpu: dev,
             weights,
             busy: Mutex::new(()),
         })
     }
 
     /// The device this engine runs on.
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+    pub fn device_api(&self) -> &dyn DeviceApi {
+        &*self.gpu
     }
 
-    fn zeros(&self, n: usize) -> Result<CudaSlice<f32>> {
-        self.gpu
-            .stream
-            .alloc_zeros::<f32>(n.max(1))
-            .map_err(cuda_err("allocating device memory"))
+    /// The device's launches, allocations, copies and host syncs so far.
+    pub fn counters(&self) -> Counters {
+        self.gpu.counters()
     }
 
-    fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
-        self.gpu
-            .stream
-            .clone_htod(v)
-            .map_err(cuda_err("copying to the device"))
+    fn zeros(&self, n: usize) -> Result<DevBuf<f32>> {
+        DevBuf::zeros(&self.gpu, n)
     }
 
-    fn download(&self, v: &CudaSlice<f32>) -> Result<Vec<f32>> {
-        self.gpu
-            .stream
-            .clone_dtoh(v)
-            .map_err(cuda_err("copying from the device"))
+    fn upload(&self, v: &[f32]) -> Result<DevBuf<f32>> {
+        DevBuf::upload(&self.gpu, v)
+    }
+
+    fn download(&self, v: &DevBuf<f32>) -> Result<Vec<f32>> {
+        v.download()
     }
 
     /// Checks an input batch as every engine does; returns its patch geometry.
@@ -220,7 +248,7 @@ impl<'a> CudaEngine<'a> {
 
     /// The forward pass on device input `x` (batch, 3, H, W); keeps every block's
     /// activations when `save`, else reuses one set.
-    fn forward(&self, x: &CudaView<f32>, geo: PatchGeometry, save: bool) -> Result<Forward> {
+    fn forward(&self, x: &View<f32>, geo: PatchGeometry, save: bool) -> Result<Forward> {
         let gpu = &*self.gpu;
         let c = &self.vit.config;
         let w = &self.weights;
@@ -327,8 +355,6 @@ impl<'a> CudaEngine<'a> {
             head.classes,
             false,
         )?;
-        let logits = Array2::from_shape_vec((batch, head.classes), self.download(&logits)?)
-            .map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Forward {
             batch,
             tokens: t,
@@ -336,6 +362,7 @@ impl<'a> CudaEngine<'a> {
             blocks,
             head_norms,
             logits,
+            classes: head.classes,
         })
     }
 
@@ -345,7 +372,7 @@ impl<'a> CudaEngine<'a> {
         &self,
         bw: &DeviceBlock,
         s: &mut Saved,
-        xs: &mut CudaSlice<f32>,
+        xs: &mut DevBuf<f32>,
         scratch: &mut BlockScratch,
         batch: usize,
         t: usize,
@@ -482,7 +509,7 @@ impl<'a> CudaEngine<'a> {
     }
 
     /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]].
-    fn backward(&self, f: &Forward, targets: &[usize]) -> Result<CudaSlice<f32>> {
+    fn backward(&self, f: &Forward, targets: &[usize]) -> Result<DevBuf<f32>> {
         let gpu = &*self.gpu;
         let c = &self.vit.config;
         let w = &self.weights;
@@ -501,11 +528,7 @@ impl<'a> CudaEngine<'a> {
             ));
         }
         let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
-        let targets_dev = self
-            .gpu
-            .stream
-            .clone_htod(&t32)
-            .map_err(cuda_err("copying to the device"))?;
+        let targets_dev = DevBuf::upload(&self.gpu, &t32)?;
         let mut dfeat = self.zeros(batch * in_dim)?;
         k::head_rows_f32(
             gpu,
@@ -575,7 +598,7 @@ impl<'a> CudaEngine<'a> {
         &self,
         bw: &DeviceBlock,
         s: &Saved,
-        g: &mut CudaSlice<f32>,
+        g: &mut DevBuf<f32>,
         scratch: &mut BackwardScratch,
         batch: usize,
         t: usize,
@@ -733,7 +756,7 @@ impl<'a> CudaEngine<'a> {
 
     fn to_array4(
         &self,
-        v: &CudaSlice<f32>,
+        v: &DevBuf<f32>,
         dims: (usize, usize, usize, usize),
     ) -> Result<Array4<f32>> {
         Array4::from_shape_vec(dims, self.download(v)?).map_err(|e| Error::Internal(e.to_string()))
@@ -903,7 +926,15 @@ impl<'a> CudaEngine<'a> {
             nt_code,
         )?;
         let deltas = if ig.return_delta {
-            self.convergence_deltas(&per_sample, &noisy, &base_dev, geo_one, samples, target, ig.batch_size)?
+            self.convergence_deltas(
+                &per_sample,
+                &noisy,
+                &base_dev,
+                geo_one,
+                samples,
+                target,
+                ig.batch_size,
+            )?
         } else {
             Vec::new()
         };
@@ -919,16 +950,16 @@ impl<'a> CudaEngine<'a> {
     #[allow(clippy::too_many_arguments)]
     fn convergence_deltas(
         &self,
-        per_sample: &CudaSlice<f32>,
-        noisy: &CudaSlice<f32>,
-        base: &CudaSlice<f32>,
+        per_sample: &DevBuf<f32>,
+        noisy: &DevBuf<f32>,
+        base: &DevBuf<f32>,
         geo_one: PatchGeometry,
         samples: usize,
         target: usize,
         batch_size: usize,
     ) -> Result<Vec<f32>> {
         let len = 3 * geo_one.height * geo_one.width;
-        let f_base = self.forward(&base.as_view(), geo_one, false)?.logits[[0, target]];
+        let f_base = self.forward(&base.as_view(), geo_one, false)?.logits()?[[0, target]];
         let mut f_inputs = Vec::with_capacity(samples);
         let mut first = 0;
         while first < samples {
@@ -938,7 +969,7 @@ impl<'a> CudaEngine<'a> {
                 ..geo_one
             };
             let chunk = noisy.slice(first * len..(first + rows) * len);
-            let logits = self.forward(&chunk, geo, false)?.logits;
+            let logits = self.forward(&chunk, geo, false)?.logits()?;
             f_inputs.extend(logits.outer_iter().map(|l| l[target]));
             first += rows;
         }
@@ -981,7 +1012,7 @@ impl Engine for CudaEngine<'_> {
     }
 
     fn device(&self) -> Device {
-        Device::Cuda
+        self.gpu.kind()
     }
 
     fn attribute(
@@ -1009,7 +1040,7 @@ impl Engine for CudaEngine<'_> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let xs = x.as_standard_layout();
         let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
-        Ok(self.forward(&x_dev.as_view(), geo, false)?.logits)
+        self.forward(&x_dev.as_view(), geo, false)?.logits()
     }
 
     fn logits_and_input_grad(
@@ -1028,6 +1059,6 @@ impl Engine for CudaEngine<'_> {
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
         let gx = self.backward(&fwd, targets)?;
         let grad = self.to_array4(&gx, x.dim())?;
-        Ok((fwd.logits, grad))
+        Ok((fwd.logits()?, grad))
     }
 }

@@ -1,15 +1,11 @@
 //! One typed wrapper per kernel of `kernels/` (nothing else launches), plus the
-//! row-major GEMM on cuBLAS. Each wrapper checks that its buffers hold what the
+//! row-major GEMM, all on a [`DeviceApi`] (the GPU, or the emulated device). Each wrapper checks that its buffers hold what the
 //! launch will touch, so an unsafe launch never reads or writes out of bounds.
 //!
 //! Buffers are passed as views, so callers can address rows inside a larger buffer
 //! (the CLS rows of a batch, one head's columns of q|k|v).
 
-use cudarc::cublas::sys::cublasOperation_t;
-use cudarc::cublas::{Gemm, GemmConfig, StridedBatchedConfig};
-use cudarc::driver::{CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
-
-use super::device::{cuda_err, Gpu};
+use super::api::{DeviceApi, KArg, View, ViewMut};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::{row_major_gemm, span, RowMajor};
 use crate::error::{Error, Result};
@@ -19,21 +15,19 @@ const ROW_BLOCK: u32 = 128;
 /// Threads per block of the element-wise kernels.
 const ELEM_BLOCK: u32 = 256;
 
-fn rows_cfg(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows as u32, 1, 1),
-        block_dim: (ROW_BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+/// (grid, block) of a launch.
+type Cfg = (u32, u32);
+
+fn rows_cfg(rows: usize) -> Cfg {
+    (rows as u32, ROW_BLOCK)
 }
 
 /// A grid-stride launch: enough blocks to fill a large GPU, at most one per 256 elements.
-fn elems_cfg(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (n.div_ceil(ELEM_BLOCK as usize).clamp(1, 8192) as u32, 1, 1),
-        block_dim: (ELEM_BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+fn elems_cfg(n: usize) -> Cfg {
+    (
+        n.div_ceil(ELEM_BLOCK as usize).clamp(1, 8192) as u32,
+        ELEM_BLOCK,
+    )
 }
 
 /// A size as the kernels' `int`.
@@ -52,12 +46,17 @@ fn need(what: &str, len: usize, need: usize) -> Result<()> {
     Ok(())
 }
 
-fn run(mut args: cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()> {
-    // SAFETY: every wrapper below pushes arguments in the order and with the types of
+fn launch(
+    gpu: &dyn DeviceApi,
+    file: KernelFile,
+    name: &'static str,
+    (grid, block): Cfg,
+    args: &[KArg],
+) -> Result<()> {
+    // SAFETY: every wrapper below passes arguments in the order and with the types of
     // its kernel's signature in kernels/*.cu, and has checked (with `need`) that each
     // buffer covers every element the kernel touches for the sizes it passes.
-    unsafe { args.launch(cfg) }.map_err(cuda_err("kernel launch"))?;
-    Ok(())
+    unsafe { gpu.launch(file, name, grid, block, args) }
 }
 
 // --- norm.cu ---------------------------------------------------------------------
@@ -66,15 +65,15 @@ fn run(mut args: cudarc::driver::LaunchArgs<'_>, cfg: LaunchConfig) -> Result<()
 /// x̂ (rows, cols) and 1/σ (rows).
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_f32(
-    gpu: &Gpu,
-    x: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    x: &View<f32>,
     x_ld: usize,
-    gamma: &CudaView<f32>,
-    beta: &CudaView<f32>,
-    y: &mut CudaViewMut<f32>,
+    gamma: &View<f32>,
+    beta: &View<f32>,
+    y: &mut ViewMut<f32>,
     y_ld: usize,
-    xhat: &mut CudaViewMut<f32>,
-    rstd: &mut CudaViewMut<f32>,
+    xhat: &mut ViewMut<f32>,
+    rstd: &mut ViewMut<f32>,
     rows: usize,
     cols: usize,
     eps: f32,
@@ -84,36 +83,43 @@ pub fn layer_norm_f32(
     need("layer_norm.xhat", xhat.len(), rows * cols)?;
     need("layer_norm.rstd", rstd.len(), rows)?;
     need("layer_norm.gamma", gamma.len().min(beta.len()), cols)?;
-    let f = gpu.function(KernelFile::Norm, "layer_norm_f32")?;
     let (x_ld, y_ld, r, c) = (
         int("ld", x_ld)?,
         int("ld", y_ld)?,
         int("rows", rows)?,
         int("cols", cols)?,
     );
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(x)
-        .arg(&x_ld)
-        .arg(gamma)
-        .arg(beta)
-        .arg(y)
-        .arg(&y_ld)
-        .arg(xhat)
-        .arg(rstd);
-    a.arg(&r).arg(&c).arg(&eps);
-    run(a, rows_cfg(rows))
+    launch(
+        gpu,
+        KernelFile::Norm,
+        "layer_norm_f32",
+        rows_cfg(rows),
+        &[
+            KArg::Ptr(x.ptr()),
+            KArg::I32(x_ld),
+            KArg::Ptr(gamma.ptr()),
+            KArg::Ptr(beta.ptr()),
+            KArg::Ptr(y.ptr()),
+            KArg::I32(y_ld),
+            KArg::Ptr(xhat.ptr()),
+            KArg::Ptr(rstd.ptr()),
+            KArg::I32(r),
+            KArg::I32(c),
+            KArg::F32(eps),
+        ],
+    )
 }
 
 /// LayerNorm input gradient, added to `dx` when `accumulate`.
 #[allow(clippy::too_many_arguments)]
 pub fn layer_norm_bwd_f32(
-    gpu: &Gpu,
-    g: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    g: &View<f32>,
     g_ld: usize,
-    gamma: &CudaView<f32>,
-    xhat: &CudaView<f32>,
-    rstd: &CudaView<f32>,
-    dx: &mut CudaViewMut<f32>,
+    gamma: &View<f32>,
+    xhat: &View<f32>,
+    rstd: &View<f32>,
+    dx: &mut ViewMut<f32>,
     dx_ld: usize,
     rows: usize,
     cols: usize,
@@ -124,7 +130,6 @@ pub fn layer_norm_bwd_f32(
     need("layer_norm_bwd.xhat", xhat.len(), rows * cols)?;
     need("layer_norm_bwd.rstd", rstd.len(), rows)?;
     need("layer_norm_bwd.gamma", gamma.len(), cols)?;
-    let f = gpu.function(KernelFile::Norm, "layer_norm_bwd_f32")?;
     let (g_ld, dx_ld, r, c) = (
         int("ld", g_ld)?,
         int("ld", dx_ld)?,
@@ -132,126 +137,180 @@ pub fn layer_norm_bwd_f32(
         int("cols", cols)?,
     );
     let acc = accumulate as i32;
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(g)
-        .arg(&g_ld)
-        .arg(gamma)
-        .arg(xhat)
-        .arg(rstd)
-        .arg(dx)
-        .arg(&dx_ld);
-    a.arg(&r).arg(&c).arg(&acc);
-    run(a, rows_cfg(rows))
+    launch(
+        gpu,
+        KernelFile::Norm,
+        "layer_norm_bwd_f32",
+        rows_cfg(rows),
+        &[
+            KArg::Ptr(g.ptr()),
+            KArg::I32(g_ld),
+            KArg::Ptr(gamma.ptr()),
+            KArg::Ptr(xhat.ptr()),
+            KArg::Ptr(rstd.ptr()),
+            KArg::Ptr(dx.ptr()),
+            KArg::I32(dx_ld),
+            KArg::I32(r),
+            KArg::I32(c),
+            KArg::I32(acc),
+        ],
+    )
 }
 
 // --- softmax.cu ------------------------------------------------------------------
 
 /// In place: each row of `s` (rows, cols) ← softmax(scale·row).
 pub fn softmax_scale_f32(
-    gpu: &Gpu,
-    s: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    s: &mut ViewMut<f32>,
     rows: usize,
     cols: usize,
     scale: f32,
 ) -> Result<()> {
     need("softmax.s", s.len(), rows * cols)?;
-    let f = gpu.function(KernelFile::Softmax, "softmax_scale_f32")?;
     let (r, c) = (int("rows", rows)?, int("cols", cols)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(s).arg(&r).arg(&c).arg(&scale);
-    run(a, rows_cfg(rows))
+    launch(
+        gpu,
+        KernelFile::Softmax,
+        "softmax_scale_f32",
+        rows_cfg(rows),
+        &[
+            KArg::Ptr(s.ptr()),
+            KArg::I32(r),
+            KArg::I32(c),
+            KArg::F32(scale),
+        ],
+    )
 }
 
 /// In place: `dp ← scale·p ⊙ (dp − ⟨dp, p⟩)` per row.
 pub fn softmax_bwd_f32(
-    gpu: &Gpu,
-    p: &CudaView<f32>,
-    dp: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    p: &View<f32>,
+    dp: &mut ViewMut<f32>,
     rows: usize,
     cols: usize,
     scale: f32,
 ) -> Result<()> {
     need("softmax_bwd.p", p.len(), rows * cols)?;
     need("softmax_bwd.dp", dp.len(), rows * cols)?;
-    let f = gpu.function(KernelFile::Softmax, "softmax_bwd_f32")?;
     let (r, c) = (int("rows", rows)?, int("cols", cols)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(p).arg(dp).arg(&r).arg(&c).arg(&scale);
-    run(a, rows_cfg(rows))
+    launch(
+        gpu,
+        KernelFile::Softmax,
+        "softmax_bwd_f32",
+        rows_cfg(rows),
+        &[
+            KArg::Ptr(p.ptr()),
+            KArg::Ptr(dp.ptr()),
+            KArg::I32(r),
+            KArg::I32(c),
+            KArg::F32(scale),
+        ],
+    )
 }
 
 // --- gelu.cu ---------------------------------------------------------------------
 
 /// In place: `h ← GELU(h + bias)`, `dgelu ← GELU'(h + bias)`.
 pub fn bias_gelu_f32(
-    gpu: &Gpu,
-    h: &mut CudaViewMut<f32>,
-    bias: &CudaView<f32>,
-    dgelu: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    h: &mut ViewMut<f32>,
+    bias: &View<f32>,
+    dgelu: &mut ViewMut<f32>,
     rows: usize,
     cols: usize,
 ) -> Result<()> {
     need("bias_gelu.h", h.len(), rows * cols)?;
     need("bias_gelu.dgelu", dgelu.len(), rows * cols)?;
     need("bias_gelu.bias", bias.len(), cols)?;
-    let f = gpu.function(KernelFile::Gelu, "bias_gelu_f32")?;
     let (r, c) = (int("rows", rows)?, int("cols", cols)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(h).arg(bias).arg(dgelu).arg(&r).arg(&c);
-    run(a, elems_cfg(rows * cols))
+    launch(
+        gpu,
+        KernelFile::Gelu,
+        "bias_gelu_f32",
+        elems_cfg(rows * cols),
+        &[
+            KArg::Ptr(h.ptr()),
+            KArg::Ptr(bias.ptr()),
+            KArg::Ptr(dgelu.ptr()),
+            KArg::I32(r),
+            KArg::I32(c),
+        ],
+    )
 }
 
 /// In place: `g ← g·dgelu` over `n` values.
 pub fn gelu_bwd_f32(
-    gpu: &Gpu,
-    dgelu: &CudaView<f32>,
-    g: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    dgelu: &View<f32>,
+    g: &mut ViewMut<f32>,
     n: usize,
 ) -> Result<()> {
     need("gelu_bwd.dgelu", dgelu.len(), n)?;
     need("gelu_bwd.g", g.len(), n)?;
-    let f = gpu.function(KernelFile::Gelu, "gelu_bwd_f32")?;
     let n32 = int("n", n)?;
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(dgelu).arg(g).arg(&n32);
-    run(a, elems_cfg(n))
+    launch(
+        gpu,
+        KernelFile::Gelu,
+        "gelu_bwd_f32",
+        elems_cfg(n),
+        &[KArg::Ptr(dgelu.ptr()), KArg::Ptr(g.ptr()), KArg::I32(n32)],
+    )
 }
 
 // --- elementwise.cu --------------------------------------------------------------
 
 /// `x[r, c] += bias[c]`.
 pub fn add_bias_rows_f32(
-    gpu: &Gpu,
-    x: &mut CudaViewMut<f32>,
-    bias: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    x: &mut ViewMut<f32>,
+    bias: &View<f32>,
     rows: usize,
     cols: usize,
 ) -> Result<()> {
     need("add_bias_rows.x", x.len(), rows * cols)?;
     need("add_bias_rows.bias", bias.len(), cols)?;
-    let f = gpu.function(KernelFile::Elementwise, "add_bias_rows_f32")?;
     let (r, c) = (int("rows", rows)?, int("cols", cols)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(x).arg(bias).arg(&r).arg(&c);
-    run(a, elems_cfg(rows * cols))
+    launch(
+        gpu,
+        KernelFile::Elementwise,
+        "add_bias_rows_f32",
+        elems_cfg(rows * cols),
+        &[
+            KArg::Ptr(x.ptr()),
+            KArg::Ptr(bias.ptr()),
+            KArg::I32(r),
+            KArg::I32(c),
+        ],
+    )
 }
 
 /// `d_features[b] = head_w[targets[b]]`; targets must be < classes (checked by the caller).
 pub fn head_rows_f32(
-    gpu: &Gpu,
-    head_w: &CudaView<f32>,
-    targets: &CudaView<i32>,
-    d_features: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    head_w: &View<f32>,
+    targets: &View<i32>,
+    d_features: &mut ViewMut<f32>,
     batch: usize,
     in_dim: usize,
 ) -> Result<()> {
     need("head_rows.targets", targets.len(), batch)?;
     need("head_rows.d_features", d_features.len(), batch * in_dim)?;
-    let f = gpu.function(KernelFile::Elementwise, "head_rows_f32")?;
     let (b, d) = (int("batch", batch)?, int("in_dim", in_dim)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(head_w).arg(targets).arg(d_features).arg(&b).arg(&d);
-    run(a, elems_cfg(batch * in_dim))
+    launch(
+        gpu,
+        KernelFile::Elementwise,
+        "head_rows_f32",
+        elems_cfg(batch * in_dim),
+        &[
+            KArg::Ptr(head_w.ptr()),
+            KArg::Ptr(targets.ptr()),
+            KArg::Ptr(d_features.ptr()),
+            KArg::I32(b),
+            KArg::I32(d),
+        ],
+    )
 }
 
 // --- patch_embed.cu --------------------------------------------------------------
@@ -287,51 +346,69 @@ impl PatchGeometry {
 
 /// Images (batch, 3, H, W) → patch rows (batch·Np, 3·p·p).
 pub fn im2col_f32(
-    gpu: &Gpu,
-    x: &CudaView<f32>,
-    cols: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    x: &View<f32>,
+    cols: &mut ViewMut<f32>,
     g: PatchGeometry,
 ) -> Result<()> {
     need("im2col.x", x.len(), g.image_len())?;
     need("im2col.cols", cols.len(), g.cols_len())?;
-    let f = gpu.function(KernelFile::PatchEmbed, "im2col_f32")?;
     let v = g.ints()?;
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(x).arg(cols);
-    for i in &v {
-        a.arg(i);
-    }
-    run(a, elems_cfg(g.cols_len()))
+    launch(
+        gpu,
+        KernelFile::PatchEmbed,
+        "im2col_f32",
+        elems_cfg(g.cols_len()),
+        &[
+            KArg::Ptr(x.ptr()),
+            KArg::Ptr(cols.ptr()),
+            KArg::I32(v[0]),
+            KArg::I32(v[1]),
+            KArg::I32(v[2]),
+            KArg::I32(v[3]),
+            KArg::I32(v[4]),
+            KArg::I32(v[5]),
+        ],
+    )
 }
 
 /// Patch-row gradients → image gradients (batch, 3, H, W).
 pub fn col2im_f32(
-    gpu: &Gpu,
-    cols: &CudaView<f32>,
-    x: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    cols: &View<f32>,
+    x: &mut ViewMut<f32>,
     g: PatchGeometry,
 ) -> Result<()> {
     need("col2im.cols", cols.len(), g.cols_len())?;
     need("col2im.x", x.len(), g.image_len())?;
-    let f = gpu.function(KernelFile::PatchEmbed, "col2im_f32")?;
     let v = g.ints()?;
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(cols).arg(x);
-    for i in &v {
-        a.arg(i);
-    }
-    run(a, elems_cfg(g.image_len()))
+    launch(
+        gpu,
+        KernelFile::PatchEmbed,
+        "col2im_f32",
+        elems_cfg(g.image_len()),
+        &[
+            KArg::Ptr(cols.ptr()),
+            KArg::Ptr(x.ptr()),
+            KArg::I32(v[0]),
+            KArg::I32(v[1]),
+            KArg::I32(v[2]),
+            KArg::I32(v[3]),
+            KArg::I32(v[4]),
+            KArg::I32(v[5]),
+        ],
+    )
 }
 
 /// Token rows (batch·T, D) from patch embeddings (batch·(T−1), D), CLS and positions.
 #[allow(clippy::too_many_arguments)]
 pub fn embed_tokens_f32(
-    gpu: &Gpu,
-    emb: &CudaView<f32>,
-    patch_b: &CudaView<f32>,
-    cls: &CudaView<f32>,
-    pos: &CudaView<f32>,
-    xs: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    emb: &View<f32>,
+    patch_b: &View<f32>,
+    cls: &View<f32>,
+    pos: &View<f32>,
+    xs: &mut ViewMut<f32>,
     batch: usize,
     tokens: usize,
     dim: usize,
@@ -340,22 +417,27 @@ pub fn embed_tokens_f32(
     need("embed_tokens.pos", pos.len(), tokens * dim)?;
     need("embed_tokens.xs", xs.len(), batch * tokens * dim)?;
     need("embed_tokens.cls", cls.len().min(patch_b.len()), dim)?;
-    let f = gpu.function(KernelFile::PatchEmbed, "embed_tokens_f32")?;
     let (b, t, d) = (
         int("batch", batch)?,
         int("tokens", tokens)?,
         int("dim", dim)?,
     );
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(emb)
-        .arg(patch_b)
-        .arg(cls)
-        .arg(pos)
-        .arg(xs)
-        .arg(&b)
-        .arg(&t)
-        .arg(&d);
-    run(a, elems_cfg(batch * tokens * dim))
+    launch(
+        gpu,
+        KernelFile::PatchEmbed,
+        "embed_tokens_f32",
+        elems_cfg(batch * tokens * dim),
+        &[
+            KArg::Ptr(emb.ptr()),
+            KArg::Ptr(patch_b.ptr()),
+            KArg::Ptr(cls.ptr()),
+            KArg::Ptr(pos.ptr()),
+            KArg::Ptr(xs.ptr()),
+            KArg::I32(b),
+            KArg::I32(t),
+            KArg::I32(d),
+        ],
+    )
 }
 
 // --- ig.cu -----------------------------------------------------------------------
@@ -378,66 +460,83 @@ impl PathRows {
 
 /// Path points `b + α_k (x_j − b)` of the batch's rows.
 pub fn ig_path_f32(
-    gpu: &Gpu,
-    inputs: &CudaView<f32>,
-    baseline: &CudaView<f32>,
-    alphas: &CudaView<f32>,
-    out: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    inputs: &View<f32>,
+    baseline: &View<f32>,
+    alphas: &View<f32>,
+    out: &mut ViewMut<f32>,
     p: PathRows,
 ) -> Result<()> {
     need("ig_path.inputs", inputs.len(), p.n_inputs_touched() * p.len)?;
     need("ig_path.baseline", baseline.len(), p.len)?;
     need("ig_path.alphas", alphas.len(), p.n_steps)?;
     need("ig_path.out", out.len(), p.rows * p.len)?;
-    let f = gpu.function(KernelFile::Ig, "ig_path_f32")?;
     let v = [
         int("row0", p.row0)?,
         int("rows", p.rows)?,
         int("n_steps", p.n_steps)?,
         int("len", p.len)?,
     ];
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(inputs).arg(baseline).arg(alphas).arg(out);
-    for i in &v {
-        a.arg(i);
-    }
-    run(a, elems_cfg(p.rows * p.len))
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "ig_path_f32",
+        elems_cfg(p.rows * p.len),
+        &[
+            KArg::Ptr(inputs.ptr()),
+            KArg::Ptr(baseline.ptr()),
+            KArg::Ptr(alphas.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::I32(v[0]),
+            KArg::I32(v[1]),
+            KArg::I32(v[2]),
+            KArg::I32(v[3]),
+        ],
+    )
 }
 
 /// `acc[j] += w_k·grad[r]` for the batch's rows.
 pub fn ig_accumulate_f32(
-    gpu: &Gpu,
-    grads: &CudaView<f32>,
-    weights: &CudaView<f32>,
-    acc: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    grads: &View<f32>,
+    weights: &View<f32>,
+    acc: &mut ViewMut<f32>,
     p: PathRows,
 ) -> Result<()> {
     need("ig_accumulate.grads", grads.len(), p.rows * p.len)?;
     need("ig_accumulate.weights", weights.len(), p.n_steps)?;
     need("ig_accumulate.acc", acc.len(), p.n_inputs_touched() * p.len)?;
-    let f = gpu.function(KernelFile::Ig, "ig_accumulate_f32")?;
     let v = [
         int("row0", p.row0)?,
         int("rows", p.rows)?,
         int("n_steps", p.n_steps)?,
         int("len", p.len)?,
     ];
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(grads).arg(weights).arg(acc);
-    for i in &v {
-        a.arg(i);
-    }
-    run(a, elems_cfg(p.len))
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "ig_accumulate_f32",
+        elems_cfg(p.len),
+        &[
+            KArg::Ptr(grads.ptr()),
+            KArg::Ptr(weights.ptr()),
+            KArg::Ptr(acc.ptr()),
+            KArg::I32(v[0]),
+            KArg::I32(v[1]),
+            KArg::I32(v[2]),
+            KArg::I32(v[3]),
+        ],
+    )
 }
 
 /// `out = acc ⊙ (x − b)` (or `acc`).
 #[allow(clippy::too_many_arguments)]
 pub fn ig_finish_f32(
-    gpu: &Gpu,
-    acc: &CudaView<f32>,
-    inputs: &CudaView<f32>,
-    baseline: &CudaView<f32>,
-    out: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    acc: &View<f32>,
+    inputs: &View<f32>,
+    baseline: &View<f32>,
+    out: &mut ViewMut<f32>,
     n_inputs: usize,
     len: usize,
     multiply_by_inputs: bool,
@@ -446,28 +545,33 @@ pub fn ig_finish_f32(
     need("ig_finish.inputs", inputs.len(), n_inputs * len)?;
     need("ig_finish.baseline", baseline.len(), len)?;
     need("ig_finish.out", out.len(), n_inputs * len)?;
-    let f = gpu.function(KernelFile::Ig, "ig_finish_f32")?;
     let (n, l, m) = (
         int("inputs", n_inputs)?,
         int("len", len)?,
         multiply_by_inputs as i32,
     );
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(acc)
-        .arg(inputs)
-        .arg(baseline)
-        .arg(out)
-        .arg(&n)
-        .arg(&l)
-        .arg(&m);
-    run(a, elems_cfg(n_inputs * len))
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "ig_finish_f32",
+        elems_cfg(n_inputs * len),
+        &[
+            KArg::Ptr(acc.ptr()),
+            KArg::Ptr(inputs.ptr()),
+            KArg::Ptr(baseline.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::I32(n),
+            KArg::I32(l),
+            KArg::I32(m),
+        ],
+    )
 }
 
 /// NoiseTunnel inputs `x + ε_s` for `samples` samples of the seeded generator.
 pub fn nt_noise_f32(
-    gpu: &Gpu,
-    x: &CudaView<f32>,
-    noisy: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    x: &View<f32>,
+    noisy: &mut ViewMut<f32>,
     seed: u64,
     stdev: f32,
     samples: usize,
@@ -475,36 +579,55 @@ pub fn nt_noise_f32(
 ) -> Result<()> {
     need("nt_noise.x", x.len(), len)?;
     need("nt_noise.noisy", noisy.len(), samples * len)?;
-    let f = gpu.function(KernelFile::Ig, "nt_noise_f32")?;
     let (s, l) = (int("samples", samples)?, int("len", len)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(x).arg(noisy).arg(&seed).arg(&stdev).arg(&s).arg(&l);
-    run(a, elems_cfg(samples * len))
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "nt_noise_f32",
+        elems_cfg(samples * len),
+        &[
+            KArg::Ptr(x.ptr()),
+            KArg::Ptr(noisy.ptr()),
+            KArg::U64(seed),
+            KArg::F32(stdev),
+            KArg::I32(s),
+            KArg::I32(l),
+        ],
+    )
 }
 
 /// NoiseTunnel aggregation: `nt_type` 0 smoothgrad, 1 smoothgrad_sq, 2 vargrad.
 pub fn nt_aggregate_f32(
-    gpu: &Gpu,
-    per_sample: &CudaView<f32>,
-    out: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    per_sample: &View<f32>,
+    out: &mut ViewMut<f32>,
     samples: usize,
     len: usize,
     nt_type: i32,
 ) -> Result<()> {
     need("nt_aggregate.per_sample", per_sample.len(), samples * len)?;
     need("nt_aggregate.out", out.len(), len)?;
-    let f = gpu.function(KernelFile::Ig, "nt_aggregate_f32")?;
     let (s, l) = (int("samples", samples)?, int("len", len)?);
-    let mut a = gpu.stream.launch_builder(&f);
-    a.arg(per_sample).arg(out).arg(&s).arg(&l).arg(&nt_type);
-    run(a, elems_cfg(len))
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "nt_aggregate_f32",
+        elems_cfg(len),
+        &[
+            KArg::Ptr(per_sample.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::I32(s),
+            KArg::I32(l),
+            KArg::I32(nt_type),
+        ],
+    )
 }
 
 // --- GEMM --------------------------------------------------------------------------
 
 /// A row-major GEMM operand: rows `ld` floats apart, used transposed when `t`.
 pub struct Operand<'v, 'a> {
-    pub data: &'v CudaView<'a, f32>,
+    pub data: &'v View<'a, f32>,
     pub ld: usize,
     pub t: bool,
 }
@@ -528,19 +651,20 @@ impl Batch {
 }
 
 /// Row-major `C (m, n) = op(A) (m, k) · op(B) (k, n) + beta·C`, C rows `ldc` apart,
-/// in f32 on cuBLAS (default math mode: no TF32 unless NVIDIA_TF32_OVERRIDE says so).
+/// in f32 on the device's BLAS (cuBLAS: default math mode, no TF32 unless
+/// NVIDIA_TF32_OVERRIDE says so).
 ///
 /// cuBLAS is column-major: [`row_major_gemm`] turns the call around (tested on the
 /// CPU in `backend::blas_layout`), so no data moves.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
-    gpu: &Gpu,
+    gpu: &dyn DeviceApi,
     m: usize,
     n: usize,
     k: usize,
     a: Operand,
     b: Operand,
-    c: &mut CudaViewMut<f32>,
+    c: &mut ViewMut<f32>,
     ldc: usize,
     beta: f32,
     batch: Batch,
@@ -580,45 +704,10 @@ pub fn gemm(
         batch.count,
         batch.stride_c,
     );
-    let op = |t: bool| {
-        if t {
-            cublasOperation_t::CUBLAS_OP_T
-        } else {
-            cublasOperation_t::CUBLAS_OP_N
-        }
-    };
-    let cfg = GemmConfig {
-        transa: op(g.trans_a),
-        transb: op(g.trans_b),
-        m: int("gemm n", g.m)?,
-        n: int("gemm m", g.n)?,
-        k: int("gemm k", g.k)?,
-        alpha: 1.0f32,
-        lda: int("gemm ld", g.lda)?,
-        ldb: int("gemm ld", g.ldb)?,
-        beta,
-        ldc: int("gemm ld", g.ldc)?,
-    };
-    let blas_err =
-        |e: cudarc::cublas::result::CublasError| Error::Cuda(format!("cuBLAS sgemm: {e:?}"));
-    // SAFETY: the spans checked above cover every element cuBLAS reads (A, B) and
-    // writes (C) for these sizes, leading dimensions and batch strides.
-    unsafe {
-        if batch.count == 1 {
-            gpu.blas.gemm(cfg, b.data, a.data, c).map_err(blas_err)
-        } else {
-            let cfg = StridedBatchedConfig {
-                gemm: cfg,
-                batch_size: int("gemm batch", g.batch)?,
-                stride_a: g.stride_a as i64,
-                stride_b: g.stride_b as i64,
-                stride_c: g.stride_c as i64,
-            };
-            gpu.blas
-                .gemm_strided_batched(cfg, b.data, a.data, c)
-                .map_err(blas_err)
-        }
-    }
+    // SAFETY: the spans checked above cover every element the call reads (A, B) and
+    // writes (C) for these sizes, leading dimensions and batch strides; C is a
+    // unique borrow, so it overlaps neither A nor B.
+    unsafe { gpu.gemm(&g, b.data.ptr(), a.data.ptr(), c.ptr(), beta) }
 }
 
 // --- Layer GEMMs ---------------------------------------------------------------------
@@ -635,11 +724,11 @@ pub fn gemm(
 /// of y; `None` leaves the bias to a fused kernel (GELU, token embedding).
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
-    gpu: &Gpu,
-    x: &CudaView<f32>,
-    w: &CudaView<f32>,
-    bias: Option<&CudaView<f32>>,
-    y: &mut CudaViewMut<f32>,
+    gpu: &dyn DeviceApi,
+    x: &View<f32>,
+    w: &View<f32>,
+    bias: Option<&View<f32>>,
+    y: &mut ViewMut<f32>,
     rows: usize,
     inp: usize,
     out: usize,
@@ -676,11 +765,11 @@ pub fn linear(
 /// (the patch rows of each image); [`Batch::ONE`] otherwise.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input(
-    gpu: &Gpu,
-    dy: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    dy: &View<f32>,
     dy_ld: usize,
-    w: &CudaView<f32>,
-    dx: &mut CudaViewMut<f32>,
+    w: &View<f32>,
+    dx: &mut ViewMut<f32>,
     rows: usize,
     inp: usize,
     out: usize,
@@ -713,12 +802,12 @@ pub fn linear_backward_input(
 /// the consecutive (t, t) matrices of `c`. Scores Q·Kᵀ; in the backward dP = dO·Vᵀ.
 #[allow(clippy::too_many_arguments)]
 pub fn heads_a_bt(
-    gpu: &Gpu,
-    a: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    a: &View<f32>,
     lda: usize,
-    b: &CudaView<f32>,
+    b: &View<f32>,
     ldb: usize,
-    c: &mut CudaViewMut<f32>,
+    c: &mut ViewMut<f32>,
     t: usize,
     hd: usize,
     heads: usize,
@@ -756,12 +845,12 @@ pub fn heads_a_bt(
 /// dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
 #[allow(clippy::too_many_arguments)]
 pub fn heads_p_b(
-    gpu: &Gpu,
-    p: &CudaView<f32>,
+    gpu: &dyn DeviceApi,
+    p: &View<f32>,
     p_t: bool,
-    b: &CudaView<f32>,
+    b: &View<f32>,
     ldb: usize,
-    c: &mut CudaViewMut<f32>,
+    c: &mut ViewMut<f32>,
     ldc: usize,
     t: usize,
     hd: usize,

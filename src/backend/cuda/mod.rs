@@ -4,7 +4,12 @@
 //! CUDA is installed, and [`Gpu::new`] then reports [`Error::CudaUnavailable`]
 //! instead of panicking.
 //!
-//! - [`device`]: probing the driver/NVRTC/cuBLAS libraries, the context, stream and cuBLAS handle.
+//! - [`api`]: the device interface the engine runs on ([`DeviceApi`]: memory, copies,
+//!   launches, GEMMs, synchronisation, counters) and device buffers.
+//! - [`device`]: probing the driver/NVRTC/cuBLAS libraries, the context, stream and
+//!   cuBLAS handle; [`CudarcDevice`], the [`DeviceApi`] of a real GPU.
+//! - `emu` (feature `cuda-emu`): `EmuDevice`, the [`DeviceApi`] that runs the kernels
+//!   in the fiber emulator of `kernels/emu/` and the GEMMs on the CPU.
 //! - [`modules`]: the kernel files, the NVRTC flags (one place) and the per-process module cache.
 //! - [`launch`]: one typed wrapper per kernel (nothing else launches) and the row-major GEMM.
 //! - [`engine`]: [`CudaEngine`], the [`Engine`](crate::backend::Engine) on a GPU.
@@ -14,10 +19,14 @@
 //!
 //! [`Error::CudaUnavailable`]: crate::Error::CudaUnavailable
 
+pub mod api;
 pub mod device;
+#[cfg(feature = "cuda-emu")]
+pub mod emu;
 pub mod engine;
 pub mod launch;
 pub mod modules;
 
-pub use device::{probe, Gpu};
+pub use api::{Counters, DeviceApi};
+pub use device::{probe, CudarcDevice, Gpu};
 pub use engine::CudaEngine;

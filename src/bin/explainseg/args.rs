@@ -32,7 +32,7 @@ pub struct ModelArgs {
     /// Patch grid of the stored positional table, "RxC" (needed only if not square).
     #[arg(long, value_name = "RxC")]
     pub pos_grid: Option<String>,
-    /// Compute device: cpu or cuda.
+    /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
 }

@@ -34,7 +34,7 @@ pub struct BenchArgs {
     pub steps: usize,
     #[arg(long, default_value_t = 1)]
     pub samples: usize,
-    /// Compute device: cpu or cuda.
+    /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: explainseg::backend::Device,
 }

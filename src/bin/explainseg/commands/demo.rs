@@ -51,7 +51,7 @@ pub struct DemoArgs {
     /// Gaussian σ (pixels) on the relevance map [default: the demo setting, 1].
     #[arg(long)]
     pub smooth: Option<f32>,
-    /// Compute device: cpu or cuda.
+    /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
 }

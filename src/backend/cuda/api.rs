@@ -1,0 +1,494 @@
+//! The device interface the CUDA engine runs on: memory, copies, kernel launches,
+//! GEMMs and synchronisation, and nothing else. Two implementations: the real GPU
+//! over cudarc ([`super::device::CudarcDevice`]) and, with the `cuda-emu` feature,
+//! the kernels compiled by g++ and run by the fiber emulator with GEMMs on the CPU
+//! (`super::emu::EmuDevice`). The engine's orchestration is written once, against
+//! this trait, so the code that runs on a GPU also runs (slowly) on any machine.
+//!
+//! Device memory is addressed by `u64` (a `CUdeviceptr` on the GPU, a host address
+//! under emulation). [`DevBuf`] owns an allocation; [`View`] / [`ViewMut`] borrow a
+//! range of one, so the borrow checker keeps a kernel's output apart from its inputs.
+
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use super::modules::KernelFile;
+use crate::backend::blas_layout::ColMajorGemm;
+use crate::backend::Device;
+use crate::error::Result;
+
+/// One kernel argument, as `cuLaunchKernel` takes it (a device pointer is a `u64`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KArg {
+    Ptr(u64),
+    I32(i32),
+    F32(f32),
+    U64(u64),
+}
+
+impl KArg {
+    /// The value's bytes in an 8-aligned word, and its size.
+    pub fn word(self) -> (u64, usize) {
+        match self {
+            KArg::Ptr(p) | KArg::U64(p) => (p, 8),
+            KArg::I32(v) => (u64::from(v as u32), 4),
+            KArg::F32(v) => (u64::from(v.to_bits()), 4),
+        }
+    }
+}
+
+/// What a device has done since it was opened. Both devices count the same events
+/// at the same calls, so a count measured under emulation holds on the GPU.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub launches: u64,
+    pub gemms: u64,
+    pub allocs: u64,
+    pub frees: u64,
+    pub bytes_allocated: u64,
+    pub htod_copies: u64,
+    pub htod_bytes: u64,
+    pub dtoh_copies: u64,
+    pub dtoh_bytes: u64,
+    /// Host waits for the device (every download is one).
+    pub syncs: u64,
+    /// Allocations served from the [`Pooled`] cache instead of the device.
+    pub reuses: u64,
+    /// Reused allocations zeroed on the device.
+    pub zero_fills: u64,
+}
+
+impl Counters {
+    /// `self − earlier`, field by field.
+    pub fn since(&self, earlier: &Counters) -> Counters {
+        Counters {
+            launches: self.launches - earlier.launches,
+            gemms: self.gemms - earlier.gemms,
+            allocs: self.allocs - earlier.allocs,
+            frees: self.frees - earlier.frees,
+            bytes_allocated: self.bytes_allocated - earlier.bytes_allocated,
+            htod_copies: self.htod_copies - earlier.htod_copies,
+            htod_bytes: self.htod_bytes - earlier.htod_bytes,
+            dtoh_copies: self.dtoh_copies - earlier.dtoh_copies,
+            dtoh_bytes: self.dtoh_bytes - earlier.dtoh_bytes,
+            syncs: self.syncs - earlier.syncs,
+            reuses: self.reuses - earlier.reuses,
+            zero_fills: self.zero_fills - earlier.zero_fills,
+        }
+    }
+}
+
+/// Atomic [`Counters`], kept by each device implementation.
+#[derive(Debug, Default)]
+pub struct Counting {
+    c: [AtomicU64; 12],
+}
+
+#[derive(Clone, Copy)]
+pub enum Event {
+    Launch,
+    Gemm,
+    Alloc(usize),
+    Free,
+    Htod(usize),
+    Dtoh(usize),
+    Sync,
+    Reuse,
+    ZeroFill,
+}
+
+impl Counting {
+    pub fn record(&self, e: Event) {
+        let add = |i: usize, v: usize| {
+            self.c[i].fetch_add(v as u64, Ordering::Relaxed);
+        };
+        match e {
+            Event::Launch => add(0, 1),
+            Event::Gemm => add(1, 1),
+            Event::Alloc(b) => {
+                add(2, 1);
+                add(4, b)
+            }
+            Event::Free => add(3, 1),
+            Event::Htod(b) => {
+                add(5, 1);
+                add(6, b)
+            }
+            Event::Dtoh(b) => {
+                add(7, 1);
+                add(8, b)
+            }
+            Event::Sync => add(9, 1),
+            Event::Reuse => add(10, 1),
+            Event::ZeroFill => add(11, 1),
+        }
+    }
+
+    pub fn snapshot(&self) -> Counters {
+        let g = |i: usize| self.c[i].load(Ordering::Relaxed);
+        Counters {
+            launches: g(0),
+            gemms: g(1),
+            allocs: g(2),
+            frees: g(3),
+            bytes_allocated: g(4),
+            htod_copies: g(5),
+            htod_bytes: g(6),
+            dtoh_copies: g(7),
+            dtoh_bytes: g(8),
+            syncs: g(9),
+            reuses: g(10),
+            zero_fills: g(11),
+        }
+    }
+}
+
+/// A device the CUDA engine can run on. Work is ordered as on one CUDA stream.
+pub trait DeviceApi: Send + Sync + std::fmt::Debug {
+    /// Which [`Device`] this is (`Cuda` or `CudaEmu`).
+    fn kind(&self) -> Device;
+    /// A human-readable name (GPU model, or "emulated").
+    fn name(&self) -> String;
+    /// `bytes` (> 0) of zeroed device memory.
+    fn alloc_zeroed(&self, bytes: usize) -> Result<u64>;
+    /// Releases an allocation, ordered after the work already queued.
+    ///
+    /// # Safety
+    /// `ptr` came from [`DeviceApi::alloc_zeroed`] of this device and is not freed yet.
+    unsafe fn free(&self, ptr: u64);
+    /// Zeroes `bytes` at `ptr`, ordered after the work already queued.
+    ///
+    /// # Safety
+    /// `ptr..ptr + bytes` lies inside one live allocation of this device.
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()>;
+    /// Copies `src` to device address `dst`; `src` may be dropped on return.
+    ///
+    /// # Safety
+    /// `dst..dst + src.len()` lies inside one live allocation of this device.
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()>;
+    /// Copies device bytes at `src` into `dst` once queued work has finished (waits).
+    ///
+    /// # Safety
+    /// `src..src + dst.len()` lies inside one live allocation of this device.
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    /// Launches kernel `name` of `file` on a 1-D grid, no dynamic shared memory.
+    ///
+    /// # Safety
+    /// `args` match the kernel's signature in order, type and size, and every
+    /// pointer covers what the kernel touches for the sizes passed.
+    unsafe fn launch(
+        &self,
+        file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: &[KArg],
+    ) -> Result<()>;
+    /// cuBLAS's column-major f32 `C = op(A)·op(B) + beta·C` (alpha = 1), strided-batched
+    /// when `g.batch > 1`; `a`, `b` are the call's first and second operands.
+    ///
+    /// # Safety
+    /// Each operand covers what the call reads or writes; C overlaps neither A nor B.
+    unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()>;
+    /// Waits for all queued work.
+    fn synchronize(&self) -> Result<()>;
+    /// What the device has done so far.
+    fn counters(&self) -> Counters;
+}
+
+/// The shared handle the engine and its buffers hold.
+pub type Dev = Arc<dyn DeviceApi>;
+
+/// Bytes a [`Pooled`] device keeps cached at most; beyond, freed blocks go back to
+/// the device.
+const POOL_MAX_BYTES: usize = 1 << 30;
+
+/// A device whose freed blocks are kept, by exact size, and handed out again
+/// (zeroed on the device): the engine's per-call buffers have the same sizes call
+/// after call, so after the first call a pass allocates nothing. On one stream a
+/// reused block's earlier work is ordered before its new use.
+#[derive(Debug)]
+pub struct Pooled {
+    dev: Dev,
+    /// Free blocks by size in bytes, and the bytes they hold.
+    free: std::sync::Mutex<(std::collections::HashMap<usize, Vec<u64>>, usize)>,
+    /// Sizes of the live blocks handed out.
+    live: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    counting: Counting,
+}
+
+impl Pooled {
+    pub fn new(dev: Dev) -> Pooled {
+        Pooled {
+            dev,
+            free: Default::default(),
+            live: Default::default(),
+            counting: Counting::default(),
+        }
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let (free, _) = &mut *self.free.get_mut().unwrap_or_else(|p| p.into_inner());
+        for ptr in free.drain().flat_map(|(_, v)| v) {
+            // SAFETY: cached blocks are live device allocations no buffer holds.
+            unsafe { self.dev.free(ptr) };
+        }
+    }
+}
+
+impl DeviceApi for Pooled {
+    fn kind(&self) -> Device {
+        self.dev.kind()
+    }
+    fn name(&self) -> String {
+        self.dev.name()
+    }
+    fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let cached = {
+            let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
+            let p = free.get_mut(&bytes).and_then(Vec::pop);
+            if p.is_some() {
+                *total -= bytes;
+            }
+            p
+        };
+        let ptr = match cached {
+            Some(p) => {
+                // SAFETY: p is a cached allocation of exactly `bytes`.
+                unsafe { self.dev.zero(p, bytes)? };
+                self.counting.record(Event::Reuse);
+                p
+            }
+            None => self.dev.alloc_zeroed(bytes)?,
+        };
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr, bytes);
+        Ok(ptr)
+    }
+    unsafe fn free(&self, ptr: u64) {
+        let bytes = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ptr);
+        let Some(bytes) = bytes else { return };
+        let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if *total + bytes <= POOL_MAX_BYTES {
+            free.entry(bytes).or_default().push(ptr);
+            *total += bytes;
+        } else {
+            // SAFETY: ptr is a live allocation of the inner device, given back once.
+            unsafe { self.dev.free(ptr) };
+        }
+    }
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.zero(ptr, bytes) }
+    }
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.htod(src, dst) }
+    }
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.dtoh(src, dst) }
+    }
+    unsafe fn launch(
+        &self,
+        file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: &[KArg],
+    ) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.launch(file, name, grid, block, args) }
+    }
+    unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.gemm(g, a, b, c, beta) }
+    }
+    fn synchronize(&self) -> Result<()> {
+        self.dev.synchronize()
+    }
+    /// The device's counts (its allocations are the pool's misses) plus the reuses.
+    fn counters(&self) -> Counters {
+        Counters {
+            reuses: self.counting.snapshot().reuses,
+            ..self.dev.counters()
+        }
+    }
+}
+
+/// Plain values that live on the device (f32 activations, i32 targets).
+pub trait DevScalar: Copy + Default + 'static {}
+impl DevScalar for f32 {}
+impl DevScalar for i32 {}
+
+/// An owned device allocation of `len` values of `T`, freed on drop.
+pub struct DevBuf<T: DevScalar> {
+    dev: Dev,
+    ptr: u64,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+impl<T: DevScalar> std::fmt::Debug for DevBuf<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DevBuf({:#x}, {})", self.ptr, self.len)
+    }
+}
+
+fn range_of(r: impl RangeBounds<usize>, len: usize) -> (usize, usize) {
+    let start = match r.start_bound() {
+        Bound::Included(&s) => s,
+        Bound::Excluded(&s) => s + 1,
+        Bound::Unbounded => 0,
+    };
+    let end = match r.end_bound() {
+        Bound::Included(&e) => e + 1,
+        Bound::Excluded(&e) => e,
+        Bound::Unbounded => len,
+    };
+    assert!(
+        start <= end && end <= len,
+        "device slice {start}..{end} of a buffer of {len}"
+    );
+    (start, end)
+}
+
+impl<T: DevScalar> DevBuf<T> {
+    const SIZE: usize = std::mem::size_of::<T>();
+
+    /// `n` zeros (at least one value is allocated, as cudarc did).
+    pub fn zeros(dev: &Dev, n: usize) -> Result<Self> {
+        let len = n.max(1);
+        let ptr = dev.alloc_zeroed(len * Self::SIZE)?;
+        Ok(DevBuf {
+            dev: dev.clone(),
+            ptr,
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    /// A device copy of `v`.
+    pub fn upload(dev: &Dev, v: &[T]) -> Result<Self> {
+        let buf = Self::zeros(dev, v.len())?;
+        if !v.is_empty() {
+            // SAFETY: T is plain data (f32/i32); the bytes of `v` are initialised.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+            };
+            // SAFETY: the allocation just made holds at least v.len() values.
+            unsafe { dev.htod(bytes, buf.ptr)? };
+        }
+        Ok(buf)
+    }
+
+    /// The buffer's values on the host (waits for the device).
+    pub fn download(&self) -> Result<Vec<T>> {
+        let mut out = vec![T::default(); self.len];
+        // SAFETY: T is plain data, so any bytes written are valid values.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), self.len * Self::SIZE)
+        };
+        // SAFETY: ptr..ptr + len·SIZE is exactly this live allocation.
+        unsafe { self.dev.dtoh(self.ptr, bytes)? };
+        Ok(out)
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn as_view(&self) -> View<'_, T> {
+        self.slice(..)
+    }
+
+    pub fn as_view_mut(&mut self) -> ViewMut<'_, T> {
+        self.slice_mut(..)
+    }
+
+    /// Values `r` of the buffer, read-only.
+    ///
+    /// # Panics
+    /// If `r` is not inside the buffer.
+    pub fn slice(&self, r: impl RangeBounds<usize>) -> View<'_, T> {
+        let (s, e) = range_of(r, self.len);
+        View {
+            ptr: self.ptr + (s * Self::SIZE) as u64,
+            len: e - s,
+            _b: PhantomData,
+        }
+    }
+
+    /// Values `r` of the buffer, writable.
+    ///
+    /// # Panics
+    /// If `r` is not inside the buffer.
+    pub fn slice_mut(&mut self, r: impl RangeBounds<usize>) -> ViewMut<'_, T> {
+        let (s, e) = range_of(r, self.len);
+        ViewMut {
+            ptr: self.ptr + (s * Self::SIZE) as u64,
+            len: e - s,
+            _b: PhantomData,
+        }
+    }
+}
+
+impl<T: DevScalar> Drop for DevBuf<T> {
+    fn drop(&mut self) {
+        // SAFETY: ptr came from this device's alloc_zeroed and is freed only here.
+        unsafe { self.dev.free(self.ptr) };
+    }
+}
+
+/// A read-only range of a [`DevBuf`].
+#[derive(Clone, Copy)]
+pub struct View<'b, T> {
+    ptr: u64,
+    len: usize,
+    _b: PhantomData<&'b T>,
+}
+
+/// A writable range of a [`DevBuf`].
+pub struct ViewMut<'b, T> {
+    ptr: u64,
+    len: usize,
+    _b: PhantomData<&'b mut T>,
+}
+
+impl<T> View<'_, T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+}
+
+impl<T> ViewMut<'_, T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn ptr(&self) -> u64 {
+        self.ptr
+    }
+}

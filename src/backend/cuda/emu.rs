@@ -1,0 +1,308 @@
+//! [`DeviceApi`] without a GPU (feature `cuda-emu`): the kernels of `kernels/`
+//! compiled by g++ with the fiber emulator of `kernels/emu/` (build.rs), launched
+//! through its C ABI by name with cuLaunchKernel-style arguments; "device" memory is
+//! host memory and GEMMs run on the CPU with cuBLAS's column-major semantics. The
+//! engine's orchestration is the GPU's, so this runs the GPU code path in CI.
+//!
+//! Blocks run one after another on the calling thread (docs/cuda_emulation.md): slow,
+//! so use small inputs.
+
+use std::alloc::Layout;
+use std::collections::HashMap;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+use super::api::{Counters, Counting, DeviceApi, Event, KArg};
+use super::modules::KernelFile;
+use crate::backend::blas_layout::ColMajorGemm;
+use crate::backend::Device;
+use crate::error::{Error, Result};
+
+/// The library build.rs compiled; written to a file at first use to be dlopened.
+static LIBRARY: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/es_kernels_emu.so"));
+
+/// Alignment of emulated allocations (cudaMalloc gives at least 256).
+const ALIGN: usize = 256;
+
+type LaunchFn = unsafe extern "C" fn(
+    *const c_char,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    u32,
+    *mut *mut c_void,
+    *const usize,
+    usize,
+    i32,
+    u64,
+) -> i32;
+type LastErrorFn = unsafe extern "C" fn() -> *const c_char;
+
+struct Library {
+    // Kept loaded for the process: the function pointers below point into it.
+    _lib: libloading::Library,
+    launch: LaunchFn,
+    last_error: LastErrorFn,
+}
+
+fn library() -> Result<&'static Library> {
+    static LIB: OnceLock<std::result::Result<Library, String>> = OnceLock::new();
+    LIB.get_or_init(|| {
+        // One file per library content, so processes of different builds never
+        // overwrite each other's; written under a unique name, then renamed.
+        let hash = crate::hash::fnv1a64(LIBRARY);
+        let path = std::env::temp_dir().join(format!("explainseg-emu-{hash:016x}.so"));
+        if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(LIBRARY.len() as u64) {
+            let tmp = PathBuf::from(format!("{}.{}", path.display(), std::process::id()));
+            std::fs::write(&tmp, LIBRARY)
+                .and_then(|_| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        }
+        // SAFETY: the library is the one build.rs compiled from kernels/emu/registry.cpp;
+        // loading runs only the C++ runtime's static initialisers.
+        let lib = unsafe { libloading::Library::new(&path) }.map_err(|e| e.to_string())?;
+        // SAFETY: the symbols have these signatures in kernels/emu/registry.cpp.
+        let (launch, last_error) = unsafe {
+            (
+                *lib.get::<LaunchFn>(b"es_emu_launch\0")
+                    .map_err(|e| e.to_string())?,
+                *lib.get::<LastErrorFn>(b"es_emu_last_error\0")
+                    .map_err(|e| e.to_string())?,
+            )
+        };
+        Ok(Library {
+            _lib: lib,
+            launch,
+            last_error,
+        })
+    })
+    .as_ref()
+    .map_err(|e| Error::CudaUnavailable(format!("loading the emulated kernels: {e}")))
+}
+
+/// The emulated device. Its memory is host memory, freed on [`DeviceApi::free`].
+#[derive(Debug)]
+pub struct EmuDevice {
+    lib: &'static Library,
+    live: Mutex<HashMap<u64, Layout>>,
+    counting: Counting,
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("emulated kernel library")
+    }
+}
+
+impl EmuDevice {
+    /// Loads the emulated kernels.
+    ///
+    /// # Errors
+    /// [`Error::CudaUnavailable`] when the library cannot be written or loaded.
+    pub fn new() -> Result<EmuDevice> {
+        Ok(EmuDevice {
+            lib: library()?,
+            live: Mutex::new(HashMap::new()),
+            counting: Counting::default(),
+        })
+    }
+}
+
+impl Drop for EmuDevice {
+    fn drop(&mut self) {
+        for (ptr, layout) in self
+            .live
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            // SAFETY: each entry is a live allocation made with this layout.
+            unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
+        }
+    }
+}
+
+impl DeviceApi for EmuDevice {
+    fn kind(&self) -> Device {
+        Device::CudaEmu
+    }
+
+    fn name(&self) -> String {
+        "emulated CUDA device (g++ + fiber emulator)".into()
+    }
+
+    fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let layout = Layout::from_size_align(bytes.max(1), ALIGN)
+            .map_err(|e| Error::Cuda(format!("allocating {bytes} bytes: {e}")))?;
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { std::alloc::alloc_zeroed(layout) };
+        if p.is_null() {
+            return Err(Error::Cuda(format!(
+                "out of memory allocating {bytes} bytes"
+            )));
+        }
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(p as u64, layout);
+        self.counting.record(Event::Alloc(bytes));
+        Ok(p as u64)
+    }
+
+    unsafe fn free(&self, ptr: u64) {
+        let layout = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ptr);
+        if let Some(layout) = layout {
+            // SAFETY: ptr was allocated by alloc_zeroed with this layout and is
+            // removed from the live set, so it is freed once.
+            unsafe { std::alloc::dealloc(ptr as *mut u8, layout) };
+        }
+        self.counting.record(Event::Free);
+    }
+
+    unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
+        self.counting.record(Event::ZeroFill);
+        Ok(())
+    }
+
+    unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        // SAFETY: the caller guarantees dst covers src.len() bytes of a live
+        // allocation, which a host slice cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
+        self.counting.record(Event::Htod(src.len()));
+        Ok(())
+    }
+
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: as htod, the other way.
+        unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
+        self.counting.record(Event::Dtoh(dst.len()));
+        self.synchronize()
+    }
+
+    unsafe fn launch(
+        &self,
+        _file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: &[KArg],
+    ) -> Result<()> {
+        let cname = CString::new(name).map_err(|e| Error::Internal(e.to_string()))?;
+        let (mut words, sizes): (Vec<u64>, Vec<usize>) = args.iter().map(|a| a.word()).unzip();
+        let mut params: Vec<*mut c_void> =
+            words.iter_mut().map(|w| (w as *mut u64).cast()).collect();
+        // SAFETY: the caller guarantees the arguments match the kernel and cover what
+        // it touches; the emulator checks the count and each size again, and reads
+        // 4-byte values from the low bytes of their (little-endian) words.
+        let rc = unsafe {
+            (self.lib.launch)(
+                cname.as_ptr(),
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                0,
+                params.as_mut_ptr(),
+                sizes.as_ptr(),
+                params.len(),
+                0,
+                0,
+            )
+        };
+        if rc != 0 {
+            // SAFETY: a NUL-terminated string owned by the library.
+            let msg = unsafe { CStr::from_ptr((self.lib.last_error)()) }
+                .to_string_lossy()
+                .into_owned();
+            return Err(Error::Cuda(format!("emulated kernel launch: {msg}")));
+        }
+        self.counting.record(Event::Launch);
+        Ok(())
+    }
+
+    unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        // Column-major element (i, j) of X with leading dimension ld is x[i + j·ld]:
+        // row stride 1, column stride ld; a transposed operand swaps them.
+        let strides = |ld: usize, t: bool| {
+            if t {
+                (ld as isize, 1)
+            } else {
+                (1, ld as isize)
+            }
+        };
+        let (a_rs, a_cs) = strides(g.lda, g.trans_a);
+        let (b_rs, b_cs) = strides(g.ldb, g.trans_b);
+        let work = g.m * g.n * g.k;
+        let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 {
+            gemm::Parallelism::Rayon(rayon::current_num_threads())
+        } else {
+            gemm::Parallelism::None
+        };
+        for i in 0..g.batch {
+            let (pa, pb, pc) = (
+                (a as *const f32).wrapping_add(i * g.stride_a),
+                (b as *const f32).wrapping_add(i * g.stride_b),
+                (c as *mut f32).wrapping_add(i * g.stride_c),
+            );
+            if g.k == 0 {
+                for j in 0..g.n {
+                    for r in 0..g.m {
+                        // SAFETY: C covers (n−1)·ldc + m values per batch member.
+                        unsafe { *pc.add(r + j * g.ldc) *= beta };
+                    }
+                }
+                continue;
+            }
+            // SAFETY: the caller guarantees the operands cover what the call reads and
+            // writes and that C overlaps neither A nor B. gemm computes
+            // dst = alpha·dst + beta·lhs·rhs: here alpha is cuBLAS's beta.
+            unsafe {
+                gemm::gemm(
+                    g.m,
+                    g.n,
+                    g.k,
+                    pc,
+                    g.ldc as isize,
+                    1,
+                    beta != 0.0,
+                    pa,
+                    a_cs,
+                    a_rs,
+                    pb,
+                    b_cs,
+                    b_rs,
+                    beta,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    par,
+                )
+            };
+        }
+        self.counting.record(Event::Gemm);
+        Ok(())
+    }
+
+    fn synchronize(&self) -> Result<()> {
+        // Work is done when its call returns.
+        self.counting.record(Event::Sync);
+        Ok(())
+    }
+
+    fn counters(&self) -> Counters {
+        self.counting.snapshot()
+    }
+}

@@ -1,0 +1,427 @@
+//! The CUDA engine's own code path (allocation, copies, launches, GEMMs) on the
+//! emulated device (feature `cuda-emu`): the kernels run in the fiber emulator, the
+//! GEMMs on the CPU. It must match the CPU engine as the GPU must (logits rel ≤ 1e-5,
+//! gradients and attributions rel-L2 ≤ 1e-4, identical masks), and the device's
+//! counters pin down how much work a pass does.
+//!
+//! The emulator runs blocks one after another on one thread: sizes are small, and
+//! the ViT-S/16 case at 224² has 2 blocks and 2 IG steps.
+#![cfg(feature = "cuda-emu")]
+
+mod common;
+
+use common::*;
+use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::backend::cpu::CpuEngine;
+use explainseg::backend::cuda::{Counters, CudaEngine};
+use explainseg::backend::{engine_for, Device, Engine};
+use explainseg::model::{HeadKind, LoadOptions, Vit, VitConfig};
+use ndarray::Array4;
+
+fn tiny() -> (Vit, Array4<f32>) {
+    let name = "s16_tiny";
+    let cfg = json(&fixture("engine", &format!("{name}/config.json")));
+    let opts = LoadOptions {
+        heads: Some(cfg["heads"].as_u64().unwrap() as usize),
+        eps: Some(cfg["eps"].as_f64().unwrap() as f32),
+        ..Default::default()
+    };
+    let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
+    let vit = Vit::load(
+        &fixture("engine", &format!("{name}/model_dino.safetensors")),
+        Some(&head),
+        &opts,
+    )
+    .unwrap();
+    let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
+    (vit, x)
+}
+
+/// A ViT-S/16 at 224² (6 heads of 64, T = 197) with `depth` blocks and random weights.
+fn vit_s16(depth: usize) -> Vit {
+    vit16("s", depth)
+}
+
+fn vit16(size: &str, depth: usize) -> Vit {
+    let mut cfg = VitConfig::standard(size, 16, 224).unwrap();
+    cfg.depth = depth;
+    Vit::random(cfg, 5, 7)
+}
+
+/// Launches and GEMMs of one forward of `batch` images through `depth` blocks with a
+/// head over `chunks` CLS rows (src/backend/cuda/engine.rs, `forward`).
+fn forward_work(depth: usize, batch: u64, chunks: u64) -> (u64, u64) {
+    let d = depth as u64;
+    // im2col, embed_tokens; per block LN1, qkv bias, softmax, proj bias, LN2,
+    // bias+GELU, fc2 bias; a final LN per chunk; the head's bias.
+    let launches = 2 + 7 * d + chunks + 1;
+    // patch projection; per block qkv, proj, fc1, fc2 and per image S = QKᵀ, O = PV;
+    // the head.
+    let gemms = 1 + d * (4 + 2 * batch) + 1;
+    (launches, gemms)
+}
+
+/// The same for the input-gradient backward after it.
+fn backward_work(depth: usize, batch: u64, chunks: u64) -> (u64, u64) {
+    let d = depth as u64;
+    // head rows; LN backward per chunk; per block GELU', LN2', softmax', LN1'; col2im.
+    let launches = 1 + chunks + 4 * d + 1;
+    // per block fc2ᵀ, fc1ᵀ, projᵀ, qkvᵀ and per image dP, dV, dQ, dK; the patch
+    // projection (one batched call).
+    let gemms = d * (4 + 4 * batch) + 1;
+    (launches, gemms)
+}
+
+fn chunks(vit: &Vit) -> u64 {
+    match vit.head.as_ref().unwrap().kind {
+        HeadKind::LastBlocksCls { n } => n as u64,
+        _ => 1,
+    }
+}
+
+#[test]
+fn the_device_is_named_and_chosen_by_engine_for() {
+    assert_eq!("cuda-emu".parse::<Device>().unwrap(), Device::CudaEmu);
+    assert_eq!(Device::CudaEmu.name(), "cuda-emu");
+    let (vit, _) = tiny();
+    let e = engine_for(Device::CudaEmu, &vit).unwrap();
+    assert_eq!(e.device(), Device::CudaEmu);
+}
+
+#[test]
+fn tiny_logits_and_input_gradients_match_the_cpu_and_the_counts_are_exact() {
+    let (vit, x) = tiny();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let batch =
+        ndarray::concatenate(ndarray::Axis(0), &[x.view(), x.mapv(|v| 0.5 * v).view()]).unwrap();
+    let targets = [1usize, 0];
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(batch.view(), &targets).unwrap();
+
+    let c0 = emu.counters();
+    let (l_emu, g_emu) = emu.logits_and_input_grad(batch.view(), &targets).unwrap();
+    let c1 = emu.counters();
+    let l_rel = rel_max(&to_vec(&l_emu), &to_vec(&l_cpu));
+    let g_rel = rel_l2(&to_vec(&g_emu), &to_vec(&g_cpu));
+    eprintln!("tiny: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e}");
+    assert!(l_rel <= 1e-5, "logits rel {l_rel}");
+    assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
+
+    // Counts of one forward + backward of 2 images.
+    let pass = c1.since(&c0);
+    eprintln!("tiny forward+backward, batch 2: {pass:?}");
+    let depth = vit.config.depth;
+    let ch = chunks(&vit);
+    let (fl, fg) = forward_work(depth, 2, ch);
+    let (bl, bg) = backward_work(depth, 2, ch);
+    assert_eq!(pass.launches, fl + bl, "{pass:?}");
+    assert_eq!(pass.gemms, fg + bg, "{pass:?}");
+    // Uploads: the images, the positional table, the targets; one download each
+    // for the logits and the gradient, each a host sync.
+    assert_eq!((pass.htod_copies, pass.dtoh_copies, pass.syncs), (3, 2, 2));
+    assert_eq!(pass.dtoh_bytes, 4 * (2 * 3 + batch.len()) as u64);
+    // Blocks freed by the call stay in the engine's pool.
+    assert_eq!(pass.frees, 0, "{pass:?}");
+    assert!(pass.allocs > 0);
+
+    // The same call again does the same work, and allocates nothing: every buffer
+    // comes from the pool, zeroed on the device.
+    let again = {
+        let before = emu.counters();
+        let (l2, g2) = emu.logits_and_input_grad(batch.view(), &targets).unwrap();
+        assert_eq!(to_vec(&l2), to_vec(&l_emu));
+        assert_eq!(to_vec(&g2), to_vec(&g_emu));
+        emu.counters().since(&before)
+    };
+    eprintln!("tiny forward+backward, again: {again:?}");
+    let work = |c: &Counters| {
+        (
+            c.launches,
+            c.gemms,
+            c.htod_copies,
+            c.htod_bytes,
+            c.dtoh_copies,
+            c.dtoh_bytes,
+            c.syncs,
+        )
+    };
+    assert_eq!(work(&again), work(&pass));
+    assert_eq!((again.allocs, again.frees), (0, 0), "{again:?}");
+    assert_eq!(again.reuses, pass.allocs + pass.reuses, "{again:?}");
+    assert_eq!(again.zero_fills, again.reuses);
+
+    // Logits alone: a forward without the backward, one download.
+    let before = emu.counters();
+    let l_only = emu.logits(batch.view()).unwrap();
+    let fwd: Counters = emu.counters().since(&before);
+    assert!(rel_max(&to_vec(&l_only), &to_vec(&l_cpu)) <= 1e-5);
+    assert_eq!((fwd.launches, fwd.gemms), (fl, fg), "{fwd:?}");
+    assert_eq!((fwd.htod_copies, fwd.syncs), (2, 1), "{fwd:?}");
+    assert_eq!((fwd.allocs, fwd.frees), (0, 0), "{fwd:?}");
+    // Bad targets are errors, before any device work.
+    let before = emu.counters();
+    assert!(emu.logits_and_input_grad(batch.view(), &[0]).is_err());
+    assert!(emu.logits_and_input_grad(batch.view(), &[0, 999]).is_err());
+    assert_eq!(emu.counters().since(&before), Counters::default());
+}
+
+#[test]
+fn tiny_noise_tunnel_and_ig_on_the_device_loop_match_the_cpu() {
+    let (vit, x) = tiny();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 4,
+        multiply_by_inputs: true,
+        batch_size: 3,
+        return_delta: false,
+    };
+    for nt_type in [NtType::SmoothGrad, NtType::VarGrad] {
+        let nt = NoiseTunnelConfig {
+            nt_type,
+            noise: Noise::Seeded {
+                samples: 2,
+                stdev: 0.5,
+                seed: 42,
+            },
+        };
+        let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        let before = emu.counters();
+        let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        let c = emu.counters().since(&before);
+        let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+        eprintln!("tiny NoiseTunnel {nt_type:?}: rel-L2 {rel:.2e}; {c:?}");
+        assert!(rel <= 1e-4, "{nt_type:?}: {rel}");
+        // The loop stays on the device: 8 path points in batches of 3, and only the
+        // aggregated attribution comes back.
+        assert_eq!((c.dtoh_copies, c.syncs), (1, 1), "{c:?}");
+        assert_eq!(c.frees, 0, "{c:?}");
+        if nt_type == NtType::VarGrad {
+            // The second run finds every block in the pool.
+            assert_eq!(c.allocs, 0, "{c:?}");
+        }
+    }
+    let ig = IgConfig {
+        return_delta: true,
+        ..ig
+    };
+    let want = cpu
+        .attribute(x.view(), baseline.view(), 1, &ig, None, None)
+        .unwrap();
+    let got = emu
+        .attribute(x.view(), baseline.view(), 1, &ig, None, None)
+        .unwrap();
+    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+    eprintln!("tiny IG: rel-L2 {rel:.2e}");
+    assert!(rel <= 1e-4);
+    assert_eq!(got.deltas.len(), want.deltas.len());
+    for (g, w) in got.deltas.iter().zip(&want.deltas) {
+        assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "delta {g} vs {w}");
+    }
+}
+
+#[test]
+fn vit_s16_at_224_matches_the_cpu() {
+    let vit = vit_s16(2);
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let x = Array4::from_shape_vec(
+        (1, 3, 224, 224),
+        explainseg::rng::gaussian_noise(3, 0, 3 * 224 * 224, 1.0),
+    )
+    .unwrap();
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(x.view(), &[2]).unwrap();
+    let t = std::time::Instant::now();
+    let (l_emu, g_emu) = emu.logits_and_input_grad(x.view(), &[2]).unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    let l_rel = rel_max(&to_vec(&l_emu), &to_vec(&l_cpu));
+    let g_rel = rel_l2(&to_vec(&g_emu), &to_vec(&g_cpu));
+    eprintln!("ViT-S/16 224², 2 blocks: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e} ({secs:.1} s)");
+    assert!(l_rel <= 1e-5, "logits rel {l_rel}");
+    assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
+
+    // NoiseTunnel IG, 1 sample × 2 steps in one batch of 2.
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 2,
+        multiply_by_inputs: true,
+        batch_size: 2,
+        return_delta: false,
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 1,
+            stdev: 0.2,
+            seed: 9,
+        },
+    };
+    let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
+    let before = emu.counters();
+    let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
+    let c = emu.counters().since(&before);
+    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+    eprintln!("ViT-S/16 224² NoiseTunnel IG: rel-L2 {rel:.2e}; {c:?}");
+    assert!(rel <= 1e-4, "{rel}");
+    let (fl, fg) = forward_work(2, 2, 1);
+    let (bl, bg) = backward_work(2, 2, 1);
+    // nt_noise, ig_path, the pass, ig_accumulate, ig_finish, nt_aggregate.
+    assert_eq!(c.launches, 1 + 1 + fl + bl + 1 + 1 + 1, "{c:?}");
+    assert_eq!(c.gemms, fg + bg, "{c:?}");
+}
+
+/// ViT-B/16 shapes (12 heads of 64, T = 197), one block: logits and input gradient.
+#[test]
+fn vit_b16_at_224_matches_the_cpu() {
+    let vit = vit16("b", 1);
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let x = Array4::from_shape_vec(
+        (1, 3, 224, 224),
+        explainseg::rng::gaussian_noise(4, 0, 3 * 224 * 224, 1.0),
+    )
+    .unwrap();
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(x.view(), &[4]).unwrap();
+    let (l_emu, g_emu) = emu.logits_and_input_grad(x.view(), &[4]).unwrap();
+    let l_rel = rel_max(&to_vec(&l_emu), &to_vec(&l_cpu));
+    let g_rel = rel_l2(&to_vec(&g_emu), &to_vec(&g_cpu));
+    eprintln!("ViT-B/16 224², 1 block: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e}");
+    assert!(l_rel <= 1e-5, "logits rel {l_rel}");
+    assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
+}
+
+/// `explainseg segment --device cuda-emu` writes the CPU's masks, for every variant.
+#[test]
+fn cli_segment_on_the_emulated_device_gives_the_cpus_masks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixture("preprocess", "big_299x257_q90.jpg");
+    let weights = fixture("engine", "s16_tiny/model_timm.safetensors");
+    for variant in ["a", "b", "c", "xncut", "tokencut", "maskcut"] {
+        let mut masks = Vec::new();
+        for device in ["cpu", "cuda-emu"] {
+            let out = tmp.path().join(format!("{variant}-{device}"));
+            assert_cmd::Command::cargo_bin("explainseg")
+                .unwrap()
+                .args([
+                    "segment", "--device", device, "--size", "64", "--steps", "4",
+                ])
+                .args(["--nt-samples", "2", "--variant", variant, "--weights"])
+                .arg(&weights)
+                .arg("--image")
+                .arg(&image)
+                .arg("--out")
+                .arg(&out)
+                .assert()
+                .success();
+            let pre = image::open(out.join("mask_pre_crf.png"))
+                .unwrap()
+                .to_luma8();
+            let post = image::open(out.join("mask.png")).unwrap().to_luma8();
+            masks.push((pre, post));
+        }
+        assert!(
+            masks[0].0 == masks[1].0,
+            "variant {variant}: pre-CRF masks differ"
+        );
+        assert!(masks[0].1 == masks[1].1, "variant {variant}: masks differ");
+    }
+}
+
+#[test]
+fn block_taps_match_the_cpu() {
+    let (vit, x) = tiny();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    for layer in [Some(0), None] {
+        let want = cpu.block_taps(x.view(), layer).unwrap();
+        let got = emu.block_taps(x.view(), layer).unwrap();
+        assert_eq!(
+            (got.grid, got.heads, got.dim),
+            (want.grid, want.heads, want.dim)
+        );
+        assert!(rel_l2(&got.qkv, &want.qkv) <= 1e-5, "{layer:?} qkv");
+        assert!(rel_l2(&got.probs, &want.probs) <= 1e-5, "{layer:?} probs");
+    }
+    assert!(emu.block_taps(x.view(), Some(99)).is_err());
+}
+
+/// The C ABI's `ES_DEVICE_CUDA_EMU`: the CPU's masks and (to 1e-4) relevance.
+#[test]
+fn c_abi_segment_on_the_emulated_device_matches_the_cpu() {
+    use explainseg::capi::*;
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+
+    let weights = CString::new(
+        fixture("engine", "s16_tiny/model_timm.safetensors")
+            .to_str()
+            .unwrap(),
+    )
+    .unwrap();
+    let image = CString::new(fixture("preprocess", "jpeg420_q85.jpg").to_str().unwrap()).unwrap();
+    // SAFETY: valid strings, params and out pointers throughout; every handle is freed.
+    unsafe {
+        let mut img = null_mut();
+        assert_eq!(
+            explainseg_image_load(image.as_ptr(), &mut img),
+            EsStatus::Ok
+        );
+        let mut models = Vec::new();
+        for device in [EsDevice::Cpu, EsDevice::CudaEmu] {
+            let params = EsModelParams {
+                device,
+                ..explainseg_model_default_params()
+            };
+            let mut m = null_mut();
+            assert_eq!(
+                explainseg_model_load(weights.as_ptr(), null(), &params, &mut m),
+                EsStatus::Ok
+            );
+            models.push(m);
+        }
+        for variant in [EsVariant::A, EsVariant::C, EsVariant::Maskcut] {
+            let params = EsSegmentParams {
+                variant,
+                image_size: 64,
+                ig_steps: 4,
+                ig_batch: 3,
+                nt_samples: 2,
+                ncut_grid: 16,
+                ..explainseg_segment_default_params()
+            };
+            let mut outs = Vec::new();
+            for &m in &models {
+                let mut r = null_mut();
+                assert_eq!(
+                    explainseg_segment(m, img, &params, null(), &mut r),
+                    EsStatus::Ok
+                );
+                let (mut w, mut h) = (0u32, 0u32);
+                assert_eq!(explainseg_result_size(r, &mut w, &mut h), EsStatus::Ok);
+                let n = (w * h) as usize;
+                let mut mask = vec![0u8; n];
+                assert_eq!(
+                    explainseg_result_mask(r, mask.as_mut_ptr(), n, null_mut()),
+                    EsStatus::Ok
+                );
+                let mut rel = vec![0f32; n];
+                let has_rel =
+                    explainseg_result_relevance(r, rel.as_mut_ptr(), n, null_mut()) == EsStatus::Ok;
+                explainseg_result_free(r);
+                outs.push((mask, has_rel.then_some(rel)));
+            }
+            assert!(outs[0].0 == outs[1].0, "{variant:?}: masks differ");
+            if let (Some(a), Some(b)) = (&outs[1].1, &outs[0].1) {
+                let rel = rel_l2(a, b);
+                assert!(rel <= 1e-4, "{variant:?}: relevance rel-L2 {rel}");
+            }
+        }
+        for m in models {
+            explainseg_model_free(m);
+        }
+        explainseg_image_free(img);
+    }
+}
