@@ -735,8 +735,9 @@ impl Lattice {
     /// blur along axes `0..=d`, slice. `vs ≤ 2` follows densecrf's scalar path (slice
     /// term `(w·v)·α`), `vs > 2` its SSE path (`(w·α)·v`).
     ///
-    /// The components never mix, so they are filtered in groups of at most 4 (with
-    /// compile-time group sizes), which changes nothing in the result.
+    /// The components never mix, so they are filtered in groups of at most 8 (with
+    /// compile-time group sizes, one pass over the lattice per group), which changes
+    /// nothing in the result.
     pub(crate) fn filter(
         &self,
         input: &[f32],
@@ -752,7 +753,7 @@ impl Lattice {
         let seq_path = vs <= 2;
         let mut c0 = 0;
         while c0 < vs {
-            let g = (vs - c0).min(4);
+            let g = (vs - c0).min(8);
             let v = Values {
                 input,
                 scale,
@@ -765,7 +766,11 @@ impl Lattice {
                 (1, false) => self.filter_group::<1, false>(&v, out, scratch),
                 (2, false) => self.filter_group::<2, false>(&v, out, scratch),
                 (3, _) => self.filter_group::<3, false>(&v, out, scratch),
-                _ => self.filter_group::<4, false>(&v, out, scratch),
+                (4, _) => self.filter_group::<4, false>(&v, out, scratch),
+                (5, _) => self.filter_group::<5, false>(&v, out, scratch),
+                (6, _) => self.filter_group::<6, false>(&v, out, scratch),
+                (7, _) => self.filter_group::<7, false>(&v, out, scratch),
+                _ => self.filter_group::<8, false>(&v, out, scratch),
             }
             c0 += g;
         }
