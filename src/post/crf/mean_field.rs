@@ -105,33 +105,47 @@ pub(crate) fn inference(
                         }
                         q[l] = t;
                     }
-                    softmax_in_place(q);
                 }
+                softmax_rows(q, m);
             });
     }
     q
 }
 
-/// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
-/// exponentiate, divide by the sum.
-pub(crate) fn softmax_in_place(t: &mut [f32]) {
-    let m = t.len();
-    if let [a, b] = t {
-        // Two labels: the larger one's exponential is exp(0) = 1 exactly, the other's
-        // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
-        let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
-        let e = (lo - hi).exp();
-        let (e0, e1) = if *b > *a {
-            (e, 1.0)
-        } else if *a > *b {
-            (1.0, e)
-        } else {
-            (1.0, 1.0)
-        };
-        let s = e0 + e1;
-        (*a, *b) = (e0 / s, e1 / s);
+/// [`softmax_in_place`] on every row of `m` values of `t`, bit for bit, in stages over
+/// the whole block (max, packet exps, tail exps, sums) so that the independent packet
+/// exponentials of successive pixels overlap in the pipeline instead of waiting on one
+/// another and on the libm calls.
+pub(crate) fn softmax_rows(t: &mut [f32], m: usize) {
+    if m < 4 {
+        for row in t.chunks_exact_mut(m) {
+            softmax_in_place(row);
+        }
         return;
     }
+    let packets = m / 4 * 4;
+    for row in t.chunks_exact_mut(m) {
+        subtract_max(row);
+    }
+    for row in t.chunks_exact_mut(m) {
+        for x in row[..packets].chunks_exact_mut(4) {
+            let x: &mut [f32; 4] = x.try_into().expect("a packet of 4");
+            *x = eigen_pexp4(*x);
+        }
+    }
+    if packets < m {
+        for row in t.chunks_exact_mut(m) {
+            exp_tail(&mut row[packets..]);
+        }
+    }
+    for row in t.chunks_exact_mut(m) {
+        normalize_packets(row, packets);
+    }
+}
+
+/// Subtracts the row's maximum (densecrf's first step).
+#[inline(always)]
+fn subtract_max(t: &mut [f32]) {
     let mx = t
         .iter()
         .copied()
@@ -139,16 +153,22 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
     for x in t.iter_mut() {
         *x -= mx;
     }
-    // Full groups of 4 go through Eigen's packet exp, the rest through libm expf.
-    let packets = m / 4 * 4;
-    for x in t[..packets].chunks_exact_mut(4) {
-        let x: &mut [f32; 4] = x.try_into().expect("a packet of 4");
-        *x = eigen_pexp4(*x);
-    }
-    for x in &mut t[packets..] {
+}
+
+/// libm `expf` on the labels after the last full packet.
+#[inline(always)]
+fn exp_tail(t: &mut [f32]) {
+    for x in t {
         // exp(±0) = 1 exactly: skip the call for the maximum.
         *x = if *x == 0.0 { 1.0 } else { x.exp() };
     }
+}
+
+/// Eigen's sum of the exponentials (`packets` of them in full packets of 4) and the
+/// division by it.
+#[inline(always)]
+fn normalize_packets(t: &mut [f32], packets: usize) {
+    let m = t.len();
     let sum = if packets == 0 {
         t[1..].iter().fold(t[0], |a, b| a + b)
     } else {
@@ -179,6 +199,37 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
     for x in t.iter_mut() {
         *x /= sum;
     }
+}
+
+/// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
+/// exponentiate, divide by the sum.
+pub(crate) fn softmax_in_place(t: &mut [f32]) {
+    let m = t.len();
+    if let [a, b] = t {
+        // Two labels: the larger one's exponential is exp(0) = 1 exactly, the other's
+        // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
+        let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
+        let e = (lo - hi).exp();
+        let (e0, e1) = if *b > *a {
+            (e, 1.0)
+        } else if *a > *b {
+            (1.0, e)
+        } else {
+            (1.0, 1.0)
+        };
+        let s = e0 + e1;
+        (*a, *b) = (e0 / s, e1 / s);
+        return;
+    }
+    subtract_max(t);
+    // Full groups of 4 go through Eigen's packet exp, the rest through libm expf.
+    let packets = m / 4 * 4;
+    for x in t[..packets].chunks_exact_mut(4) {
+        let x: &mut [f32; 4] = x.try_into().expect("a packet of 4");
+        *x = eigen_pexp4(*x);
+    }
+    exp_tail(&mut t[packets..]);
+    normalize_packets(t, packets);
 }
 
 /// Eigen 3.3's SSE2 `pexp<Packet4f>` on one packet: [`eigen_pexp`] on each lane, with
@@ -291,6 +342,26 @@ mod tests {
             softmax_in_place(&mut t);
             for (a, b) in t.iter().zip(&want) {
                 assert!((*a as f64 - b).abs() < 1e-6, "m={m}: {a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_rows_equals_rows_of_softmax_in_place() {
+        for m in 1..12 {
+            let t: Vec<f32> = (0..m * 37)
+                .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0)
+                .collect();
+            let mut a = t.clone();
+            softmax_rows(&mut a, m);
+            for (row, want) in t.chunks_exact(m).zip(a.chunks_exact(m)) {
+                let mut r = row.to_vec();
+                softmax_in_place(&mut r);
+                assert_eq!(
+                    r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "m={m}"
+                );
             }
         }
     }
