@@ -8,15 +8,18 @@
 //! python3 tools/bench_post.py --rounds 3
 //! ```
 //!
-//! By hand: `cargo bench --bench post -- --dir DIR [--reps N]`, where DIR holds
-//! the script's `manifest.json` and inputs. Prints one JSON object: for each case
-//! and thread count, the median and best wall time in milliseconds.
+//! By hand: `cargo bench --bench post -- --dir DIR [--reps N] [--threads N] [--crf-only]`,
+//! where DIR holds the script's `manifest.json` and inputs. Prints one JSON object: for
+//! each case and thread count, the median and best wall time in milliseconds.
+//! `--threads N` times only N threads (default: 1 and all); `--crf-only` only the
+//! DenseCRF cases. The manifest's optional `crf` list adds DenseCRF cases with a given
+//! unary (any label count; `tools/bench_crf_process.py`).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use explainseg::post::crf::{refine_mask, CrfParams};
+use explainseg::post::crf::{dense_crf, refine_mask, CrfParams};
 use explainseg::post::morphology::{morphology_mask, MorphologyParams};
 use explainseg::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
 use ndarray::{Array2, Array3};
@@ -33,12 +36,14 @@ fn main() {
 struct Options {
     dir: PathBuf,
     reps: usize,
+    threads: Option<usize>,
+    crf_only: bool,
 }
 
 fn options() -> Result<Options, String> {
     // cargo passes `--bench`; everything else is ours.
     let mut args = std::env::args().skip(1).filter(|a| a != "--bench");
-    let (mut dir, mut reps) = (None, 5);
+    let (mut dir, mut reps, mut threads, mut crf_only) = (None, 5, None, false);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--dir" => dir = args.next().map(PathBuf::from),
@@ -49,15 +54,29 @@ fn options() -> Result<Options, String> {
                     .filter(|&n| n > 0)
                     .ok_or("--reps needs a positive integer")?
             }
+            "--threads" => {
+                threads = Some(
+                    args.next()
+                        .and_then(|v| v.parse().ok())
+                        .filter(|&n: &usize| n > 0)
+                        .ok_or("--threads needs a positive integer")?,
+                )
+            }
+            "--crf-only" => crf_only = true,
             other => {
                 return Err(format!(
-                    "unknown argument `{other}` (use --dir DIR [--reps N])"
+                    "unknown argument `{other}` (use --dir DIR [--reps N] [--threads N] [--crf-only])"
                 ))
             }
         }
     }
     let dir = dir.ok_or("--dir DIR is required (made by tools/bench_post.py)")?;
-    Ok(Options { dir, reps })
+    Ok(Options {
+        dir,
+        reps,
+        threads,
+        crf_only,
+    })
 }
 
 fn read<T: ReadNpyExt>(dir: &Path, name: &str) -> Result<T, String> {
@@ -91,10 +110,11 @@ fn run() -> Result<(), String> {
     )
     .map_err(|e| format!("manifest.json: {e}"))?;
     let all = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut threads = vec![1];
-    if all > 1 {
-        threads.push(all);
-    }
+    let threads = match opt.threads {
+        Some(n) => vec![n],
+        None if all > 1 => vec![1, all],
+        None => vec![1],
+    };
     let mut out = serde_json::Map::new();
     let mut case = |name: String, f: &(dyn Fn() + Sync)| {
         let per: serde_json::Map<String, Value> = threads
@@ -104,14 +124,28 @@ fn run() -> Result<(), String> {
         out.insert(name, Value::Object(per));
     };
 
-    let image: Array3<u8> = read(&opt.dir, "crf_image.npy")?;
-    let mask: Array2<u8> = read(&opt.dir, "crf_mask.npy")?;
-    let mask = mask.mapv(|v| v != 0);
     let crf = CrfParams::default();
-    let (h, w) = mask.dim();
-    case(format!("densecrf_{h}x{w}"), &|| {
-        std::hint::black_box(refine_mask(image.view(), mask.view(), &crf).expect("crf"));
-    });
+    if opt.dir.join("crf_image.npy").exists() {
+        let image: Array3<u8> = read(&opt.dir, "crf_image.npy")?;
+        let mask: Array2<u8> = read(&opt.dir, "crf_mask.npy")?;
+        let mask = mask.mapv(|v| v != 0);
+        let (h, w) = mask.dim();
+        case(format!("densecrf_{h}x{w}"), &|| {
+            std::hint::black_box(refine_mask(image.view(), mask.view(), &crf).expect("crf"));
+        });
+    }
+    for c in manifest["crf"].as_array().map_or(&[][..], |v| &v[..]) {
+        let name = c["name"].as_str().ok_or("manifest: crf name")?;
+        let image: Array3<u8> = read(&opt.dir, c["image"].as_str().ok_or("manifest: image")?)?;
+        let unary: Array3<f32> = read(&opt.dir, c["unary"].as_str().ok_or("manifest: unary")?)?;
+        case(name.to_string(), &|| {
+            std::hint::black_box(dense_crf(image.view(), unary.view(), &crf).expect("crf"));
+        });
+    }
+    if opt.crf_only {
+        println!("{}", Value::Object(out));
+        return Ok(());
+    }
 
     for tc in manifest["tokencut"]
         .as_array()

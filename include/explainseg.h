@@ -260,6 +260,29 @@ typedef uint32_t EsNtType;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A stage of a segmentation, for `explainseg_result_stage_seconds`.
+enum EsStage
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // Integrated Gradients inside NoiseTunnel (the IG variants and attribution).
+  ES_STAGE_EXPLAIN = 0,
+  // Feature map and fusion (variants A and B); patch keys and logits (TokenCut, MaskCut).
+  ES_STAGE_FEATURE = 1,
+  // Map to mask: morphology, NCut, TokenCut's cut, or MaskCut (with its per-object CRF).
+  ES_STAGE_MASK = 2,
+  // DenseCRF refinement (when enabled; MaskCut's is part of `Mask`).
+  ES_STAGE_CRF = 3,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum EsStage EsStage;
+#else
+typedef uint32_t EsStage;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // An image (opaque). Create it with `explainseg_image_load` or
 // `explainseg_image_from_pixels`; free it with `explainseg_image_free`.
 typedef struct EsImage EsImage;
@@ -613,6 +636,22 @@ EsStatus explainseg_result_class(const struct EsResult *r, uint32_t *class_out);
 // # Safety
 // `r` NULL or live; `seconds` NULL or writable.
 EsStatus explainseg_result_seconds(const struct EsResult *r, double *seconds);
+
+// Seconds the call spent in `stage` (an `EsStage` value: `ES_STAGE_EXPLAIN`,
+// `ES_STAGE_FEATURE`, `ES_STAGE_MASK`, `ES_STAGE_CRF`). `ES_STATUS_NOT_AVAILABLE`
+// when the variant does not run that stage (e.g. `ES_STAGE_EXPLAIN` for TokenCut,
+// `ES_STAGE_CRF` with the CRF off); `ES_STATUS_INVALID_PARAM` for another value.
+//
+// # Safety
+// `r` NULL or live; `seconds` NULL or writable.
+EsStatus explainseg_result_stage_seconds(const struct EsResult *r, uint32_t stage, double *seconds);
+
+// Forward+backward passes the explanation used (IG steps × NoiseTunnel samples);
+// 0 for TokenCut and MaskCut, which explain nothing.
+//
+// # Safety
+// `r` NULL or live; `passes` NULL or writable.
+EsStatus explainseg_result_passes(const struct EsResult *r, uint64_t *passes);
 
 // The mask, row-major, `width * height` bytes: 1 foreground, 0 background.
 // `needed` (may be NULL) receives `width * height`. `ES_STATUS_NOT_AVAILABLE`

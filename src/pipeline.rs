@@ -198,8 +198,21 @@ pub struct Segmentation {
     pub fused: Option<Array2<f32>>,
     pub logits: Array1<f32>,
     pub predicted: usize,
-    /// Seconds per stage, in order.
+    /// Seconds per stage, in order, named `explain` (IG + NoiseTunnel), `feature`
+    /// (feature map and fusion for A and B; the patch keys and logits for TokenCut and
+    /// MaskCut), `mask` (morphology, NCut, TokenCut's cut, or MaskCut with its per-object
+    /// CRF) and `crf` (DenseCRF), each present where the variant runs it.
     pub timings: Vec<(&'static str, f64)>,
+    /// Forward+backward passes of the explanation (IG steps × NoiseTunnel samples); 0
+    /// for TokenCut and MaskCut.
+    pub passes: usize,
+}
+
+impl Segmentation {
+    /// Seconds spent in `stage` (`explain`, `feature`, `mask`, `crf`), if it ran.
+    pub fn stage_seconds(&self, stage: &str) -> Option<f64> {
+        self.timings.iter().find(|(n, _)| *n == stage).map(|(_, s)| *s)
+    }
 }
 
 /// Runs `variant` on one image. `x` is the normalised input (1, 3, H, W); `pixels`
@@ -286,7 +299,7 @@ pub fn segment_explained(
             let fm = fuse(rel.view(), f.view(), cfg.upsample)?;
             feature = Some(f);
             fused = Some(fm.clone());
-            lap("feature+fusion", &mut timings);
+            lap("feature", &mut timings);
             fm
         } else {
             rel.clone()
@@ -306,6 +319,7 @@ pub fn segment_explained(
         let predicted = crate::attr::argmax(logits.as_slice().expect("owned row"));
         let keys = patch_descriptors(engine, x, Descriptor::Facet(Facet::Key), None)?;
         let grid = vit.config.grid_for(h, w)?;
+        lap("feature", &mut timings);
         if variant == Variant::MaskCut {
             // MaskCut runs its CRF per object inside; one call gives both unions.
             let params = MaskCutParams {
@@ -315,7 +329,7 @@ pub fn segment_explained(
             let objects = maskcut::maskcut(keys.view(), grid, pixels, &params)?;
             let pre = maskcut::union(&objects.raw, (h, w));
             let final_mask = maskcut::union(&objects.kept, (h, w));
-            lap("maskcut", &mut timings);
+            lap("mask", &mut timings);
             return Ok(Segmentation {
                 variant,
                 mask: final_mask,
@@ -326,6 +340,7 @@ pub fn segment_explained(
                 logits,
                 predicted,
                 timings,
+                passes: 0,
             });
         }
         let cut = tokencut_bipartition(keys.view(), grid, cfg.tokencut.tau, cfg.tokencut.eps)?;
@@ -333,13 +348,13 @@ pub fn segment_explained(
             Array2::from_shape_vec(grid, cut.eigvec.iter().map(|v| *v as f32).collect())
                 .expect("one value per patch"),
         );
-        lap("tokencut", &mut timings);
+        lap("mask", &mut timings);
         (logits, predicted, upsample_mask(cut.mask.view(), h, w))
     };
     let mask = match &cfg.crf {
         Some(p) => {
             let m = refine_mask(pixels, pre_crf.view(), p)?;
-            lap("densecrf", &mut timings);
+            lap("crf", &mut timings);
             m
         }
         None => pre_crf.clone(),
@@ -354,6 +369,11 @@ pub fn segment_explained(
         logits,
         predicted,
         timings,
+        passes: if variant.uses_ig() {
+            cfg.explain.passes()
+        } else {
+            0
+        },
     })
 }
 

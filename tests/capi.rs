@@ -1243,3 +1243,104 @@ fn one_model_eight_threads_hundred_calls() {
         explainseg_model_free(m);
     }
 }
+
+/// Per-stage seconds and passes (issue #14): every stage the variant runs, and only
+/// those, with its time; passes = IG steps × NoiseTunnel samples for the IG variants.
+#[test]
+fn stage_seconds_and_passes() {
+    let (m, img) = (load_model(), load_image());
+    for (variant, crf) in [
+        (EsVariant::A, true),
+        (EsVariant::B, false),
+        (EsVariant::C, true),
+        (EsVariant::Xncut, false),
+        (EsVariant::Tokencut, true),
+        (EsVariant::Maskcut, true),
+    ] {
+        let params = EsSegmentParams {
+            crf_enabled: crf,
+            ..quick_params(variant)
+        };
+        let ig = !matches!(variant, EsVariant::Tokencut | EsVariant::Maskcut);
+        let feature = matches!(
+            variant,
+            EsVariant::A | EsVariant::B | EsVariant::Tokencut | EsVariant::Maskcut
+        );
+        let has_crf = crf && variant != EsVariant::Maskcut;
+        let mut r = null_mut();
+        // SAFETY: live handles, valid params, writable outs; `r` freed once.
+        unsafe {
+            check(
+                explainseg_segment(m, img, &params, null(), &mut r),
+                EsStatus::Ok,
+            );
+            let mut passes = u64::MAX;
+            check(explainseg_result_passes(r, &mut passes), EsStatus::Ok);
+            assert_eq!(passes, if ig { 4 * 2 } else { 0 }, "{variant:?}");
+            let mut total = 0.0;
+            check(explainseg_result_seconds(r, &mut total), EsStatus::Ok);
+            let mut sum = 0.0;
+            for (stage, runs) in [
+                (EsStage::Explain, ig),
+                (EsStage::Feature, feature),
+                (EsStage::Mask, true),
+                (EsStage::Crf, has_crf),
+            ] {
+                let mut s = -1.0;
+                let status = explainseg_result_stage_seconds(r, stage as u32, &mut s);
+                if runs {
+                    check(status, EsStatus::Ok);
+                    assert!(s >= 0.0, "{variant:?} {stage:?}: {s}");
+                    sum += s;
+                } else {
+                    check(status, EsStatus::NotAvailable);
+                    assert_eq!(s, -1.0, "untouched when not available");
+                }
+            }
+            assert!(sum <= total + 1e-9, "{variant:?}: stages {sum} > call {total}");
+            let mut s = 0.0;
+            check(
+                explainseg_result_stage_seconds(r, 4, &mut s),
+                EsStatus::InvalidParam,
+            );
+            check(
+                explainseg_result_stage_seconds(r, 0, null_mut()),
+                if ig { EsStatus::NullArgument } else { EsStatus::NotAvailable },
+            );
+            check(
+                explainseg_result_stage_seconds(null(), 0, &mut s),
+                EsStatus::NullArgument,
+            );
+            check(
+                explainseg_result_passes(null(), &mut passes),
+                EsStatus::NullArgument,
+            );
+            explainseg_result_free(r);
+        }
+    }
+    // Attribution: the explanation only.
+    let params = quick_params(EsVariant::Xncut);
+    let mut r = null_mut();
+    // SAFETY: as above.
+    unsafe {
+        check(
+            explainseg_attribute(m, img, &params, null(), &mut r),
+            EsStatus::Ok,
+        );
+        let (mut s, mut passes) = (-1.0, 0u64);
+        check(
+            explainseg_result_stage_seconds(r, EsStage::Explain as u32, &mut s),
+            EsStatus::Ok,
+        );
+        assert!(s >= 0.0);
+        check(
+            explainseg_result_stage_seconds(r, EsStage::Mask as u32, &mut s),
+            EsStatus::NotAvailable,
+        );
+        check(explainseg_result_passes(r, &mut passes), EsStatus::Ok);
+        assert_eq!(passes, 8);
+        explainseg_result_free(r);
+        explainseg_image_free(img);
+        explainseg_model_free(m);
+    }
+}

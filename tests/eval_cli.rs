@@ -52,6 +52,8 @@ const FAST: [&str; 8] = [
     "16",
 ];
 const METHODS: [&str; 3] = ["c", "xncut", "tokencut"];
+/// The chance rows each scored image gets in per_image.csv (and the summaries).
+const CHANCE: [&str; 2] = ["chance-empty", "chance-whole"];
 
 fn eval(root: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::cargo_bin("explainseg").unwrap();
@@ -145,7 +147,7 @@ fn outputs_agree_with_each_other_and_with_segment() {
         assert!(out.join(f).is_file(), "{f} missing");
     }
     let rows = rows(&out);
-    assert_eq!(rows.len(), 4 * METHODS.len());
+    assert_eq!(rows.len(), 4 * (METHODS.len() + CHANCE.len()));
     let s = summary(&out);
     assert_eq!(s["images"], 4);
     assert_eq!(
@@ -155,6 +157,37 @@ fn outputs_agree_with_each_other_and_with_segment() {
     let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
     let methods = s["methods"].as_array().unwrap();
     assert_eq!(methods.len(), METHODS.len());
+    // Chance rows: every image of the tiny set has foreground, none is all foreground.
+    let chance = s["chance"].as_array().unwrap();
+    assert_eq!(printed["chance"], s["chance"], "stdout JSON = summary.json");
+    assert_eq!(
+        chance.iter().map(|c| c["variant"].as_str().unwrap()).collect::<Vec<_>>(),
+        CHANCE
+    );
+    let (mut iou_whole, mut dice_whole) = (0.0, 0.0);
+    for i in 0..4 {
+        let truth = read_mask(&root.join(format!("masks/im{i}.png")));
+        let id = format!("im{i}");
+        let (g, n) = (truth.iter().filter(|t| **t).count() as f64, truth.len() as f64);
+        assert!(g > 0.0 && g < n);
+        assert_eq!(rows[&(id.clone(), "chance-empty".into())], (0.0, 0.0, 0));
+        let (iou, dice, _) = rows[&(id, "chance-whole".into())];
+        assert_eq!((iou, dice), (g / n, 2.0 * g / (g + n)));
+        (iou_whole, dice_whole) = (iou_whole + iou, dice_whole + dice);
+    }
+    assert_eq!(chance[0]["images"], 4);
+    assert_eq!((chance[0]["miou"].as_f64(), chance[0]["dice"].as_f64()), (Some(0.0), Some(0.0)));
+    assert!((chance[1]["miou"].as_f64().unwrap() - iou_whole / 4.0).abs() < 1e-12);
+    assert!((chance[1]["dice"].as_f64().unwrap() - dice_whole / 4.0).abs() < 1e-12);
+    for c in chance {
+        let line = format!(
+            "| {} | 4 | {:.1} | {:.1} |",
+            c["method"].as_str().unwrap(),
+            100.0 * c["miou"].as_f64().unwrap(),
+            100.0 * c["dice"].as_f64().unwrap()
+        );
+        assert!(md.contains(&line), "{line} not in\n{md}");
+    }
     for m in methods {
         let v = m["variant"].as_str().unwrap();
         // The means of the CSV's rows, summed in id order as the summary does.
@@ -252,7 +285,7 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
         after.starts_with(&before),
         "rows already written are kept as they were"
     );
-    assert_eq!(rows(&whole).len(), 4 * METHODS.len());
+    assert_eq!(rows(&whole).len(), 4 * (METHODS.len() + CHANCE.len()));
     let again = run_json(&mut eval(&root, &whole, &[]));
     assert_eq!(
         (again["evaluated"].as_u64(), again["skipped"].as_u64()),
@@ -275,7 +308,7 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
     );
     run_json(&mut eval(&root, &s1, &["--shard", "1/2"]));
     run_json(&mut eval(&root, &s2, &["--shard", "2/2"]));
-    assert_eq!(rows(&s1).len() + rows(&s2).len(), 4 * METHODS.len());
+    assert_eq!(rows(&s1).len() + rows(&s2).len(), 4 * (METHODS.len() + CHANCE.len()));
     assert!(
         rows(&s1).keys().all(|(id, _)| id == "im0" || id == "im2"),
         "shard 1/2 takes images 0 and 2"
@@ -298,6 +331,12 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
         summary(&merged)["methods"].as_array().unwrap().len(),
         METHODS.len()
     );
+    assert_eq!(
+        summary(&merged)["chance"],
+        summary(&whole)["chance"],
+        "chance rows merge into the single run's"
+    );
+    assert_eq!(summary(&whole)["chance"].as_array().unwrap().len(), CHANCE.len());
     for (m, w) in summary(&merged)["methods"]
         .as_array()
         .unwrap()
@@ -589,7 +628,7 @@ fn merge_refuses_shard_sets_that_are_not_one_whole_run_and_names_the_culprit() {
         .arg(&partial)
         .assert()
         .success();
-    assert_eq!(rows(&dir("m6")).len(), 4 * METHODS.len());
+    assert_eq!(rows(&dir("m6")).len(), 4 * (METHODS.len() + CHANCE.len()));
 
     // Shards of another split, and a folder written before shard.json existed.
     let third = dir("third");

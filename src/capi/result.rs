@@ -22,6 +22,37 @@ pub struct EsResult {
     pub(crate) logits: Vec<f32>,
     pub(crate) class: usize,
     pub(crate) seconds: f64,
+    /// Seconds per stage, indexed by `EsStage`; None for a stage that did not run.
+    pub(crate) stages: [Option<f64>; STAGES],
+    /// Forward+backward passes of the explanation (0 for TokenCut and MaskCut).
+    pub(crate) passes: u64,
+}
+
+/// Number of `EsStage` values.
+pub(crate) const STAGES: usize = 4;
+
+/// A stage of a segmentation, for `explainseg_result_stage_seconds`.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsStage {
+    /// Integrated Gradients inside NoiseTunnel (the IG variants and attribution).
+    Explain = 0,
+    /// Feature map and fusion (variants A and B); patch keys and logits (TokenCut, MaskCut).
+    Feature = 1,
+    /// Map to mask: morphology, NCut, TokenCut's cut, or MaskCut (with its per-object CRF).
+    Mask = 2,
+    /// DenseCRF refinement (when enabled; MaskCut's is part of `Mask`).
+    Crf = 3,
+}
+
+impl EsStage {
+    /// The pipeline's name of the stage (`Segmentation::timings`).
+    pub(crate) const NAMES: [&'static str; STAGES] = ["explain", "feature", "mask", "crf"];
+}
+
+/// Per-stage seconds in `EsStage` order from the pipeline's named timings.
+pub(crate) fn stage_seconds(timings: &[(&'static str, f64)]) -> [Option<f64>; STAGES] {
+    EsStage::NAMES.map(|n| timings.iter().find(|(t, _)| *t == n).map(|(_, s)| *s))
 }
 
 /// # Safety
@@ -78,6 +109,49 @@ pub unsafe extern "C" fn explainseg_result_seconds(
     guard(|| {
         // SAFETY: caller's duty, as documented.
         unsafe { write_out(seconds, result(r)?.seconds, "seconds") }
+    })
+}
+
+/// Seconds the call spent in `stage` (an `EsStage` value: `ES_STAGE_EXPLAIN`,
+/// `ES_STAGE_FEATURE`, `ES_STAGE_MASK`, `ES_STAGE_CRF`). `ES_STATUS_NOT_AVAILABLE`
+/// when the variant does not run that stage (e.g. `ES_STAGE_EXPLAIN` for TokenCut,
+/// `ES_STAGE_CRF` with the CRF off); `ES_STATUS_INVALID_PARAM` for another value.
+///
+/// # Safety
+/// `r` NULL or live; `seconds` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn explainseg_result_stage_seconds(
+    r: *const EsResult,
+    stage: u32,
+    seconds: *mut f64,
+) -> EsStatus {
+    guard(|| {
+        // SAFETY: caller's duty, as documented.
+        let r = unsafe { result(r) }?;
+        if stage as usize >= STAGES {
+            return Err(CapiError::Lib(crate::error::Error::param(
+                "stage",
+                format!("{stage} is not an EsStage (0..{STAGES})"),
+            )));
+        }
+        let s = r.stages[stage as usize].ok_or(CapiError::NotAvailable(
+            "stage (the variant does not run it)",
+        ))?;
+        // SAFETY: caller's duty, as documented.
+        unsafe { write_out(seconds, s, "seconds") }
+    })
+}
+
+/// Forward+backward passes the explanation used (IG steps × NoiseTunnel samples);
+/// 0 for TokenCut and MaskCut, which explain nothing.
+///
+/// # Safety
+/// `r` NULL or live; `passes` NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn explainseg_result_passes(r: *const EsResult, passes: *mut u64) -> EsStatus {
+    guard(|| {
+        // SAFETY: caller's duty, as documented.
+        unsafe { write_out(passes, result(r)?.passes, "passes") }
     })
 }
 

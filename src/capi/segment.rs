@@ -10,7 +10,7 @@ use super::callbacks::{with_threads, EsCallbacks, Hooks};
 use super::image::EsImage;
 use super::model::EsModel;
 use super::params::{read_checked, EsSegmentParams};
-use super::result::EsResult;
+use super::result::{stage_seconds, EsResult};
 use super::status::{guard, CapiError, EsStatus};
 use crate::attr::{explain, normalize, reduce_channels, Progress};
 use crate::error::Result;
@@ -57,6 +57,8 @@ pub unsafe extern "C" fn explainseg_segment(
                     logits: seg.logits.to_vec(),
                     class: seg.predicted,
                     seconds: 0.0,
+                    stages: stage_seconds(&seg.timings),
+                    passes: seg.passes as u64,
                 })
             },
         )
@@ -87,7 +89,9 @@ pub unsafe extern "C" fn explainseg_attribute(
             out,
             |m, img, _, pre, cfg, tick| {
                 let (x, plan, _) = network_input(&img.image, pre)?;
+                let clock = Instant::now();
                 let e = explain(m.engine()?.as_ref(), x.view(), &cfg.explain, Some(tick))?;
+                let explain_s = clock.elapsed().as_secs_f64();
                 let rel: Array2<f32> = normalize(
                     &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
                     cfg.normalizer,
@@ -100,6 +104,8 @@ pub unsafe extern "C" fn explainseg_attribute(
                     logits: e.logits.to_vec(),
                     class: e.predicted,
                     seconds: 0.0,
+                    stages: stage_seconds(&[("explain", explain_s)]),
+                    passes: cfg.explain.passes() as u64,
                 })
             },
         )

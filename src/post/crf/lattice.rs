@@ -439,9 +439,22 @@ impl KeyTable {
     }
 
     fn grow(&mut self) {
-        let cap = self.slots.len() * 2;
+        self.rehash(self.slots.len() * 2);
+    }
+
+    /// Makes room for `n` keys in all (at most half full) with one rehash, instead of
+    /// the doublings that inserting them would cause. Vertex numbers do not change.
+    fn reserve(&mut self, n: usize) {
+        let cap = (n.saturating_add(1).saturating_mul(2)).next_power_of_two();
+        if cap > self.slots.len() {
+            self.rehash(cap);
+        }
+    }
+
+    /// Moves the slots into a table of `cap` (a power of two) slots.
+    fn rehash(&mut self, cap: usize) {
         let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
-        self.shift_bits += 1;
+        self.shift_bits = cap.trailing_zeros();
         let mask = cap - 1;
         for slot in old.into_iter().filter(|s| s.1 != 0) {
             let mut h = self.home(slot.0);
@@ -596,6 +609,13 @@ impl Lattice {
                 } else {
                     number(&cur);
                 }
+                if first == 0 && following < n_points {
+                    // Size the table once from the first block's vertices per point
+                    // (with a margin), rather than doubling it (and rehashing every key
+                    // at random) as it fills.
+                    let est = table.len() as f64 * n_points as f64 / following as f64 * 1.25;
+                    table.reserve(est as usize);
+                }
                 std::mem::swap(&mut cur, &mut next);
                 first = following;
             }
@@ -735,8 +755,9 @@ impl Lattice {
     /// blur along axes `0..=d`, slice. `vs ≤ 2` follows densecrf's scalar path (slice
     /// term `(w·v)·α`), `vs > 2` its SSE path (`(w·α)·v`).
     ///
-    /// The components never mix, so they are filtered in groups of at most 4 (with
-    /// compile-time group sizes), which changes nothing in the result.
+    /// The components never mix, so they are filtered in groups of at most 8 (with
+    /// compile-time group sizes, one pass over the lattice per group), which changes
+    /// nothing in the result.
     pub(crate) fn filter(
         &self,
         input: &[f32],
@@ -752,7 +773,7 @@ impl Lattice {
         let seq_path = vs <= 2;
         let mut c0 = 0;
         while c0 < vs {
-            let g = (vs - c0).min(4);
+            let g = (vs - c0).min(8);
             let v = Values {
                 input,
                 scale,
@@ -765,7 +786,11 @@ impl Lattice {
                 (1, false) => self.filter_group::<1, false>(&v, out, scratch),
                 (2, false) => self.filter_group::<2, false>(&v, out, scratch),
                 (3, _) => self.filter_group::<3, false>(&v, out, scratch),
-                _ => self.filter_group::<4, false>(&v, out, scratch),
+                (4, _) => self.filter_group::<4, false>(&v, out, scratch),
+                (5, _) => self.filter_group::<5, false>(&v, out, scratch),
+                (6, _) => self.filter_group::<6, false>(&v, out, scratch),
+                (7, _) => self.filter_group::<7, false>(&v, out, scratch),
+                _ => self.filter_group::<8, false>(&v, out, scratch),
             }
             c0 += g;
         }
@@ -794,6 +819,13 @@ impl Lattice {
         // vals[v] += w · (in[p] · s[p]). Sequential: the order of the additions into each
         // vertex is part of the result.
         a.fill(0.0);
+        // Every offset and neighbour is a slot below n_slots (`Lattice::build`), so the
+        // vertex rows below are read and written unchecked.
+        debug_assert!(self.offsets.iter().all(|&o| (o as usize) < n_slots));
+        debug_assert!(self
+            .neighbors
+            .iter()
+            .all(|&[p, q]| (p as usize) < n_slots && (q as usize) < n_slots));
         for ((x, &sp), (offs, ws)) in input.chunks_exact(stride).zip(scale).zip(
             self.offsets
                 .chunks_exact(dp1)
@@ -801,9 +833,8 @@ impl Lattice {
         ) {
             let x: [f32; G] = std::array::from_fn(|i| x[c0 + i] * sp);
             for (&o, &w) in offs.iter().zip(ws) {
-                let val: &mut [f32; G] = (&mut a[o as usize * G..o as usize * G + G])
-                    .try_into()
-                    .unwrap();
+                // SAFETY: o < n_slots (above) and a.len() = n_slots·G.
+                let val = unsafe { &mut *(a.as_mut_ptr().add(o as usize * G) as *mut [f32; G]) };
                 for i in 0..G {
                     val[i] += w * x[i];
                 }
@@ -823,12 +854,13 @@ impl Lattice {
                     for ((nv, ov), &[n1, n2]) in
                         new.chunks_exact_mut(G).zip(own.chunks_exact(G)).zip(nb)
                     {
-                        let x1: &[f32; G] = old[n1 as usize * G..n1 as usize * G + G]
-                            .try_into()
-                            .unwrap();
-                        let x2: &[f32; G] = old[n2 as usize * G..n2 as usize * G + G]
-                            .try_into()
-                            .unwrap();
+                        // SAFETY: n1, n2 < n_slots (above) and old.len() = n_slots·G.
+                        let (x1, x2) = unsafe {
+                            (
+                                &*(old.as_ptr().add(n1 as usize * G) as *const [f32; G]),
+                                &*(old.as_ptr().add(n2 as usize * G) as *const [f32; G]),
+                            )
+                        };
                         for i in 0..G {
                             let s = x1[i] + x2[i];
                             nv[i] = if SEQ {
@@ -861,9 +893,8 @@ impl Lattice {
                 {
                     let mut acc = [0f32; G];
                     for (&off, &w) in offs.iter().zip(ws) {
-                        let val: &[f32; G] = vals[off as usize * G..off as usize * G + G]
-                            .try_into()
-                            .unwrap();
+                        // SAFETY: off < n_slots (above) and vals.len() = n_slots·G.
+                        let val = unsafe { &*(vals.as_ptr().add(off as usize * G) as *const [f32; G]) };
                         if SEQ {
                             for i in 0..G {
                                 acc[i] += w * val[i] * alpha;

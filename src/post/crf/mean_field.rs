@@ -105,33 +105,47 @@ pub(crate) fn inference(
                         }
                         q[l] = t;
                     }
-                    softmax_in_place(q);
                 }
+                softmax_rows(q, m);
             });
     }
     q
 }
 
-/// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
-/// exponentiate, divide by the sum.
-pub(crate) fn softmax_in_place(t: &mut [f32]) {
-    let m = t.len();
-    if let [a, b] = t {
-        // Two labels: the larger one's exponential is exp(0) = 1 exactly, the other's
-        // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
-        let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
-        let e = (lo - hi).exp();
-        let (e0, e1) = if *b > *a {
-            (e, 1.0)
-        } else if *a > *b {
-            (1.0, e)
-        } else {
-            (1.0, 1.0)
-        };
-        let s = e0 + e1;
-        (*a, *b) = (e0 / s, e1 / s);
+/// [`softmax_in_place`] on every row of `m` values of `t`, bit for bit, in stages over
+/// the whole block (max, packet exps, tail exps, sums) so that the independent packet
+/// exponentials of successive pixels overlap in the pipeline instead of waiting on one
+/// another and on the libm calls.
+pub(crate) fn softmax_rows(t: &mut [f32], m: usize) {
+    if m < 4 {
+        for row in t.chunks_exact_mut(m) {
+            softmax_in_place(row);
+        }
         return;
     }
+    let packets = m / 4 * 4;
+    for row in t.chunks_exact_mut(m) {
+        subtract_max(row);
+    }
+    for row in t.chunks_exact_mut(m) {
+        for x in row[..packets].chunks_exact_mut(4) {
+            let x: &mut [f32; 4] = x.try_into().expect("a packet of 4");
+            *x = eigen_pexp4(*x);
+        }
+    }
+    if packets < m {
+        for row in t.chunks_exact_mut(m) {
+            exp_tail(&mut row[packets..]);
+        }
+    }
+    for row in t.chunks_exact_mut(m) {
+        normalize_packets(row, packets);
+    }
+}
+
+/// Subtracts the row's maximum (densecrf's first step).
+#[inline(always)]
+fn subtract_max(t: &mut [f32]) {
     let mx = t
         .iter()
         .copied()
@@ -139,15 +153,22 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
     for x in t.iter_mut() {
         *x -= mx;
     }
-    // Full groups of 4 go through Eigen's packet exp, the rest through libm expf.
-    let packets = m / 4 * 4;
-    for x in &mut t[..packets] {
-        *x = eigen_pexp(*x);
-    }
-    for x in &mut t[packets..] {
+}
+
+/// libm `expf` on the labels after the last full packet.
+#[inline(always)]
+fn exp_tail(t: &mut [f32]) {
+    for x in t {
         // exp(±0) = 1 exactly: skip the call for the maximum.
         *x = if *x == 0.0 { 1.0 } else { x.exp() };
     }
+}
+
+/// Eigen's sum of the exponentials (`packets` of them in full packets of 4) and the
+/// division by it.
+#[inline(always)]
+fn normalize_packets(t: &mut [f32], packets: usize) {
+    let m = t.len();
     let sum = if packets == 0 {
         t[1..].iter().fold(t[0], |a, b| a + b)
     } else {
@@ -180,10 +201,93 @@ pub(crate) fn softmax_in_place(t: &mut [f32]) {
     }
 }
 
+/// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
+/// exponentiate, divide by the sum.
+pub(crate) fn softmax_in_place(t: &mut [f32]) {
+    let m = t.len();
+    if let [a, b] = t {
+        // Two labels: the larger one's exponential is exp(0) = 1 exactly, the other's
+        // expf(min − max); Σ = e0 + e1 in either order (addition commutes exactly).
+        let (lo, hi) = if *b > *a { (*a, *b) } else { (*b, *a) };
+        let e = (lo - hi).exp();
+        let (e0, e1) = if *b > *a {
+            (e, 1.0)
+        } else if *a > *b {
+            (1.0, e)
+        } else {
+            (1.0, 1.0)
+        };
+        let s = e0 + e1;
+        (*a, *b) = (e0 / s, e1 / s);
+        return;
+    }
+    subtract_max(t);
+    // Full groups of 4 go through Eigen's packet exp, the rest through libm expf.
+    let packets = m / 4 * 4;
+    for x in t[..packets].chunks_exact_mut(4) {
+        let x: &mut [f32; 4] = x.try_into().expect("a packet of 4");
+        *x = eigen_pexp4(*x);
+    }
+    exp_tail(&mut t[packets..]);
+    normalize_packets(t, packets);
+}
+
+/// Eigen 3.3's SSE2 `pexp<Packet4f>` on one packet: [`eigen_pexp`] on each lane, with
+/// the same SSE2 instructions as Eigen on x86-64 (so bit-identical to the scalar lane).
+#[inline]
+#[allow(clippy::excessive_precision)]
+fn eigen_pexp4(x0: [f32; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of the x86-64 baseline; loads and stores are unaligned.
+        unsafe {
+            let xin = _mm_loadu_ps(x0.as_ptr());
+            let one = _mm_set1_ps(1.0);
+            let x = _mm_max_ps(
+                _mm_min_ps(xin, _mm_set1_ps(88.3762626647950)),
+                _mm_set1_ps(-88.3762626647949),
+            );
+            let fx = _mm_add_ps(
+                _mm_mul_ps(x, _mm_set1_ps(std::f32::consts::LOG2_E)),
+                _mm_set1_ps(0.5),
+            );
+            let tr = _mm_cvtepi32_ps(_mm_cvttps_epi32(fx));
+            let fx = _mm_sub_ps(tr, _mm_and_ps(_mm_cmpgt_ps(tr, fx), one));
+            let x = _mm_sub_ps(x, _mm_mul_ps(fx, _mm_set1_ps(0.693359375)));
+            let x = _mm_sub_ps(x, _mm_mul_ps(fx, _mm_set1_ps(-2.12194440e-4)));
+            let z = _mm_mul_ps(x, x);
+            let mut y = _mm_set1_ps(1.9875691500e-4);
+            for p in [
+                1.3981999507e-3f32,
+                8.3334519073e-3,
+                4.1665795894e-2,
+                1.6666665459e-1,
+                5.0000001201e-1,
+            ] {
+                y = _mm_add_ps(_mm_mul_ps(y, x), _mm_set1_ps(p));
+            }
+            y = _mm_add_ps(_mm_mul_ps(y, z), x);
+            y = _mm_add_ps(y, one);
+            let e = _mm_slli_epi32::<23>(_mm_add_epi32(_mm_cvttps_epi32(fx), _mm_set1_epi32(0x7f)));
+            // max(r, x0): the second operand when not r > x0, as the scalar lane.
+            let r = _mm_max_ps(_mm_mul_ps(y, _mm_castsi128_ps(e)), xin);
+            let mut out = [0f32; 4];
+            _mm_storeu_ps(out.as_mut_ptr(), r);
+            out
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        x0.map(eigen_pexp)
+    }
+}
+
 /// One lane of Eigen 3.3's SSE2 `pexp<Packet4f>` (the Cephes `expf` polynomial, no FMA,
 /// floor by truncation). The constants are Cephes' decimal literals, rounded to f32.
 #[inline]
 #[allow(clippy::excessive_precision)]
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn eigen_pexp(x0: f32) -> f32 {
     const EXP_HI: f32 = 88.3762626647950;
     const EXP_LO: f32 = -88.3762626647949;
@@ -243,6 +347,26 @@ mod tests {
     }
 
     #[test]
+    fn softmax_rows_equals_rows_of_softmax_in_place() {
+        for m in 1..12 {
+            let t: Vec<f32> = (0..m * 37)
+                .map(|i| ((i * 7919) % 1000) as f32 / 97.0 - 5.0)
+                .collect();
+            let mut a = t.clone();
+            softmax_rows(&mut a, m);
+            for (row, want) in t.chunks_exact(m).zip(a.chunks_exact(m)) {
+                let mut r = row.to_vec();
+                softmax_in_place(&mut r);
+                assert_eq!(
+                    r.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    want.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                    "m={m}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn pexp_is_close_to_expf() {
         let mut x = 0f32;
         while x > -87.0 {
@@ -251,6 +375,14 @@ mod tests {
             x -= 0.013;
         }
         assert_eq!(eigen_pexp(0.0), 1.0);
+        // The packet version is the scalar lane, bit for bit.
+        let mut x = 1.5f32;
+        while x > -100.0 {
+            let p = [x, x * 0.5, x - 0.37, -x.abs() * 0.9];
+            let want = p.map(eigen_pexp);
+            assert_eq!(eigen_pexp4(p).map(f32::to_bits), want.map(f32::to_bits), "{p:?}");
+            x -= 0.0071;
+        }
         assert_eq!(eigen_pexp(-200.0), 0.0);
     }
 }

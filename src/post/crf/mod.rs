@@ -153,6 +153,12 @@ pub fn dense_crf(
     unary: ArrayView3<f32>,
     params: &CrfParams,
 ) -> Result<CrfOutput> {
+    // Run on a pool thread: called from outside the pool, each of the many parallel
+    // loops below would otherwise hand its work to the pool and wait for it (a thread
+    // hand-off per loop, hundreds per call).
+    if rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| dense_crf(image, unary, params));
+    }
     params.validate()?;
     let (h, w, c) = image.dim();
     if h == 0 || w == 0 || c == 0 {

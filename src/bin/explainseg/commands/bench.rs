@@ -1,6 +1,10 @@
 //! `explainseg bench`: CPU engine throughput against the machine's SGEMM peak.
 //! tools/bench_engine.py runs this next to tools/bench_torch.py (PyTorch + Captum on
 //! the same shapes and threads) and prints the ratio.
+//!
+//! `explainseg bench --pipeline`: seconds per image of each stage (explain, feature,
+//! mask, crf) of every variant, with the paper's preset; tools/bench_pipeline.py runs
+//! it beside the reference stack (PyTorch + Captum, scikit-image, SciPy, pydensecrf).
 
 use std::time::{Duration, Instant};
 
@@ -9,7 +13,7 @@ use clap::Args;
 use explainseg::attr::{noise_tunnel_ig, IgConfig, Noise, NoiseTunnelConfig, NtType};
 use explainseg::backend::cpu::gemm::{matmul, MatRef, Threads};
 use explainseg::model::{Vit, VitConfig};
-use ndarray::Array4;
+use ndarray::{Array3, Array4};
 
 use crate::output::{spinner, Output};
 
@@ -37,6 +41,15 @@ pub struct BenchArgs {
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: explainseg::backend::Device,
+    /// Time the whole pipeline instead: seconds per image of each stage of every
+    /// variant (a, b, c, xncut, tokencut, maskcut) on synthetic images, random weights,
+    /// the paper's preset with --steps × --samples IG passes (the paper's 50 × 5 takes
+    /// minutes on 2 cores; the defaults 10 × 1 about a minute for 2 images).
+    #[arg(long)]
+    pub pipeline: bool,
+    /// Images for --pipeline.
+    #[arg(long, default_value_t = 2)]
+    pub images: usize,
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -61,6 +74,9 @@ fn sgemm_gflops(m: usize, k: usize, n: usize, reps: usize) -> f64 {
 }
 
 pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
+    if args.pipeline {
+        return run_pipeline(args, out);
+    }
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
     };
@@ -129,6 +145,138 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
             "sgemm_peak_gflops": peak, "sgemm_square_gflops": peak_square, "sgemm_vit_shape_gflops": peak_vit_shape,
             "fwd_bwd_passes_per_s": passes_per_s, "gflops_per_s": gflops, "gflop_per_pass": gflop_per_pass,
             "fraction_of_peak": gflops / peak, "ig_seconds": ig_seconds, "ig_steps": args.steps, "nt_samples": args.samples,
+        }),
+    );
+    Ok(())
+}
+
+/// A synthetic 8-bit RGB image: a colour gradient, an elliptic "lesion" whose place
+/// depends on `seed`, and hash noise.
+fn synthetic_pixels(size: usize, seed: usize) -> Array3<u8> {
+    let (cy, cx) = (
+        0.4 + 0.05 * (seed % 4) as f32,
+        0.45 + 0.04 * (seed % 3) as f32,
+    );
+    Array3::from_shape_fn((size, size, 3), |(y, x, c)| {
+        let (fy, fx) = (y as f32 / size as f32, x as f32 / size as f32);
+        let inside = ((fy - cy) / 0.22).powi(2) + ((fx - cx) / 0.17).powi(2) < 1.0;
+        let base = if inside {
+            [200.0, 70.0, 50.0][c]
+        } else {
+            [
+                60.0 + 80.0 * fx,
+                90.0 + 60.0 * (3.0 * fy).sin(),
+                140.0 - 70.0 * fy,
+            ][c]
+        };
+        let h = (y * 7919 + x * 104_729 + c * 31 + seed * 1_000_003) as u64;
+        let noise = ((h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 59) as f32) - 16.0;
+        (base + noise * 0.4).clamp(0.0, 255.0) as u8
+    })
+}
+
+/// `bench --pipeline`.
+fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
+    use explainseg::attr::explain;
+    use explainseg::pipeline::{segment_explained, PipelineConfig, Variant};
+
+    let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
+        bail!("--model `{}` is not one of ti, s, b", args.model)
+    };
+    if args.size % args.patch != 0 || args.batch == 0 || args.images == 0 || args.steps == 0 {
+        bail!("--size must be a multiple of --patch, and --batch, --images, --steps at least 1");
+    }
+    let threads = rayon::current_num_threads();
+    let vit = Vit::random(config, 2, 1);
+    let engine = explainseg::backend::engine_for(args.device, &vit)?;
+    let norm = vit
+        .normalization
+        .unwrap_or(explainseg::image::Normalization {
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        });
+    // The paper's preset (PipelineConfig::default) with the requested pass counts.
+    let mut cfg = PipelineConfig::default();
+    cfg.explain.ig.n_steps = args.steps;
+    cfg.explain.ig.batch_size = args.batch;
+    cfg.explain.ig.return_delta = false;
+    cfg.explain.noise_tunnel = (args.samples > 0).then(|| NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: args.samples,
+            stdev: 1.0,
+            seed: 0,
+        },
+    });
+    cfg.explain.mean = norm.mean;
+    cfg.explain.std = norm.std;
+    let passes = cfg.explain.passes();
+    let stages = ["explain", "feature", "mask", "crf"];
+    // [variant][stage] summed over images.
+    let mut sums = vec![[0f64; 4]; Variant::ALL.len()];
+    let bar = crate::output::progress_bar(
+        out,
+        (args.images * Variant::ALL.len()) as u64,
+        "pipeline",
+    );
+    for i in 0..args.images {
+        let pixels = synthetic_pixels(args.size, i);
+        let x = Array4::from_shape_fn((1, 3, args.size, args.size), |(_, c, y, xx)| {
+            (pixels[[y, xx, c]] as f32 / 255.0 - norm.mean[c]) / norm.std[c]
+        });
+        // One explanation serves the four IG variants (as `eval` does); its time is
+        // counted in each of their rows.
+        let t = Instant::now();
+        let e = explain(engine.as_ref(), x.view(), &cfg.explain, None)?;
+        let explain_s = t.elapsed().as_secs_f64();
+        for (k, &v) in Variant::ALL.iter().enumerate() {
+            let seg =
+                segment_explained(engine.as_ref(), x.view(), pixels.view(), v, &cfg, Some(&e))?;
+            if v.uses_ig() {
+                sums[k][0] += explain_s;
+            }
+            for (j, st) in stages.iter().enumerate().skip(1) {
+                sums[k][j] += seg.stage_seconds(st).unwrap_or(0.0);
+            }
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let n = args.images as f64;
+    let mut text = format!(
+        "{} at {}², {threads} threads, {} synthetic images, random weights\n  preset: paper (the stable preset does not exist yet)\n  IG passes per image: {passes} ({} steps × {} NoiseTunnel samples; the paper's preset uses 50 × 5 = 250)\n  seconds per image (explain: one explanation shared by a, b, c, xncut; MaskCut's CRF is inside its mask stage)\n  variant     explain  feature     mask      crf    total",
+        vit.config.name(),
+        args.size,
+        args.images,
+        args.steps,
+        args.samples.max(1),
+    );
+    let mut rows = Vec::new();
+    for (k, v) in Variant::ALL.iter().enumerate() {
+        let per: Vec<f64> = sums[k].iter().map(|s| s / n).collect();
+        let total: f64 = per.iter().sum();
+        text.push_str(&format!(
+            "\n  {:<10} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
+            v.name(),
+            per[0],
+            per[1],
+            per[2],
+            per[3],
+            total
+        ));
+        rows.push(serde_json::json!({
+            "variant": v.name(),
+            "passes": if v.uses_ig() { passes } else { 0 },
+            "seconds": {"explain": per[0], "feature": per[1], "mask": per[2], "crf": per[3]},
+            "total_seconds": total,
+        }));
+    }
+    out.result(
+        &text,
+        serde_json::json!({
+            "model": vit.config.name(), "size": args.size, "threads": threads, "images": args.images,
+            "preset": "paper", "ig_steps": args.steps, "nt_samples": args.samples, "passes": passes,
+            "variants": rows,
         }),
     );
     Ok(())

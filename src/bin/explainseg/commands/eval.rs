@@ -32,8 +32,8 @@ use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
 use crate::commands::eval_cache::ExplanationCache;
 use crate::commands::eval_grid::{write_grid, GridRow};
 use crate::commands::eval_report::{
-    file_hash, fnv1a, read_config, read_rows, summarize, write_rows, write_summary, Row, RowWriter,
-    ShardManifest, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
+    file_hash, fnv1a, read_config, read_rows, summarize, table_rows, write_rows, write_summary, Row,
+    RowWriter, ShardManifest, CHANCE, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
 };
 use crate::commands::segment::PipelineArgs;
 use crate::output::{progress_bar, Output};
@@ -366,7 +366,12 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             .copied()
             .filter(|v| !done.contains(&(sample.id.clone(), v.name().to_string())))
             .collect();
-        if todo.is_empty() {
+        let chance_todo: Vec<&str> = CHANCE
+            .iter()
+            .map(|c| c.0)
+            .filter(|c| !done.contains(&(sample.id.clone(), c.to_string())))
+            .collect();
+        if todo.is_empty() && chance_todo.is_empty() {
             skipped += 1;
             bar.inc(1);
             continue;
@@ -439,6 +444,20 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
                 std::fs::create_dir_all(&dir)?;
                 write_mask_png(&dir.join(format!("{}.png", v.name())), mask.view())?;
             }
+        }
+        // The chance rows: the empty and the whole-image mask scored like the methods.
+        for c in chance_todo {
+            let pred = ndarray::Array2::from_elem(truth.dim(), c == CHANCE[1].0);
+            let s = scores(pred.view(), truth.view())?;
+            writer.append(&Row {
+                id: sample.id.clone(),
+                variant: c.to_string(),
+                iou: s.iou,
+                dice: s.dice,
+                class: 0,
+                seconds: 0.0,
+                label: sample.label.clone().unwrap_or_default(),
+            })?;
         }
         evaluated += 1;
         bar.inc(1);
@@ -516,7 +535,7 @@ fn report(
         "{evaluated} images evaluated, {skipped} already done{left_out}; results in {}\n\n| method | images | mIoU % | Dice % |\n|---|---:|---:|---:|",
         dir.display()
     );
-    for m in summary["methods"].as_array().into_iter().flatten() {
+    for m in table_rows(summary) {
         text.push_str(&format!(
             "\n| {} | {} | {:.1} | {:.1} |",
             m["method"].as_str().unwrap_or("?"),

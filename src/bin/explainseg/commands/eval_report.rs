@@ -17,6 +17,15 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const SHARD_FILE: &str = "shard.json";
 pub const HEADER: [&str; 7] = ["id", "variant", "iou", "dice", "class", "seconds", "label"];
 
+/// The chance rows every table carries, so that a weak model cannot pass for a working
+/// one: (the `variant` of their per-image rows, their name in the tables). Each image
+/// scored gets one row of each (class 0, 0 seconds), scored with the methods' IoU and
+/// Dice against the same ground truth.
+pub const CHANCE: [(&str, &str); 2] = [
+    ("chance-empty", "chance: empty mask"),
+    ("chance-whole", "chance: whole-image mask"),
+];
+
 /// One image scored with one method.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -161,12 +170,26 @@ pub fn method_name(variant: &str) -> String {
     }
 }
 
-/// Per-method means over all rows, methods in the paper's order. Rows are summed
-/// in id order, so the numbers do not depend on the order runs and shards wrote them.
+/// Per-method means over all rows, methods in the paper's order (`methods`), and the
+/// same for the chance rows (`chance`). Rows are summed in id order, so the numbers do
+/// not depend on the order runs and shards wrote them.
 pub fn summarize(rows: &[Row], header: &serde_json::Value) -> serde_json::Value {
+    let mut out = header.clone();
+    out["methods"] = means(rows, Variant::ALL.iter().map(|v| (v.name(), method_name(v.name())))).into();
+    out["chance"] = means(rows, CHANCE.iter().map(|(v, name)| (*v, name.to_string()))).into();
+    let images: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    out["images"] = images.len().into();
+    out
+}
+
+/// Mean scores of the rows of each `(variant, name)` that has rows.
+fn means<'a>(
+    rows: &[Row],
+    variants: impl Iterator<Item = (&'a str, String)>,
+) -> Vec<serde_json::Value> {
     let mut methods = Vec::new();
-    for v in Variant::ALL {
-        let mut mine: Vec<&Row> = rows.iter().filter(|r| r.variant == v.name()).collect();
+    for (v, name) in variants {
+        let mut mine: Vec<&Row> = rows.iter().filter(|r| r.variant == v).collect();
         if mine.is_empty() {
             continue;
         }
@@ -181,19 +204,24 @@ pub fn summarize(rows: &[Row], header: &serde_json::Value) -> serde_json::Value 
         let m = mean_scores(&scores).expect("non-empty");
         let seconds = mine.iter().map(|r| r.seconds).sum::<f64>() / mine.len() as f64;
         methods.push(serde_json::json!({
-            "variant": v.name(),
-            "method": method_name(v.name()),
+            "variant": v,
+            "method": name,
             "images": mine.len(),
             "miou": m.iou,
             "dice": m.dice,
             "seconds_per_image": seconds,
         }));
     }
-    let images: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
-    let mut out = header.clone();
-    out["images"] = images.len().into();
-    out["methods"] = methods.into();
-    out
+    methods
+}
+
+/// The method rows, then the chance rows, of a summary.
+pub fn table_rows(summary: &serde_json::Value) -> impl Iterator<Item = &serde_json::Value> {
+    summary["methods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(summary["chance"].as_array().into_iter().flatten())
 }
 
 /// The summary as a Markdown table (percentages, one decimal, as in the paper).
@@ -203,7 +231,7 @@ pub fn summary_markdown(summary: &serde_json::Value, grid_columns: Option<&[Stri
         summary["dataset"].as_str().unwrap_or("?"),
         summary["images"]
     );
-    for m in summary["methods"].as_array().into_iter().flatten() {
+    for m in table_rows(summary) {
         md.push_str(&format!(
             "| {} | {} | {:.1} | {:.1} | {:.2} |\n",
             m["method"].as_str().unwrap_or("?"),
@@ -212,6 +240,9 @@ pub fn summary_markdown(summary: &serde_json::Value, grid_columns: Option<&[Stri
             100.0 * m["dice"].as_f64().unwrap_or(f64::NAN),
             m["seconds_per_image"].as_f64().unwrap_or(f64::NAN),
         ));
+    }
+    if summary["chance"].as_array().is_some_and(|c| !c.is_empty()) {
+        md.push_str("\nThe chance rows score the empty mask and the whole-image mask on the same images: a method must beat both.\n");
     }
     md.push_str(&format!(
         "\nConfiguration fingerprint `{}` (see config.json); per-image rows in {ROWS_FILE}.\n",

@@ -235,8 +235,8 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         .map(|(n, s)| format!("{n} {s:.2} s"))
         .collect();
     out.result(
-        &format!("class {}\nvariant {}\nforeground {:.1}%\ntimes: {}", seg.predicted, variant.name(), 100.0 * mask.iter().filter(|m| **m).count() as f64 / mask.len() as f64, times.join(", ")),
-        serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>()}),
+        &format!("class {}\nvariant {}\nforeground {:.1}%\ntimes: {}\npasses {}", seg.predicted, variant.name(), 100.0 * mask.iter().filter(|m| **m).count() as f64 / mask.len() as f64, times.join(", "), seg.passes),
+        serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>(), "seconds": seg.timings.iter().map(|(n, s)| (n.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(), "passes": seg.passes}),
     );
     Ok(())
 }
