@@ -211,7 +211,10 @@ pub struct Segmentation {
 impl Segmentation {
     /// Seconds spent in `stage` (`explain`, `feature`, `mask`, `crf`), if it ran.
     pub fn stage_seconds(&self, stage: &str) -> Option<f64> {
-        self.timings.iter().find(|(n, _)| *n == stage).map(|(_, s)| *s)
+        self.timings
+            .iter()
+            .find(|(n, _)| *n == stage)
+            .map(|(_, s)| *s)
     }
 }
 
@@ -312,10 +315,7 @@ pub fn segment_explained(
         lap("mask", &mut timings);
         (e.logits.clone(), e.predicted, mask)
     } else {
-        let logits = engine
-            .logits(x)?
-            .index_axis(Axis(0), 0)
-            .to_owned();
+        let logits = engine.logits(x)?.index_axis(Axis(0), 0).to_owned();
         let predicted = crate::attr::argmax(logits.as_slice().expect("owned row"));
         let keys = patch_descriptors(engine, x, Descriptor::Facet(Facet::Key), None)?;
         let grid = vit.config.grid_for(h, w)?;

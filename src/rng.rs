@@ -199,13 +199,19 @@ mod tests {
     fn keyed_streams_are_reproducible_and_distinct() {
         let a: Vec<u64> = (0..4).map(|_| Rng::stream(7, &[2, 3]).next_u64()).collect();
         assert!(a.windows(2).all(|w| w[0] == w[1]));
-        assert_ne!(Rng::stream(7, &[2, 3]).next_u64(), Rng::stream(7, &[2, 4]).next_u64());
+        assert_ne!(
+            Rng::stream(7, &[2, 3]).next_u64(),
+            Rng::stream(7, &[2, 4]).next_u64()
+        );
         let mut r = Rng::stream(1, &[]);
         let mean = (0..10_000).map(|_| r.uniform() as f64).sum::<f64>() / 1e4;
         assert!((mean - 0.5).abs() < 0.02);
         let mut counts = [0usize; 3];
         (0..3000).for_each(|_| counts[r.below(3)] += 1);
-        assert!(counts.iter().all(|&c| (900..1100).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (900..1100).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]

@@ -1297,7 +1297,10 @@ fn stage_seconds_and_passes() {
                     assert_eq!(s, -1.0, "untouched when not available");
                 }
             }
-            assert!(sum <= total + 1e-9, "{variant:?}: stages {sum} > call {total}");
+            assert!(
+                sum <= total + 1e-9,
+                "{variant:?}: stages {sum} > call {total}"
+            );
             let mut s = 0.0;
             check(
                 explainseg_result_stage_seconds(r, 4, &mut s),
@@ -1305,7 +1308,11 @@ fn stage_seconds_and_passes() {
             );
             check(
                 explainseg_result_stage_seconds(r, 0, null_mut()),
-                if ig { EsStatus::NullArgument } else { EsStatus::NotAvailable },
+                if ig {
+                    EsStatus::NullArgument
+                } else {
+                    EsStatus::NotAvailable
+                },
             );
             check(
                 explainseg_result_stage_seconds(null(), 0, &mut s),

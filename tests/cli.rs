@@ -329,7 +329,16 @@ fn device_cuda_without_a_gpu_fails_naming_cuda_and_writes_nothing() {
     for command in ["attribute", "segment"] {
         let out = tmp.path().join(command);
         let assert = bin()
-            .args([command, "--device", "cuda", "--size", "64", "--steps", "2", "--weights"])
+            .args([
+                command,
+                "--device",
+                "cuda",
+                "--size",
+                "64",
+                "--steps",
+                "2",
+                "--weights",
+            ])
             .arg(&weights)
             .arg("--image")
             .arg(&image)
@@ -360,7 +369,16 @@ fn device_cuda_emu_without_its_feature_fails_naming_the_feature() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let assert = bin()
-        .args(["segment", "--device", "cuda-emu", "--size", "64", "--steps", "2", "--weights"])
+        .args([
+            "segment",
+            "--device",
+            "cuda-emu",
+            "--size",
+            "64",
+            "--steps",
+            "2",
+            "--weights",
+        ])
         .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
         .arg("--image")
         .arg(fixture("preprocess", "big_299x257_q90.jpg"))

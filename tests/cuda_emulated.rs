@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use explainseg::rng::gaussian_noise;
 use explainseg::backend::cpu::ops;
+use explainseg::rng::gaussian_noise;
 
 // ---------------------------------------------------------------------------------
 // The emulated kernel library.
@@ -831,7 +831,9 @@ mod ig_twin {
             _x: ArrayView4<f32>,
             _layer: Option<usize>,
         ) -> explainseg::Result<explainseg::backend::BlockTaps> {
-            Err(explainseg::Error::Internal("the recorder has no blocks".into()))
+            Err(explainseg::Error::Internal(
+                "the recorder has no blocks".into(),
+            ))
         }
         fn logits(&self, x: ArrayView4<f32>) -> explainseg::Result<Array2<f32>> {
             Ok(Array2::zeros((x.dim().0, 1)))

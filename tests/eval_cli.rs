@@ -161,14 +161,20 @@ fn outputs_agree_with_each_other_and_with_segment() {
     let chance = s["chance"].as_array().unwrap();
     assert_eq!(printed["chance"], s["chance"], "stdout JSON = summary.json");
     assert_eq!(
-        chance.iter().map(|c| c["variant"].as_str().unwrap()).collect::<Vec<_>>(),
+        chance
+            .iter()
+            .map(|c| c["variant"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         CHANCE
     );
     let (mut iou_whole, mut dice_whole) = (0.0, 0.0);
     for i in 0..4 {
         let truth = read_mask(&root.join(format!("masks/im{i}.png")));
         let id = format!("im{i}");
-        let (g, n) = (truth.iter().filter(|t| **t).count() as f64, truth.len() as f64);
+        let (g, n) = (
+            truth.iter().filter(|t| **t).count() as f64,
+            truth.len() as f64,
+        );
         assert!(g > 0.0 && g < n);
         assert_eq!(rows[&(id.clone(), "chance-empty".into())], (0.0, 0.0, 0));
         let (iou, dice, _) = rows[&(id, "chance-whole".into())];
@@ -176,7 +182,10 @@ fn outputs_agree_with_each_other_and_with_segment() {
         (iou_whole, dice_whole) = (iou_whole + iou, dice_whole + dice);
     }
     assert_eq!(chance[0]["images"], 4);
-    assert_eq!((chance[0]["miou"].as_f64(), chance[0]["dice"].as_f64()), (Some(0.0), Some(0.0)));
+    assert_eq!(
+        (chance[0]["miou"].as_f64(), chance[0]["dice"].as_f64()),
+        (Some(0.0), Some(0.0))
+    );
     assert!((chance[1]["miou"].as_f64().unwrap() - iou_whole / 4.0).abs() < 1e-12);
     assert!((chance[1]["dice"].as_f64().unwrap() - dice_whole / 4.0).abs() < 1e-12);
     for c in chance {
@@ -308,7 +317,10 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
     );
     run_json(&mut eval(&root, &s1, &["--shard", "1/2"]));
     run_json(&mut eval(&root, &s2, &["--shard", "2/2"]));
-    assert_eq!(rows(&s1).len() + rows(&s2).len(), 4 * (METHODS.len() + CHANCE.len()));
+    assert_eq!(
+        rows(&s1).len() + rows(&s2).len(),
+        4 * (METHODS.len() + CHANCE.len())
+    );
     assert!(
         rows(&s1).keys().all(|(id, _)| id == "im0" || id == "im2"),
         "shard 1/2 takes images 0 and 2"
@@ -336,7 +348,10 @@ fn reruns_resume_and_shards_merge_into_the_whole() {
         summary(&whole)["chance"],
         "chance rows merge into the single run's"
     );
-    assert_eq!(summary(&whole)["chance"].as_array().unwrap().len(), CHANCE.len());
+    assert_eq!(
+        summary(&whole)["chance"].as_array().unwrap().len(),
+        CHANCE.len()
+    );
     for (m, w) in summary(&merged)["methods"]
         .as_array()
         .unwrap()
@@ -456,12 +471,13 @@ fn shared_explanation_gives_what_segment_gives() {
     let e = explain(&engine, x.view(), &cfg.explain, None).unwrap();
     for v in [Variant::A, Variant::C, Variant::TokenCut] {
         let alone = segment(&engine, x.view(), pixels.view(), v, &cfg, None).unwrap();
-        let shared = segment_explained(&engine, x.view(), pixels.view(), v, &cfg, Some(&e)).unwrap();
+        let shared =
+            segment_explained(&engine, x.view(), pixels.view(), v, &cfg, Some(&e)).unwrap();
         assert_eq!(alone.mask, shared.mask, "{}", v.name());
         assert_eq!(alone.predicted, shared.predicted);
     }
-    let err =
-        segment_explained(&engine, x.view(), pixels.view(), Variant::XNCut, &cfg, None).unwrap_err();
+    let err = segment_explained(&engine, x.view(), pixels.view(), Variant::XNCut, &cfg, None)
+        .unwrap_err();
     assert!(err.to_string().contains("explanation"), "{err}");
 }
 

@@ -10,7 +10,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const LAYERS: &[&[&str]] = &[
-    &["error", "limits", "fsutil", "npy", "npy_header", "rng", "hash"],
+    &[
+        "error",
+        "limits",
+        "fsutil",
+        "npy",
+        "npy_header",
+        "rng",
+        "hash",
+    ],
     &["image", "model", "ig", "eval"],
     &["backend"],
     &["attr"],
@@ -39,7 +47,10 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `src/backend/mod.rs` → backend.
 fn module_of(src: &Path, file: &Path) -> Vec<String> {
     let rel = file.strip_prefix(src).unwrap().with_extension("");
-    let mut parts: Vec<String> = rel.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
     if parts.last().is_some_and(|p| p == "mod") {
         parts.pop();
     }
@@ -148,7 +159,10 @@ fn modules_import_only_from_their_layer_or_below_and_never_each_other() {
         let module = module_of(&src, file);
         let top = &module[0];
         let Some(own) = layer_of(top) else {
-            panic!("{}: module `{top}` has no layer; add it to LAYERS and docs/architecture.md", file.display());
+            panic!(
+                "{}: module `{top}` has no layer; add it to LAYERS and docs/architecture.md",
+                file.display()
+            );
         };
         let code = code_only(&std::fs::read_to_string(file).unwrap());
         let is_mod_rs = file.file_name().is_some_and(|n| n == "mod.rs");
@@ -156,7 +170,11 @@ fn modules_import_only_from_their_layer_or_below_and_never_each_other() {
             let Some(first) = path.first() else { continue };
             if let Some(theirs) = layer_of(first) {
                 if theirs > own {
-                    upward.push(format!("{} (layer {own}) imports {} (layer {theirs})", file.display(), path.join("::")));
+                    upward.push(format!(
+                        "{} (layer {own}) imports {} (layer {theirs})",
+                        file.display(),
+                        path.join("::")
+                    ));
                 }
             }
             if let Some(target) = resolve(&path) {
@@ -166,7 +184,11 @@ fn modules_import_only_from_their_layer_or_below_and_never_each_other() {
             }
         }
     }
-    assert!(upward.is_empty(), "imports from a layer above:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports from a layer above:\n{}",
+        upward.join("\n")
+    );
 
     let mut mutual = Vec::new();
     for (a, targets) in &edges {
@@ -177,7 +199,11 @@ fn modules_import_only_from_their_layer_or_below_and_never_each_other() {
             }
         }
     }
-    assert!(mutual.is_empty(), "modules that import each other:\n{}", mutual.join("\n"));
+    assert!(
+        mutual.is_empty(),
+        "modules that import each other:\n{}",
+        mutual.join("\n")
+    );
 }
 
 #[test]

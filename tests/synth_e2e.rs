@@ -81,7 +81,14 @@ fn trained_from_image_labels_variant_c_segments_held_out_lesions() {
     };
     let variants = [Variant::A, Variant::C, Variant::XNCut];
     let engine = explainseg::backend::cpu::CpuEngine::new(&vit);
-    let images = run_demo(&engine, &set, &variants, &demo_pipeline_config(), &|_, _| true).unwrap();
+    let images = run_demo(
+        &engine,
+        &set,
+        &variants,
+        &demo_pipeline_config(),
+        &|_, _| true,
+    )
+    .unwrap();
     let dice = |v| mean_over_positives(&images, v).unwrap().dice;
     let (a, c, xncut) = (dice(Variant::A), dice(Variant::C), dice(Variant::XNCut));
     println!("held-out mean Dice: a {a:.3}, c {c:.3}, xncut {xncut:.3}");

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use assert_cmd::Command;
 use explainseg::model::{LoadOptions, Vit};
-use explainseg::train::read_checkpoint_meta;
 use explainseg::rng::Rng;
+use explainseg::train::read_checkpoint_meta;
 
 fn bin() -> Command {
     Command::cargo_bin("explainseg").unwrap()

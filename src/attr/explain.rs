@@ -5,8 +5,8 @@ use ndarray::{Array1, Array4, ArrayView4, Axis};
 
 use super::baseline::Baseline;
 use crate::backend::Engine;
-use crate::ig::{IgConfig, NoiseTunnelConfig, Progress};
 use crate::error::{Error, Result};
+use crate::ig::{IgConfig, NoiseTunnelConfig, Progress};
 
 /// Everything that decides an explanation. Defaults are the paper's: IG with
 /// Gauss–Legendre, 50 steps, zero baseline, inside a 5-sample smoothgrad

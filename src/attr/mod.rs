@@ -8,13 +8,13 @@ pub mod fusion;
 pub mod relevance;
 pub mod smooth;
 
-pub use baseline::Baseline;
-pub use explain::{argmax, explain, ExplainConfig, Explanation};
 pub use crate::backend::host_ig::{integrated_gradients, IgOutput};
 pub use crate::ig::{
-    aggregate, make_noise, quadrature, IgConfig, Method, Noise, NoiseTunnelConfig, NtOutput, NtType,
-    Progress, Quadrature,
+    aggregate, make_noise, quadrature, IgConfig, Method, Noise, NoiseTunnelConfig, NtOutput,
+    NtType, Progress, Quadrature,
 };
+pub use baseline::Baseline;
+pub use explain::{argmax, explain, ExplainConfig, Explanation};
 pub use relevance::{normalize, reduce_channels, Normalizer, Reduction};
 
 /// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target` on `engine`:

@@ -16,7 +16,9 @@ use ndarray::{Array4, ArrayView4, Axis};
 
 use super::Engine;
 use crate::error::{Error, Result};
-use crate::ig::{aggregate, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput, Progress};
+use crate::ig::{
+    aggregate, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput, Progress,
+};
 
 /// IG of each input, with its convergence delta when requested.
 #[derive(Debug, Clone)]

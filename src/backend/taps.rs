@@ -61,7 +61,9 @@ impl BlockTaps {
                 "this backend keeps no block output tokens; use a facet (query, key, value) or CLS attention",
             )
         })?;
-        Ok(Array2::from_shape_vec((self.tokens(), self.dim), out.clone())
-            .expect("sized by the forward"))
+        Ok(
+            Array2::from_shape_vec((self.tokens(), self.dim), out.clone())
+                .expect("sized by the forward"),
+        )
     }
 }

@@ -137,8 +137,7 @@ pub unsafe extern "C" fn explainseg_classify(
         let pre = p.preprocess_config(m.vit.normalization)?;
         let row = with_threads(p.threads, || {
             let (x, _, _) = crate::image::network_input(&img.image, &pre)?;
-            Ok(m
-                .engine()?
+            Ok(m.engine()?
                 .logits(x.view())?
                 .index_axis(Axis(0), 0)
                 .to_vec())

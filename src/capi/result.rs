@@ -148,7 +148,10 @@ pub unsafe extern "C" fn explainseg_result_stage_seconds(
 /// # Safety
 /// `r` NULL or live; `passes` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn explainseg_result_passes(r: *const EsResult, passes: *mut u64) -> EsStatus {
+pub unsafe extern "C" fn explainseg_result_passes(
+    r: *const EsResult,
+    passes: *mut u64,
+) -> EsStatus {
     guard(|| {
         // SAFETY: caller's duty, as documented.
         unsafe { write_out(passes, result(r)?.passes, "passes") }

@@ -45,7 +45,14 @@ pub unsafe extern "C" fn explainseg_segment(
                 let variant = p.variant.variant();
                 let cfg = cfg.for_image(&plan);
                 let engine = m.engine()?;
-                let seg = segment(engine.as_ref(), x.view(), pixels.view(), variant, &cfg, Some(tick))?;
+                let seg = segment(
+                    engine.as_ref(),
+                    x.view(),
+                    pixels.view(),
+                    variant,
+                    &cfg,
+                    Some(tick),
+                )?;
                 Ok(EsResult {
                     width: plan.input_width,
                     height: plan.input_height,

@@ -44,4 +44,3 @@ impl IgConfig {
         quadrature(self.method, self.n_steps).map(|_| ())
     }
 }
-

@@ -86,4 +86,3 @@ pub fn pool_to_grid(map: ArrayView2<f32>, grid: (usize, usize)) -> Result<Array2
             .unwrap_or(0.0)
     }))
 }
-

@@ -375,7 +375,12 @@ fn check(path: &Path, name: &str, data: &[f32]) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Format`] naming the first tensor with a NaN or an infinity.
-fn check_finite(w: &VitWeights, head: Option<&LinearHead>, path: &Path, head_path: &Path) -> Result<()> {
+fn check_finite(
+    w: &VitWeights,
+    head: Option<&LinearHead>,
+    path: &Path,
+    head_path: &Path,
+) -> Result<()> {
     check(path, "patch_embed.proj.weight", &w.patch_w)?;
     check(path, "patch_embed.proj.bias", &w.patch_b)?;
     check(path, "cls_token", &w.cls_token)?;
@@ -402,12 +407,13 @@ fn check_finite(w: &VitWeights, head: Option<&LinearHead>, path: &Path, head_pat
     check(path, "norm.bias", &w.norm_b)?;
     if let Some(h) = head {
         if h.classes == 0 {
-            return Err(Error::format(head_path, "the classifier head has 0 classes"));
+            return Err(Error::format(
+                head_path,
+                "the classifier head has 0 classes",
+            ));
         }
         check(head_path, "head.weight", &h.weight)?;
         check(head_path, "head.bias", &h.bias)?;
     }
     Ok(())
 }
-
-

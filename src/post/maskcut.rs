@@ -17,8 +17,8 @@ use ndarray::{Array2, ArrayView2, ArrayView3};
 use super::crf::{refine_mask, CrfParams};
 use super::morphology::binary_fill_holes;
 use super::ncut::{binary_affinity, binary_affinity_f64, fiedler_dense, seed_component};
-use crate::image::grid::upsample_mask;
 use crate::error::{Error, Result};
+use crate::image::grid::upsample_mask;
 
 /// MaskCut settings (CutLER's README run: N 3, τ 0.15).
 #[derive(Debug, Clone, PartialEq)]

@@ -3,8 +3,8 @@
 
 use ndarray::{Array2, Array3};
 
-use crate::rng::Rng;
 use super::texture::{tissue_colour, Fbm, ValueNoise};
+use crate::rng::Rng;
 
 /// The outline `r(θ) = radius · (1 + Σₖ aₖ cos(kθ + φₖ))` in a frame stretched by
 /// `aspect` and rotated by `angle`, centred at `(cy, cx)` pixels.

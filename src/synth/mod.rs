@@ -28,8 +28,8 @@ use std::path::Path;
 use ndarray::{Array2, Array3};
 
 use crate::error::{Error, Result};
-use lesion::Lesion;
 use crate::rng::Rng;
+use lesion::Lesion;
 
 /// What to generate.
 #[derive(Debug, Clone, PartialEq)]

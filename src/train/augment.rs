@@ -4,8 +4,8 @@
 //! `RandomRotation` default fill); then colour jitter (brightness, contrast,
 //! saturation, each a factor in [1 − s, 1 + s], torchvision's formulas; no hue).
 
-use crate::rng::Rng;
 use crate::error::{Error, Result};
+use crate::rng::Rng;
 
 /// Which augmentations run, with their strengths. `Default` is none.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]

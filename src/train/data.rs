@@ -11,9 +11,9 @@ use rayon::prelude::*;
 
 use super::augment::{augment, AugmentConfig};
 use super::stream_key as rng;
-use crate::rng::Rng;
 use crate::error::{Error, Result};
 use crate::image::{decode_image_file, resize_rgb8, DecodedImage, Normalization, ResampleFilter};
+use crate::rng::Rng;
 
 /// One labelled RGB image, 8-bit, row-major with interleaved channels (HWC).
 #[derive(Debug, Clone, PartialEq)]

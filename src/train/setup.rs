@@ -3,10 +3,10 @@
 //! layout changes.
 
 use super::stream_key as rng;
-use crate::rng::Rng;
-use crate::rng::standard_normal;
 use crate::error::{Error, Result};
 use crate::model::{HeadKind, LinearHead, Vit, VitConfig};
+use crate::rng::standard_normal;
+use crate::rng::Rng;
 
 /// `ti`, `s`, `b` (12 blocks, patch 16) or `custom:DEPTH,DIM,HEADS,PATCH`, at
 /// `side`×`side` pixels.

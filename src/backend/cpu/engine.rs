@@ -5,10 +5,10 @@ use std::sync::Mutex;
 
 use ndarray::{Array2, Array4, ArrayView4};
 
+use super::forward::forward_tapped;
 use super::forward::{forward_in, Workspace};
 use super::gemm::Threads;
 use super::input_grad_from_features;
-use super::forward::forward_tapped;
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::model::Vit;

@@ -177,10 +177,7 @@ impl ModuleCache {
             return Ok(f.clone());
         }
         let module = {
-            let mut modules = self
-                .modules
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
             match modules.get(&file) {
                 Some(m) => m.clone(),
                 None => {

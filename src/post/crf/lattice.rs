@@ -894,7 +894,8 @@ impl Lattice {
                     let mut acc = [0f32; G];
                     for (&off, &w) in offs.iter().zip(ws) {
                         // SAFETY: off < n_slots (above) and vals.len() = n_slots·G.
-                        let val = unsafe { &*(vals.as_ptr().add(off as usize * G) as *const [f32; G]) };
+                        let val =
+                            unsafe { &*(vals.as_ptr().add(off as usize * G) as *const [f32; G]) };
                         if SEQ {
                             for i in 0..G {
                                 acc[i] += w * val[i] * alpha;

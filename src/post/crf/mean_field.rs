@@ -380,7 +380,11 @@ mod tests {
         while x > -100.0 {
             let p = [x, x * 0.5, x - 0.37, -x.abs() * 0.9];
             let want = p.map(eigen_pexp);
-            assert_eq!(eigen_pexp4(p).map(f32::to_bits), want.map(f32::to_bits), "{p:?}");
+            assert_eq!(
+                eigen_pexp4(p).map(f32::to_bits),
+                want.map(f32::to_bits),
+                "{p:?}"
+            );
             x -= 0.0071;
         }
         assert_eq!(eigen_pexp(-200.0), 0.0);

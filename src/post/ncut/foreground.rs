@@ -37,8 +37,8 @@ use super::lanczos::SparseGraph;
 use super::shi_malik::{
     build_graph, check_map, resample_area_f64, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
 };
-use crate::image::grid::upsample_mask;
 use crate::error::{Error, Result};
+use crate::image::grid::upsample_mask;
 use crate::post::morphology::{binary_dilation, Footprint};
 
 /// How [`ncut_foreground`] and [`ncut_mask`] turn the cut into a mask.

@@ -214,11 +214,8 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
     let stages = ["explain", "feature", "mask", "crf"];
     // [variant][stage] summed over images.
     let mut sums = vec![[0f64; 4]; Variant::ALL.len()];
-    let bar = crate::output::progress_bar(
-        out,
-        (args.images * Variant::ALL.len()) as u64,
-        "pipeline",
-    );
+    let bar =
+        crate::output::progress_bar(out, (args.images * Variant::ALL.len()) as u64, "pipeline");
     for i in 0..args.images {
         let pixels = synthetic_pixels(args.size, i);
         let x = Array4::from_shape_fn((1, 3, args.size, args.size), |(_, c, y, xx)| {

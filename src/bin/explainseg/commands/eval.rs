@@ -32,8 +32,8 @@ use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
 use crate::commands::eval_cache::ExplanationCache;
 use crate::commands::eval_grid::{write_grid, GridRow};
 use crate::commands::eval_report::{
-    file_hash, fnv1a, read_config, read_rows, summarize, table_rows, write_rows, write_summary, Row,
-    RowWriter, ShardManifest, CHANCE, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
+    file_hash, fnv1a, read_config, read_rows, summarize, table_rows, write_rows, write_summary,
+    Row, RowWriter, ShardManifest, CHANCE, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
 };
 use crate::commands::segment::PipelineArgs;
 use crate::output::{progress_bar, Output};

@@ -175,7 +175,13 @@ pub fn method_name(variant: &str) -> String {
 /// not depend on the order runs and shards wrote them.
 pub fn summarize(rows: &[Row], header: &serde_json::Value) -> serde_json::Value {
     let mut out = header.clone();
-    out["methods"] = means(rows, Variant::ALL.iter().map(|v| (v.name(), method_name(v.name())))).into();
+    out["methods"] = means(
+        rows,
+        Variant::ALL
+            .iter()
+            .map(|v| (v.name(), method_name(v.name()))),
+    )
+    .into();
     out["chance"] = means(rows, CHANCE.iter().map(|(v, name)| (*v, name.to_string()))).into();
     let images: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     out["images"] = images.len().into();

@@ -184,7 +184,14 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         true
     };
     let cfg = cfg.for_image(&plan);
-    let seg = segment(engine.as_ref(), x.view(), pixels.view(), variant, &cfg, Some(&tick))?;
+    let seg = segment(
+        engine.as_ref(),
+        x.view(),
+        pixels.view(),
+        variant,
+        &cfg,
+        Some(&tick),
+    )?;
     bar.finish_and_clear();
 
     let mask = to_original(seg.mask.view(), &plan, false)?;
