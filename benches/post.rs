@@ -63,9 +63,11 @@ fn options() -> Result<Options, String> {
                 )
             }
             "--crf-only" => crf_only = true,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown argument `{other}` (use --dir DIR [--reps N] [--threads N] [--crf-only])"
-            )),
+            ))
+            }
         }
     }
     let dir = dir.ok_or("--dir DIR is required (made by tools/bench_post.py)")?;
