@@ -15,26 +15,11 @@ use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConf
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::{Counters, CudaEngine};
 use explainseg::backend::{engine_for, Device, Engine};
-use explainseg::model::{HeadKind, LoadOptions, Vit, VitConfig};
+use explainseg::model::{HeadKind, Vit, VitConfig};
 use ndarray::Array4;
 
 fn tiny() -> (Vit, Array4<f32>) {
-    let name = "s16_tiny";
-    let cfg = json(&fixture("engine", &format!("{name}/config.json")));
-    let opts = LoadOptions {
-        heads: Some(cfg["heads"].as_u64().unwrap() as usize),
-        eps: Some(cfg["eps"].as_f64().unwrap() as f32),
-        ..Default::default()
-    };
-    let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
-    let vit = Vit::load(
-        &fixture("engine", &format!("{name}/model_dino.safetensors")),
-        Some(&head),
-        &opts,
-    )
-    .unwrap();
-    let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
-    (vit, x)
+    engine_case("s16_tiny")
 }
 
 /// A ViT-S/16 at 224² (6 heads of 64, T = 197) with `depth` blocks and random weights.

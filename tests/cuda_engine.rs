@@ -13,27 +13,12 @@ use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConf
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::{probe, CudaEngine};
 use explainseg::backend::Engine;
-use explainseg::model::{LoadOptions, Vit};
+use explainseg::model::Vit;
 use explainseg::Error;
 use ndarray::Array4;
 
 fn tiny() -> (Vit, Array4<f32>) {
-    let name = "s16_tiny";
-    let cfg = json(&fixture("engine", &format!("{name}/config.json")));
-    let opts = LoadOptions {
-        heads: Some(cfg["heads"].as_u64().unwrap() as usize),
-        eps: Some(cfg["eps"].as_f64().unwrap() as f32),
-        ..Default::default()
-    };
-    let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
-    let vit = Vit::load(
-        &fixture("engine", &format!("{name}/model_dino.safetensors")),
-        Some(&head),
-        &opts,
-    )
-    .unwrap();
-    let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
-    (vit, x)
+    engine_case("s16_tiny")
 }
 
 /// The CUDA engine, or `None` (after checking the error is the right one) without a GPU.

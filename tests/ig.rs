@@ -10,7 +10,7 @@ use explainseg::attr::{
 };
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::Engine;
-use explainseg::model::{LoadOptions, Vit};
+use explainseg::model::Vit;
 use ndarray::Array4;
 
 /// Input-gradient / IG / NoiseTunnel tolerance (relative L2), from the issue.
@@ -28,19 +28,7 @@ struct Case {
 impl Case {
     fn load(name: &'static str) -> Case {
         let cfg = json(&fixture("engine", &format!("{name}/config.json")));
-        let opts = LoadOptions {
-            heads: Some(cfg["heads"].as_u64().unwrap() as usize),
-            eps: Some(cfg["eps"].as_f64().unwrap() as f32),
-            ..Default::default()
-        };
-        let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
-        let vit = Vit::load(
-            &fixture("engine", &format!("{name}/model_dino.safetensors")),
-            Some(&head),
-            &opts,
-        )
-        .unwrap();
-        let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
+        let (vit, x) = engine_case(name);
         let target = cfg["target"].as_u64().unwrap() as usize;
         Case {
             vit,

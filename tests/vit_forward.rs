@@ -150,22 +150,27 @@ fn last_block_taps_match_pytorch() {
         (Facet::Value, "last_v.npy"),
     ] {
         let want = npy_f32(&fixture("engine", &format!("{case}/{name}")));
-        let got = s.facet(0, facet).unwrap();
+        let got = s.taps(0).unwrap().facet(facet);
         assert_eq!(got.shape(), want.shape());
         assert!(rel_l2(&to_vec(&got), &to_vec(&want)) <= 1e-5, "{name}");
     }
-    assert!(s.facet(1, Facet::Key).is_err());
-    let cls = s.cls_attention(0).unwrap();
+    assert!(s.taps(1).is_err());
+    let cls = s.taps(0).unwrap().cls_attention();
     assert_eq!(cls.dim(), (vit.config.heads, 4, 4));
     let want = npy_f32(&fixture("engine", &format!("{case}/last_attn.npy")));
-    assert!(rel_l2(&to_vec(&s.attention(0).unwrap()), &to_vec(&want)) <= 1e-5);
+    assert!(rel_l2(&to_vec(&s.taps(0).unwrap().attention()), &to_vec(&want)) <= 1e-5);
     // CLS→patch attention is row 0 of the softmax, laid out on the 4×4 patch grid.
     assert_eq!(
         cls[[1, 2, 3]],
-        s.attention(0).unwrap()[[1, 0, 1 + 2 * 4 + 3]]
+        s.taps(0).unwrap().attention()[[1, 0, 1 + 2 * 4 + 3]]
     );
     let want = npy_f32(&fixture("engine", &format!("{case}/last_tokens.npy")));
-    assert!(rel_l2(&to_vec(&s.block_tokens(0).unwrap()), &to_vec(&want)) <= 1e-5);
+    assert!(
+        rel_l2(
+            &to_vec(&s.taps(0).unwrap().output_tokens().unwrap()),
+            &to_vec(&want)
+        ) <= 1e-5
+    );
 }
 
 #[test]

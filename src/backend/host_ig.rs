@@ -17,7 +17,8 @@ use ndarray::{Array4, ArrayView4, Axis};
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::ig::{
-    aggregate, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput, Progress,
+    aggregate, convergence_delta, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput,
+    Progress,
 };
 
 /// IG of each input, with its convergence delta when requested.
@@ -126,7 +127,7 @@ fn convergence_deltas<E: Engine + ?Sized>(
     Ok(attributions
         .outer_iter()
         .zip(f_inputs)
-        .map(|(a, f)| a.iter().map(|v| *v as f64).sum::<f64>() as f32 - (f - f_base))
+        .map(|(a, f)| convergence_delta(a, f, f_base))
         .collect())
 }
 

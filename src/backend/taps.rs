@@ -5,8 +5,13 @@ use ndarray::{Array2, Array3};
 
 use crate::error::{Error, Result};
 
-/// One of the block's attention projections.
-pub use super::cpu::Facet;
+/// One of the block's attention projections (the thirds of the fused qkv).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Facet {
+    Query,
+    Key,
+    Value,
+}
 
 /// The activations of one block of one image's forward pass.
 #[derive(Debug, Clone)]
@@ -39,6 +44,14 @@ impl BlockTaps {
         Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| {
             self.qkv[ti * 3 * d + which * d + hi * hd + k]
         })
+    }
+
+    /// The softmax: (heads, tokens, tokens); row 0 is the CLS query's attention over
+    /// [CLS, patches…].
+    pub fn attention(&self) -> Array3<f32> {
+        let t = self.tokens();
+        Array3::from_shape_vec((self.heads, t, t), self.probs.clone())
+            .expect("sized by the forward")
     }
 
     /// CLS→patch attention: (heads, rows, cols) on the patch grid.

@@ -13,3 +13,13 @@ pub mod quadrature;
 pub use config::{IgConfig, Progress};
 pub use noise_tunnel::{aggregate, make_noise, Noise, NoiseTunnelConfig, NtOutput, NtType};
 pub use quadrature::{quadrature, Method, Quadrature};
+
+/// Captum's convergence delta (completeness check) of one input:
+/// Σ attribution − (F(x)[t] − F(b)[t]), the sum taken in f64 over the f32 values.
+pub fn convergence_delta<'a>(
+    attribution: impl IntoIterator<Item = &'a f32>,
+    f_input: f32,
+    f_base: f32,
+) -> f32 {
+    attribution.into_iter().map(|v| *v as f64).sum::<f64>() as f32 - (f_input - f_base)
+}

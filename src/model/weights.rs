@@ -48,6 +48,42 @@ pub struct BlockWeights {
     pub fc2_b: Vec<f32>,
 }
 
+/// The twelve tensors of a block in timm order, with their timm suffixes.
+pub fn block_tensors(b: &BlockWeights) -> [(&'static str, &Vec<f32>); 12] {
+    [
+        ("norm1.weight", &b.norm1_w),
+        ("norm1.bias", &b.norm1_b),
+        ("attn.qkv.weight", &b.qkv_w),
+        ("attn.qkv.bias", &b.qkv_b),
+        ("attn.proj.weight", &b.proj_w),
+        ("attn.proj.bias", &b.proj_b),
+        ("norm2.weight", &b.norm2_w),
+        ("norm2.bias", &b.norm2_b),
+        ("mlp.fc1.weight", &b.fc1_w),
+        ("mlp.fc1.bias", &b.fc1_b),
+        ("mlp.fc2.weight", &b.fc2_w),
+        ("mlp.fc2.bias", &b.fc2_b),
+    ]
+}
+
+/// Mutable twin of [`block_tensors`].
+pub fn block_tensors_mut(b: &mut BlockWeights) -> [(&'static str, &mut Vec<f32>); 12] {
+    [
+        ("norm1.weight", &mut b.norm1_w),
+        ("norm1.bias", &mut b.norm1_b),
+        ("attn.qkv.weight", &mut b.qkv_w),
+        ("attn.qkv.bias", &mut b.qkv_b),
+        ("attn.proj.weight", &mut b.proj_w),
+        ("attn.proj.bias", &mut b.proj_b),
+        ("norm2.weight", &mut b.norm2_w),
+        ("norm2.bias", &mut b.norm2_b),
+        ("mlp.fc1.weight", &mut b.fc1_w),
+        ("mlp.fc1.bias", &mut b.fc1_b),
+        ("mlp.fc2.weight", &mut b.fc2_w),
+        ("mlp.fc2.bias", &mut b.fc2_b),
+    ]
+}
+
 /// Backbone weights under canonical names, shape-checked.
 #[derive(Debug, Clone)]
 pub struct VitWeights {
@@ -386,20 +422,7 @@ fn check_finite(
     check(path, "cls_token", &w.cls_token)?;
     check(path, "pos_embed", &w.pos_embed)?;
     for (i, b) in w.blocks.iter().enumerate() {
-        for (name, data) in [
-            ("norm1.weight", &b.norm1_w),
-            ("norm1.bias", &b.norm1_b),
-            ("attn.qkv.weight", &b.qkv_w),
-            ("attn.qkv.bias", &b.qkv_b),
-            ("attn.proj.weight", &b.proj_w),
-            ("attn.proj.bias", &b.proj_b),
-            ("norm2.weight", &b.norm2_w),
-            ("norm2.bias", &b.norm2_b),
-            ("mlp.fc1.weight", &b.fc1_w),
-            ("mlp.fc1.bias", &b.fc1_b),
-            ("mlp.fc2.weight", &b.fc2_w),
-            ("mlp.fc2.bias", &b.fc2_b),
-        ] {
+        for (name, data) in block_tensors(b) {
             check(path, &format!("blocks.{i}.{name}"), data)?;
         }
     }

@@ -106,41 +106,7 @@ fn zero_block(d: usize, hidden: usize) -> BlockWeights {
     }
 }
 
-/// The twelve tensors of a block in timm order, with their timm suffixes.
-pub fn block_tensors(b: &BlockWeights) -> [(&'static str, &Vec<f32>); 12] {
-    [
-        ("norm1.weight", &b.norm1_w),
-        ("norm1.bias", &b.norm1_b),
-        ("attn.qkv.weight", &b.qkv_w),
-        ("attn.qkv.bias", &b.qkv_b),
-        ("attn.proj.weight", &b.proj_w),
-        ("attn.proj.bias", &b.proj_b),
-        ("norm2.weight", &b.norm2_w),
-        ("norm2.bias", &b.norm2_b),
-        ("mlp.fc1.weight", &b.fc1_w),
-        ("mlp.fc1.bias", &b.fc1_b),
-        ("mlp.fc2.weight", &b.fc2_w),
-        ("mlp.fc2.bias", &b.fc2_b),
-    ]
-}
-
-/// Mutable twin of [`block_tensors`].
-pub fn block_tensors_mut(b: &mut BlockWeights) -> [(&'static str, &mut Vec<f32>); 12] {
-    [
-        ("norm1.weight", &mut b.norm1_w),
-        ("norm1.bias", &mut b.norm1_b),
-        ("attn.qkv.weight", &mut b.qkv_w),
-        ("attn.qkv.bias", &mut b.qkv_b),
-        ("attn.proj.weight", &mut b.proj_w),
-        ("attn.proj.bias", &mut b.proj_b),
-        ("norm2.weight", &mut b.norm2_w),
-        ("norm2.bias", &mut b.norm2_b),
-        ("mlp.fc1.weight", &mut b.fc1_w),
-        ("mlp.fc1.bias", &mut b.fc1_b),
-        ("mlp.fc2.weight", &mut b.fc2_w),
-        ("mlp.fc2.bias", &mut b.fc2_b),
-    ]
-}
+pub use crate::model::weights::{block_tensors, block_tensors_mut};
 
 impl ParamGrads {
     /// All-zero gradients for the parameters `trainable` selects.

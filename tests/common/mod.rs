@@ -67,3 +67,24 @@ pub fn dyn4(a: ArrayD<f32>) -> ndarray::Array4<f32> {
 pub fn shape(a: &ArrayD<f32>) -> IxDyn {
     a.raw_dim()
 }
+
+/// Engine fixture `name` (`tests/fixtures/engine/<name>`, from `tools/gen_engine.py`):
+/// the DINO-named backbone with its head, loaded with the fixture's heads and eps,
+/// and its input (batch, 3, H, W).
+pub fn engine_case(name: &str) -> (explainseg::model::Vit, ndarray::Array4<f32>) {
+    let cfg = json(&fixture("engine", &format!("{name}/config.json")));
+    let opts = explainseg::model::LoadOptions {
+        heads: Some(cfg["heads"].as_u64().unwrap() as usize),
+        eps: Some(cfg["eps"].as_f64().unwrap() as f32),
+        ..Default::default()
+    };
+    let head = fixture("engine", &format!("{name}/head_dino.safetensors"));
+    let vit = explainseg::model::Vit::load(
+        &fixture("engine", &format!("{name}/model_dino.safetensors")),
+        Some(&head),
+        &opts,
+    )
+    .unwrap();
+    let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
+    (vit, x)
+}

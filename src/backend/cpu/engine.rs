@@ -81,16 +81,7 @@ impl Engine for CpuEngine<'_> {
 
     fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         let layer = tap_layer(self.vit, x, layer)?;
-        let state = forward_tapped(self.vit, x, Some(layer))?;
-        let (t, d, heads) = (state.tokens, state.dim, state.heads);
-        Ok(BlockTaps {
-            grid: state.grid,
-            heads,
-            dim: d,
-            qkv: state.tap_qkv[..t * 3 * d].to_vec(),
-            probs: state.tap_probs[..heads * t * t].to_vec(),
-            output: Some(state.tap_tokens[..t * d].to_vec()),
-        })
+        forward_tapped(self.vit, x, Some(layer))?.taps(0)
     }
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {

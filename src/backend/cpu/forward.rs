@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::gemm::{linear, matmul, MatRef, Threads};
 use super::ops;
 use crate::backend::input::{self, InputGeometry};
+use crate::backend::taps::BlockTaps;
 use crate::error::{Error, Result};
 use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, Vit};
@@ -108,14 +109,6 @@ pub struct ForwardState {
     pub heads: usize,
 }
 
-/// One of the last block's attention projections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Facet {
-    Query,
-    Key,
-    Value,
-}
-
 impl ForwardState {
     fn check_image(&self, image: usize) -> Result<()> {
         if image >= self.batch {
@@ -133,62 +126,22 @@ impl ForwardState {
         Ok(())
     }
 
-    /// The tapped block's query, key or value of image `image`: (heads, tokens,
-    /// head_dim), computed from LN1 of the block input (docs/method.md §8.1), CLS first.
+    /// The taps of image `image` (the tapped block's q|k|v, softmax and output
+    /// tokens), in the layout every backend returns.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for an image outside the batch or a state without taps.
-    pub fn facet(&self, image: usize, facet: Facet) -> Result<ndarray::Array3<f32>> {
+    pub fn taps(&self, image: usize) -> Result<BlockTaps> {
         self.check_image(image)?;
-        let (t, d, h) = (self.tokens, self.dim, self.heads);
-        let hd = d / h;
-        let which = facet as usize;
-        let base = image * t * 3 * d;
-        Ok(ndarray::Array3::from_shape_fn((h, t, hd), |(hi, ti, k)| {
-            self.tap_qkv[base + ti * 3 * d + which * d + hi * hd + k]
-        }))
-    }
-
-    /// The tapped block's softmax for image `image`: (heads, tokens, tokens). Row 0 is
-    /// the CLS query's attention over [CLS, patches…].
-    ///
-    /// # Errors
-    /// As [`ForwardState::facet`].
-    pub fn attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
-        self.check_image(image)?;
-        let t = self.tokens;
-        let per = self.heads * t * t;
-        Ok(ndarray::Array3::from_shape_vec(
-            (self.heads, t, t),
-            self.tap_probs[image * per..][..per].to_vec(),
-        )
-        .expect("sized by the forward"))
-    }
-
-    /// CLS→patch attention of the tapped block: (heads, rows, cols) on the patch grid.
-    ///
-    /// # Errors
-    /// As [`ForwardState::facet`].
-    pub fn cls_attention(&self, image: usize) -> Result<ndarray::Array3<f32>> {
-        let a = self.attention(image)?;
-        let (gr, gc) = self.grid;
-        Ok(ndarray::Array3::from_shape_fn(
-            (self.heads, gr, gc),
-            |(h, i, j)| a[[h, 0, 1 + i * gc + j]],
-        ))
-    }
-
-    /// Output tokens of the tapped block, before the final norm: (tokens, D).
-    ///
-    /// # Errors
-    /// As [`ForwardState::facet`].
-    pub fn block_tokens(&self, image: usize) -> Result<Array2<f32>> {
-        self.check_image(image)?;
-        let (t, d) = (self.tokens, self.dim);
-        Ok(
-            Array2::from_shape_vec((t, d), self.tap_tokens[image * t * d..][..t * d].to_vec())
-                .expect("sized by the forward"),
-        )
+        let (t, d, heads) = (self.tokens, self.dim, self.heads);
+        Ok(BlockTaps {
+            grid: self.grid,
+            heads,
+            dim: d,
+            qkv: self.tap_qkv[image * t * 3 * d..][..t * 3 * d].to_vec(),
+            probs: self.tap_probs[image * heads * t * t..][..heads * t * t].to_vec(),
+            output: Some(self.tap_tokens[image * t * d..][..t * d].to_vec()),
+        })
     }
 }
 

@@ -7,7 +7,8 @@ pub mod math;
 pub mod ops;
 pub(crate) mod simd;
 
+pub use crate::backend::taps::Facet;
 pub use backward::input_grad_from_features;
-pub use forward::{forward, forward_tapped, Facet, ForwardState};
+pub use forward::{forward, forward_tapped, ForwardState};
 pub mod engine;
 pub use engine::CpuEngine;

@@ -20,7 +20,8 @@ use super::launch::{self as k, Batch, PatchGeometry, PathRows};
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::ig::{
-    make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput, NtType, Progress,
+    convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput,
+    NtType, Progress,
 };
 use crate::model::{HeadKind, Vit};
 
@@ -244,6 +245,15 @@ impl<'a> CudaEngine<'a> {
 
     fn check_targets(&self, batch: usize, targets: &[usize]) -> Result<()> {
         input::check_targets(self.vit, batch, targets)
+    }
+
+    /// Checks an input batch (shape, patch grid, finite values) and copies it to the
+    /// device. Callers hold `busy`.
+    fn upload_input(&self, x: ArrayView4<f32>) -> Result<(PatchGeometry, DevBuf<f32>)> {
+        let geo = self.geometry(x.dim())?;
+        input::check_finite(x)?;
+        let xs = x.as_standard_layout();
+        Ok((geo, self.upload(xs.as_slice().expect("standard layout"))?))
     }
 
     /// The forward pass on device input `x` (batch, 3, H, W); keeps every block's
@@ -977,7 +987,7 @@ impl<'a> CudaEngine<'a> {
         Ok(attributions
             .chunks(len)
             .zip(f_inputs)
-            .map(|(a, f)| a.iter().map(|v| *v as f64).sum::<f64>() as f32 - (f - f_base))
+            .map(|(a, f)| convergence_delta(a, f, f_base))
             .collect())
     }
 
@@ -985,13 +995,8 @@ impl<'a> CudaEngine<'a> {
     /// back from a forward that keeps every block's activations.
     fn taps_on_device(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         let layer = tap_layer(self.vit, x, layer)?;
-        let geo = self.geometry(x.dim())?;
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::param("input", "contains NaN or infinite values"));
-        }
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let xs = x.as_standard_layout();
-        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        let (geo, x_dev) = self.upload_input(x)?;
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
         let saved = &fwd.blocks[layer];
         Ok(BlockTaps {
@@ -1033,13 +1038,8 @@ impl Engine for CudaEngine<'_> {
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
         self.vit.require_head()?;
-        let geo = self.geometry(x.dim())?;
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::param("input", "contains NaN or infinite values"));
-        }
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let xs = x.as_standard_layout();
-        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        let (geo, x_dev) = self.upload_input(x)?;
         self.forward(&x_dev.as_view(), geo, false)?.logits()
     }
 
@@ -1048,14 +1048,10 @@ impl Engine for CudaEngine<'_> {
         x: ArrayView4<f32>,
         targets: &[usize],
     ) -> Result<(Array2<f32>, Array4<f32>)> {
-        let geo = self.geometry(x.dim())?;
-        self.check_targets(geo.batch, targets)?;
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(Error::param("input", "contains NaN or infinite values"));
-        }
+        self.geometry(x.dim())?;
+        self.check_targets(x.dim().0, targets)?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let xs = x.as_standard_layout();
-        let x_dev = self.upload(xs.as_slice().expect("standard layout"))?;
+        let (geo, x_dev) = self.upload_input(x)?;
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
         let gx = self.backward(&fwd, targets)?;
         let grad = self.to_array4(&gx, x.dim())?;
