@@ -1,15 +1,21 @@
 #!/usr/bin/env python3
-"""Compile every kernels/*.cu with NVRTC (no GPU, no nvcc) and report registers/spills.
+"""Compile every kernels/*.cu with NVRTC (no GPU, no nvcc); check registers, spills and PTX ISA.
 
 Each file is compiled as the Rust side compiles it at run time (src/backend/cuda/modules.rs):
 kernels/common.cuh prepended to the .cu, NVRTC to PTX for a virtual architecture, then
 `ptxas -v` for the matching real one reports registers, stack and spills per kernel.
 
-NVRTC comes from the PyPI wheel nvidia-cuda-nvrtc-cu12 (loaded with ctypes), ptxas from
-nvidia-cuda-nvcc-cu12; nvidia-cuda-runtime-cu12 provides cuda_fp16.h / cuda_bf16.h for
-kernels that include them. Any compile error exits with status 1.
+NVRTC comes from NVIDIA's PyPI wheels (loaded with ctypes), ptxas and the headers
+(cuda_fp16.h, cuda_bf16.h) from the matching nvcc / runtime wheels. Both wheel layouts
+are understood: CUDA 12 (`nvidia/cuda_nvrtc/lib`, `nvidia/cuda_nvcc/bin`, ...) and
+CUDA 13 (everything under `nvidia/cu13/`).
 
-    python3 tools/compile_kernels.py [--arch 80 --arch 90] [--ptx-dir DIR]
+Fails (exit 1) on a compile error, on a kernel that spills registers to local memory,
+or on PTX whose ISA version is newer than the oldest driver we support can JIT
+(`--max-ptx-isa`, default 9.0: the R580 driver is CUDA 13.0's, which reads PTX ISA up
+to 9.0; CUDA 12.8's NVRTC writes 8.7). See docs/cuda_emulation.md.
+
+    python3 tools/compile_kernels.py [--arch 80 --arch 90] [--ptx-dir DIR] [--max-ptx-isa 9.0]
 """
 
 import argparse
@@ -25,22 +31,36 @@ KERNELS = ROOT / "kernels"
 NVRTC_OPTIONS = ["--std=c++17", "--fmad=true", "--prec-div=true", "--prec-sqrt=true", "--ftz=false"]
 
 
-def wheel_dir(module: str) -> pathlib.Path:
+def wheel_dir(module: str) -> pathlib.Path | None:
     try:
         mod = __import__(module, fromlist=["__file__"])
     except ImportError:
-        sys.exit(f"missing Python package for `{module}`: run .ci/cuda_kernels.sh (pip-installs the NVIDIA wheels)")
+        return None
     paths = list(getattr(mod, "__path__", []))
     return pathlib.Path(paths[0] if paths else pathlib.Path(mod.__file__).parent)
 
 
-def load_nvrtc() -> ctypes.CDLL:
-    lib_dir = wheel_dir("nvidia.cuda_nvrtc") / "lib"
+def toolkit_dirs() -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(directory of libnvrtc, include directory, ptxas) from the installed wheels."""
+    cu13 = wheel_dir("nvidia.cu13")
+    if cu13 is not None:  # CUDA 13 wheels share one prefix
+        return cu13 / "lib", cu13 / "include", cu13 / "bin" / "ptxas"
+    nvrtc, runtime, nvcc = (wheel_dir(m) for m in ("nvidia.cuda_nvrtc", "nvidia.cuda_runtime", "nvidia.cuda_nvcc"))
+    if None in (nvrtc, runtime, nvcc):
+        sys.exit("missing NVIDIA wheels: run .ci/cuda_kernels.sh (pip-installs them)")
+    return nvrtc / "lib", runtime / "include", nvcc / "bin" / "ptxas"
+
+
+def load_nvrtc(lib_dir: pathlib.Path) -> ctypes.CDLL:
     candidates = sorted(lib_dir.glob("libnvrtc.so.*")) + sorted(lib_dir.glob("libnvrtc.so"))
     candidates = [c for c in candidates if ".alt." not in c.name]
     if not candidates:
         sys.exit(f"no libnvrtc.so in {lib_dir}")
-    # The builtins library is found next to libnvrtc through its RUNPATH.
+    # NVRTC dlopens its builtins library by soname; the CUDA 12 wheels find it through
+    # libnvrtc's RUNPATH, the CUDA 13 ones do not, so load it first, globally.
+    for builtins in sorted(lib_dir.glob("libnvrtc-builtins.so.*")):
+        if ".alt." not in builtins.name:
+            ctypes.CDLL(str(builtins), mode=ctypes.RTLD_GLOBAL)
     nvrtc = ctypes.CDLL(str(candidates[0]))
     nvrtc.nvrtcGetErrorString.restype = ctypes.c_char_p
     return nvrtc
@@ -85,6 +105,13 @@ def compile_ptx(nvrtc, source: str, name: str, arch: str, include_dirs) -> str:
     return ptx.value.decode()
 
 
+def ptx_isa(ptx: str) -> tuple[int, int]:
+    m = re.search(r"^\.version (\d+)\.(\d+)", ptx, re.M)
+    if not m:
+        raise RuntimeError("PTX without a .version line")
+    return int(m.group(1)), int(m.group(2))
+
+
 def runtime_source(cu: pathlib.Path) -> str:
     """common.cuh + the .cu, exactly as src/backend/cuda/modules.rs builds it."""
     return (KERNELS / "common.cuh").read_text() + "\n" + cu.read_text()
@@ -120,33 +147,41 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--arch", action="append", help="compute capability without the dot (default: 80 and 90)")
     ap.add_argument("--ptx-dir", type=pathlib.Path, help="also write the PTX files here")
+    ap.add_argument("--max-ptx-isa", default="9.0", help="newest PTX ISA the oldest supported driver JITs")
     args = ap.parse_args()
     archs = args.arch or ["80", "90"]
-    nvrtc = load_nvrtc()
-    includes = [wheel_dir("nvidia.cuda_runtime") / "include"]
-    ptxas = wheel_dir("nvidia.cuda_nvcc") / "bin" / "ptxas"
+    max_isa = tuple(int(v) for v in args.max_ptx_isa.split("."))
+    lib_dir, include_dir, ptxas = toolkit_dirs()
+    nvrtc = load_nvrtc(lib_dir)
     if not ptxas.exists():
         sys.exit(f"no ptxas at {ptxas}")
     print(f"NVRTC {nvrtc_version(nvrtc)}, options {' '.join(NVRTC_OPTIONS)}")
     out_dir = args.ptx_dir or pathlib.Path("/tmp") / "explainseg_ptx"
     out_dir.mkdir(parents=True, exist_ok=True)
-    failures = 0
+    failures, isas = 0, set()
     print(f"{'kernel':28} {'arch':6} {'regs':>5} {'stack':>6} {'spill st':>9} {'spill ld':>9}")
     for cu in sorted(KERNELS.glob("*.cu")):
         for arch in archs:
             try:
-                ptx = compile_ptx(nvrtc, runtime_source(cu), cu.name, arch, includes)
+                ptx = compile_ptx(nvrtc, runtime_source(cu), cu.name, arch, [include_dir])
+                isa = ptx_isa(ptx)
+                isas.add(isa)
+                if isa > max_isa:
+                    raise RuntimeError(f"{cu.name} (compute_{arch}): PTX ISA {isa[0]}.{isa[1]} > {args.max_ptx_isa}")
                 ptx_file = out_dir / f"{cu.stem}.sm_{arch}.ptx"
                 ptx_file.write_text(ptx)
                 for kernel, regs, stack, st, ld in ptxas_report(ptxas, ptx_file, arch):
                     print(f"{kernel:28} sm_{arch:3} {regs:5} {stack:6} {st:9} {ld:9}")
+                    if st or ld:
+                        raise RuntimeError(f"{kernel} (sm_{arch}) spills {st} B stores / {ld} B loads")
             except RuntimeError as e:
                 print(f"ERROR {e}", file=sys.stderr)
                 failures += 1
     if failures:
-        print(f"{failures} compile failure(s)", file=sys.stderr)
+        print(f"{failures} failure(s)", file=sys.stderr)
         return 1
-    print("all kernels compiled")
+    isa_list = ", ".join(f"{a}.{b}" for a, b in sorted(isas))
+    print(f"all kernels compiled: PTX ISA {isa_list} (<= {args.max_ptx_isa}), no spills")
     return 0
 
 
