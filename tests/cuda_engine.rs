@@ -1,6 +1,7 @@
 //! The CUDA engine (feature `cuda`): on a machine without a GPU it must report
 //! `Error::CudaUnavailable` rather than panic; on a GPU machine it must match the CPU
-//! engine (logits, input gradients, device-side NoiseTunnel + IG).
+//! engine (logits, input gradients, device-side NoiseTunnel + IG), on the tiny fixture
+//! and on a ViT-S/16 at 224² (T = 197, head dim 64).
 //!
 //! Without a GPU the parity tests print "skipped: no CUDA device"; with
 //! `EXPLAINSEG_REQUIRE_GPU=1` that skip is a failure, so they can fail where it matters.
@@ -13,7 +14,7 @@ use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConf
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::{probe, CudaEngine};
 use explainseg::backend::Engine;
-use explainseg::model::Vit;
+use explainseg::model::{Vit, VitConfig};
 use explainseg::Error;
 use ndarray::Array4;
 
@@ -131,4 +132,52 @@ fn gpu_noise_tunnel_matches_the_cpu_path_for_the_same_seed() {
     for (g, w) in got.deltas.iter().zip(&want.deltas) {
         assert!((g - w).abs() <= 1e-3 * (1.0 + w.abs()), "delta {g} vs {w}");
     }
+}
+
+/// ViT-S/16 at 224² (6 heads of 64, T = 197), 2 blocks of random weights: the shapes the
+/// product runs, where the tiny fixture's head dim 8 hides tiling bugs.
+#[test]
+fn gpu_vit_s16_at_224_matches_the_cpu_engine() {
+    let mut cfg = VitConfig::standard("s", 16, 224).unwrap();
+    cfg.depth = 2;
+    let vit = Vit::random(cfg, 5, 7);
+    let Some(gpu) = engine_or_skip(&vit) else {
+        return;
+    };
+    let cpu = CpuEngine::new(&vit);
+    let x = Array4::from_shape_vec(
+        (2, 3, 224, 224),
+        explainseg::rng::gaussian_noise(3, 0, 2 * 3 * 224 * 224, 1.0),
+    )
+    .unwrap();
+    let (l_cpu, g_cpu) = cpu.logits_and_input_grad(x.view(), &[2, 0]).unwrap();
+    let (l_gpu, g_gpu) = gpu.logits_and_input_grad(x.view(), &[2, 0]).unwrap();
+    let l_rel = rel_max(&to_vec(&l_gpu), &to_vec(&l_cpu));
+    let g_rel = rel_l2(&to_vec(&g_gpu), &to_vec(&g_cpu));
+    eprintln!("ViT-S/16 224² on the GPU: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e}");
+    assert!(l_rel <= 1e-5, "logits rel {l_rel}");
+    assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
+
+    let one = x.slice(ndarray::s![0..1, .., .., ..]).to_owned();
+    let baseline = Array4::<f32>::zeros(one.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 4,
+        multiply_by_inputs: true,
+        batch_size: 4,
+        return_delta: false,
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 2,
+            stdev: 0.2,
+            seed: 9,
+        },
+    };
+    let want = noise_tunnel_ig(&cpu, one.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
+    let got = noise_tunnel_ig(&gpu, one.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
+    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+    eprintln!("ViT-S/16 224² NoiseTunnel IG on the GPU: rel-L2 {rel:.2e}");
+    assert!(rel <= 1e-4, "{rel}");
 }

@@ -24,10 +24,49 @@ Usage:
 """
 
 import argparse
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import json
 import os
 import sys
 import time
+import types
+
+
+def shim_matplotlib_if_missing():
+    """Captum imports matplotlib at package import (for its plotting helpers) even when only
+    attributions are computed. The lent GPU machine has PyTorch but not necessarily matplotlib
+    and no network, so when it is missing, stand-in modules satisfy those imports; nothing here
+    plots, and any use of a stand-in raises."""
+    if importlib.util.find_spec("matplotlib") is not None:
+        return False
+
+    class Stub(types.ModuleType):
+        __path__ = []  # a package, so any submodule import comes back to StubFinder
+
+        def __getattr__(self, name):
+            if name.startswith("__"):
+                raise AttributeError(name)
+            return Stub(f"{self.__name__}.{name}")
+
+        def __call__(self, *a, **k):
+            raise RuntimeError(f"{self.__name__}: matplotlib is not installed (benchmark stand-in)")
+
+    class StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("matplotlib", "mpl_toolkits"):
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+            return None
+
+        def create_module(self, spec):
+            return Stub(spec.name)
+
+        def exec_module(self, module):
+            pass
+
+    sys.meta_path.insert(0, StubFinder())
+    return True
 
 
 def main():
@@ -40,6 +79,7 @@ def main():
     ap.add_argument("--fused", action="store_true", help="allow timm's fused SDPA attention")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--ig-repeats", type=int, default=1, help="time IG this many times, report the fastest")
     args = ap.parse_args()
 
     os.environ["TIMM_FUSED_ATTN"] = "1" if args.fused else "0"  # must precede the timm import
@@ -47,6 +87,7 @@ def main():
 
     import torch
     import torch.nn as nn
+    matplotlib_stubbed = shim_matplotlib_if_missing()
     from captum.attr import IntegratedGradients, NoiseTunnel
     from timm.models.vision_transformer import VisionTransformer
 
@@ -97,13 +138,16 @@ def main():
     # (b) IG + NoiseTunnel wall time on one image
     img = torch.randn(1, 3, 224, 224, device=dev)
     nt = NoiseTunnel(IntegratedGradients(model))
-    sync()
-    t0 = time.perf_counter()
-    attr = nt.attribute(img, nt_type="smoothgrad", nt_samples=args.samples, stdevs=1.0, target=0,
-                        n_steps=args.steps, method="gausslegendre", internal_batch_size=B)
-    sync()
-    ig_s = time.perf_counter() - t0
-    assert attr.shape == img.shape and bool(torch.isfinite(attr).all())
+    ig_times = []
+    for _ in range(max(1, args.ig_repeats)):
+        sync()
+        t0 = time.perf_counter()
+        attr = nt.attribute(img, nt_type="smoothgrad", nt_samples=args.samples, stdevs=1.0, target=0,
+                            n_steps=args.steps, method="gausslegendre", internal_batch_size=B)
+        sync()
+        ig_times.append(time.perf_counter() - t0)
+        assert attr.shape == img.shape and bool(torch.isfinite(attr).all())
+    ig_s = min(ig_times)
     log(f"IG+NT: {args.steps} steps x {args.samples} samples in {ig_s:.2f} s")
 
     # The machine's SGEMM rate as PyTorch's BLAS sees it (best of repeated products).
@@ -125,6 +169,9 @@ def main():
         "fwd_bwd_passes_per_s": round(passes, 4),
         "gflops_per_s": round(passes * 19.11, 3),
         "ig_seconds": round(ig_s, 4),
+        "ig_seconds_each": [round(t, 4) for t in ig_times],
+        "matplotlib_stubbed": matplotlib_stubbed,
+        "captum": __import__("captum").__version__,
         "ig_steps": args.steps,
         "nt_samples": args.samples,
         "batch": B,
