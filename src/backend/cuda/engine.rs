@@ -106,6 +106,10 @@ pub struct CudaEngine<'a> {
     vit: &'a Vit,
     gpu: Dev,
     weights: DeviceWeights,
+    /// The interpolated positional table of the last grid seen, kept on the device:
+    /// a scanner segments one image size, so every forward after the first uploads
+    /// only its images.
+    positions: Mutex<Option<((usize, usize), DevBuf<f32>)>>,
     busy: Mutex<()>,
 }
 
@@ -205,6 +209,7 @@ impl<'a> CudaEngine<'a> {
             vit,
             gpu: dev,
             weights,
+            positions: Mutex::new(None),
             busy: Mutex::new(()),
         })
     }
@@ -291,7 +296,12 @@ impl<'a> CudaEngine<'a> {
             false,
         )?;
         drop(cols);
-        let pos = self.upload(&self.vit.pos_embed(geo.grid)?)?;
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        if positions.as_ref().map(|(grid, _)| *grid) != Some(geo.grid) {
+            *positions = None; // back to the pool before the new table is allocated
+            *positions = Some((geo.grid, self.upload(&self.vit.pos_embed(geo.grid)?)?));
+        }
+        let pos = &positions.as_ref().expect("set above").1;
         let mut xs = self.zeros(m * d)?;
         k::embed_tokens_f32(
             gpu,
@@ -305,6 +315,7 @@ impl<'a> CudaEngine<'a> {
             d,
         )?;
         drop(emb);
+        drop(positions);
 
         let mut scratch = BlockScratch {
             normed: self.zeros(m * d)?,
