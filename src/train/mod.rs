@@ -13,6 +13,7 @@
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
+pub mod dino;
 #[path = "loop.rs"]
 pub mod fit_loop;
 pub mod optimizer;
