@@ -101,6 +101,10 @@ pub struct DinoEpochStats {
     pub loss: f32,
     pub teacher_entropy: f32,
     pub teacher_marginal_entropy: f32,
+    /// `loss − teacher_entropy`: the mean KL(teacher ‖ student) over the crop
+    /// pairs, how far the student is from its targets. Falls as it learns, even
+    /// while the loss itself rises with the teacher's entropy early in a run.
+    pub student_kl: f32,
     pub images_per_s: f64,
     pub seconds_per_step: f64,
 }
@@ -482,6 +486,7 @@ pub fn pretrain(
             loss: (loss / n) as f32,
             teacher_entropy: (ent / n) as f32,
             teacher_marginal_entropy: (marg / n) as f32,
+            student_kl: ((loss - ent) / n) as f32,
             images_per_s: images as f64 / seconds.max(1e-9),
             seconds_per_step: seconds / n,
         };
