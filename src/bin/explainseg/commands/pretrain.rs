@@ -193,6 +193,9 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
     }
     let cfg = dino_config(a)?;
     let mut m = models(a, &cfg)?;
+    for side in [cfg.crops.global_size, cfg.crops.local_size] {
+        m.student.config.grid_for(side, side)?;
+    }
     let samples = match a.dataset {
         Some(kind) => {
             let opts = OpenOptions {
