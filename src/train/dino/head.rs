@@ -127,17 +127,9 @@ impl ProjectionHead {
     pub fn named(&self) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         let dims = layer_dims(self.in_dim, &self.config);
         let mut out = Vec::new();
-        for k in 0..3 {
-            out.push((
-                format!("head.mlp.{}.weight", 2 * k),
-                vec![dims[k].0, dims[k].1],
-                self.w[k].clone(),
-            ));
-            out.push((
-                format!("head.mlp.{}.bias", 2 * k),
-                vec![dims[k].0],
-                self.b[k].clone(),
-            ));
+        for (k, (&(o, i), (w, b))) in dims.iter().zip(self.w.iter().zip(&self.b)).enumerate() {
+            out.push((format!("head.mlp.{}.weight", 2 * k), vec![o, i], w.clone()));
+            out.push((format!("head.mlp.{}.bias", 2 * k), vec![o], b.clone()));
         }
         let c = &self.config;
         out.push((
