@@ -12,8 +12,8 @@ use explainseg::train::arch_config;
 use explainseg::train::data::Prepared;
 use explainseg::train::dino::checkpoint::FORMAT;
 use explainseg::train::dino::{
-    load_dino, pretrain, save_dino_state, save_pretrained, DinoConfig, DinoEpochStats, DinoModels,
-    HeadConfig, MultiCropConfig,
+    dino_init, load_dino, pretrain, save_dino_state, save_pretrained, DinoConfig, DinoEpochStats,
+    DinoModels, HeadConfig, MultiCropConfig,
 };
 
 /// Square 24-px images: a bright or dark disc on a noisy background.
@@ -73,7 +73,8 @@ fn config(epochs: usize) -> DinoConfig {
 }
 
 fn fresh(cfg: &DinoConfig) -> DinoModels {
-    let backbone = Vit::random(arch_config("custom:1,16,2,8", 16).unwrap(), 2, 5);
+    let mut backbone = Vit::random(arch_config("custom:1,16,2,8", 16).unwrap(), 2, 5);
+    dino_init(&mut backbone, 5);
     DinoModels::new(&backbone, cfg)
 }
 

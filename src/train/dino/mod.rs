@@ -7,13 +7,14 @@
 //! One job per file: `config.rs` (settings), `head.rs` (projection head),
 //! `loss.rs` (DINO loss and centre), `multicrop.rs` (augmentation),
 //! `schedule.rs` (warm-up + cosine schedules), `teacher.rs` (EMA), `images.rs`
-//! (unlabelled images), `fit.rs` (the loop), `checkpoint.rs` (save/resume).
+//! (unlabelled images), `init.rs` (DINO's initialisation), `fit.rs` (the loop), `checkpoint.rs` (save/resume).
 
 pub mod checkpoint;
 pub mod config;
 pub mod fit;
 pub mod head;
 pub mod images;
+pub mod init;
 pub mod loss;
 pub mod multicrop;
 pub mod schedule;
@@ -24,4 +25,5 @@ pub use config::DinoConfig;
 pub use fit::{pretrain, DinoEpochStats, DinoModels, DinoProgress};
 pub use head::{HeadConfig, ProjectionHead};
 pub use images::{folder_samples, load_unlabelled};
+pub use init::dino_init;
 pub use multicrop::MultiCropConfig;

@@ -9,8 +9,8 @@ use clap::Args;
 use explainseg::dataset::{self, DatasetKind, OpenOptions};
 use explainseg::model::{HeadKind, LoadOptions, Vit};
 use explainseg::train::dino::{
-    folder_samples, load_dino, load_unlabelled, pretrain, save_dino_state, save_pretrained,
-    DinoConfig, DinoModels, DinoProgress, HeadConfig, MultiCropConfig,
+    dino_init, folder_samples, load_dino, load_unlabelled, pretrain, save_dino_state,
+    save_pretrained, DinoConfig, DinoModels, DinoProgress, HeadConfig, MultiCropConfig,
 };
 use explainseg::train::{arch_config, prepare_model};
 use indicatif::ProgressBar;
@@ -182,7 +182,11 @@ fn models(a: &PretrainArgs, cfg: &DinoConfig) -> Result<DinoModels> {
             prepare_model(&mut vit, 2, side, HeadKind::Cls, a.seed)?;
             vit
         }
-        None => Vit::random(arch_config(&a.arch, side)?, 2, a.seed),
+        None => {
+            let mut vit = Vit::random(arch_config(&a.arch, side)?, 2, a.seed);
+            dino_init(&mut vit, a.seed);
+            vit
+        }
     };
     Ok(DinoModels::new(&backbone, cfg))
 }
