@@ -12,8 +12,8 @@ use explainseg::train::arch_config;
 use explainseg::train::data::Prepared;
 use explainseg::train::dino::checkpoint::FORMAT;
 use explainseg::train::dino::{
-    dino_init, load_dino, pretrain, save_dino_state, save_pretrained, DinoConfig, DinoEpochStats,
-    DinoModels, HeadConfig, MultiCropConfig,
+    dino_init, knn_accuracy, load_dino, pretrain, save_dino_state, save_pretrained, DinoConfig,
+    DinoEpochStats, DinoModels, HeadConfig, MultiCropConfig,
 };
 
 /// Square 24-px images: a bright or dark disc on a noisy background.
@@ -78,10 +78,16 @@ fn fresh(cfg: &DinoConfig) -> DinoModels {
     DinoModels::new(&backbone, cfg)
 }
 
-fn run(m: &mut DinoModels, cfg: &DinoConfig, data: &Prepared, out: &Path) -> Vec<DinoEpochStats> {
+fn run(
+    m: &mut DinoModels,
+    cfg: &DinoConfig,
+    data: &Prepared,
+    knn: Option<&Prepared>,
+    out: &Path,
+) -> Vec<DinoEpochStats> {
     let norm = data.channel_stats();
     let fp = cfg.fingerprint();
-    pretrain(m, data, &norm, cfg, &mut |_| {}, &mut |m, _| {
+    pretrain(m, data, &norm, cfg, knn, &mut |_| {}, &mut |m, _| {
         save_pretrained(out, m, &norm, cfg.crops.global_size)?;
         save_dino_state(out, m, &fp)
     })
@@ -98,7 +104,7 @@ fn resumed_run_writes_the_uninterrupted_runs_bytes() {
     let data = images(14);
     let cfg = config(3);
     let straight = dir.path().join("straight.safetensors");
-    let history = run(&mut fresh(&cfg), &cfg, &data, &straight);
+    let history = run(&mut fresh(&cfg), &cfg, &data, None, &straight);
     assert_eq!(history.len(), 3);
 
     // Stop after the first epoch (a run configured for 3 whose loop is cut short
@@ -107,15 +113,23 @@ fn resumed_run_writes_the_uninterrupted_runs_bytes() {
     let norm = data.channel_stats();
     let fp = cfg.fingerprint();
     let mut m = fresh(&cfg);
-    let err = pretrain(&mut m, &data, &norm, &cfg, &mut |_| {}, &mut |m, _| {
-        save_pretrained(&split, m, &norm, cfg.crops.global_size)?;
-        save_dino_state(&split, m, &fp)?;
-        Err(explainseg::Error::Aborted)
-    });
+    let err = pretrain(
+        &mut m,
+        &data,
+        &norm,
+        &cfg,
+        None,
+        &mut |_| {},
+        &mut |m, _| {
+            save_pretrained(&split, m, &norm, cfg.crops.global_size)?;
+            save_dino_state(&split, m, &fp)?;
+            Err(explainseg::Error::Aborted)
+        },
+    );
     assert!(err.is_err());
     let mut resumed = load_dino(&split, &cfg).unwrap();
     assert_eq!(resumed.epochs_done, 1);
-    let rest = run(&mut resumed, &cfg, &data, &split);
+    let rest = run(&mut resumed, &cfg, &data, None, &split);
     assert_eq!(rest.len(), 2);
     assert_eq!(rest.last().unwrap().loss, history.last().unwrap().loss);
     assert!(bytes(&split) == bytes(&straight), "checkpoints differ");
@@ -139,10 +153,15 @@ fn the_student_approaches_the_teacher_and_the_checkpoint_is_a_backbone() {
         ..config(12)
     };
     let out = dir.path().join("dino.safetensors");
-    let h = run(&mut fresh(&cfg), &cfg, &data, &out);
+    let labelled = Prepared {
+        labels: (0..24).map(|i| i % 2).collect(),
+        ..data.clone()
+    };
+    let h = run(&mut fresh(&cfg), &cfg, &data, Some(&labelled), &out);
     for s in &h {
         assert!(s.loss.is_finite() && s.teacher_entropy >= 0.0);
         assert!(s.teacher_entropy <= (64f32).ln() + 1e-4);
+        assert!(s.knn_accuracy.is_some_and(|a| (0.0..=1.0).contains(&a)));
     }
     // The health signal: KL(teacher ‖ student) falls over the run.
     // (A toy this small ends collapsed at a high rate — teacher entropy near
@@ -157,4 +176,26 @@ fn the_student_approaches_the_teacher_and_the_checkpoint_is_a_backbone() {
     let file = TensorFile::read(&out).unwrap();
     assert_eq!(file.metadata["format"], FORMAT);
     assert!(file.tensors.contains_key("head.last_layer.weight_v"));
+}
+
+#[test]
+fn knn_tells_bright_from_dark_discs_with_a_fresh_backbone() {
+    // Bright and dark discs differ in their mean colour, which any backbone's
+    // features carry: leave-one-out k-NN must find it; shuffled labels must not.
+    let data = images(24);
+    let norm = data.channel_stats();
+    let mut vit = Vit::random(arch_config("custom:1,16,2,8", 24).unwrap(), 2, 5);
+    dino_init(&mut vit, 5);
+    let labelled = Prepared {
+        labels: (0..24).map(|i| i % 2).collect(),
+        ..data.clone()
+    };
+    let acc = knn_accuracy(&vit, &labelled, &norm, 5, 0.07).unwrap();
+    assert!(acc >= 0.75, "{acc}"); // chance: 0.5
+    let shuffled = Prepared {
+        labels: (0..24).map(|i| (i / 2) % 2).collect(),
+        ..data
+    };
+    let chance = knn_accuracy(&vit, &shuffled, &norm, 5, 0.07).unwrap();
+    assert!(chance < acc, "{chance} vs {acc}");
 }

@@ -76,7 +76,8 @@ fn pretrain_then_fine_tune_then_segment() {
         std::fs::copy(&p, sub.join(p.file_name().unwrap())).unwrap();
     }
     let ckpt = dir.path().join("dino.safetensors");
-    let out = pretrain(&unlabelled, &ckpt, &["--method", "dino"])
+    let out = pretrain(&unlabelled, &ckpt, &["--method", "dino", "--knn-data"])
+        .arg(&synth)
         .assert()
         .success();
     let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
@@ -88,6 +89,10 @@ fn pretrain_then_fine_tune_then_segment() {
         .map(|h| h["student_kl"].as_f64().unwrap())
         .collect();
     assert_eq!(kl.len(), 6);
+    for h in report["history"].as_array().unwrap() {
+        let acc = h["knn_accuracy"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&acc));
+    }
     // The student follows its teacher: the KL drops well below the first epoch's.
     let later = kl[1..].iter().cloned().fold(f64::INFINITY, f64::min);
     assert!(later < 0.5 * kl[0], "KL per epoch {kl:?}");

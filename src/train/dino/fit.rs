@@ -18,6 +18,7 @@ use rayon::prelude::*;
 
 use super::config::DinoConfig;
 use super::head::{HeadGrads, ProjectionHead};
+use super::knn::knn_accuracy;
 use super::loss::{dino_loss, update_center};
 use super::multicrop::multi_crop;
 use super::schedule::{teacher_temp_at, CosineSchedule};
@@ -105,6 +106,9 @@ pub struct DinoEpochStats {
     /// pairs, how far the student is from its targets. Falls as it learns, even
     /// while the loss itself rises with the teacher's entropy early in a run.
     pub student_kl: f32,
+    /// Leave-one-out k-NN accuracy of the teacher's features on a labelled set,
+    /// when one is given.
+    pub knn_accuracy: Option<f32>,
     pub images_per_s: f64,
     pub seconds_per_step: f64,
 }
@@ -417,9 +421,15 @@ fn step(
     })
 }
 
+/// DINO's k-NN settings (`eval_knn.py`): 20 neighbours, temperature 0.07.
+const KNN_K: usize = 20;
+const KNN_T: f32 = 0.07;
+
 /// Pretrains `m` on the images of `data` (labels unused), from epoch
-/// `m.epochs_done` to `cfg.epochs`; `norm` normalises the crops. `on_epoch`
-/// runs after each epoch (to save); an error from it stops the run.
+/// `m.epochs_done` to `cfg.epochs`; `norm` normalises the crops. After each
+/// epoch, the teacher's k-NN accuracy on `knn` (labelled images at the global
+/// crop size) is measured if given, then `on_epoch` runs (to save); an error
+/// from it stops the run.
 ///
 /// # Errors
 /// Invalid settings, an empty data set, a diverging loss, and what `on_epoch` returns.
@@ -428,6 +438,7 @@ pub fn pretrain(
     data: &Prepared,
     norm: &Normalization,
     cfg: &DinoConfig,
+    knn: Option<&Prepared>,
     progress: &mut dyn FnMut(DinoProgress),
     on_epoch: &mut dyn FnMut(&DinoModels, &DinoEpochStats) -> Result<()>,
 ) -> Result<Vec<DinoEpochStats>> {
@@ -470,8 +481,8 @@ pub fn pretrain(
         }
         let seconds = t0.elapsed().as_secs_f64();
         let n = batches.len() as f64;
-        let last = epoch * steps + batches.len() - 1;
         m.epochs_done = epoch + 1;
+        let last = epoch * steps + batches.len() - 1;
         let stats = DinoEpochStats {
             epoch,
             lr: sched.lr.at(last),
@@ -487,6 +498,10 @@ pub fn pretrain(
             teacher_entropy: (ent / n) as f32,
             teacher_marginal_entropy: (marg / n) as f32,
             student_kl: ((loss - ent) / n) as f32,
+            knn_accuracy: match knn {
+                Some(set) => Some(knn_accuracy(&m.teacher, set, norm, KNN_K, KNN_T)?),
+                None => None,
+            },
             images_per_s: images as f64 / seconds.max(1e-9),
             seconds_per_step: seconds / n,
         };

@@ -7,7 +7,7 @@
 //! One job per file: `config.rs` (settings), `head.rs` (projection head),
 //! `loss.rs` (DINO loss and centre), `multicrop.rs` (augmentation),
 //! `schedule.rs` (warm-up + cosine schedules), `teacher.rs` (EMA), `images.rs`
-//! (unlabelled images), `init.rs` (DINO's initialisation), `fit.rs` (the loop), `checkpoint.rs` (save/resume).
+//! (unlabelled images), `init.rs` (DINO's initialisation), `knn.rs` (k-NN health signal), `fit.rs` (the loop), `checkpoint.rs` (save/resume).
 
 pub mod checkpoint;
 pub mod config;
@@ -15,6 +15,7 @@ pub mod fit;
 pub mod head;
 pub mod images;
 pub mod init;
+pub mod knn;
 pub mod loss;
 pub mod multicrop;
 pub mod schedule;
@@ -26,4 +27,5 @@ pub use fit::{pretrain, DinoEpochStats, DinoModels, DinoProgress};
 pub use head::{HeadConfig, ProjectionHead};
 pub use images::{folder_samples, load_unlabelled};
 pub use init::dino_init;
+pub use knn::knn_accuracy;
 pub use multicrop::MultiCropConfig;

@@ -8,11 +8,12 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::dataset::{self, DatasetKind, OpenOptions};
 use explainseg::model::{HeadKind, LoadOptions, Vit};
+use explainseg::train::data::Prepared;
 use explainseg::train::dino::{
     dino_init, folder_samples, load_dino, load_unlabelled, pretrain, save_dino_state,
     save_pretrained, DinoConfig, DinoModels, DinoProgress, HeadConfig, MultiCropConfig,
 };
-use explainseg::train::{arch_config, prepare_model};
+use explainseg::train::{arch_config, prepare_model, Dataset, FolderDataset};
 use indicatif::ProgressBar;
 
 use crate::output::{progress_bar, Output};
@@ -110,6 +111,10 @@ pub struct PretrainArgs {
     pub head_bottleneck: usize,
     #[arg(long, default_value_t = 4096)]
     pub out_dim: usize,
+    /// A labelled folder (images/ and labels.csv, as `train --data`): the teacher's
+    /// leave-one-out k-NN accuracy on it is reported after each epoch (DINO's k = 20, T = 0.07).
+    #[arg(long, value_name = "DIR")]
+    pub knn_data: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -214,6 +219,17 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
     let data = load_unlabelled(&samples, source)
         .with_context(|| format!("reading {}", a.data.display()))?;
     let norm = data.channel_stats();
+    let knn = match &a.knn_data {
+        Some(dir) => {
+            let folder = FolderDataset::open(dir)?;
+            let all: Vec<usize> = (0..folder.len()).collect();
+            Some(
+                Prepared::load(&folder, &all, cfg.crops.global_size)
+                    .with_context(|| format!("reading {}", dir.display()))?,
+            )
+        }
+        None => None,
+    };
     let c = &cfg.crops;
     if !out.quiet && !out.json {
         eprintln!(
@@ -260,7 +276,7 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
             }
             if !out.quiet && !out.json {
                 eprintln!(
-                    "epoch {:>3}  lr {:.2e}  wd {:.3}  m {:.4}  τt {:.3}  loss {:.4}  KL {:.4}  teacher entropy {:.3} (marginal {:.3}) nats  {:.1} img/s  {:.2} s/step",
+                    "epoch {:>3}  lr {:.2e}  wd {:.3}  m {:.4}  τt {:.3}  loss {:.4}  KL {:.4}  teacher entropy {:.3} (marginal {:.3}) nats{}  {:.1} img/s  {:.2} s/step",
                     s.epoch + 1,
                     s.lr,
                     s.weight_decay,
@@ -270,6 +286,8 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
                     s.student_kl,
                     s.teacher_entropy,
                     s.teacher_marginal_entropy,
+                    s.knn_accuracy
+                        .map_or(String::new(), |v| format!("  k-NN {:.2}%", 100.0 * v)),
                     s.images_per_s,
                     s.seconds_per_step
                 );
@@ -281,7 +299,15 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
         save_pretrained(&a.out, m, &norm, cfg.crops.global_size)?;
         save_dino_state(&a.out, m, &fingerprint)
     };
-    let history = pretrain(&mut m, &data, &norm, &cfg, &mut progress, &mut save)?;
+    let history = pretrain(
+        &mut m,
+        &data,
+        &norm,
+        &cfg,
+        knn.as_ref(),
+        &mut progress,
+        &mut save,
+    )?;
     let json = serde_json::json!({
         "checkpoint": a.out,
         "epochs_run": history.len(),
@@ -291,7 +317,7 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
         "history": history.iter().map(|s| serde_json::json!({
             "epoch": s.epoch + 1, "lr": s.lr, "weight_decay": s.weight_decay,
             "momentum": s.momentum, "teacher_temp": s.teacher_temp, "loss": s.loss,
-            "student_kl": s.student_kl, "teacher_entropy": s.teacher_entropy,
+            "student_kl": s.student_kl, "knn_accuracy": s.knn_accuracy, "teacher_entropy": s.teacher_entropy,
             "teacher_marginal_entropy": s.teacher_marginal_entropy,
             "images_per_s": s.images_per_s, "seconds_per_step": s.seconds_per_step,
         })).collect::<Vec<_>>(),
