@@ -38,7 +38,7 @@ pub fn knn_accuracy(
     k: usize,
     temperature: f32,
 ) -> Result<f32> {
-    if set.len() < 2 || k == 0 || !(temperature > 0.0) {
+    if set.len() < 2 || k == 0 || temperature.is_nan() || temperature <= 0.0 {
         return Err(Error::param(
             "k-NN",
             "needs two labelled images, k ≥ 1 and T > 0",
