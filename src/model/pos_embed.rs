@@ -136,6 +136,83 @@ fn resample_grid(
     out
 }
 
+/// The adjoint of [`resample_grid`]: gradients w.r.t. the (out_rows, out_cols, dim)
+/// output, mapped back to the (rows, cols, dim) source (the transposed taps, so
+/// training through an interpolated table reaches the stored one).
+fn resample_grid_adjoint(
+    dout: &[f32],
+    (rows, cols): (usize, usize),
+    (out_rows, out_cols): (usize, usize),
+    dim: usize,
+    mode: PosEmbedMode,
+) -> Vec<f32> {
+    let row_taps = taps_for(mode, rows, out_rows);
+    let col_taps = taps_for(mode, cols, out_cols);
+    let mut dtmp = vec![0f32; out_rows * cols * dim];
+    for r in 0..out_rows {
+        for (c, taps) in col_taps.iter().enumerate() {
+            let src = &dout[(r * out_cols + c) * dim..][..dim];
+            for (&i, &w) in taps.index.iter().zip(&taps.weight) {
+                let dst = &mut dtmp[(r * cols + i) * dim..][..dim];
+                dst.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
+            }
+        }
+    }
+    let mut dgrid = vec![0f32; rows * cols * dim];
+    for (r, taps) in row_taps.iter().enumerate() {
+        for c in 0..cols {
+            let src = &dtmp[(r * cols + c) * dim..][..dim];
+            for (&i, &w) in taps.index.iter().zip(&taps.weight) {
+                let dst = &mut dgrid[(i * cols + c) * dim..][..dim];
+                dst.iter_mut().zip(src).for_each(|(o, s)| *o += w * s);
+            }
+        }
+    }
+    dgrid
+}
+
+/// Gradient w.r.t. the stored table (1 + pos_patches, D) from a gradient `dtable`
+/// w.r.t. the table [`pos_embed_for_grid`] made for `grid`: the CLS row passes
+/// through, the patch rows go through the interpolation's adjoint.
+///
+/// # Errors
+/// As [`pos_embed_for_grid`]; [`Error::Shape`] when `dtable` does not fit `grid`.
+pub fn pos_embed_grad_to_stored(
+    cfg: &VitConfig,
+    dtable: &[f32],
+    grid: (usize, usize),
+    mode: PosEmbedMode,
+) -> Result<Vec<f32>> {
+    let d = cfg.dim;
+    if dtable.len() != (1 + grid.0 * grid.1) * d {
+        return Err(Error::shape(
+            "positional-table gradient",
+            &[1 + grid.0 * grid.1, d],
+            &[dtable.len() / d.max(1), d],
+        ));
+    }
+    let same_count = grid.0 * grid.1 == cfg.pos_patches;
+    let Some(stored_grid) = cfg.pos_grid.or(same_count.then_some(grid)) else {
+        return Err(Error::param(
+            "pos_grid",
+            "the stored positional table's grid is unknown",
+        ));
+    };
+    if stored_grid == grid {
+        return Ok(dtable.to_vec());
+    }
+    let mut out = Vec::with_capacity((1 + cfg.pos_patches) * d);
+    out.extend_from_slice(&dtable[..d]);
+    out.extend(resample_grid_adjoint(
+        &dtable[d..],
+        stored_grid,
+        grid,
+        d,
+        mode,
+    ));
+    Ok(out)
+}
+
 /// The positional table for an input with patch grid `grid` (rows, cols):
 /// (1 + rows·cols, D), CLS position first. Unchanged when the grid is the stored one.
 ///
@@ -184,6 +261,47 @@ mod tests {
         {
             let s: f32 = taps.weight.iter().sum();
             assert!((s - 1.0).abs() < 1e-6, "{s}");
+        }
+    }
+
+    #[test]
+    fn the_gradient_map_is_the_adjoint_of_the_interpolation() {
+        // <A·x, y> = <x, Aᵀ·y> for every mode, up- and down-sampling.
+        let cfg = VitConfig {
+            patch: 8,
+            dim: 3,
+            depth: 1,
+            heads: 1,
+            mlp_hidden: 8,
+            eps: 1e-6,
+            pos_grid: Some((4, 4)),
+            pos_patches: 16,
+        };
+        let x: Vec<f32> = (0..17 * 3)
+            .map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0)
+            .collect();
+        for mode in [PosEmbedMode::Dino, PosEmbedMode::Hf, PosEmbedMode::Timm] {
+            for grid in [(2, 2), (3, 5), (7, 6)] {
+                let ax = pos_embed_for_grid(&cfg, &x, grid, mode).unwrap();
+                let y: Vec<f32> = (0..ax.len())
+                    .map(|i| ((i * 53 % 19) as f32 - 9.0) / 5.0)
+                    .collect();
+                let aty = pos_embed_grad_to_stored(&cfg, &y, grid, mode).unwrap();
+                let lhs: f64 = ax
+                    .iter()
+                    .zip(&y)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                let rhs: f64 = x
+                    .iter()
+                    .zip(&aty)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                assert!(
+                    (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
+                    "{mode:?} {grid:?}: {lhs} vs {rhs}"
+                );
+            }
         }
     }
 

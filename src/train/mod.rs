@@ -8,11 +8,13 @@
 //! `params.rs` (named tensors), `samples.rs` (the data set readers as
 //! training data), `loop.rs`
 //! ([`fit`]), `param_grad.rs` (the loss and its parameter gradients, from the
-//! CPU backend's forward and block backward).
+//! CPU backend's forward and block backward), `dino/` (self-supervised
+//! pretraining of the backbone, DINO).
 
 pub mod augment;
 pub mod checkpoint;
 pub mod data;
+pub mod dino;
 #[path = "loop.rs"]
 pub mod fit_loop;
 pub mod optimizer;

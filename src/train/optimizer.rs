@@ -89,28 +89,63 @@ impl Optimizer {
         }
     }
 
+    /// The weight decay of this optimizer's settings.
+    pub fn weight_decay(&self) -> f32 {
+        match self.kind {
+            OptimizerKind::Sgd { weight_decay, .. } | OptimizerKind::AdamW { weight_decay, .. } => {
+                weight_decay
+            }
+        }
+    }
+
     /// Applies one update with rate `lr` to the tensors `grads` holds.
     ///
     /// # Errors
     /// [`Error::Internal`] if a gradient names a tensor the model lacks or has
     /// another length (a bug: both come from the same model).
     pub fn step(&mut self, vit: &mut Vit, grads: &ParamGrads, lr: f32) -> Result<()> {
-        self.steps += 1;
-        let t = self.steps as i32;
         let mut params: BTreeMap<String, &mut Vec<f32>> =
             named_tensors_mut(vit).into_iter().collect();
+        let decay = self.weight_decay();
+        let mut updates = Vec::new();
         for (name, g) in grads.named() {
-            let p = params
-                .get_mut(&name)
-                .filter(|p| p.len() == g.len())
-                .ok_or_else(|| {
-                    Error::Internal(format!("gradient `{name}` fits no model tensor"))
-                })?;
+            let p = params.remove(&name).ok_or_else(|| {
+                Error::Internal(format!("gradient `{name}` fits no model tensor"))
+            })?;
+            updates.push(NamedUpdate {
+                name,
+                param: p,
+                grad: g,
+                weight_decay: decay,
+            });
+        }
+        self.step_named(updates, lr)
+    }
+
+    /// One update with rate `lr` of named tensors, each with its own weight decay
+    /// (self-supervised pretraining exempts biases and norms, and schedules the decay).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] when a gradient's length differs from its tensor's.
+    pub fn step_named(&mut self, updates: Vec<NamedUpdate>, lr: f32) -> Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        for NamedUpdate {
+            name,
+            param: p,
+            grad: g,
+            weight_decay,
+        } in updates
+        {
+            if p.len() != g.len() {
+                return Err(Error::Internal(format!(
+                    "gradient `{name}` has {} values, the tensor {}",
+                    g.len(),
+                    p.len()
+                )));
+            }
             match self.kind {
-                OptimizerKind::Sgd {
-                    momentum,
-                    weight_decay,
-                } => {
+                OptimizerKind::Sgd { momentum, .. } => {
                     let b = self.first.entry(name).or_default();
                     let fresh = b.is_empty();
                     if fresh {
@@ -128,10 +163,7 @@ impl Optimizer {
                     }
                 }
                 OptimizerKind::AdamW {
-                    beta1,
-                    beta2,
-                    eps,
-                    weight_decay,
+                    beta1, beta2, eps, ..
                 } => {
                     let m = self
                         .first
@@ -159,6 +191,16 @@ impl Optimizer {
         }
         Ok(())
     }
+}
+
+/// One tensor of an update: its name (the key of its optimizer state), the
+/// tensor, its gradient and its weight decay.
+#[derive(Debug)]
+pub struct NamedUpdate<'a> {
+    pub name: String,
+    pub param: &'a mut Vec<f32>,
+    pub grad: &'a [f32],
+    pub weight_decay: f32,
 }
 
 #[cfg(test)]

@@ -22,13 +22,14 @@ use ndarray::{s, Array2, ArrayView4};
 use rayon::prelude::*;
 
 use crate::backend::cpu::backward::{block_backward, ln_bwd_rows, seed_cls, BackwardScratch};
-use crate::backend::cpu::forward::{forward_keeping, im2col, sized, Keep, Workspace};
+use crate::backend::cpu::forward::{forward_keeping, im2col, sized, ForwardState, Keep, Workspace};
 use crate::backend::cpu::gemm::{
     linear_backward_input, linear_backward_params, matmul, MatRef, Threads,
 };
 use crate::backend::cpu::ops;
 use crate::backend::input;
 use crate::error::{Error, Result};
+use crate::model::pos_embed::pos_embed_grad_to_stored;
 use crate::model::weights::BlockWeights;
 use crate::model::{HeadKind, LinearHead, Vit};
 
@@ -78,6 +79,7 @@ pub struct EmbedGrads {
 /// Gradients of the trainable parameters, laid out like the weights.
 #[derive(Debug, Clone)]
 pub struct ParamGrads {
+    /// Empty for a model without head (self-supervised pretraining trains its own).
     pub head_w: Vec<f32>,
     pub head_b: Vec<f32>,
     /// Final norm (γ, β), if it trains.
@@ -111,12 +113,21 @@ pub use crate::model::weights::{block_tensors, block_tensors_mut};
 impl ParamGrads {
     /// All-zero gradients for the parameters `trainable` selects.
     pub fn zeros(vit: &Vit, head: &LinearHead, trainable: Trainable) -> Self {
+        ParamGrads {
+            head_w: vec![0.0; head.weight.len()],
+            head_b: vec![0.0; head.bias.len()],
+            ..Self::zeros_backbone(vit, trainable)
+        }
+    }
+
+    /// All-zero gradients for the backbone parameters `trainable` selects, with no head.
+    pub fn zeros_backbone(vit: &Vit, trainable: Trainable) -> Self {
         let c = &vit.config;
         let (d, hidden) = (c.dim, c.mlp_hidden);
         let first_block = trainable.first_block(c.depth);
         ParamGrads {
-            head_w: vec![0.0; head.weight.len()],
-            head_b: vec![0.0; head.bias.len()],
+            head_w: Vec::new(),
+            head_b: Vec::new(),
             norm: trainable.norm().then(|| (vec![0.0; d], vec![0.0; d])),
             blocks: (first_block..c.depth)
                 .map(|_| zero_block(d, hidden))
@@ -149,12 +160,15 @@ impl ParamGrads {
             out.push(("norm.weight".into(), w));
             out.push(("norm.bias".into(), b));
         }
-        out.push(("head.weight".into(), &self.head_w));
-        out.push(("head.bias".into(), &self.head_b));
+        if !self.head_w.is_empty() {
+            out.push(("head.weight".into(), &self.head_w));
+            out.push(("head.bias".into(), &self.head_b));
+        }
         out
     }
 
-    fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
+    /// Every gradient tensor, mutable, in [`ParamGrads::named`]'s order.
+    pub fn tensors_mut(&mut self) -> Vec<&mut Vec<f32>> {
         let mut out: Vec<&mut Vec<f32>> = Vec::new();
         if let Some(e) = &mut self.embed {
             out.extend([
@@ -275,6 +289,28 @@ fn cls_blocks(kind: HeadKind) -> Option<usize> {
     }
 }
 
+/// The forward a parameter backward needs: the inference forward keeping the
+/// linear inputs of the blocks `trainable` trains.
+///
+/// # Errors
+/// As [`forward_keeping`].
+pub fn forward_for_grads(
+    vit: &Vit,
+    x: ArrayView4<f32>,
+    trainable: Trainable,
+    threads: Threads,
+) -> Result<ForwardState> {
+    let first = trainable.first_block(vit.config.depth);
+    forward_keeping(
+        vit,
+        x,
+        Keep::ParamGrad { from: first },
+        Workspace::default(),
+        threads,
+        None,
+    )
+}
+
 /// Forward + backward of one slice of the batch.
 #[allow(clippy::too_many_arguments)]
 fn slice_grads(
@@ -288,15 +324,9 @@ fn slice_grads(
     threads: Threads,
 ) -> Result<LossAndGrads> {
     let c = &vit.config;
-    let w = &vit.weights;
     let (batch, _, height, width) = x.dim();
     let grid = c.grid_for(height, width)?;
-    let d = c.dim;
     let np = grid.0 * grid.1;
-    let t = np + 1;
-    let m = batch * t;
-    let p = c.patch;
-    let cols = 3 * p * p;
     let native_grid = np == c.pos_patches && c.pos_grid.unwrap_or(grid) == grid;
     if trainable.embedding() && !native_grid {
         return Err(Error::param(
@@ -309,16 +339,7 @@ fn slice_grads(
     }
 
     // The inference forward, keeping the linear inputs of the trained blocks.
-    let first = trainable.first_block(c.depth);
-    let mut state = forward_keeping(
-        vit,
-        x,
-        Keep::ParamGrad { from: first },
-        Workspace::default(),
-        threads,
-        None,
-    )?;
-    let n_cls = cls_blocks(head.kind);
+    let mut state = forward_for_grads(vit, x, trainable, threads)?;
     let features = std::mem::replace(&mut state.features, Array2::zeros((0, 0)));
     let logits = state
         .logits
@@ -326,7 +347,6 @@ fn slice_grads(
         .ok_or_else(|| Error::Internal("forward with a head returned no logits".into()))?;
 
     // Head and loss.
-    let in_dim = features.ncols();
     let (loss, dlogits) = cross_entropy_rows(&logits, labels, opts.class_weights, normaliser);
     let mut grads = ParamGrads::zeros(vit, head, trainable);
     head_grads(&dlogits, &features, &mut grads.head_w, &mut grads.head_b);
@@ -338,8 +358,8 @@ fn slice_grads(
         });
     }
 
-    // ∂L/∂feature = dlogits·W, then through the final norm(s).
-    let mut dfeat = vec![0f32; batch * in_dim];
+    // ∂L/∂feature = dlogits·W, then through the backbone.
+    let mut dfeat = vec![0f32; batch * features.ncols()];
     linear_backward_input(
         MatRef::row_major(
             dlogits.as_slice().expect("standard layout"),
@@ -350,6 +370,59 @@ fn slice_grads(
         &mut dfeat,
         Threads::Single,
     );
+    backbone_backward(vit, &mut state, x, &dfeat, trainable, &mut grads, threads)?;
+    Ok(LossAndGrads {
+        loss,
+        logits,
+        grads,
+    })
+}
+
+/// Adds to `grads` the gradients of the backbone parameters `trainable` selects
+/// (final norm, blocks, embedding), given `dfeat` = ∂L/∂feature (batch, in_dim)
+/// for the feature the forward `state` (from [`forward_for_grads`] on `x`) made:
+/// the head's input, or the final-normed CLS when the model has no head. Inputs
+/// off the positional table's own grid send their positional gradient through
+/// the interpolation's adjoint.
+///
+/// # Errors
+/// [`Error::Shape`] when `dfeat` does not fit the state's features;
+/// [`Error::InvalidParam`] for `Trainable::Head`, which has no backbone part.
+pub fn backbone_backward(
+    vit: &Vit,
+    state: &mut ForwardState,
+    x: ArrayView4<f32>,
+    dfeat: &[f32],
+    trainable: Trainable,
+    grads: &mut ParamGrads,
+    threads: Threads,
+) -> Result<()> {
+    let c = &vit.config;
+    let w = &vit.weights;
+    if trainable == Trainable::Head {
+        return Err(Error::param(
+            "trainable",
+            "only the head trains: no backbone gradient",
+        ));
+    }
+    let (batch, grid) = (state.batch, state.grid);
+    let d = c.dim;
+    let np = grid.0 * grid.1;
+    let t = np + 1;
+    let m = batch * t;
+    let p = c.patch;
+    let cols = 3 * p * p;
+    let head_kind = vit.head.as_ref().map_or(HeadKind::Cls, |h| h.kind);
+    let in_dim = head_kind.in_dim(d);
+    if dfeat.len() != batch * in_dim {
+        return Err(Error::shape(
+            "feature gradient",
+            &[batch, in_dim],
+            &[dfeat.len()],
+        ));
+    }
+    let first = trainable.first_block(c.depth);
+    let n_cls = cls_blocks(head_kind);
     let head_norms = &state.head_norms;
     let ws = &mut state.workspace;
     sized(&mut ws.g, m * d);
@@ -368,7 +441,7 @@ fn slice_grads(
     let (dnw, dnb) = grads
         .norm
         .as_mut()
-        .expect("the norm trains unless only the head does");
+        .ok_or_else(|| Error::Internal("the norm trains unless only the head does".into()))?;
     let n_chunks = head_norms.len();
     match n_cls {
         Some(_) => {
@@ -408,7 +481,7 @@ fn slice_grads(
                 let k = bi + n - c.depth;
                 seed_cls(
                     g,
-                    &dfeat,
+                    dfeat,
                     &w.norm_w,
                     &head_norms[k],
                     k,
@@ -436,13 +509,21 @@ fn slice_grads(
     }
 
     if let Some(e) = grads.embed.as_mut() {
+        let native_grid = np == c.pos_patches && c.pos_grid.unwrap_or(grid) == grid;
+        // The gradient of the table this grid used; mapped back below when interpolated.
+        let mut dtable = vec![0f32; if native_grid { 0 } else { t * d }];
         // The patch rows are cheap to rebuild; the forward does not keep them.
         let patches = im2col(&x, p, grid);
         for b in 0..batch {
             let img = &g[b * t * d..][..t * d];
             ops::add_col_sums(&mut e.cls_token, &img[..d]);
             ops::add_col_sums(&mut e.patch_b, &img[d..]);
-            e.pos_embed.iter_mut().zip(img).for_each(|(a, v)| *a += v);
+            let table = if native_grid {
+                &mut e.pos_embed
+            } else {
+                &mut dtable
+            };
+            table.iter_mut().zip(img).for_each(|(a, v)| *a += v);
             matmul(
                 &mut e.patch_w,
                 cols,
@@ -452,12 +533,15 @@ fn slice_grads(
                 threads,
             );
         }
+        if !native_grid {
+            let stored = pos_embed_grad_to_stored(c, &dtable, grid, vit.pos_embed_mode)?;
+            e.pos_embed
+                .iter_mut()
+                .zip(&stored)
+                .for_each(|(a, v)| *a += v);
+        }
     }
-    Ok(LossAndGrads {
-        loss,
-        logits,
-        grads,
-    })
+    Ok(())
 }
 
 /// Largest number of images one slice of the batch runs at once.

@@ -121,6 +121,14 @@ enum Command {
     ///   explainseg train --data toy/ --resume toy.safetensors --epochs 20 --out toy.safetensors ...
     #[command(verbatim_doc_comment)]
     Train(Box<commands::train::TrainArgs>),
+    /// Self-supervised pretraining of a ViT backbone on unlabelled images (DINO);
+    /// writes the teacher in timm naming for `train --weights`, `segment`, `eval`.
+    ///
+    /// Example:
+    ///   explainseg --threads 2 pretrain --method dino --data images/ --arch custom:4,96,3,8 \
+    ///       --global-size 64 --local-size 32 --local-crops 4 --epochs 50 --out ssl.safetensors
+    #[command(verbatim_doc_comment)]
+    Pretrain(Box<commands::pretrain::PretrainArgs>),
     /// Write a synthetic lesion data set (images, masks, labels.csv).
     ///
     /// Example:
@@ -181,6 +189,7 @@ fn main() -> ExitCode {
         Command::Crf(a) => commands::post::run_crf(a, &out),
         Command::Ncut(a) => commands::post::run_ncut(a, &out),
         Command::Train(a) => commands::train::run(a, &out),
+        Command::Pretrain(a) => commands::pretrain::run(a, &out),
         Command::Synth(a) => commands::synth::run(a, &out),
         Command::Demo(a) => commands::demo::run(a, &out),
     };

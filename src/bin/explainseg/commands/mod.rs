@@ -6,6 +6,7 @@ pub mod eval_cache;
 pub mod eval_grid;
 pub mod eval_report;
 pub mod post;
+pub mod pretrain;
 pub mod segment;
 pub mod synth;
 pub mod train;
