@@ -28,7 +28,7 @@ use crate::attr::{
 use crate::backend::{Engine, Facet};
 use crate::error::{Error, Result};
 use crate::image::ResizePlan;
-use crate::post::crf::{refine_mask, CrfParams};
+use crate::post::crf::{refine_mask_on, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
 use crate::post::morphology::{morphology_mask, MorphologyParams};
 use crate::post::ncut::{ncut_mask, tokencut_bipartition, NcutForegroundParams, ShiMalikParams};
@@ -353,7 +353,8 @@ pub fn segment_explained(
     };
     let mask = match &cfg.crf {
         Some(p) => {
-            let m = refine_mask(pixels, pre_crf.view(), p)?;
+            // On the engine's device when it has one (the GPU twin of the CPU CRF).
+            let m = refine_mask_on(engine.crf_device(), pixels, pre_crf.view(), p)?;
             lap("crf", &mut timings);
             m
         }

@@ -107,6 +107,8 @@ pub struct CudaEngine<'a> {
     gpu: Dev,
     weights: DeviceWeights,
     busy: Mutex<()>,
+    /// DenseCRF on the same device (its buffers are made at its first call).
+    crf: super::CrfDevice,
 }
 
 impl std::fmt::Debug for CudaEngine<'_> {
@@ -203,6 +205,7 @@ impl<'a> CudaEngine<'a> {
         })?;
         Ok(CudaEngine {
             vit,
+            crf: super::CrfDevice::new(dev.clone()),
             gpu: dev,
             weights,
             busy: Mutex::new(()),
@@ -1034,6 +1037,10 @@ impl Engine for CudaEngine<'_> {
 
     fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         self.taps_on_device(x, layer)
+    }
+
+    fn crf_device(&self) -> Option<&super::CrfDevice> {
+        Some(&self.crf)
     }
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
