@@ -101,3 +101,279 @@ fn lattice_filter_is_the_cpu_lattice_bit_for_bit() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The CRF fixtures (tools/gen_crf.py, pydensecrf).
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/crf")
+        .join(name)
+}
+
+fn npy_f32(name: &str) -> ArrayD<f32> {
+    ArrayD::<f32>::read_npy(std::fs::File::open(fixture(name)).unwrap()).unwrap()
+}
+
+fn npy_u8(name: &str) -> ArrayD<u8> {
+    ArrayD::<u8>::read_npy(std::fs::File::open(fixture(name)).unwrap()).unwrap()
+}
+
+fn png_rgb(name: &str) -> Array3<u8> {
+    let img = image::open(fixture(name)).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    Array3::from_shape_vec((h as usize, w as usize, 3), img.into_raw()).unwrap()
+}
+
+fn png_mask(name: &str) -> Array2<bool> {
+    let img = image::open(fixture(name)).unwrap().to_luma8();
+    let (w, h) = img.dimensions();
+    Array2::from_shape_vec((h as usize, w as usize), img.into_raw())
+        .unwrap()
+        .mapv(|v| v > 127)
+}
+
+fn mask_unary(mask: Array2<bool>) -> Array3<f32> {
+    let (h, w) = mask.dim();
+    unary_from_mask(mask.view(), h, w).unwrap()
+}
+
+/// (name, image, unary, pydensecrf's labels) of every CRF fixture; the 480×480 case
+/// (big_*) only with `big`.
+fn cases(big: bool) -> Vec<(&'static str, Array3<u8>, Array3<f32>, Array2<u32>)> {
+    let argmax = |q: ArrayD<f32>| -> Array2<u32> {
+        q.map_axis(Axis(0), |col| {
+            let mut best = 0;
+            for l in 1..col.len() {
+                if col[l] > col[best] {
+                    best = l;
+                }
+            }
+            best as u32
+        })
+        .into_dimensionality()
+        .unwrap()
+    };
+    let small = png_rgb("small_image.png");
+    let mut v = vec![
+        (
+            "small",
+            small.clone(),
+            mask_unary(png_mask("small_mask.png")),
+            argmax(npy_f32("small_q.npy")),
+        ),
+        (
+            "resize",
+            small,
+            npy_f32("resize_unary.npy").into_dimensionality().unwrap(),
+            argmax(npy_f32("resize_q.npy")),
+        ),
+    ];
+    for m in [3, 5] {
+        let name = if m == 3 { "labels3" } else { "labels5" };
+        v.push((
+            name,
+            npy_u8(&format!("{name}_image.npy")).into_dimensionality().unwrap(),
+            npy_f32(&format!("{name}_unary.npy")).into_dimensionality().unwrap(),
+            argmax(npy_f32(&format!("{name}_q.npy"))),
+        ));
+    }
+    for name in ["gray", "rgba"] {
+        let mask: Array2<u8> = npy_u8(&format!("{name}_mask.npy")).into_dimensionality().unwrap();
+        v.push((
+            name,
+            npy_u8(&format!("{name}_image.npy")).into_dimensionality().unwrap(),
+            mask_unary(mask.mapv(|x| x != 0)),
+            argmax(npy_f32(&format!("{name}_q.npy"))),
+        ));
+    }
+    if big {
+        let labels = png_mask("big_labels.png").mapv(u32::from);
+        v.push((
+            "big",
+            png_rgb("big_image.png"),
+            mask_unary(png_mask("big_mask.png")),
+            labels,
+        ));
+    }
+    v
+}
+
+fn agreement(a: &Array2<u32>, b: &Array2<u32>) -> f64 {
+    let same = a.iter().zip(b.iter()).filter(|(x, y)| x == y).count();
+    same as f64 / a.len() as f64
+}
+
+/// Every fixture, every schedule: the device's labels against pydensecrf's and the CPU's
+/// (≥ 99.9 %), and its marginals against the CPU's.
+#[test]
+fn crf_fixtures_agree_with_pydensecrf_under_every_schedule() {
+    let params = CrfParams::default();
+    let big = std::env::var_os("EXPLAINSEG_CRF_BIG").is_some();
+    for (name, image, unary, reference) in cases(big) {
+        let cpu = dense_crf(image.view(), unary.view(), &params).unwrap();
+        for s in Schedule::ALL {
+            let dev = device(s);
+            let got = dense_crf_on(Some(&dev), image.view(), unary.view(), &params).unwrap();
+            let (vs_ref, vs_cpu) = (agreement(&got.labels, &reference), agreement(&got.labels, &cpu.labels));
+            let max_dq = got
+                .probs
+                .iter()
+                .zip(cpu.probs.iter())
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            eprintln!(
+                "{name} {:?} {s:?}: labels = pydensecrf on {:.4} %, = CPU on {:.4} %; max |Q − Q_cpu| = {max_dq:e}",
+                image.dim(),
+                100.0 * vs_ref,
+                100.0 * vs_cpu
+            );
+            assert!(vs_ref >= 0.999 && vs_cpu >= 0.999, "{name} {s:?}");
+        }
+    }
+}
+
+fn spec_of(p: &CrfParams) -> CrfSpec {
+    CrfSpec {
+        n_iterations: p.n_iterations,
+        positional: Some((p.pos_sxy_px, p.pos_weight)),
+        bilateral: Some((p.bi_sxy_px, p.bi_srgb, p.bi_weight)),
+    }
+}
+
+/// A second call of the same size allocates nothing; launches, copies and host syncs
+/// per call are as designed (one upload each of image and unary, one download, one sync).
+#[test]
+fn repeated_calls_reuse_buffers_and_counts_are_pinned() {
+    let img = test_image(21, 26, 5);
+    let (h, w, c) = img.dim();
+    let mask = Array2::from_shape_fn((h, w), |(y, x)| (5..16).contains(&y) && (6..20).contains(&x));
+    let unary = mask_unary(mask);
+    let m = 2;
+    let u: Vec<f32> = (0..h * w)
+        .flat_map(|p| (0..m).map(move |l| (p, l)))
+        .map(|(p, l)| unary[[l, p / w, p % w]])
+        .collect();
+    let params = CrfParams {
+        n_iterations: 3,
+        ..CrfParams::default()
+    };
+    let spec = spec_of(&params);
+    let dev = device(Schedule::Forward);
+    let image = CrfImage {
+        pixels: img.as_slice().unwrap(),
+        h,
+        w,
+        channels: c,
+    };
+    let first = dev.run(image, &u, m, &spec, false).unwrap();
+    let before = dev.counters();
+    let second = dev.run(image, &u, m, &spec, false).unwrap();
+    let per_call = dev.counters().since(&before);
+    assert_eq!(first, second);
+    assert_eq!(per_call.allocs, 0, "{per_call:?}");
+    assert_eq!(per_call.launches, run_launches((h, w, c), &spec).unwrap(), "{per_call:?}");
+    assert_eq!((per_call.htod_copies, per_call.htod_bytes), (2, (h * w * c + h * w * m * 4) as u64));
+    assert_eq!((per_call.dtoh_copies, per_call.dtoh_bytes, per_call.syncs), (1, (h * w * 4) as u64, 1));
+    eprintln!("one 21×26 call, 3 iterations: {per_call:?}");
+    // The same labels as the CPU's refine_mask.
+    let cpu = dense_crf(img.view(), unary.view(), &params).unwrap();
+    let labels = Array2::from_shape_fn((h, w), |(y, x)| second.labels[y * w + x] as u32);
+    assert_eq!(labels, cpu.labels);
+    // Another size: new buffers, then reused again.
+    let img2 = test_image(12, 13, 6);
+    let u2 = vec![0.5f32; 12 * 13 * m];
+    let image2 = CrfImage {
+        pixels: img2.as_slice().unwrap(),
+        h: 12,
+        w: 13,
+        channels: 3,
+    };
+    let a = dev.counters();
+    dev.run(image2, &u2, m, &spec, true).unwrap();
+    assert!(dev.counters().since(&a).allocs > 0);
+    let b = dev.counters();
+    dev.run(image2, &u2, m, &spec, true).unwrap();
+    assert_eq!(dev.counters().since(&b).allocs, 0);
+}
+
+/// Inputs the device lattice cannot take are errors that say so, never a CPU stand-in.
+#[test]
+fn device_refusals_are_clear_errors() {
+    let dev = device(Schedule::Forward);
+    // 7 channels: 9 lattice features, beyond the kernels' 8.
+    let img = Array3::from_shape_fn((6, 7, 7), |(y, x, k)| (y * 7 + x + k) as u8);
+    let unary = Array3::from_elem((2, 6, 7), 0.5f32);
+    let e = dense_crf_on(Some(&dev), img.view(), unary.view(), &CrfParams::default()).unwrap_err();
+    assert!(e.to_string().contains("device"), "{e}");
+    // The CPU takes it.
+    dense_crf(img.view(), unary.view(), &CrfParams::default()).unwrap();
+    // Bad shapes are caught before the device.
+    let bad = Array3::from_elem((2, 5, 7), 0.5f32);
+    assert!(dense_crf_on(Some(&dev), img.view(), bad.view(), &CrfParams::default()).is_err());
+    // No GPU here: the cuda device is unavailable (or, in a build without it, absent).
+    if std::env::var_os("EXPLAINSEG_REQUIRE_GPU").is_none() {
+        if let Err(e) = crf_device_for(Device::Cuda) {
+            assert!(e.to_string().contains("CUDA"), "{e}");
+        }
+    }
+    assert!(crf_device_for(Device::Cpu).unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------
+// The CLI.
+
+fn bin() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_explainseg"))
+}
+
+#[test]
+fn cli_crf_on_cuda_emu_matches_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |device: &str| {
+        let out = dir.path().join(format!("{device}.png"));
+        let probs = dir.path().join(format!("{device}.npy"));
+        let st = bin()
+            .args(["crf", "--image"])
+            .arg(fixture("small_image.png"))
+            .arg("--mask")
+            .arg(fixture("small_mask.png"))
+            .arg("--out")
+            .arg(&out)
+            .arg("--probs")
+            .arg(&probs)
+            .args(["--device", device])
+            .output()
+            .unwrap();
+        assert!(st.status.success(), "{device}: {}", String::from_utf8_lossy(&st.stderr));
+        (std::fs::read(out).unwrap(), npy_path(&probs))
+    };
+    let (cpu_png, cpu_q) = run("cpu");
+    let (emu_png, emu_q) = run("cuda-emu");
+    assert_eq!(cpu_png, emu_png, "refined masks differ");
+    let max_dq = cpu_q.iter().zip(emu_q.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    eprintln!("crf CLI small 117×121: identical masks, max |Q_emu − Q_cpu| = {max_dq:e}");
+    assert!(max_dq <= 1e-6, "{max_dq:e}");
+    // Without a GPU, --device cuda is an error naming CUDA, and writes nothing.
+    if std::env::var_os("EXPLAINSEG_REQUIRE_GPU").is_none() {
+        let out = dir.path().join("cuda.png");
+        let st = bin()
+            .args(["crf", "--image"])
+            .arg(fixture("small_image.png"))
+            .arg("--mask")
+            .arg(fixture("small_mask.png"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--device", "cuda"])
+            .output()
+            .unwrap();
+        if !st.status.success() {
+            let err = String::from_utf8_lossy(&st.stderr);
+            assert!(err.contains("CUDA"), "{err}");
+            assert!(!out.exists());
+        }
+    }
+}
+
+fn npy_path(p: &std::path::Path) -> ArrayD<f32> {
+    ArrayD::<f32>::read_npy(std::fs::File::open(p).unwrap()).unwrap()
+}
