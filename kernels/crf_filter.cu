@@ -177,8 +177,11 @@ extern "C" __global__ void crf_update_f32(const float* unary, const float* f0, f
     }
 }
 
-// MAP label of each pixel: argmax over labels, ties to the lower label.
-extern "C" __global__ void crf_labels(const float* q, int n, int m, int* labels) {
+// MAP label of each pixel: argmax over labels, ties to the lower label. labels[n] gets
+// the lattices' fault flags (a hashed-key collision), so one download brings both.
+extern "C" __global__ void crf_labels(const float* q, int n, int m, const unsigned* fault0, const unsigned* fault1,
+                                      int* labels) {
+    if (es_global_index() == 0) labels[n] = (int)(*fault0 | *fault1);
     for (long long p = es_global_index(); p < n; p += es_grid_stride()) {
         const float* col = q + p * m;
         int best = 0;

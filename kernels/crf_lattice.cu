@@ -10,6 +10,7 @@
 //   lattice_reset         empties the hash table
 //   lattice_insert        hash insert of every key (64-bit atomicCAS, linear probing) and
 //                         the first entry that uses each key (atomicMin)
+//   lattice_verify        hashed codes only: no two keys share a code
 //   lattice_owner_flags   1 for the entry that first uses its key
 //   (scan)                exclusive prefix sum of the flags: vertex number = rank of the
 //                         key's first use = the CPU's insertion order; independent of
@@ -21,8 +22,11 @@
 //   lattice_starts        first sorted position of each vertex
 //   lattice_neighbors     the two blur neighbours of each vertex along each axis
 //
-// Keys are packed as on the CPU (`Packing`): coordinate i of the first d in `bits`
-// bits at i·bits, offset by 2^(bits−1). The host guarantees the packing fits.
+// Keys are the CPU's codes: where the coordinates fit, packed (`Packing`: coordinate i
+// of the first d in `bits` bits at i·bits, offset by 2^(bits−1)), exact; otherwise
+// (bits = 0) a 64-bit hash of the coordinates, and lattice_verify checks that no two
+// distinct keys share a code (a collision is reported, never used), while the
+// neighbour lookup compares coordinates as the CPU's `KeyTable::matches` does.
 #ifndef ES_COMMON_CUH
 #include "common.cuh"
 #endif
@@ -62,11 +66,10 @@ extern "C" __global__ void crf_features_f32(const unsigned char* image, int n, i
     }
 }
 
-// Locates point p (features f, d of them): packed keys of its d+1 vertices, remainder
-// r = 0..d, and their barycentric weights (Constants::simplex + vertex_codes).
-__device__ void es_lattice_locate(const float* f, int d, int bits, unsigned long long* codes, float* bary) {
-    float el[ES_LATTICE_MAX_D + 1], rem0[ES_LATTICE_MAX_D + 1], b[ES_LATTICE_MAX_D + 2];
-    int rank[ES_LATTICE_MAX_D + 1], inv_rank[ES_LATTICE_MAX_D + 1];
+// Locates a point (features f, d of them): its remainder-0 point, the rank of each
+// coordinate and the barycentric weights of its d+1 vertices (Constants::simplex).
+__device__ void es_lattice_simplex(const float* f, int d, float* rem0, int* rank, float* bary) {
+    float el[ES_LATTICE_MAX_D + 1], b[ES_LATTICE_MAX_D + 2];
     const float dp1f = (float)(d + 1);
     const float inv_dp1 = __fdiv_rn(1.0f, dp1f);
     // The per-axis scale sf[i] = float(sqrt(2/3)·(d+1) / sqrt((i+1)(i+2))), in double.
@@ -119,8 +122,36 @@ __device__ void es_lattice_locate(const float* f, int d, int bits, unsigned long
     }
     b[0] = __fadd_rn(b[0], __fadd_rn(1.0f, b[d + 1]));
     for (int r = 0; r <= d; ++r) bary[r] = b[r];
-    // Packed keys: remainder r's key is rem0 + canonical[r][rank]; from r−1 to r every
-    // coordinate gains 1 and the one of rank d+1−r loses d+1.
+}
+
+// The first d coordinates of the remainder-r vertex: rem0 + canonical[r][rank].
+__device__ __forceinline__ void es_lattice_key(const float* rem0, const int* rank, int d, int r, int* key) {
+    for (int k = 0; k < d; ++k) key[k] = (int)rem0[k] + (rank[k] <= d - r ? r : r - (d + 1));
+}
+
+// The CPU's hashed code of a key (KeyTable::code without packing); never the empty mark.
+__device__ __forceinline__ unsigned long long es_lattice_hash(const int* key, int d) {
+    unsigned long long h = 0x243f6a8885a308d3ull;
+    for (int k = 0; k < d; ++k) {
+        h = (h ^ (unsigned long long)(unsigned)key[k]) * 0x9e3779b97f4a7c15ull;
+        h ^= h >> 29;
+    }
+    return h == ES_EMPTY_KEY ? ES_EMPTY_KEY - 1ull : h;
+}
+
+// Codes of the d+1 vertices of a located point, remainder r = 0..d (vertex_codes: from
+// r−1 to r every coordinate gains 1 and the one of rank d+1−r loses d+1); hashed when
+// bits = 0.
+__device__ void es_lattice_codes(const float* rem0, const int* rank, int d, int bits, unsigned long long* codes) {
+    if (bits == 0) {
+        int key[ES_LATTICE_MAX_D];
+        for (int r = 0; r <= d; ++r) {
+            es_lattice_key(rem0, rank, d, r, key);
+            codes[r] = es_lattice_hash(key, d);
+        }
+        return;
+    }
+    int inv_rank[ES_LATTICE_MAX_D + 1];
     for (int i = 0; i <= d; ++i) inv_rank[rank[i]] = i;
     const long long bias = 1ll << (bits - 1);
     const unsigned long long ones = es_lattice_ones(d, bits);
@@ -135,6 +166,20 @@ __device__ void es_lattice_locate(const float* f, int d, int bits, unsigned long
     }
 }
 
+// The features of point p, or the zero vector for the padding point p = n.
+__device__ __forceinline__ const float* es_point(const float* feats, long long p, int n, int d, const float* zero) {
+    return p < n ? feats + p * d : zero;
+}
+
+// The coordinates of entry e's vertex (point e / (d+1), remainder e % (d+1)).
+__device__ void es_entry_key(const float* feats, int n, int d, long long e, int* key) {
+    const float zero[ES_LATTICE_MAX_D] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float rem0[ES_LATTICE_MAX_D + 1], bary[ES_LATTICE_MAX_D + 1];
+    int rank[ES_LATTICE_MAX_D + 1];
+    es_lattice_simplex(es_point(feats, e / (d + 1), n, d, zero), d, rem0, rank, bary);
+    es_lattice_key(rem0, rank, d, (int)(e % (d + 1)), key);
+}
+
 // Entries e = p·(d+1) + r for points p < n; when `pad`, densecrf's SSE padding adds the
 // vertices of the zero feature vector as entries n·(d+1) + r (keys only, no weight).
 extern "C" __global__ void lattice_locate_f32(const float* feats, int n, int d, int bits, int pad,
@@ -142,14 +187,17 @@ extern "C" __global__ void lattice_locate_f32(const float* feats, int n, int d, 
     const float zero[ES_LATTICE_MAX_D] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     const int points = n + (pad ? 1 : 0);
     for (long long p = es_global_index(); p < points; p += es_grid_stride()) {
-        float b[ES_LATTICE_MAX_D + 1];
-        es_lattice_locate(p < n ? feats + p * d : zero, d, bits, codes + p * (d + 1), b);
+        float rem0[ES_LATTICE_MAX_D + 1], b[ES_LATTICE_MAX_D + 1];
+        int rank[ES_LATTICE_MAX_D + 1];
+        es_lattice_simplex(es_point(feats, p, n, d, zero), d, rem0, rank, b);
+        es_lattice_codes(rem0, rank, d, bits, codes + p * (d + 1));
         if (p < n)
             for (int r = 0; r <= d; ++r) bary[p * (d + 1) + r] = b[r];
     }
 }
 
-extern "C" __global__ void lattice_reset(unsigned long long* keys, unsigned* first, int slots) {
+extern "C" __global__ void lattice_reset(unsigned long long* keys, unsigned* first, int slots, unsigned* fault) {
+    if (es_global_index() == 0) *fault = 0u;
     for (long long s = es_global_index(); s < slots; s += es_grid_stride()) {
         keys[s] = ES_EMPTY_KEY;
         first[s] = 0xffffffffu;
@@ -175,6 +223,21 @@ extern "C" __global__ void lattice_insert(const unsigned long long* codes, int e
     }
 }
 
+// Hashed codes only: every entry's key must equal the key of the first entry with its
+// code; otherwise two keys collided in 64 bits and *fault is set (the host reports it).
+extern "C" __global__ void lattice_verify(const float* feats, int n, int d, const unsigned* slot_of,
+                                          const unsigned* first, int entries, unsigned* fault) {
+    for (long long e = es_global_index(); e < entries; e += es_grid_stride()) {
+        const unsigned owner = first[slot_of[e]];
+        if (owner == (unsigned)e) continue;
+        int a[ES_LATTICE_MAX_D], b[ES_LATTICE_MAX_D];
+        es_entry_key(feats, n, d, e, a);
+        es_entry_key(feats, n, d, owner, b);
+        for (int k = 0; k < d; ++k)
+            if (a[k] != b[k]) *fault = 1u;
+    }
+}
+
 extern "C" __global__ void lattice_owner_flags(const unsigned* slot_of, const unsigned* first, int entries,
                                                unsigned* flags) {
     for (long long e = es_global_index(); e < entries; e += es_grid_stride())
@@ -184,11 +247,13 @@ extern "C" __global__ void lattice_owner_flags(const unsigned* slot_of, const un
 // `number` is the exclusive scan of the owner flags.
 extern "C" __global__ void lattice_number(const unsigned long long* codes, const unsigned* slot_of,
                                           const unsigned* flags, const unsigned* number, int entries,
-                                          unsigned* vertex_of_slot, unsigned long long* vertex_code) {
+                                          unsigned* vertex_of_slot, unsigned long long* vertex_code,
+                                          unsigned* vertex_entry) {
     for (long long e = es_global_index(); e < entries; e += es_grid_stride())
         if (flags[e]) {
             vertex_of_slot[slot_of[e]] = number[e];
             vertex_code[number[e]] = codes[e];
+            vertex_entry[number[e]] = (unsigned)e;
         }
 }
 
@@ -210,15 +275,27 @@ extern "C" __global__ void lattice_starts(const unsigned* sorted_vertex, int ent
     }
 }
 
-// Slot (vertex + 1) of the key `code`, or 0 when it is not in the lattice.
-__device__ __forceinline__ unsigned es_lattice_find(unsigned long long code, const unsigned long long* keys,
-                                                    const unsigned* vertex_of_slot, int shift_bits) {
+// Slot (vertex + 1) of the key `code`, or 0 when it is not in the lattice. With hashed
+// codes (`key` given) the found vertex's coordinates must be `key` (else a key outside
+// the lattice hashed onto one inside it: not found, as on the CPU).
+__device__ unsigned es_lattice_find(unsigned long long code, const unsigned long long* keys,
+                                    const unsigned* vertex_of_slot, int shift_bits, const int* key,
+                                    const float* feats, int n, int d, const unsigned* vertex_entry) {
     const unsigned mask = (1u << shift_bits) - 1u;
     unsigned h = es_lattice_home(code, shift_bits);
     for (;;) {
         const unsigned long long k = keys[h];
         if (k == ES_EMPTY_KEY) return 0u;
-        if (k == code) return vertex_of_slot[h] + 1u;
+        if (k == code) {
+            const unsigned v = vertex_of_slot[h];
+            if (key) {
+                int other[ES_LATTICE_MAX_D];
+                es_entry_key(feats, n, d, vertex_entry[v], other);
+                for (int i = 0; i < d; ++i)
+                    if (other[i] != key[i]) return 0u;
+            }
+            return v + 1u;
+        }
         h = (h + 1u) & mask;
     }
 }
@@ -227,16 +304,33 @@ __device__ __forceinline__ unsigned es_lattice_find(unsigned long long code, con
 // step along axis j, e = (d+1)·e_j − 1 (for j = d: −1 in every stored coordinate).
 extern "C" __global__ void lattice_neighbors(const unsigned long long* vertex_code, const unsigned* n_vertices,
                                              const unsigned long long* keys, const unsigned* vertex_of_slot,
-                                             int d, int bits, int shift_bits, int stride, unsigned* nb) {
+                                             const float* feats, int n, const unsigned* vertex_entry, int d,
+                                             int bits, int shift_bits, int stride, unsigned* nb) {
     const long long nv = (long long)*n_vertices;
-    const unsigned long long ones = es_lattice_ones(d, bits);
+    const unsigned long long ones = bits ? es_lattice_ones(d, bits) : 0ull;
     for (long long i = es_global_index(); i < nv * (d + 1); i += es_grid_stride()) {
         const int j = (int)(i / nv);
         const long long v = i % nv;
-        const unsigned long long step = j < d ? (unsigned long long)(d + 1) << (j * bits) : 0ull;
-        const unsigned long long code = vertex_code[v];
         unsigned* out = nb + ((long long)j * stride + v) * 2;
-        out[0] = es_lattice_find(code - ones + step, keys, vertex_of_slot, shift_bits);
-        out[1] = es_lattice_find(code + ones - step, keys, vertex_of_slot, shift_bits);
+        if (bits) {
+            const unsigned long long step = j < d ? (unsigned long long)(d + 1) << (j * bits) : 0ull;
+            const unsigned long long code = vertex_code[v];
+            out[0] = es_lattice_find(code - ones + step, keys, vertex_of_slot, shift_bits, nullptr, feats, n, d,
+                                     vertex_entry);
+            out[1] = es_lattice_find(code + ones - step, keys, vertex_of_slot, shift_bits, nullptr, feats, n, d,
+                                     vertex_entry);
+        } else {
+            int key[ES_LATTICE_MAX_D], n1[ES_LATTICE_MAX_D], n2[ES_LATTICE_MAX_D];
+            es_entry_key(feats, n, d, vertex_entry[v], key);
+            for (int k = 0; k < d; ++k) {
+                const int step = k == j ? d + 1 : 0;
+                n1[k] = key[k] - 1 + step;
+                n2[k] = key[k] + 1 - step;
+            }
+            out[0] = es_lattice_find(es_lattice_hash(n1, d), keys, vertex_of_slot, shift_bits, n1, feats, n, d,
+                                     vertex_entry);
+            out[1] = es_lattice_find(es_lattice_hash(n2, d), keys, vertex_of_slot, shift_bits, n2, feats, n, d,
+                                     vertex_entry);
+        }
     }
 }

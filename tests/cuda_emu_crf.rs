@@ -79,7 +79,12 @@ fn lattice_filter_is_the_cpu_lattice_bit_for_bit() {
     // 23×29 = 667 points (n % 4 = 3: densecrf's zero-point padding vertices join).
     let img = test_image(23, 29, 3);
     let n = 23 * 29;
-    for (what, sxy, srgb) in [("d=2", 3.0, None), ("d=5", 5.0, Some(5.0))] {
+    // srgb = 0.4: coordinates beyond 12 bits, so both sides hash the d = 5 keys.
+    for (what, sxy, srgb) in [
+        ("d=2", 3.0, None),
+        ("d=5", 5.0, Some(5.0)),
+        ("d=5 hashed keys", 5.0, Some(0.4)),
+    ] {
         let (f, d) = features(&img, sxy, srgb);
         for vs in [1usize, 2, 3] {
             let input: Vec<f32> = bytes(7, n * vs).iter().map(|&b| b as f32 / 255.0).collect();
@@ -173,16 +178,24 @@ fn cases(big: bool) -> Vec<(&'static str, Array3<u8>, Array3<f32>, Array2<u32>)>
         let name = if m == 3 { "labels3" } else { "labels5" };
         v.push((
             name,
-            npy_u8(&format!("{name}_image.npy")).into_dimensionality().unwrap(),
-            npy_f32(&format!("{name}_unary.npy")).into_dimensionality().unwrap(),
+            npy_u8(&format!("{name}_image.npy"))
+                .into_dimensionality()
+                .unwrap(),
+            npy_f32(&format!("{name}_unary.npy"))
+                .into_dimensionality()
+                .unwrap(),
             argmax(npy_f32(&format!("{name}_q.npy"))),
         ));
     }
     for name in ["gray", "rgba"] {
-        let mask: Array2<u8> = npy_u8(&format!("{name}_mask.npy")).into_dimensionality().unwrap();
+        let mask: Array2<u8> = npy_u8(&format!("{name}_mask.npy"))
+            .into_dimensionality()
+            .unwrap();
         v.push((
             name,
-            npy_u8(&format!("{name}_image.npy")).into_dimensionality().unwrap(),
+            npy_u8(&format!("{name}_image.npy"))
+                .into_dimensionality()
+                .unwrap(),
             mask_unary(mask.mapv(|x| x != 0)),
             argmax(npy_f32(&format!("{name}_q.npy"))),
         ));
@@ -215,7 +228,10 @@ fn crf_fixtures_agree_with_pydensecrf_under_every_schedule() {
         for s in Schedule::ALL {
             let dev = device(s);
             let got = dense_crf_on(Some(&dev), image.view(), unary.view(), &params).unwrap();
-            let (vs_ref, vs_cpu) = (agreement(&got.labels, &reference), agreement(&got.labels, &cpu.labels));
+            let (vs_ref, vs_cpu) = (
+                agreement(&got.labels, &reference),
+                agreement(&got.labels, &cpu.labels),
+            );
             let max_dq = got
                 .probs
                 .iter()
@@ -246,7 +262,9 @@ fn spec_of(p: &CrfParams) -> CrfSpec {
 fn repeated_calls_reuse_buffers_and_counts_are_pinned() {
     let img = test_image(21, 26, 5);
     let (h, w, c) = img.dim();
-    let mask = Array2::from_shape_fn((h, w), |(y, x)| (5..16).contains(&y) && (6..20).contains(&x));
+    let mask = Array2::from_shape_fn((h, w), |(y, x)| {
+        (5..16).contains(&y) && (6..20).contains(&x)
+    });
     let unary = mask_unary(mask);
     let m = 2;
     let u: Vec<f32> = (0..h * w)
@@ -271,9 +289,19 @@ fn repeated_calls_reuse_buffers_and_counts_are_pinned() {
     let per_call = dev.counters().since(&before);
     assert_eq!(first, second);
     assert_eq!(per_call.allocs, 0, "{per_call:?}");
-    assert_eq!(per_call.launches, run_launches((h, w, c), &spec).unwrap(), "{per_call:?}");
-    assert_eq!((per_call.htod_copies, per_call.htod_bytes), (2, (h * w * c + h * w * m * 4) as u64));
-    assert_eq!((per_call.dtoh_copies, per_call.dtoh_bytes, per_call.syncs), (1, (h * w * 4) as u64, 1));
+    assert_eq!(
+        per_call.launches,
+        run_launches((h, w, c), &spec).unwrap(),
+        "{per_call:?}"
+    );
+    assert_eq!(
+        (per_call.htod_copies, per_call.htod_bytes),
+        (2, (h * w * c + h * w * m * 4) as u64)
+    );
+    assert_eq!(
+        (per_call.dtoh_copies, per_call.dtoh_bytes, per_call.syncs),
+        (1, (h * w * 4 + 4) as u64, 1)
+    );
     eprintln!("one 21×26 call, 3 iterations: {per_call:?}");
     // The same labels as the CPU's refine_mask.
     let cpu = dense_crf(img.view(), unary.view(), &params).unwrap();
@@ -344,13 +372,20 @@ fn cli_crf_on_cuda_emu_matches_cpu() {
             .args(["--device", device])
             .output()
             .unwrap();
-        assert!(st.status.success(), "{device}: {}", String::from_utf8_lossy(&st.stderr));
+        assert!(
+            st.status.success(),
+            "{device}: {}",
+            String::from_utf8_lossy(&st.stderr)
+        );
         (std::fs::read(out).unwrap(), npy_path(&probs))
     };
     let (cpu_png, cpu_q) = run("cpu");
     let (emu_png, emu_q) = run("cuda-emu");
     assert_eq!(cpu_png, emu_png, "refined masks differ");
-    let max_dq = cpu_q.iter().zip(emu_q.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let max_dq = cpu_q
+        .iter()
+        .zip(emu_q.iter())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     eprintln!("crf CLI small 117×121: identical masks, max |Q_emu − Q_cpu| = {max_dq:e}");
     assert!(max_dq <= 1e-6, "{max_dq:e}");
     // Without a GPU, --device cuda is an error naming CUDA, and writes nothing.

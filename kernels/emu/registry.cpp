@@ -30,7 +30,7 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(softmax_bwd_f32),
         // DenseCRF (crf_lattice.cu, crf_sort.cu, crf_filter.cu).
         ES_KERNEL(crf_features_f32),  ES_KERNEL(lattice_locate_f32), ES_KERNEL(lattice_reset),
-        ES_KERNEL(lattice_insert),    ES_KERNEL(lattice_owner_flags), ES_KERNEL(lattice_number),
+        ES_KERNEL(lattice_insert),    ES_KERNEL(lattice_verify),    ES_KERNEL(lattice_owner_flags), ES_KERNEL(lattice_number),
         ES_KERNEL(lattice_entry_vertex), ES_KERNEL(lattice_starts),  ES_KERNEL(lattice_neighbors),
         ES_KERNEL(scan_exclusive_u32), ES_KERNEL(radix_histogram_u32), ES_KERNEL(radix_scatter_u32),
         ES_KERNEL(lattice_splat_f32), ES_KERNEL(lattice_blur_f32),   ES_KERNEL(lattice_slice_f32),

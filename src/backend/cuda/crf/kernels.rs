@@ -126,15 +126,59 @@ pub(crate) fn reset(
     keys: &mut ViewMut<u64>,
     first: &mut ViewMut<u32>,
     slots: usize,
+    fault: &mut ViewMut<u32>,
 ) -> Result<()> {
     need("reset.keys", keys.len(), slots)?;
     need("reset.first", first.len(), slots)?;
+    need("reset.fault", fault.len(), 1)?;
     launch(
         dev,
         KernelFile::CrfLattice,
         "lattice_reset",
         elems(slots),
-        &[pm(keys), pm(first), KArg::I32(int("slots", slots)?)],
+        &[
+            pm(keys),
+            pm(first),
+            KArg::I32(int("slots", slots)?),
+            pm(fault),
+        ],
+    )
+}
+
+/// Hashed keys: sets `fault` when two keys share a code.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn verify(
+    dev: &dyn DeviceApi,
+    feats: &View<f32>,
+    n: usize,
+    d: usize,
+    slot_of: &View<u32>,
+    first: &View<u32>,
+    slots: usize,
+    entries: usize,
+    fault: &mut ViewMut<u32>,
+) -> Result<()> {
+    need("verify.feats", feats.len(), n * d)?;
+    need("verify.slot_of", slot_of.len(), entries)?;
+    need("verify.first", first.len(), slots)?;
+    need("verify.fault", fault.len(), 1)?;
+    if entries > (n + 1) * (d + 1) {
+        return Err(Error::Internal("verify: more entries than points".into()));
+    }
+    launch(
+        dev,
+        KernelFile::CrfLattice,
+        "lattice_verify",
+        elems(entries),
+        &[
+            p(feats),
+            KArg::I32(int("points", n)?),
+            KArg::I32(int("d", d)?),
+            p(slot_of),
+            p(first),
+            KArg::I32(int("entries", entries)?),
+            pm(fault),
+        ],
     )
 }
 
@@ -205,6 +249,7 @@ pub(crate) fn number(
     slots: usize,
     vertex_of_slot: &mut ViewMut<u32>,
     vertex_code: &mut ViewMut<u64>,
+    vertex_entry: &mut ViewMut<u32>,
 ) -> Result<()> {
     for (what, len) in [
         ("number.codes", codes.len()),
@@ -212,6 +257,7 @@ pub(crate) fn number(
         ("number.flags", flags.len()),
         ("number.number", number.len()),
         ("number.vertex_code", vertex_code.len()),
+        ("number.vertex_entry", vertex_entry.len()),
     ] {
         need(what, len, entries)?;
     }
@@ -229,6 +275,7 @@ pub(crate) fn number(
             KArg::I32(int("entries", entries)?),
             pm(vertex_of_slot),
             pm(vertex_code),
+            pm(vertex_entry),
         ],
     )
 }
@@ -283,12 +330,20 @@ pub(crate) fn starts(
     )
 }
 
+/// The arrays a neighbour lookup reads besides the table.
+pub(crate) struct Vertices<'a> {
+    pub code: View<'a, u64>,
+    pub entry: View<'a, u32>,
+    pub count: View<'a, u32>,
+    pub feats: View<'a, f32>,
+    pub n: usize,
+}
+
 /// Neighbour slots `(d+1, stride, 2)`; `stride` ≥ the vertex count (the entry count).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn neighbors(
     dev: &dyn DeviceApi,
-    vertex_code: &View<u64>,
-    n_vertices: &View<u32>,
+    vertices: &Vertices,
     keys: &View<u64>,
     vertex_of_slot: &View<u32>,
     d: usize,
@@ -298,6 +353,20 @@ pub(crate) fn neighbors(
     nb: &mut ViewMut<u32>,
 ) -> Result<()> {
     let slots = 1usize << shift_bits;
+    let Vertices {
+        code: vertex_code,
+        entry: vertex_entry,
+        count: n_vertices,
+        feats,
+        n,
+    } = vertices;
+    need("neighbors.vertex_entry", vertex_entry.len(), stride)?;
+    need("neighbors.feats", feats.len(), n * d)?;
+    if stride > (n + 1) * (d + 1) {
+        return Err(Error::Internal(
+            "neighbors: more entries than points".into(),
+        ));
+    }
     need("neighbors.vertex_code", vertex_code.len(), stride)?;
     need("neighbors.n_vertices", n_vertices.len(), 1)?;
     need("neighbors.keys", keys.len(), slots)?;
@@ -313,6 +382,9 @@ pub(crate) fn neighbors(
             p(n_vertices),
             p(keys),
             p(vertex_of_slot),
+            p(feats),
+            KArg::I32(int("points", *n)?),
+            p(vertex_entry),
             KArg::I32(int("d", d)?),
             KArg::I32(bits as i32),
             KArg::I32(shift_bits as i32),
@@ -631,15 +703,19 @@ pub(crate) fn update(
     )
 }
 
+/// Labels `(n)` and, in `out[n]`, the two lattices' fault flags or'ed.
 pub(crate) fn labels(
     dev: &dyn DeviceApi,
     q: &View<f32>,
     n: usize,
     m: usize,
+    faults: [&View<u32>; 2],
     out: &mut ViewMut<i32>,
 ) -> Result<()> {
     need("labels.q", q.len(), n * m)?;
-    need("labels.out", out.len(), n)?;
+    need("labels.out", out.len(), n + 1)?;
+    need("labels.fault0", faults[0].len(), 1)?;
+    need("labels.fault1", faults[1].len(), 1)?;
     launch(
         dev,
         KernelFile::CrfFilter,
@@ -649,6 +725,8 @@ pub(crate) fn labels(
             p(q),
             KArg::I32(int("n", n)?),
             KArg::I32(int("labels", m)?),
+            p(faults[0]),
+            p(faults[1]),
             pm(out),
         ],
     )

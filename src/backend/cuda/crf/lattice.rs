@@ -3,16 +3,16 @@
 //! the device, and filtering (splat, blur along each axis, slice). The kernels and why
 //! the result does not depend on the thread schedule: kernels/crf_lattice.cu.
 
-use super::kernels::{self, LatticeView, RADIX_BUCKETS, RADIX_TILE};
+use super::kernels::{self, LatticeView, Vertices, RADIX_BUCKETS, RADIX_TILE};
 use super::plan::Plan;
 use crate::backend::cuda::api::{Dev, DevBuf, View, ViewMut};
 use crate::error::Result;
 
 /// Launches of one [`DeviceLattice::build`] (the features kernel not included).
 pub(crate) fn build_launches(plan: &Plan) -> u64 {
-    // locate, reset, insert, owner flags, scan, number, entry vertex, starts,
-    // neighbours; histogram + scan + scatter per radix pass.
-    9 + 3 * u64::from(plan.radix_passes())
+    // locate, reset, insert, (verify, hashed keys only), owner flags, scan, number,
+    // entry vertex, starts, neighbours; histogram + scan + scatter per radix pass.
+    9 + u64::from(plan.bits == 0) + 3 * u64::from(plan.radix_passes())
 }
 
 /// Launches of one [`DeviceLattice::filter`]: splat, d+1 blurs, slice.
@@ -37,6 +37,7 @@ pub(crate) struct DeviceLattice {
     n_vertices: DevBuf<u32>,
     vertex_of_slot: DevBuf<u32>,
     vertex_code: DevBuf<u64>,
+    vertex_entry: DevBuf<u32>,
     vertex: DevBuf<u32>,
     entry: DevBuf<u32>,
     sort: [(DevBuf<u32>, DevBuf<u32>); 2],
@@ -46,6 +47,8 @@ pub(crate) struct DeviceLattice {
     start: DevBuf<u32>,
     nb: DevBuf<u32>,
     values: [DevBuf<f32>; 2],
+    /// Set on the device when two hashed keys collide (read with the labels).
+    pub fault: DevBuf<u32>,
 }
 
 impl DeviceLattice {
@@ -68,6 +71,7 @@ impl DeviceLattice {
             n_vertices: u32s(1)?,
             vertex_of_slot: u32s(s)?,
             vertex_code: DevBuf::zeros(dev, e)?,
+            vertex_entry: u32s(e)?,
             vertex: u32s(e)?,
             entry: u32s(e)?,
             sort: [(u32s(e)?, u32s(e)?), (u32s(e)?, u32s(e)?)],
@@ -80,6 +84,7 @@ impl DeviceLattice {
                 DevBuf::zeros(dev, (e + 1) * max_vs)?,
                 DevBuf::zeros(dev, (e + 1) * max_vs)?,
             ],
+            fault: u32s(1)?,
         })
     }
 
@@ -103,6 +108,7 @@ impl DeviceLattice {
             &mut self.keys.as_view_mut(),
             &mut self.first.as_view_mut(),
             s,
+            &mut self.fault.as_view_mut(),
         )?;
         kernels::insert(
             g,
@@ -113,6 +119,19 @@ impl DeviceLattice {
             &mut self.first.as_view_mut(),
             &mut self.slot_of.as_view_mut(),
         )?;
+        if p.bits == 0 {
+            kernels::verify(
+                g,
+                &self.feats.as_view(),
+                p.n,
+                p.d,
+                &self.slot_of.as_view(),
+                &self.first.as_view(),
+                s,
+                e,
+                &mut self.fault.as_view_mut(),
+            )?;
+        }
         kernels::owner_flags(
             g,
             &self.slot_of.as_view(),
@@ -139,6 +158,7 @@ impl DeviceLattice {
             s,
             &mut self.vertex_of_slot.as_view_mut(),
             &mut self.vertex_code.as_view_mut(),
+            &mut self.vertex_entry.as_view_mut(),
         )?;
         kernels::entry_vertex(
             g,
@@ -157,10 +177,16 @@ impl DeviceLattice {
             e,
             &mut self.start.as_view_mut(),
         )?;
+        let vertices = Vertices {
+            code: self.vertex_code.as_view(),
+            entry: self.vertex_entry.as_view(),
+            count: self.n_vertices.as_view(),
+            feats: self.feats.as_view(),
+            n: p.n,
+        };
         kernels::neighbors(
             g,
-            &self.vertex_code.as_view(),
-            &self.n_vertices.as_view(),
+            &vertices,
             &self.keys.as_view(),
             &self.vertex_of_slot.as_view(),
             p.d,
@@ -272,8 +298,8 @@ impl DeviceLattice {
         )
     }
 
-    /// The vertex count (a download: for tests).
-    pub(crate) fn n_vertices(&self) -> Result<u32> {
-        Ok(self.n_vertices.download()?[0])
+    /// The vertex count and the fault flag (downloads: for tests).
+    pub(crate) fn n_vertices_and_fault(&self) -> Result<(u32, u32)> {
+        Ok((self.n_vertices.download()?[0], self.fault.download()?[0]))
     }
 }

@@ -21,7 +21,10 @@ pub(crate) struct MeanField {
     norms: [DevBuf<f32>; 2],
     ones: DevBuf<f32>,
     filtered_ones: DevBuf<f32>,
+    /// Labels, then the fault flag of the lattices.
     labels: DevBuf<i32>,
+    /// A zero flag standing for an absent kernel's.
+    no_fault: DevBuf<u32>,
 }
 
 impl MeanField {
@@ -36,7 +39,8 @@ impl MeanField {
             norms: [f(n)?, f(n)?],
             ones: f(n)?,
             filtered_ones: f(n)?,
-            labels: DevBuf::zeros(dev, n)?,
+            labels: DevBuf::zeros(dev, n + 1)?,
+            no_fault: DevBuf::zeros(dev, 1)?,
         })
     }
 }
@@ -180,8 +184,22 @@ pub(crate) fn run(
             &mut mf.q.as_view_mut(),
         )?;
     }
-    kernels::labels(g, &mf.q.as_view(), n, m, &mut mf.labels.as_view_mut())?;
-    let labels = mf.labels.download()?;
+    let fault = |k: usize| match &lattices[k] {
+        Some(l) if k < weights.len() => l.fault.as_view(),
+        _ => mf.no_fault.as_view(),
+    };
+    kernels::labels(
+        g,
+        &mf.q.as_view(),
+        n,
+        m,
+        [&fault(0), &fault(1)],
+        &mut mf.labels.as_view_mut(),
+    )?;
+    let mut labels = mf.labels.download()?;
+    if labels.pop() != Some(0) {
+        return Err(super::collision());
+    }
     let probs = if want_probs {
         Some(mf.q.download()?)
     } else {

@@ -187,8 +187,20 @@ impl CrfDevice {
             vs,
             &mut out.as_view_mut(),
         )?;
-        Ok((out.download()?, lattice.n_vertices()?))
+        let (vertices, fault) = lattice.n_vertices_and_fault()?;
+        if fault != 0 {
+            return Err(collision());
+        }
+        Ok((out.download()?, vertices))
     }
+}
+
+/// The error of a 64-bit collision of two hashed lattice keys (never seen in practice;
+/// the result would be wrong, so it is refused).
+pub(crate) fn collision() -> Error {
+    Error::Internal(
+        "DenseCRF on the device: two lattice keys share a 64-bit hash; use the cpu device".into(),
+    )
 }
 
 /// Launches of one [`CrfDevice::run`] on an `(h, w, channels)` image with `labels`

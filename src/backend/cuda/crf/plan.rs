@@ -15,7 +15,7 @@ const LIMIT: f64 = (1u64 << 22) as f64;
 pub(crate) struct Plan {
     pub n: usize,
     pub d: usize,
-    /// Bits per packed coordinate.
+    /// Bits per packed coordinate; 0: the keys are hashed (they do not pack into 64 bits).
     pub bits: u32,
     /// densecrf's SSE padding: the zero feature vector's vertices join when n % 4 ≠ 0.
     pub pad: bool,
@@ -38,9 +38,8 @@ impl Plan {
     ///
     /// # Errors
     /// [`Error::InvalidParam`] when a coordinate would leave the exact range (as on the
-    /// CPU), when the keys do not pack into 64 bits (the CPU then hashes them; the device
-    /// lattice does not), for more than [`MAX_D`] features, or for sizes beyond the
-    /// kernels' 32-bit indices.
+    /// CPU), for more than [`MAX_D`] features, or for sizes beyond the kernels' 32-bit
+    /// indices.
     pub(crate) fn new(n: usize, max_abs: &[f64]) -> Result<Plan> {
         let d = max_abs.len();
         if d == 0 || d > MAX_D {
@@ -64,14 +63,10 @@ impl Plan {
                 format!("lattice coordinates up to {bound:e} out of range: a standard deviation (sxy, srgb) is too small"),
             ));
         }
+        // The CPU's packing decision (`Packing::new`); where it fails, hashed keys.
         let bits = (64 / d as u32).min(32);
-        let bias = 1i64 << (bits - 1);
-        if bits < 2 || bound >= (bias - 1) as f64 {
-            return Err(Error::param(
-                "features",
-                format!("DenseCRF on the device needs lattice keys of {bits} bits per coordinate; coordinates reach {bound:e} (use the cpu device)"),
-            ));
-        }
+        let packed = bits >= 2 && bound < ((1i64 << (bits - 1)) - 1) as f64;
+        let bits = if packed { bits } else { 0 };
         let pad = n % 4 != 0;
         let entries = (n + usize::from(pad))
             .checked_mul(dp1)
@@ -123,9 +118,13 @@ mod tests {
         assert_eq!((b.bits, b.pad, b.radix_passes()), (12, false, 2));
         // A tiny srgb: out of the exact range, as on the CPU.
         assert!(Plan::new(64, &[1.0, 1.0, 1e9]).is_err());
-        // Keys that the CPU would hash: refused with a clear error.
-        let e = Plan::new(64, &[1.0, 1.0, 600.0, 600.0, 600.0]).unwrap_err();
-        assert!(e.to_string().contains("cpu device"), "{e}");
+        // Keys that the CPU hashes: hashed here too.
+        assert_eq!(
+            Plan::new(64, &[1.0, 1.0, 600.0, 600.0, 600.0])
+                .unwrap()
+                .bits,
+            0
+        );
         assert!(Plan::new(64, &[1.0; 9]).is_err());
     }
 }
