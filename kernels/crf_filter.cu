@@ -177,16 +177,27 @@ extern "C" __global__ void crf_update_f32(const float* unary, const float* f0, f
     }
 }
 
-// MAP label of each pixel: argmax over labels, ties to the lower label. labels[n] gets
-// the lattices' fault flags (a hashed-key collision), so one download brings both.
+// MAP label of pixel p: argmax over labels, ties to the lower label.
+__device__ __forceinline__ int es_crf_argmax(const float* col, int m) {
+    int best = 0;
+    for (int l = 1; l < m; ++l)
+        if (col[l] > col[best]) best = l;
+    return best;
+}
+
+// Labels of every pixel; labels[n] gets the lattices' fault flags (a hashed-key
+// collision), so one download brings both.
 extern "C" __global__ void crf_labels(const float* q, int n, int m, const unsigned* fault0, const unsigned* fault1,
                                       int* labels) {
     if (es_global_index() == 0) labels[n] = (int)(*fault0 | *fault1);
-    for (long long p = es_global_index(); p < n; p += es_grid_stride()) {
-        const float* col = q + p * m;
-        int best = 0;
-        for (int l = 1; l < m; ++l)
-            if (col[l] > col[best]) best = l;
-        labels[p] = best;
-    }
+    for (long long p = es_global_index(); p < n; p += es_grid_stride()) labels[p] = es_crf_argmax(q + p * m, m);
+}
+
+// The foreground mask (label 1) as bytes, for the mask refinement: a quarter of the
+// labels' download. mask[n] gets the fault flags.
+extern "C" __global__ void crf_foreground_u8(const float* q, int n, int m, const unsigned* fault0,
+                                             const unsigned* fault1, unsigned char* mask) {
+    if (es_global_index() == 0) mask[n] = (unsigned char)((*fault0 | *fault1) != 0u);
+    for (long long p = es_global_index(); p < n; p += es_grid_stride())
+        mask[p] = es_crf_argmax(q + p * m, m) == 1 ? 1 : 0;
 }

@@ -316,6 +316,7 @@ const TESTED_THROUGH_CRF_DEVICE: &[&str] = &[
     "crf_softmax_init_f32",
     "crf_update_f32",
     "crf_labels",
+    "crf_foreground_u8",
 ];
 
 #[test]

@@ -35,7 +35,7 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(scan_exclusive_u32), ES_KERNEL(radix_histogram_u32), ES_KERNEL(radix_scatter_u32),
         ES_KERNEL(lattice_splat_f32), ES_KERNEL(lattice_blur_f32),   ES_KERNEL(lattice_slice_f32),
         ES_KERNEL(crf_fill_f32),      ES_KERNEL(crf_norm_f32),       ES_KERNEL(crf_softmax_init_f32),
-        ES_KERNEL(crf_update_f32),    ES_KERNEL(crf_labels),
+        ES_KERNEL(crf_update_f32),    ES_KERNEL(crf_labels),        ES_KERNEL(crf_foreground_u8),
         // Not project kernels: the emulator's own checks (names start with selftest_).
         ES_KERNEL(selftest_early_return), ES_KERNEL(selftest_missing_barrier),
         ES_KERNEL(selftest_atomic_race),  ES_KERNEL(selftest_atomic_claim),

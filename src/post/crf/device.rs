@@ -4,7 +4,7 @@
 use ndarray::ArrayView3;
 
 use super::CrfParams;
-use crate::backend::cuda::crf::{CrfImage, CrfSpec};
+use crate::backend::cuda::crf::{CrfImage, CrfResult, CrfSpec, CrfWant};
 use crate::backend::CrfDevice;
 use crate::error::Result;
 
@@ -21,16 +21,15 @@ fn spec(params: &CrfParams) -> CrfSpec {
     }
 }
 
-/// Marginals (pixel-major; empty unless `want_probs`) and labels of the device's CRF for
-/// a checked unary `u`, pixel-major `(H·W, m)`.
+/// The device's CRF for a checked unary `u`, pixel-major `(H·W, m)`.
 pub(super) fn inference(
     dev: &CrfDevice,
     image: ArrayView3<u8>,
     u: &[f32],
     m: usize,
     params: &CrfParams,
-    want_probs: bool,
-) -> Result<(Vec<f32>, Vec<i32>)> {
+    want: CrfWant,
+) -> Result<CrfResult> {
     let (h, w, channels) = image.dim();
     let pixels = image.as_standard_layout();
     let img = CrfImage {
@@ -39,6 +38,5 @@ pub(super) fn inference(
         w,
         channels,
     };
-    let out = dev.run(img, u, m, &spec(params), want_probs)?;
-    Ok((out.probs.unwrap_or_default(), out.labels))
+    dev.run(img, u, m, &spec(params), want)
 }

@@ -177,7 +177,7 @@ pub fn dense_crf_on(
     let m = unary.dim().0;
     let q = match device {
         None => cpu_inference(image, &u, m, params)?,
-        Some(dev) => device_inference(dev, image, &u, m, params, true)?.0,
+        Some(dev) => device_probs(dev, image, &u, m, params)?,
     };
     let probs = Array3::from_shape_fn((m, h, w), |(l, y, x)| q[(y * w + x) * m + l]);
     let labels = Array2::from_shape_fn((h, w), |(y, x)| {
@@ -193,28 +193,59 @@ pub fn dense_crf_on(
     Ok(CrfOutput { probs, labels })
 }
 
-/// The device's marginals (when `want_probs`; else empty) and labels.
+/// The device's marginals, pixel-major.
 #[cfg(feature = "cuda")]
-fn device_inference(
+fn device_probs(
     dev: &CrfDevice,
     image: ArrayView3<u8>,
     u: &[f32],
     m: usize,
     params: &CrfParams,
-    want_probs: bool,
-) -> Result<(Vec<f32>, Vec<i32>)> {
-    device::inference(dev, image, u, m, params, want_probs)
+) -> Result<Vec<f32>> {
+    use crate::backend::cuda::crf::{CrfResult, CrfWant};
+    match device::inference(dev, image, u, m, params, CrfWant::LabelsAndProbs)? {
+        CrfResult::LabelsAndProbs(_, q) => Ok(q),
+        other => Err(Error::Internal(format!(
+            "asked the device for marginals, got {other:?}"
+        ))),
+    }
+}
+
+/// The device's foreground mask (MAP label 1), row-major.
+#[cfg(feature = "cuda")]
+fn device_foreground(
+    dev: &CrfDevice,
+    image: ArrayView3<u8>,
+    u: &[f32],
+    params: &CrfParams,
+) -> Result<Vec<bool>> {
+    use crate::backend::cuda::crf::{CrfResult, CrfWant};
+    match device::inference(dev, image, u, 2, params, CrfWant::Foreground)? {
+        CrfResult::Foreground(mask) => Ok(mask),
+        other => Err(Error::Internal(format!(
+            "asked the device for a mask, got {other:?}"
+        ))),
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
-fn device_inference(
+fn device_probs(
     dev: &CrfDevice,
     _: ArrayView3<u8>,
     _: &[f32],
     _: usize,
     _: &CrfParams,
-    _: bool,
-) -> Result<(Vec<f32>, Vec<i32>)> {
+) -> Result<Vec<f32>> {
+    match *dev {}
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_foreground(
+    dev: &CrfDevice,
+    _: ArrayView3<u8>,
+    _: &[f32],
+    _: &CrfParams,
+) -> Result<Vec<bool>> {
     match *dev {}
 }
 
@@ -310,8 +341,8 @@ pub fn refine_mask(
     refine_mask_on(None, image, mask, params)
 }
 
-/// [`refine_mask`] with the CRF on `device` (see [`dense_crf_on`]); only the labels
-/// come back from the device.
+/// [`refine_mask`] with the CRF on `device` (see [`dense_crf_on`]); only the mask (a
+/// byte per pixel) comes back from the device.
 ///
 /// # Errors
 /// As [`refine_mask`] and [`dense_crf_on`].
@@ -335,10 +366,8 @@ pub fn refine_mask_on(
             .mapv(|l| l == 1)),
         Some(dev) => {
             let u = checked_unary(image, unary.view(), params)?;
-            let (_, labels) = device_inference(dev, image, &u, 2, params, false)?;
-            Ok(Array2::from_shape_fn((h, w), |(y, x)| {
-                labels[y * w + x] == 1
-            }))
+            let mask = device_foreground(dev, image, &u, params)?;
+            Ok(Array2::from_shape_vec((h, w), mask).expect("one value per pixel"))
         }
     }
 }

@@ -731,3 +731,32 @@ pub(crate) fn labels(
         ],
     )
 }
+
+/// The foreground mask (label 1) as bytes `(n)` and, in `out[n]`, the fault flags.
+pub(crate) fn foreground(
+    dev: &dyn DeviceApi,
+    q: &View<f32>,
+    n: usize,
+    m: usize,
+    faults: [&View<u32>; 2],
+    out: &mut ViewMut<u8>,
+) -> Result<()> {
+    need("foreground.q", q.len(), n * m)?;
+    need("foreground.out", out.len(), n + 1)?;
+    need("foreground.fault0", faults[0].len(), 1)?;
+    need("foreground.fault1", faults[1].len(), 1)?;
+    launch(
+        dev,
+        KernelFile::CrfFilter,
+        "crf_foreground_u8",
+        elems(n),
+        &[
+            p(q),
+            KArg::I32(int("n", n)?),
+            KArg::I32(int("labels", m)?),
+            p(faults[0]),
+            p(faults[1]),
+            pm(out),
+        ],
+    )
+}

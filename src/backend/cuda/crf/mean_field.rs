@@ -6,7 +6,7 @@
 use super::kernels;
 use super::lattice_for;
 use super::plan::Plan;
-use super::{CrfImage, CrfResult, CrfSpec, State};
+use super::{CrfImage, CrfResult, CrfSpec, CrfWant, State};
 use crate::backend::cuda::api::{Dev, DevBuf};
 use crate::error::Result;
 
@@ -23,6 +23,8 @@ pub(crate) struct MeanField {
     filtered_ones: DevBuf<f32>,
     /// Labels, then the fault flag of the lattices.
     labels: DevBuf<i32>,
+    /// The foreground mask, then the fault flag.
+    foreground: DevBuf<u8>,
     /// A zero flag standing for an absent kernel's.
     no_fault: DevBuf<u32>,
 }
@@ -40,6 +42,7 @@ impl MeanField {
             ones: f(n)?,
             filtered_ones: f(n)?,
             labels: DevBuf::zeros(dev, n + 1)?,
+            foreground: DevBuf::zeros(dev, n + 1)?,
             no_fault: DevBuf::zeros(dev, 1)?,
         })
     }
@@ -84,7 +87,7 @@ pub(crate) fn run(
     unary: &[f32],
     m: usize,
     spec: &CrfSpec,
-    want_probs: bool,
+    want: CrfWant,
 ) -> Result<CrfResult> {
     let g = &**dev;
     let (h, w, c) = (image.h, image.w, image.channels);
@@ -188,22 +191,25 @@ pub(crate) fn run(
         Some(l) if k < weights.len() => l.fault.as_view(),
         _ => mf.no_fault.as_view(),
     };
-    kernels::labels(
-        g,
-        &mf.q.as_view(),
-        n,
-        m,
-        [&fault(0), &fault(1)],
-        &mut mf.labels.as_view_mut(),
-    )?;
+    let faults = [&fault(0), &fault(1)];
+    let q = mf.q.as_view();
+    if want == CrfWant::Foreground {
+        kernels::foreground(g, &q, n, m, faults, &mut mf.foreground.as_view_mut())?;
+        let mut mask = mf.foreground.download()?;
+        if mask.pop() != Some(0) {
+            return Err(super::collision());
+        }
+        return Ok(CrfResult::Foreground(
+            mask.into_iter().map(|b| b == 1).collect(),
+        ));
+    }
+    kernels::labels(g, &q, n, m, faults, &mut mf.labels.as_view_mut())?;
     let mut labels = mf.labels.download()?;
     if labels.pop() != Some(0) {
         return Err(super::collision());
     }
-    let probs = if want_probs {
-        Some(mf.q.download()?)
-    } else {
-        None
-    };
-    Ok(CrfResult { probs, labels })
+    Ok(match want {
+        CrfWant::LabelsAndProbs => CrfResult::LabelsAndProbs(labels, mf.q.download()?),
+        _ => CrfResult::Labels(labels),
+    })
 }

@@ -41,13 +41,26 @@ pub struct CrfImage<'a> {
     pub channels: usize,
 }
 
+/// What [`CrfDevice::run`] downloads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrfWant {
+    /// The MAP labels.
+    Labels,
+    /// The MAP labels and the marginals.
+    LabelsAndProbs,
+    /// Only whether the MAP label is 1 (the mask refinement), one byte per pixel.
+    Foreground,
+}
+
 /// What [`CrfDevice::run`] returns.
 #[derive(Debug, Clone, PartialEq)]
-pub struct CrfResult {
-    /// Marginals, pixel-major `(h·w, labels)`, when asked for.
-    pub probs: Option<Vec<f32>>,
+pub enum CrfResult {
     /// MAP label of each pixel (argmax, ties to the lower label).
-    pub labels: Vec<i32>,
+    Labels(Vec<i32>),
+    /// Labels, and the marginals pixel-major `(h·w, labels)`.
+    LabelsAndProbs(Vec<i32>, Vec<f32>),
+    /// Whether each pixel's MAP label is 1.
+    Foreground(Vec<bool>),
 }
 
 /// DenseCRF on one device. Owns its device buffers and keeps them: a call of the same
@@ -100,7 +113,7 @@ impl CrfDevice {
 
     /// Mean-field inference on `image` with unary energies `unary`, pixel-major
     /// `(h·w, labels)` (−log probabilities), as `post::crf::dense_crf` on the CPU.
-    /// Downloads the labels, and the marginals when `want_probs`.
+    /// Downloads what `want` says.
     ///
     /// # Errors
     /// [`Error::InvalidParam`] for sizes the device lattice cannot take (see
@@ -111,7 +124,7 @@ impl CrfDevice {
         unary: &[f32],
         labels: usize,
         spec: &CrfSpec,
-        want_probs: bool,
+        want: CrfWant,
     ) -> Result<CrfResult> {
         let n = image.h * image.w;
         if n == 0 || image.channels == 0 || image.pixels.len() != n * image.channels {
@@ -133,9 +146,7 @@ impl CrfDevice {
             ));
         }
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        mean_field::run(
-            &self.dev, &mut state, image, unary, labels, spec, want_probs,
-        )
+        mean_field::run(&self.dev, &mut state, image, unary, labels, spec, want)
     }
 
     /// The permutohedral-lattice filter alone: `s ∘ L(s ∘ input)` for `features`
