@@ -4,6 +4,8 @@
 //! Sizes are small: the emulator runs blocks one after another on one thread.
 #![cfg(feature = "cuda-emu")]
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -375,6 +377,53 @@ fn device_refusals_are_clear_errors() {
         }
     }
     assert!(crf_device_for(Device::Cpu).unwrap().is_none());
+}
+
+// ---------------------------------------------------------------------------------
+// The pipeline.
+
+/// The CUDA engine hands its device to the pipeline's CRF stage: with the CRF on, the
+/// device runs exactly one DenseCRF's launches more, and the mask is the CPU engine's.
+#[test]
+fn the_pipeline_crf_stage_runs_on_the_engines_device() {
+    use explainseg::backend::engine_for;
+    use explainseg::pipeline::{pixels_from_input, segment, PipelineConfig, Variant};
+    let (vit, x) = common::engine_case("s16_tiny");
+    let x = x.slice(ndarray::s![0..1, .., .., ..]).to_owned();
+    let pixels = pixels_from_input(x.view(), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]);
+    let (_, _, h, w) = x.dim();
+    let cpu = engine_for(Device::Cpu, &vit).unwrap();
+    assert!(cpu.crf_device().is_none());
+    let emu = engine_for(Device::CudaEmu, &vit).unwrap();
+    let crf = emu
+        .crf_device()
+        .expect("the CUDA engine offers its CRF device");
+    let with_crf = PipelineConfig::default();
+    let without = PipelineConfig {
+        crf: None,
+        ..PipelineConfig::default()
+    };
+    let launches = |cfg: &PipelineConfig| {
+        let before = crf.counters();
+        let seg = segment(&*emu, x.view(), pixels.view(), Variant::TokenCut, cfg, None).unwrap();
+        (crf.counters().since(&before).launches, seg)
+    };
+    let (plain, _) = launches(&without);
+    let (refined, seg) = launches(&with_crf);
+    let p = with_crf.crf.as_ref().unwrap();
+    let spec = spec_of(p);
+    assert_eq!(refined - plain, run_launches((h, w, 3), &spec).unwrap());
+    let want = segment(
+        &*cpu,
+        x.view(),
+        pixels.view(),
+        Variant::TokenCut,
+        &with_crf,
+        None,
+    )
+    .unwrap();
+    assert_eq!(seg.mask_pre_crf, want.mask_pre_crf);
+    assert_eq!(seg.mask, want.mask);
 }
 
 // ---------------------------------------------------------------------------------
