@@ -147,9 +147,12 @@ fn mask_unary(mask: Array2<bool>) -> Array3<f32> {
     unary_from_mask(mask.view(), h, w).unwrap()
 }
 
+/// A fixture: name, image, unary, pydensecrf's labels.
+type Case = (&'static str, Array3<u8>, Array3<f32>, Array2<u32>);
+
 /// (name, image, unary, pydensecrf's labels) of every CRF fixture; the 480×480 case
 /// (big_*) last, with `big`.
-fn cases(big: bool) -> Vec<(&'static str, Array3<u8>, Array3<f32>, Array2<u32>)> {
+fn cases(big: bool) -> Vec<Case> {
     let argmax = |q: ArrayD<f32>| -> Array2<u32> {
         q.map_axis(Axis(0), |col| {
             let mut best = 0;

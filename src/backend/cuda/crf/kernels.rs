@@ -59,6 +59,7 @@ fn pm<T>(v: &ViewMut<T>) -> KArg {
 // --- crf_lattice.cu ---------------------------------------------------------------
 
 /// Features `(n, d)` of an `(h·w = n)` image of `d − 2` channels (`d = 2`: positional).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn features(
     dev: &dyn DeviceApi,
     image: &View<u8>,

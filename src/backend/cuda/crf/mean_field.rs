@@ -112,10 +112,10 @@ pub(crate) fn run(
         plans.push(Plan::new(n, &max_abs)?);
     }
 
-    if !state
+    if state
         .mean_field
         .as_ref()
-        .is_some_and(|mf| mf.key == (n, c, m))
+        .is_none_or(|mf| mf.key != (n, c, m))
     {
         state.mean_field = None;
         state.mean_field = Some(MeanField::new(dev, n, c, m)?);
