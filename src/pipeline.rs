@@ -326,7 +326,8 @@ pub fn segment_explained(
                 crf: cfg.crf.clone(),
                 ..cfg.maskcut.clone()
             };
-            let objects = maskcut::maskcut(keys.view(), grid, pixels, &params)?;
+            let objects =
+                maskcut::maskcut_on(engine.crf_device(), keys.view(), grid, pixels, &params)?;
             let pre = maskcut::union(&objects.raw, (h, w));
             let final_mask = maskcut::union(&objects.kept, (h, w));
             lap("mask", &mut timings);

@@ -386,7 +386,8 @@ fn device_refusals_are_clear_errors() {
 // The pipeline.
 
 /// The CUDA engine hands its device to the pipeline's CRF stage: with the CRF on, the
-/// device runs exactly one DenseCRF's launches more, and the mask is the CPU engine's.
+/// device runs exactly one DenseCRF's launches more (MaskCut: one per object), and the
+/// masks are the CPU engine's.
 #[test]
 fn the_pipeline_crf_stage_runs_on_the_engines_device() {
     use explainseg::backend::engine_for;
@@ -427,6 +428,22 @@ fn the_pipeline_crf_stage_runs_on_the_engines_device() {
     .unwrap();
     assert_eq!(seg.mask_pre_crf, want.mask_pre_crf);
     assert_eq!(seg.mask, want.mask);
+    // MaskCut's per-object CRF too: one DenseCRF per object on the device.
+    let maskcut = |engine: &dyn explainseg::backend::Engine, cfg: &PipelineConfig| {
+        let before = crf.counters();
+        let seg = segment(engine, x.view(), pixels.view(), Variant::MaskCut, cfg, None).unwrap();
+        (crf.counters().since(&before).launches, seg.mask)
+    };
+    let (plain, _) = maskcut(&*emu, &without);
+    let (refined, got) = maskcut(&*emu, &with_crf);
+    let (_, want) = maskcut(&*cpu, &with_crf);
+    assert_eq!(got, want);
+    let per_crf = run_launches((h, w, 3), &spec).unwrap();
+    let crf_launches = refined - plain;
+    assert!(
+        crf_launches > 0 && crf_launches % per_crf == 0,
+        "{crf_launches} launches, {per_crf} per CRF"
+    );
 }
 
 // ---------------------------------------------------------------------------------
