@@ -28,7 +28,7 @@ use crate::attr::{
 use crate::backend::{Engine, Facet};
 use crate::error::{Error, Result};
 use crate::image::ResizePlan;
-use crate::post::crf::{refine_mask, CrfParams};
+use crate::post::crf::{refine_mask_on, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
 use crate::post::morphology::{morphology_mask, MorphologyParams};
 use crate::post::ncut::{ncut_mask, tokencut_bipartition, NcutForegroundParams, ShiMalikParams};
@@ -326,7 +326,8 @@ pub fn segment_explained(
                 crf: cfg.crf.clone(),
                 ..cfg.maskcut.clone()
             };
-            let objects = maskcut::maskcut(keys.view(), grid, pixels, &params)?;
+            let objects =
+                maskcut::maskcut_on(engine.crf_device(), keys.view(), grid, pixels, &params)?;
             let pre = maskcut::union(&objects.raw, (h, w));
             let final_mask = maskcut::union(&objects.kept, (h, w));
             lap("mask", &mut timings);
@@ -353,7 +354,8 @@ pub fn segment_explained(
     };
     let mask = match &cfg.crf {
         Some(p) => {
-            let m = refine_mask(pixels, pre_crf.view(), p)?;
+            // On the engine's device when it has one (the GPU twin of the CPU CRF).
+            let m = refine_mask_on(engine.crf_device(), pixels, pre_crf.view(), p)?;
             lap("crf", &mut timings);
             m
         }

@@ -287,6 +287,36 @@ const TESTED: &[&str] = &[
     "nt_aggregate_f32",
     "selftest_early_return",
     "selftest_missing_barrier",
+    "selftest_atomic_race",
+    "selftest_atomic_claim",
+];
+
+/// The DenseCRF kernels (kernels/crf_*.cu): tested through their launch wrappers in
+/// src/backend/cuda/crf/kernels.rs against the CPU DenseCRF by tests/cuda_emu_crf.rs
+/// (feature `cuda-emu`), under every schedule.
+const TESTED_THROUGH_CRF_DEVICE: &[&str] = &[
+    "crf_features_f32",
+    "lattice_locate_f32",
+    "lattice_reset",
+    "lattice_insert",
+    "lattice_verify",
+    "lattice_owner_flags",
+    "lattice_number",
+    "lattice_entry_vertex",
+    "lattice_starts",
+    "lattice_neighbors",
+    "scan_exclusive_u32",
+    "radix_histogram_u32",
+    "radix_scatter_u32",
+    "lattice_splat_f32",
+    "lattice_blur_f32",
+    "lattice_slice_f32",
+    "crf_fill_f32",
+    "crf_norm_f32",
+    "crf_softmax_init_f32",
+    "crf_update_f32",
+    "crf_labels",
+    "crf_foreground_u8",
 ];
 
 #[test]
@@ -314,9 +344,15 @@ fn every_kernel_has_a_test() {
                 .into_owned()
         })
         .collect();
+    let crf_wrappers = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda/crf/kernels.rs"),
+    )
+    .unwrap();
     for k in &names {
+        let through_crf = TESTED_THROUGH_CRF_DEVICE.contains(&k.as_str())
+            && crf_wrappers.contains(&format!("\"{k}\""));
         assert!(
-            TESTED.contains(&k.as_str()),
+            TESTED.contains(&k.as_str()) || through_crf,
             "kernel {k} has no emulated test"
         );
     }
@@ -377,6 +413,48 @@ fn emulator_exposes_a_missing_barrier_under_some_schedule() {
         wrong += usize::from(!right);
     }
     assert!(wrong > 0, "the race went unnoticed under every schedule");
+}
+
+/// A planted race between two atomics (check, then act) is caught: with yields at
+/// atomics every thread sees the claim still free, so many win, in the schedule's order;
+/// the correct single-atomicCAS claim has exactly one winner under every schedule.
+#[test]
+fn emulator_catches_a_planted_race_between_atomics() {
+    let threads = 64usize;
+    let run = |name: &str, s: (i32, u64)| {
+        let mut claim = [0u64];
+        let mut winners = [0u32];
+        let mut order = vec![u32::MAX; threads];
+        launch(
+            name,
+            1,
+            threads as u32,
+            Args::default()
+                .out(&mut claim)
+                .out(&mut winners)
+                .out(&mut order),
+            s,
+        );
+        let w = winners[0] as usize;
+        (claim[0], w, order[..w].to_vec())
+    };
+    let mut race_orders = Vec::new();
+    for s in SCHEDULES {
+        let (_, winners, order) = run("selftest_atomic_race", s);
+        assert!(
+            winners > 1,
+            "schedule {s:?}: the check-then-act race went unnoticed ({winners} winner)"
+        );
+        race_orders.push(order);
+        let (claim, winners, order) = run("selftest_atomic_claim", s);
+        assert_eq!(winners, 1, "schedule {s:?}: atomicCAS claim");
+        assert_eq!(claim, u64::from(order[0]) + 1, "schedule {s:?}");
+    }
+    // The race's outcome depends on the schedule.
+    assert!(
+        race_orders[0] != race_orders[1] && race_orders[0] != race_orders[2],
+        "{race_orders:?}"
+    );
 }
 
 #[test]

@@ -101,33 +101,51 @@ inline T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     return emu::shfl(mask, v, outside ? lane : src, outside);
 }
 
-// Fibers switch only at barriers, so a read-modify-write is already atomic here.
+// Atomics. A read-modify-write runs without a switch in between, so it is atomic; but
+// the calling fiber first yields to the scheduler, so that the threads of a block
+// interleave at every atomic in the order of the schedule (forward, reverse, random).
+// Code that reads a value and acts on it with a *separate* atomic (check-then-act)
+// then sees other threads' updates in between, as on a GPU (selftest_atomic_race).
+namespace emu {
+inline void atomic_yield();
+}
 template <typename T>
 inline T atomicAdd(T* p, T v) {
+    emu::atomic_yield();
     T old = *p;
     *p = old + v;
     return old;
 }
 template <typename T>
 inline T atomicMax(T* p, T v) {
+    emu::atomic_yield();
     T old = *p;
     *p = std::max(old, v);
     return old;
 }
 template <typename T>
 inline T atomicMin(T* p, T v) {
+    emu::atomic_yield();
     T old = *p;
     *p = std::min(old, v);
     return old;
 }
 template <typename T>
 inline T atomicExch(T* p, T v) {
+    emu::atomic_yield();
     T old = *p;
     *p = v;
     return old;
 }
 inline unsigned atomicCAS(unsigned* p, unsigned cmp, unsigned v) {
+    emu::atomic_yield();
     unsigned old = *p;
+    if (old == cmp) *p = v;
+    return old;
+}
+inline unsigned long long atomicCAS(unsigned long long* p, unsigned long long cmp, unsigned long long v) {
+    emu::atomic_yield();
+    unsigned long long old = *p;
     if (old == cmp) *p = v;
     return old;
 }

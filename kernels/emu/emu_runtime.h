@@ -125,6 +125,11 @@ inline void switch_in(Fiber& f) {
 
 inline void yield_to_scheduler() { switch_out(me()); }
 
+// Called before every atomic: lets the other threads of the block run first.
+inline void atomic_yield() {
+    if (g_run) yield_to_scheduler();
+}
+
 [[noreturn]] inline void fail(const std::string& what) {
     Fiber& f = me();
     char buf[160];

@@ -5,6 +5,9 @@
 #include "emu_runtime.h"
 
 #include "../common.cuh"
+#include "../crf_filter.cu"
+#include "../crf_lattice.cu"
+#include "../crf_sort.cu"
 #include "../elementwise.cu"
 #include "../gelu.cu"
 #include "../ig.cu"
@@ -25,8 +28,17 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(layer_norm_f32),    ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),
         ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
         ES_KERNEL(softmax_bwd_f32),
+        // DenseCRF (crf_lattice.cu, crf_sort.cu, crf_filter.cu).
+        ES_KERNEL(crf_features_f32),  ES_KERNEL(lattice_locate_f32), ES_KERNEL(lattice_reset),
+        ES_KERNEL(lattice_insert),    ES_KERNEL(lattice_verify),    ES_KERNEL(lattice_owner_flags), ES_KERNEL(lattice_number),
+        ES_KERNEL(lattice_entry_vertex), ES_KERNEL(lattice_starts),  ES_KERNEL(lattice_neighbors),
+        ES_KERNEL(scan_exclusive_u32), ES_KERNEL(radix_histogram_u32), ES_KERNEL(radix_scatter_u32),
+        ES_KERNEL(lattice_splat_f32), ES_KERNEL(lattice_blur_f32),   ES_KERNEL(lattice_slice_f32),
+        ES_KERNEL(crf_fill_f32),      ES_KERNEL(crf_norm_f32),       ES_KERNEL(crf_softmax_init_f32),
+        ES_KERNEL(crf_update_f32),    ES_KERNEL(crf_labels),        ES_KERNEL(crf_foreground_u8),
         // Not project kernels: the emulator's own checks (names start with selftest_).
         ES_KERNEL(selftest_early_return), ES_KERNEL(selftest_missing_barrier),
+        ES_KERNEL(selftest_atomic_race),  ES_KERNEL(selftest_atomic_claim),
     };
     return table;
 }

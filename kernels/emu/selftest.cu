@@ -23,3 +23,22 @@ extern "C" __global__ void selftest_missing_barrier(const float* in, float* out)
         out[0] = s;
     }
 }
+
+// A planted race between atomics (check-then-act): each thread reads the claim word
+// with one atomic and, seeing it free, claims it with another. On a GPU other threads
+// can claim in between, so several "win"; the emulator yields at every atomic, so it
+// shows the same. `order` records the winners in the order they won.
+extern "C" __global__ void selftest_atomic_race(unsigned long long* claim, unsigned* winners, unsigned* order) {
+    const unsigned long long seen = atomicAdd(claim, 0ull);
+    if (seen == 0ull) {
+        atomicExch(claim, (unsigned long long)threadIdx.x + 1ull);
+        order[atomicAdd(winners, 1u)] = threadIdx.x;
+    }
+}
+
+// The correct claim: one 64-bit atomicCAS tests and sets, so exactly one thread wins
+// under every schedule (which one depends on the schedule).
+extern "C" __global__ void selftest_atomic_claim(unsigned long long* claim, unsigned* winners, unsigned* order) {
+    if (atomicCAS(claim, 0ull, (unsigned long long)threadIdx.x + 1ull) == 0ull)
+        order[atomicAdd(winners, 1u)] = threadIdx.x;
+}

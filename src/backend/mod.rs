@@ -76,17 +76,57 @@ pub fn engine_for<'v>(device: Device, vit: &'v Vit) -> Result<Box<dyn Engine + '
         #[cfg(feature = "cuda")]
         Device::Cuda => Ok(Box::new(cuda::CudaEngine::new(vit, 0)?)),
         #[cfg(not(feature = "cuda"))]
-        Device::Cuda => Err(Error::CudaUnavailable(
-            "this build has no CUDA backend (the `cuda` feature is not compiled in); use the cpu device"
-                .into(),
-        )),
+        Device::Cuda => Err(unavailable(device)),
         #[cfg(feature = "cuda-emu")]
         Device::CudaEmu => Ok(Box::new(cuda::CudaEngine::emulated(vit)?)),
         #[cfg(not(feature = "cuda-emu"))]
-        Device::CudaEmu => Err(Error::CudaUnavailable(
+        Device::CudaEmu => Err(unavailable(device)),
+    }
+}
+
+/// DenseCRF on a CUDA device (`cuda::CrfDevice`); without the `cuda` feature there is
+/// no such device and this type has no values.
+#[cfg(feature = "cuda")]
+pub use cuda::CrfDevice;
+#[cfg(not(feature = "cuda"))]
+#[derive(Debug)]
+pub enum CrfDevice {}
+
+/// DenseCRF on `device`: `None` for the CPU (the caller runs `post::crf` there), the
+/// device's CRF for a CUDA device. Like [`engine_for`], never a CPU stand-in.
+///
+/// # Errors
+/// As [`engine_for`]: [`Error::CudaUnavailable`] where the device does not exist.
+pub fn crf_device_for(device: Device) -> Result<Option<CrfDevice>> {
+    match device {
+        Device::Cpu => Ok(None),
+        #[cfg(feature = "cuda")]
+        Device::Cuda => Ok(Some(CrfDevice::new(std::sync::Arc::new(
+            cuda::CudarcDevice::new(0)?,
+        )))),
+        #[cfg(feature = "cuda-emu")]
+        Device::CudaEmu => Ok(Some(CrfDevice::new(std::sync::Arc::new(
+            cuda::emu::EmuDevice::new()?,
+        )))),
+        #[cfg(not(feature = "cuda"))]
+        Device::Cuda => Err(unavailable(device)),
+        #[cfg(not(feature = "cuda-emu"))]
+        Device::CudaEmu => Err(unavailable(device)),
+    }
+}
+
+/// Why `device` does not exist in this build.
+#[cfg_attr(feature = "cuda-emu", allow(dead_code))]
+fn unavailable(device: Device) -> Error {
+    match device {
+        Device::CudaEmu => Error::CudaUnavailable(
             "this build has no emulated CUDA device (the `cuda-emu` feature is not compiled in); use the cpu device"
                 .into(),
-        )),
+        ),
+        _ => Error::CudaUnavailable(
+            "this build has no CUDA backend (the `cuda` feature is not compiled in); use the cpu device"
+                .into(),
+        ),
     }
 }
 
@@ -135,6 +175,11 @@ pub trait Engine: Sync {
     /// # Errors
     /// Shapes; a layer beyond the depth; engine errors.
     fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps>;
+    /// DenseCRF on this engine's device, for the pipeline's CRF stage; `None` (the
+    /// default): the CRF runs on the CPU.
+    fn crf_device(&self) -> Option<&CrfDevice> {
+        None
+    }
 }
 
 /// Checks a tap request: one image, an existing block. Returns the block index.

@@ -14,9 +14,10 @@
 
 use ndarray::{Array2, ArrayView2, ArrayView3};
 
-use super::crf::{refine_mask, CrfParams};
+use super::crf::{refine_mask_on, CrfParams};
 use super::morphology::binary_fill_holes;
 use super::ncut::{binary_affinity, binary_affinity_f64, fiedler_dense, seed_component};
+use crate::backend::CrfDevice;
 use crate::error::{Error, Result};
 use crate::image::grid::upsample_mask;
 
@@ -150,6 +151,21 @@ pub fn maskcut(
     pixels: ArrayView3<u8>,
     params: &MaskCutParams,
 ) -> Result<MaskCutObjects> {
+    maskcut_on(None, features, grid, pixels, params)
+}
+
+/// [`maskcut`] with the per-mask CRF on `crf_device` (see `crf::refine_mask_on`), on
+/// the CPU for `None`.
+///
+/// # Errors
+/// As [`maskcut`].
+pub fn maskcut_on(
+    crf_device: Option<&CrfDevice>,
+    features: ArrayView2<f32>,
+    grid: (usize, usize),
+    pixels: ArrayView3<u8>,
+    params: &MaskCutParams,
+) -> Result<MaskCutObjects> {
     let (h, w, _) = pixels.dim();
     let patch_masks = maskcut_patch_masks(features, grid, params)?;
     let mut taken = Array2::from_elem((h, w), false);
@@ -161,7 +177,7 @@ pub fn maskcut(
         taken.zip_mut_with(&own, |t, o| *t = *t || *o);
         let refined = match &params.crf {
             Some(p) => {
-                let refined = refine_mask(pixels, own.view(), p)?;
+                let refined = refine_mask_on(crf_device, pixels, own.view(), p)?;
                 let filled = binary_fill_holes(refined.view());
                 // Dropped when the CRF moved it too far (NaN — empty union — is kept, empty).
                 if iou(&own, &filled) < 0.5 {

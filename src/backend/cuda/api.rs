@@ -326,10 +326,14 @@ impl DeviceApi for Pooled {
     }
 }
 
-/// Plain values that live on the device (f32 activations, i32 targets).
+/// Plain values that live on the device (f32 activations, i32 targets, the DenseCRF
+/// lattice's u8 pixels, u32 indices and u64 keys).
 pub trait DevScalar: Copy + Default + 'static {}
 impl DevScalar for f32 {}
 impl DevScalar for i32 {}
+impl DevScalar for u8 {}
+impl DevScalar for u32 {}
+impl DevScalar for u64 {}
 
 /// An owned device allocation of `len` values of `T`, freed on drop.
 pub struct DevBuf<T: DevScalar> {

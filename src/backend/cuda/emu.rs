@@ -84,12 +84,41 @@ fn library() -> Result<&'static Library> {
     .map_err(|e| Error::CudaUnavailable(format!("loading the emulated kernels: {e}")))
 }
 
+/// The order in which the emulator resumes the threads of a block after each barrier
+/// and atomic (docs/cuda_emulation.md §6.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    Forward,
+    Reverse,
+    /// A seeded random order.
+    Random(u64),
+}
+
+impl Schedule {
+    /// The three schedules the tests sweep.
+    pub const ALL: [Schedule; 3] = [
+        Schedule::Forward,
+        Schedule::Reverse,
+        Schedule::Random(0x5EED),
+    ];
+
+    /// (schedule, seed) as `es_emu_launch` takes them.
+    fn code(self) -> (i32, u64) {
+        match self {
+            Schedule::Forward => (0, 0),
+            Schedule::Reverse => (1, 0),
+            Schedule::Random(seed) => (2, seed),
+        }
+    }
+}
+
 /// The emulated device. Its memory is host memory, freed on [`DeviceApi::free`].
 #[derive(Debug)]
 pub struct EmuDevice {
     lib: &'static Library,
     live: Mutex<HashMap<u64, Layout>>,
     counting: Counting,
+    schedule: Schedule,
 }
 
 impl std::fmt::Debug for Library {
@@ -104,10 +133,19 @@ impl EmuDevice {
     /// # Errors
     /// [`Error::CudaUnavailable`] when the library cannot be written or loaded.
     pub fn new() -> Result<EmuDevice> {
+        Self::with_schedule(Schedule::Forward)
+    }
+
+    /// The emulated device running every launch under `schedule`.
+    ///
+    /// # Errors
+    /// As [`EmuDevice::new`].
+    pub fn with_schedule(schedule: Schedule) -> Result<EmuDevice> {
         Ok(EmuDevice {
             lib: library()?,
             live: Mutex::new(HashMap::new()),
             counting: Counting::default(),
+            schedule,
         })
     }
 }
@@ -198,6 +236,7 @@ impl DeviceApi for EmuDevice {
         args: &[KArg],
     ) -> Result<()> {
         let cname = CString::new(name).map_err(|e| Error::Internal(e.to_string()))?;
+        let (schedule, seed) = self.schedule.code();
         let (mut words, sizes): (Vec<u64>, Vec<usize>) = args.iter().map(|a| a.word()).unzip();
         let mut params: Vec<*mut c_void> =
             words.iter_mut().map(|w| (w as *mut u64).cast()).collect();
@@ -217,8 +256,8 @@ impl DeviceApi for EmuDevice {
                 params.as_mut_ptr(),
                 sizes.as_ptr(),
                 params.len(),
-                0,
-                0,
+                schedule,
+                seed,
             )
         };
         if rc != 0 {

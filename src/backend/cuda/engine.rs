@@ -111,6 +111,8 @@ pub struct CudaEngine<'a> {
     /// only its images.
     positions: Mutex<Option<((usize, usize), DevBuf<f32>)>>,
     busy: Mutex<()>,
+    /// DenseCRF on the same device (its buffers are made at its first call).
+    crf: super::CrfDevice,
 }
 
 impl std::fmt::Debug for CudaEngine<'_> {
@@ -207,6 +209,7 @@ impl<'a> CudaEngine<'a> {
         })?;
         Ok(CudaEngine {
             vit,
+            crf: super::CrfDevice::new(dev.clone()),
             gpu: dev,
             weights,
             positions: Mutex::new(None),
@@ -1045,6 +1048,10 @@ impl Engine for CudaEngine<'_> {
 
     fn block_taps(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         self.taps_on_device(x, layer)
+    }
+
+    fn crf_device(&self) -> Option<&super::CrfDevice> {
+        Some(&self.crf)
     }
 
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {

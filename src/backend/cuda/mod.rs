@@ -13,6 +13,8 @@
 //! - [`modules`]: the kernel files, the NVRTC flags (one place) and the per-process module cache.
 //! - [`launch`]: one typed wrapper per kernel (nothing else launches) and the row-major GEMM.
 //! - [`engine`]: [`CudaEngine`], the [`Engine`](crate::backend::Engine) on a GPU.
+//! - [`crf`]: [`CrfDevice`], DenseCRF on the same device interface (its kernels'
+//!   launch wrappers live there).
 //!
 //! Every kernel is tested without a GPU by `tests/cuda_emulated.rs` (g++ + the emulator in
 //! `kernels/emu/`) against its CPU twin; `.ci/cuda_kernels.sh` compiles them all with NVRTC.
@@ -20,6 +22,7 @@
 //! [`Error::CudaUnavailable`]: crate::Error::CudaUnavailable
 
 pub mod api;
+pub mod crf;
 pub mod device;
 #[cfg(feature = "cuda-emu")]
 pub mod emu;
@@ -28,5 +31,6 @@ pub mod launch;
 pub mod modules;
 
 pub use api::{Counters, DeviceApi};
+pub use crf::CrfDevice;
 pub use device::{probe, CudarcDevice, Gpu};
 pub use engine::CudaEngine;

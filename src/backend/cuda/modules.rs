@@ -34,6 +34,9 @@ const COMMON: &str = include_str!("../../../kernels/common.cuh");
 /// One `.cu` file of `kernels/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFile {
+    CrfFilter,
+    CrfLattice,
+    CrfSort,
     Elementwise,
     Gelu,
     Ig,
@@ -43,7 +46,10 @@ pub enum KernelFile {
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 6] = [
+    pub const ALL: [KernelFile; 9] = [
+        KernelFile::CrfFilter,
+        KernelFile::CrfLattice,
+        KernelFile::CrfSort,
         KernelFile::Elementwise,
         KernelFile::Gelu,
         KernelFile::Ig,
@@ -54,6 +60,9 @@ impl KernelFile {
 
     pub fn file_name(self) -> &'static str {
         match self {
+            KernelFile::CrfFilter => "crf_filter.cu",
+            KernelFile::CrfLattice => "crf_lattice.cu",
+            KernelFile::CrfSort => "crf_sort.cu",
             KernelFile::Elementwise => "elementwise.cu",
             KernelFile::Gelu => "gelu.cu",
             KernelFile::Ig => "ig.cu",
@@ -65,6 +74,9 @@ impl KernelFile {
 
     fn body(self) -> &'static str {
         match self {
+            KernelFile::CrfFilter => include_str!("../../../kernels/crf_filter.cu"),
+            KernelFile::CrfLattice => include_str!("../../../kernels/crf_lattice.cu"),
+            KernelFile::CrfSort => include_str!("../../../kernels/crf_sort.cu"),
             KernelFile::Elementwise => include_str!("../../../kernels/elementwise.cu"),
             KernelFile::Gelu => include_str!("../../../kernels/gelu.cu"),
             KernelFile::Ig => include_str!("../../../kernels/ig.cu"),

@@ -749,6 +749,11 @@ impl Lattice {
         self.n_points
     }
 
+    /// Number of lattice vertices (with densecrf's padding vertices).
+    pub(crate) fn n_vertices(&self) -> usize {
+        self.n_vertices
+    }
+
     /// Filters `input`, point-major `(n_points, vs)`, into `out` (same shape) with a
     /// per-point diagonal scaling on both sides: `out = s ∘ L(s ∘ input)` (densecrf's
     /// symmetric normalisation; all-ones `scale` is exact plain filtering). `L` is splat,

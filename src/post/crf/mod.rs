@@ -37,6 +37,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "cuda")]
+mod device;
 mod lattice;
 mod mean_field;
 mod unary;
@@ -46,6 +48,7 @@ use rayon::prelude::*;
 
 pub use unary::{unary_from_mask, unary_from_softmax, SOFTMAX_CLIP};
 
+use crate::backend::CrfDevice;
 use crate::error::{Error, Result};
 use mean_field::PairwiseKernel;
 
@@ -153,12 +156,106 @@ pub fn dense_crf(
     unary: ArrayView3<f32>,
     params: &CrfParams,
 ) -> Result<CrfOutput> {
-    // Run on a pool thread: called from outside the pool, each of the many parallel
-    // loops below would otherwise hand its work to the pool and wait for it (a thread
-    // hand-off per loop, hundreds per call).
-    if rayon::current_thread_index().is_none() {
-        return rayon::scope(|_| dense_crf(image, unary, params));
+    dense_crf_on(None, image, unary, params)
+}
+
+/// [`dense_crf`] on `device` (the one of `backend::crf_device_for`, or an engine's
+/// `Engine::crf_device`), or on the CPU for `None`. The device runs the CPU's twin
+/// (docs/postprocessing.md, "DenseCRF on the GPU"): the same labels on ≥ 99.9 % of pixels.
+///
+/// # Errors
+/// As [`dense_crf`]; on a device also [`Error::InvalidParam`] for lattices it cannot
+/// build (more than 6 channels, keys beyond 64 bits) and device errors.
+pub fn dense_crf_on(
+    device: Option<&CrfDevice>,
+    image: ArrayView3<u8>,
+    unary: ArrayView3<f32>,
+    params: &CrfParams,
+) -> Result<CrfOutput> {
+    let u = checked_unary(image, unary, params)?;
+    let (h, w, _) = image.dim();
+    let m = unary.dim().0;
+    let q = match device {
+        None => cpu_inference(image, &u, m, params)?,
+        Some(dev) => device_probs(dev, image, &u, m, params)?,
+    };
+    let probs = Array3::from_shape_fn((m, h, w), |(l, y, x)| q[(y * w + x) * m + l]);
+    let labels = Array2::from_shape_fn((h, w), |(y, x)| {
+        let col = &q[(y * w + x) * m..(y * w + x + 1) * m];
+        let mut best = 0;
+        for l in 1..m {
+            if col[l] > col[best] {
+                best = l;
+            }
+        }
+        best as u32
+    });
+    Ok(CrfOutput { probs, labels })
+}
+
+/// The device's marginals, pixel-major.
+#[cfg(feature = "cuda")]
+fn device_probs(
+    dev: &CrfDevice,
+    image: ArrayView3<u8>,
+    u: &[f32],
+    m: usize,
+    params: &CrfParams,
+) -> Result<Vec<f32>> {
+    use crate::backend::cuda::crf::{CrfResult, CrfWant};
+    match device::inference(dev, image, u, m, params, CrfWant::LabelsAndProbs)? {
+        CrfResult::LabelsAndProbs(_, q) => Ok(q),
+        other => Err(Error::Internal(format!(
+            "asked the device for marginals, got {other:?}"
+        ))),
     }
+}
+
+/// The device's foreground mask (MAP label 1), row-major.
+#[cfg(feature = "cuda")]
+fn device_foreground(
+    dev: &CrfDevice,
+    image: ArrayView3<u8>,
+    u: &[f32],
+    params: &CrfParams,
+) -> Result<Vec<bool>> {
+    use crate::backend::cuda::crf::{CrfResult, CrfWant};
+    match device::inference(dev, image, u, 2, params, CrfWant::Foreground)? {
+        CrfResult::Foreground(mask) => Ok(mask),
+        other => Err(Error::Internal(format!(
+            "asked the device for a mask, got {other:?}"
+        ))),
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_probs(
+    dev: &CrfDevice,
+    _: ArrayView3<u8>,
+    _: &[f32],
+    _: usize,
+    _: &CrfParams,
+) -> Result<Vec<f32>> {
+    match *dev {}
+}
+
+#[cfg(not(feature = "cuda"))]
+fn device_foreground(
+    dev: &CrfDevice,
+    _: ArrayView3<u8>,
+    _: &[f32],
+    _: &CrfParams,
+) -> Result<Vec<bool>> {
+    match *dev {}
+}
+
+/// Checks the inputs of [`dense_crf`] and returns the unary pixel-major `(H·W, labels)`
+/// (densecrf's column-major (labels, pixels) matrix).
+fn checked_unary(
+    image: ArrayView3<u8>,
+    unary: ArrayView3<f32>,
+    params: &CrfParams,
+) -> Result<Vec<f32>> {
     params.validate()?;
     let (h, w, c) = image.dim();
     if h == 0 || w == 0 || c == 0 {
@@ -181,10 +278,7 @@ pub fn dense_crf(
     if unary.iter().any(|u| !u.is_finite()) {
         return Err(Error::param("unary", "contains NaN or infinite energies"));
     }
-    let n = h * w;
-
-    // Unary, pixel-major (densecrf's column-major (labels, pixels) matrix).
-    let mut u = vec![0f32; n * m];
+    let mut u = vec![0f32; h * w * m];
     u.par_chunks_mut(m * w).enumerate().for_each(|(y, row)| {
         for x in 0..w {
             for l in 0..m {
@@ -192,7 +286,23 @@ pub fn dense_crf(
             }
         }
     });
+    Ok(u)
+}
 
+/// Mean-field inference on the CPU; returns Q pixel-major.
+fn cpu_inference(
+    image: ArrayView3<u8>,
+    u: &[f32],
+    m: usize,
+    params: &CrfParams,
+) -> Result<Vec<f32>> {
+    // Run on a pool thread: called from outside the pool, each of the many parallel
+    // loops below would otherwise hand its work to the pool and wait for it (a thread
+    // hand-off per loop, hundreds per call).
+    if rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| cpu_inference(image, u, m, params));
+    }
+    let (h, w, c) = image.dim();
     let mut kernels = Vec::with_capacity(2);
     if params.pos_weight != 0.0 {
         let (sx, sy) = (params.pos_sxy_px, params.pos_sxy_px);
@@ -214,20 +324,7 @@ pub fn dense_crf(
         kernels.push(PairwiseKernel::new(&feats, 2 + c, params.bi_weight)?);
     }
 
-    let q = mean_field::inference(&u, m, &kernels, params.n_iterations);
-
-    let probs = Array3::from_shape_fn((m, h, w), |(l, y, x)| q[(y * w + x) * m + l]);
-    let labels = Array2::from_shape_fn((h, w), |(y, x)| {
-        let col = &q[(y * w + x) * m..(y * w + x + 1) * m];
-        let mut best = 0;
-        for l in 1..m {
-            if col[l] > col[best] {
-                best = l;
-            }
-        }
-        best as u32
-    });
-    Ok(CrfOutput { probs, labels })
+    Ok(mean_field::inference(u, m, &kernels, params.n_iterations))
 }
 
 /// The DenseCRF refinement of a binary mask used by TokenCut and MaskCut: the unary of
@@ -241,6 +338,20 @@ pub fn refine_mask(
     mask: ArrayView2<bool>,
     params: &CrfParams,
 ) -> Result<Array2<bool>> {
+    refine_mask_on(None, image, mask, params)
+}
+
+/// [`refine_mask`] with the CRF on `device` (see [`dense_crf_on`]); only the mask (a
+/// byte per pixel) comes back from the device.
+///
+/// # Errors
+/// As [`refine_mask`] and [`dense_crf_on`].
+pub fn refine_mask_on(
+    device: Option<&CrfDevice>,
+    image: ArrayView3<u8>,
+    mask: ArrayView2<bool>,
+    params: &CrfParams,
+) -> Result<Array2<bool>> {
     let (h, w, c) = image.dim();
     if h == 0 || w == 0 || c == 0 {
         return Err(Error::param(
@@ -249,8 +360,49 @@ pub fn refine_mask(
         ));
     }
     let unary = unary_from_mask(mask, h, w)?;
-    let out = dense_crf(image, unary.view(), params)?;
-    Ok(out.labels.mapv(|l| l == 1))
+    match device {
+        None => Ok(dense_crf(image, unary.view(), params)?
+            .labels
+            .mapv(|l| l == 1)),
+        Some(dev) => {
+            let u = checked_unary(image, unary.view(), params)?;
+            let mask = device_foreground(dev, image, &u, params)?;
+            Ok(Array2::from_shape_vec((h, w), mask).expect("one value per pixel"))
+        }
+    }
+}
+
+/// The permutohedral-lattice Gaussian filter of the CPU DenseCRF alone (the twin the
+/// device lattice is tested against): `s ∘ L(s ∘ input)` for `features` point-major
+/// `(n, d)`, `input` `(n, vs)`, `scale` `(n)`. Returns the output and the vertex count.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for inconsistent sizes or out-of-range features.
+pub fn lattice_filter(
+    features: &[f32],
+    d: usize,
+    input: &[f32],
+    scale: &[f32],
+    vs: usize,
+) -> Result<(Vec<f32>, usize)> {
+    if d == 0 || vs == 0 || features.len() % d != 0 {
+        return Err(Error::param("features", "not a whole number of d-vectors"));
+    }
+    let n = features.len() / d;
+    if n == 0 || input.len() != n * vs || scale.len() != n {
+        return Err(Error::param(
+            "input",
+            format!(
+                "{} values and {} scales for {n} points × {vs}",
+                input.len(),
+                scale.len()
+            ),
+        ));
+    }
+    let lattice = lattice::Lattice::new(features, d)?;
+    let mut out = vec![0f32; n * vs];
+    lattice.filter(input, scale, vs, &mut out, &mut Default::default());
+    Ok((out, lattice.n_vertices()))
 }
 
 /// Per-pixel features, point-major `(H·W, d)`, filled by `f(y, x, out)`.

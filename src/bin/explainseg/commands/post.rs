@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::attr::fusion::{fuse, upsample_mask, Upsample};
 use explainseg::image::decode_image_file;
-use explainseg::post::crf::{dense_crf, refine_mask, unary_from_mask, CrfParams};
+use explainseg::post::crf::{dense_crf_on, refine_mask, unary_from_mask, CrfParams};
 use explainseg::post::morphology::{morphology_mask, MorphologyParams};
 use explainseg::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
 use explainseg::post::otsu::{apply_threshold, threshold_otsu};
@@ -145,6 +145,9 @@ pub struct CrfCmdArgs {
     /// Also write the marginals (labels, H, W) float32.
     #[arg(long, value_name = "P.npy")]
     pub probs: Option<PathBuf>,
+    /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
+    #[arg(long, default_value = "cpu")]
+    pub device: explainseg::backend::Device,
 }
 
 pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
@@ -153,6 +156,8 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     if let Some(p) = &args.probs {
         explainseg::fsutil::require_extension(p, "npy")?;
     }
+    // The device first: a missing one fails before any other work.
+    let device = explainseg::backend::crf_device_for(args.device)?;
     let mask = read_mask(&args.mask)?;
     let (h, w) = (pixels.dim().0, pixels.dim().1);
     if mask.dim() != (h, w) {
@@ -165,7 +170,12 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     }
     let unary = unary_from_mask(mask.view(), h, w)?;
     let busy = spinner(out, "DenseCRF");
-    let res = dense_crf(pixels.view(), unary.view(), &args.crf_args.params())?;
+    let res = dense_crf_on(
+        device.as_ref(),
+        pixels.view(),
+        unary.view(),
+        &args.crf_args.params(),
+    )?;
     busy.finish_and_clear();
     let refined: Array2<bool> = res.labels.mapv(|l| l == 1);
     // Both outputs staged under temporary names, renamed only when both are
