@@ -100,13 +100,15 @@ else
 fi
 # 3. IG 50 steps × 5 NoiseTunnel samples on ViT-S/16 224², one image, best of 3 (f32).
 step ig_explainseg_f32 60 "$es" --quiet bench --device cuda --model s --size 224 --batch 50 \
-    --seconds 3 --steps 50 --samples 5 --ig-repeats 3 --json
+    --seconds 3 --steps 50 --samples 5 --repeats 3 --json
 # 4. The whole pipeline per image on the GPU (explain, feature, mask, CRF), every variant.
 step pipeline_explainseg 90 "$es" --quiet bench --pipeline --device cuda --model s --size 224 \
     --batch 50 --steps 50 --samples 5 --images 4 --json
-# 5. PyTorch + Captum fp32 eager on the same GPU, same shapes, best of 3.
+# 5. DenseCRF 224², 2 labels, 10 mean-field iterations on the GPU, best of 20.
+step crf_explainseg 60 "$es" --quiet bench --crf --device cuda --size 224 --repeats 20 --json
+# 6. PyTorch + Captum fp32 eager on the same GPU, same shapes, best of 3.
 step ig_torch_f32 120 python3 tools/bench_torch.py --device cuda --batch 50 --seconds 3 \
-    --steps 50 --samples 5 --ig-repeats 3
+    --steps 50 --samples 5 --repeats 3
 
 # ---- summary: each time beside its floor and beside the reference from this run
 python3 - "$out" <<'PY' | tee "$out/summary.txt"
@@ -120,10 +122,11 @@ TFLOP = 19.11e9 * 250 / 1e12
 # H100 SXM dense peaks (NVIDIA H100 datasheet): bf16 989, TF32 494.7, fp32 66.9 TFLOP/s.
 floors_ms = {"bf16": TFLOP / 989 * 1e3, "tf32": TFLOP / 494.7 * 1e3, "f32": TFLOP / 66.9 * 1e3}
 steps = {n: load(n) for n in ["parity", "sanitizer_memcheck", "sanitizer_racecheck", "ig_explainseg_f32",
-                               "pipeline_explainseg", "ig_torch_f32"]}
+                               "pipeline_explainseg", "crf_explainseg", "ig_torch_f32"]}
 ours = (steps["ig_explainseg_f32"] or {}).get("result") or {}
 ref = (steps["ig_torch_f32"] or {}).get("result") or {}
 pipe = (steps["pipeline_explainseg"] or {}).get("result") or {}
+crf = (steps["crf_explainseg"] or {}).get("result") or {}
 summary = {
     "steps": {n: (s and {k: s[k] for k in ("rc", "timed_out", "seconds")}) for n, s in steps.items()},
     "tflop_per_image": round(TFLOP, 3),
@@ -135,6 +138,8 @@ summary = {
         # are not implemented, so they are not measured.
         "not_measured": ["tf32", "bf16", "graphs on/off"],
     },
+    # Target on one H100: 1 ms.
+    "crf_224_ms": crf.get("crf_seconds") and 1e3 * crf["crf_seconds"],
     "pipeline_seconds_per_image": {r["variant"]: r for r in pipe.get("variants", [])},
 }
 if ours.get("ig_seconds") and ref.get("ig_seconds"):

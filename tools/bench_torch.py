@@ -79,7 +79,7 @@ def main():
     ap.add_argument("--fused", action="store_true", help="allow timm's fused SDPA attention")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    ap.add_argument("--ig-repeats", type=int, default=1, help="time IG this many times, report the fastest")
+    ap.add_argument("--repeats", type=int, default=1, help="time IG this many times, report the fastest")
     args = ap.parse_args()
 
     os.environ["TIMM_FUSED_ATTN"] = "1" if args.fused else "0"  # must precede the timm import
@@ -139,7 +139,7 @@ def main():
     img = torch.randn(1, 3, 224, 224, device=dev)
     nt = NoiseTunnel(IntegratedGradients(model))
     ig_times = []
-    for _ in range(max(1, args.ig_repeats)):
+    for _ in range(max(1, args.repeats)):
         sync()
         t0 = time.perf_counter()
         attr = nt.attribute(img, nt_type="smoothgrad", nt_samples=args.samples, stdevs=1.0, target=0,

@@ -2,6 +2,9 @@
 //! tools/bench_engine.py runs this next to tools/bench_torch.py (PyTorch + Captum on
 //! the same shapes and threads) and prints the ratio.
 //!
+//! `explainseg bench --crf`: one DenseCRF (mask refinement, 10 mean-field iterations)
+//! at --size² on --device, best of --repeats after a warm-up (scripts/gpu_check.sh).
+//!
 //! `explainseg bench --pipeline`: seconds per image of each stage (explain, feature,
 //! mask, crf) of every variant, with the paper's preset; tools/bench_pipeline.py runs
 //! it beside the reference stack (PyTorch + Captum, scikit-image, SciPy, pydensecrf).
@@ -47,13 +50,17 @@ pub struct BenchArgs {
     /// minutes on 2 cores; the defaults 10 × 1 about a minute for 2 images).
     #[arg(long)]
     pub pipeline: bool,
+    /// Time one DenseCRF instead: the refinement of an elliptic mask on a synthetic
+    /// --size² RGB image, the paper's CRF settings (10 mean-field iterations).
+    #[arg(long, conflicts_with = "pipeline")]
+    pub crf: bool,
     /// Images for --pipeline.
     #[arg(long, default_value_t = 2)]
     pub images: usize,
-    /// Time the IG + NoiseTunnel call this many times and report the fastest (the
-    /// first call on a GPU also pays for lazy set-up).
+    /// Time the IG + NoiseTunnel call (the DenseCRF with --crf) this many times and
+    /// report the fastest (the first call on a GPU also pays for lazy set-up).
     #[arg(long, default_value_t = 1)]
-    pub ig_repeats: usize,
+    pub repeats: usize,
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -80,6 +87,9 @@ fn sgemm_gflops(m: usize, k: usize, n: usize, reps: usize) -> f64 {
 pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     if args.pipeline {
         return run_pipeline(args, out);
+    }
+    if args.crf {
+        return run_crf(args, out);
     }
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
@@ -129,8 +139,8 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
             seed: 0,
         },
     };
-    let mut ig_times = Vec::with_capacity(args.ig_repeats.max(1));
-    for _ in 0..args.ig_repeats.max(1) {
+    let mut ig_times = Vec::with_capacity(args.repeats.max(1));
+    for _ in 0..args.repeats.max(1) {
         let t = Instant::now();
         noise_tunnel_ig(engine.as_ref(), one.view(), zero.view(), 0, &ig, &nt, None)?;
         ig_times.push(t.elapsed().as_secs_f64());
@@ -292,6 +302,52 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
             "model": vit.config.name(), "size": args.size, "threads": threads, "images": args.images,
             "preset": "paper", "ig_steps": args.steps, "nt_samples": args.samples, "passes": passes,
             "variants": rows,
+        }),
+    );
+    Ok(())
+}
+
+/// `bench --crf`: best-of-N seconds of one DenseCRF mask refinement on the device.
+fn run_crf(args: &BenchArgs, out: &Output) -> Result<()> {
+    use explainseg::post::crf::{refine_mask_on, CrfParams};
+    if args.size == 0 {
+        bail!("--size must be at least 1");
+    }
+    let device = explainseg::backend::crf_device_for(args.device)?;
+    let pixels = synthetic_pixels(args.size, 0);
+    let n = args.size as f32;
+    let mask = ndarray::Array2::from_shape_fn((args.size, args.size), |(y, x)| {
+        let (dy, dx) = (
+            (y as f32 - 0.45 * n) / (0.3 * n),
+            (x as f32 - 0.5 * n) / (0.25 * n),
+        );
+        dy * dy + dx * dx <= 1.0
+    });
+    let params = CrfParams::default();
+    // Uncounted: the first call loads modules and sizes the device buffers.
+    let first = refine_mask_on(device.as_ref(), pixels.view(), mask.view(), &params)?;
+    let mut times = Vec::with_capacity(args.repeats.max(1));
+    for _ in 0..args.repeats.max(1) {
+        let t = Instant::now();
+        let again = refine_mask_on(device.as_ref(), pixels.view(), mask.view(), &params)?;
+        times.push(t.elapsed().as_secs_f64());
+        if again != first {
+            bail!("DenseCRF gave another mask on a repeated call");
+        }
+    }
+    let best = times.iter().copied().fold(f64::INFINITY, f64::min);
+    out.result(
+        &format!(
+            "DenseCRF {0}×{0}, 2 labels, {1} iterations on {2:?}: {3:.3} ms (best of {4})",
+            args.size,
+            params.n_iterations,
+            args.device,
+            1e3 * best,
+            times.len()
+        ),
+        serde_json::json!({
+            "size": args.size, "labels": 2, "iterations": params.n_iterations,
+            "device": format!("{:?}", args.device), "crf_seconds": best, "crf_seconds_each": times,
         }),
     );
     Ok(())
