@@ -704,14 +704,29 @@ pub(crate) fn update(
     )
 }
 
-/// Labels `(n)` and, in `out[n]`, the two lattices' fault flags or'ed.
-pub(crate) fn labels(
+/// What [`labels`] writes per pixel, and the kernel that writes it.
+pub(crate) trait LabelOutput {
+    const KERNEL: &'static str;
+}
+
+impl LabelOutput for i32 {
+    const KERNEL: &'static str = "crf_labels";
+}
+
+impl LabelOutput for u8 {
+    const KERNEL: &'static str = "crf_foreground_u8";
+}
+
+/// The MAP labels of the marginals `q` `(n, m)` into `out[..n]` and, in `out[n]`, the
+/// two lattices' fault flags or'ed: as `i32` labels (`crf_labels`) or as the foreground
+/// byte mask, label 1 (`crf_foreground_u8`, a quarter of the download).
+pub(crate) fn labels<T: LabelOutput>(
     dev: &dyn DeviceApi,
     q: &View<f32>,
     n: usize,
     m: usize,
     faults: [&View<u32>; 2],
-    out: &mut ViewMut<i32>,
+    out: &mut ViewMut<T>,
 ) -> Result<()> {
     need("labels.q", q.len(), n * m)?;
     need("labels.out", out.len(), n + 1)?;
@@ -720,36 +735,7 @@ pub(crate) fn labels(
     launch(
         dev,
         KernelFile::CrfFilter,
-        "crf_labels",
-        elems(n),
-        &[
-            p(q),
-            KArg::I32(int("n", n)?),
-            KArg::I32(int("labels", m)?),
-            p(faults[0]),
-            p(faults[1]),
-            pm(out),
-        ],
-    )
-}
-
-/// The foreground mask (label 1) as bytes `(n)` and, in `out[n]`, the fault flags.
-pub(crate) fn foreground(
-    dev: &dyn DeviceApi,
-    q: &View<f32>,
-    n: usize,
-    m: usize,
-    faults: [&View<u32>; 2],
-    out: &mut ViewMut<u8>,
-) -> Result<()> {
-    need("foreground.q", q.len(), n * m)?;
-    need("foreground.out", out.len(), n + 1)?;
-    need("foreground.fault0", faults[0].len(), 1)?;
-    need("foreground.fault1", faults[1].len(), 1)?;
-    launch(
-        dev,
-        KernelFile::CrfFilter,
-        "crf_foreground_u8",
+        T::KERNEL,
         elems(n),
         &[
             p(q),

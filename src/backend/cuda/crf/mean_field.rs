@@ -194,7 +194,7 @@ pub(crate) fn run(
     let faults = [&fault(0), &fault(1)];
     let q = mf.q.as_view();
     if want == CrfWant::Foreground {
-        kernels::foreground(g, &q, n, m, faults, &mut mf.foreground.as_view_mut())?;
+        kernels::labels(g, &q, n, m, faults, &mut mf.foreground.as_view_mut())?;
         let mut mask = mf.foreground.download()?;
         if mask.pop() != Some(0) {
             return Err(super::collision());
