@@ -5,7 +5,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use ndarray::{ArrayBase, ArrayD, Data, Dimension};
-use ndarray_npy::{ReadNpyExt, WritableElement, WriteNpyExt};
+use ndarray_npy::{WritableElement, WriteNpyExt};
 
 use crate::error::{Error, Result};
 
@@ -13,10 +13,12 @@ use crate::error::{Error, Result};
 ///
 /// The header is checked before anything is allocated: its element count against
 /// [`crate::limits::Limits::npy_elements`], and its data length against the file's.
+/// The one buffer (the array's own) is reserved with `try_reserve`.
 ///
 /// # Errors
 /// [`Error::Io`] when unreadable, [`Error::Format`] when not a float32 .npy or
-/// shorter than its header says, [`Error::LimitExceeded`] when too large.
+/// its length differs from what its header says, [`Error::LimitExceeded`] when
+/// too large, [`Error::OutOfMemory`] when the process cannot hold it.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -25,11 +27,12 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
         .take(1 << 16)
         .read_to_end(&mut head)
         .map_err(|e| Error::io(path, e))?;
-    let (header_len, elements) = crate::npy_header::parse(&head)
+    let header = crate::npy_header::parse(&head)
         .map_err(|reason| Error::format(path, format!("not a float32 .npy array: {reason}")))?;
+    let (header_len, elements) = (header.data_offset, header.elements);
     crate::limits::check("npy_elements", elements)?;
     let data_len = elements.checked_mul(4).unwrap_or(u64::MAX);
-    if header_len.saturating_add(data_len) > file_len {
+    if header_len.saturating_add(data_len) != file_len {
         return Err(Error::format(
             path,
             format!(
@@ -38,9 +41,26 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
             ),
         ));
     }
-    file.seek(SeekFrom::Start(0))
+    // Below the npy_elements limit, so the sizes fit in usize.
+    let shape: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+    let mut data = crate::limits::try_vec(elements as usize, 0f32, "the .npy array")?;
+    // SAFETY: f32 has no padding and every byte pattern is a valid f32; the byte
+    // view covers exactly the vector's initialised elements.
+    let bytes =
+        unsafe { std::slice::from_raw_parts_mut(data.as_mut_ptr().cast::<u8>(), data.len() * 4) };
+    file.seek(SeekFrom::Start(header_len))
+        .and_then(|_| file.read_exact(bytes))
         .map_err(|e| Error::io(path, e))?;
-    ArrayD::<f32>::read_npy(file)
+    let from_bytes = if header.big_endian {
+        f32::from_be_bytes
+    } else {
+        f32::from_le_bytes
+    };
+    for v in &mut data {
+        *v = from_bytes(v.to_ne_bytes());
+    }
+    let shaped = ndarray::ShapeBuilder::set_f(ndarray::IxDyn(&shape), header.fortran_order);
+    ArrayD::from_shape_vec(shaped, data)
         .map_err(|e| Error::format(path, format!("not a float32 .npy array: {e}")))
 }
 

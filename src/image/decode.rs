@@ -31,7 +31,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use image::{DynamicImage, ImageDecoder, Limits};
+use image::{ImageDecoder, Limits};
 
 use crate::error::{Error, Result};
 
@@ -441,7 +441,7 @@ fn decode_with_image_crate(
     let mut limits = Limits::default();
     // RGBA16 is the widest buffer the decoders allocate (8 bytes per pixel).
     limits.max_alloc = Some((MAX_PIXELS * 8).min(crate::limits::current().decoded_bytes));
-    let dynimg = match format {
+    match format {
         ImageFormat::Png => {
             // The size from IHDR, checked before the decoder sizes any buffer.
             if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
@@ -451,43 +451,48 @@ fn decode_with_image_crate(
             }
             let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
                 .map_err(|e| format!("PNG: {e}"))?;
-            from_decoder(d)?
+            read_rgb(d)
         }
         ImageFormat::Tiff => {
             let mut d = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))
                 .map_err(|e| format!("TIFF: {e}"))?;
             d.set_limits(limits).map_err(|e| format!("TIFF: {e}"))?;
-            from_decoder(d)?
+            read_rgb(d)
         }
         ImageFormat::Jpeg => unreachable!("JPEG is decoded by mozjpeg"),
-    };
-    let (width, height) = (dynimg.width(), dynimg.height());
+    }
+}
+
+/// Decodes into one buffer of the final RGB size (plus the alpha channel for
+/// RGBA), reserved with `try_reserve` after the size checks: the peak is the
+/// output itself, and a refused allocation is an error rather than an abort.
+fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fail> {
+    use image::ColorType as C;
+    let (width, height) = decoder.dimensions();
+    check_size(width, height)?;
+    crate::limits::check("decoded_bytes", decoder.total_bytes())?;
     let n = width as usize * height as usize;
-    let pixels = match dynimg {
-        DynamicImage::ImageLuma8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 1)),
-        DynamicImage::ImageLumaA8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 2)),
-        DynamicImage::ImageRgb8(b) => Pixels::U8(b.into_raw()),
-        DynamicImage::ImageRgba8(b) => Pixels::U8(drop_alpha(b.as_raw())),
-        DynamicImage::ImageLuma16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 1)),
-        DynamicImage::ImageLumaA16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 2)),
-        DynamicImage::ImageRgb16(b) => Pixels::U16(b.into_raw()),
-        DynamicImage::ImageRgba16(b) => Pixels::U16(drop_alpha(b.as_raw())),
+    let (channels, wide) = match decoder.color_type() {
+        C::L8 => (1, false),
+        C::La8 => (2, false),
+        C::Rgb8 => (3, false),
+        C::Rgba8 => (4, false),
+        C::L16 => (1, true),
+        C::La16 => (2, true),
+        C::Rgb16 => (3, true),
+        C::Rgba16 => (4, true),
         other => {
             return Err(format!(
-                "unsupported sample type {:?}: only 8- and 16-bit integer images are supported",
-                other.color()
+                "unsupported sample type {other:?}: only 8- and 16-bit integer images are supported"
             )
             .into())
         }
     };
-    if pixels.len() != n * 3 {
-        return Err(format!(
-            "decoder returned {} samples, expected {}",
-            pixels.len(),
-            n * 3
-        )
-        .into());
-    }
+    let pixels = if wide {
+        Pixels::U16(read_expanded(decoder, n, channels, 0u16)?)
+    } else {
+        Pixels::U8(read_expanded(decoder, n, channels, 0u8)?)
+    };
     Ok(DecodedImage {
         width,
         height,
@@ -495,30 +500,63 @@ fn decode_with_image_crate(
     })
 }
 
-fn from_decoder<D: ImageDecoder>(decoder: D) -> std::result::Result<DynamicImage, Fail> {
-    let (w, h) = decoder.dimensions();
-    check_size(w, h)?;
-    // The decoded buffer, then the RGB copy made from it (at most as large).
-    crate::limits::check("decoded_bytes", decoder.total_bytes())?;
-    DynamicImage::from_decoder(decoder).map_err(|e| Fail::Msg(e.to_string()))
+/// Reads `n` pixels of `channels` samples and returns them as RGB: gray is
+/// decoded into the tail of the RGB buffer and spread forwards in place, RGBA
+/// is packed to RGB in place.
+fn read_expanded<D: ImageDecoder, T: Sample>(
+    decoder: D,
+    n: usize,
+    channels: usize,
+    zero: T,
+) -> std::result::Result<Vec<T>, Fail> {
+    let samples = n * channels.max(3);
+    let mut buf = crate::limits::try_vec(samples, zero, "decoded image samples")?;
+    let start = samples - n * channels;
+    let src = &mut buf[start..];
+    if T::bytes_of(src).len() as u64 != decoder.total_bytes() {
+        return Err("decoder buffer size differs from its header".into());
+    }
+    decoder
+        .read_image(T::bytes_of(src))
+        .map_err(|e| Fail::Msg(e.to_string()))?;
+    match channels {
+        // Pixel i is read at start + i·channels before the writes to 3i..3i+3
+        // can reach it: 3i + 2 < start + (i + 1)·channels for every i < n.
+        1 | 2 => {
+            for i in 0..n {
+                let v = buf[start + i * channels];
+                buf[3 * i..3 * i + 3].fill(v);
+            }
+        }
+        4 => {
+            for i in 0..n {
+                buf.copy_within(4 * i..4 * i + 3, 3 * i);
+            }
+            buf.truncate(n * 3);
+            buf.shrink_to_fit();
+        }
+        _ => {}
+    }
+    Ok(buf)
 }
 
-/// Replicates the first sample of every `stride`-sample pixel into R, G and B.
-fn gray_to_rgb<T: Copy>(src: &[T], stride: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(src.len() / stride * 3);
-    for px in src.chunks_exact(stride) {
-        out.extend_from_slice(&[px[0], px[0], px[0]]);
-    }
-    out
+/// A sample type whose buffer the decoders fill as native-endian bytes.
+trait Sample: Copy {
+    fn bytes_of(v: &mut [Self]) -> &mut [u8];
 }
 
-/// Keeps R, G, B of every RGBA pixel.
-fn drop_alpha<T: Copy>(src: &[T]) -> Vec<T> {
-    let mut out = Vec::with_capacity(src.len() / 4 * 3);
-    for px in src.chunks_exact(4) {
-        out.extend_from_slice(&px[..3]);
+impl Sample for u8 {
+    fn bytes_of(v: &mut [u8]) -> &mut [u8] {
+        v
     }
-    out
+}
+
+impl Sample for u16 {
+    fn bytes_of(v: &mut [u16]) -> &mut [u8] {
+        // SAFETY: u16 has no padding and every byte pattern is a valid u16; the
+        // byte view covers exactly the slice's memory and borrows it mutably.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 2) }
+    }
 }
 
 #[cfg(test)]

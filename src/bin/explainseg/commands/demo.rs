@@ -154,8 +154,8 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     }
     let seconds = start.elapsed().as_secs_f64();
     let path = args.out.join("report.md");
-    std::fs::write(&path, report(&vit, &images, &variants, &set, seconds))
-        .with_context(|| format!("writing {}", path.display()))?;
+    let text = report(&vit, &images, &variants, &set, seconds);
+    explainseg::fsutil::write_bytes_atomic(&path, text.as_bytes())?;
     let (mut dice, mut miou, mut text) = (
         serde_json::Map::new(),
         serde_json::Map::new(),
