@@ -80,3 +80,48 @@ where
             .map_err(|e| Error::format(path, format!("cannot write .npy: {e}")))
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A version-1 `.npy` file: the header dict padded with spaces to a
+    /// multiple of 64 bytes and ended by a newline, then the data.
+    fn npy_bytes(descr: &str, fortran: bool, shape: &str, data: &[u8]) -> Vec<u8> {
+        let f = if fortran { "True" } else { "False" };
+        let mut dict = format!("{{'descr': '{descr}', 'fortran_order': {f}, 'shape': {shape}, }}");
+        while (10 + dict.len() + 1) % 64 != 0 {
+            dict.push(' ');
+        }
+        dict.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        v.extend_from_slice(dict.as_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn byte_orders_and_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.npy");
+        let values = [1f32, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let expected = ndarray::arr2(&[[1f32, 2.0, 3.0], [4.0, 5.0, 6.0]]).into_dyn();
+        // C order, little-endian: what `write` produces.
+        write(&p, &expected).unwrap();
+        assert_eq!(read_f32(&p).unwrap(), expected);
+        // Fortran order, big-endian: the same array stored column by column.
+        let column_major: Vec<u8> = [0usize, 3, 1, 4, 2, 5]
+            .iter()
+            .flat_map(|&i| values[i].to_be_bytes())
+            .collect();
+        std::fs::write(&p, npy_bytes(">f4", true, "(2, 3)", &column_major)).unwrap();
+        assert_eq!(read_f32(&p).unwrap(), expected);
+        // A byte too many or too few is refused.
+        let le: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for data in [&le[..23], &[&le[..], &[0u8][..]].concat()[..]] {
+            std::fs::write(&p, npy_bytes("<f4", false, "(2, 3)", data)).unwrap();
+            assert!(matches!(read_f32(&p), Err(Error::Format { .. })));
+        }
+    }
+}

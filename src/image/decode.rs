@@ -172,7 +172,8 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
-/// A decoder failure: a message, or a crate error (a limit) kept as it is.
+/// A decoder failure: a message, or a crate error (a limit, a refused
+/// allocation) kept as it is.
 enum Fail {
     Msg(String),
     Lib(Error),
@@ -193,7 +194,7 @@ impl From<&str> for Fail {
 impl From<Error> for Fail {
     fn from(e: Error) -> Self {
         match e {
-            Error::LimitExceeded { .. } => Fail::Lib(e),
+            Error::LimitExceeded { .. } | Error::OutOfMemory { .. } => Fail::Lib(e),
             other => Fail::Msg(other.to_string()),
         }
     }
@@ -442,18 +443,12 @@ fn decode_with_image_crate(
     // RGBA16 is the widest buffer the decoders allocate (8 bytes per pixel).
     limits.max_alloc = Some((MAX_PIXELS * 8).min(crate::limits::current().decoded_bytes));
     match format {
-        ImageFormat::Png => {
-            // The size from IHDR, checked before the decoder sizes any buffer.
-            if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
-                let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
-                let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
-                check_size(w, h)?;
-            }
-            let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
-                .map_err(|e| format!("PNG: {e}"))?;
-            read_rgb(d)
-        }
+        ImageFormat::Png => decode_png(bytes, limits.max_alloc.unwrap_or(u64::MAX)),
         ImageFormat::Tiff => {
+            if !crate::limits::lenient() {
+                super::tiff_check::check_strips(bytes)
+                    .map_err(|reason| format!("TIFF: {reason}; pass --lenient to accept it"))?;
+            }
             let mut d = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))
                 .map_err(|e| format!("TIFF: {e}"))?;
             d.set_limits(limits).map_err(|e| format!("TIFF: {e}"))?;
@@ -461,6 +456,69 @@ fn decode_with_image_crate(
         }
         ImageFormat::Jpeg => unreachable!("JPEG is decoded by mozjpeg"),
     }
+}
+
+/// PNG through the `png` crate, whose checksum switches `image` does not
+/// expose: strict decoding verifies every chunk's CRC (ancillary chunks
+/// included) and the zlib Adler-32 of the image data; lenient decoding
+/// verifies neither. Palettes and low bit depths are expanded to 8 bits.
+fn decode_png(bytes: &[u8], max_alloc: u64) -> std::result::Result<DecodedImage, Fail> {
+    // The size from IHDR, checked before the decoder sizes any buffer.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+        let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+        check_size(w, h)?;
+    }
+    let strict = !crate::limits::lenient();
+    let mut options = png::DecodeOptions::default();
+    options.set_ignore_checksums(!strict);
+    options.set_skip_ancillary_crc_failures(!strict);
+    let mut decoder = png::Decoder::new_with_options(Cursor::new(bytes), options);
+    decoder.set_limits(png::Limits {
+        bytes: usize::try_from(max_alloc).unwrap_or(usize::MAX),
+    });
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| format!("PNG: {e}"))?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    check_size(width, height)?;
+    let (channels, wide) = match reader.output_color_type() {
+        (png::ColorType::Grayscale, png::BitDepth::Eight) => (1, false),
+        (png::ColorType::GrayscaleAlpha, png::BitDepth::Eight) => (2, false),
+        (png::ColorType::Rgb, png::BitDepth::Eight) => (3, false),
+        (png::ColorType::Rgba, png::BitDepth::Eight) => (4, false),
+        (png::ColorType::Grayscale, png::BitDepth::Sixteen) => (1, true),
+        (png::ColorType::GrayscaleAlpha, png::BitDepth::Sixteen) => (2, true),
+        (png::ColorType::Rgb, png::BitDepth::Sixteen) => (3, true),
+        (png::ColorType::Rgba, png::BitDepth::Sixteen) => (4, true),
+        other => return Err(format!("PNG: unsupported output layout {other:?}").into()),
+    };
+    let n = width as usize * height as usize;
+    let total = (n as u64) * channels as u64 * if wide { 2 } else { 1 };
+    crate::limits::check("decoded_bytes", total)?;
+    if reader.output_buffer_size() != usize::try_from(total).ok() {
+        return Err("PNG: decoder buffer size differs from its header".into());
+    }
+    let mut fill = |buf: &mut [u8]| -> std::result::Result<(), String> {
+        reader.next_frame(buf).map_err(|e| format!("PNG: {e}"))?;
+        if wide {
+            // PNG samples are big-endian; the u16 buffer is native.
+            for pair in buf.chunks_exact_mut(2) {
+                let v = u16::from_be_bytes([pair[0], pair[1]]);
+                pair.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+        Ok(())
+    };
+    let pixels = if wide {
+        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
+    } else {
+        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
+    };
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
 /// Decodes into one buffer of the final RGB size (plus the alpha channel for
@@ -488,10 +546,19 @@ fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fa
             .into())
         }
     };
+    let total = decoder.total_bytes();
+    let mut decoder = Some(decoder);
+    let mut fill = |buf: &mut [u8]| -> std::result::Result<(), String> {
+        if buf.len() as u64 != total {
+            return Err("decoder buffer size differs from its header".into());
+        }
+        let d = decoder.take().ok_or("decoder used twice")?;
+        d.read_image(buf).map_err(|e| e.to_string())
+    };
     let pixels = if wide {
-        Pixels::U16(read_expanded(decoder, n, channels, 0u16)?)
+        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
     } else {
-        Pixels::U8(read_expanded(decoder, n, channels, 0u8)?)
+        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
     };
     Ok(DecodedImage {
         width,
@@ -500,25 +567,19 @@ fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fa
     })
 }
 
-/// Reads `n` pixels of `channels` samples and returns them as RGB: gray is
-/// decoded into the tail of the RGB buffer and spread forwards in place, RGBA
-/// is packed to RGB in place.
-fn read_expanded<D: ImageDecoder, T: Sample>(
-    decoder: D,
+/// `n` pixels of `channels` samples, which `fill` decodes as native-endian
+/// bytes, returned as RGB: gray is decoded into the tail of the RGB buffer and
+/// spread forwards in place, RGBA is packed to RGB in place.
+fn expand_to_rgb<T: Sample>(
     n: usize,
     channels: usize,
     zero: T,
+    fill: &mut dyn FnMut(&mut [u8]) -> std::result::Result<(), String>,
 ) -> std::result::Result<Vec<T>, Fail> {
     let samples = n * channels.max(3);
     let mut buf = crate::limits::try_vec(samples, zero, "decoded image samples")?;
     let start = samples - n * channels;
-    let src = &mut buf[start..];
-    if T::bytes_of(src).len() as u64 != decoder.total_bytes() {
-        return Err("decoder buffer size differs from its header".into());
-    }
-    decoder
-        .read_image(T::bytes_of(src))
-        .map_err(|e| Fail::Msg(e.to_string()))?;
+    fill(T::bytes_of(&mut buf[start..]))?;
     match channels {
         // Pixel i is read at start + i·channels before the writes to 3i..3i+3
         // can reach it: 3i + 2 < start + (i + 1)·channels for every i < n.
