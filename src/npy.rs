@@ -31,7 +31,7 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
         .map_err(|reason| Error::format(path, format!("not a float32 .npy array: {reason}")))?;
     let (header_len, elements) = (header.data_offset, header.elements);
     crate::limits::check("npy_elements", elements)?;
-    let data_len = elements.checked_mul(4).unwrap_or(u64::MAX);
+    let data_len = elements.saturating_mul(4);
     if header_len.saturating_add(data_len) != file_len {
         return Err(Error::format(
             path,
