@@ -71,6 +71,15 @@ done
 rc=0; "$work/prefix/bin/explainseg_example" > /dev/null 2>&1 || rc=$?
 test "$rc" = 2 || { echo "the installed example does not start (exit $rc)" >&2; exit 1; }
 
+echo "== the shipped library holds no fuzz entry points (feature \`fuzzing\` is for fuzz/ and tests only)"
+# The static library keeps every public Rust item; the cdylib keeps only what
+# its C symbols reach, so its strings are checked too.
+if nm -C target/release/libexplainseg.a | grep -q 'explainseg::fuzzing' \
+    || strings -a "$work/prefix/lib/libexplainseg.so" | grep -q 'unknown fuzz target'; then
+    echo "the release library contains explainseg::fuzzing" >&2
+    exit 1
+fi
+
 echo "== consumer through pkg-config"
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
 test "$(pkg-config --modversion explainseg)" = "$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"

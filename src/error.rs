@@ -67,6 +67,11 @@ pub enum Error {
         asked: u64,
         max: u64,
     },
+    /// Memory for a buffer whose size passed the limits could not be reserved
+    /// (the machine's memory or the process's address-space cap is exhausted);
+    /// the allocation was refused, not attempted blindly.
+    #[error("cannot reserve {bytes} bytes for {what}: out of memory (the input passed the limits but the process cannot hold it; lower the limits or give the process more memory)")]
+    OutOfMemory { what: &'static str, bytes: u64 },
 }
 
 impl Error {

@@ -56,6 +56,53 @@ pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Writes several files all or none: each is written under a temporary name
+/// first, and only when every one is complete are they renamed into place. A
+/// target that is a folder is refused before anything is renamed. On a failure
+/// the temporary files are removed and every target is left as it was.
+///
+/// # Errors
+/// [`Error::Io`] naming the file that could not be written or renamed.
+pub fn write_files_atomic(files: &[(&Path, &[u8])]) -> Result<()> {
+    let mut staged: Vec<(PathBuf, &Path)> = Vec::with_capacity(files.len());
+    let discard = |staged: &[(PathBuf, &Path)]| {
+        for (tmp, _) in staged {
+            let _ = std::fs::remove_file(tmp);
+        }
+    };
+    for &(path, bytes) in files {
+        if path.is_dir() {
+            discard(&staged);
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a folder"),
+            ));
+        }
+        let tmp = temp_sibling(path);
+        let written = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .and_then(|mut f| {
+                std::io::Write::write_all(&mut f, bytes)?;
+                f.sync_data()
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            discard(&staged);
+            return Err(Error::io(path, e));
+        }
+        staged.push((tmp, path));
+    }
+    for (i, (tmp, path)) in staged.iter().enumerate() {
+        if let Err(e) = std::fs::rename(tmp, path) {
+            discard(&staged[i..]);
+            return Err(Error::io(path, e));
+        }
+    }
+    Ok(())
+}
+
 /// An identifier (taken from a file name or a CSV cell) made safe as one path
 /// component: path separators, `..`, leading dots, control characters and
 /// characters that are special on common file systems become `_`; an empty
@@ -104,6 +151,7 @@ pub fn require_extension(path: &Path, ext: &str) -> Result<()> {
 #[derive(Debug, Default)]
 pub struct CreatedFiles {
     paths: Vec<PathBuf>,
+    dirs: Vec<PathBuf>,
 }
 
 impl CreatedFiles {
@@ -130,21 +178,62 @@ impl CreatedFiles {
         Ok(())
     }
 
+    /// Runs `write`, an atomic writer of `path` (such as
+    /// `render::write_mask_png`), remembering `path` if it did not exist before.
+    ///
+    /// # Errors
+    /// Whatever `write` returns.
+    pub fn track(&mut self, path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+        let existed = path.symlink_metadata().is_ok();
+        write(path)?;
+        if !existed {
+            self.paths.push(path.to_path_buf());
+        }
+        Ok(())
+    }
+
     /// Records a file this run created by other means.
     pub fn record(&mut self, path: &Path) {
         self.paths.push(path.to_path_buf());
     }
 
-    /// Removes every file recorded here (the run failed).
+    /// Creates `dir` and its missing parents, remembering those it created (they
+    /// are removed on failure if they are empty by then).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when a folder cannot be created.
+    pub fn create_dir_all(&mut self, dir: &Path) -> Result<()> {
+        let mut missing = Vec::new();
+        let mut d = Some(dir);
+        while let Some(p) = d.filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+            missing.push(p.to_path_buf());
+            d = p.parent();
+        }
+        for p in missing.into_iter().rev() {
+            match std::fs::create_dir(&p) {
+                Ok(()) => self.dirs.push(p),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(Error::io(&p, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes every file recorded here, then every folder this run created
+    /// that is empty by then (the run failed).
     pub fn remove_all(&mut self) {
         for p in self.paths.drain(..).rev() {
             let _ = std::fs::remove_file(p);
+        }
+        for d in self.dirs.drain(..).rev() {
+            let _ = std::fs::remove_dir(d);
         }
     }
 
     /// Forgets the files (the run succeeded).
     pub fn keep(&mut self) {
         self.paths.clear();
+        self.dirs.clear();
     }
 }
 
@@ -161,6 +250,45 @@ mod tests {
         assert_eq!(sanitize_id("../x"), "___x");
         assert_eq!(sanitize_id(""), "_");
         assert_eq!(sanitize_id("a/b\\c"), "a_b_c");
+    }
+
+    #[test]
+    fn several_files_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.json"), dir.path().join("b.md"));
+        std::fs::write(&a, b"old").unwrap();
+        std::fs::create_dir(&b).unwrap();
+        assert!(write_files_atomic(&[(&a, b"new"), (&b, b"new")]).is_err());
+        assert_eq!(std::fs::read(&a).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        std::fs::remove_dir(&b).unwrap();
+        write_files_atomic(&[(&a, b"new"), (&b, b"md")]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new");
+        assert_eq!(std::fs::read(&b).unwrap(), b"md");
+    }
+
+    #[test]
+    fn a_failed_run_removes_only_what_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.txt");
+        std::fs::write(&old, b"before").unwrap();
+        let mut created = CreatedFiles::new();
+        let sub = dir.path().join("x/y");
+        created.create_dir_all(&sub).unwrap();
+        created
+            .write(&sub.join("n.txt"), |f| {
+                std::io::Write::write_all(f, b"n").map_err(|e| Error::io(&old, e))
+            })
+            .unwrap();
+        created
+            .write(&old, |f| {
+                std::io::Write::write_all(f, b"after").map_err(|e| Error::io(&old, e))
+            })
+            .unwrap();
+        created.remove_all();
+        assert!(!dir.path().join("x").exists());
+        assert_eq!(std::fs::read(&old).unwrap(), b"after");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

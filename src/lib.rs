@@ -42,6 +42,8 @@ pub mod dataset;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+// Fuzz entry points: only with the `fuzzing` feature (fuzz/, `cargo test`).
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod hash;
 pub mod ig;

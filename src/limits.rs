@@ -231,6 +231,31 @@ pub fn check_product(name: &'static str, factors: &[u64]) -> Result<u64> {
     Ok(n)
 }
 
+/// A vector of `n` copies of `value`, its memory reserved with `try_reserve`:
+/// a refused allocation is [`Error::OutOfMemory`] naming `what`, never an abort.
+/// For buffers whose size comes from a file or a parameter (after [`check`]).
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+pub fn try_vec<T: Clone>(n: usize, value: T, what: &'static str) -> Result<Vec<T>> {
+    let mut v = try_with_capacity(n, what)?;
+    v.resize(n, value);
+    Ok(v)
+}
+
+/// An empty vector with room for `n` elements, reserved as in [`try_vec`].
+///
+/// # Errors
+/// [`Error::OutOfMemory`].
+pub fn try_with_capacity<T>(n: usize, what: &'static str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| Error::OutOfMemory {
+        what,
+        bytes: (n as u64).saturating_mul(std::mem::size_of::<T>() as u64),
+    })?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +273,19 @@ mod tests {
         assert!(l.apply("tokens").is_err());
         l.apply("tokens=4_097").unwrap();
         assert_eq!(l.tokens, 4097);
+    }
+
+    #[test]
+    fn impossible_allocations_are_errors() {
+        assert!(matches!(
+            try_vec(usize::MAX / 2, 0u8, "a test buffer"),
+            Err(Error::OutOfMemory {
+                what: "a test buffer",
+                ..
+            })
+        ));
+        assert!(try_with_capacity::<u64>(usize::MAX / 4, "x").is_err());
+        assert_eq!(try_vec(3, 7u16, "x").unwrap(), [7, 7, 7]);
     }
 
     #[test]

@@ -1,12 +1,26 @@
-//! A strict parser of the `.npy` header, used to size-check an array before it
-//! is read (the reader of `ndarray-npy` allocates what the header declares).
+//! A strict parser of the `.npy` header, so that an array is size-checked
+//! before its data is read, and its buffer reserved without aborting.
 
-/// Parses a `.npy` prefix (magic, version, header dict) and returns the offset of
-/// the data and the number of elements of a float32 array.
+/// What a float32 `.npy` header declares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// Offset of the data from the start of the file.
+    pub data_offset: u64,
+    /// The dimensions (empty for a scalar).
+    pub shape: Vec<u64>,
+    /// Elements, the product of `shape` (saturating).
+    pub elements: u64,
+    /// Column-major data (`fortran_order: True`).
+    pub fortran_order: bool,
+    /// Big-endian samples (`>f4`).
+    pub big_endian: bool,
+}
+
+/// Parses a `.npy` prefix (magic, version, header dict) of a float32 array.
 ///
 /// # Errors
 /// A reason when the prefix is not a float32 `.npy` header.
-pub(crate) fn parse(b: &[u8]) -> Result<(u64, u64), String> {
+pub(crate) fn parse(b: &[u8]) -> Result<Header, String> {
     if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
         return Err("missing the \\x93NUMPY magic".into());
     }
@@ -39,6 +53,17 @@ pub(crate) fn parse(b: &[u8]) -> Result<(u64, u64), String> {
             descr.split(',').next().unwrap_or("")
         ));
     }
+    let big_endian = descr.starts_with("'>f4'");
+    let fortran = value_after(dict, "'fortran_order'")
+        .ok_or("header has no 'fortran_order'")?
+        .trim_start();
+    let fortran_order = if fortran.starts_with("True") {
+        true
+    } else if fortran.starts_with("False") {
+        false
+    } else {
+        return Err("'fortran_order' is neither True nor False".into());
+    };
     let shape = value_after(dict, "'shape'").ok_or("header has no 'shape'")?;
     let shape = shape.trim_start();
     let inner = shape
@@ -46,6 +71,7 @@ pub(crate) fn parse(b: &[u8]) -> Result<(u64, u64), String> {
         .and_then(|s| s.split_once(')'))
         .map(|(inner, _)| inner)
         .ok_or("'shape' is not a tuple")?;
+    let mut dims = Vec::new();
     let mut n: u64 = 1;
     for dim in inner.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let d: u64 = dim
@@ -53,8 +79,15 @@ pub(crate) fn parse(b: &[u8]) -> Result<(u64, u64), String> {
             .parse()
             .map_err(|_| format!("shape entry `{dim}` is not a non-negative integer"))?;
         n = n.saturating_mul(d);
+        dims.push(d);
     }
-    Ok((end, n))
+    Ok(Header {
+        data_offset: end,
+        shape: dims,
+        elements: n,
+        fortran_order,
+        big_endian,
+    })
 }
 
 fn value_after<'a>(dict: &'a str, key: &str) -> Option<&'a str> {
@@ -77,13 +110,29 @@ mod tests {
     #[test]
     fn shapes_and_dtypes() {
         let h = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }");
-        assert_eq!(parse(&h).unwrap(), (h.len() as u64, 12));
-        let h = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1099511627776,), }");
-        assert_eq!(parse(&h).unwrap().1, 1 << 40);
+        let p = parse(&h).unwrap();
+        assert_eq!((p.data_offset, p.elements), (h.len() as u64, 12));
+        assert_eq!(p.shape, [3, 4]);
+        assert!(!p.fortran_order && !p.big_endian);
+        let h = npy("{'descr': '>f4', 'fortran_order': True, 'shape': (1099511627776,), }");
+        let p = parse(&h).unwrap();
+        assert_eq!(p.elements, 1 << 40);
+        assert!(p.fortran_order && p.big_endian);
         let h = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (), }");
-        assert_eq!(parse(&h).unwrap().1, 1);
-        assert!(parse(&npy("{'descr': '<f8', 'shape': (3,), }")).is_err());
-        assert!(parse(&npy("{'descr': '<f4', 'shape': (-3,), }")).is_err());
+        assert_eq!(parse(&h).unwrap().elements, 1);
+        assert!(parse(&npy(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (3,), }"
+        ))
+        .is_err());
+        assert!(parse(&npy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-3,), }"
+        ))
+        .is_err());
+        assert!(parse(&npy(
+            "{'descr': '<f4', 'fortran_order': 0, 'shape': (3,), }"
+        ))
+        .is_err());
+        assert!(parse(&npy("{'descr': '<f4', 'shape': (3,), }")).is_err());
         assert!(parse(b"\x93NUMPY\x01\x00\xff\xff{").is_err());
         assert!(parse(b"garbage").is_err());
     }

@@ -30,9 +30,17 @@ fn jpeg() -> PathBuf {
     fixture("preprocess/jpeg420_q85.jpg")
 }
 
+/// A lower cap, for inputs whose limits were raised on purpose: the buffer they
+/// ask for passes every limit but cannot be reserved under this cap.
+const SMALL_AS_CAP: &str = "--as=1073741824";
+
 fn capped(program: &Path) -> Command {
+    capped_at(program, AS_CAP)
+}
+
+fn capped_at(program: &Path, cap: &str) -> Command {
     let mut c = Command::new("prlimit");
-    c.arg(AS_CAP).arg("timeout").arg("20").arg(program);
+    c.arg(cap).arg("timeout").arg("20").arg(program);
     c
 }
 
@@ -61,8 +69,13 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, u64)> {
 /// Runs the CLI in `dir` with `args`; asserts exit 1 or 2, a message containing
 /// `needle` (case-insensitive), no panic, and no file created or changed.
 fn cli_fails(dir: &Path, args: &[&str], needle: &str) -> Result<(), String> {
+    cli_fails_under(dir, args, needle, AS_CAP)
+}
+
+/// [`cli_fails`] under the address-space cap `cap` (a `prlimit` argument).
+fn cli_fails_under(dir: &Path, args: &[&str], needle: &str, cap: &str) -> Result<(), String> {
     let before = snapshot(dir);
-    let out = capped(Path::new(env!("CARGO_BIN_EXE_explainseg")))
+    let out = capped_at(Path::new(env!("CARGO_BIN_EXE_explainseg")), cap)
         .args(args)
         .current_dir(dir)
         .output()
@@ -610,6 +623,48 @@ fn hostile_cli_inputs() {
     );
 }
 
+/// Limits raised far above the defaults let a 16384² RGBA16 PNG header (2 GiB of
+/// samples) through; under a 1 GiB address-space cap the buffer cannot be
+/// reserved, which must be an error naming the allocation, never an abort.
+#[test]
+fn allocation_refused_by_the_address_space_cap_is_an_error() {
+    let f = Files::new();
+    let w = weights().to_str().unwrap().to_string();
+    let rgba16 = f.put("rgba16.png", &png_header(16384, 16384, 16, 6));
+    let out = f.path().join("out").to_str().unwrap().to_string();
+    let raised = [
+        "--limit",
+        "image_pixels=268435456",
+        "--limit",
+        "decoded_bytes=17179869184",
+    ];
+    let mut failures = Vec::new();
+    for cmd in ["segment", "attribute"] {
+        let mut args = vec![cmd, "--weights", &w, "--image", &rgba16, "--out", &out];
+        args.extend(raised);
+        if let Err(e) = cli_fails_under(f.path(), &args, "cannot reserve", SMALL_AS_CAP) {
+            failures.push(e);
+        }
+    }
+    let child = capped_at(&std::env::current_exe().unwrap(), SMALL_AS_CAP)
+        .args([
+            "--exact",
+            "c_abi_child",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env("HOSTILE_CASE", "image_beyond_address_space")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&child.stdout).into_owned()
+        + &String::from_utf8_lossy(&child.stderr);
+    if !child.status.success() || !text.contains("HOSTILE-OK") {
+        failures.push(format!("C ABI: {:?}\n{text}", child.status));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
 fn s(a: &[&str]) -> Vec<String> {
     a.iter().map(|x| x.to_string()).collect()
 }
@@ -641,6 +696,8 @@ const C_CASES: &[&str] = &[
     "image_corrupt_jpeg",
     "image_dicom_header",
     "limits_lowered_tokens",
+    "png_checksums_strict_and_lenient",
+    "tiff_strict_and_lenient",
 ];
 
 #[test]
@@ -683,6 +740,91 @@ fn hostile_c_abi_calls() {
         C_CASES.len(),
         failures.join("\n\n")
     );
+}
+
+fn set_lenient(on: bool) {
+    let l = EsLimits {
+        lenient_decoding: u8::from(on),
+        ..explainseg_limits_default()
+    };
+    // SAFETY: a valid struct.
+    assert_eq!(unsafe { explainseg_limits_set(&l) }, EsStatus::Ok);
+}
+
+/// A 16×16 RGB PNG (one IDAT) with varied pixels.
+fn small_png() -> Vec<u8> {
+    let img =
+        ::image::RgbImage::from_fn(16, 16, |x, y| ::image::Rgb([x as u8 * 16, y as u8 * 16, 7]));
+    let mut b = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut b), ::image::ImageFormat::Png)
+        .unwrap();
+    b
+}
+
+/// (offset of the chunk's length field, data length) of the first `kind` chunk.
+fn png_chunk(b: &[u8], kind: &[u8; 4]) -> (usize, usize) {
+    let mut pos = 8;
+    loop {
+        let len = u32::from_be_bytes(b[pos..pos + 4].try_into().unwrap()) as usize;
+        if &b[pos + 4..pos + 8] == kind {
+            return (pos, len);
+        }
+        pos += 12 + len;
+    }
+}
+
+fn fix_crc(b: &mut [u8], at: usize, len: usize) {
+    let crc = crc32(&b[at + 4..at + 8 + len]);
+    b[at + 8 + len..at + 12 + len].copy_from_slice(&crc.to_be_bytes());
+}
+
+/// The damages that strict PNG decoding refuses and lenient decoding accepts
+/// without any change to the pixels: a wrong CRC of the image data chunk, a
+/// wrong zlib Adler-32 (CRC made to match), a wrong CRC of an ancillary chunk.
+fn damaged_pngs(clean: &[u8]) -> Vec<(&'static str, Vec<u8>)> {
+    let (at, len) = png_chunk(clean, b"IDAT");
+    let mut idat_crc = clean.to_vec();
+    idat_crc[at + 8 + len] ^= 0x01;
+    let mut adler = clean.to_vec();
+    adler[at + 8 + len - 1] ^= 0x01;
+    fix_crc(&mut adler, at, len);
+    let mut text = clean[..at].to_vec();
+    let mut chunk = 9u32.to_be_bytes().to_vec();
+    chunk.extend_from_slice(b"tEXtComment\0x");
+    chunk.extend_from_slice(&(crc32(&chunk[4..]) ^ 1).to_be_bytes());
+    text.extend_from_slice(&chunk);
+    text.extend_from_slice(&clean[at..]);
+    vec![
+        ("idat_crc", idat_crc),
+        ("adler32", adler),
+        ("text_crc", text),
+    ]
+}
+
+/// A 16×16 RGB TIFF, the same with a strip byte count that runs past the end
+/// of the file, and the same cut inside its first directory.
+fn damaged_tiffs() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let img = ::image::RgbImage::from_fn(16, 16, |x, y| ::image::Rgb([x as u8, y as u8, 9]));
+    let mut clean = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut clean),
+        ::image::ImageFormat::Tiff,
+    )
+    .unwrap();
+    // Little-endian TIFF: the first directory's offset at byte 4; its entries of
+    // 12 bytes; StripByteCounts (279) points past the end.
+    let ifd = u32::from_le_bytes(clean[4..8].try_into().unwrap()) as usize;
+    let count = u16::from_le_bytes([clean[ifd], clean[ifd + 1]]) as usize;
+    let mut long_strip = clean.clone();
+    for e in 0..count {
+        let at = ifd + 2 + 12 * e;
+        if u16::from_le_bytes([clean[at], clean[at + 1]]) == 279 {
+            long_strip[at + 8..at + 12].copy_from_slice(&1_000_000u32.to_le_bytes());
+        }
+    }
+    assert_ne!(long_strip, clean, "no StripByteCounts entry");
+    let cut = clean[..ifd + 20].to_vec();
+    (clean, long_strip, cut)
 }
 
 fn last_error() -> String {
@@ -942,6 +1084,68 @@ fn c_abi_child() {
                 EsStatus::Decode,
                 "unrecognised",
             );
+        }
+        "image_beyond_address_space" => {
+            let l = EsLimits {
+                image_pixels: 1 << 28,
+                decoded_bytes: 1 << 34,
+                ..explainseg_limits_default()
+            };
+            // SAFETY: a valid struct.
+            assert_eq!(unsafe { explainseg_limits_set(&l) }, EsStatus::Ok);
+            let p = f.put("rgba16.png", &png_header(16384, 16384, 16, 6));
+            expect(
+                load_image(Path::new(&p)).0,
+                EsStatus::LimitExceeded,
+                "cannot reserve",
+            );
+        }
+        "png_checksums_strict_and_lenient" => {
+            let clean = small_png();
+            let want = explainseg::image::decode_image_bytes(&clean, Path::new("clean.png"))
+                .unwrap()
+                .pixels;
+            for (name, bytes) in damaged_pngs(&clean) {
+                let p = f.put(&format!("{name}.png"), &bytes);
+                expect(load_image(Path::new(&p)).0, EsStatus::Decode, "PNG");
+                set_lenient(true);
+                let (st, img) = load_image(Path::new(&p));
+                assert_eq!(st, EsStatus::Ok, "{name} lenient: {}", last_error());
+                // SAFETY: a live handle from explainseg_image_load.
+                unsafe { explainseg_image_free(img) };
+                let got = explainseg::image::decode_image_bytes(&bytes, Path::new(&p)).unwrap();
+                assert_eq!(got.pixels, want, "{name}: lenient pixels differ");
+                set_lenient(false);
+            }
+        }
+        "tiff_strict_and_lenient" => {
+            let (clean, long_strip, cut) = damaged_tiffs();
+            let want = explainseg::image::decode_image_bytes(&clean, Path::new("clean.tif"))
+                .unwrap()
+                .pixels;
+            // A strip byte count past the end of the file: refused when strict;
+            // lenient decoding reads what the image needs, as the tiff crate does.
+            let p = f.put("long_strip.tif", &long_strip);
+            expect(
+                load_image(Path::new(&p)).0,
+                EsStatus::Decode,
+                "runs past the end",
+            );
+            set_lenient(true);
+            let got = explainseg::image::decode_image_bytes(&long_strip, Path::new(&p)).unwrap();
+            assert_eq!(got.pixels, want);
+            // A file cut inside its directory stays an error either way.
+            let p = f.put("cut.tif", &cut);
+            for lenient in [true, false] {
+                set_lenient(lenient);
+                let (st, _) = load_image(Path::new(&p));
+                assert_eq!(
+                    st,
+                    EsStatus::Decode,
+                    "cut, lenient={lenient}: {}",
+                    last_error()
+                );
+            }
         }
         "limits_lowered_tokens" => {
             let l = EsLimits {

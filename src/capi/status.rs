@@ -142,7 +142,7 @@ pub fn status_of(e: &Error) -> EsStatus {
         Error::Cuda(_) => EsStatus::Cuda,
         Error::Aborted => EsStatus::Aborted,
         Error::Internal(_) => EsStatus::Internal,
-        Error::LimitExceeded { .. } => EsStatus::LimitExceeded,
+        Error::LimitExceeded { .. } | Error::OutOfMemory { .. } => EsStatus::LimitExceeded,
         _ => EsStatus::Internal,
     }
 }

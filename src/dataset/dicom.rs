@@ -49,7 +49,6 @@ mod with_dicom {
     use super::*;
     use crate::image::Pixels;
     use dicom_object::{OpenFileOptions, Tag};
-    use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder, PixelRepresentation};
 
     const ROWS: Tag = Tag(0x0028, 0x0010);
     const COLUMNS: Tag = Tag(0x0028, 0x0011);
@@ -64,7 +63,7 @@ mod with_dicom {
 
     pub(crate) fn dicom_size(path: &Path) -> Result<(u32, u32)> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        check_element_lengths(&bytes).map_err(|reason| fail(path, reason))?;
+        walk_elements(&bytes).map_err(|reason| fail(path, reason))?;
         drop(bytes);
         let obj = OpenFileOptions::new()
             .read_until(PIXEL_DATA)
@@ -81,14 +80,28 @@ mod with_dicom {
         Ok((w, h))
     }
 
-    /// Checks the header against the limits and the PixelData element against the
-    /// file before anything is decoded: the parser allocates the declared length.
-    fn precheck(path: &Path) -> Result<()> {
+    /// Frame 0 as the header describes it, checked against the limits and the
+    /// file: where its samples lie in the file's bytes and how to read them.
+    struct Frame {
+        rows: u32,
+        cols: u32,
+        samples_per_pixel: usize,
+        bits_allocated: u64,
+        bits_stored: u64,
+        signed: bool,
+        monochrome1: bool,
+        big_endian: bool,
+        /// Byte range of frame 0's samples in the file.
+        data: std::ops::Range<usize>,
+    }
+
+    /// Reads and checks the header of the file whose bytes are `bytes` before
+    /// any pixel is touched: every element length against the file, the sizes
+    /// against the limits, the sample layout against what is supported, and (in
+    /// strict mode) BitsStored and the PixelData length against the header.
+    fn frame(path: &Path, bytes: &[u8]) -> Result<Frame> {
         let strict = !crate::limits::lenient();
-        // Every element length against the file first: the parser reserves
-        // (and zeroes) what an element declares before reading it.
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        check_element_lengths(&bytes).map_err(|reason| fail(path, reason))?;
+        let pixel_data = walk_elements(bytes).map_err(|reason| fail(path, reason))?;
         let head = OpenFileOptions::new()
             .read_until(PIXEL_DATA)
             .open_file(path)
@@ -103,29 +116,41 @@ mod with_dicom {
         let spp = get(Tag(0x0028, 0x0002), "SamplesPerPixel").unwrap_or(1);
         let bits_alloc = get(Tag(0x0028, 0x0100), "BitsAllocated")?;
         let bits_stored = get(Tag(0x0028, 0x0101), "BitsStored").unwrap_or(bits_alloc);
+        let signed = get(Tag(0x0028, 0x0103), "PixelRepresentation")? == 1;
+        let photometric = head
+            .element(Tag(0x0028, 0x0004))
+            .map_err(|e| fail(path, format!("PhotometricInterpretation: {e}")))?
+            .to_str()
+            .map_err(|e| fail(path, format!("PhotometricInterpretation: {e}")))?
+            .trim_end_matches(['\0', ' '])
+            .to_string();
         if rows == 0 || cols == 0 {
             return Err(fail(path, format!("empty image {cols}x{rows}")));
         }
-        if !(1..=16).contains(&bits_stored) || bits_stored > bits_alloc.max(1) {
-            if strict {
-                return Err(fail(
-                    path,
-                    format!("BitsStored {bits_stored} is not in 1..=BitsAllocated ({bits_alloc}); pass --lenient to accept it"),
-                ));
-            }
+        if (!(1..=16).contains(&bits_stored) || bits_stored > bits_alloc.max(1)) && strict {
+            return Err(fail(
+                path,
+                format!("BitsStored {bits_stored} is not in 1..=BitsAllocated ({bits_alloc}); pass --lenient to accept it"),
+            ));
         }
         let pixels = crate::limits::check_product("image_pixels", &[rows, cols])?;
         let expected = crate::limits::check_product(
             "decoded_bytes",
             &[pixels, spp.max(1), bits_alloc.max(1).div_ceil(8)],
         )?;
-        // 8 bytes per sample: the f64 frame the converter builds.
-        crate::limits::check_product("decoded_bytes", &[pixels, spp.max(1), 8])?;
-        let Some((at, declared)) = pixel_data_length(&bytes) else {
+        // The RGB image made from it: 1 or 2 bytes per sample, three samples.
+        crate::limits::check_product(
+            "decoded_bytes",
+            &[pixels, 3, bits_alloc.max(1).div_ceil(8).min(2)],
+        )?;
+        let Some((at, declared)) = pixel_data else {
             return Err(fail(path, "no PixelData element"));
         };
         if declared == u32::MAX {
-            return Ok(()); // encapsulated: refused later as compressed
+            return Err(fail(
+                path,
+                "encapsulated (compressed) pixel data is not supported; only native pixel data is read",
+            ));
         }
         let available = bytes.len().saturating_sub(at) as u64;
         if u64::from(declared) > available {
@@ -146,7 +171,51 @@ mod with_dicom {
                 ),
             ));
         }
-        Ok(())
+        if u64::from(declared) < expected {
+            return Err(fail(
+                path,
+                format!("PixelData holds {declared} bytes, fewer than the {expected} of one frame"),
+            ));
+        }
+        if bits_alloc != 8 && bits_alloc != 16 {
+            return Err(fail(
+                path,
+                format!("BitsAllocated {bits_alloc} is not supported (8 or 16)"),
+            ));
+        }
+        if spp != 1 && spp != 3 {
+            return Err(fail(
+                path,
+                format!("{spp} samples per pixel (expected 1 or 3)"),
+            ));
+        }
+        if spp == 3 && get(Tag(0x0028, 0x0006), "PlanarConfiguration").unwrap_or(0) != 0 {
+            return Err(fail(
+                path,
+                "PlanarConfiguration 1 (colour planes one after the other) is not supported",
+            ));
+        }
+        let big_endian = match head.meta().transfer_syntax() {
+            "1.2.840.10008.1.2" | "1.2.840.10008.1.2.1" => false,
+            "1.2.840.10008.1.2.2" => true,
+            other => {
+                return Err(fail(
+                    path,
+                    format!("transfer syntax {other} is not supported; only native (uncompressed) pixel data is read"),
+                ))
+            }
+        };
+        Ok(Frame {
+            rows: rows as u32,
+            cols: cols as u32,
+            samples_per_pixel: spp as usize,
+            bits_allocated: bits_alloc,
+            bits_stored,
+            signed,
+            monochrome1: photometric == "MONOCHROME1",
+            big_endian,
+            data: at..at + expected as usize,
+        })
     }
 
     /// Walks the elements (file meta group, then the data set in its transfer
@@ -156,7 +225,10 @@ mod with_dicom {
     /// the file (elements after PixelData included: the parser reads them too).
     /// Accepts a deflated data set unchecked. A fuzzer found small files whose broken layout made
     /// the parser spend seconds and a gigabyte; they are refused here.
-    pub(super) fn check_element_lengths(b: &[u8]) -> std::result::Result<(), String> {
+    ///
+    /// Returns where the value of the last PixelData element starts and its
+    /// declared length (the data set's own PixelData follows any icon image's).
+    pub(super) fn walk_elements(b: &[u8]) -> std::result::Result<Option<(usize, u32)>, String> {
         const LONG: [&[u8; 2]; 13] = [
             b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV",
             b"UV",
@@ -166,6 +238,7 @@ mod with_dicom {
         let mut big = false;
         let mut in_meta = true;
         let mut syntax = String::new();
+        let mut pixel_data = None;
         while pos + 8 <= b.len() {
             let u16_at = |o: usize, big: bool| {
                 let s = [b[o], b[o + 1]];
@@ -182,7 +255,7 @@ mod with_dicom {
                 match syntax.trim_end_matches(['\0', ' ']) {
                     "1.2.840.10008.1.2" => explicit = false,
                     "1.2.840.10008.1.2.2" => big = true,
-                    "1.2.840.10008.1.2.1.99" => return Ok(()), // deflated
+                    "1.2.840.10008.1.2.1.99" => return Ok(None), // deflated
                     _ => {}
                 }
             }
@@ -234,6 +307,9 @@ mod with_dicom {
                 )
             };
             let start = pos + header;
+            if !in_meta && (group, elem) == (0x7FE0, 0x0010) {
+                pixel_data = Some((start, len));
+            }
             if len == u32::MAX {
                 // A sequence or item of undefined length: walk into it.
                 pos = start;
@@ -250,99 +326,68 @@ mod with_dicom {
             }
             pos = start + len as usize;
         }
-        Ok(())
+        Ok(pixel_data)
     }
 
-    /// The offset just after the last PixelData element header and its declared
-    /// length (explicit or implicit VR, little- or big-endian).
-    fn pixel_data_length(b: &[u8]) -> Option<(usize, u32)> {
-        let le = b.windows(4).rposition(|w| w == [0xE0, 0x7F, 0x10, 0x00]);
-        let be = b.windows(4).rposition(|w| w == [0x7F, 0xE0, 0x00, 0x10]);
-        let (pos, big) = match (le, be) {
-            (Some(l), Some(g)) if g > l => (g, true),
-            (Some(l), _) => (l, false),
-            (None, Some(g)) => (g, true),
-            (None, None) => return None,
-        };
-        let rd = |o: usize| -> Option<u32> {
-            let s: [u8; 4] = b.get(o..o + 4)?.try_into().ok()?;
-            Some(if big {
-                u32::from_be_bytes(s)
-            } else {
-                u32::from_le_bytes(s)
-            })
-        };
-        let vr = b.get(pos + 4..pos + 6)?;
-        if vr.iter().all(u8::is_ascii_uppercase) {
-            // Explicit VR: OB/OW/UN have 2 reserved bytes and a 4-byte length.
-            Some((pos + 12, rd(pos + 8)?))
-        } else {
-            Some((pos + 8, rd(pos + 4)?))
-        }
-    }
-
+    /// Decodes frame 0 straight from the file's bytes into the RGB image: the
+    /// peak is the file plus the image, both checked against the limits before
+    /// they are allocated (the image with `try_reserve`).
     pub(crate) fn read_dicom(path: &Path) -> Result<DecodedImage> {
-        precheck(path)?;
-        let obj = dicom_object::open_file(path).map_err(|e| fail(path, e))?;
-        let px = obj.decode_pixel_data().map_err(|e| fail(path, e))?;
-        let (w, h) = (px.columns(), px.rows());
-        let spp = px.samples_per_pixel() as usize;
-        if spp != 1 && spp != 3 {
-            return Err(fail(
-                path,
-                format!("{spp} samples per pixel (expected 1 or 3)"),
-            ));
-        }
-        let raw = ConvertOptions::new().with_modality_lut(ModalityLutOption::None);
-        let values: Vec<f64> = px
-            .to_vec_frame_with_options(0, &raw)
-            .map_err(|e| fail(path, e))?;
-        if values.len() != w as usize * h as usize * spp {
-            return Err(fail(
-                path,
-                format!("{} samples for {w}x{h}x{spp}", values.len()),
-            ));
-        }
-        let bits = u32::from(px.bits_stored().clamp(1, 16));
-        let (lo, hi) = if px.pixel_representation() == PixelRepresentation::Signed {
-            (
-                -(2f64.powi(bits as i32 - 1)),
-                2f64.powi(bits as i32 - 1) - 1.0,
-            )
-        } else {
-            (0.0, 2f64.powi(bits as i32) - 1.0)
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let f = frame(path, &bytes)?;
+        let data = &bytes[f.data.clone()];
+        let sample = |k: usize| -> f64 {
+            if f.bits_allocated == 8 {
+                return f64::from(data[k]);
+            }
+            let b = [data[2 * k], data[2 * k + 1]];
+            let u = if f.big_endian {
+                u16::from_be_bytes(b)
+            } else {
+                u16::from_le_bytes(b)
+            };
+            if f.signed {
+                f64::from(u as i16)
+            } else {
+                f64::from(u)
+            }
         };
-        let invert = px.photometric_interpretation().to_string() == "MONOCHROME1";
+        // The stored values' range from BitsStored (8-bit samples are read as
+        // unsigned bytes whatever PixelRepresentation says).
+        let bits = f.bits_stored.clamp(1, 16) as i32;
+        let (lo, hi) = if f.signed {
+            (-(2f64.powi(bits - 1)), 2f64.powi(bits - 1) - 1.0)
+        } else {
+            (0.0, 2f64.powi(bits) - 1.0)
+        };
         let unit = |v: f64| {
             let t = ((v - lo) / (hi - lo)).clamp(0.0, 1.0);
-            if invert {
+            if f.monochrome1 {
                 1.0 - t
             } else {
                 t
             }
         };
-        let rgb = |i: usize, c: usize| values[if spp == 1 { i } else { i * 3 + c }];
-        let n = w as usize * h as usize;
-        let pixels = if px.bits_allocated() <= 8 {
-            Pixels::U8(
-                (0..n * 3)
-                    .map(|k| (unit(rgb(k / 3, k % 3)) * 255.0).round() as u8)
-                    .collect(),
-            )
+        let spp = f.samples_per_pixel;
+        let rgb = |k: usize| unit(sample(if spp == 1 { k / 3 } else { k }));
+        let n = f.rows as usize * f.cols as usize * 3;
+        let pixels = if f.bits_allocated == 8 {
+            let mut out = crate::limits::try_with_capacity(n, "the DICOM image")?;
+            out.extend((0..n).map(|k| (rgb(k) * 255.0).round() as u8));
+            Pixels::U8(out)
         } else {
-            Pixels::U16(
-                (0..n * 3)
-                    .map(|k| (unit(rgb(k / 3, k % 3)) * 65535.0).round() as u16)
-                    .collect(),
-            )
+            let mut out = crate::limits::try_with_capacity(n, "the DICOM image")?;
+            out.extend((0..n).map(|k| (rgb(k) * 65535.0).round() as u16));
+            Pixels::U16(out)
         };
-        DecodedImage::new(w, h, pixels)
+        drop(bytes);
+        DecodedImage::new(f.cols, f.rows, pixels)
     }
 }
 
 #[cfg(all(test, feature = "dicom"))]
 mod tests {
-    use super::with_dicom::check_element_lengths;
+    use super::with_dicom::walk_elements;
 
     fn fixture(name: &str) -> Vec<u8> {
         std::fs::read(
@@ -362,7 +407,9 @@ mod tests {
             "roi_mask_8bit.dcm",
         ] {
             let b = fixture(name);
-            assert_eq!(check_element_lengths(&b), Ok(()), "{name}");
+            // The fixtures end with PixelData (rows × columns × bytes, even).
+            let (at, len) = walk_elements(&b).unwrap().expect(name);
+            assert_eq!(at + len as usize, b.len(), "{name}");
             // PixelData declaring 0xFFFFFFF0 bytes is left to the PixelData check;
             // any other element that lies about its length is refused here.
             let mut lie = b.clone();
@@ -370,7 +417,7 @@ mod tests {
             if let Some(at) = lie.windows(4).position(|w| w == [0x28, 0x00, 0x10, 0x00]) {
                 lie[at + 6] = 0xFF;
                 lie[at + 7] = 0xFF;
-                assert!(check_element_lengths(&lie).is_err(), "{name}");
+                assert!(walk_elements(&lie).is_err(), "{name}");
             }
         }
     }

@@ -31,7 +31,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-use image::{DynamicImage, ImageDecoder, Limits};
+use image::{ImageDecoder, Limits};
 
 use crate::error::{Error, Result};
 
@@ -172,7 +172,8 @@ pub(crate) fn check_size(width: u32, height: u32) -> Result<()> {
     Ok(())
 }
 
-/// A decoder failure: a message, or a crate error (a limit) kept as it is.
+/// A decoder failure: a message, or a crate error (a limit, a refused
+/// allocation) kept as it is.
 enum Fail {
     Msg(String),
     Lib(Error),
@@ -193,7 +194,7 @@ impl From<&str> for Fail {
 impl From<Error> for Fail {
     fn from(e: Error) -> Self {
         match e {
-            Error::LimitExceeded { .. } => Fail::Lib(e),
+            Error::LimitExceeded { .. } | Error::OutOfMemory { .. } => Fail::Lib(e),
             other => Fail::Msg(other.to_string()),
         }
     }
@@ -441,53 +442,78 @@ fn decode_with_image_crate(
     let mut limits = Limits::default();
     // RGBA16 is the widest buffer the decoders allocate (8 bytes per pixel).
     limits.max_alloc = Some((MAX_PIXELS * 8).min(crate::limits::current().decoded_bytes));
-    let dynimg = match format {
-        ImageFormat::Png => {
-            // The size from IHDR, checked before the decoder sizes any buffer.
-            if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
-                let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
-                let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
-                check_size(w, h)?;
-            }
-            let d = image::codecs::png::PngDecoder::with_limits(Cursor::new(bytes), limits)
-                .map_err(|e| format!("PNG: {e}"))?;
-            from_decoder(d)?
-        }
+    match format {
+        ImageFormat::Png => decode_png(bytes, limits.max_alloc.unwrap_or(u64::MAX)),
         ImageFormat::Tiff => {
+            if !crate::limits::lenient() {
+                super::tiff_check::check_strips(bytes)
+                    .map_err(|reason| format!("TIFF: {reason}; pass --lenient to accept it"))?;
+            }
             let mut d = image::codecs::tiff::TiffDecoder::new(Cursor::new(bytes))
                 .map_err(|e| format!("TIFF: {e}"))?;
             d.set_limits(limits).map_err(|e| format!("TIFF: {e}"))?;
-            from_decoder(d)?
+            read_rgb(d)
         }
         ImageFormat::Jpeg => unreachable!("JPEG is decoded by mozjpeg"),
-    };
-    let (width, height) = (dynimg.width(), dynimg.height());
-    let n = width as usize * height as usize;
-    let pixels = match dynimg {
-        DynamicImage::ImageLuma8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 1)),
-        DynamicImage::ImageLumaA8(b) => Pixels::U8(gray_to_rgb(b.as_raw(), 2)),
-        DynamicImage::ImageRgb8(b) => Pixels::U8(b.into_raw()),
-        DynamicImage::ImageRgba8(b) => Pixels::U8(drop_alpha(b.as_raw())),
-        DynamicImage::ImageLuma16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 1)),
-        DynamicImage::ImageLumaA16(b) => Pixels::U16(gray_to_rgb(b.as_raw(), 2)),
-        DynamicImage::ImageRgb16(b) => Pixels::U16(b.into_raw()),
-        DynamicImage::ImageRgba16(b) => Pixels::U16(drop_alpha(b.as_raw())),
-        other => {
-            return Err(format!(
-                "unsupported sample type {:?}: only 8- and 16-bit integer images are supported",
-                other.color()
-            )
-            .into())
-        }
-    };
-    if pixels.len() != n * 3 {
-        return Err(format!(
-            "decoder returned {} samples, expected {}",
-            pixels.len(),
-            n * 3
-        )
-        .into());
     }
+}
+
+/// PNG through the `png` crate, whose checksum switches `image` does not
+/// expose: strict decoding verifies every chunk's CRC (ancillary chunks
+/// included) and the zlib Adler-32 of the image data; lenient decoding
+/// verifies neither. Palettes and low bit depths are expanded to 8 bits.
+fn decode_png(bytes: &[u8], max_alloc: u64) -> std::result::Result<DecodedImage, Fail> {
+    // The size from IHDR, checked before the decoder sizes any buffer.
+    if bytes.len() >= 24 && &bytes[12..16] == b"IHDR" {
+        let w = u32::from_be_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+        let h = u32::from_be_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]);
+        check_size(w, h)?;
+    }
+    let strict = !crate::limits::lenient();
+    let mut options = png::DecodeOptions::default();
+    options.set_ignore_checksums(!strict);
+    options.set_skip_ancillary_crc_failures(!strict);
+    let mut decoder = png::Decoder::new_with_options(Cursor::new(bytes), options);
+    decoder.set_limits(png::Limits {
+        bytes: usize::try_from(max_alloc).unwrap_or(usize::MAX),
+    });
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder.read_info().map_err(|e| format!("PNG: {e}"))?;
+    let (width, height) = (reader.info().width, reader.info().height);
+    check_size(width, height)?;
+    let (channels, wide) = match reader.output_color_type() {
+        (png::ColorType::Grayscale, png::BitDepth::Eight) => (1, false),
+        (png::ColorType::GrayscaleAlpha, png::BitDepth::Eight) => (2, false),
+        (png::ColorType::Rgb, png::BitDepth::Eight) => (3, false),
+        (png::ColorType::Rgba, png::BitDepth::Eight) => (4, false),
+        (png::ColorType::Grayscale, png::BitDepth::Sixteen) => (1, true),
+        (png::ColorType::GrayscaleAlpha, png::BitDepth::Sixteen) => (2, true),
+        (png::ColorType::Rgb, png::BitDepth::Sixteen) => (3, true),
+        (png::ColorType::Rgba, png::BitDepth::Sixteen) => (4, true),
+        other => return Err(format!("PNG: unsupported output layout {other:?}").into()),
+    };
+    let n = width as usize * height as usize;
+    let total = (n as u64) * channels as u64 * if wide { 2 } else { 1 };
+    crate::limits::check("decoded_bytes", total)?;
+    if reader.output_buffer_size() != usize::try_from(total).ok() {
+        return Err("PNG: decoder buffer size differs from its header".into());
+    }
+    let mut fill = |buf: &mut [u8]| -> std::result::Result<(), String> {
+        reader.next_frame(buf).map_err(|e| format!("PNG: {e}"))?;
+        if wide {
+            // PNG samples are big-endian; the u16 buffer is native.
+            for pair in buf.chunks_exact_mut(2) {
+                let v = u16::from_be_bytes([pair[0], pair[1]]);
+                pair.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+        Ok(())
+    };
+    let pixels = if wide {
+        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
+    } else {
+        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
+    };
     Ok(DecodedImage {
         width,
         height,
@@ -495,30 +521,103 @@ fn decode_with_image_crate(
     })
 }
 
-fn from_decoder<D: ImageDecoder>(decoder: D) -> std::result::Result<DynamicImage, Fail> {
-    let (w, h) = decoder.dimensions();
-    check_size(w, h)?;
-    // The decoded buffer, then the RGB copy made from it (at most as large).
+/// Decodes into one buffer of the final RGB size (plus the alpha channel for
+/// RGBA), reserved with `try_reserve` after the size checks: the peak is the
+/// output itself, and a refused allocation is an error rather than an abort.
+fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fail> {
+    use image::ColorType as C;
+    let (width, height) = decoder.dimensions();
+    check_size(width, height)?;
     crate::limits::check("decoded_bytes", decoder.total_bytes())?;
-    DynamicImage::from_decoder(decoder).map_err(|e| Fail::Msg(e.to_string()))
+    let n = width as usize * height as usize;
+    let (channels, wide) = match decoder.color_type() {
+        C::L8 => (1, false),
+        C::La8 => (2, false),
+        C::Rgb8 => (3, false),
+        C::Rgba8 => (4, false),
+        C::L16 => (1, true),
+        C::La16 => (2, true),
+        C::Rgb16 => (3, true),
+        C::Rgba16 => (4, true),
+        other => {
+            return Err(format!(
+                "unsupported sample type {other:?}: only 8- and 16-bit integer images are supported"
+            )
+            .into())
+        }
+    };
+    let total = decoder.total_bytes();
+    let mut decoder = Some(decoder);
+    let mut fill = |buf: &mut [u8]| -> std::result::Result<(), String> {
+        if buf.len() as u64 != total {
+            return Err("decoder buffer size differs from its header".into());
+        }
+        let d = decoder.take().ok_or("decoder used twice")?;
+        d.read_image(buf).map_err(|e| e.to_string())
+    };
+    let pixels = if wide {
+        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
+    } else {
+        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
+    };
+    Ok(DecodedImage {
+        width,
+        height,
+        pixels,
+    })
 }
 
-/// Replicates the first sample of every `stride`-sample pixel into R, G and B.
-fn gray_to_rgb<T: Copy>(src: &[T], stride: usize) -> Vec<T> {
-    let mut out = Vec::with_capacity(src.len() / stride * 3);
-    for px in src.chunks_exact(stride) {
-        out.extend_from_slice(&[px[0], px[0], px[0]]);
+/// `n` pixels of `channels` samples, which `fill` decodes as native-endian
+/// bytes, returned as RGB: gray is decoded into the tail of the RGB buffer and
+/// spread forwards in place, RGBA is packed to RGB in place.
+fn expand_to_rgb<T: Sample>(
+    n: usize,
+    channels: usize,
+    zero: T,
+    fill: &mut dyn FnMut(&mut [u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<Vec<T>, Fail> {
+    let samples = n * channels.max(3);
+    let mut buf = crate::limits::try_vec(samples, zero, "decoded image samples")?;
+    let start = samples - n * channels;
+    fill(T::bytes_of(&mut buf[start..]))?;
+    match channels {
+        // Pixel i is read at start + i·channels before the writes to 3i..3i+3
+        // can reach it: 3i + 2 < start + (i + 1)·channels for every i < n.
+        1 | 2 => {
+            for i in 0..n {
+                let v = buf[start + i * channels];
+                buf[3 * i..3 * i + 3].fill(v);
+            }
+        }
+        4 => {
+            for i in 0..n {
+                buf.copy_within(4 * i..4 * i + 3, 3 * i);
+            }
+            buf.truncate(n * 3);
+            buf.shrink_to_fit();
+        }
+        _ => {}
     }
-    out
+    Ok(buf)
 }
 
-/// Keeps R, G, B of every RGBA pixel.
-fn drop_alpha<T: Copy>(src: &[T]) -> Vec<T> {
-    let mut out = Vec::with_capacity(src.len() / 4 * 3);
-    for px in src.chunks_exact(4) {
-        out.extend_from_slice(&px[..3]);
+/// A sample type whose buffer the decoders fill as native-endian bytes.
+trait Sample: Copy {
+    fn bytes_of(v: &mut [Self]) -> &mut [u8];
+}
+
+impl Sample for u8 {
+    fn bytes_of(v: &mut [u8]) -> &mut [u8] {
+        v
     }
-    out
+}
+
+impl Sample for u16 {
+    fn bytes_of(v: &mut [u16]) -> &mut [u8] {
+        // SAFETY: u16 has no padding and every byte pattern is a valid u16; the
+        // byte view covers exactly the slice's memory and borrows it mutably.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), v.len() * 2) }
+    }
 }
 
 #[cfg(test)]

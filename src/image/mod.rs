@@ -34,6 +34,7 @@ pub(crate) use decode::check_size as check_size_for_capi;
 mod normalize;
 mod pipeline;
 mod resize;
+mod tiff_check;
 
 pub use decode::{
     decode_image_bytes, decode_image_file, detect_format, DecodedImage, ImageFormat, Pixels,

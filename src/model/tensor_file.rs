@@ -55,11 +55,12 @@ impl TensorFile {
         let file = SafeTensors::deserialize(bytes).map_err(bad)?;
         let mut tensors = HashMap::new();
         for (name, view) in file.iter() {
-            let data = widen(view.data(), view.dtype()).ok_or_else(|| Error::UnsupportedDtype {
-                path: path.to_path_buf(),
-                key: name.to_string(),
-                dtype: format!("{:?}", view.dtype()),
-            })?;
+            let data =
+                widen(view.data(), view.dtype())?.ok_or_else(|| Error::UnsupportedDtype {
+                    path: path.to_path_buf(),
+                    key: name.to_string(),
+                    dtype: format!("{:?}", view.dtype()),
+                })?;
             tensors.insert(
                 name.to_string(),
                 HostTensor::new(view.shape().to_vec(), data),
@@ -73,24 +74,30 @@ impl TensorFile {
     }
 }
 
-/// Little-endian bytes of `dtype` to f32; `None` for unsupported dtypes.
-fn widen(bytes: &[u8], dtype: Dtype) -> Option<Vec<f32>> {
+/// Little-endian bytes of `dtype` to f32; `None` for unsupported dtypes. The
+/// f32 buffer (up to twice the stored bytes) is reserved without aborting.
+fn widen(bytes: &[u8], dtype: Dtype) -> Result<Option<Vec<f32>>> {
+    let width = match dtype {
+        Dtype::F32 => 4,
+        Dtype::F16 | Dtype::BF16 => 2,
+        _ => return Ok(None),
+    };
+    let mut out = crate::limits::try_with_capacity(bytes.len() / width, "model weights")?;
     let pairs = || {
         bytes
             .chunks_exact(2)
             .map(|c| u16::from_le_bytes([c[0], c[1]]))
     };
     match dtype {
-        Dtype::F32 => Some(
+        Dtype::F32 => out.extend(
             bytes
                 .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
         ),
-        Dtype::F16 => Some(pairs().map(|b| half::f16::from_bits(b).to_f32()).collect()),
-        Dtype::BF16 => Some(pairs().map(|b| half::bf16::from_bits(b).to_f32()).collect()),
-        _ => None,
+        Dtype::F16 => out.extend(pairs().map(|b| half::f16::from_bits(b).to_f32())),
+        _ => out.extend(pairs().map(|b| half::bf16::from_bits(b).to_f32())),
     }
+    Ok(Some(out))
 }
 
 #[cfg(test)]
@@ -100,12 +107,15 @@ mod tests {
     #[test]
     fn widens_half_types_exactly() {
         // 1.5 is exact in both f16 (0x3E00) and bf16 (0x3FC0).
-        assert_eq!(widen(&0x3E00u16.to_le_bytes(), Dtype::F16), Some(vec![1.5]));
         assert_eq!(
-            widen(&0x3FC0u16.to_le_bytes(), Dtype::BF16),
+            widen(&0x3E00u16.to_le_bytes(), Dtype::F16).unwrap(),
             Some(vec![1.5])
         );
-        assert_eq!(widen(&[0u8; 8], Dtype::F64), None);
+        assert_eq!(
+            widen(&0x3FC0u16.to_le_bytes(), Dtype::BF16).unwrap(),
+            Some(vec![1.5])
+        );
+        assert_eq!(widen(&[0u8; 8], Dtype::F64).unwrap(), None);
     }
 
     #[test]

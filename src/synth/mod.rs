@@ -22,7 +22,6 @@ pub mod demo;
 pub mod lesion;
 pub mod texture;
 
-use std::io::Write;
 use std::path::Path;
 
 use ndarray::{Array2, Array3};
@@ -132,6 +131,9 @@ pub fn image_id(index: u64) -> String {
 /// Writes `count` images as the folder layout the data readers take:
 /// `dir/images/<id>.png`, `dir/masks/<id>.png` (0/255) and `dir/labels.csv`
 /// (`file,label` with `lesion` / `normal`). Calls `progress(done)` after each.
+/// Every file is written atomically; on a failure the files and folders this
+/// call created are removed again, and files that existed before keep their
+/// content or are replaced whole.
 ///
 /// # Errors
 /// Invalid `cfg`; [`Error::Io`] when a file cannot be written.
@@ -140,28 +142,48 @@ pub fn write_dataset(
     count: u64,
     seed: u64,
     cfg: &SynthConfig,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<()> {
     cfg.validate()?;
+    let mut created = crate::fsutil::CreatedFiles::new();
+    let result = write_files(dir, count, seed, cfg, progress, &mut created);
+    if result.is_err() {
+        created.remove_all();
+    }
+    result
+}
+
+fn write_files(
+    dir: &Path,
+    count: u64,
+    seed: u64,
+    cfg: &SynthConfig,
+    mut progress: impl FnMut(u64),
+    created: &mut crate::fsutil::CreatedFiles,
+) -> Result<()> {
     let (images, masks) = (dir.join("images"), dir.join("masks"));
     for d in [&images, &masks] {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        created.create_dir_all(d)?;
     }
-    let csv_path = dir.join("labels.csv");
     let mut csv = String::from("file,label\n");
     for index in 0..count {
         let s = generate(seed, index, cfg)?;
         let file = format!("{}.png", image_id(index));
         let (h, w, _) = s.image.dim();
         let rgb = s.image.iter().copied().collect();
-        crate::render::write_rgb_png(&images.join(&file), rgb, h, w)?;
-        crate::render::write_mask_png(&masks.join(&file), s.mask.view())?;
+        created.track(&images.join(&file), |p| {
+            crate::render::write_rgb_png(p, rgb, h, w)
+        })?;
+        created.track(&masks.join(&file), |p| {
+            crate::render::write_mask_png(p, s.mask.view())
+        })?;
         csv.push_str(&format!("{file},{}\n", s.label_name()));
         progress(index + 1);
     }
-    std::fs::File::create(&csv_path)
-        .and_then(|mut f| f.write_all(csv.as_bytes()))
-        .map_err(|e| Error::io(&csv_path, e))
+    let csv_path = dir.join("labels.csv");
+    created.track(&csv_path, |p| {
+        crate::fsutil::write_bytes_atomic(p, csv.as_bytes())
+    })
 }
 
 #[cfg(test)]
@@ -174,6 +196,36 @@ mod tests {
             positive_fraction: 0.5,
         };
         (0..n).map(|i| generate(3, i, &cfg).unwrap()).collect()
+    }
+
+    #[test]
+    fn a_failed_write_removes_only_what_it_created() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("images")).unwrap();
+        std::fs::write(dir.path().join("images/keep.txt"), b"mine").unwrap();
+        // labels.csv cannot be written over a folder: the last step fails.
+        std::fs::create_dir(dir.path().join("labels.csv")).unwrap();
+        let cfg = SynthConfig {
+            size: 16,
+            positive_fraction: 0.5,
+        };
+        assert!(write_dataset(dir.path(), 3, 1, &cfg, |_| {}).is_err());
+        let mut left: Vec<String> = walk(dir.path());
+        left.sort();
+        assert_eq!(left, ["images", "images/keep.txt", "labels.csv"]);
+    }
+
+    fn walk(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(root).unwrap().flatten() {
+            let p = e.path();
+            out.push(p.file_name().unwrap().to_string_lossy().into_owned());
+            if p.is_dir() {
+                let name = out.last().unwrap().clone();
+                out.extend(walk(&p).into_iter().map(|c| format!("{name}/{c}")));
+            }
+        }
+        out
     }
 
     #[test]

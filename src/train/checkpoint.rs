@@ -60,9 +60,7 @@ pub fn write_safetensors(
         }
     }
     // Write then rename, so an interrupted save never leaves a truncated checkpoint.
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    crate::fsutil::write_bytes_atomic(path, &bytes)
 }
 
 /// What a checkpoint records beside the weights.

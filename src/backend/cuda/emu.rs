@@ -10,7 +10,6 @@
 use std::alloc::Layout;
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
-use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
 use super::api::{Counters, Counting, DeviceApi, Event, KArg};
@@ -57,10 +56,7 @@ fn library() -> Result<&'static Library> {
         let hash = crate::hash::fnv1a64(LIBRARY);
         let path = std::env::temp_dir().join(format!("explainseg-emu-{hash:016x}.so"));
         if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(LIBRARY.len() as u64) {
-            let tmp = PathBuf::from(format!("{}.{}", path.display(), std::process::id()));
-            std::fs::write(&tmp, LIBRARY)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            crate::fsutil::write_bytes_atomic(&path, LIBRARY).map_err(|e| e.to_string())?;
         }
         // SAFETY: the library is the one build.rs compiled from kernels/emu/registry.cpp;
         // loading runs only the C++ runtime's static initialisers.

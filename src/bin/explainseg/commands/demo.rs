@@ -6,9 +6,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use explainseg::backend::{engine_for, Device};
+use explainseg::fsutil::CreatedFiles;
 use explainseg::model::{LoadOptions, Vit};
 use explainseg::pipeline::Variant;
 use explainseg::render::{overlay, write_rgb_png};
@@ -56,17 +57,26 @@ pub struct DemoArgs {
     pub device: Device,
 }
 
-fn write_overlays(dir: &Path, im: &DemoImage) -> explainseg::Result<()> {
+fn write_overlays(
+    dir: &Path,
+    im: &DemoImage,
+    created: &mut CreatedFiles,
+) -> explainseg::Result<()> {
     let (h, w, _) = im.sample.image.dim();
     let rgb: Vec<u8> = im.sample.image.iter().copied().collect();
     let id = image_id(im.index);
-    write_rgb_png(&dir.join(format!("{id}.png")), rgb.clone(), h, w)?;
-    let truth = overlay(&rgb, h, w, None, im.sample.mask.view())?;
-    write_rgb_png(&dir.join(format!("{id}_truth.png")), truth, h, w)?;
+    let mut png = |name: String, pixels: Vec<u8>| {
+        created.track(&dir.join(name), |p| write_rgb_png(p, pixels, h, w))
+    };
+    png(format!("{id}.png"), rgb.clone())?;
+    png(
+        format!("{id}_truth.png"),
+        overlay(&rgb, h, w, None, im.sample.mask.view())?,
+    )?;
     for (v, seg, _) in &im.results {
         let heat = seg.relevance.as_ref().map(|r| r.view());
         let o = overlay(&rgb, h, w, heat, seg.mask.view())?;
-        write_rgb_png(&dir.join(format!("{id}_{}.png", v.name())), o, h, w)?;
+        png(format!("{id}_{}.png", v.name()), o)?;
     }
     Ok(())
 }
@@ -147,15 +157,24 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     let engine = engine_for(args.device, &vit)?;
     let images = run_demo(engine.as_ref(), &set, &variants, &cfg, &tick)?;
     bar.finish_and_clear();
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    for im in &images {
-        write_overlays(&args.out, im)?;
-    }
+    // Every file atomic; on a failure the files and folders this run created
+    // are removed again.
     let seconds = start.elapsed().as_secs_f64();
     let path = args.out.join("report.md");
-    std::fs::write(&path, report(&vit, &images, &variants, &set, seconds))
-        .with_context(|| format!("writing {}", path.display()))?;
+    let mut created = CreatedFiles::new();
+    let written = created.create_dir_all(&args.out).and_then(|()| {
+        for im in &images {
+            write_overlays(&args.out, im, &mut created)?;
+        }
+        let text = report(&vit, &images, &variants, &set, seconds);
+        created.track(&path, |p| {
+            explainseg::fsutil::write_bytes_atomic(p, text.as_bytes())
+        })
+    });
+    if let Err(e) = written {
+        created.remove_all();
+        return Err(e.into());
+    }
     let (mut dice, mut miou, mut text) = (
         serde_json::Map::new(),
         serde_json::Map::new(),

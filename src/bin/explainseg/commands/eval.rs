@@ -273,11 +273,11 @@ fn claim_output(dir: &Path, config: &serde_json::Value) -> Result<()> {
         }
         return Ok(());
     }
-    std::fs::write(
-        dir.join(CONFIG_FILE),
-        serde_json::to_string_pretty(config)? + "\n",
-    )
-    .with_context(|| format!("cannot write {}", dir.join(CONFIG_FILE).display()))
+    let text = serde_json::to_string_pretty(config)? + "\n";
+    Ok(explainseg::fsutil::write_bytes_atomic(
+        &dir.join(CONFIG_FILE),
+        text.as_bytes(),
+    )?)
 }
 
 /// A file name made from a sample id.

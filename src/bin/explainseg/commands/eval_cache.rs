@@ -104,9 +104,7 @@ impl ExplanationCache {
         let attribution: &Array4<f32> = &e.attribution;
         // Each file appears whole (written aside, then renamed): runs that share the
         // folder, e.g. sweeps on a cluster, may read an entry while another rewrites it.
-        let attr_tmp = temp_name(&attr_path);
-        explainseg::npy::write(&attr_tmp, attribution)?;
-        publish(&attr_tmp, &attr_path)?;
+        explainseg::npy::write(&attr_path, attribution)?;
         // f32 → f64 → JSON → f64 → f32 is exact, so a reused explanation is bit-identical.
         let meta = serde_json::json!({
             "logits": e.logits.to_vec(),
@@ -114,22 +112,12 @@ impl ExplanationCache {
             "predicted": e.predicted,
             "deltas": e.deltas,
         });
-        let meta_tmp = temp_name(&meta_path);
-        std::fs::write(&meta_tmp, serde_json::to_string(&meta)? + "\n")
-            .with_context(|| format!("cannot write {}", meta_tmp.display()))?;
-        publish(&meta_tmp, &meta_path)
+        let text = serde_json::to_string(&meta)? + "\n";
+        Ok(explainseg::fsutil::write_bytes_atomic(
+            &meta_path,
+            text.as_bytes(),
+        )?)
     }
-}
-
-/// `path` with a suffix of this process, for a file written before it is renamed.
-fn temp_name(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".tmp{}", std::process::id()));
-    path.with_file_name(name)
-}
-
-fn publish(tmp: &Path, path: &Path) -> Result<()> {
-    std::fs::rename(tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `key.txt` if no run has yet. The shards of a job array open the folder at
@@ -137,9 +125,11 @@ fn publish(tmp: &Path, path: &Path) -> Result<()> {
 /// written, and a run that loses the race checks the winner's key against its own.
 fn claim_key(dir: &Path, key: &str) -> Result<()> {
     let key_path = dir.join(KEY_FILE);
-    let tmp = temp_name(&key_path);
-    std::fs::write(&tmp, format!("{key}\n"))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    let tmp = explainseg::fsutil::temp_sibling(&key_path);
+    if let Err(e) = std::fs::write(&tmp, format!("{key}\n")) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", key_path.display()));
+    }
     let linked = std::fs::hard_link(&tmp, &key_path);
     let _ = std::fs::remove_file(&tmp);
     match linked {

@@ -154,7 +154,10 @@ pub fn write_rows(path: &Path, rows: &[Row]) -> Result<()> {
     for r in rows {
         text.push_str(&line(&r.fields()));
     }
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+    Ok(explainseg::fsutil::write_bytes_atomic(
+        path,
+        text.as_bytes(),
+    )?)
 }
 
 /// The paper's name for a method.
@@ -270,12 +273,12 @@ pub fn write_summary(
     grid_columns: Option<&[String]>,
 ) -> Result<()> {
     let json = serde_json::to_string_pretty(summary)? + "\n";
-    std::fs::write(dir.join("summary.json"), json).context("cannot write summary.json")?;
-    std::fs::write(
-        dir.join("summary.md"),
-        summary_markdown(summary, grid_columns),
-    )
-    .context("cannot write summary.md")?;
+    let md = summary_markdown(summary, grid_columns);
+    // Both or neither: a summary.md never describes another run's summary.json.
+    explainseg::fsutil::write_files_atomic(&[
+        (&dir.join("summary.json"), json.as_bytes()),
+        (&dir.join("summary.md"), md.as_bytes()),
+    ])?;
     Ok(())
 }
 
@@ -318,8 +321,11 @@ impl ShardManifest {
             "complete": self.complete,
         });
         let path = dir.join(SHARD_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")
-            .with_context(|| format!("cannot write {}", path.display()))
+        let text = serde_json::to_string_pretty(&json)? + "\n";
+        Ok(explainseg::fsutil::write_bytes_atomic(
+            &path,
+            text.as_bytes(),
+        )?)
     }
 
     /// Reads `dir/shard.json`; a folder without one is named with what to do about it.

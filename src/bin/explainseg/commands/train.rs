@@ -316,7 +316,7 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
             a.val_fraction,
             ids.iter().map(|id| format!("{id}\n")).collect::<String>()
         );
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        explainseg::fsutil::write_bytes_atomic(&path, text.as_bytes())?;
     }
     if let Some(ckpt) = &a.resume {
         let saved = read_checkpoint_meta(ckpt)?.class_names;
