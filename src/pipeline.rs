@@ -14,6 +14,10 @@
 //! Everything runs at the network's input resolution; callers map the mask back
 //! to the original image (see [`crate::image::ResizePlan`]).
 
+mod preset;
+
+pub use preset::Preset;
+
 use std::time::Instant;
 
 use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
