@@ -72,7 +72,8 @@ fn setting(spec: &str, base: &PipelineConfig) -> Res<Setting> {
                 .ok_or("setting must be STEPSxSAMPLES[:DESIGN][:SPLIT]")?;
             let design: NoiseDesign = parts.next().unwrap_or("independent").parse()?;
             let split: NcutSplit = parts.next().unwrap_or("mean").parse()?;
-            // Further NCut knobs: kK (σ_r = K·std), gN (grid side), sS (smoothing σ px).
+            // Further knobs: kK (σ_r = K·std), gN (NCut grid side), sS (relevance
+            // smoothing σ px), nS (smoothing σ px of the map NCut cuts).
             for knob in parts {
                 let (key, value) = knob.split_at(1);
                 match key {
@@ -82,6 +83,7 @@ fn setting(spec: &str, base: &PipelineConfig) -> Res<Setting> {
                         cfg.ncut.grid = Some((n, n));
                     }
                     "s" => cfg.smooth_sigma = value.parse()?,
+                    "n" => cfg.ncut_smooth_sigma = value.parse()?,
                     _ => return Err(format!("unknown knob `{knob}`").into()),
                 }
             }
@@ -316,14 +318,54 @@ fn main() -> Res<()> {
             }
         }
         eprintln!("image {}/{} {} done", i + 1, images.len(), im.id);
+        if i + 1 < images.len() {
+            // Running means so far, for runs cut short.
+            let so_far = table(
+                &settings,
+                i + 1,
+                &seconds,
+                &seed_iou,
+                &min_seed_iou,
+                &ref_iou,
+                &dice,
+            );
+            eprintln!("{so_far}");
+        }
     }
-    let n = images.len() as f64;
-    println!("| setting | passes | explain s/image | variant | seed IoU (mean / min) | IoU vs reference | Dice |");
-    println!("|---|---|---|---|---|---|---|");
+    let n = images.len();
+    println!(
+        "{}",
+        table(
+            &settings,
+            n,
+            &seconds,
+            &seed_iou,
+            &min_seed_iou,
+            &ref_iou,
+            &dice
+        )
+    );
+    Ok(())
+}
+
+/// The markdown table of the means over `n` images.
+fn table(
+    settings: &[Setting],
+    n: usize,
+    seconds: &[f64],
+    seed_iou: &[[f64; 3]],
+    min_seed_iou: &[[f64; 3]],
+    ref_iou: &[[f64; 3]],
+    dice: &[[f64; 3]],
+) -> String {
+    let n = n as f64;
+    let mut t = String::new();
+    t.push_str("| setting | passes | explain s/image | variant | seed IoU (mean / min) | IoU vs reference | Dice |\n");
+    t.push_str("|---|---|---|---|---|---|---|\n");
     for (k, s) in settings.iter().enumerate() {
         for (v, variant) in VARIANTS.iter().enumerate() {
-            println!(
-                "| {} | {} | {:.2} | {} | {:.3} / {:.3} | {:.3} | {:.3} |",
+            t.push_str(&format!(
+                "| {} | {} | {:.2} | {} | {:.3} / {:.3} | {:.3} | {:.3} |\n",
                 s.name,
                 s.cfg.explain.passes(),
                 seconds[k] / n,
@@ -332,8 +374,8 @@ fn main() -> Res<()> {
                 min_seed_iou[k][v],
                 ref_iou[k][v] / n,
                 dice[k][v] / n
-            );
+            ));
         }
     }
-    Ok(())
+    t
 }

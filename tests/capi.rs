@@ -600,7 +600,7 @@ fn presets_through_the_c_abi() {
     let want = explainseg::pipeline::Preset::Stable.pipeline_config(0);
     assert_eq!(cfg.explain.noise_tunnel, want.explain.noise_tunnel);
     assert_eq!(cfg.ncut_foreground, want.ncut_foreground);
-    assert_eq!(cfg.smooth_sigma, want.smooth_sigma);
+    assert_eq!(cfg.ncut_smooth_sigma, want.ncut_smooth_sigma);
     let (m, img) = (load_model(), load_image());
     let params = EsSegmentParams {
         preset: EsPreset::Stable,

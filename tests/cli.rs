@@ -155,7 +155,7 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
             "--nt-samples",
             "24",
             "--noise-design",
-            "stratified-antithetic",
+            "stratified",
         ],
     );
     assert_eq!(a, explicit);

@@ -104,9 +104,9 @@ pub enum EsNtType {
     Vargrad = 2,
 }
 
-/// A named setting (docs/method.md §6.3). In `EsSegmentParams` it selects the
+/// A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
 /// choices that have no field of their own — how the noise samples are drawn, the
-/// smoothing of the relevance map and where the NCut variants split the Fiedler
+/// smoothing of the map the NCut variants cut and where they split the Fiedler
 /// vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
 /// NoiseTunnel samples and NCut grid.
 #[repr(u32)]
@@ -253,7 +253,7 @@ pub struct EsSegmentParams {
     /// `explainseg train`) instead of `mean`/`std`, when it records them
     /// (default true).
     pub model_normalization: bool,
-    /// Noise design, relevance smoothing and NCut split of this preset (default
+    /// Noise design, NCut map smoothing and NCut split of this preset (default
     /// PAPER); see `EsPreset`.
     pub preset: EsPreset,
 }
@@ -572,7 +572,7 @@ impl EsSegmentParams {
         ncut_foreground.validate()?;
         let mut cfg = PipelineConfig {
             explain: self.explain_config()?,
-            smooth_sigma: self.preset.preset().smooth_sigma(),
+            ncut_smooth_sigma: self.preset.preset().ncut_smooth_sigma(),
             ncut,
             ncut_foreground,
             crf: self.crf_enabled.then(|| self.crf.crf_params()),
@@ -695,7 +695,7 @@ pub extern "C" fn explainseg_segment_default_params() -> EsSegmentParams {
 /// The defaults of `preset` (an `EsPreset` value) into `out`:
 /// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
 /// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
-/// STABLE: IG 10 steps × 24 stratified antithetic noise samples,
+/// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
 /// docs/method.md §6.3). `ES_STATUS_INVALID_PARAM` for an unknown preset.
 ///
 /// # Safety

@@ -1,13 +1,13 @@
-//! Named settings of the explanation and the cut (docs/method.md §6.3).
+//! Named settings of the explanation and the cut (docs/method.md §6.2).
 //!
 //! * **paper** (the default): IG 50 Gauss–Legendre steps inside a 5-sample
-//!   smoothgrad NoiseTunnel of independent noise (σ 1), the Fiedler vector split
-//!   at its mean — the paper's setting, bit for bit what [`PipelineConfig::default`]
-//!   has always been.
-//! * **stable**: the same number of passes or fewer, spent where the mask depends
-//!   on them: fewer IG steps (the quadrature has converged), more noise samples
-//!   drawn as stratified antithetic pairs ([`NoiseDesign::StratifiedAntithetic`]),
-//!   and the Fiedler vector split at its Otsu threshold ([`NcutSplit::Otsu`]).
+//!   smoothgrad NoiseTunnel of independent noise (σ 1), NCut on a 56×56 grid
+//!   with the Fiedler vector split at its mean — the paper's setting, bit for bit
+//!   what [`PipelineConfig::default`] has always been.
+//! * **stable**: no more passes, spent where the mask depends on them: 10 IG
+//!   steps (the quadrature has converged), 24 noise samples drawn stratified
+//!   ([`NoiseDesign::Stratified`]); for the NCut variants the map is smoothed by
+//!   a Gaussian of σ 4 px and cut on a 28×28 grid.
 
 use super::PipelineConfig;
 use crate::attr::{ExplainConfig, Noise, NoiseDesign, NoiseTunnelConfig, NtType};
@@ -54,12 +54,12 @@ impl Preset {
     pub fn noise_design(self) -> NoiseDesign {
         match self {
             Preset::Paper => NoiseDesign::Independent,
-            Preset::Stable => NoiseDesign::StratifiedAntithetic,
+            Preset::Stable => NoiseDesign::Stratified,
         }
     }
 
-    /// Gaussian σ in pixels on the relevance map before scaling.
-    pub fn smooth_sigma(self) -> f32 {
+    /// Gaussian σ in pixels on the map the NCut variants cut.
+    pub fn ncut_smooth_sigma(self) -> f32 {
         match self {
             Preset::Paper => 0.0,
             Preset::Stable => 4.0,
@@ -113,7 +113,7 @@ impl Preset {
             nt_type,
             noise: Noise::drawn(self.nt_samples(), stdev, seed, self.noise_design()),
         });
-        cfg.smooth_sigma = self.smooth_sigma();
+        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
         cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         cfg.ncut_foreground.split = self.ncut_split();
     }
@@ -125,7 +125,7 @@ impl Preset {
             explain: self.explain_config(seed),
             ..Default::default()
         };
-        cfg.smooth_sigma = self.smooth_sigma();
+        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
         cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         cfg.ncut_foreground.split = self.ncut_split();
         cfg

@@ -54,10 +54,13 @@ pub struct PipelineArgs {
     /// Channel reduction of the attribution: abs, sum, positive, sum_abs.
     #[arg(long, default_value = "abs")]
     pub reduce: String,
-    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off [default:
-    /// the preset's, 0 for paper].
+    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
+    #[arg(long, default_value_t = 0.0)]
+    pub smooth: f32,
+    /// Gaussian σ (pixels) on the map the NCut variants cut; 0 = off [default: the
+    /// preset's, 0 for paper, 4 for stable].
     #[arg(long)]
-    pub smooth: Option<f32>,
+    pub ncut_smooth: Option<f32>,
     /// Relevance scaling: minmax, cummass (Captum's 98% mass), percentile, none.
     #[arg(long, default_value = "minmax")]
     pub normalize: String,
@@ -114,7 +117,8 @@ impl PipelineArgs {
         if self.no_crf {
             cfg.crf = None;
         }
-        cfg.smooth_sigma = self.smooth.unwrap_or(preset.smooth_sigma());
+        cfg.smooth_sigma = self.smooth;
+        cfg.ncut_smooth_sigma = self.ncut_smooth.unwrap_or(preset.ncut_smooth_sigma());
         cfg.feature = FeatureConfig {
             source: feature_source(&self.feature)?,
             layer: self.layer,
