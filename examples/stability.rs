@@ -12,10 +12,13 @@
 //!   [--reference 25x64] [--seeds 1,2] [--ref-seed 99]
 //! ```
 //!
-//! A setting is `paper`, `stable` (the presets, docs/method.md §6.3) or
-//! `STEPSxSAMPLES[:DESIGN][:SPLIT]` on top of the paper preset (DESIGN a
-//! `NoiseDesign` name, SPLIT `mean` or `otsu`). The noise σ is the base
-//! configuration's (1.0; 0.5 for the synthetic demo model).
+//! A setting is `paper`, `stable` (the presets, docs/method.md §6.2) or
+//! `STEPSxSAMPLES[:DESIGN][:SPLIT][:KNOB...]` on top of the paper preset (DESIGN a
+//! `NoiseDesign` name, SPLIT `mean` or `otsu`; knobs `kK` σ_r = K·std, `gN` NCut
+//! grid, `sS` relevance smoothing σ px, `nS` smoothing σ px of the map NCut cuts).
+//! The noise σ is the base configuration's (1.0; 0.5 for the synthetic demo
+//! model, whose demo settings stand in for the paper preset). `STABILITY_DEBUG=1`
+//! prints each image's seed IoU and foreground fractions.
 
 use std::path::PathBuf;
 use std::time::Instant;

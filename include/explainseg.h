@@ -260,9 +260,9 @@ typedef uint32_t EsNtType;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
-// A named setting (docs/method.md §6.3). In `EsSegmentParams` it selects the
+// A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
 // choices that have no field of their own — how the noise samples are drawn, the
-// smoothing of the relevance map and where the NCut variants split the Fiedler
+// smoothing of the map the NCut variants cut and where they split the Fiedler
 // vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
 // NoiseTunnel samples and NCut grid.
 enum EsPreset
@@ -273,7 +273,7 @@ enum EsPreset
   // The paper's setting (the default): independent noise, no smoothing, the
   // Fiedler vector split at its mean.
   ES_PRESET_PAPER = 0,
-  // Converged, seed-stable masks within the paper's passes.
+  // Steadier masks across noise seeds within the paper's passes.
   ES_PRESET_STABLE = 1,
 };
 #ifndef __cplusplus
@@ -475,7 +475,7 @@ typedef struct EsSegmentParams {
   // `explainseg train`) instead of `mean`/`std`, when it records them
   // (default true).
   bool model_normalization;
-  // Noise design, relevance smoothing and NCut split of this preset (default
+  // Noise design, NCut map smoothing and NCut split of this preset (default
   // PAPER); see `EsPreset`.
   EsPreset preset;
 } EsSegmentParams;
@@ -612,8 +612,8 @@ struct EsSegmentParams explainseg_segment_default_params(void);
 // The defaults of `preset` (an `EsPreset` value) into `out`:
 // `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
 // samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
-// STABLE: IG 10 steps × 24 stratified antithetic noise samples,
-// docs/method.md §6.3). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
+// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
 //
 // # Safety
 // `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.

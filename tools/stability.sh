@@ -13,7 +13,7 @@
 # override the defaults. CPU only; a real-data image costs about 3,200 passes.
 set -euo pipefail
 what=${1:?synth, kvasir or busi}
-settings=${SETTINGS:-paper,stable,10x24,4x16:stratified-antithetic:mean:s4:g28}
+settings=${SETTINGS:-paper,stable,10x24,4x16:stratified:mean:n4:g28}
 reference=${REFERENCE:-25x64}
 run=(cargo run --quiet --release --example stability --)
 case "$what" in

@@ -115,7 +115,7 @@ pub enum EsPreset {
     /// The paper's setting (the default): independent noise, no smoothing, the
     /// Fiedler vector split at its mean.
     Paper = 0,
-    /// Converged, seed-stable masks within the paper's passes.
+    /// Steadier masks across noise seeds within the paper's passes.
     Stable = 1,
 }
 
@@ -696,7 +696,7 @@ pub extern "C" fn explainseg_segment_default_params() -> EsSegmentParams {
 /// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
 /// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
 /// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
-/// docs/method.md §6.3). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+/// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
 ///
 /// # Safety
 /// `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.

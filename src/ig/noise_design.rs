@@ -1,4 +1,4 @@
-//! Variance-reduced NoiseTunnel noise (docs/method.md §6.2): the same N(0, σ²)
+//! Variance-reduced NoiseTunnel noise (docs/method.md §6.1): the same N(0, σ²)
 //! marginal per sample and element as [`crate::rng::gaussian_noise`], but the
 //! samples are drawn together so that their mean is closer to the expectation
 //! NoiseTunnel estimates.

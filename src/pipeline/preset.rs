@@ -20,7 +20,7 @@ pub enum Preset {
     /// The paper's setting (the default).
     #[default]
     Paper,
-    /// Converged, seed-stable masks within the paper's budget.
+    /// Steadier masks across noise seeds within the paper's budget (§6.2).
     Stable,
 }
 

@@ -150,8 +150,8 @@ pub struct IgArgs {
     /// Class to explain [default: the predicted class].
     #[arg(long)]
     pub target: Option<usize>,
-    /// Named setting (docs/method.md §6.3): paper (IG 50 steps × NoiseTunnel 5, the
-    /// default) or stable (converged, seed-stable masks within the same passes).
+    /// Named setting (docs/method.md §6.2): paper (IG 50 steps × NoiseTunnel 5, the
+    /// default) or stable (steadier masks across noise seeds within the same passes).
     /// Flags given explicitly override the preset's values.
     #[arg(long, default_value = "paper")]
     pub preset: String,

@@ -51,7 +51,7 @@ pub struct DemoArgs {
     /// Gaussian σ (pixels) on the relevance map [default: the demo setting, 1].
     #[arg(long)]
     pub smooth: Option<f32>,
-    /// paper (the demo settings) or stable (docs/method.md §6.3 applied on top: its
+    /// paper (the demo settings) or stable (docs/method.md §6.2 applied on top: its
     /// steps, samples, noise design, smoothing and NCut rule; the demo's noise σ).
     #[arg(long, default_value = "paper")]
     pub preset: String,
