@@ -260,6 +260,30 @@ typedef uint32_t EsNtType;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
+// choices that have no field of their own — how the noise samples are drawn, the
+// smoothing of the map the NCut variants cut and where they split the Fiedler
+// vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
+// NoiseTunnel samples and NCut grid.
+enum EsPreset
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // The paper's setting (the default): independent noise, no smoothing, the
+  // Fiedler vector split at its mean.
+  ES_PRESET_PAPER = 0,
+  // Steadier masks across noise seeds within the paper's passes.
+  ES_PRESET_STABLE = 1,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum EsPreset EsPreset;
+#else
+typedef uint32_t EsPreset;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // A stage of a segmentation, for `explainseg_result_stage_seconds`.
 enum EsStage
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -296,6 +320,12 @@ typedef struct EsResult EsResult;
 
 // The limits, with defaults that suit a scanner processing untrusted files.
 typedef struct Limits Limits;
+
+// How the noise samples are drawn together.
+typedef struct NoiseDesign NoiseDesign;
+
+// A named setting of the explanation and the NCut split.
+typedef struct Preset Preset;
 
 // Resource limits, checked before memory is reserved for any size that a file or
 // a parameter asks for. Start from `explainseg_limits_default()`, change fields,
@@ -445,6 +475,9 @@ typedef struct EsSegmentParams {
   // `explainseg train`) instead of `mean`/`std`, when it records them
   // (default true).
   bool model_normalization;
+  // Noise design, NCut map smoothing and NCut split of this preset (default
+  // PAPER); see `EsPreset`.
+  EsPreset preset;
 } EsSegmentParams;
 
 // Called after each batch of IG passes with the passes `done` of `total`.
@@ -575,6 +608,16 @@ struct EsModelParams explainseg_model_default_params(void);
 // The paper's defaults: variant XNCUT, 224×224 input, IG Gauss–Legendre 50 steps
 // inside a 5-sample smoothgrad NoiseTunnel (σ 1.0, seed 0), DenseCRF on, all cores.
 struct EsSegmentParams explainseg_segment_default_params(void);
+
+// The defaults of `preset` (an `EsPreset` value) into `out`:
+// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
+// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
+// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
+// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+//
+// # Safety
+// `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.
+EsStatus explainseg_segment_preset_params(uint32_t preset, struct EsSegmentParams *out);
 
 // DenseCRF defaults (TokenCut/MaskCut's constants).
 struct EsCrfParams explainseg_crf_default_params(void);

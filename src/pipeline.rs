@@ -14,6 +14,10 @@
 //! Everything runs at the network's input resolution; callers map the mask back
 //! to the original image (see [`crate::image::ResizePlan`]).
 
+mod preset;
+
+pub use preset::Preset;
+
 use std::time::Instant;
 
 use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
@@ -133,6 +137,10 @@ pub struct PipelineConfig {
     pub upsample: Upsample,
     pub morphology: MorphologyParams,
     pub ncut: ShiMalikParams,
+    /// Gaussian σ in pixels applied to the map that variants B and XNCut cut (after
+    /// scaling; [`crate::attr::smooth`]); default 0 (off, as the paper). The stable
+    /// preset's: morphology (A, C) is better without it, the cut steadier with it.
+    pub ncut_smooth_sigma: f32,
     /// How variants B and XNCut turn the cut into a mask (default σ_r = 0.5·std of
     /// the map, 8-px dilation; [`NcutForegroundParams::mean_split`] is the plain
     /// Shi–Malik mean split).
@@ -161,6 +169,7 @@ impl Default for PipelineConfig {
                 ..Default::default()
             },
             ncut: ShiMalikParams::default(),
+            ncut_smooth_sigma: 0.0,
             ncut_foreground: NcutForegroundParams::default(),
             tokencut: TokenCutParams::default(),
             maskcut: MaskCutParams::default(),
@@ -310,7 +319,11 @@ pub fn segment_explained(
         relevance = Some(rel);
         let mask = match variant {
             Variant::A | Variant::C => morphology_mask(map.view(), &cfg.morphology)?.mask,
-            _ => ncut_mask(map.view(), &cfg.ncut, &cfg.ncut_foreground)?,
+            _ => ncut_mask(
+                gaussian_smooth(map.view(), cfg.ncut_smooth_sigma)?.view(),
+                &cfg.ncut,
+                &cfg.ncut_foreground,
+            )?,
         };
         lap("mask", &mut timings);
         (e.logits.clone(), e.predicted, mask)

@@ -560,6 +560,63 @@ fn classify_equals_rust_and_reports_buffer_size() {
 }
 
 #[test]
+fn presets_through_the_c_abi() {
+    let mut p = MaybeUninit::<EsSegmentParams>::uninit();
+    // SAFETY: a writable out pointer.
+    check(
+        unsafe { explainseg_segment_preset_params(EsPreset::Paper as u32, p.as_mut_ptr()) },
+        EsStatus::Ok,
+    );
+    // SAFETY: written above.
+    assert_eq!(
+        unsafe { p.assume_init() },
+        explainseg_segment_default_params()
+    );
+    // SAFETY: as above.
+    check(
+        unsafe { explainseg_segment_preset_params(EsPreset::Stable as u32, p.as_mut_ptr()) },
+        EsStatus::Ok,
+    );
+    // SAFETY: written above.
+    let stable = unsafe { p.assume_init() };
+    assert_eq!(
+        (stable.ig_steps, stable.nt_samples, stable.preset),
+        (10, 24, EsPreset::Stable)
+    );
+    // SAFETY: as above; NULL is refused.
+    check(
+        unsafe { explainseg_segment_preset_params(2, p.as_mut_ptr()) },
+        EsStatus::InvalidParam,
+    );
+    assert!(last_error().contains("preset"), "{}", last_error());
+    check(
+        // SAFETY: NULL is a documented error.
+        unsafe { explainseg_segment_preset_params(1, null_mut()) },
+        EsStatus::NullArgument,
+    );
+    // The preset's noise design and NCut rule reach the pipeline, and the C ABI's
+    // stable segmentation equals the Rust API's.
+    let cfg = stable.pipeline_config().unwrap();
+    let want = explainseg::pipeline::Preset::Stable.pipeline_config(0);
+    assert_eq!(cfg.explain.noise_tunnel, want.explain.noise_tunnel);
+    assert_eq!(cfg.ncut_foreground, want.ncut_foreground);
+    assert_eq!(cfg.ncut_smooth_sigma, want.ncut_smooth_sigma);
+    let (m, img) = (load_model(), load_image());
+    let params = EsSegmentParams {
+        preset: EsPreset::Stable,
+        ..quick_params(EsVariant::Xncut)
+    };
+    let (status, got) = run_segment(m, img, &params, None);
+    check(status, EsStatus::Ok);
+    assert!(got.unwrap() == rust_segment(&rust_vit(), &params));
+    // SAFETY: live handles.
+    unsafe {
+        explainseg_image_free(img);
+        explainseg_model_free(m);
+    }
+}
+
+#[test]
 fn every_variant_equals_the_rust_pipeline() {
     let (m, img) = (load_model(), load_image());
     let vit = rust_vit();
@@ -729,6 +786,7 @@ fn segment_statuses() {
                 3,
                 "baseline",
             ),
+            (std::mem::offset_of!(EsSegmentParams, preset), 2, "preset"),
         ] {
             let mut raw = MaybeUninit::new(good);
             raw.as_mut_ptr()

@@ -115,6 +115,90 @@ fn plain_ig_with_json_output() {
 }
 
 #[test]
+fn stable_preset_is_plumbed_through_attribute_and_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let png = fixture_png("s16_tiny", tmp.path());
+    let run = |name: &str, extra: &[&str]| {
+        let out = tmp.path().join(name);
+        let assert = attribute(
+            &png,
+            &out,
+            &[&["--json", "--resize", "none"], extra].concat(),
+        )
+        .assert()
+        .success();
+        let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+        (v, to_vec(&npy_f32(&out.join("attribution.npy"))))
+    };
+    // One convergence delta per noise sample: the preset's 24, or an explicit count.
+    let (stable, a) = run("stable", &["--preset", "stable"]);
+    assert_eq!(stable["deltas"].as_array().unwrap().len(), 24);
+    let (_, again) = run("again", &["--preset", "stable"]);
+    assert_eq!(a, again, "deterministic for a seed");
+    let (_, other_seed) = run("seed", &["--preset", "stable", "--seed", "5"]);
+    assert_ne!(a, other_seed);
+    let (paper, p) = run("paper", &["--preset", "paper"]);
+    assert_eq!(paper["deltas"].as_array().unwrap().len(), 5);
+    let (_, default) = run("default", &[]);
+    assert_eq!(p, default, "paper is the default");
+    let (few, _) = run(
+        "few",
+        &["--preset", "stable", "--nt-samples", "6", "--steps", "4"],
+    );
+    assert_eq!(few["deltas"].as_array().unwrap().len(), 6);
+    // The same draws as the preset's own noise design, given explicitly.
+    let (_, explicit) = run(
+        "explicit",
+        &[
+            "--steps",
+            "10",
+            "--nt-samples",
+            "24",
+            "--noise-design",
+            "stratified",
+        ],
+    );
+    assert_eq!(a, explicit);
+
+    let image = fixture("preprocess", "big_299x257_q90.jpg");
+    let assert = bin()
+        .args([
+            "--json",
+            "segment",
+            "--preset",
+            "stable",
+            "--size",
+            "64",
+            "--variant",
+            "xncut",
+        ])
+        .arg("--weights")
+        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+        .arg("--image")
+        .arg(&image)
+        .arg("--out")
+        .arg(tmp.path().join("seg"))
+        .assert()
+        .success();
+    let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    assert_eq!(
+        (v["passes"].as_u64(), v["preset"].as_str()),
+        (Some(240), Some("stable"))
+    );
+
+    for bad in [&["--preset", "fast"][..], &["--noise-design", "sobol"][..]] {
+        let assert = attribute(&png, &tmp.path().join("bad"), bad)
+            .assert()
+            .failure();
+        let err = String::from_utf8(assert.get_output().stderr.clone()).unwrap();
+        assert!(
+            err.contains(bad[0].trim_start_matches("--").replace('-', "_").as_str()),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn errors_are_one_line_with_no_partial_output() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");

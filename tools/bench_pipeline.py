@@ -2,7 +2,7 @@
 """Per-stage pipeline time per image: explainseg beside the reference stack, same run.
 
 Alternates rounds of `explainseg bench --pipeline --json` (ViT-S/16 at 224², random
-weights, the paper's preset with --steps x --samples IG passes) and the reference
+weights, a preset (default the paper's) with --steps x --samples IG passes) and the reference
 stack doing the same stages on the same kind of input:
 
   explain   PyTorch + Captum: NoiseTunnel(IntegratedGradients(timm ViT-S/16)), smoothgrad,
@@ -18,11 +18,13 @@ stack doing the same stages on the same kind of input:
   crf       pydensecrf, 224², 2 labels, 10 iterations, TokenCut/MaskCut kernels
 
 Prints, per variant and stage, the medians over rounds (seconds per image) and the ratio
-reference / explainseg (> 1: explainseg is faster). Only the paper's preset exists; the
-"stable" preset of issue #14 does not yet, so it is not timed.
+reference / explainseg (> 1: explainseg is faster). --preset stable times explainseg's stable
+preset (its noise design, smoothing and 28x28 NCut grid; pass its own 10 x 24 passes with
+--steps 10 --samples 24); the reference stack always runs the paper's stages, which have no
+stable counterpart there.
 
     python3 tools/bench_pipeline.py [--rounds 3] [--images 2] [--steps 10] [--samples 1]
-                                    [--threads 1] [--batch 10] [--json out.json]
+                                    [--threads 1] [--batch 10] [--preset paper] [--json out.json]
 
 Needs a release build (CARGO_TARGET_DIR honoured) and torch, timm, captum, numpy, scipy,
 scikit-image, pydensecrf2 (see tools/bench_torch.py and tools/gen_crf.py).
@@ -161,6 +163,7 @@ def main():
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--preset", default="paper", choices=["paper", "stable"])
     ap.add_argument("--binary", type=Path,
                     default=Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "explainseg")
     ap.add_argument("--json", type=Path, help="also write the summary here")
@@ -172,7 +175,8 @@ def main():
     for r in range(a.rounds):
         res = subprocess.run([str(a.binary), "--threads", str(a.threads), "--json", "bench", "--pipeline",
                               "--images", str(a.images), "--steps", str(a.steps), "--samples", str(a.samples),
-                              "--batch", str(a.batch)], check=True, capture_output=True, text=True)
+                              "--batch", str(a.batch), "--preset", a.preset],
+                             check=True, capture_output=True, text=True)
         got = json.loads(res.stdout.strip().splitlines()[-1])
         for row in got["variants"]:
             for s in STAGES:
@@ -184,7 +188,7 @@ def main():
         print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     med = statistics.median
     print(f"ViT-S/16 224², {a.threads} thread(s), {a.images} images/round, {a.rounds} rounds, "
-          f"{a.steps} IG steps x {max(a.samples, 1)} samples; preset: paper (no stable preset yet)")
+          f"{a.steps} IG steps x {max(a.samples, 1)} samples; preset: {a.preset}")
     print("seconds per image, explainseg / reference (ratio reference/explainseg)")
     print(f"{'variant':<9}" + "".join(f"{s:>24}" for s in STAGES + ['total']))
     summary = {}

@@ -10,8 +10,8 @@ pub mod smooth;
 
 pub use crate::backend::host_ig::{integrated_gradients, IgOutput};
 pub use crate::ig::{
-    aggregate, make_noise, quadrature, IgConfig, Method, Noise, NoiseTunnelConfig, NtOutput,
-    NtType, Progress, Quadrature,
+    aggregate, make_noise, quadrature, IgConfig, Method, Noise, NoiseDesign, NoiseTunnelConfig,
+    NtOutput, NtType, Progress, Quadrature,
 };
 pub use baseline::Baseline;
 pub use explain::{argmax, explain, ExplainConfig, Explanation};

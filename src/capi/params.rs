@@ -12,11 +12,12 @@ use crate::backend::Device;
 use crate::error::{Error, Result};
 use crate::image::{Normalization, PreprocessConfig, ResizeMode};
 use crate::model::{LoadOptions, PosEmbedMode};
-use crate::pipeline::{PipelineConfig, Variant};
+use crate::pipeline::{PipelineConfig, Preset, Variant};
 use crate::post::crf::CrfParams;
 use crate::post::ncut::{NcutForegroundParams, ShiMalikParams, TOKENCUT_EPS, TOKENCUT_TAU};
 
-use super::status::{CapiError, CapiResult};
+use super::buffers::write_out;
+use super::status::{guard, CapiError, CapiResult, EsStatus};
 
 /// Where the model runs.
 #[repr(u32)]
@@ -101,6 +102,31 @@ pub enum EsNtType {
     SmoothgradSq = 1,
     /// Variance of the attributions.
     Vargrad = 2,
+}
+
+/// A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
+/// choices that have no field of their own — how the noise samples are drawn, the
+/// smoothing of the map the NCut variants cut and where they split the Fiedler
+/// vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
+/// NoiseTunnel samples and NCut grid.
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsPreset {
+    /// The paper's setting (the default): independent noise, no smoothing, the
+    /// Fiedler vector split at its mean.
+    Paper = 0,
+    /// Steadier masks across noise seeds within the paper's passes.
+    Stable = 1,
+}
+
+impl EsPreset {
+    /// The crate's preset.
+    pub fn preset(self) -> Preset {
+        match self {
+            EsPreset::Paper => Preset::Paper,
+            EsPreset::Stable => Preset::Stable,
+        }
+    }
 }
 
 /// Where IG integrates from.
@@ -227,6 +253,9 @@ pub struct EsSegmentParams {
     /// `explainseg train`) instead of `mean`/`std`, when it records them
     /// (default true).
     pub model_normalization: bool,
+    /// Noise design, NCut map smoothing and NCut split of this preset (default
+    /// PAPER); see `EsPreset`.
+    pub preset: EsPreset,
 }
 
 impl Default for EsModelParams {
@@ -304,6 +333,21 @@ impl Default for EsSegmentParams {
             threads: 0,
             crf_enabled: pipe.crf.is_some(),
             model_normalization: true,
+            preset: EsPreset::Paper,
+        }
+    }
+}
+
+impl EsSegmentParams {
+    /// The defaults with `preset`'s IG steps, NoiseTunnel samples and NCut grid.
+    pub fn for_preset(preset: EsPreset) -> Self {
+        let p = preset.preset();
+        EsSegmentParams {
+            ig_steps: p.ig_steps() as u32,
+            nt_samples: p.nt_samples() as u32,
+            ncut_grid: p.ncut_grid() as u32,
+            preset,
+            ..EsSegmentParams::default()
         }
     }
 }
@@ -487,11 +531,12 @@ impl EsSegmentParams {
             ig,
             noise_tunnel: (self.nt_samples > 0).then(|| NoiseTunnelConfig {
                 nt_type: self.nt_type.nt_type(),
-                noise: Noise::Seeded {
-                    samples: self.nt_samples as usize,
-                    stdev: self.nt_stdev,
-                    seed: self.seed,
-                },
+                noise: Noise::drawn(
+                    self.nt_samples as usize,
+                    self.nt_stdev,
+                    self.seed,
+                    self.preset.preset().noise_design(),
+                ),
             }),
             baseline: match self.baseline {
                 EsBaseline::Zero => Baseline::Zero,
@@ -522,11 +567,12 @@ impl EsSegmentParams {
         let ncut_foreground = NcutForegroundParams {
             sigma_r_per_std: (self.ncut_sigma_r_std != 0.0).then_some(self.ncut_sigma_r_std),
             dilation_radius_px: self.ncut_dilation_px as usize,
-            ..defaults.ncut_foreground.clone()
+            split: self.preset.preset().ncut_split(),
         };
         ncut_foreground.validate()?;
         let mut cfg = PipelineConfig {
             explain: self.explain_config()?,
+            ncut_smooth_sigma: self.preset.preset().ncut_smooth_sigma(),
             ncut,
             ncut_foreground,
             crf: self.crf_enabled.then(|| self.crf.crf_params()),
@@ -627,7 +673,8 @@ impl CheckedParams for EsSegmentParams {
         check_enum("baseline", raw_u32!(ptr, baseline), 3)?;
         check_enum("nt_type", raw_u32!(ptr, nt_type), 3)?;
         check_bool("crf_enabled", raw_bool!(ptr, crf_enabled))?;
-        check_bool("model_normalization", raw_bool!(ptr, model_normalization))
+        check_bool("model_normalization", raw_bool!(ptr, model_normalization))?;
+        check_enum("preset", raw_u32!(ptr, preset), 2)
     }
 }
 
@@ -643,6 +690,31 @@ pub extern "C" fn explainseg_model_default_params() -> EsModelParams {
 #[no_mangle]
 pub extern "C" fn explainseg_segment_default_params() -> EsSegmentParams {
     EsSegmentParams::default()
+}
+
+/// The defaults of `preset` (an `EsPreset` value) into `out`:
+/// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
+/// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
+/// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
+/// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+///
+/// # Safety
+/// `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.
+#[no_mangle]
+pub unsafe extern "C" fn explainseg_segment_preset_params(
+    preset: u32,
+    out: *mut EsSegmentParams,
+) -> EsStatus {
+    guard(|| {
+        check_enum("preset", preset, 2)?;
+        let p = if preset == EsPreset::Stable as u32 {
+            EsPreset::Stable
+        } else {
+            EsPreset::Paper
+        };
+        // SAFETY: caller's duty, as documented.
+        unsafe { write_out(out, EsSegmentParams::for_preset(p), "out") }
+    })
 }
 
 /// DenseCRF defaults (TokenCut/MaskCut's constants).

@@ -7,10 +7,12 @@
 //! The method and its Captum semantics are described in `docs/method.md`.
 
 pub mod config;
+pub mod noise_design;
 pub mod noise_tunnel;
 pub mod quadrature;
 
 pub use config::{IgConfig, Progress};
+pub use noise_design::NoiseDesign;
 pub use noise_tunnel::{aggregate, make_noise, Noise, NoiseTunnelConfig, NtOutput, NtType};
 pub use quadrature::{quadrature, Method, Quadrature};
 

@@ -5,6 +5,7 @@
 
 use ndarray::{Array4, ArrayView4, Axis};
 
+use super::noise_design::{designed_noise, NoiseDesign};
 use crate::error::{Error, Result};
 use crate::rng::gaussian_noise;
 
@@ -52,16 +53,52 @@ pub enum Noise {
         stdev: f32,
         seed: u64,
     },
+    /// `samples` draws of N(0, stdev²) drawn together by a variance-reduction
+    /// `design` ([`super::noise_design`]; the stable preset's noise).
+    Designed {
+        samples: usize,
+        stdev: f32,
+        seed: u64,
+        design: NoiseDesign,
+    },
     /// Given noise (samples, 3, H, W) added to the normalised input — for parity
     /// with a PyTorch run whose noise was dumped.
     Injected(Array4<f32>),
 }
 
 impl Noise {
+    /// `samples` seeded draws by `design`: [`Noise::Seeded`] for independent
+    /// draws (the paper's noise, bit for bit), [`Noise::Designed`] otherwise.
+    pub fn drawn(samples: usize, stdev: f32, seed: u64, design: NoiseDesign) -> Noise {
+        match design {
+            NoiseDesign::Independent => Noise::Seeded {
+                samples,
+                stdev,
+                seed,
+            },
+            design => Noise::Designed {
+                samples,
+                stdev,
+                seed,
+                design,
+            },
+        }
+    }
+
+    /// σ and seed of drawn noise; `None` for injected noise.
+    pub fn stdev_and_seed(&self) -> Option<(f32, u64)> {
+        match self {
+            Noise::Seeded { stdev, seed, .. } | Noise::Designed { stdev, seed, .. } => {
+                Some((*stdev, *seed))
+            }
+            Noise::Injected(_) => None,
+        }
+    }
+
     /// Number of noise samples this source yields.
     pub fn samples(&self) -> usize {
         match self {
-            Noise::Seeded { samples, .. } => *samples,
+            Noise::Seeded { samples, .. } | Noise::Designed { samples, .. } => *samples,
             Noise::Injected(n) => n.dim().0,
         }
     }
@@ -109,22 +146,21 @@ pub fn make_noise(noise: &Noise, x: ArrayView4<f32>) -> Result<Array4<f32>> {
             stdev,
             seed,
         } => {
-            if *samples == 0 {
-                return Err(Error::param(
-                    "nt_samples",
-                    "must be at least 1 (use plain IG for none)",
-                ));
-            }
-            if !(*stdev >= 0.0 && stdev.is_finite()) {
-                return Err(Error::param(
-                    "nt_stdev",
-                    format!("{stdev} is not a non-negative number"),
-                ));
-            }
+            check_seeded(*samples, *stdev)?;
             let len = c * h * w;
             let data: Vec<f32> = (0..*samples)
                 .flat_map(|j| gaussian_noise(*seed, j, len, *stdev))
                 .collect();
+            Ok(Array4::from_shape_vec((*samples, c, h, w), data).expect("sized above"))
+        }
+        Noise::Designed {
+            samples,
+            stdev,
+            seed,
+            design,
+        } => {
+            check_seeded(*samples, *stdev)?;
+            let data = designed_noise(*design, *seed, *samples, c * h * w, *stdev);
             Ok(Array4::from_shape_vec((*samples, c, h, w), data).expect("sized above"))
         }
         Noise::Injected(n) => {
@@ -142,6 +178,23 @@ pub fn make_noise(noise: &Noise, x: ArrayView4<f32>) -> Result<Array4<f32>> {
             Ok(n.clone())
         }
     }
+}
+
+/// Checks the sample count and stdev of drawn noise.
+fn check_seeded(samples: usize, stdev: f32) -> Result<()> {
+    if samples == 0 {
+        return Err(Error::param(
+            "nt_samples",
+            "must be at least 1 (use plain IG for none)",
+        ));
+    }
+    if !(stdev >= 0.0 && stdev.is_finite()) {
+        return Err(Error::param(
+            "nt_stdev",
+            format!("{stdev} is not a non-negative number"),
+        ));
+    }
+    Ok(())
 }
 
 /// Captum's aggregation over the sample axis, in f32, dividing by s.

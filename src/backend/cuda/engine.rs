@@ -872,7 +872,9 @@ impl<'a> CudaEngine<'a> {
                     len,
                 )?;
             }
-            Noise::Injected(_) => {
+            // Designed noise is drawn on the host, by the one generator the CPU
+            // path uses (crate::ig::noise_design), and uploaded.
+            Noise::Injected(_) | Noise::Designed { .. } => {
                 let noise = make_noise(&nt.noise, x)?;
                 let sum = &noise + &x;
                 noisy = self.upload(

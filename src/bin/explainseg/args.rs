@@ -5,11 +5,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::attr::{
-    Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType,
+    Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseDesign, NoiseTunnelConfig, NtType,
 };
 use explainseg::backend::{engine_for, Device, Engine};
 use explainseg::image::{Normalization, PreprocessConfig, ResizeMode};
 use explainseg::model::{LoadOptions, PosEmbedMode, Vit};
+use explainseg::pipeline::Preset;
 
 /// Which model to load.
 #[derive(Args, Debug, Clone)]
@@ -149,18 +150,28 @@ pub struct IgArgs {
     /// Class to explain [default: the predicted class].
     #[arg(long)]
     pub target: Option<usize>,
-    /// IG path points (Captum n_steps).
-    #[arg(long, default_value_t = 50)]
-    pub steps: usize,
+    /// Named setting (docs/method.md §6.2): paper (IG 50 steps × NoiseTunnel 5, the
+    /// default) or stable (steadier masks across noise seeds within the same passes).
+    /// Flags given explicitly override the preset's values.
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
+    /// IG path points (Captum n_steps) [default: the preset's, 50 for paper].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// Quadrature: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
     #[arg(long, default_value = "gausslegendre")]
     pub method: String,
     /// NoiseTunnel aggregation: smoothgrad, smoothgrad_sq, vargrad.
     #[arg(long, default_value = "smoothgrad")]
     pub nt_type: String,
-    /// NoiseTunnel samples; 0 means plain IG [default: 5, or the count in --noise].
+    /// NoiseTunnel samples; 0 means plain IG [default: the preset's (5 for paper), or
+    /// the count in --noise].
     #[arg(long)]
     pub nt_samples: Option<usize>,
+    /// How the noise samples are drawn: independent, antithetic, stratified,
+    /// stratified-antithetic [default: the preset's, independent for paper].
+    #[arg(long)]
+    pub noise_design: Option<String>,
     /// Noise standard deviation in normalised units (absolute, as Captum).
     #[arg(long, default_value_t = 1.0)]
     pub nt_stdev: f32,
@@ -182,10 +193,20 @@ pub struct IgArgs {
 }
 
 impl IgArgs {
+    /// The `--preset`.
+    pub fn preset(&self) -> Result<Preset> {
+        Ok(self.preset.parse::<Preset>()?)
+    }
+
     pub fn explain_config(&self, norm: &Normalization) -> Result<ExplainConfig> {
+        let preset = self.preset()?;
+        let design: NoiseDesign = match &self.noise_design {
+            Some(d) => d.parse()?,
+            None => preset.noise_design(),
+        };
         let ig = IgConfig {
             method: self.method.parse::<Method>()?,
-            n_steps: self.steps,
+            n_steps: self.steps.unwrap_or(preset.ig_steps()),
             multiply_by_inputs: true,
             batch_size: self.batch,
             return_delta: !self.no_delta,
@@ -193,6 +214,9 @@ impl IgArgs {
         ig.validate()?;
         let nt_type: NtType = self.nt_type.parse()?;
         let noise_tunnel = match (&self.noise, self.nt_samples) {
+            (Some(_), _) if self.noise_design.is_some() => {
+                bail!("--noise-design draws noise; it cannot be combined with --noise")
+            }
             (Some(path), samples) => {
                 let noise = explainseg::npy::read_f32(path)?;
                 let noise = noise.into_dimensionality::<ndarray::Ix4>().map_err(|_| {
@@ -212,11 +236,12 @@ impl IgArgs {
             (None, Some(0)) => None,
             (None, samples) => Some(NoiseTunnelConfig {
                 nt_type,
-                noise: Noise::Seeded {
-                    samples: samples.unwrap_or(5),
-                    stdev: self.nt_stdev,
-                    seed: self.seed,
-                },
+                noise: Noise::drawn(
+                    samples.unwrap_or(preset.nt_samples()),
+                    self.nt_stdev,
+                    self.seed,
+                    design,
+                ),
             }),
         };
         Ok(ExplainConfig {

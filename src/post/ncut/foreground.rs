@@ -35,7 +35,8 @@ use ndarray::{Array2, ArrayView2};
 
 use super::lanczos::SparseGraph;
 use super::shi_malik::{
-    build_graph, check_map, resample_area_f64, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
+    build_graph, check_map, resample_area_f64, shi_malik_split, NcutSplit, ShiMalikOutput,
+    ShiMalikParams,
 };
 use crate::error::{Error, Result};
 use crate::image::grid::upsample_mask;
@@ -51,6 +52,8 @@ pub struct NcutForegroundParams {
     /// [`ncut_mask`] grows the up-sampled mask by a disk of this radius in pixels
     /// (0: off).
     pub dilation_radius_px: usize,
+    /// Where the Fiedler vector is split (default: its mean, the paper preset's).
+    pub split: NcutSplit,
 }
 
 impl Default for NcutForegroundParams {
@@ -58,6 +61,7 @@ impl Default for NcutForegroundParams {
         NcutForegroundParams {
             sigma_r_per_std: Some(0.5),
             dilation_radius_px: 8,
+            split: NcutSplit::Mean,
         }
     }
 }
@@ -69,6 +73,7 @@ impl NcutForegroundParams {
         NcutForegroundParams {
             sigma_r_per_std: None,
             dilation_radius_px: 0,
+            split: NcutSplit::Mean,
         }
     }
 
@@ -154,7 +159,7 @@ pub fn ncut_foreground(
             params.sigma_r = (k as f64 * std) as f32;
         }
     }
-    let cut = shi_malik_ncut(map, &params)?;
+    let cut = shi_malik_split(map, &params, fg.split)?;
     let graph = build_graph(&normalised(&grid_map), &params);
     let mask = cut.mask.clone();
     let ncut = ncut_value(&graph, &mask.iter().copied().collect::<Vec<bool>>());
@@ -196,6 +201,7 @@ fn normalised(grid_map: &Array2<f64>) -> Array2<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::post::ncut::shi_malik_ncut;
 
     /// A cone of height 1 and radius 8 cells centred at (14, 32) on a flat zero
     /// background, 48×48 cells (the graph on the map's own pixels): its support

@@ -34,7 +34,8 @@ pub use components::seed_component;
 pub use dense::{fiedler_dense, Fiedler};
 pub use foreground::{ncut_foreground, ncut_mask, NcutForeground, NcutForegroundParams};
 pub use shi_malik::{
-    foreground_by_relevance, resample_area, shi_malik_ncut, ShiMalikOutput, ShiMalikParams,
+    foreground_by_relevance, resample_area, shi_malik_ncut, shi_malik_split, NcutSplit,
+    ShiMalikOutput, ShiMalikParams,
 };
 pub use tokencut::{
     orient_at_mean, tokencut_bipartition, Oriented, TokenCutOutput, TOKENCUT_EPS, TOKENCUT_TAU,

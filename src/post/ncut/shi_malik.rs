@@ -313,6 +313,71 @@ pub(super) fn build_graph(r: &Array2<f64>, params: &ShiMalikParams) -> SparseGra
 /// [`Error::Internal`] only for a broken internal invariant. Slow convergence is
 /// not an error: see [`ShiMalikOutput::residual`].
 pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<ShiMalikOutput> {
+    shi_malik_split(map, params, NcutSplit::Mean)
+}
+
+/// Where the Fiedler vector is thresholded (docs/postprocessing.md §2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NcutSplit {
+    /// At its mean (Shi–Malik's usual choice; the paper preset's).
+    #[default]
+    Mean,
+    /// At the Otsu threshold of its values (256 bins): the split between the two
+    /// modes of the eigenvector, which stays put when the mass of one mode
+    /// changes a little — the mean moves with it.
+    Otsu,
+}
+
+impl NcutSplit {
+    pub fn name(self) -> &'static str {
+        match self {
+            NcutSplit::Mean => "mean",
+            NcutSplit::Otsu => "otsu",
+        }
+    }
+}
+
+impl std::str::FromStr for NcutSplit {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "mean" => Ok(NcutSplit::Mean),
+            "otsu" => Ok(NcutSplit::Otsu),
+            other => Err(Error::param(
+                "ncut_split",
+                format!("`{other}` is not one of mean, otsu"),
+            )),
+        }
+    }
+}
+
+/// The eigenvector's threshold for `split`.
+fn split_threshold(v: &Array1<f64>, split: NcutSplit) -> Result<f64> {
+    Ok(match split {
+        NcutSplit::Mean => v.sum() / v.len() as f64,
+        NcutSplit::Otsu => {
+            // On the min–max scaled values, so that 256 f32 bins always resolve them.
+            let lo = v.fold(f64::INFINITY, |m, &x| m.min(x));
+            let hi = v.fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+            if hi <= lo {
+                return Ok(lo);
+            }
+            let scaled =
+                Array2::from_shape_fn((1, v.len()), |(_, i)| ((v[i] - lo) / (hi - lo)) as f32);
+            lo + crate::post::otsu::threshold_otsu(scaled.view(), 256)? as f64 * (hi - lo)
+        }
+    })
+}
+
+/// [`shi_malik_ncut`] with the eigenvector split at `split`'s threshold.
+///
+/// # Errors
+/// As for [`shi_malik_ncut`].
+pub fn shi_malik_split(
+    map: ArrayView2<f32>,
+    params: &ShiMalikParams,
+    split: NcutSplit,
+) -> Result<ShiMalikOutput> {
     params.validate()?;
     check_map(&map)?;
     let size = params.grid.unwrap_or(map.dim());
@@ -345,8 +410,8 @@ pub fn shi_malik_ncut(map: ArrayView2<f32>, params: &ShiMalikParams) -> Result<S
     if v.len() != size.0 * size.1 {
         return Err(Error::Internal("Lanczos returned no vector".into()));
     }
-    let mean = v.sum() / v.len() as f64;
-    let split: Vec<bool> = v.iter().map(|&x| x > mean).collect();
+    let threshold = split_threshold(&v, split)?;
+    let split: Vec<bool> = v.iter().map(|&x| x > threshold).collect();
     let gm: Vec<f64> = grid_map.iter().copied().collect();
     let flip = complement_is_foreground(&split, &gm);
     let (eigvec, fg): (Array1<f64>, Vec<bool>) = if flip {

@@ -6,7 +6,7 @@
 //! at --size² on --device, best of --repeats after a warm-up (scripts/gpu_check.sh).
 //!
 //! `explainseg bench --pipeline`: seconds per image of each stage (explain, feature,
-//! mask, crf) of every variant, with the paper's preset; tools/bench_pipeline.py runs
+//! mask, crf) of every variant, with a preset (`--preset`); tools/bench_pipeline.py runs
 //! it beside the reference stack (PyTorch + Captum, scikit-image, SciPy, pydensecrf).
 
 use std::time::{Duration, Instant};
@@ -61,6 +61,11 @@ pub struct BenchArgs {
     /// report the fastest (the first call on a GPU also pays for lazy set-up).
     #[arg(long, default_value_t = 1)]
     pub repeats: usize,
+    /// Preset for --pipeline: paper or stable (its noise design, smoothing and NCut
+    /// rule; the passes stay --steps × --samples, e.g. 50 × 5 for the paper's and
+    /// 10 × 24 for the stable preset's own).
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -197,7 +202,7 @@ fn synthetic_pixels(size: usize, seed: usize) -> Array3<u8> {
 /// `bench --pipeline`.
 fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
     use explainseg::attr::explain;
-    use explainseg::pipeline::{segment_explained, PipelineConfig, Variant};
+    use explainseg::pipeline::{segment_explained, Preset, Variant};
 
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
@@ -214,18 +219,15 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
             mean: [0.485, 0.456, 0.406],
             std: [0.229, 0.224, 0.225],
         });
-    // The paper's preset (PipelineConfig::default) with the requested pass counts.
-    let mut cfg = PipelineConfig::default();
+    // The preset (paper: PipelineConfig::default) with the requested pass counts.
+    let preset: Preset = args.preset.parse()?;
+    let mut cfg = preset.pipeline_config(0);
     cfg.explain.ig.n_steps = args.steps;
     cfg.explain.ig.batch_size = args.batch;
     cfg.explain.ig.return_delta = false;
     cfg.explain.noise_tunnel = (args.samples > 0).then(|| NoiseTunnelConfig {
         nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: args.samples,
-            stdev: 1.0,
-            seed: 0,
-        },
+        noise: Noise::drawn(args.samples, 1.0, 0, preset.noise_design()),
     });
     cfg.explain.mean = norm.mean;
     cfg.explain.std = norm.std;
@@ -269,10 +271,11 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
     bar.finish_and_clear();
     let n = args.images as f64;
     let mut text = format!(
-        "{} at {}², {threads} threads, {} synthetic images, random weights\n  preset: paper (the stable preset does not exist yet)\n  IG passes per image: {passes} ({} steps × {} NoiseTunnel samples; the paper's preset uses 50 × 5 = 250)\n  seconds per image (explain: one explanation shared by a, b, c, xncut; MaskCut's CRF is inside its mask stage)\n  variant     explain  feature     mask      crf    total",
+        "{} at {}², {threads} threads, {} synthetic images, random weights\n  preset: {}\n  IG passes per image: {passes} ({} steps × {} NoiseTunnel samples; the paper's preset uses 50 × 5 = 250, the stable preset 10 × 24 = 240)\n  seconds per image (explain: one explanation shared by a, b, c, xncut; MaskCut's CRF is inside its mask stage)\n  variant     explain  feature     mask      crf    total",
         vit.config.name(),
         args.size,
         args.images,
+        preset.name(),
         args.steps,
         args.samples.max(1),
     );
@@ -300,7 +303,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
         &text,
         serde_json::json!({
             "model": vit.config.name(), "size": args.size, "threads": threads, "images": args.images,
-            "preset": "paper", "ig_steps": args.steps, "nt_samples": args.samples, "passes": passes,
+            "preset": preset.name(), "ig_steps": args.steps, "nt_samples": args.samples, "passes": passes,
             "variants": rows,
         }),
     );

@@ -11,7 +11,7 @@ use clap::Args;
 use explainseg::backend::{engine_for, Device};
 use explainseg::fsutil::CreatedFiles;
 use explainseg::model::{LoadOptions, Vit};
-use explainseg::pipeline::Variant;
+use explainseg::pipeline::{Preset, Variant};
 use explainseg::render::{overlay, write_rgb_png};
 use explainseg::synth::demo::{
     demo_pipeline_config, mean_over_positives, run_demo, DemoImage, DemoSet,
@@ -52,6 +52,10 @@ pub struct DemoArgs {
     /// Gaussian σ (pixels) on the relevance map [default: the demo setting, 1].
     #[arg(long)]
     pub smooth: Option<f32>,
+    /// paper (the demo settings) or stable (docs/method.md §6.2 applied on top: its
+    /// steps, samples, noise design, smoothing and NCut rule; the demo's noise σ).
+    #[arg(long, default_value = "paper")]
+    pub preset: String,
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
@@ -146,6 +150,7 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
         ..Default::default()
     };
     let mut cfg = demo_pipeline_config();
+    args.preset.parse::<Preset>()?.apply(&mut cfg);
     if let Some(s) = args.smooth {
         cfg.smooth_sigma = s;
     }

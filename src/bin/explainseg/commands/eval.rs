@@ -303,9 +303,10 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let vit = args.model.load()?;
     let engine = args.model.engine(&vit)?;
     let pre = args.preprocess.preprocess_config(vit.normalization)?;
-    let cfg = args
-        .pipeline
-        .config(args.ig.explain_config(&pre.normalization)?)?;
+    let cfg = args.pipeline.config(
+        args.ig.explain_config(&pre.normalization)?,
+        args.ig.preset()?,
+    )?;
     let opts = OpenOptions {
         split: args.split.clone(),
         tile_px: args.tile,

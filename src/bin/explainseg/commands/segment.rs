@@ -7,8 +7,8 @@ use clap::Args;
 use explainseg::attr::features::{FeatureConfig, FeatureSource};
 use explainseg::attr::ExplainConfig;
 use explainseg::image::{decode_image_file, network_input};
-use explainseg::pipeline::{segment, PipelineConfig, Variant};
-use explainseg::post::ncut::{NcutForegroundParams, ShiMalikParams};
+use explainseg::pipeline::{segment, PipelineConfig, Preset, Variant};
+use explainseg::post::ncut::{NcutForegroundParams, NcutSplit, ShiMalikParams};
 use explainseg::render::{overlay, to_original, write_mask_png, write_rgb_png};
 
 use crate::args::{IgArgs, InputArgs, ModelArgs};
@@ -57,12 +57,17 @@ pub struct PipelineArgs {
     /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
     #[arg(long, default_value_t = 0.0)]
     pub smooth: f32,
+    /// Gaussian σ (pixels) on the map the NCut variants cut; 0 = off [default: the
+    /// preset's, 0 for paper, 4 for stable].
+    #[arg(long)]
+    pub ncut_smooth: Option<f32>,
     /// Relevance scaling: minmax, cummass (Captum's 98% mass), percentile, none.
     #[arg(long, default_value = "minmax")]
     pub normalize: String,
-    /// Shi–Malik NCut: graph grid side, σr (map units), σx and radius (grid cells).
-    #[arg(long, default_value_t = 56)]
-    pub ncut_grid: usize,
+    /// Shi–Malik NCut: graph grid side [default: the preset's, 56 for paper], σr (map
+    /// units), σx and radius (grid cells).
+    #[arg(long)]
+    pub ncut_grid: Option<usize>,
     #[arg(long, default_value_t = 0.1)]
     pub ncut_sigma_r: f32,
     #[arg(long, default_value_t = 4.0)]
@@ -88,6 +93,10 @@ pub struct PipelineArgs {
     pub ncut_sigma_r_std: f32,
     #[arg(long, value_name = "PX", default_value_t = 8)]
     pub ncut_dilation: usize,
+    /// NCut variants: where the Fiedler vector is split, mean or otsu [default: the
+    /// preset's, mean for paper].
+    #[arg(long)]
+    pub ncut_split: Option<String>,
     /// TokenCut τ and MaskCut τ / number of masks.
     #[arg(long, default_value_t = 0.2)]
     pub tokencut_tau: f32,
@@ -98,8 +107,9 @@ pub struct PipelineArgs {
 }
 
 impl PipelineArgs {
-    /// The pipeline configuration these flags describe, around `explain`.
-    pub fn config(&self, explain: ExplainConfig) -> Result<PipelineConfig> {
+    /// The pipeline configuration these flags describe, around `explain`, with
+    /// `preset`'s values where a flag is not given.
+    pub fn config(&self, explain: ExplainConfig, preset: Preset) -> Result<PipelineConfig> {
         let mut cfg = PipelineConfig {
             explain,
             ..Default::default()
@@ -108,6 +118,7 @@ impl PipelineArgs {
             cfg.crf = None;
         }
         cfg.smooth_sigma = self.smooth;
+        cfg.ncut_smooth_sigma = self.ncut_smooth.unwrap_or(preset.ncut_smooth_sigma());
         cfg.feature = FeatureConfig {
             source: feature_source(&self.feature)?,
             layer: self.layer,
@@ -116,7 +127,10 @@ impl PipelineArgs {
         cfg.reduction = self.reduce.parse()?;
         cfg.normalizer = self.normalize.parse()?;
         cfg.ncut = ShiMalikParams {
-            grid: Some((self.ncut_grid, self.ncut_grid)),
+            grid: Some({
+                let n = self.ncut_grid.unwrap_or(preset.ncut_grid());
+                (n, n)
+            }),
             sigma_r: self.ncut_sigma_r,
             sigma_x: self.ncut_sigma_x,
             radius: self.ncut_radius,
@@ -130,7 +144,10 @@ impl PipelineArgs {
         cfg.ncut_foreground = NcutForegroundParams {
             sigma_r_per_std: (self.ncut_sigma_r_std > 0.0).then_some(self.ncut_sigma_r_std),
             dilation_radius_px: self.ncut_dilation,
-            ..Default::default()
+            split: match &self.ncut_split {
+                Some(s) => s.parse::<NcutSplit>()?,
+                None => preset.ncut_split(),
+            },
         };
         cfg.ncut_foreground.validate()?;
         cfg.tokencut.tau = self.tokencut_tau;
@@ -169,9 +186,10 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let pre = args.input.preprocess_config(vit.normalization)?;
     let decoded = decode_image_file(&args.input.image)?;
     let (x, plan, pixels) = network_input(&decoded, &pre)?;
-    let cfg = args
-        .pipeline
-        .config(args.ig.explain_config(&pre.normalization)?)?;
+    let cfg = args.pipeline.config(
+        args.ig.explain_config(&pre.normalization)?,
+        args.ig.preset()?,
+    )?;
     let passes = cfg.explain.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
     let tick = |done: usize, total: usize| {
@@ -243,7 +261,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
         .collect();
     out.result(
         &format!("class {}\nvariant {}\nforeground {:.1}%\ntimes: {}\npasses {}", seg.predicted, variant.name(), 100.0 * mask.iter().filter(|m| **m).count() as f64 / mask.len() as f64, times.join(", "), seg.passes),
-        serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>(), "seconds": seg.timings.iter().map(|(n, s)| (n.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(), "passes": seg.passes}),
+        serde_json::json!({"class": seg.predicted, "variant": variant.name(), "logits": seg.logits.to_vec(), "timings": seg.timings.iter().map(|(n, s)| serde_json::json!({"stage": n, "seconds": s})).collect::<Vec<_>>(), "seconds": seg.timings.iter().map(|(n, s)| (n.to_string(), serde_json::json!(s))).collect::<serde_json::Map<_, _>>(), "passes": seg.passes, "preset": args.ig.preset}),
     );
     Ok(())
 }

@@ -1,0 +1,168 @@
+//! Named settings of the explanation and the cut (docs/method.md §6.2).
+//!
+//! * **paper** (the default): IG 50 Gauss–Legendre steps inside a 5-sample
+//!   smoothgrad NoiseTunnel of independent noise (σ 1), NCut on a 56×56 grid
+//!   with the Fiedler vector split at its mean — the paper's setting, bit for bit
+//!   what [`PipelineConfig::default`] has always been.
+//! * **stable**: no more passes, spent where the mask depends on them: 10 IG
+//!   steps (the quadrature has converged), 24 noise samples drawn stratified
+//!   ([`NoiseDesign::Stratified`]); for the NCut variants the map is smoothed by
+//!   a Gaussian of σ 4 px and cut on a 28×28 grid.
+
+use super::PipelineConfig;
+use crate::attr::{ExplainConfig, Noise, NoiseDesign, NoiseTunnelConfig, NtType};
+use crate::error::{Error, Result};
+use crate::post::ncut::NcutSplit;
+
+/// A named setting of the explanation and the NCut split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Preset {
+    /// The paper's setting (the default).
+    #[default]
+    Paper,
+    /// Steadier masks across noise seeds within the paper's budget (§6.2).
+    Stable,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 2] = [Preset::Paper, Preset::Stable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Paper => "paper",
+            Preset::Stable => "stable",
+        }
+    }
+
+    /// IG path points.
+    pub fn ig_steps(self) -> usize {
+        match self {
+            Preset::Paper => 50,
+            Preset::Stable => 10,
+        }
+    }
+
+    /// NoiseTunnel samples.
+    pub fn nt_samples(self) -> usize {
+        match self {
+            Preset::Paper => 5,
+            Preset::Stable => 24,
+        }
+    }
+
+    /// How the noise samples are drawn.
+    pub fn noise_design(self) -> NoiseDesign {
+        match self {
+            Preset::Paper => NoiseDesign::Independent,
+            Preset::Stable => NoiseDesign::Stratified,
+        }
+    }
+
+    /// Gaussian σ in pixels on the map the NCut variants cut.
+    pub fn ncut_smooth_sigma(self) -> f32 {
+        match self {
+            Preset::Paper => 0.0,
+            Preset::Stable => 4.0,
+        }
+    }
+
+    /// Side of the NCut variants' graph grid.
+    pub fn ncut_grid(self) -> usize {
+        match self {
+            Preset::Paper => 56,
+            Preset::Stable => 28,
+        }
+    }
+
+    /// Where the NCut variants split the Fiedler vector.
+    pub fn ncut_split(self) -> NcutSplit {
+        match self {
+            Preset::Paper => NcutSplit::Mean,
+            Preset::Stable => NcutSplit::Mean,
+        }
+    }
+
+    /// The preset's explanation settings with noise seed `seed` (the rest as
+    /// [`ExplainConfig::default`]).
+    pub fn explain_config(self, seed: u64) -> ExplainConfig {
+        let mut cfg = ExplainConfig::default();
+        cfg.ig.n_steps = self.ig_steps();
+        cfg.noise_tunnel = Some(NoiseTunnelConfig {
+            nt_type: NtType::SmoothGrad,
+            noise: Noise::drawn(self.nt_samples(), 1.0, seed, self.noise_design()),
+        });
+        cfg
+    }
+
+    /// Applies the preset to `cfg`, keeping its noise σ, seed and aggregation
+    /// (a given noise tensor is replaced by seeded noise of σ 1, seed 0) and all
+    /// other settings. [`Preset::Paper`] leaves `cfg` as it is.
+    pub fn apply(self, cfg: &mut PipelineConfig) {
+        if self == Preset::Paper {
+            return;
+        }
+        cfg.explain.ig.n_steps = self.ig_steps();
+        let (nt_type, stdev, seed) = match &cfg.explain.noise_tunnel {
+            Some(nt) => {
+                let (stdev, seed) = nt.noise.stdev_and_seed().unwrap_or((1.0, 0));
+                (nt.nt_type, stdev, seed)
+            }
+            None => (NtType::SmoothGrad, 1.0, 0),
+        };
+        cfg.explain.noise_tunnel = Some(NoiseTunnelConfig {
+            nt_type,
+            noise: Noise::drawn(self.nt_samples(), stdev, seed, self.noise_design()),
+        });
+        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
+        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
+        cfg.ncut_foreground.split = self.ncut_split();
+    }
+
+    /// The whole pipeline's settings for this preset with noise seed `seed`;
+    /// `Preset::Paper.pipeline_config(0)` is [`PipelineConfig::default`].
+    pub fn pipeline_config(self, seed: u64) -> PipelineConfig {
+        let mut cfg = PipelineConfig {
+            explain: self.explain_config(seed),
+            ..Default::default()
+        };
+        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
+        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
+        cfg.ncut_foreground.split = self.ncut_split();
+        cfg
+    }
+}
+
+impl std::str::FromStr for Preset {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| Error::param("preset", format!("`{s}` is not one of paper, stable")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paper_preset_is_the_default_pipeline() {
+        assert_eq!(Preset::Paper.pipeline_config(0), PipelineConfig::default());
+        assert_eq!(Preset::default(), Preset::Paper);
+    }
+
+    #[test]
+    fn stable_preset_spends_no_more_passes_than_the_paper() {
+        let (paper, stable) = (
+            Preset::Paper.explain_config(3),
+            Preset::Stable.explain_config(3),
+        );
+        assert!(stable.passes() <= paper.passes(), "{}", stable.passes());
+        assert_eq!(stable.passes(), 240);
+        for p in Preset::ALL {
+            assert_eq!(p.name().parse::<Preset>().unwrap(), p);
+        }
+        assert!("fast".parse::<Preset>().is_err());
+    }
+}
