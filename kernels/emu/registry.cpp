@@ -5,6 +5,7 @@
 #include "emu_runtime.h"
 
 #include "../common.cuh"
+#include "../attention.cu"
 #include "../elementwise.cu"
 #include "../gelu.cu"
 #include "../ig.cu"
@@ -24,7 +25,8 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(ig_finish_f32),     ES_KERNEL(nt_noise_f32),       ES_KERNEL(nt_aggregate_f32),
         ES_KERNEL(layer_norm_f32),    ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),
         ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
-        ES_KERNEL(softmax_bwd_f32),
+        ES_KERNEL(softmax_bwd_f32),   ES_KERNEL(attention_fwd_f32),  ES_KERNEL(attention_bwd_dq_f32),
+        ES_KERNEL(attention_bwd_dkdv_f32),
         // Not project kernels: the emulator's own checks (names start with selftest_).
         ES_KERNEL(selftest_early_return), ES_KERNEL(selftest_missing_barrier),
     };

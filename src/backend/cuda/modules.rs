@@ -34,6 +34,7 @@ const COMMON: &str = include_str!("../../../kernels/common.cuh");
 /// One `.cu` file of `kernels/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFile {
+    Attention,
     Elementwise,
     Gelu,
     Ig,
@@ -43,7 +44,8 @@ pub enum KernelFile {
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 6] = [
+    pub const ALL: [KernelFile; 7] = [
+        KernelFile::Attention,
         KernelFile::Elementwise,
         KernelFile::Gelu,
         KernelFile::Ig,
@@ -54,6 +56,7 @@ impl KernelFile {
 
     pub fn file_name(self) -> &'static str {
         match self {
+            KernelFile::Attention => "attention.cu",
             KernelFile::Elementwise => "elementwise.cu",
             KernelFile::Gelu => "gelu.cu",
             KernelFile::Ig => "ig.cu",
@@ -65,6 +68,7 @@ impl KernelFile {
 
     fn body(self) -> &'static str {
         match self {
+            KernelFile::Attention => include_str!("../../../kernels/attention.cu"),
             KernelFile::Elementwise => include_str!("../../../kernels/elementwise.cu"),
             KernelFile::Gelu => include_str!("../../../kernels/gelu.cu"),
             KernelFile::Ig => include_str!("../../../kernels/ig.cu"),
