@@ -942,7 +942,8 @@ pub fn linear_backward_input(
 
 /// Per head h of one image: `C_h (t, t) = A_h (t, hd)·B_h (t, hd)ᵀ`, with A_h, B_h
 /// column block h of row-major matrices whose rows are `lda`, `ldb` apart and C_h
-/// the consecutive (t, t) matrices of `c`. Scores Q·Kᵀ; in the backward dP = dO·Vᵀ.
+/// the consecutive (t, t) matrices of `c`: the scores Q·Kᵀ of a tapped layer
+/// (the engine's attention is otherwise fused, kernels/attention.cu).
 #[allow(clippy::too_many_arguments)]
 pub fn heads_a_bt(
     gpu: &dyn DeviceApi,
@@ -978,50 +979,6 @@ pub fn heads_a_bt(
             stride_a: hd,
             stride_b: hd,
             stride_c: t * t,
-        },
-    )
-}
-
-/// Per head h of one image: `C_h (t, hd) = op(P_h)·B_h`, with P_h the consecutive
-/// (t, t) matrices of `p` (transposed when `p_t`), B_h and C_h column block h of
-/// row-major matrices whose rows are `ldb`, `ldc` apart. O = P·V; in the backward
-/// dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
-#[allow(clippy::too_many_arguments)]
-pub fn heads_p_b(
-    gpu: &dyn DeviceApi,
-    p: &View<f32>,
-    p_t: bool,
-    b: &View<f32>,
-    ldb: usize,
-    c: &mut ViewMut<f32>,
-    ldc: usize,
-    t: usize,
-    hd: usize,
-    heads: usize,
-) -> Result<()> {
-    gemm(
-        gpu,
-        t,
-        hd,
-        t,
-        Operand {
-            data: p,
-            ld: t,
-            t: p_t,
-        },
-        Operand {
-            data: b,
-            ld: ldb,
-            t: false,
-        },
-        c,
-        ldc,
-        0.0,
-        Batch {
-            count: heads,
-            stride_a: t * t,
-            stride_b: hd,
-            stride_c: hd,
         },
     )
 }
