@@ -2,6 +2,10 @@
 //! `cuda-emu`, through [`DeviceApi`]): the ViT forward and input-gradient backward of
 //! `backend::cpu::{forward, backward}`, with the same operation order, built from the
 //! kernels of `kernels/` and cuBLAS GEMMs; the weights are uploaded once per engine.
+//! Attention is fused (`kernels/attention.cu`: online softmax, only the row
+//! log-sum-exp kept, P recomputed in the backward), so its rounding differs from the
+//! CPU's materialised softmax within the parity tolerances; only `block_taps` builds
+//! the (T, T) probabilities, for the tapped layer (docs/cuda_emulation.md §1.2).
 //!
 //! Also a device-side NoiseTunnel + Integrated Gradients
 //! ([`CudaEngine::noise_tunnel_ig`]): the noisy inputs, path points, gradients and
