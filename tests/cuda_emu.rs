@@ -293,6 +293,18 @@ fn vit_b16_at_224_matches_the_cpu() {
     assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
 }
 
+/// The fused attention holds a head of at most 64 values per thread: a model with
+/// larger heads is refused when the engine is made, with an error naming the limit.
+#[test]
+fn heads_wider_than_the_fused_attention_takes_are_an_error() {
+    let mut cfg = VitConfig::standard("s", 16, 64).unwrap();
+    cfg.depth = 1;
+    cfg.heads = 3; // head dim 128
+    let vit = Vit::random(cfg, 5, 7);
+    let err = CudaEngine::emulated(&vit).unwrap_err().to_string();
+    assert!(err.contains("head dimensions up to 64"), "{err}");
+}
+
 /// `explainseg segment --device cuda-emu` writes the CPU's masks, for every variant.
 #[test]
 fn cli_segment_on_the_emulated_device_gives_the_cpus_masks() {
