@@ -36,26 +36,29 @@ fn vit16(size: &str, depth: usize) -> Vit {
 }
 
 /// Launches and GEMMs of one forward of `batch` images through `depth` blocks with a
-/// head over `chunks` CLS rows (src/backend/cuda/engine.rs, `forward`).
-fn forward_work(depth: usize, batch: u64, chunks: u64) -> (u64, u64) {
+/// head over `chunks` CLS rows (src/backend/cuda/engine.rs, `forward`). Attention is
+/// one fused launch per block for every image and head, so no count depends on the
+/// batch (the unfused path had 2 GEMMs per image per block, S = QKᵀ and O = PV, and
+/// a softmax launch).
+fn forward_work(depth: usize, chunks: u64) -> (u64, u64) {
     let d = depth as u64;
-    // im2col, embed_tokens; per block LN1, qkv bias, softmax, proj bias, LN2,
+    // im2col, embed_tokens; per block LN1, qkv bias, fused attention, proj bias, LN2,
     // bias+GELU, fc2 bias; a final LN per chunk; the head's bias.
     let launches = 2 + 7 * d + chunks + 1;
-    // patch projection; per block qkv, proj, fc1, fc2 and per image S = QKᵀ, O = PV;
-    // the head.
-    let gemms = 1 + d * (4 + 2 * batch) + 1;
+    // patch projection; per block qkv, proj, fc1, fc2; the head.
+    let gemms = 1 + 4 * d + 1;
     (launches, gemms)
 }
 
 /// The same for the input-gradient backward after it.
-fn backward_work(depth: usize, batch: u64, chunks: u64) -> (u64, u64) {
+fn backward_work(depth: usize, chunks: u64) -> (u64, u64) {
     let d = depth as u64;
-    // head rows; LN backward per chunk; per block GELU', LN2', softmax', LN1'; col2im.
-    let launches = 1 + chunks + 4 * d + 1;
-    // per block fc2ᵀ, fc1ᵀ, projᵀ, qkvᵀ and per image dP, dV, dQ, dK; the patch
-    // projection (one batched call).
-    let gemms = d * (4 + 4 * batch) + 1;
+    // head rows; LN backward per chunk; per block GELU', LN2', the fused attention
+    // backward's two passes (D and dQ, then dK and dV), LN1'; col2im. (Unfused: one
+    // softmax' launch and 4 GEMMs per image per block, dP, dV, dQ, dK.)
+    let launches = 1 + chunks + 5 * d + 1;
+    // per block fc2ᵀ, fc1ᵀ, projᵀ, qkvᵀ; the patch projection (one batched call).
+    let gemms = 4 * d + 1;
     (launches, gemms)
 }
 
@@ -99,8 +102,8 @@ fn tiny_logits_and_input_gradients_match_the_cpu_and_the_counts_are_exact() {
     eprintln!("tiny forward+backward, batch 2: {pass:?}");
     let depth = vit.config.depth;
     let ch = chunks(&vit);
-    let (fl, fg) = forward_work(depth, 2, ch);
-    let (bl, bg) = backward_work(depth, 2, ch);
+    let (fl, fg) = forward_work(depth, ch);
+    let (bl, bg) = backward_work(depth, ch);
     assert_eq!(pass.launches, fl + bl, "{pass:?}");
     assert_eq!(pass.gemms, fg + bg, "{pass:?}");
     // Uploads: the images, the positional table, the targets; one download each
@@ -293,8 +296,8 @@ fn vit_s16_at_224_matches_the_cpu() {
     let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
     eprintln!("ViT-S/16 224² NoiseTunnel IG: rel-L2 {rel:.2e}; {c:?}");
     assert!(rel <= 1e-4, "{rel}");
-    let (fl, fg) = forward_work(2, 2, 1);
-    let (bl, bg) = backward_work(2, 2, 1);
+    let (fl, fg) = forward_work(2, 1);
+    let (bl, bg) = backward_work(2, 1);
     // nt_noise, ig_path, the pass, ig_accumulate, ig_finish, nt_aggregate.
     assert_eq!(c.launches, 1 + 1 + fl + bl + 1 + 1 + 1, "{c:?}");
     assert_eq!(c.gemms, fg + bg, "{c:?}");
@@ -318,6 +321,18 @@ fn vit_b16_at_224_matches_the_cpu() {
     eprintln!("ViT-B/16 224², 1 block: logits rel {l_rel:.2e}, input grad rel-L2 {g_rel:.2e}");
     assert!(l_rel <= 1e-5, "logits rel {l_rel}");
     assert!(g_rel <= 1e-4, "input grad rel-L2 {g_rel}");
+}
+
+/// The fused attention holds a head of at most 64 values per thread: a model with
+/// larger heads is refused when the engine is made, with an error naming the limit.
+#[test]
+fn heads_wider_than_the_fused_attention_takes_are_an_error() {
+    let mut cfg = VitConfig::standard("s", 16, 64).unwrap();
+    cfg.depth = 1;
+    cfg.heads = 3; // head dim 128
+    let vit = Vit::random(cfg, 5, 7);
+    let err = CudaEngine::emulated(&vit).unwrap_err().to_string();
+    assert!(err.contains("head dimensions up to 64"), "{err}");
 }
 
 /// `explainseg segment --device cuda-emu` writes the CPU's masks, for every variant.

@@ -273,6 +273,9 @@ const TESTED: &[&str] = &[
     "layer_norm_bwd_f32",
     "softmax_scale_f32",
     "softmax_bwd_f32",
+    "attention_fwd_f32",
+    "attention_bwd_dq_f32",
+    "attention_bwd_dkdv_f32",
     "bias_gelu_f32",
     "gelu_bwd_f32",
     "add_bias_rows_f32",
@@ -667,6 +670,246 @@ fn softmax_forward_and_backward_match_cpu() {
             s,
         );
         assert_close("softmax_bwd", &d, &want_d, RED_RTOL, 1e-7);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Fused attention (kernels/attention.cu) against its twin, backend::cpu::fused_attention.
+//
+// Against the twin: bit for bit. The twin does the kernels' f32 operations in their
+// order, and the emulator has no FMA contraction and the host's expf/logf, so any
+// difference is a kernel bug (a missing barrier, a stale or unwritten tile). On a
+// GPU, whose expf is within 2 ulp and which contracts a·b + c, the allowance is
+// 2e-6 absolute + 2e-6 relative per element (values of order 1; the absolute part
+// because outputs near 0 have no meaningful relative error).
+//
+// Against the unfused path (S = Q·Kᵀ, softmax_row, O = P·V and softmax_bwd_row, the
+// CPU engine's operations): O to 1e-5 of max |O| and LSE to 1e-5, gradients to 1e-4
+// relative L2, the engine parity tolerances.
+
+mod attention {
+    use super::*;
+    use explainseg::backend::cpu::fused_attention::{self as twin, AttnShape};
+
+    const BLOCK: u32 = 32; // ES_ATTN_ROWS
+
+    fn grid(s: AttnShape) -> u32 {
+        (s.batch * s.heads * s.tokens.div_ceil(BLOCK as usize)) as u32
+    }
+
+    fn max_abs_err(got: &[f32], want: &[f32]) -> f32 {
+        got.iter()
+            .zip(want)
+            .map(|(g, w)| (g - w).abs())
+            .fold(0.0, f32::max)
+    }
+
+    /// (O, LSE, gqkv) from the unfused CPU path, per image and head.
+    fn unfused(
+        qkv: &[f32],
+        d_out: &[f32],
+        s: AttnShape,
+        scale: f32,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (t, hd) = (s.tokens, s.head_dim);
+        let d = s.heads * hd;
+        let mut out = vec![0.0; s.batch * t * d];
+        let mut lse = vec![0.0; s.batch * s.heads * t];
+        let mut g = vec![0.0; s.batch * t * 3 * d];
+        let at = |img: usize, part: usize, h: usize, i: usize, c: usize| {
+            qkv[(img * t + i) * 3 * d + part * d + h * hd + c]
+        };
+        for img in 0..s.batch {
+            for h in 0..s.heads {
+                let mut p = vec![0.0f32; t * t];
+                for i in 0..t {
+                    for j in 0..t {
+                        p[i * t + j] = (0..hd)
+                            .map(|c| at(img, 0, h, i, c) * at(img, 1, h, j, c))
+                            .sum();
+                    }
+                    let row = &p[i * t..(i + 1) * t];
+                    let m = row
+                        .iter()
+                        .fold(f64::NEG_INFINITY, |a, &v| a.max((v * scale) as f64));
+                    let sum: f64 = row.iter().map(|&v| ((v * scale) as f64 - m).exp()).sum();
+                    lse[(img * s.heads + h) * t + i] = (m + sum.ln()) as f32;
+                    ops::softmax_row(&mut p[i * t..(i + 1) * t], scale);
+                }
+                let dout = |i: usize, c: usize| d_out[(img * t + i) * d + h * hd + c];
+                let mut dp = vec![0.0f32; t * t];
+                for i in 0..t {
+                    for c in 0..hd {
+                        out[(img * t + i) * d + h * hd + c] =
+                            (0..t).map(|j| p[i * t + j] * at(img, 2, h, j, c)).sum();
+                    }
+                    for j in 0..t {
+                        dp[i * t + j] = (0..hd).map(|c| dout(i, c) * at(img, 2, h, j, c)).sum();
+                    }
+                    ops::softmax_bwd_row(
+                        &p[i * t..(i + 1) * t],
+                        &mut dp[i * t..(i + 1) * t],
+                        scale,
+                    );
+                }
+                for i in 0..t {
+                    for c in 0..hd {
+                        let row = (img * t + i) * 3 * d + h * hd + c;
+                        // dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO.
+                        g[row] = (0..t).map(|j| dp[i * t + j] * at(img, 1, h, j, c)).sum();
+                        g[row + d] = (0..t).map(|j| dp[j * t + i] * at(img, 0, h, j, c)).sum();
+                        g[row + 2 * d] = (0..t).map(|j| p[j * t + i] * dout(j, c)).sum();
+                    }
+                }
+            }
+        }
+        (out, lse, g)
+    }
+
+    fn check(s: AttnShape, seed: u64) {
+        let (t, hd) = (s.tokens, s.head_dim);
+        let d = s.heads * hd;
+        let scale = (hd as f32).powf(-0.5);
+        // Scores of a few units: peaked softmax rows, as trained ViTs have.
+        let qkv = seeded(seed, s.batch * t * 3 * d, 1.5, 0.0);
+        let d_out = seeded(seed + 1, s.batch * t * d, 1.0, 0.0);
+        let mut want_o = vec![0.0; s.batch * t * d];
+        let mut want_lse = vec![0.0; s.batch * s.heads * t];
+        twin::forward(&qkv, s, scale, &mut want_o, &mut want_lse);
+        let mut want_delta = vec![0.0; s.batch * s.heads * t];
+        let mut want_g = vec![0.0; s.batch * t * 3 * d];
+        twin::backward(
+            &qkv,
+            &want_o,
+            &d_out,
+            &want_lse,
+            s,
+            scale,
+            &mut want_delta,
+            &mut want_g,
+        );
+
+        let (ref_o, ref_lse, ref_g) = unfused(&qkv, &d_out, s, scale);
+        let (o_rel, lse_rel, g_rel) = (
+            common_rel_max(&want_o, &ref_o),
+            common_rel_max(&want_lse, &ref_lse),
+            common_rel_l2(&want_g, &ref_g),
+        );
+        eprintln!("attention {s:?}: twin vs unfused: O rel {o_rel:.2e}, LSE rel {lse_rel:.2e}, dQKV rel-L2 {g_rel:.2e}");
+        assert!(
+            o_rel <= 1e-5 && lse_rel <= 1e-5,
+            "O rel {o_rel}, LSE rel {lse_rel}"
+        );
+        assert!(g_rel <= 1e-4, "dQKV rel-L2 {g_rel}");
+
+        let ints = |a: Args| a.i32(s.batch).i32(s.heads).i32(t).i32(hd).f32(scale);
+        for sched in SCHEDULES {
+            let (mut o, mut lse) = (poisoned(want_o.len()), poisoned(want_lse.len()));
+            launch(
+                "attention_fwd_f32",
+                grid(s),
+                BLOCK,
+                ints(Args::default().inp(&qkv).out(&mut o).out(&mut lse)),
+                sched,
+            );
+            assert_bits("attention O", &o, &want_o);
+            assert_bits("attention LSE", &lse, &want_lse);
+            let (mut delta, mut g) = (poisoned(want_delta.len()), poisoned(want_g.len()));
+            launch(
+                "attention_bwd_dq_f32",
+                grid(s),
+                BLOCK,
+                ints(
+                    Args::default()
+                        .inp(&qkv)
+                        .inp(&o)
+                        .inp(&d_out)
+                        .inp(&lse)
+                        .out(&mut delta)
+                        .out(&mut g),
+                ),
+                sched,
+            );
+            launch(
+                "attention_bwd_dkdv_f32",
+                grid(s),
+                BLOCK,
+                ints(
+                    Args::default()
+                        .inp(&qkv)
+                        .inp(&d_out)
+                        .inp(&lse)
+                        .inp(&delta)
+                        .out(&mut g),
+                ),
+                sched,
+            );
+            assert_bits("attention D", &delta, &want_delta);
+            assert_bits("attention dQKV", &g, &want_g);
+            eprintln!(
+                "attention {s:?} schedule {sched:?}: max |kernel − twin| O {:.1e}, LSE {:.1e}, dQKV {:.1e}",
+                max_abs_err(&o, &want_o),
+                max_abs_err(&lse, &want_lse),
+                max_abs_err(&g, &want_g)
+            );
+        }
+    }
+
+    fn common_rel_max(a: &[f32], b: &[f32]) -> f64 {
+        let num = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).abs())
+            .fold(0.0, f64::max);
+        num / b.iter().map(|y| (*y as f64).abs()).fold(1e-300, f64::max)
+    }
+
+    fn common_rel_l2(a: &[f32], b: &[f32]) -> f64 {
+        let num: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+            .sum();
+        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
+        (num / den.max(1e-300)).sqrt()
+    }
+
+    #[test]
+    fn fused_attention_matches_its_twin_and_the_unfused_path_at_vit_s16_224() {
+        // ViT-S/16 at 224²: 6 heads of 64, T = 197 (6 full key tiles and one of 5).
+        check(
+            AttnShape {
+                batch: 2,
+                heads: 6,
+                tokens: 197,
+                head_dim: 64,
+            },
+            40,
+        );
+    }
+
+    #[test]
+    fn fused_attention_matches_its_twin_and_the_unfused_path_at_a_tiny_shape() {
+        // The s16_tiny fixture's shape (T = 17, head dim 8): one partial tile.
+        check(
+            AttnShape {
+                batch: 2,
+                heads: 2,
+                tokens: 17,
+                head_dim: 8,
+            },
+            50,
+        );
+        // Two key tiles, the second of one row; query tiles of 16 and 1 in dK/dV.
+        check(
+            AttnShape {
+                batch: 1,
+                heads: 3,
+                tokens: 33,
+                head_dim: 24,
+            },
+            60,
+        );
     }
 }
 

@@ -5,6 +5,7 @@
 #include "emu_runtime.h"
 
 #include "../common.cuh"
+#include "../attention.cu"
 #include "../crf_filter.cu"
 #include "../crf_lattice.cu"
 #include "../crf_sort.cu"
@@ -27,7 +28,8 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(ig_finish_f32),     ES_KERNEL(nt_noise_f32),       ES_KERNEL(nt_aggregate_f32),
         ES_KERNEL(layer_norm_f32),    ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),
         ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
-        ES_KERNEL(softmax_bwd_f32),
+        ES_KERNEL(softmax_bwd_f32),   ES_KERNEL(attention_fwd_f32),  ES_KERNEL(attention_bwd_dq_f32),
+        ES_KERNEL(attention_bwd_dkdv_f32),
         // DenseCRF (crf_lattice.cu, crf_sort.cu, crf_filter.cu).
         ES_KERNEL(crf_features_f32),  ES_KERNEL(lattice_locate_f32), ES_KERNEL(lattice_reset),
         ES_KERNEL(lattice_insert),    ES_KERNEL(lattice_verify),    ES_KERNEL(lattice_owner_flags), ES_KERNEL(lattice_number),

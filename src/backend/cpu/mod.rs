@@ -2,6 +2,7 @@
 
 pub mod backward;
 pub mod forward;
+pub mod fused_attention;
 pub mod gemm;
 pub mod math;
 pub mod ops;

@@ -2,6 +2,10 @@
 //! `cuda-emu`, through [`DeviceApi`]): the ViT forward and input-gradient backward of
 //! `backend::cpu::{forward, backward}`, with the same operation order, built from the
 //! kernels of `kernels/` and cuBLAS GEMMs; the weights are uploaded once per engine.
+//! Attention is fused (`kernels/attention.cu`: online softmax, only the row
+//! log-sum-exp kept, P recomputed in the backward), so its rounding differs from the
+//! CPU's materialised softmax within the parity tolerances; only `block_taps` builds
+//! the (T, T) probabilities, for the tapped layer (docs/cuda_emulation.md §1.2).
 //!
 //! Also a device-side NoiseTunnel + Integrated Gradients
 //! ([`CudaEngine::noise_tunnel_ig`]): the noisy inputs, path points, gradients and
@@ -16,7 +20,7 @@ use ndarray::{Array2, Array4, ArrayView4};
 
 use super::api::{Counters, Dev, DevBuf, DeviceApi, Pooled, View};
 use super::device::{guarded, CudarcDevice};
-use super::launch::{self as k, Batch, PatchGeometry, PathRows};
+use super::launch::{self as k, AttnShape, Batch, PatchGeometry, PathRows, ATTN_MAX_HEAD_DIM};
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::ig::{
@@ -51,12 +55,17 @@ struct DeviceWeights {
     head: Option<(DevBuf<f32>, DevBuf<f32>)>,
 }
 
-/// Per-block activations the backward needs (as `cpu::forward::BlockSaved`).
+/// Per-block activations the backward needs (as `cpu::forward::BlockSaved`, but no
+/// (T, T) probabilities: the fused attention keeps its output and each query row's
+/// log-sum-exp, and its backward recomputes P from them).
 struct Saved {
     xhat1: DevBuf<f32>,
     rstd1: DevBuf<f32>,
     qkv: DevBuf<f32>,
-    probs: DevBuf<f32>,
+    /// Attention output, concatenated heads (M, D): the projection's input.
+    attn_out: DevBuf<f32>,
+    /// Log-sum-exp of each query row's scaled scores (batch, heads, T).
+    lse: DevBuf<f32>,
     xhat2: DevBuf<f32>,
     rstd2: DevBuf<f32>,
     gelu_grad: DevBuf<f32>,
@@ -83,21 +92,20 @@ impl Forward {
     }
 }
 
-/// Forward buffers every block overwrites: LN output (M, D), concatenated heads
-/// (M, D), fc1/GELU output (M, hidden).
+/// Forward buffers every block overwrites: LN output (M, D), fc1/GELU output
+/// (M, hidden).
 struct BlockScratch {
     normed: DevBuf<f32>,
-    attn_cat: DevBuf<f32>,
     act: DevBuf<f32>,
 }
 
 /// Backward buffers every block overwrites: (M, hidden), (M, D), (M, 3·D) and the
-/// softmax gradients (batch, heads, T, T).
+/// fused attention backward's D = rowsum(dO∘O) (batch, heads, T).
 struct BackwardScratch {
     ga: DevBuf<f32>,
     gn: DevBuf<f32>,
     gqkv: DevBuf<f32>,
-    dp: DevBuf<f32>,
+    delta: DevBuf<f32>,
 }
 
 /// The CUDA engine over a loaded model. Create it once per model: it uploads the
@@ -121,6 +129,30 @@ impl std::fmt::Debug for CudaEngine<'_> {
             .field("device", &self.gpu)
             .finish()
     }
+}
+
+/// The fused attention's shape for `batch` images of `t` tokens.
+fn attn_shape(batch: usize, t: usize, heads: usize, head_dim: usize) -> AttnShape {
+    AttnShape {
+        batch,
+        heads,
+        tokens: t,
+        head_dim,
+    }
+}
+
+/// The fused attention kernels hold a row of up to [`ATTN_MAX_HEAD_DIM`] values per thread.
+fn check_head_dim(vit: &Vit) -> Result<()> {
+    let hd = vit.config.head_dim();
+    if hd == 0 || hd > ATTN_MAX_HEAD_DIM {
+        return Err(Error::param(
+            "model",
+            format!(
+                "the CUDA engine's fused attention takes head dimensions up to {ATTN_MAX_HEAD_DIM}, this model's is {hd}; use --device cpu"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Number of head chunks (final-normed CLS rows of the last `n` blocks) a head reads.
@@ -168,6 +200,7 @@ impl<'a> CudaEngine<'a> {
         if let Some(h) = &vit.head {
             cls_chunks(h.kind)?;
         }
+        check_head_dim(vit)?;
         // Each call's buffers come back to the pool, so later calls allocate nothing.
         let dev: Dev = Arc::new(Pooled::new(dev));
         let up = |v: &[f32]| DevBuf::upload(&dev, v);
@@ -322,7 +355,6 @@ impl<'a> CudaEngine<'a> {
 
         let mut scratch = BlockScratch {
             normed: self.zeros(m * d)?,
-            attn_cat: self.zeros(m * d)?,
             act: self.zeros(m * hidden)?,
         };
         let mut features = self.zeros(batch * n_chunks * d)?;
@@ -335,7 +367,8 @@ impl<'a> CudaEngine<'a> {
                     xhat1: self.zeros(m * d)?,
                     rstd1: self.zeros(m)?,
                     qkv: self.zeros(m * 3 * d)?,
-                    probs: self.zeros(batch * heads * t * t)?,
+                    attn_out: self.zeros(m * d)?,
+                    lse: self.zeros(batch * heads * t)?,
                     xhat2: self.zeros(m * d)?,
                     rstd2: self.zeros(m)?,
                     gelu_grad: self.zeros(m * hidden)?,
@@ -405,11 +438,7 @@ impl<'a> CudaEngine<'a> {
         let c = &self.vit.config;
         let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
         let m = batch * t;
-        let BlockScratch {
-            normed,
-            attn_cat,
-            act,
-        } = scratch;
+        let BlockScratch { normed, act } = scratch;
         // x += Attn(LN1(x))
         k::layer_norm_f32(
             gpu,
@@ -436,46 +465,18 @@ impl<'a> CudaEngine<'a> {
             3 * d,
             false,
         )?;
-        for b in 0..batch {
-            let base = b * t * 3 * d;
-            // S_h = Q_h·K_hᵀ for every head h at once.
-            k::heads_a_bt(
-                gpu,
-                &s.qkv.slice(base..),
-                3 * d,
-                &s.qkv.slice(base + d..),
-                3 * d,
-                &mut s.probs.slice_mut(b * heads * t * t..),
-                t,
-                hd,
-                heads,
-            )?;
-        }
-        k::softmax_scale_f32(
+        // O = softmax(scale·Q·Kᵀ)·V for every image and head in one launch.
+        k::attention_fwd_f32(
             gpu,
-            &mut s.probs.as_view_mut(),
-            batch * heads * t,
-            t,
+            &s.qkv.as_view(),
+            &mut s.attn_out.as_view_mut(),
+            &mut s.lse.as_view_mut(),
+            attn_shape(batch, t, heads, hd),
             c.attn_scale(),
         )?;
-        for b in 0..batch {
-            // O_h = P_h·V_h, written head-major into the concatenated heads.
-            k::heads_p_b(
-                gpu,
-                &s.probs.slice(b * heads * t * t..),
-                false,
-                &s.qkv.slice(b * t * 3 * d + 2 * d..),
-                3 * d,
-                &mut attn_cat.slice_mut(b * t * d..),
-                d,
-                t,
-                hd,
-                heads,
-            )?;
-        }
         k::linear(
             gpu,
-            &attn_cat.as_view(),
+            &s.attn_out.as_view(),
             &bw.proj_w.as_view(),
             Some(&bw.proj_b.as_view()),
             &mut xs.as_view_mut(),
@@ -567,7 +568,7 @@ impl<'a> CudaEngine<'a> {
             ga: self.zeros(m * hidden)?,
             gn: self.zeros(m * d)?,
             gqkv: self.zeros(m * 3 * d)?,
-            dp: self.zeros(batch * heads * t * t)?,
+            delta: self.zeros(batch * heads * t)?,
         };
         let first_tapped = c.depth - n_chunks;
         for bi in (0..c.depth).rev() {
@@ -631,7 +632,12 @@ impl<'a> CudaEngine<'a> {
         let c = &self.vit.config;
         let (d, hidden, heads, hd) = (c.dim, c.mlp_hidden, c.heads, c.head_dim());
         let m = batch * t;
-        let BackwardScratch { ga, gn, gqkv, dp } = scratch;
+        let BackwardScratch {
+            ga,
+            gn,
+            gqkv,
+            delta,
+        } = scratch;
         // MLP branch.
         k::linear_backward_input(
             gpu,
@@ -686,72 +692,18 @@ impl<'a> CudaEngine<'a> {
             d,
             Batch::ONE,
         )?;
-        for b in 0..batch {
-            let base = b * t * 3 * d;
-            let d_out = gn.slice(b * t * d..);
-            // dP_h = dO_h·V_hᵀ.
-            k::heads_a_bt(
-                gpu,
-                &d_out,
-                d,
-                &s.qkv.slice(base + 2 * d..),
-                3 * d,
-                &mut dp.slice_mut(b * heads * t * t..),
-                t,
-                hd,
-                heads,
-            )?;
-            // dV_h = P_hᵀ·dO_h.
-            k::heads_p_b(
-                gpu,
-                &s.probs.slice(b * heads * t * t..),
-                true,
-                &d_out,
-                d,
-                &mut gqkv.slice_mut(base + 2 * d..),
-                3 * d,
-                t,
-                hd,
-                heads,
-            )?;
-        }
-        k::softmax_bwd_f32(
+        // dQ|dK|dV from q|k|v, O, the LSE and dO (in gn), every image and head at once.
+        k::attention_bwd_f32(
             gpu,
-            &s.probs.as_view(),
-            &mut dp.as_view_mut(),
-            batch * heads * t,
-            t,
+            &s.qkv.as_view(),
+            &s.attn_out.as_view(),
+            &gn.as_view(),
+            &s.lse.as_view(),
+            &mut delta.as_view_mut(),
+            &mut gqkv.as_view_mut(),
+            attn_shape(batch, t, heads, hd),
             c.attn_scale(),
         )?;
-        for b in 0..batch {
-            let base = b * t * 3 * d;
-            let ds = dp.slice(b * heads * t * t..);
-            // dQ_h = dS_h·K_h; dK_h = dS_hᵀ·Q_h.
-            k::heads_p_b(
-                gpu,
-                &ds,
-                false,
-                &s.qkv.slice(base + d..),
-                3 * d,
-                &mut gqkv.slice_mut(base..),
-                3 * d,
-                t,
-                hd,
-                heads,
-            )?;
-            k::heads_p_b(
-                gpu,
-                &ds,
-                true,
-                &s.qkv.slice(base..),
-                3 * d,
-                &mut gqkv.slice_mut(base + d..),
-                3 * d,
-                t,
-                hd,
-                heads,
-            )?;
-        }
         k::linear_backward_input(
             gpu,
             &gqkv.as_view(),
@@ -1007,23 +959,62 @@ impl<'a> CudaEngine<'a> {
             .collect())
     }
 
-    /// The taps of block `layer` of one image: its saved q|k|v and softmax, read
-    /// back from a forward that keeps every block's activations.
+    /// The taps of block `layer` of one image: its saved q|k|v, read back from a
+    /// forward that keeps every block's activations, and its softmax probabilities,
+    /// which the fused attention never stores: [`Self::tap_probs`] materialises them
+    /// for this one layer.
     fn taps_on_device(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         let layer = tap_layer(self.vit, x, layer)?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let (geo, x_dev) = self.upload_input(x)?;
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
         let saved = &fwd.blocks[layer];
+        let probs = self.tap_probs(&saved.qkv, fwd.batch, fwd.tokens)?;
         Ok(BlockTaps {
             grid: geo.grid,
             heads: self.vit.config.heads,
             dim: self.vit.config.dim,
             qkv: self.download(&saved.qkv)?,
-            probs: self.download(&saved.probs)?,
+            probs: self.download(&probs)?,
             // The residual stream is not kept per block on the device.
             output: None,
         })
+    }
+}
+
+impl CudaEngine<'_> {
+    /// Taps only (not the IG or logits path): the attention probabilities
+    /// P = softmax(scale·Q·Kᵀ) (batch, heads, T, T) of one block from its saved
+    /// q|k|v, with per-image score GEMMs and the row softmax kernel — the (T, T)
+    /// matrices the fused attention avoids, built for the tapped layer alone.
+    fn tap_probs(&self, qkv: &DevBuf<f32>, batch: usize, t: usize) -> Result<DevBuf<f32>> {
+        let gpu = &*self.gpu;
+        let c = &self.vit.config;
+        let (d, heads, hd) = (c.dim, c.heads, c.head_dim());
+        let mut probs = self.zeros(batch * heads * t * t)?;
+        for b in 0..batch {
+            let base = b * t * 3 * d;
+            // S_h = Q_h·K_hᵀ for every head h at once.
+            k::heads_a_bt(
+                gpu,
+                &qkv.slice(base..),
+                3 * d,
+                &qkv.slice(base + d..),
+                3 * d,
+                &mut probs.slice_mut(b * heads * t * t..),
+                t,
+                hd,
+                heads,
+            )?;
+        }
+        k::softmax_scale_f32(
+            gpu,
+            &mut probs.as_view_mut(),
+            batch * heads * t,
+            t,
+            c.attn_scale(),
+        )?;
+        Ok(probs)
     }
 }
 

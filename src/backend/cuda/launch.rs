@@ -210,6 +210,149 @@ pub fn softmax_bwd_f32(
     )
 }
 
+// --- attention.cu ----------------------------------------------------------------
+
+/// Largest head dimension the fused attention kernels take (`ES_ATTN_MAX_HD`).
+pub const ATTN_MAX_HEAD_DIM: usize = 64;
+/// Threads per block of the attention kernels, one per row (`ES_ATTN_ROWS`).
+const ATTN_ROWS: usize = 32;
+
+/// Shape of a fused attention call: qkv (batch, tokens, 3·heads·head_dim).
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub batch: usize,
+    pub heads: usize,
+    pub tokens: usize,
+    pub head_dim: usize,
+}
+
+impl AttnShape {
+    fn qkv_len(&self) -> usize {
+        self.batch * self.tokens * 3 * self.heads * self.head_dim
+    }
+    fn out_len(&self) -> usize {
+        self.batch * self.tokens * self.heads * self.head_dim
+    }
+    /// Length of the per-row statistics (LSE, D): (batch, heads, tokens).
+    pub fn rows(&self) -> usize {
+        self.batch * self.heads * self.tokens
+    }
+    /// One block per (image, head, tile of 32 rows); the sizes as the kernels' ints.
+    fn cfg(&self) -> Result<(Cfg, [i32; 4])> {
+        if self.head_dim == 0 || self.head_dim > ATTN_MAX_HEAD_DIM {
+            return Err(Error::param(
+                "head_dim",
+                format!(
+                    "the fused attention kernels take head dimensions 1..={ATTN_MAX_HEAD_DIM}, not {}",
+                    self.head_dim
+                ),
+            ));
+        }
+        let blocks = self.batch * self.heads * self.tokens.div_ceil(ATTN_ROWS);
+        let ints = [
+            int("batch", self.batch)?,
+            int("heads", self.heads)?,
+            int("tokens", self.tokens)?,
+            int("head_dim", self.head_dim)?,
+        ];
+        Ok(((int("blocks", blocks)? as u32, ATTN_ROWS as u32), ints))
+    }
+}
+
+/// Fused attention forward: `out` (batch, T, D) ← softmax(scale·Q·Kᵀ)·V per head,
+/// `lse` (batch, heads, T) ← each query row's log-sum-exp (all the backward keeps).
+pub fn attention_fwd_f32(
+    gpu: &dyn DeviceApi,
+    qkv: &View<f32>,
+    out: &mut ViewMut<f32>,
+    lse: &mut ViewMut<f32>,
+    s: AttnShape,
+    scale: f32,
+) -> Result<()> {
+    need("attention.qkv", qkv.len(), s.qkv_len())?;
+    need("attention.out", out.len(), s.out_len())?;
+    need("attention.lse", lse.len(), s.rows())?;
+    let (cfg, [b, h, t, hd]) = s.cfg()?;
+    launch(
+        gpu,
+        KernelFile::Attention,
+        "attention_fwd_f32",
+        cfg,
+        &[
+            KArg::Ptr(qkv.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::Ptr(lse.ptr()),
+            KArg::I32(b),
+            KArg::I32(h),
+            KArg::I32(t),
+            KArg::I32(hd),
+            KArg::F32(scale),
+        ],
+    )
+}
+
+/// Fused attention backward (two launches): `delta` (batch, heads, T) ← rowsum(dO∘O),
+/// then dQ|dK|dV into `gqkv` (batch, T, 3·D), every element written, from the
+/// forward's q|k|v, output and LSE and the output gradient `d_out` (batch, T, D).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bwd_f32(
+    gpu: &dyn DeviceApi,
+    qkv: &View<f32>,
+    out: &View<f32>,
+    d_out: &View<f32>,
+    lse: &View<f32>,
+    delta: &mut ViewMut<f32>,
+    gqkv: &mut ViewMut<f32>,
+    s: AttnShape,
+    scale: f32,
+) -> Result<()> {
+    need("attention_bwd.qkv", qkv.len(), s.qkv_len())?;
+    need("attention_bwd.out", out.len(), s.out_len())?;
+    need("attention_bwd.d_out", d_out.len(), s.out_len())?;
+    need("attention_bwd.lse", lse.len(), s.rows())?;
+    need("attention_bwd.delta", delta.len(), s.rows())?;
+    need("attention_bwd.gqkv", gqkv.len(), s.qkv_len())?;
+    let (cfg, [b, h, t, hd]) = s.cfg()?;
+    let sizes = [
+        KArg::I32(b),
+        KArg::I32(h),
+        KArg::I32(t),
+        KArg::I32(hd),
+        KArg::F32(scale),
+    ];
+    let mut args = vec![
+        KArg::Ptr(qkv.ptr()),
+        KArg::Ptr(out.ptr()),
+        KArg::Ptr(d_out.ptr()),
+        KArg::Ptr(lse.ptr()),
+        KArg::Ptr(delta.ptr()),
+        KArg::Ptr(gqkv.ptr()),
+    ];
+    args.extend_from_slice(&sizes);
+    launch(
+        gpu,
+        KernelFile::Attention,
+        "attention_bwd_dq_f32",
+        cfg,
+        &args,
+    )?;
+    let mut args = vec![
+        KArg::Ptr(qkv.ptr()),
+        KArg::Ptr(d_out.ptr()),
+        KArg::Ptr(lse.ptr()),
+        KArg::Ptr(delta.ptr()),
+        KArg::Ptr(gqkv.ptr()),
+    ];
+    args.extend_from_slice(&sizes);
+    launch(
+        gpu,
+        KernelFile::Attention,
+        "attention_bwd_dkdv_f32",
+        cfg,
+        &args,
+    )
+}
+
 // --- gelu.cu ---------------------------------------------------------------------
 
 /// In place: `h ← GELU(h + bias)`, `dgelu ← GELU'(h + bias)`.
@@ -799,7 +942,8 @@ pub fn linear_backward_input(
 
 /// Per head h of one image: `C_h (t, t) = A_h (t, hd)·B_h (t, hd)ᵀ`, with A_h, B_h
 /// column block h of row-major matrices whose rows are `lda`, `ldb` apart and C_h
-/// the consecutive (t, t) matrices of `c`. Scores Q·Kᵀ; in the backward dP = dO·Vᵀ.
+/// the consecutive (t, t) matrices of `c`: the scores Q·Kᵀ of a tapped layer
+/// (the engine's attention is otherwise fused, kernels/attention.cu).
 #[allow(clippy::too_many_arguments)]
 pub fn heads_a_bt(
     gpu: &dyn DeviceApi,
@@ -835,50 +979,6 @@ pub fn heads_a_bt(
             stride_a: hd,
             stride_b: hd,
             stride_c: t * t,
-        },
-    )
-}
-
-/// Per head h of one image: `C_h (t, hd) = op(P_h)·B_h`, with P_h the consecutive
-/// (t, t) matrices of `p` (transposed when `p_t`), B_h and C_h column block h of
-/// row-major matrices whose rows are `ldb`, `ldc` apart. O = P·V; in the backward
-/// dV = Pᵀ·dO, dQ = dS·K, dK = dSᵀ·Q.
-#[allow(clippy::too_many_arguments)]
-pub fn heads_p_b(
-    gpu: &dyn DeviceApi,
-    p: &View<f32>,
-    p_t: bool,
-    b: &View<f32>,
-    ldb: usize,
-    c: &mut ViewMut<f32>,
-    ldc: usize,
-    t: usize,
-    hd: usize,
-    heads: usize,
-) -> Result<()> {
-    gemm(
-        gpu,
-        t,
-        hd,
-        t,
-        Operand {
-            data: p,
-            ld: t,
-            t: p_t,
-        },
-        Operand {
-            data: b,
-            ld: ldb,
-            t: false,
-        },
-        c,
-        ldc,
-        0.0,
-        Batch {
-            count: heads,
-            stride_a: t * t,
-            stride_b: hd,
-            stride_c: hd,
         },
     )
 }

@@ -34,6 +34,7 @@ const COMMON: &str = include_str!("../../../kernels/common.cuh");
 /// One `.cu` file of `kernels/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KernelFile {
+    Attention,
     CrfFilter,
     CrfLattice,
     CrfSort,
@@ -46,7 +47,8 @@ pub enum KernelFile {
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 9] = [
+    pub const ALL: [KernelFile; 10] = [
+        KernelFile::Attention,
         KernelFile::CrfFilter,
         KernelFile::CrfLattice,
         KernelFile::CrfSort,
@@ -60,6 +62,7 @@ impl KernelFile {
 
     pub fn file_name(self) -> &'static str {
         match self {
+            KernelFile::Attention => "attention.cu",
             KernelFile::CrfFilter => "crf_filter.cu",
             KernelFile::CrfLattice => "crf_lattice.cu",
             KernelFile::CrfSort => "crf_sort.cu",
@@ -74,6 +77,7 @@ impl KernelFile {
 
     fn body(self) -> &'static str {
         match self {
+            KernelFile::Attention => include_str!("../../../kernels/attention.cu"),
             KernelFile::CrfFilter => include_str!("../../../kernels/crf_filter.cu"),
             KernelFile::CrfLattice => include_str!("../../../kernels/crf_lattice.cu"),
             KernelFile::CrfSort => include_str!("../../../kernels/crf_sort.cu"),
