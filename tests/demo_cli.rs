@@ -68,3 +68,43 @@ fn closed_stdout_is_not_a_panic() {
     assert!(out.status.success(), "status {:?}: {stderr}", out.status);
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+fn demo_json(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
+    let out = Command::cargo_bin("explainseg")
+        .unwrap()
+        .args(["demo", "--json", "--out"])
+        .arg(dir)
+        .args(args)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+/// The default per-variant preset is exactly the paper preset for A and the stable one
+/// for XNCut, run on their own; overlays are enlarged 4× and written for the first images only.
+#[test]
+fn per_variant_preset_is_paper_for_a_and_stable_for_xncut() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let both = demo_json(
+        &["--count", "4", "--overlays", "2", "--variants", "a,xncut"],
+        dirs[0].path(),
+    );
+    let a = demo_json(
+        &["--count", "4", "--preset", "paper", "--variants", "a"],
+        dirs[1].path(),
+    );
+    let x = demo_json(
+        &["--count", "4", "--preset", "stable", "--variants", "xncut"],
+        dirs[2].path(),
+    );
+    assert_eq!(both["dice"]["a"], a["dice"]["a"], "{both} vs {a}");
+    assert_eq!(both["dice"]["xncut"], x["dice"]["xncut"], "{both} vs {x}");
+    assert_ne!(a["presets"], x["presets"]);
+    let png = dirs[0].path().join("synth_00001_xncut.png");
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (256, 256));
+    assert!(!dirs[0].path().join("synth_00002_a.png").exists());
+}
