@@ -467,3 +467,68 @@ fn c_abi_segment_on_the_emulated_device_matches_the_cpu() {
         explainseg_image_free(img);
     }
 }
+
+/// The IG batch comes from the device's free memory: with room for four path rows
+/// the engine runs the same 16 rows in four batches and gets the same attribution;
+/// with room for none it says so.
+#[test]
+fn ig_batch_is_chosen_from_free_device_memory() {
+    use explainseg::backend::cuda::emu::EmuDevice;
+    use std::sync::Arc;
+    let (vit, x) = tiny();
+    let (_, c, h, w) = x.dim();
+    let len = c * h * w;
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 8,
+        multiply_by_inputs: true,
+        batch_size: 16,
+        return_delta: false,
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 2,
+            stdev: 0.3,
+            seed: 5,
+        },
+    };
+    let roomy = CudaEngine::emulated(&vit).unwrap();
+    let weights = roomy.counters().bytes_allocated as usize;
+    let per_row = roomy.ig_row_bytes(h, w).unwrap();
+    let before = roomy.counters();
+    let want = roomy
+        .attribute(x.view(), baseline.view(), 1, &ig, Some(&nt), None)
+        .unwrap();
+    let one_batch = roomy.counters().since(&before);
+
+    // Weights, what the call holds before its batches (input, baseline, noisy inputs,
+    // accumulator, quadrature), the 64 MiB the engine leaves to the driver, 4½ rows.
+    let fixed = 4 * (2 * len + 2 * 2 * len + 2 * 8);
+    let capacity = weights + fixed + (64 << 20) + 9 * per_row / 2;
+    let dev = Arc::new(EmuDevice::with_capacity(capacity).unwrap());
+    let tight = CudaEngine::on_device(&vit, dev).unwrap();
+    let before = tight.counters();
+    let got = tight
+        .attribute(x.view(), baseline.view(), 1, &ig, Some(&nt), None)
+        .unwrap();
+    let four_batches = tight.counters().since(&before);
+    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+    eprintln!("{per_row} B per row; 16 rows in 4 batches vs 1: rel-L2 {rel:.2e}");
+    assert!(rel <= 1e-6, "{rel}");
+    // The GEMMs of a pass do not depend on its batch (fused attention), so four
+    // batches make four times the GEMM calls of one.
+    assert_eq!(four_batches.gemms, 4 * one_batch.gemms, "{four_batches:?}");
+
+    let dev = Arc::new(EmuDevice::with_capacity(weights + fixed + (64 << 20)).unwrap());
+    let starved = CudaEngine::on_device(&vit, dev).unwrap();
+    let err = starved
+        .attribute(x.view(), baseline.view(), 1, &ig, Some(&nt), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("needs") && err.contains("device memory"),
+        "{err}"
+    );
+}

@@ -196,6 +196,8 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     fn synchronize(&self) -> Result<()>;
     /// What the device has done so far.
     fn counters(&self) -> Counters;
+    /// Bytes of device memory an allocation can still get (`usize::MAX`: no limit).
+    fn free_memory(&self) -> Result<usize>;
 }
 
 /// The shared handle the engine and its buffers hold.
@@ -323,6 +325,12 @@ impl DeviceApi for Pooled {
             reuses: self.counting.snapshot().reuses,
             ..self.dev.counters()
         }
+    }
+    /// The device's free memory plus the blocks cached here: a call that needs the
+    /// sizes of the last one gets them back from the cache.
+    fn free_memory(&self) -> Result<usize> {
+        let cached = self.free.lock().unwrap_or_else(|p| p.into_inner()).1;
+        Ok(self.dev.free_memory()?.saturating_add(cached))
     }
 }
 

@@ -200,6 +200,16 @@ impl DeviceApi for CudarcDevice {
         self.gpu.name.clone()
     }
 
+    fn free_memory(&self) -> Result<usize> {
+        self.bind()?;
+        let (free, _total) = self
+            .gpu
+            .ctx
+            .mem_get_info()
+            .map_err(cuda_err("reading the free device memory"))?;
+        Ok(free)
+    }
+
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
         let slice = self
             .gpu

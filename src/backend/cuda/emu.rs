@@ -115,6 +115,8 @@ pub struct EmuDevice {
     live: Mutex<HashMap<u64, Layout>>,
     counting: Counting,
     schedule: Schedule,
+    /// Device memory in bytes, as a GPU has; `None`: host memory, no limit.
+    capacity: Option<usize>,
 }
 
 impl std::fmt::Debug for Library {
@@ -142,7 +144,23 @@ impl EmuDevice {
             live: Mutex::new(HashMap::new()),
             counting: Counting::default(),
             schedule,
+            capacity: None,
         })
+    }
+
+    /// The emulated device with `bytes` of device memory: allocations beyond it fail
+    /// as on a full GPU, and [`DeviceApi::free_memory`] reports what is left.
+    ///
+    /// # Errors
+    /// As [`EmuDevice::new`].
+    pub fn with_capacity(bytes: usize) -> Result<EmuDevice> {
+        let mut dev = Self::new()?;
+        dev.capacity = Some(bytes);
+        Ok(dev)
+    }
+
+    fn live_bytes(live: &HashMap<u64, Layout>) -> usize {
+        live.values().map(Layout::size).sum()
     }
 }
 
@@ -172,6 +190,15 @@ impl DeviceApi for EmuDevice {
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
         let layout = Layout::from_size_align(bytes.max(1), ALIGN)
             .map_err(|e| Error::Cuda(format!("allocating {bytes} bytes: {e}")))?;
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(cap) = self.capacity {
+            let used = Self::live_bytes(&live);
+            if used.saturating_add(layout.size()) > cap {
+                return Err(Error::Cuda(format!(
+                    "out of device memory allocating {bytes} bytes ({used} of {cap} in use)"
+                )));
+            }
+        }
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
         if p.is_null() {
@@ -179,10 +206,7 @@ impl DeviceApi for EmuDevice {
                 "out of memory allocating {bytes} bytes"
             )));
         }
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(p as u64, layout);
+        live.insert(p as u64, layout);
         self.counting.record(Event::Alloc(bytes));
         Ok(p as u64)
     }
@@ -339,5 +363,15 @@ impl DeviceApi for EmuDevice {
 
     fn counters(&self) -> Counters {
         self.counting.snapshot()
+    }
+
+    fn free_memory(&self) -> Result<usize> {
+        Ok(match self.capacity {
+            None => usize::MAX,
+            Some(cap) => {
+                let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                cap.saturating_sub(Self::live_bytes(&live))
+            }
+        })
     }
 }

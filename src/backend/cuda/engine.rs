@@ -255,6 +255,16 @@ impl<'a> CudaEngine<'a> {
         &*self.gpu
     }
 
+    /// Device bytes each IG path row adds to an attribution of an `height`×`width`
+    /// image: the engine runs as many rows at once as the device's free memory holds
+    /// (at most `IgConfig::batch_size`).
+    ///
+    /// # Errors
+    /// [`Error::Shape`] for a size the model's patches do not tile.
+    pub fn ig_row_bytes(&self, height: usize, width: usize) -> Result<usize> {
+        Ok(self.bytes_per_row(self.geometry((1, 3, height, width))?))
+    }
+
     /// The device's launches, allocations, copies and host syncs so far.
     pub fn counters(&self) -> Counters {
         self.gpu.counters()
@@ -738,6 +748,59 @@ impl<'a> CudaEngine<'a> {
         Array4::from_shape_vec(dims, self.download(v)?).map_err(|e| Error::Internal(e.to_string()))
     }
 
+    /// Device bytes each image of a batch adds to a saved forward and its backward:
+    /// the per-image share of every buffer `forward(save = true)` and `backward`
+    /// allocate, plus the IG path row it explains.
+    fn bytes_per_row(&self, geo: PatchGeometry) -> usize {
+        let c = &self.vit.config;
+        let (d, hidden, heads, depth) = (c.dim, c.mlp_hidden, c.heads, c.depth);
+        let np = geo.grid.0 * geo.grid.1;
+        let t = np + 1;
+        let image = 3 * geo.height * geo.width;
+        let patches = np * 3 * c.patch * c.patch;
+        let chunks = self
+            .vit
+            .head
+            .as_ref()
+            .map_or(1, |h| cls_chunks(h.kind).unwrap_or(1));
+        let classes = self.vit.head.as_ref().map_or(0, |h| h.classes);
+        // Saved per block: x̂1, x̂2, attention output (T·D each), q|k|v (3·T·D),
+        // 1/σ twice (T each), log-sum-exp (heads·T), GELU′ (T·hidden).
+        let saved = 6 * t * d + 2 * t + heads * t + t * hidden;
+        let forward = patches
+            + np * d
+            + t * d
+            + t * d
+            + t * hidden
+            + chunks * (2 * d + 1)
+            + classes
+            + depth * saved;
+        // dfeat, g, the backward scratch (GELU, norm, q|k|v, D), patch and image grads.
+        let backward =
+            chunks * d + t * d + t * hidden + t * d + 3 * t * d + heads * t + patches + image;
+        4 * (image + forward + backward)
+    }
+
+    /// The IG batch: `wanted` rows, or as many as fit in the device's free memory
+    /// (keeping a tenth of it, at least 64 MiB, for cuBLAS and the driver).
+    ///
+    /// # Errors
+    /// [`Error::Cuda`] when not even one row fits.
+    fn rows_that_fit(&self, geo: PatchGeometry, wanted: usize) -> Result<usize> {
+        let free = self.gpu.free_memory()?;
+        if free == usize::MAX {
+            return Ok(wanted);
+        }
+        let usable = free.saturating_sub((free / 10).max(64 << 20));
+        let per_row = self.bytes_per_row(geo);
+        match usable / per_row {
+            0 => Err(Error::Cuda(format!(
+                "one IG path row needs {per_row} bytes of device memory, {free} are free"
+            ))),
+            fit => Ok(fit.min(wanted)),
+        }
+    }
+
     /// [`Engine::attribute`] entirely on the device: the noisy inputs (the same
     /// seeded values as the CPU), the path points in batches of `ig.batch_size`, the
     /// weighted gradient sums, the multiply by (x − b) and the aggregation. Plain IG
@@ -840,9 +903,10 @@ impl<'a> CudaEngine<'a> {
         let weights_dev = self.upload(&weights)?;
         let mut acc = self.zeros(samples * len)?;
         let total_rows = samples * ig.n_steps;
+        let batch = self.rows_that_fit(geo_one, ig.batch_size.min(total_rows))?;
         let mut row0 = 0;
         while row0 < total_rows {
-            let rows = ig.batch_size.min(total_rows - row0);
+            let rows = batch.min(total_rows - row0);
             let p = PathRows {
                 row0,
                 rows,
