@@ -17,7 +17,8 @@
 # tuned recipe: on Kvasir-SEG this recipe drifted towards uniform collapse (see there).
 # Sharper targets (SSL_TEACHER_TEMP=0.01, SSL_OUT_DIM=256) and DINO's own rate
 # (SSL_LR=0.0005) slow the drift most, but no setting tried made k-NN features better
-# than the random backbone's, so the defaults are left as they were.
+# than the random backbone's, so the defaults are left as they were. Without the colour
+# augmentations the drift reverses (docs/pretraining.md); there is no flag for that yet.
 set -euo pipefail
 data=${1:-../shared/data}
 out=${2:-runs}
