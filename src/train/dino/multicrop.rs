@@ -27,6 +27,10 @@ pub struct MultiCropConfig {
     /// Area fractions of the global and local crops (DINO: (0.4, 1), (0.05, 0.4)).
     pub global_scale: (f32, f32),
     pub local_scale: (f32, f32),
+    /// Colour jitter, grey scale and solarisation as DINO; off for data whose main
+    /// cue is colour (on Kvasir-SEG they drive the targets to uniform collapse,
+    /// docs/pretraining.md). Flips, crops and blur stay.
+    pub color: bool,
 }
 
 impl MultiCropConfig {
@@ -38,6 +42,7 @@ impl MultiCropConfig {
             local_crops,
             global_scale: (0.4, 1.0),
             local_scale: (0.05, 0.4),
+            color: true,
         }
     }
 
@@ -104,6 +109,7 @@ struct CropKind {
     scale: (f32, f32),
     blur_p: f32,
     solarize_p: f32,
+    color: bool,
 }
 
 /// All crops of one square `side`×`side` RGB image, in order: global 1, global 2,
@@ -129,12 +135,14 @@ pub fn multi_crop(
         scale: cfg.global_scale,
         blur_p,
         solarize_p,
+        color: cfg.color,
     };
     let local = CropKind {
         size: cfg.local_size,
         scale: cfg.local_scale,
         blur_p: 0.5,
         solarize_p: 0.0,
+        color: cfg.color,
     };
     let kinds = [global(1.0, 0.0), global(0.1, 0.2)]
         .into_iter()
@@ -166,10 +174,10 @@ fn one_crop(
     if rng.coin() {
         hflip(&mut img, k.size);
     }
-    if rng.uniform() < 0.8 {
+    if k.color && rng.uniform() < 0.8 {
         color_jitter(&mut img, rng);
     }
-    if rng.uniform() < 0.2 {
+    if k.color && rng.uniform() < 0.2 {
         for p in img.chunks_exact_mut(3) {
             p.fill(gray(p));
         }
@@ -178,7 +186,7 @@ fn one_crop(
         let sigma = rng.range(0.1, 2.0) * sigma_scale;
         gaussian_blur(&mut img, k.size, sigma);
     }
-    if k.solarize_p > 0.0 && rng.uniform() < k.solarize_p {
+    if k.color && k.solarize_p > 0.0 && rng.uniform() < k.solarize_p {
         // Pillow's solarize(threshold=128): values at or above it are inverted.
         img.iter_mut().for_each(|v| {
             if *v >= 128.0 / 255.0 {
@@ -325,6 +333,33 @@ mod tests {
         assert!(a.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
         let c = multi_crop(&src, side, &cfg, &mut Rng::stream(8, &[1])).unwrap();
         assert_ne!(a, c);
+    }
+
+    #[test]
+    fn without_colour_ops_a_flat_image_keeps_its_colour() {
+        let side = 40;
+        let rgb = [200u8, 90, 60];
+        let src: Vec<u8> = (0..side * side * 3).map(|i| rgb[i % 3]).collect();
+        let flat = |crops: &[Vec<f32>]| {
+            crops.iter().all(|c| {
+                c.chunks_exact(3).all(|p| {
+                    p.iter()
+                        .zip(rgb)
+                        .all(|(v, w)| (v - w as f32 / 255.0).abs() < 1e-5)
+                })
+            })
+        };
+        let on = MultiCropConfig::dino(24, 12, 3);
+        let off = MultiCropConfig { color: false, ..on };
+        for seed in 0..4 {
+            let a = multi_crop(&src, side, &off, &mut Rng::stream(seed, &[1])).unwrap();
+            assert!(flat(&a), "seed {seed}");
+        }
+        // With them, jitter (p 0.8 per crop) changes some crop in every seed.
+        for seed in 0..4 {
+            let a = multi_crop(&src, side, &on, &mut Rng::stream(seed, &[1])).unwrap();
+            assert!(!flat(&a), "seed {seed}");
+        }
     }
 
     #[test]

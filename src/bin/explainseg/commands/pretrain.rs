@@ -64,6 +64,11 @@ pub struct PretrainArgs {
     /// Area fractions of the local crops, MIN,MAX.
     #[arg(long, default_value = "0.05,0.4")]
     pub local_crop_scale: String,
+    /// Leave out colour jitter, grey scale and solarisation (flips, crops and blur
+    /// stay): for data whose main cue is colour, where they drive the targets to
+    /// uniform collapse (docs/pretraining.md).
+    #[arg(long)]
+    pub no_color_aug: bool,
     /// Side the images are loaded at before cropping [default: 2.5 × the global side].
     #[arg(long)]
     pub source_size: Option<usize>,
@@ -140,6 +145,7 @@ fn dino_config(a: &PretrainArgs) -> Result<DinoConfig> {
     let crops = MultiCropConfig {
         global_scale: parse_range("global-crop-scale", &a.global_crop_scale)?,
         local_scale: parse_range("local-crop-scale", &a.local_crop_scale)?,
+        color: !a.no_color_aug,
         ..MultiCropConfig::dino(a.global_size, local, a.local_crops)
     };
     let cfg = DinoConfig {
