@@ -229,6 +229,12 @@ mod with_dicom {
     /// Returns where the value of the last PixelData element starts and its
     /// declared length (the data set's own PixelData follows any icon image's).
     pub(super) fn walk_elements(b: &[u8]) -> std::result::Result<Option<(usize, u32)>, String> {
+        // DICOM PS3.5 §6.2, table 6.2-1.
+        const VRS: [&[u8; 2]; 34] = [
+            b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT",
+            b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ", b"SS", b"ST",
+            b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV",
+        ];
         const LONG: [&[u8; 2]; 13] = [
             b"OB", b"OW", b"OF", b"SQ", b"UT", b"UN", b"OD", b"OL", b"UC", b"UR", b"OV", b"SV",
             b"UV",
@@ -274,7 +280,10 @@ mod with_dicom {
                 )
             } else if explicit || in_meta {
                 let vr = [b[pos + 4], b[pos + 5]];
-                if !vr.iter().all(u8::is_ascii_uppercase) {
+                // Only the standard's VRs: a parser reads an unknown one with a 4-byte
+                // length (as UN), so two letters of a mutated file can declare a
+                // gigabyte that this walk would have measured as 2 bytes.
+                if !VRS.contains(&&vr) {
                     return Err(format!(
                         "element ({group:04X},{elem:04X}) at byte {pos} has no valid VR"
                     ));
@@ -419,6 +428,15 @@ mod tests {
                 lie[at + 7] = 0xFF;
                 assert!(walk_elements(&lie).is_err(), "{name}");
             }
+            // An unknown VR: the parser would read the next 4 bytes as a length.
+            let mut unknown = b.clone();
+            let at = unknown
+                .windows(6)
+                .position(|w| w == [0x28, 0x00, 0x10, 0x00, b'U', b'S'])
+                .expect(name);
+            unknown[at + 4..at + 6].copy_from_slice(b"SU");
+            let err = walk_elements(&unknown).unwrap_err();
+            assert!(err.contains("no valid VR"), "{name}: {err}");
         }
     }
 }
