@@ -1,5 +1,6 @@
 //! Checks of an input batch and its targets, shared by every engine and by
-//! training, so that a bad input gets the same error whichever device runs it.
+//! training, and of a lattice filter's input, shared by the CPU and device
+//! DenseCRF, so that a bad input gets the same error whichever device runs it.
 
 use ndarray::ArrayView4;
 
@@ -105,4 +106,33 @@ pub fn check_class_range(one: &'static str, classes: usize, ids: &[usize]) -> Re
         ));
     }
     Ok(())
+}
+
+/// Checks a permutohedral-lattice filter's input — `features` point-major `(n, d)`,
+/// `input` `(n, vs)`, `scale` `(n)` — and returns the point count `n`.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for inconsistent sizes.
+pub fn check_lattice_input(
+    features: &[f32],
+    d: usize,
+    input: &[f32],
+    scale: &[f32],
+    vs: usize,
+) -> Result<usize> {
+    if d == 0 || vs == 0 || features.len() % d != 0 {
+        return Err(Error::param("features", "not a whole number of d-vectors"));
+    }
+    let n = features.len() / d;
+    if n == 0 || input.len() != n * vs || scale.len() != n {
+        return Err(Error::param(
+            "input",
+            format!(
+                "{} values and {} scales for {n} points × {vs}",
+                input.len(),
+                scale.len()
+            ),
+        ));
+    }
+    Ok(n)
 }

@@ -385,20 +385,7 @@ pub fn lattice_filter(
     scale: &[f32],
     vs: usize,
 ) -> Result<(Vec<f32>, usize)> {
-    if d == 0 || vs == 0 || features.len() % d != 0 {
-        return Err(Error::param("features", "not a whole number of d-vectors"));
-    }
-    let n = features.len() / d;
-    if n == 0 || input.len() != n * vs || scale.len() != n {
-        return Err(Error::param(
-            "input",
-            format!(
-                "{} values and {} scales for {n} points × {vs}",
-                input.len(),
-                scale.len()
-            ),
-        ));
-    }
+    let n = crate::backend::input::check_lattice_input(features, d, input, scale, vs)?;
     let lattice = lattice::Lattice::new(features, d)?;
     let mut out = vec![0f32; n * vs];
     lattice.filter(input, scale, vs, &mut out, &mut Default::default());

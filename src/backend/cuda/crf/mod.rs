@@ -163,20 +163,7 @@ impl CrfDevice {
         scale: &[f32],
         vs: usize,
     ) -> Result<(Vec<f32>, u32)> {
-        if d == 0 || vs == 0 || features.len() % d != 0 {
-            return Err(Error::param("features", "not a whole number of d-vectors"));
-        }
-        let n = features.len() / d;
-        if n == 0 || input.len() != n * vs || scale.len() != n {
-            return Err(Error::param(
-                "input",
-                format!(
-                    "{} values and {} scales for {n} points × {vs}",
-                    input.len(),
-                    scale.len()
-                ),
-            ));
-        }
+        let n = crate::backend::input::check_lattice_input(features, d, input, scale, vs)?;
         let mut max_abs = vec![0f64; d];
         for f in features.chunks_exact(d) {
             for (m, &x) in max_abs.iter_mut().zip(f) {
