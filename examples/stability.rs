@@ -9,7 +9,7 @@
 //! cargo run --release --example stability -- \
 //!   (--synth SEED | --weights FILE --dataset kvasir|busi --root DIR --split S --size N) \
 //!   [--ids FILE] [--count N] [--skip N] [--settings paper,stable,10x25,10x24:antithetic:otsu,...] \
-//!   [--reference 25x64] [--seeds 1,2] [--ref-seed 99]
+//!   [--reference 25x64] [--seeds 1,2] [--ref-seed 99] [--cache DIR]
 //! ```
 //!
 //! A setting is `paper`, `stable` (the presets, docs/method.md §6.2) or
@@ -18,7 +18,9 @@
 //! grid, `sS` relevance smoothing σ px, `nS` smoothing σ px of the map NCut cuts).
 //! The noise σ is the base configuration's (1.0; 0.5 for the synthetic demo
 //! model, whose demo settings stand in for the paper preset). `STABILITY_DEBUG=1`
-//! prints each image's seed IoU and foreground fractions.
+//! prints each image's seed IoU and foreground fractions. `--cache DIR` keeps
+//! every explanation (attribution .npy + logits and seconds .json) so that a
+//! later run with other mask rules on the same images re-uses them.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -51,6 +53,8 @@ struct Image {
 struct Setting {
     name: String,
     cfg: PipelineConfig,
+    /// Leave-one-out control variate on the NoiseTunnel mean (knob `v1`).
+    control_variate: bool,
 }
 
 const VARIANTS: [Variant; 3] = [Variant::A, Variant::C, Variant::XNCut];
@@ -62,11 +66,12 @@ fn arg(a: &[String], name: &str) -> Option<String> {
 }
 
 /// `base` with the setting `spec` applied.
-fn setting(spec: &str, base: &PipelineConfig) -> Res<Setting> {
+fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
     let mut cfg = base.clone();
+    let mut control_variate = false;
     match spec {
-        "paper" => Preset::Paper.apply(&mut cfg),
-        "stable" => Preset::Stable.apply(&mut cfg),
+        "paper" => Preset::Paper.apply(&mut cfg, patch_px),
+        "stable" => Preset::Stable.apply(&mut cfg, patch_px),
         _ => {
             let mut parts = spec.split(':');
             let (steps, samples) = parts
@@ -87,6 +92,11 @@ fn setting(spec: &str, base: &PipelineConfig) -> Res<Setting> {
                     }
                     "s" => cfg.smooth_sigma = value.parse()?,
                     "n" => cfg.ncut_smooth_sigma = value.parse()?,
+                    // Morphology of A and C: e0 no equalisation, b0 no border clearing.
+                    "e" => cfg.morphology.equalize = value != "0",
+                    "b" => cfg.morphology.clear_border = value != "0",
+                    "c" => cfg.crf = None,
+                    "v" => control_variate = value != "0",
                     _ => return Err(format!("unknown knob `{knob}`").into()),
                 }
             }
@@ -106,6 +116,7 @@ fn setting(spec: &str, base: &PipelineConfig) -> Res<Setting> {
     Ok(Setting {
         name: spec.to_string(),
         cfg,
+        control_variate,
     })
 }
 
@@ -232,6 +243,115 @@ fn masks(
         .collect()
 }
 
+/// `explain`, or its copy in `cache` (a directory) from an earlier run; the
+/// seconds the explanation took when it was computed.
+fn explain_cached(
+    engine: &CpuEngine,
+    im: &Image,
+    cfg: &PipelineConfig,
+    control_variate: bool,
+    cache: Option<&std::path::Path>,
+) -> Res<(Explanation, f64)> {
+    let key = format!(
+        "{}_{:?}_{}_{:?}{}",
+        im.id,
+        im.x.dim(),
+        cfg.explain.ig.n_steps,
+        cfg.explain.noise_tunnel.as_ref().map(|nt| &nt.noise),
+        if control_variate { "_cv" } else { "" }
+    )
+    .chars()
+    .map(|c| {
+        if c.is_ascii_alphanumeric() || c == '.' {
+            c
+        } else {
+            '_'
+        }
+    })
+    .collect::<String>();
+    let paths = cache.map(|d| (d.join(format!("{key}.npy")), d.join(format!("{key}.json"))));
+    if let Some((npy, json)) = &paths {
+        if npy.exists() && json.exists() {
+            let meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(json)?)?;
+            let attribution = explainseg::npy::read_f32(npy)?.into_dimensionality()?;
+            let logits: Vec<f32> = serde_json::from_value(meta["logits"].clone())?;
+            let e = Explanation {
+                attribution,
+                logits: logits.into(),
+                target: serde_json::from_value(meta["target"].clone())?,
+                predicted: serde_json::from_value(meta["predicted"].clone())?,
+                deltas: Vec::new(),
+            };
+            return Ok((e, meta["seconds"].as_f64().unwrap_or(0.0)));
+        }
+    }
+    let t = Instant::now();
+    let e = if control_variate {
+        explain_control_variate(engine, im, cfg)?
+    } else {
+        explain(engine, im.x.view(), &cfg.explain, None)?
+    };
+    let seconds = t.elapsed().as_secs_f64();
+    if let Some((npy, json)) = &paths {
+        explainseg::npy::write(npy, &e.attribution)?;
+        let meta = serde_json::json!({
+            "logits": e.logits.to_vec(), "target": e.target,
+            "predicted": e.predicted, "seconds": seconds,
+        });
+        std::fs::write(json, meta.to_string())?;
+    }
+    Ok((e, seconds))
+}
+
+/// NoiseTunnel(IG) with a leave-one-out control variate: with d_i = x + ε_i − b
+/// and G_i the path-averaged gradient of sample i (IG_i = d_i ⊙ G_i), the term
+/// ε_i ⊙ Ḡ_{−i} (Ḡ_{−i} the mean of the other samples' G) has expectation 0, so
+/// mean_i(IG_i − ε_i ⊙ Ḡ_{−i}) estimates the same mean with less variance.
+fn explain_control_variate(
+    engine: &CpuEngine,
+    im: &Image,
+    cfg: &PipelineConfig,
+) -> Res<Explanation> {
+    let nt = cfg.explain.noise_tunnel.as_ref().ok_or("no NoiseTunnel")?;
+    let noise = explainseg::attr::make_noise(&nt.noise, im.x.view())?;
+    let baseline = cfg
+        .explain
+        .baseline
+        .resolve(im.x.view(), cfg.explain.mean, cfg.explain.std)?;
+    let n = noise.dim().0;
+    let mut igs = Vec::new();
+    let mut grads = Vec::new();
+    let mut first = None;
+    for i in 0..n {
+        let mut one = cfg.explain.clone();
+        one.noise_tunnel = Some(explainseg::attr::NoiseTunnelConfig {
+            nt_type: nt.nt_type,
+            noise: Noise::Injected(noise.slice(ndarray::s![i..i + 1, .., .., ..]).to_owned()),
+        });
+        let e = explain(engine, im.x.view(), &one, None)?;
+        let eps = noise.slice(ndarray::s![i..i + 1, .., .., ..]);
+        let d = &im.x + &eps - &baseline;
+        let g = ndarray::Zip::from(&e.attribution)
+            .and(&d)
+            .map_collect(|&a, &d| if d != 0.0 { a / d } else { 0.0 });
+        igs.push(e.attribution.clone());
+        grads.push(g);
+        first.get_or_insert(e);
+    }
+    let sum_g = grads
+        .iter()
+        .fold(Array4::<f32>::zeros(im.x.dim()), |acc, g| acc + g);
+    let mut out = Array4::<f32>::zeros(im.x.dim());
+    for i in 0..n {
+        let eps = noise.slice(ndarray::s![i..i + 1, .., .., ..]);
+        let loo = (&sum_g - &grads[i]) / (n - 1).max(1) as f32;
+        out = out + &igs[i] - &(&eps * &loo);
+    }
+    let mut e = first.ok_or("no samples")?;
+    e.attribution = out / n as f32;
+    Ok(e)
+}
+
 fn iou(a: &Array2<bool>, b: &Array2<bool>) -> Res<f64> {
     Ok(scores(a.view(), b.view())?.iou)
 }
@@ -251,11 +371,12 @@ fn main() -> Res<()> {
     let specs = arg(&a, "--settings").unwrap_or_else(|| "paper,stable".into());
     let settings: Vec<Setting> = specs
         .split(',')
-        .map(|s| setting(s, &base))
+        .map(|s| setting(s, &base, vit.config.patch))
         .collect::<Res<_>>()?;
     let reference = setting(
         &arg(&a, "--reference").unwrap_or_else(|| "25x64".into()),
         &base,
+        vit.config.patch,
     )?;
     let seeds: Vec<u64> = arg(&a, "--seeds")
         .unwrap_or_else(|| "1,2".into())
@@ -263,6 +384,10 @@ fn main() -> Res<()> {
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
     let ref_seed: u64 = arg(&a, "--ref-seed").map_or(Ok(99), |s| s.parse())?;
+    let cache = arg(&a, "--cache").map(PathBuf::from);
+    if let Some(dir) = &cache {
+        std::fs::create_dir_all(dir)?;
+    }
     eprintln!(
         "{} images; reference {} ({} passes, seed {ref_seed}); seeds {seeds:?}",
         images.len(),
@@ -278,11 +403,12 @@ fn main() -> Res<()> {
     let mut dice = vec![[0f64; 3]; n_set];
     let mut seconds = vec![0f64; n_set];
     for (i, im) in images.iter().enumerate() {
-        let ref_e = explain(
+        let (ref_e, _) = explain_cached(
             &engine,
-            im.x.view(),
-            &with_seed(&reference.cfg, ref_seed).explain,
-            None,
+            im,
+            &with_seed(&reference.cfg, ref_seed),
+            false,
+            cache.as_deref(),
         )?;
         for (k, s) in settings.iter().enumerate() {
             // The reference's masks post-processed by this setting's rule.
@@ -290,9 +416,9 @@ fn main() -> Res<()> {
             let mut per_seed = Vec::new();
             for &seed in &seeds {
                 let cfg = with_seed(&s.cfg, seed);
-                let t = Instant::now();
-                let e = explain(&engine, im.x.view(), &cfg.explain, None)?;
-                seconds[k] += t.elapsed().as_secs_f64() / seeds.len() as f64;
+                let (e, secs) =
+                    explain_cached(&engine, im, &cfg, s.control_variate, cache.as_deref())?;
+                seconds[k] += secs / seeds.len() as f64;
                 per_seed.push(masks(&engine, im, &cfg, &e)?);
             }
             for v in 0..VARIANTS.len() {

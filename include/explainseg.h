@@ -262,16 +262,17 @@ typedef uint32_t EsNtType;
 
 // A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
 // choices that have no field of their own — how the noise samples are drawn, the
-// smoothing of the map the NCut variants cut and where they split the Fiedler
-// vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
+// smoothing of the relevance map and of the map the NCut variants cut, whether
+// the morphology chain equalises the map before Otsu and where the NCut variants
+// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
 // NoiseTunnel samples and NCut grid.
 enum EsPreset
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
 #endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
  {
-  // The paper's setting (the default): independent noise, no smoothing, the
-  // Fiedler vector split at its mean.
+  // The paper's setting (the default): independent noise, no smoothing,
+  // equalisation before Otsu, the Fiedler vector split at its mean.
   ES_PRESET_PAPER = 0,
   // Steadier masks across noise seeds within the paper's passes.
   ES_PRESET_STABLE = 1,
@@ -475,8 +476,8 @@ typedef struct EsSegmentParams {
   // `explainseg train`) instead of `mean`/`std`, when it records them
   // (default true).
   bool model_normalization;
-  // Noise design, NCut map smoothing and NCut split of this preset (default
-  // PAPER); see `EsPreset`.
+  // Noise design, smoothing, equalisation and NCut split of this preset
+  // (default PAPER); see `EsPreset`.
   EsPreset preset;
 } EsSegmentParams;
 

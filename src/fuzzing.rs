@@ -105,7 +105,7 @@ pub fn capi_params(data: &[u8]) {
     if let Ok(p) = unsafe { crate::capi::params::read_checked(seg.as_ptr()) } {
         let _ = p.preprocess_config(None).and_then(|c| c.validate());
         let _ = p.explain_config();
-        let _ = p.pipeline_config();
+        let _ = p.pipeline_config(16);
         let _ = p.crf.crf_params().validate();
     }
     let model = from_bytes::<EsModelParams>(data);

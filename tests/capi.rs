@@ -188,7 +188,10 @@ fn rust_segment(vit: &Vit, params: &EsSegmentParams) -> Outputs {
     )
     .unwrap();
     // DenseCRF kernels are sized in the image's own pixels.
-    let cfg = params.pipeline_config().unwrap().for_image(&plan);
+    let cfg = params
+        .pipeline_config(vit.config.patch)
+        .unwrap()
+        .for_image(&plan);
     let seg = segment(
         &CpuEngine::new(vit),
         x.view(),
@@ -596,11 +599,14 @@ fn presets_through_the_c_abi() {
     );
     // The preset's noise design and NCut rule reach the pipeline, and the C ABI's
     // stable segmentation equals the Rust API's.
-    let cfg = stable.pipeline_config().unwrap();
-    let want = explainseg::pipeline::Preset::Stable.pipeline_config(0);
+    let patch = rust_vit().config.patch;
+    let cfg = stable.pipeline_config(patch).unwrap();
+    let want = explainseg::pipeline::Preset::Stable.pipeline_config(0, patch);
     assert_eq!(cfg.explain.noise_tunnel, want.explain.noise_tunnel);
     assert_eq!(cfg.ncut_foreground, want.ncut_foreground);
     assert_eq!(cfg.ncut_smooth_sigma, want.ncut_smooth_sigma);
+    assert_eq!(cfg.smooth_sigma, want.smooth_sigma);
+    assert_eq!(cfg.morphology.equalize, want.morphology.equalize);
     let (m, img) = (load_model(), load_image());
     let params = EsSegmentParams {
         preset: EsPreset::Stable,
@@ -679,7 +685,7 @@ fn attribute_equals_the_rust_explanation() {
         &params.preprocess_config(vit.normalization).unwrap(),
     )
     .unwrap();
-    let cfg = params.pipeline_config().unwrap();
+    let cfg = params.pipeline_config(vit.config.patch).unwrap();
     let e = explain(&CpuEngine::new(&vit), x.view(), &cfg.explain, None).unwrap();
     let rel = normalize(
         &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),

@@ -83,28 +83,29 @@ fn demo_json(args: &[&str], dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out).unwrap()
 }
 
-/// The default per-variant preset is exactly the paper preset for A and the stable one
-/// for XNCut, run on their own; overlays are enlarged 4× and written for the first images only.
+/// The default per-variant preset is exactly the paper preset for XNCut and the stable
+/// one for C, run on their own; overlays are enlarged 4× and written for the first
+/// images only.
 #[test]
-fn per_variant_preset_is_paper_for_a_and_stable_for_xncut() {
+fn per_variant_preset_is_paper_for_xncut_and_stable_for_c() {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let both = demo_json(
-        &["--count", "4", "--overlays", "2", "--variants", "a,xncut"],
+        &["--count", "4", "--overlays", "2", "--variants", "c,xncut"],
         dirs[0].path(),
     );
-    let a = demo_json(
-        &["--count", "4", "--preset", "paper", "--variants", "a"],
+    let x = demo_json(
+        &["--count", "4", "--preset", "paper", "--variants", "xncut"],
         dirs[1].path(),
     );
-    let x = demo_json(
-        &["--count", "4", "--preset", "stable", "--variants", "xncut"],
+    let c = demo_json(
+        &["--count", "4", "--preset", "stable", "--variants", "c"],
         dirs[2].path(),
     );
-    assert_eq!(both["dice"]["a"], a["dice"]["a"], "{both} vs {a}");
+    assert_eq!(both["dice"]["c"], c["dice"]["c"], "{both} vs {c}");
     assert_eq!(both["dice"]["xncut"], x["dice"]["xncut"], "{both} vs {x}");
-    assert_ne!(a["presets"], x["presets"]);
+    assert_ne!(c["presets"], x["presets"]);
     let png = dirs[0].path().join("synth_00001_xncut.png");
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (256, 256));
-    assert!(!dirs[0].path().join("synth_00002_a.png").exists());
+    assert!(!dirs[0].path().join("synth_00002_c.png").exists());
 }

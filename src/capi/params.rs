@@ -106,14 +106,15 @@ pub enum EsNtType {
 
 /// A named setting (docs/method.md §6.2). In `EsSegmentParams` it selects the
 /// choices that have no field of their own — how the noise samples are drawn, the
-/// smoothing of the map the NCut variants cut and where they split the Fiedler
-/// vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
+/// smoothing of the relevance map and of the map the NCut variants cut, whether
+/// the morphology chain equalises the map before Otsu and where the NCut variants
+/// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
 /// NoiseTunnel samples and NCut grid.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EsPreset {
-    /// The paper's setting (the default): independent noise, no smoothing, the
-    /// Fiedler vector split at its mean.
+    /// The paper's setting (the default): independent noise, no smoothing,
+    /// equalisation before Otsu, the Fiedler vector split at its mean.
     Paper = 0,
     /// Steadier masks across noise seeds within the paper's passes.
     Stable = 1,
@@ -253,8 +254,8 @@ pub struct EsSegmentParams {
     /// `explainseg train`) instead of `mean`/`std`, when it records them
     /// (default true).
     pub model_normalization: bool,
-    /// Noise design, NCut map smoothing and NCut split of this preset (default
-    /// PAPER); see `EsPreset`.
+    /// Noise design, smoothing, equalisation and NCut split of this preset
+    /// (default PAPER); see `EsPreset`.
     pub preset: EsPreset,
 }
 
@@ -551,11 +552,12 @@ impl EsSegmentParams {
         })
     }
 
-    /// The whole pipeline's settings.
+    /// The whole pipeline's settings for a model of `patch_px`-pixel patches (the
+    /// preset's smoothing is set in patches).
     ///
     /// # Errors
     /// As for [`EsSegmentParams::explain_config`], plus bad NCut settings.
-    pub fn pipeline_config(&self) -> Result<PipelineConfig> {
+    pub fn pipeline_config(&self, patch_px: usize) -> Result<PipelineConfig> {
         let defaults = PipelineConfig::default();
         let ncut = ShiMalikParams {
             grid: Some((self.ncut_grid as usize, self.ncut_grid as usize)),
@@ -572,12 +574,14 @@ impl EsSegmentParams {
         ncut_foreground.validate()?;
         let mut cfg = PipelineConfig {
             explain: self.explain_config()?,
-            ncut_smooth_sigma: self.preset.preset().ncut_smooth_sigma(),
+            smooth_sigma: self.preset.preset().relevance_smooth_sigma(patch_px),
+            ncut_smooth_sigma: self.preset.preset().ncut_smooth_sigma(patch_px),
             ncut,
             ncut_foreground,
             crf: self.crf_enabled.then(|| self.crf.crf_params()),
             ..defaults
         };
+        cfg.morphology.equalize = self.preset.preset().equalize();
         cfg.tokencut.tau = self.tokencut.tau;
         cfg.tokencut.eps = self.tokencut.eps;
         cfg.maskcut.tau = self.maskcut_tau;

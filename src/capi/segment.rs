@@ -155,7 +155,7 @@ unsafe fn run_on_image(
             )
         };
         let pre = p.preprocess_config(m.vit.normalization)?;
-        let mut cfg = p.pipeline_config()?;
+        let mut cfg = p.pipeline_config(m.vit.config.patch)?;
         // The black baseline is black in the normalisation actually used.
         (cfg.explain.mean, cfg.explain.std) = (pre.normalization.mean, pre.normalization.std);
         hooks.check_abort()?;

@@ -6,8 +6,14 @@
 //!   what [`PipelineConfig::default`] has always been.
 //! * **stable**: no more passes, spent where the mask depends on them: 10 IG
 //!   steps (the quadrature has converged), 24 noise samples drawn stratified
-//!   ([`NoiseDesign::Stratified`]); for the NCut variants the map is smoothed by
-//!   a Gaussian of σ 4 px and cut on a 28×28 grid.
+//!   ([`NoiseDesign::Stratified`]); relevance smoothed by a Gaussian of σ one
+//!   patch of the model (the network sees patches, so finer detail in the map is
+//!   sampling noise, not signal) and thresholded by Otsu on its values, not on
+//!   its equalised ranks; for the NCut variants the map is smoothed again by σ
+//!   one patch and cut on a 28×28 grid.
+//!
+//! Smoothing is set in patches, so the preset needs the model's patch size
+//! (`patch_px`) to become pixels.
 
 use super::PipelineConfig;
 use crate::attr::{ExplainConfig, Noise, NoiseDesign, NoiseTunnelConfig, NtType};
@@ -58,11 +64,32 @@ impl Preset {
         }
     }
 
-    /// Gaussian σ in pixels on the map the NCut variants cut.
-    pub fn ncut_smooth_sigma(self) -> f32 {
+    /// Gaussian σ in pixels on the relevance map, before fusion and scaling, for
+    /// a model of `patch_px`-pixel patches.
+    pub fn relevance_smooth_sigma(self, patch_px: usize) -> f32 {
         match self {
             Preset::Paper => 0.0,
-            Preset::Stable => 4.0,
+            Preset::Stable => patch_px as f32,
+        }
+    }
+
+    /// Whether the morphology chain equalises the map's histogram before Otsu.
+    /// On a noisy map equalisation puts the threshold near the median rank, in
+    /// the flat middle of the map where noise moves the boundary most; Otsu on
+    /// the smoothed values splits between its modes instead.
+    pub fn equalize(self) -> bool {
+        match self {
+            Preset::Paper => true,
+            Preset::Stable => false,
+        }
+    }
+
+    /// Gaussian σ in pixels on the map the NCut variants cut, for a model of
+    /// `patch_px`-pixel patches.
+    pub fn ncut_smooth_sigma(self, patch_px: usize) -> f32 {
+        match self {
+            Preset::Paper => 0.0,
+            Preset::Stable => patch_px as f32,
         }
     }
 
@@ -96,8 +123,9 @@ impl Preset {
 
     /// Applies the preset to `cfg`, keeping its noise σ, seed and aggregation
     /// (a given noise tensor is replaced by seeded noise of σ 1, seed 0) and all
-    /// other settings. [`Preset::Paper`] leaves `cfg` as it is.
-    pub fn apply(self, cfg: &mut PipelineConfig) {
+    /// other settings, for a model of `patch_px`-pixel patches. [`Preset::Paper`]
+    /// leaves `cfg` as it is.
+    pub fn apply(self, cfg: &mut PipelineConfig, patch_px: usize) {
         if self == Preset::Paper {
             return;
         }
@@ -113,21 +141,28 @@ impl Preset {
             nt_type,
             noise: Noise::drawn(self.nt_samples(), stdev, seed, self.noise_design()),
         });
-        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
+        self.apply_post(cfg, patch_px);
+    }
+
+    /// The preset's settings after the explanation: smoothing, equalisation and
+    /// the NCut grid and split.
+    fn apply_post(self, cfg: &mut PipelineConfig, patch_px: usize) {
+        cfg.smooth_sigma = self.relevance_smooth_sigma(patch_px);
+        cfg.morphology.equalize = self.equalize();
+        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma(patch_px);
         cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         cfg.ncut_foreground.split = self.ncut_split();
     }
 
-    /// The whole pipeline's settings for this preset with noise seed `seed`;
-    /// `Preset::Paper.pipeline_config(0)` is [`PipelineConfig::default`].
-    pub fn pipeline_config(self, seed: u64) -> PipelineConfig {
+    /// The whole pipeline's settings for this preset with noise seed `seed`, for a
+    /// model of `patch_px`-pixel patches; `Preset::Paper.pipeline_config(0, _)` is
+    /// [`PipelineConfig::default`].
+    pub fn pipeline_config(self, seed: u64, patch_px: usize) -> PipelineConfig {
         let mut cfg = PipelineConfig {
             explain: self.explain_config(seed),
             ..Default::default()
         };
-        cfg.ncut_smooth_sigma = self.ncut_smooth_sigma();
-        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
-        cfg.ncut_foreground.split = self.ncut_split();
+        self.apply_post(&mut cfg, patch_px);
         cfg
     }
 }
@@ -148,7 +183,10 @@ mod tests {
 
     #[test]
     fn paper_preset_is_the_default_pipeline() {
-        assert_eq!(Preset::Paper.pipeline_config(0), PipelineConfig::default());
+        assert_eq!(
+            Preset::Paper.pipeline_config(0, 16),
+            PipelineConfig::default()
+        );
         assert_eq!(Preset::default(), Preset::Paper);
     }
 

@@ -221,7 +221,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
         });
     // The preset (paper: PipelineConfig::default) with the requested pass counts.
     let preset: Preset = args.preset.parse()?;
-    let mut cfg = preset.pipeline_config(0);
+    let mut cfg = preset.pipeline_config(0, vit.config.patch);
     cfg.explain.ig.n_steps = args.steps;
     cfg.explain.ig.batch_size = args.batch;
     cfg.explain.ig.return_delta = false;

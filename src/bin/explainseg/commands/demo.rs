@@ -55,8 +55,8 @@ pub struct DemoArgs {
     pub smooth: Option<f32>,
     /// paper (the demo settings), stable (docs/method.md §6.2 applied on top: its
     /// steps, samples, noise design, smoothing and NCut rule; the demo's noise σ), or
-    /// per-variant: stable for the NCut variants (b, xncut), paper for the others —
-    /// what measured better on image seeds other than the demo's (docs/method.md §6.2).
+    /// per-variant: stable for c, paper for the others — what measured better on
+    /// image seeds other than the demo's (docs/method.md §6.2).
     #[arg(long, default_value = "per-variant")]
     pub preset: String,
     /// Overlays are written for the first this many images (scores cover all).
@@ -187,14 +187,9 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     };
     let (paper_variants, stable_variants, presets) = match args.preset.as_str() {
         "per-variant" => {
-            let ncut = |v: &Variant| matches!(v, Variant::B | Variant::XNCut);
             let (stable, paper): (Vec<Variant>, Vec<Variant>) =
-                variants.iter().partition(|v| ncut(v));
-            (
-                paper,
-                stable,
-                "per variant: stable for b and xncut, paper otherwise",
-            )
+                variants.iter().partition(|v| **v == Variant::C);
+            (paper, stable, "per variant: stable for c, paper otherwise")
         }
         name => match name
             .parse::<Preset>()
@@ -206,7 +201,7 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
     };
     let config = |preset: Preset| {
         let mut cfg = demo_pipeline_config();
-        preset.apply(&mut cfg);
+        preset.apply(&mut cfg, vit.config.patch);
         if let Some(s) = args.smooth {
             cfg.smooth_sigma = s;
         }

@@ -306,6 +306,7 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let cfg = args.pipeline.config(
         args.ig.explain_config(&pre.normalization)?,
         args.ig.preset()?,
+        vit.config.patch,
     )?;
     let opts = OpenOptions {
         split: args.split.clone(),

@@ -54,11 +54,12 @@ pub struct PipelineArgs {
     /// Channel reduction of the attribution: abs, sum, positive, sum_abs.
     #[arg(long, default_value = "abs")]
     pub reduce: String,
-    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off (the paper).
-    #[arg(long, default_value_t = 0.0)]
-    pub smooth: f32,
+    /// Gaussian σ (pixels) on the relevance map before scaling; 0 = off [default:
+    /// the preset's, 0 for paper (the paper's), one patch for stable].
+    #[arg(long)]
+    pub smooth: Option<f32>,
     /// Gaussian σ (pixels) on the map the NCut variants cut; 0 = off [default: the
-    /// preset's, 0 for paper, 4 for stable].
+    /// preset's, 0 for paper, one patch for stable].
     #[arg(long)]
     pub ncut_smooth: Option<f32>,
     /// Relevance scaling: minmax, cummass (Captum's 98% mass), percentile, none.
@@ -74,9 +75,12 @@ pub struct PipelineArgs {
     pub ncut_sigma_x: f32,
     #[arg(long, default_value_t = 5.0)]
     pub ncut_radius: f32,
-    /// Morphology chain: skip the histogram equalisation before Otsu.
-    #[arg(long)]
+    /// Morphology chain: skip the histogram equalisation before Otsu [default: the
+    /// preset's, equalise for paper, not for stable]; --equalize forces it on.
+    #[arg(long, conflicts_with = "equalize")]
     pub no_equalize: bool,
+    #[arg(long)]
+    pub equalize: bool,
     /// Morphology chain: remove the components that touch the image border (the
     /// paper's "border artefacts"; off by default, see docs/results.md).
     #[arg(long)]
@@ -108,8 +112,14 @@ pub struct PipelineArgs {
 
 impl PipelineArgs {
     /// The pipeline configuration these flags describe, around `explain`, with
-    /// `preset`'s values where a flag is not given.
-    pub fn config(&self, explain: ExplainConfig, preset: Preset) -> Result<PipelineConfig> {
+    /// `preset`'s values where a flag is not given (its smoothing for a model of
+    /// `patch_px`-pixel patches).
+    pub fn config(
+        &self,
+        explain: ExplainConfig,
+        preset: Preset,
+        patch_px: usize,
+    ) -> Result<PipelineConfig> {
         let mut cfg = PipelineConfig {
             explain,
             ..Default::default()
@@ -117,8 +127,12 @@ impl PipelineArgs {
         if self.no_crf {
             cfg.crf = None;
         }
-        cfg.smooth_sigma = self.smooth;
-        cfg.ncut_smooth_sigma = self.ncut_smooth.unwrap_or(preset.ncut_smooth_sigma());
+        cfg.smooth_sigma = self
+            .smooth
+            .unwrap_or(preset.relevance_smooth_sigma(patch_px));
+        cfg.ncut_smooth_sigma = self
+            .ncut_smooth
+            .unwrap_or(preset.ncut_smooth_sigma(patch_px));
         cfg.feature = FeatureConfig {
             source: feature_source(&self.feature)?,
             layer: self.layer,
@@ -135,7 +149,11 @@ impl PipelineArgs {
             sigma_x: self.ncut_sigma_x,
             radius: self.ncut_radius,
         };
-        cfg.morphology.equalize = !self.no_equalize;
+        cfg.morphology.equalize = match (self.equalize, self.no_equalize) {
+            (true, _) => true,
+            (_, true) => false,
+            _ => preset.equalize(),
+        };
         cfg.morphology.clear_border = self.clear_border;
         cfg.morphology.dilation_radius = self.morph_radius;
         cfg.morphology.erosion_radius = self.morph_radius;
@@ -189,6 +207,7 @@ pub fn run(args: &SegmentArgs, out: &Output) -> Result<()> {
     let cfg = args.pipeline.config(
         args.ig.explain_config(&pre.normalization)?,
         args.ig.preset()?,
+        vit.config.patch,
     )?;
     let passes = cfg.explain.passes();
     let bar = progress_bar(out, passes as u64, "IG passes");
