@@ -46,6 +46,41 @@ pub fn progress_bar(out: &Output, total: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// The per-epoch bar of `train` and `pretrain`: one bar per epoch, ticked per
+/// optimiser step with the loss, cleared at the epoch's end (whose summary line the
+/// command prints itself).
+pub struct EpochBar<'a> {
+    out: &'a Output,
+    bar: Option<ProgressBar>,
+}
+
+impl<'a> EpochBar<'a> {
+    pub fn new(out: &'a Output) -> Self {
+        EpochBar { out, bar: None }
+    }
+
+    pub fn start(&mut self, epoch: usize, epochs: usize, steps: usize) {
+        self.bar = Some(progress_bar(
+            self.out,
+            steps as u64,
+            &format!("epoch {}/{epochs}", epoch + 1),
+        ));
+    }
+
+    pub fn step(&self, loss: f32) {
+        if let Some(b) = &self.bar {
+            b.inc(1);
+            b.set_message(format!("loss {loss:.4}"));
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 /// A spinner with elapsed time on stderr, for work of unknown length; hidden like
 /// [`progress_bar`].
 pub fn spinner(out: &Output, what: &str) -> ProgressBar {

@@ -14,9 +14,8 @@ use explainseg::train::dino::{
     save_pretrained, DinoConfig, DinoModels, DinoProgress, HeadConfig, MultiCropConfig,
 };
 use explainseg::train::{arch_config, prepare_model, Dataset, FolderDataset};
-use indicatif::ProgressBar;
 
-use crate::output::{progress_bar, Output};
+use crate::output::{EpochBar, Output};
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
@@ -257,29 +256,16 @@ pub fn run(a: &PretrainArgs, out: &Output) -> Result<()> {
             }
         );
     }
-    let mut bar: Option<ProgressBar> = None;
+    let mut bar = EpochBar::new(out);
     let mut progress = |p: DinoProgress| match p {
         DinoProgress::EpochStart {
             epoch,
             epochs,
             steps,
-        } => {
-            bar = Some(progress_bar(
-                out,
-                steps as u64,
-                &format!("epoch {}/{epochs}", epoch + 1),
-            ));
-        }
-        DinoProgress::Step { loss } => {
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("loss {loss:.4}"));
-            }
-        }
+        } => bar.start(epoch, epochs, steps),
+        DinoProgress::Step { loss } => bar.step(loss),
         DinoProgress::EpochEnd(s) => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
+            bar.finish();
             if !out.quiet && !out.json {
                 eprintln!(
                     "epoch {:>3}  lr {:.2e}  wd {:.3}  m {:.4}  τt {:.3}  loss {:.4}  KL {:.4}  teacher entropy {:.3} (marginal {:.3}) nats{}  {:.1} img/s  {:.2} s/step",

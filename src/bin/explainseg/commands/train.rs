@@ -14,9 +14,8 @@ use explainseg::train::{
     split_sources, AugmentConfig, Balance, CheckpointMeta, Dataset, FolderDataset, InMemoryDataset,
     OptimizerKind, Progress, SampleDataset, Schedule, Start, TrainConfig, TrainData, Trainable,
 };
-use indicatif::ProgressBar;
 
-use crate::output::{progress_bar, Output};
+use crate::output::{EpochBar, Output};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -352,29 +351,16 @@ pub fn run(a: &TrainArgs, out: &Output) -> Result<()> {
             if replaced { ", new head" } else { "" }
         );
     }
-    let mut bar: Option<ProgressBar> = None;
+    let mut bar = EpochBar::new(out);
     let mut progress = |p: Progress| match p {
         Progress::EpochStart {
             epoch,
             epochs,
             batches,
-        } => {
-            bar = Some(progress_bar(
-                out,
-                batches as u64,
-                &format!("epoch {}/{epochs}", epoch + 1),
-            ));
-        }
-        Progress::Batch { loss } => {
-            if let Some(b) = &bar {
-                b.inc(1);
-                b.set_message(format!("loss {loss:.4}"));
-            }
-        }
+        } => bar.start(epoch, epochs, batches),
+        Progress::Batch { loss } => bar.step(loss),
         Progress::EpochEnd(s) => {
-            if let Some(b) = bar.take() {
-                b.finish_and_clear();
-            }
+            bar.finish();
             if !out.quiet && !out.json {
                 let val = s
                     .val_accuracy
