@@ -81,7 +81,9 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
             let design: NoiseDesign = parts.next().unwrap_or("independent").parse()?;
             let split: NcutSplit = parts.next().unwrap_or("mean").parse()?;
             // Further knobs: kK (σ_r = K·std), gN (NCut grid side), sS (relevance
-            // smoothing σ px), nS (smoothing σ px of the map NCut cuts).
+            // smoothing σ px), nS (smoothing σ px of the map NCut cuts), e0/b0/c0
+            // (no equalisation / border clearing / CRF), rR (closing radius px),
+            // v1 (control variate).
             for knob in parts {
                 let (key, value) = knob.split_at(1);
                 match key {
@@ -96,6 +98,13 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
                     "e" => cfg.morphology.equalize = value != "0",
                     "b" => cfg.morphology.clear_border = value != "0",
                     "c" => cfg.crf = None,
+                    "r" => {
+                        let r: usize = value.parse()?;
+                        (
+                            cfg.morphology.dilation_radius,
+                            cfg.morphology.erosion_radius,
+                        ) = (r, r);
+                    }
                     "v" => control_variate = value != "0",
                     _ => return Err(format!("unknown knob `{knob}`").into()),
                 }
