@@ -161,30 +161,39 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
     assert_eq!(a, explicit);
 
     let image = fixture("preprocess", "big_299x257_q90.jpg");
-    let assert = bin()
-        .args([
-            "--json",
-            "segment",
-            "--preset",
-            "stable",
-            "--size",
-            "64",
-            "--variant",
-            "xncut",
-        ])
-        .arg("--weights")
-        .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
-        .arg("--image")
-        .arg(&image)
-        .arg("--out")
-        .arg(tmp.path().join("seg"))
-        .assert()
-        .success();
-    let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+    let segment = |name: &str, extra: &[&str]| {
+        let assert = bin()
+            .args(["--json", "segment", "--size", "64", "--variant", "xncut"])
+            .args(extra)
+            .arg("--weights")
+            .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(tmp.path().join(name))
+            .assert()
+            .success();
+        let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
+        let relevance = to_vec(&npy_f32(&tmp.path().join(name).join("relevance.npy")));
+        (v, relevance)
+    };
+    let (v, smoothed) = segment("seg", &["--preset", "stable"]);
     assert_eq!(
         (v["passes"].as_u64(), v["preset"].as_str()),
         (Some(240), Some("stable"))
     );
+    // The preset smooths the relevance by one patch of the model (16 px here); an
+    // explicit --smooth overrides it.
+    let (_, one_patch) = segment("seg16", &["--preset", "stable", "--smooth", "16"]);
+    assert_eq!(smoothed, one_patch);
+    let (_, raw) = segment("seg0", &["--preset", "stable", "--smooth", "0"]);
+    assert_ne!(smoothed, raw);
+    let conflict = bin()
+        .args(["segment", "--equalize", "--no-equalize"])
+        .assert()
+        .failure();
+    let err = String::from_utf8(conflict.get_output().stderr.clone()).unwrap();
+    assert!(err.contains("cannot be used with"), "{err}");
 
     for bad in [&["--preset", "fast"][..], &["--noise-design", "sobol"][..]] {
         let assert = attribute(&png, &tmp.path().join("bad"), bad)
