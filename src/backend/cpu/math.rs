@@ -16,7 +16,8 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.336_55, 88.722_83);
-    let n = (x * LOG2E + ROUND_MAGIC) - ROUND_MAGIC;
+    let shifted = x * LOG2E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4;
     let p = p * r + 1.398_199_9e-3;
@@ -25,9 +26,12 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 1.666_666_5e-1;
     let p = p * r + 5e-1;
     let y = p * r * r + r + 1.0;
-    // 2^n by building the exponent field; n + 127 stays in 1..=254 after the clamp
-    // except at the very bottom, where the clamp keeps n ≥ −126.
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n by building the exponent field; n + 127 stays in 1..=255 after the clamp.
+    // `shifted` = 1.5·2²³ + n is exact with one unit per ulp, so its low bits hold n
+    // (two's complement): adding the bias and shifting the rest out builds the field
+    // with integer lane operations. (`n as i32` would give the same bits, but Rust's
+    // saturating float-to-int conversion makes LLVM handle each lane in scalar code.)
+    let scale = f32::from_bits(shifted.to_bits().wrapping_add(127) << 23);
     y * scale
 }
 
@@ -105,6 +109,26 @@ mod tests {
             );
         }
         assert!(exp(-200.0) < 1e-37);
+    }
+
+    #[test]
+    fn exp_builds_the_power_of_two_an_integer_conversion_would() {
+        // The exponent field from `shifted`'s low bits equals the one from n as i32,
+        // so exp is bit-for-bit the form with the conversion, clamps included.
+        let with_conversion = |x: f32| {
+            let x = x.clamp(-87.336_55, 88.722_83);
+            let shifted = x * LOG2E + ROUND_MAGIC;
+            let n = shifted - ROUND_MAGIC;
+            let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+            let bits = shifted.to_bits().wrapping_add(127) << 23;
+            assert_eq!(f32::from_bits(bits).to_bits(), scale.to_bits(), "x = {x}");
+        };
+        for i in -100_000..100_000 {
+            with_conversion(i as f32 * 1e-3);
+        }
+        for x in [-1e30, -87.336_55, -87.3, 88.7, 88.722_83, 1e30] {
+            with_conversion(x);
+        }
     }
 
     #[test]

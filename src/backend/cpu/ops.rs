@@ -43,6 +43,28 @@ fn dot8(x: &[f32], y: &[f32]) -> f32 {
     s
 }
 
+/// `max(scale·x)` with 8 independent lanes and a compare-and-select, which LLVM turns
+/// into vector max instructions (`f32::max`'s NaN rule keeps its loop scalar). The
+/// maximum of finite values is exact, so the order does not change it; a NaN in the
+/// row makes the softmax NaN either way (through `exp`).
+#[inline(always)]
+fn max8_scaled(x: &[f32], scale: f32) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for l in 0..8 {
+            let v = c[l] * scale;
+            acc[l] = if v > acc[l] { v } else { acc[l] };
+        }
+    }
+    let mut m = f32::NEG_INFINITY;
+    for v in acc.into_iter().chain(rest.iter().map(|v| v * scale)) {
+        m = if v > m { v } else { m };
+    }
+    m
+}
+
 #[inline(always)]
 fn layer_norm_row_impl(
     x: &[f32],
@@ -161,10 +183,7 @@ simd_dispatch! {
 
 #[inline(always)]
 fn softmax_row_impl(row: &mut [f32], scale: f32) {
-    let mut max = f32::NEG_INFINITY;
-    for &v in row.iter() {
-        max = max.max(v * scale);
-    }
+    let max = max8_scaled(row, scale);
     for v in row.iter_mut() {
         *v = math::exp(*v * scale - max);
     }
