@@ -66,10 +66,11 @@ enum Command {
     ///   explainseg mask --map out/relevance.npy --image img.png --method otsu --out m/
     #[command(verbatim_doc_comment)]
     Mask(commands::post::MaskArgs),
-    /// Refine a mask with DenseCRF (pydensecrf's model; any channel count).
+    /// Refine a mask or a label image with DenseCRF (pydensecrf's model; any channel count).
     ///
-    /// Example:
+    /// Examples:
     ///   explainseg crf --image img.png --mask coarse.png --out refined.png --probs q.npy
+    ///   explainseg crf --image img.png --label-image labels.png --labels 5 --out refined.png
     #[command(verbatim_doc_comment)]
     Crf(commands::post::CrfCmdArgs),
     /// TokenCut bipartition of patch features.

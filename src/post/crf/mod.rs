@@ -46,7 +46,7 @@ mod unary;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
-pub use unary::{unary_from_mask, unary_from_softmax, SOFTMAX_CLIP};
+pub use unary::{unary_from_labels, unary_from_mask, unary_from_softmax, MAX_LABELS, SOFTMAX_CLIP};
 
 use crate::backend::CrfDevice;
 use crate::error::{Error, Result};
