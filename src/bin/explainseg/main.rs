@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod malloc;
 mod output;
 
 use std::process::ExitCode;
@@ -146,6 +147,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    malloc::keep_freed_memory();
     let cli = Cli::parse();
     let out = Output {
         quiet: cli.quiet,
