@@ -71,12 +71,10 @@ pub(crate) fn inference(
     q.par_chunks_mut(m * CHUNK)
         .zip(unary.par_chunks(m * CHUNK))
         .for_each(|(q, u)| {
-            for (q, u) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)) {
-                for (q, u) in q.iter_mut().zip(u) {
-                    *q = -u;
-                }
-                softmax_in_place(q);
+            for (q, u) in q.iter_mut().zip(u) {
+                *q = -u;
             }
+            softmax_rows(q, m);
         });
     if n_iterations == 0 {
         return q;
