@@ -7,7 +7,7 @@ use clap::Args;
 use explainseg::attr::fusion::{fuse, upsample_mask, Upsample};
 use explainseg::image::decode_image_file;
 use explainseg::post::crf::{
-    dense_crf_on, refine_mask, unary_from_labels, unary_from_mask, CrfParams,
+    dense_crf_labels_on, dense_crf_on, refine_mask, unary_from_labels, unary_from_mask, CrfParams,
 };
 use explainseg::post::morphology::{morphology_mask, MorphologyParams};
 use explainseg::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
@@ -212,29 +212,37 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     let (h, w) = (pixels.dim().0, pixels.dim().1);
     let unary = crf_unary(args, h, w)?;
     let busy = spinner(out, "DenseCRF");
-    let res = dense_crf_on(
-        device.as_ref(),
-        pixels.view(),
-        unary.view(),
-        &args.crf_args.params(),
-    )?;
+    let params = args.crf_args.params();
+    // The marginals are copied out of the CRF only when they are written.
+    let (labels, probs) = match &args.probs {
+        Some(_) => {
+            let res = dense_crf_on(device.as_ref(), pixels.view(), unary.view(), &params)?;
+            (res.labels, Some(res.probs))
+        }
+        None => (
+            dense_crf_labels_on(device.as_ref(), pixels.view(), unary.view(), &params)?,
+            None,
+        ),
+    };
     busy.finish_and_clear();
-    let refined: Array2<bool> = res.labels.mapv(|l| l == 1);
+    let n_labels = unary.dim().0;
+    drop(unary);
+    let refined: Array2<bool> = labels.mapv(|l| l == 1);
     // Both outputs staged under temporary names, renamed only when both are
     // complete: a failure leaves neither a new file nor a changed old one.
     let tmp_mask = explainseg::fsutil::temp_sibling(&args.out);
     let written = if args.label_image.is_some() {
         // Labels are < 256 (`MAX_LABELS`).
-        write_labels_png(&tmp_mask, res.labels.mapv(|l| l as u8).view())
+        write_labels_png(&tmp_mask, labels.mapv(|l| l as u8).view())
     } else {
         explainseg::render::write_mask_png(&tmp_mask, refined.view())
     };
-    let staged = written.and_then(|()| match &args.probs {
-        Some(p) => {
+    let staged = written.and_then(|()| match (&args.probs, &probs) {
+        (Some(p), Some(q)) => {
             let tmp = explainseg::fsutil::temp_sibling(p);
-            explainseg::npy::write(&tmp, &res.probs).map(|()| Some((tmp, p.clone())))
+            explainseg::npy::write(&tmp, q).map(|()| Some((tmp, p.clone())))
         }
-        None => Ok(None),
+        _ => Ok(None),
     });
     let probs_tmp = match staged {
         Ok(t) => t,
@@ -255,9 +263,8 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
         anyhow::Error::from(e).context(format!("cannot write {}", args.out.display()))
     })?;
     if args.label_image.is_some() {
-        let m = res.probs.dim().0;
-        let mut counts = vec![0usize; m];
-        for &l in &res.labels {
+        let mut counts = vec![0usize; n_labels];
+        for &l in &labels {
             counts[l as usize] += 1;
         }
         out.result(
