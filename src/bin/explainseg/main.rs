@@ -146,9 +146,13 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
+#[global_allocator]
+static ALLOCATOR: malloc::Allocator = malloc::Allocator;
+
 fn main() -> ExitCode {
-    malloc::keep_freed_memory();
     let cli = Cli::parse();
+    // Short runs dominated by a few large buffers (see the module).
+    malloc::configure(matches!(cli.command, Command::Crf(_) | Command::Mask(_)));
     let out = Output {
         quiet: cli.quiet,
         json: cli.json,
