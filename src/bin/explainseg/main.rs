@@ -146,9 +146,6 @@ enum Command {
     Demo(commands::demo::DemoArgs),
 }
 
-#[global_allocator]
-static ALLOCATOR: malloc::Allocator = malloc::Allocator;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // Short runs dominated by a few large buffers (see the module).
