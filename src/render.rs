@@ -1,5 +1,5 @@
 //! Bringing masks and maps from the network input back to the original image, and
-//! writing them as PNGs: 0/255 masks and overlays (heat map + mask contour).
+//! writing them as PNGs: 0/255 masks, label maps and overlays (heat map + mask contour).
 
 use std::path::Path;
 
@@ -55,6 +55,54 @@ pub fn read_mask(path: &Path) -> Result<Array2<bool>> {
     let rgb = img.to_rgb8();
     Ok(Array2::from_shape_fn((h, w), |(i, j)| {
         rgb[(i * w + j) * 3] > 127
+    }))
+}
+
+/// Writes a label map (values `0..=255`) as an 8-bit grey PNG, one value per pixel.
+///
+/// # Errors
+/// [`Error::Io`] when the file cannot be written.
+pub fn write_labels_png(path: &Path, labels: ArrayView2<u8>) -> Result<()> {
+    let (h, w) = labels.dim();
+    let data: Vec<u8> = labels.iter().copied().collect();
+    let img = image::GrayImage::from_raw(w as u32, h as u32, data)
+        .ok_or_else(|| Error::Internal("label buffer size".into()))?;
+    save_png_atomic(path, &image::DynamicImage::ImageLuma8(img))
+}
+
+/// Reads a label image: an 8-bit grey image (PNG, TIFF; any RGB with equal channels)
+/// whose pixel values are the labels.
+///
+/// # Errors
+/// Decoding errors; [`Error::InvalidParam`] for 16-bit samples or a colour pixel.
+pub fn read_labels(path: &Path) -> Result<Array2<u8>> {
+    let img = crate::image::decode_image_file(path)?;
+    let crate::image::Pixels::U8(rgb) = &img.pixels else {
+        return Err(Error::param(
+            "labels",
+            format!(
+                "{}: a label image must have 8-bit samples, not 16-bit",
+                path.display()
+            ),
+        ));
+    };
+    let w = img.width as usize;
+    if let Some(p) = rgb
+        .chunks_exact(3)
+        .position(|c| c[0] != c[1] || c[0] != c[2])
+    {
+        return Err(Error::param(
+            "labels",
+            format!(
+                "{}: a label image must be grey, pixel (x {}, y {}) is a colour",
+                path.display(),
+                p % w,
+                p / w
+            ),
+        ));
+    }
+    Ok(Array2::from_shape_fn((img.height as usize, w), |(i, j)| {
+        rgb[(i * w + j) * 3]
     }))
 }
 

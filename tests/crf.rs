@@ -417,3 +417,129 @@ fn bad_input_is_an_error() {
         0.5f64.ln().abs() as f32
     );
 }
+
+fn explainseg_bin() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("explainseg").unwrap()
+}
+
+fn png_luma(path: &std::path::Path) -> Array2<u8> {
+    let img = image::open(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .to_luma8();
+    let (w, h) = img.dimensions();
+    Array2::from_shape_vec((h as usize, w as usize), img.into_raw()).unwrap()
+}
+
+/// `explainseg crf --label-image L.png --labels 5 --gt-prob 0.7` against pydensecrf with
+/// `unary_from_labels(L, 5, 0.7, zero_unsure=False)`: the labels written and the
+/// marginals, exactly.
+#[test]
+fn cli_label_image_matches_pydensecrf() {
+    let case = &manifest()["cases"]["cli5"];
+    let tmp = tempfile::tempdir().unwrap();
+    let (out, probs) = (tmp.path().join("labels.png"), tmp.path().join("q.npy"));
+    explainseg_bin()
+        .args(["--threads", "1", "crf", "--labels", "5", "--gt-prob", "0.7"])
+        .arg("--image")
+        .arg(fixture("cli5_image.png"))
+        .arg("--label-image")
+        .arg(fixture("cli5_labels_in.png"))
+        .arg("--out")
+        .arg(&out)
+        .arg("--probs")
+        .arg(&probs)
+        .assert()
+        .success();
+    let want = png_luma(&fixture("cli5_labels_out.png"));
+    let got = png_luma(&out);
+    assert_eq!(got.dim(), (97, 103));
+    let differ = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+    assert_eq!(differ, 0, "labels differ at {differ} pixels");
+    // The CRF changed the input labels: the test would notice a no-op.
+    let changed = png_luma(&fixture("cli5_labels_in.png"))
+        .iter()
+        .zip(&got)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(changed as u64, case["changed_pixels"].as_u64().unwrap());
+    assert!(changed > 0);
+    let q = ArrayD::<f32>::read_npy(std::fs::File::open(&probs).unwrap()).unwrap();
+    let q_ref = npy_f32("cli5_q.npy");
+    assert_eq!(q.shape(), q_ref.shape());
+    let (max_diff, n_diff) = diff(q.iter(), q_ref.iter());
+    assert_eq!(n_diff, 0, "max |Q − Q_ref| = {max_diff:e}");
+}
+
+/// Bad label images and label counts fail with a message naming the problem and write
+/// nothing.
+#[test]
+fn cli_bad_label_image_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixture("cli5_image.png");
+    let labels = fixture("cli5_labels_in.png");
+    let small = tmp.path().join("small.png");
+    image::GrayImage::from_pixel(10, 12, image::Luma([1]))
+        .save(&small)
+        .unwrap();
+    let colour = tmp.path().join("colour.png");
+    image::RgbImage::from_pixel(103, 97, image::Rgb([1, 2, 1]))
+        .save(&colour)
+        .unwrap();
+    let out = tmp.path().join("out.png");
+    let run = |label_image: &std::path::Path, extra: &[&str], expect: &str| {
+        let a = explainseg_bin()
+            .args(["crf", "--image"])
+            .arg(&image)
+            .arg("--label-image")
+            .arg(label_image)
+            .args(extra)
+            .arg("--out")
+            .arg(&out)
+            .assert()
+            .failure();
+        let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+        assert!(err.contains(expect), "{extra:?}: `{expect}` not in {err}");
+        assert!(!out.exists(), "{extra:?}: wrote {}", out.display());
+    };
+    // The fixture holds labels 0..=4.
+    run(
+        &labels,
+        &["--labels", "4"],
+        "has label 4, but there are only 4 labels",
+    );
+    run(
+        &labels,
+        &["--labels", "1"],
+        "the label count must be 2..=256, got 1",
+    );
+    run(
+        &labels,
+        &["--labels", "257"],
+        "the label count must be 2..=256, got 257",
+    );
+    run(
+        &labels,
+        &["--labels", "5", "--gt-prob", "1"],
+        "must be in (0, 1)",
+    );
+    run(
+        &small,
+        &["--labels", "5"],
+        "it is 10x12 pixels but the image is 103x97",
+    );
+    run(&colour, &["--labels", "5"], "must be grey");
+    run(&labels, &[], "--labels");
+    // A mask and a label image at once.
+    let a = explainseg_bin()
+        .args(["crf", "--labels", "5", "--image"])
+        .arg(&image)
+        .arg("--label-image")
+        .arg(&labels)
+        .arg("--mask")
+        .arg(&labels)
+        .arg("--out")
+        .arg(&out)
+        .assert()
+        .failure();
+    assert!(String::from_utf8_lossy(&a.get_output().stderr).contains("cannot be used with"));
+}

@@ -1,13 +1,16 @@
 #!/usr/bin/env python3
 """DenseCRF against pydensecrf, whole process and in process, in the same run.
 
-1. Whole process, 2 labels: `explainseg --threads 1 crf --image I.png --mask M.png
-   --out O.png` against `python3 <this file> --reference I.png M.png O.png`, a Python
-   process that does the same with pydensecrf (import, read image and mask with Pillow,
-   the unary of `explainseg crf` (CutLER crf.py: logits [1-m, m], softmax, clip, -log),
-   DenseCRF2D + Gaussian(3, 7) + bilateral(50, 5, 10), 10 iterations, argmax, write the
-   PNG). Both single-threaded (OPENBLAS/OMP threads 1). `explainseg crf` only takes a
-   binary mask, so 5 labels are timed in process only:
+1. Whole process, 2 and 5 labels. 2 labels: `explainseg --threads 1 crf --image I.png
+   --mask M.png --out O.png` against `python3 <this file> --reference I.png M.png O.png`,
+   a Python process that does the same with pydensecrf (import, read image and mask with
+   Pillow, the unary of `explainseg crf` (CutLER crf.py: logits [1-m, m], softmax, clip,
+   -log), DenseCRF2D + Gaussian(3, 7) + bilateral(50, 5, 10), 10 iterations, argmax,
+   write the PNG). 5 labels: `explainseg --threads 1 crf --image I.png --label-image
+   L.png --labels 5 --gt-prob 0.7 --out O.png` against `python3 <this file>
+   --reference-labels I.png L.png 5 0.7 O.png` (the unary of pydensecrf's
+   `unary_from_labels(L, 5, 0.7, zero_unsure=False)`, labels written as a grey PNG).
+   Both single-threaded (OPENBLAS/OMP threads 1).
 2. In process, 2 and 5 labels: `benches/post.rs --crf-only` (DenseCRF alone, unary
    given) against pydensecrf's setUnaryEnergy + kernels + inference in this process.
 
@@ -50,8 +53,30 @@ def reference_process(image: str, mask: str, out: str) -> None:
     Image.fromarray((np.argmax(q, axis=0) == 1).astype(np.uint8) * 255).save(out)
 
 
+def reference_labels_process(image: str, labels: str, n_labels: str, gt_prob: str, out: str) -> None:
+    """What `explainseg crf --label-image` does, with pydensecrf (the timed reference process)."""
+    import numpy as np
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_labels
+    from PIL import Image
+    img = np.ascontiguousarray(np.array(Image.open(image).convert("RGB")))
+    lab = np.array(Image.open(labels))
+    h, w = lab.shape
+    m = int(n_labels)
+    u = unary_from_labels(lab, m, float(gt_prob), zero_unsure=False)
+    c = dcrf.DenseCRF2D(w, h, m)
+    c.setUnaryEnergy(np.ascontiguousarray(u))
+    c.addPairwiseGaussian(sxy=3, compat=7)
+    c.addPairwiseBilateral(sxy=50, srgb=5, rgbim=img, compat=10)
+    q = np.array(c.inference(10)).reshape(m, h, w)
+    Image.fromarray(np.argmax(q, axis=0).astype(np.uint8)).save(out)
+
+
 if len(sys.argv) == 5 and sys.argv[1] == "--reference":
     reference_process(*sys.argv[2:])
+    sys.exit(0)
+if len(sys.argv) == 7 and sys.argv[1] == "--reference-labels":
+    reference_labels_process(*sys.argv[2:])
     sys.exit(0)
 
 import argparse  # noqa: E402
@@ -73,6 +98,7 @@ import gen_crf  # noqa: E402
 
 SIZES = [224, 320, 480]
 LABELS = [2, 5]
+GT_PROB = 0.7
 
 
 def target_dir() -> Path:
@@ -99,6 +125,7 @@ def write_inputs(d: Path) -> list:
         mask = gen_crf.coarse_mask(s, s, s // 16, seed=s + 1)
         Image.fromarray(img).save(d / f"img{s}.png")
         Image.fromarray(mask.astype(np.uint8) * 255).save(d / f"mask{s}.png")
+        Image.fromarray(gen_crf.label_image(s, s, 5, s // 16, seed=s + 2)).save(d / f"labels{s}_5.png")
         np.save(d / f"img{s}.npy", img)
         for m in LABELS:
             if m == 2:
@@ -161,23 +188,30 @@ def main():
         subprocess.run(["cargo", "bench", "--bench", "post", "--no-run", "--quiet"], cwd=ROOT, check=True)
     exe = target_dir() / "release" / "explainseg"
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", RAYON_NUM_THREADS="1")
-    proc = {s: {"ours": [], "ref": []} for s in SIZES}
+    proc = {(s, m): {"ours": [], "ref": []} for s in SIZES for m in LABELS}
     inproc_ours, inproc_ref = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         cases = write_inputs(d)
         refs = {c["name"]: ref_in_process(np.load(d / c["image"]), np.load(d / c["unary"])) for c in cases}
         for r in range(a.rounds):
-            for s in SIZES:
-                i, m, o = d / f"img{s}.png", d / f"mask{s}.png", d / f"out{s}.png"
-                proc[s]["ours"].append(run_wall([str(exe), "--threads", "1", "crf", "--image", str(i),
-                                                 "--mask", str(m), "--out", str(o)], env))
-                proc[s]["ref"].append(run_wall([sys.executable, __file__, "--reference", str(i), str(m),
-                                                str(d / f"ref{s}.png")], env))
+            for s, m in proc:
+                i, o, ro = d / f"img{s}.png", d / f"out{s}_{m}.png", d / f"ref{s}_{m}.png"
+                if m == 2:
+                    ours = ["--mask", str(d / f"mask{s}.png")]
+                    ref = ["--reference", str(i), str(d / f"mask{s}.png"), str(ro)]
+                else:
+                    lab = str(d / f"labels{s}_{m}.png")
+                    ours = ["--label-image", lab, "--labels", str(m), "--gt-prob", str(GT_PROB)]
+                    ref = ["--reference-labels", str(i), lab, str(m), str(GT_PROB), str(ro)]
+                proc[s, m]["ours"].append(run_wall([str(exe), "--threads", "1", "crf", "--image", str(i),
+                                                    *ours, "--out", str(o)], env))
+                proc[s, m]["ref"].append(run_wall([sys.executable, __file__, *ref], env))
                 if r == 0:
-                    a_ = np.array(Image.open(o)) > 127
-                    b_ = np.array(Image.open(d / f"ref{s}.png")) > 127
-                    print(f"{s}x{s}: labels {'identical' if (a_ == b_).all() else f'differ on {(a_ != b_).sum()} px'}",
+                    a_, b_ = np.array(Image.open(o)), np.array(Image.open(ro))
+                    if m == 2:
+                        a_, b_ = a_ > 127, b_ > 127
+                    print(f"{s}x{s}, {m} labels: labels {'identical' if (a_ == b_).all() else f'differ on {(a_ != b_).sum()} px'}",
                           file=sys.stderr)
             if not a.skip_in_process:
                 out = subprocess.run(["cargo", "bench", "--bench", "post", "--quiet", "--", "--dir", str(d),
@@ -189,15 +223,16 @@ def main():
                     inproc_ref.setdefault(case, []).append(timed_ms(f, a.reps))
             print(f"round {r + 1}/{a.rounds} done", file=sys.stderr)
     summary = {"whole_process": {}, "in_process": {}}
-    print(f"{'whole process, 2 labels':<24} {'ref wall s':>10} {'ours':>7} {'x':>6}   {'ref CPU s':>9} {'ours':>7} {'x':>6}")
-    for s in SIZES:
+    print(f"{'whole process':<24} {'ref wall s':>10} {'ours':>7} {'x':>6}   {'ref CPU s':>9} {'ours':>7} {'x':>6}")
+    for s, m in proc:
         row = {}
         for k, col in (("wall", 0), ("cpu", 1)):
-            ref = statistics.median(t[col] for t in proc[s]["ref"])
-            ours = statistics.median(t[col] for t in proc[s]["ours"])
+            ref = statistics.median(t[col] for t in proc[s, m]["ref"])
+            ours = statistics.median(t[col] for t in proc[s, m]["ours"])
             row[f"reference_{k}_s"], row[f"ours_{k}_s"], row[f"ratio_{k}"] = ref, ours, ref / ours
-        summary["whole_process"][f"{s}x{s}"] = row
-        print(f"{f'{s}x{s}':<24} {row['reference_wall_s']:10.3f} {row['ours_wall_s']:7.3f} {row['ratio_wall']:5.2f}x"
+        name = f"{s}x{s}_{m}labels"
+        summary["whole_process"][name] = row
+        print(f"{name:<24} {row['reference_wall_s']:10.3f} {row['ours_wall_s']:7.3f} {row['ratio_wall']:5.2f}x"
               f"   {row['reference_cpu_s']:9.3f} {row['ours_cpu_s']:7.3f} {row['ratio_cpu']:5.2f}x")
     if inproc_ours:
         print(f"{'in process (1 thread)':<28} {'pydensecrf ms':>12} {'ours ms':>8} {'x':>6}")

@@ -123,6 +123,18 @@ def coarse_mask(h: int, w: int, grid: int, seed: int) -> np.ndarray:
     return blob[iy][:, ix]
 
 
+def label_image(h: int, w: int, m: int, grid: int, seed: int) -> np.ndarray:
+    """(H, W) uint8 labels 0..m-1: label 1 on a coarse blob, the others in vertical
+    bands, and 5 % of the pixels set to a random label (for the CRF to clean up)."""
+    rng = np.random.default_rng(seed)
+    blob = coarse_mask(h, w, grid, seed=seed + 1)
+    bands = (np.arange(w) * (m - 1) // w)[None, :].repeat(h, 0)
+    lab = np.where(blob, 1, np.where(bands == 0, 0, bands + 1))
+    flip = rng.random((h, w)) < 0.05
+    lab[flip] = rng.integers(0, m, int(flip.sum()))
+    return lab.astype(np.uint8)
+
+
 def save_png(path: Path, a: np.ndarray):
     Image.fromarray(a).save(path, optimize=True)
 
@@ -195,6 +207,20 @@ def generate():
         np.save(OUT / f"{name}_mask.npy", mk.astype(np.uint8))
         np.save(OUT / f"{name}_q.npy", q)
         manifest["cases"][name] = {"h": h, "w": w, "channels": c}
+
+    # 6. `explainseg crf --label-image L.png --labels 5 --gt-prob 0.7`: the unary of
+    #    pydensecrf's unary_from_labels(labels, 5, 0.7, zero_unsure=False); N % 4 == 3.
+    m, (h, w), gt = 5, (97, 103), 0.7
+    im = synthetic_image(h, w, seed=9)
+    lab_in = label_image(h, w, m, 12, seed=10)
+    u = utils.unary_from_labels(lab_in, m, gt, zero_unsure=False).reshape(m, h, w)
+    q, lab = run_crf(im, u)
+    save_png(OUT / "cli5_image.png", im)
+    save_png(OUT / "cli5_labels_in.png", lab_in)
+    save_png(OUT / "cli5_labels_out.png", lab)
+    np.save(OUT / "cli5_q.npy", q)
+    manifest["cases"]["cli5"] = {"h": h, "w": w, "labels": m, "gt_prob": gt, "n_mod_4": (h * w) % 4,
+                                 "changed_pixels": int((lab != lab_in).sum())}
 
     manifest["versions"] = {
         "python": sys.version.split()[0], "numpy": np.__version__, "torch": torch.__version__,

@@ -5,6 +5,7 @@
 
 mod args;
 mod commands;
+mod malloc;
 mod output;
 
 use std::process::ExitCode;
@@ -66,10 +67,11 @@ enum Command {
     ///   explainseg mask --map out/relevance.npy --image img.png --method otsu --out m/
     #[command(verbatim_doc_comment)]
     Mask(commands::post::MaskArgs),
-    /// Refine a mask with DenseCRF (pydensecrf's model; any channel count).
+    /// Refine a mask or a label image with DenseCRF (pydensecrf's model; any channel count).
     ///
-    /// Example:
+    /// Examples:
     ///   explainseg crf --image img.png --mask coarse.png --out refined.png --probs q.npy
+    ///   explainseg crf --image img.png --label-image labels.png --labels 5 --out refined.png
     #[command(verbatim_doc_comment)]
     Crf(commands::post::CrfCmdArgs),
     /// TokenCut bipartition of patch features.
@@ -146,6 +148,8 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Short runs dominated by a few large buffers (see the module).
+    malloc::configure(matches!(cli.command, Command::Crf(_) | Command::Mask(_)));
     let out = Output {
         quiet: cli.quiet,
         json: cli.json,

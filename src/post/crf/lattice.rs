@@ -289,13 +289,14 @@ impl Constants {
 ///
 /// Every key has a 64-bit code. When every coordinate fits in `64/d` bits (always the
 /// case for image features of realistic size) the code is the key itself, packed
-/// ([`Packing`]), and a lookup touches one slot; otherwise the code is a hash and a code
-/// match is confirmed against the stored coordinates.
+/// ([`Packing`]); otherwise the code is a hash and a code match is confirmed against the
+/// stored coordinates. A slot holds only the vertex number (4 bytes, so that the table
+/// of a large lattice stays in the L2 cache); its code is read from `codes`.
 struct KeyTable {
     d: usize,
     packing: Option<Packing>,
-    /// `(code, vertex + 1)`; vertex 0 = empty slot.
-    slots: Vec<(u64, u32)>,
+    /// `vertex + 1`; 0 = empty slot.
+    slots: Vec<u32>,
     /// log2 of the slot count.
     shift_bits: u32,
     /// Code of each vertex.
@@ -350,7 +351,7 @@ impl KeyTable {
         KeyTable {
             d,
             packing,
-            slots: vec![(0, 0); 1 << shift_bits],
+            slots: vec![0; 1 << shift_bits],
             shift_bits,
             codes: Vec::new(),
             keys: Vec::new(),
@@ -386,14 +387,10 @@ impl KeyTable {
 
     /// Does `slot` hold this key? `key` is only read without packing.
     #[inline]
-    fn matches(&self, slot: (u64, u32), code: u64, key: &[i32]) -> bool {
-        slot.0 == code
-            && (self.packing.is_some()
-                || self
-                    .key(slot.1 as usize - 1)
-                    .iter()
-                    .zip(key)
-                    .all(|(a, b)| a == b))
+    fn matches(&self, slot: u32, code: u64, key: &[i32]) -> bool {
+        let v = slot as usize - 1;
+        self.codes[v] == code
+            && (self.packing.is_some() || self.key(v).iter().zip(key).all(|(a, b)| a == b))
     }
 
     /// Vertex number of the key with this `code` (and, without packing, these coordinates).
@@ -403,11 +400,11 @@ impl KeyTable {
         let mut h = self.home(code);
         loop {
             let slot = self.slots[h];
-            if slot.1 == 0 {
+            if slot == 0 {
                 return None;
             }
             if self.matches(slot, code, key) {
-                return Some(slot.1 as usize - 1);
+                return Some(slot as usize - 1);
             }
             h = (h + 1) & mask;
         }
@@ -422,17 +419,17 @@ impl KeyTable {
         let mut h = self.home(code);
         loop {
             let slot = self.slots[h];
-            if slot.1 == 0 {
+            if slot == 0 {
                 let v = self.len();
                 self.codes.push(code);
                 if self.packing.is_none() {
                     self.keys.extend_from_slice(key);
                 }
-                self.slots[h] = (code, v as u32 + 1);
+                self.slots[h] = v as u32 + 1;
                 return v;
             }
             if self.matches(slot, code, key) {
-                return slot.1 as usize - 1;
+                return slot as usize - 1;
             }
             h = (h + 1) & mask;
         }
@@ -453,12 +450,12 @@ impl KeyTable {
 
     /// Moves the slots into a table of `cap` (a power of two) slots.
     fn rehash(&mut self, cap: usize) {
-        let old = std::mem::replace(&mut self.slots, vec![(0, 0); cap]);
+        let old = std::mem::replace(&mut self.slots, vec![0; cap]);
         self.shift_bits = cap.trailing_zeros();
         let mask = cap - 1;
-        for slot in old.into_iter().filter(|s| s.1 != 0) {
-            let mut h = self.home(slot.0);
-            while self.slots[h].1 != 0 {
+        for slot in old.into_iter().filter(|&s| s != 0) {
+            let mut h = self.home(self.codes[slot as usize - 1]);
+            while self.slots[h] != 0 {
                 h = (h + 1) & mask;
             }
             self.slots[h] = slot;

@@ -71,12 +71,10 @@ pub(crate) fn inference(
     q.par_chunks_mut(m * CHUNK)
         .zip(unary.par_chunks(m * CHUNK))
         .for_each(|(q, u)| {
-            for (q, u) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)) {
-                for (q, u) in q.iter_mut().zip(u) {
-                    *q = -u;
-                }
-                softmax_in_place(q);
+            for (q, u) in q.iter_mut().zip(u) {
+                *q = -u;
             }
+            softmax_rows(q, m);
         });
     if n_iterations == 0 {
         return q;
@@ -94,16 +92,15 @@ pub(crate) fn inference(
             .zip(unary.par_chunks(m * CHUNK))
             .enumerate()
             .for_each(|(c, (q, u))| {
-                let base = c * CHUNK * m;
-                for (p, (q, u)) in q.chunks_exact_mut(m).zip(u.chunks_exact(m)).enumerate() {
-                    let o = base + p * m;
-                    for l in 0..m {
-                        let mut t = -u[l];
-                        for (f, &w) in filtered.iter().zip(weights) {
-                            // Potts: compat(K) = −w·K, and densecrf subtracts it.
-                            t -= -w * f[o + l];
-                        }
-                        q[l] = t;
+                let span = c * CHUNK * m..c * CHUNK * m + q.len();
+                // t = −U, then per kernel in order t = t − (−w·K(Q)), element by element
+                // (Potts: compat(K) = −w·K, and densecrf subtracts it).
+                for (q, u) in q.iter_mut().zip(u) {
+                    *q = -u;
+                }
+                for (f, &w) in filtered.iter().zip(weights) {
+                    for (q, f) in q.iter_mut().zip(&f[span.clone()]) {
+                        *q -= -w * f;
                     }
                 }
                 softmax_rows(q, m);
@@ -117,6 +114,21 @@ pub(crate) fn inference(
 /// exponentials of successive pixels overlap in the pipeline instead of waiting on one
 /// another and on the libm calls.
 pub(crate) fn softmax_rows(t: &mut [f32], m: usize) {
+    // Common label counts get a copy with `m` known at compile time (unrolled rows).
+    match m {
+        2 => softmax_rows_of(t, 2),
+        3 => softmax_rows_of(t, 3),
+        4 => softmax_rows_of(t, 4),
+        5 => softmax_rows_of(t, 5),
+        6 => softmax_rows_of(t, 6),
+        7 => softmax_rows_of(t, 7),
+        8 => softmax_rows_of(t, 8),
+        _ => softmax_rows_of(t, m),
+    }
+}
+
+#[inline(always)]
+fn softmax_rows_of(t: &mut [f32], m: usize) {
     if m < 4 {
         for row in t.chunks_exact_mut(m) {
             softmax_in_place(row);
@@ -203,6 +215,7 @@ fn normalize_packets(t: &mut [f32], packets: usize) {
 
 /// densecrf's `expAndNormalize` on one pixel (Eigen, SSE2 build): subtract the max,
 /// exponentiate, divide by the sum.
+#[inline]
 pub(crate) fn softmax_in_place(t: &mut [f32]) {
     let m = t.len();
     if let [a, b] = t {

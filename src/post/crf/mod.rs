@@ -46,7 +46,7 @@ mod unary;
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 use rayon::prelude::*;
 
-pub use unary::{unary_from_mask, unary_from_softmax, SOFTMAX_CLIP};
+pub use unary::{unary_from_labels, unary_from_mask, unary_from_softmax, MAX_LABELS, SOFTMAX_CLIP};
 
 use crate::backend::CrfDevice;
 use crate::error::{Error, Result};
@@ -172,25 +172,69 @@ pub fn dense_crf_on(
     unary: ArrayView3<f32>,
     params: &CrfParams,
 ) -> Result<CrfOutput> {
-    let u = checked_unary(image, unary, params)?;
+    let q = marginals_on(device, image, unary, params)?;
     let (h, w, _) = image.dim();
     let m = unary.dim().0;
-    let q = match device {
-        None => cpu_inference(image, &u, m, params)?,
-        Some(dev) => device_probs(dev, image, &u, m, params)?,
-    };
-    let probs = Array3::from_shape_fn((m, h, w), |(l, y, x)| q[(y * w + x) * m + l]);
-    let labels = Array2::from_shape_fn((h, w), |(y, x)| {
-        let col = &q[(y * w + x) * m..(y * w + x + 1) * m];
-        let mut best = 0;
-        for l in 1..m {
-            if col[l] > col[best] {
-                best = l;
-            }
+    // Pixel-major Q to (labels, H, W).
+    let n = h * w;
+    let mut probs = vec![0f32; m * n];
+    for (l, plane) in probs.chunks_exact_mut(n).enumerate() {
+        for (p, v) in plane.iter_mut().enumerate() {
+            *v = q[p * m + l];
         }
-        best as u32
-    });
-    Ok(CrfOutput { probs, labels })
+    }
+    let probs = Array3::from_shape_vec((m, h, w), probs).expect("one value per label and pixel");
+    Ok(CrfOutput {
+        probs,
+        labels: map_labels(&q, m, h, w),
+    })
+}
+
+/// [`dense_crf_on`]'s MAP labelling alone, without copying out the marginals.
+///
+/// # Errors
+/// As [`dense_crf_on`].
+pub fn dense_crf_labels_on(
+    device: Option<&CrfDevice>,
+    image: ArrayView3<u8>,
+    unary: ArrayView3<f32>,
+    params: &CrfParams,
+) -> Result<Array2<u32>> {
+    let q = marginals_on(device, image, unary, params)?;
+    let (h, w, _) = image.dim();
+    Ok(map_labels(&q, unary.dim().0, h, w))
+}
+
+/// The marginals of [`dense_crf_on`], pixel-major `(H·W, labels)`.
+fn marginals_on(
+    device: Option<&CrfDevice>,
+    image: ArrayView3<u8>,
+    unary: ArrayView3<f32>,
+    params: &CrfParams,
+) -> Result<Vec<f32>> {
+    let u = checked_unary(image, unary, params)?;
+    let m = unary.dim().0;
+    match device {
+        None => cpu_inference(image, &u, m, params),
+        Some(dev) => device_probs(dev, image, &u, m, params),
+    }
+}
+
+/// Argmax over labels of pixel-major `q`, ties to the lower label, as `(H, W)`.
+fn map_labels(q: &[f32], m: usize, h: usize, w: usize) -> Array2<u32> {
+    let labels = q
+        .chunks_exact(m)
+        .map(|col| {
+            let mut best = 0;
+            for l in 1..m {
+                if col[l] > col[best] {
+                    best = l;
+                }
+            }
+            best as u32
+        })
+        .collect();
+    Array2::from_shape_vec((h, w), labels).expect("one label per pixel")
 }
 
 /// The device's marginals, pixel-major.
@@ -279,13 +323,24 @@ fn checked_unary(
         return Err(Error::param("unary", "contains NaN or infinite energies"));
     }
     let mut u = vec![0f32; h * w * m];
-    u.par_chunks_mut(m * w).enumerate().for_each(|(y, row)| {
-        for x in 0..w {
-            for l in 0..m {
-                row[x * m + l] = unary[[l, y, x]];
+    let n = h * w;
+    match unary.as_slice() {
+        // (labels, H, W) contiguous: plain slice reads.
+        Some(src) => u.par_chunks_mut(m * w).enumerate().for_each(|(y, row)| {
+            for (x, px) in row.chunks_exact_mut(m).enumerate() {
+                for (l, v) in px.iter_mut().enumerate() {
+                    *v = src[l * n + y * w + x];
+                }
             }
-        }
-    });
+        }),
+        None => u.par_chunks_mut(m * w).enumerate().for_each(|(y, row)| {
+            for x in 0..w {
+                for l in 0..m {
+                    row[x * m + l] = unary[[l, y, x]];
+                }
+            }
+        }),
+    }
     Ok(u)
 }
 

@@ -12,6 +12,9 @@
 //!
 //! On an image-sized mask the unary is `0.3132617` for the mask's own label and
 //! `1.3132616` for the other.
+//!
+//! A label image (any number of labels) instead goes through pydensecrf's
+//! `unary_from_labels` ([`unary_from_labels`]).
 
 use ndarray::{Array3, ArrayView2, ArrayView3};
 
@@ -95,6 +98,59 @@ pub fn unary_from_mask(mask: ArrayView2<bool>, height: usize, width: usize) -> R
     Ok(unary)
 }
 
+/// Most labels [`unary_from_labels`] accepts: an 8-bit label image names at most 256.
+pub const MAX_LABELS: usize = 256;
+
+/// pydensecrf's `unary_from_labels(labels, n_labels, gt_prob, zero_unsure=False)`: every
+/// pixel gets `−ln(gt_prob)` for its own label and `−ln((1 − gt_prob)/(n_labels − 1))`
+/// for each other one, both computed in f64 and stored as f32. `labels` `(H, W)` holds
+/// values `0..n_labels`; returns `(n_labels, H, W)`.
+///
+/// # Errors
+/// [`Error::InvalidParam`] for `n_labels` outside `2..=`[`MAX_LABELS`], `gt_prob` outside
+/// `(0, 1)`, an empty label image or a label `≥ n_labels`.
+pub fn unary_from_labels(
+    labels: ArrayView2<u8>,
+    n_labels: usize,
+    gt_prob: f64,
+) -> Result<Array3<f32>> {
+    if !(2..=MAX_LABELS).contains(&n_labels) {
+        return Err(Error::param(
+            "labels",
+            format!("the label count must be 2..={MAX_LABELS}, got {n_labels}"),
+        ));
+    }
+    if !(gt_prob > 0.0 && gt_prob < 1.0) {
+        return Err(Error::param(
+            "gt_prob",
+            format!("must be in (0, 1), got {gt_prob}"),
+        ));
+    }
+    let (h, w) = labels.dim();
+    if h == 0 || w == 0 {
+        return Err(Error::param(
+            "labels",
+            format!("empty label image ({h}×{w})"),
+        ));
+    }
+    if let Some(((y, x), &l)) = labels.indexed_iter().find(|(_, &l)| l as usize >= n_labels) {
+        return Err(Error::param(
+            "labels",
+            format!(
+                "pixel (x {x}, y {y}) has label {l}, but there are only {n_labels} labels (0..={})",
+                n_labels - 1
+            ),
+        ));
+    }
+    let own = -gt_prob.ln() as f32;
+    let other = -((1.0 - gt_prob) / (n_labels - 1) as f64).ln() as f32;
+    let mut unary = Array3::<f32>::from_elem((n_labels, h, w), other);
+    for ((y, x), &l) in labels.indexed_iter() {
+        unary[[l as usize, y, x]] = own;
+    }
+    Ok(unary)
+}
+
 /// Torch's source indices and weights for one axis of a bilinear resize with
 /// `align_corners=False` (f64 scale `in/out`, negative source positions clamped to 0).
 fn linear_taps(n_in: usize, n_out: usize) -> Vec<(usize, usize, f64, f64)> {
@@ -139,6 +195,26 @@ mod tests {
         assert_eq!(u[[1, 0, 0]], 0.3132617);
         assert_eq!(u[[0, 0, 0]], 1.3132616);
         assert_eq!((u[[0, 0, 1]], u[[1, 0, 1]]), (u[[1, 0, 0]], u[[0, 0, 0]]));
+    }
+
+    /// pydensecrf's `unary_from_labels(…, zero_unsure=False)` with gt_prob 0.5 and 5
+    /// labels: −ln 0.5 for the own label, −ln(0.5/4) = ln 8 for the others.
+    #[test]
+    fn label_unary_values_and_errors() {
+        let u = unary_from_labels(array![[0u8, 4], [2, 2]].view(), 5, 0.5).unwrap();
+        assert_eq!(u.dim(), (5, 2, 2));
+        let (own, other) = (2f64.ln() as f32, 8f64.ln() as f32);
+        assert_eq!((u[[0, 0, 0]], u[[4, 0, 1]], u[[2, 1, 0]]), (own, own, own));
+        assert_eq!(
+            (u[[1, 0, 0]], u[[0, 0, 1]], u[[3, 1, 1]]),
+            (other, other, other)
+        );
+        let l = array![[0u8, 1]];
+        for (k, p) in [(1, 0.5), (257, 0.5), (2, 0.0), (2, 1.0), (2, f64::NAN)] {
+            assert!(unary_from_labels(l.view(), k, p).is_err(), "{k} {p}");
+        }
+        let e = unary_from_labels(array![[0u8, 3]].view(), 3, 0.5).unwrap_err();
+        assert!(e.to_string().contains("label 3"), "{e}");
     }
 
     #[test]

@@ -6,11 +6,13 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use explainseg::attr::fusion::{fuse, upsample_mask, Upsample};
 use explainseg::image::decode_image_file;
-use explainseg::post::crf::{dense_crf_on, refine_mask, unary_from_mask, CrfParams};
+use explainseg::post::crf::{
+    dense_crf_labels_on, dense_crf_on, refine_mask, unary_from_labels, unary_from_mask, CrfParams,
+};
 use explainseg::post::morphology::{morphology_mask, MorphologyParams};
 use explainseg::post::ncut::{shi_malik_ncut, tokencut_bipartition, ShiMalikParams};
 use explainseg::post::otsu::{apply_threshold, threshold_otsu};
-use explainseg::render::{read_mask, write_mask_png};
+use explainseg::render::{read_labels, read_mask, write_labels_png, write_mask_png};
 use ndarray::{Array2, Array3, Ix2};
 
 use crate::commands::attribute::write_all;
@@ -135,11 +137,27 @@ pub struct CrfCmdArgs {
     #[arg(long, value_name = "FILE")]
     pub image: PathBuf,
     /// Coarse mask (PNG; > 127 is foreground), the image's size.
-    #[arg(long, value_name = "M.png")]
-    pub mask: PathBuf,
+    #[arg(long, value_name = "M.png", required_unless_present = "label_image")]
+    pub mask: Option<PathBuf>,
+    /// Instead of --mask: a label image (8-bit grey PNG, values 0..K-1, the image's
+    /// size), with --labels K; its unary is pydensecrf's unary_from_labels(labels, K,
+    /// gt_prob, zero_unsure=False). --out then holds the refined labels 0..K-1.
+    #[arg(
+        long,
+        value_name = "L.png",
+        conflicts_with = "mask",
+        requires = "labels"
+    )]
+    pub label_image: Option<PathBuf>,
+    /// Number of labels K of --label-image (2..=256).
+    #[arg(long, value_name = "K", requires = "label_image")]
+    pub labels: Option<usize>,
+    /// Probability that --label-image's label is right (pydensecrf's gt_prob), in (0, 1).
+    #[arg(long, default_value_t = 0.5, requires = "label_image")]
+    pub gt_prob: f64,
     #[command(flatten)]
     pub crf_args: CrfArgs,
-    /// Refined mask PNG.
+    /// Refined mask PNG (0/255), or the refined labels with --label-image.
     #[arg(long, value_name = "O.png")]
     pub out: PathBuf,
     /// Also write the marginals (labels, H, W) float32.
@@ -150,6 +168,39 @@ pub struct CrfCmdArgs {
     pub device: explainseg::backend::Device,
 }
 
+/// The unary of `crf`'s input (a mask or a label image), checked against the image size.
+fn crf_unary(args: &CrfCmdArgs, h: usize, w: usize) -> Result<Array3<f32>> {
+    let (path, size, unary) = match (&args.label_image, &args.mask) {
+        (Some(path), _) => {
+            let k = args.labels.context("--label-image needs --labels K")?;
+            let labels = read_labels(path)?;
+            let size = labels.dim();
+            let unary = (size == (h, w))
+                .then(|| unary_from_labels(labels.view(), k, args.gt_prob))
+                .transpose()
+                .with_context(|| path.display().to_string())?;
+            (path, size, unary)
+        }
+        (None, Some(path)) => {
+            let mask = read_mask(path)?;
+            let size = mask.dim();
+            let unary = (size == (h, w))
+                .then(|| unary_from_mask(mask.view(), h, w))
+                .transpose()?;
+            (path, size, unary)
+        }
+        (None, None) => bail!("crf needs --mask or --label-image"),
+    };
+    unary.with_context(|| {
+        format!(
+            "{}: it is {}x{} pixels but the image is {w}x{h}; they must match",
+            path.display(),
+            size.1,
+            size.0
+        )
+    })
+}
+
 pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     let pixels = image_pixels(&args.image)?;
     explainseg::fsutil::require_extension(&args.out, "png")?;
@@ -158,37 +209,40 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
     }
     // The device first: a missing one fails before any other work.
     let device = explainseg::backend::crf_device_for(args.device)?;
-    let mask = read_mask(&args.mask)?;
     let (h, w) = (pixels.dim().0, pixels.dim().1);
-    if mask.dim() != (h, w) {
-        anyhow::bail!(
-            "{}: the mask is {}x{} pixels but the image is {w}x{h}; they must match",
-            args.mask.display(),
-            mask.dim().1,
-            mask.dim().0
-        );
-    }
-    let unary = unary_from_mask(mask.view(), h, w)?;
+    let unary = crf_unary(args, h, w)?;
     let busy = spinner(out, "DenseCRF");
-    let res = dense_crf_on(
-        device.as_ref(),
-        pixels.view(),
-        unary.view(),
-        &args.crf_args.params(),
-    )?;
+    let params = args.crf_args.params();
+    // The marginals are copied out of the CRF only when they are written.
+    let (labels, probs) = match &args.probs {
+        Some(_) => {
+            let res = dense_crf_on(device.as_ref(), pixels.view(), unary.view(), &params)?;
+            (res.labels, Some(res.probs))
+        }
+        None => (
+            dense_crf_labels_on(device.as_ref(), pixels.view(), unary.view(), &params)?,
+            None,
+        ),
+    };
     busy.finish_and_clear();
-    let refined: Array2<bool> = res.labels.mapv(|l| l == 1);
+    let n_labels = unary.dim().0;
+    drop(unary);
+    let refined: Array2<bool> = labels.mapv(|l| l == 1);
     // Both outputs staged under temporary names, renamed only when both are
     // complete: a failure leaves neither a new file nor a changed old one.
     let tmp_mask = explainseg::fsutil::temp_sibling(&args.out);
-    let staged = explainseg::render::write_mask_png(&tmp_mask, refined.view()).and_then(|()| {
-        match &args.probs {
-            Some(p) => {
-                let tmp = explainseg::fsutil::temp_sibling(p);
-                explainseg::npy::write(&tmp, &res.probs).map(|()| Some((tmp, p.clone())))
-            }
-            None => Ok(None),
+    let written = if args.label_image.is_some() {
+        // Labels are < 256 (`MAX_LABELS`).
+        write_labels_png(&tmp_mask, labels.mapv(|l| l as u8).view())
+    } else {
+        explainseg::render::write_mask_png(&tmp_mask, refined.view())
+    };
+    let staged = written.and_then(|()| match (&args.probs, &probs) {
+        (Some(p), Some(q)) => {
+            let tmp = explainseg::fsutil::temp_sibling(p);
+            explainseg::npy::write(&tmp, q).map(|()| Some((tmp, p.clone())))
         }
+        _ => Ok(None),
     });
     let probs_tmp = match staged {
         Ok(t) => t,
@@ -208,14 +262,25 @@ pub fn run_crf(args: &CrfCmdArgs, out: &Output) -> Result<()> {
         let _ = std::fs::remove_file(&tmp_mask);
         anyhow::Error::from(e).context(format!("cannot write {}", args.out.display()))
     })?;
-    out.result(
-        &format!(
-            "foreground {} of {} pixels",
-            refined.iter().filter(|m| **m).count(),
-            refined.len()
-        ),
-        serde_json::json!({"foreground": refined.iter().filter(|m| **m).count()}),
-    );
+    if args.label_image.is_some() {
+        let mut counts = vec![0usize; n_labels];
+        for &l in &labels {
+            counts[l as usize] += 1;
+        }
+        out.result(
+            &format!("pixels per label {counts:?}"),
+            serde_json::json!({"pixels_per_label": counts}),
+        );
+    } else {
+        out.result(
+            &format!(
+                "foreground {} of {} pixels",
+                refined.iter().filter(|m| **m).count(),
+                refined.len()
+            ),
+            serde_json::json!({"foreground": refined.iter().filter(|m| **m).count()}),
+        );
+    }
     Ok(())
 }
 
