@@ -99,7 +99,9 @@ struct BlockRun {
 inline BlockRun* g_run = nullptr;
 inline std::vector<char*> g_stacks;  // mmapped regions (guard page + stack), reused
 inline char* g_guard_lo = nullptr;   // for the SIGSEGV report: any guard page of ours
-inline std::string g_last_error;
+// Per thread: launches are serialised by a lock, but the caller reads the error
+// after the lock is released, while another thread's launch may clear a shared one.
+inline thread_local std::string g_last_error;
 
 inline Fiber& me() { return g_run->fibers[g_run->current]; }
 

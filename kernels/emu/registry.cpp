@@ -59,7 +59,8 @@ const char* es_emu_kernel_name(int i) {
 
 // Launches `name` on grid × block with `n_args` arguments: args[i] points at the
 // value of argument i, whose size must be arg_sizes[i]. schedule: 0 forward,
-// 1 reverse, 2 random (seeded). Returns 0, or -1 with es_emu_last_error() set.
+// 1 reverse, 2 random (seeded). Returns 0, or -1 with es_emu_last_error() set
+// (for the calling thread).
 int es_emu_launch(const char* name, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
                   unsigned shared_bytes, void** args, const size_t* arg_sizes, size_t n_args, int schedule,
                   unsigned long long seed) {
