@@ -120,7 +120,7 @@ pub fn check_lattice_input(
     scale: &[f32],
     vs: usize,
 ) -> Result<usize> {
-    if d == 0 || vs == 0 || features.len() % d != 0 {
+    if d == 0 || vs == 0 || !features.len().is_multiple_of(d) {
         return Err(Error::param("features", "not a whole number of d-vectors"));
     }
     let n = features.len() / d;

@@ -15,7 +15,7 @@ use crate::hash::fnv1a64;
 
 /// Whether the image with this id is in the held-out `test` part.
 pub fn is_test(id: &str) -> bool {
-    fnv1a64(id.as_bytes()) % TEST_ONE_IN == 0
+    fnv1a64(id.as_bytes()).is_multiple_of(TEST_ONE_IN)
 }
 
 /// Keeps the samples of `split` (`train` or `test`).

@@ -331,6 +331,24 @@ pub fn load_and_preprocess(path: &Path, cfg: &PreprocessConfig) -> Result<Array4
     preprocess(&img, cfg)
 }
 
+/// Everything segmentation needs from one image: the network input (1, 3, H, W),
+/// the geometry back to the image, and the 8-bit (H, W, 3) pixels the network sees
+/// (for DenseCRF and overlays).
+///
+/// # Errors
+/// As [`preprocess_with_plan`].
+pub fn network_input(
+    image: &DecodedImage,
+    pre: &PreprocessConfig,
+) -> Result<(Array4<f32>, ResizePlan, Array3<u8>)> {
+    let (x, plan) = preprocess_with_plan(image, pre)?;
+    let (seen, _) = resize_and_crop(image, &pre.resize, pre.filter)?;
+    let (h, w) = (seen.height as usize, seen.width as usize);
+    let pixels = Array3::from_shape_vec((h, w, 3), seen.to_rgb8())
+        .map_err(|e| Error::Internal(format!("network-input pixels: {e}")))?;
+    Ok((x, plan, pixels))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,22 +407,4 @@ mod tests {
         assert!(ResizeMode::PatchMultiple { patch: 0 }.validate().is_err());
         assert!(PreprocessConfig::default().validate().is_ok());
     }
-}
-
-/// Everything segmentation needs from one image: the network input (1, 3, H, W),
-/// the geometry back to the image, and the 8-bit (H, W, 3) pixels the network sees
-/// (for DenseCRF and overlays).
-///
-/// # Errors
-/// As [`preprocess_with_plan`].
-pub fn network_input(
-    image: &DecodedImage,
-    pre: &PreprocessConfig,
-) -> Result<(Array4<f32>, ResizePlan, Array3<u8>)> {
-    let (x, plan) = preprocess_with_plan(image, pre)?;
-    let (seen, _) = resize_and_crop(image, &pre.resize, pre.filter)?;
-    let (h, w) = (seen.height as usize, seen.width as usize);
-    let pixels = Array3::from_shape_vec((h, w, 3), seen.to_rgb8())
-        .map_err(|e| Error::Internal(format!("network-input pixels: {e}")))?;
-    Ok((x, plan, pixels))
 }

@@ -88,7 +88,7 @@ impl VitConfig {
     /// [`Error::InvalidParam`] when a side is not a positive multiple of the patch.
     pub fn grid_for(&self, height: usize, width: usize) -> Result<(usize, usize)> {
         let p = self.patch;
-        if height == 0 || width == 0 || height % p != 0 || width % p != 0 {
+        if height == 0 || width == 0 || !height.is_multiple_of(p) || !width.is_multiple_of(p) {
             return Err(Error::param(
                 "input size",
                 format!("{height}×{width} is not a positive multiple of the patch size {p}"),
@@ -112,7 +112,7 @@ impl VitConfig {
                 return Err(Error::param("model", format!("{name} is 0")));
             }
         }
-        if self.heads == 0 || self.dim % self.heads != 0 {
+        if self.heads == 0 || !self.dim.is_multiple_of(self.heads) {
             return Err(Error::param(
                 "num_heads",
                 format!("{} heads do not divide the width {}", self.heads, self.dim),

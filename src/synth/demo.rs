@@ -12,7 +12,7 @@ use crate::attr::{
 use crate::backend::Engine;
 use crate::error::Result;
 use crate::eval::{scores, Scores};
-use crate::image::{normalize_rgb8, Normalization};
+use crate::image::normalize_rgb8;
 use crate::model::Vit;
 use crate::pipeline::{segment_explained, PipelineConfig, Segmentation, Variant};
 use crate::post::morphology::MorphologyParams;
@@ -102,7 +102,7 @@ impl DemoImage {
 pub fn model_input(vit: &Vit, image: &Array3<u8>) -> Result<Array4<f32>> {
     let (h, w, _) = image.dim();
     let rgb: Vec<u8> = image.iter().copied().collect();
-    let norm = vit.normalization.unwrap_or(Normalization::imagenet());
+    let norm = vit.normalization.unwrap_or_default();
     normalize_rgb8(&rgb, w as u32, h as u32, &norm)
 }
 

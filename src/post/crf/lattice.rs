@@ -500,7 +500,7 @@ impl Lattice {
 
     /// [`Lattice::new`]; `allow_packed = false` forces hashed keys (tests the fallback).
     fn build(features: &[f32], d: usize, allow_packed: bool) -> Result<Self> {
-        if d == 0 || features.len() % d != 0 {
+        if d == 0 || !features.len().is_multiple_of(d) {
             return Err(Error::Internal(format!(
                 "lattice: {} features not a multiple of d = {d}",
                 features.len()
@@ -619,7 +619,7 @@ impl Lattice {
             drop((cur, next));
             // SSE-build quirk: the last block of 4 points is padded with zero feature
             // vectors, whose vertices join the lattice (docs/postprocessing.md §5.3 step 7).
-            if n_points % 4 != 0 {
+            if !n_points.is_multiple_of(4) {
                 let mut codes = vec![0u64; dp1];
                 zero.codes(&pk, &mut codes);
                 for code in codes {
@@ -666,7 +666,7 @@ impl Lattice {
                     *o = table.find_or_insert(table.code(&key), &key) as u32 + 1;
                 }
             }
-            if n_points % 4 != 0 {
+            if !n_points.is_multiple_of(4) {
                 for r in 0..dp1 {
                     for (k, (&r0, &rk)) in key.iter_mut().zip(zero.rem0.iter().zip(&zero.rank)) {
                         *k = r0 as i32 + canonical(d, r, rk as usize);

@@ -91,7 +91,7 @@ impl BitRows {
 
     /// Clears the bits past the last column of every row.
     pub fn clear_tail(&mut self) {
-        if self.cols % 64 != 0 && self.words > 0 {
+        if !self.cols.is_multiple_of(64) && self.words > 0 {
             let keep = (1u64 << (self.cols % 64)) - 1;
             for row in self.data.chunks_exact_mut(self.words) {
                 row[self.words - 1] &= keep;

@@ -229,7 +229,7 @@ fn window_or(
         window(src, (b - dx0 + 1) as usize, false, acc, prev);
         or_shifted_up(out, acc, b.unsigned_abs());
     }
-    if cols % 64 != 0 {
+    if !cols.is_multiple_of(64) {
         if let Some(last) = out.last_mut() {
             *last &= (1u64 << (cols % 64)) - 1;
         }

@@ -99,7 +99,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
     };
-    if args.size % args.patch != 0 || args.batch == 0 {
+    if !args.size.is_multiple_of(args.patch) || args.batch == 0 {
         bail!("--size must be a multiple of --patch and --batch at least 1");
     }
     let threads = rayon::current_num_threads();
@@ -207,7 +207,11 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
     };
-    if args.size % args.patch != 0 || args.batch == 0 || args.images == 0 || args.steps == 0 {
+    if !args.size.is_multiple_of(args.patch)
+        || args.batch == 0
+        || args.images == 0
+        || args.steps == 0
+    {
         bail!("--size must be a multiple of --patch, and --batch, --images, --steps at least 1");
     }
     let threads = rayon::current_num_threads();
