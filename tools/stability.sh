@@ -10,12 +10,14 @@
 #   bash tools/stability.sh busi MODEL [COUNT] [DATA=../shared/data] [SIZE=144]  # test lesions
 #
 # SETTINGS (comma list, see examples/stability.rs) and REFERENCE (STEPSxSAMPLES)
-# override the defaults. CPU only; a real-data image costs about 3,200 passes.
+# override the defaults; CACHE=DIR keeps every explanation there, so that a rerun
+# with other post-processing settings on the same images only recomputes the masks.
+# CPU only; a real-data image costs about 3,200 passes.
 set -euo pipefail
 what=${1:?synth, kvasir or busi}
 settings=${SETTINGS:-paper,stable,10x24,4x16:stratified:mean:n4:g28}
 reference=${REFERENCE:-25x64}
-run=(cargo run --quiet --release --example stability --)
+run=(cargo run --quiet --release --example stability -- ${CACHE:+--cache "$CACHE"})
 case "$what" in
   synth)
     "${run[@]}" --synth 7 --count "${2:-20}" --settings "$settings" --reference "$reference" ;;
