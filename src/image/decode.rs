@@ -509,16 +509,7 @@ fn decode_png(bytes: &[u8], max_alloc: u64) -> std::result::Result<DecodedImage,
         }
         Ok(())
     };
-    let pixels = if wide {
-        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
-    } else {
-        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
-    };
-    Ok(DecodedImage {
-        width,
-        height,
-        pixels,
-    })
+    decoded_rgb(width, height, channels, wide, &mut fill)
 }
 
 /// Decodes into one buffer of the final RGB size (plus the alpha channel for
@@ -529,7 +520,6 @@ fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fa
     let (width, height) = decoder.dimensions();
     check_size(width, height)?;
     crate::limits::check("decoded_bytes", decoder.total_bytes())?;
-    let n = width as usize * height as usize;
     let (channels, wide) = match decoder.color_type() {
         C::L8 => (1, false),
         C::La8 => (2, false),
@@ -555,10 +545,23 @@ fn read_rgb<D: ImageDecoder>(decoder: D) -> std::result::Result<DecodedImage, Fa
         let d = decoder.take().ok_or("decoder used twice")?;
         d.read_image(buf).map_err(|e| e.to_string())
     };
+    decoded_rgb(width, height, channels, wide, &mut fill)
+}
+
+/// The RGB image of `width`×`height` pixels of `channels` 8- or 16-bit (`wide`)
+/// samples that `fill` decodes ([`expand_to_rgb`]).
+fn decoded_rgb(
+    width: u32,
+    height: u32,
+    channels: usize,
+    wide: bool,
+    fill: &mut dyn FnMut(&mut [u8]) -> std::result::Result<(), String>,
+) -> std::result::Result<DecodedImage, Fail> {
+    let n = width as usize * height as usize;
     let pixels = if wide {
-        Pixels::U16(expand_to_rgb(n, channels, 0u16, &mut fill)?)
+        Pixels::U16(expand_to_rgb(n, channels, 0u16, fill)?)
     } else {
-        Pixels::U8(expand_to_rgb(n, channels, 0u8, &mut fill)?)
+        Pixels::U8(expand_to_rgb(n, channels, 0u8, fill)?)
     };
     Ok(DecodedImage {
         width,
