@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+mod common;
+
 use explainseg::backend::cpu::ops;
 use explainseg::rng::gaussian_noise;
 
@@ -791,9 +793,9 @@ mod attention {
 
         let (ref_o, ref_lse, ref_g) = unfused(&qkv, &d_out, s, scale);
         let (o_rel, lse_rel, g_rel) = (
-            common_rel_max(&want_o, &ref_o),
-            common_rel_max(&want_lse, &ref_lse),
-            common_rel_l2(&want_g, &ref_g),
+            crate::common::rel_max(&want_o, &ref_o),
+            crate::common::rel_max(&want_lse, &ref_lse),
+            crate::common::rel_l2(&want_g, &ref_g),
         );
         eprintln!("attention {s:?}: twin vs unfused: O rel {o_rel:.2e}, LSE rel {lse_rel:.2e}, dQKV rel-L2 {g_rel:.2e}");
         assert!(
@@ -853,25 +855,6 @@ mod attention {
                 max_abs_err(&g, &want_g)
             );
         }
-    }
-
-    fn common_rel_max(a: &[f32], b: &[f32]) -> f64 {
-        let num = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (*x as f64 - *y as f64).abs())
-            .fold(0.0, f64::max);
-        num / b.iter().map(|y| (*y as f64).abs()).fold(1e-300, f64::max)
-    }
-
-    fn common_rel_l2(a: &[f32], b: &[f32]) -> f64 {
-        let num: f64 = a
-            .iter()
-            .zip(b)
-            .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-            .sum();
-        let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-        (num / den.max(1e-300)).sqrt()
     }
 
     #[test]
@@ -1877,15 +1860,7 @@ fn whole_model_from_emulated_kernels_matches_the_cpu_engine() {
             .logits_and_input_grad(x.view(), &targets)
             .unwrap();
         let (got_l, got_g) = composed::forward_backward(&vit, &x, &targets);
-        let rel = |a: &[f32], b: &[f32]| {
-            let num: f64 = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
-                .sum();
-            let den: f64 = b.iter().map(|y| (*y as f64).powi(2)).sum();
-            (num / den).sqrt()
-        };
+        let rel = crate::common::rel_l2;
         let (gl, wl) = (got_l.as_slice().unwrap(), want_l.as_slice().unwrap());
         let (gg, wg) = (got_g.as_slice().unwrap(), want_g.as_slice().unwrap());
         assert!(
