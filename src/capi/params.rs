@@ -569,19 +569,17 @@ impl EsSegmentParams {
         let ncut_foreground = NcutForegroundParams {
             sigma_r_per_std: (self.ncut_sigma_r_std != 0.0).then_some(self.ncut_sigma_r_std),
             dilation_radius_px: self.ncut_dilation_px as usize,
-            split: self.preset.preset().ncut_split(),
+            ..Default::default()
         };
         ncut_foreground.validate()?;
         let mut cfg = PipelineConfig {
             explain: self.explain_config()?,
-            smooth_sigma: self.preset.preset().relevance_smooth_sigma(patch_px),
-            ncut_smooth_sigma: self.preset.preset().ncut_smooth_sigma(patch_px),
             ncut,
             ncut_foreground,
             crf: self.crf_enabled.then(|| self.crf.crf_params()),
             ..defaults
         };
-        cfg.morphology.equalize = self.preset.preset().equalize();
+        self.preset.preset().apply_post_rules(&mut cfg, patch_px);
         cfg.tokencut.tau = self.tokencut.tau;
         cfg.tokencut.eps = self.tokencut.eps;
         cfg.maskcut.tau = self.maskcut_tau;

@@ -141,16 +141,18 @@ impl Preset {
             nt_type,
             noise: Noise::drawn(self.nt_samples(), stdev, seed, self.noise_design()),
         });
-        self.apply_post(cfg, patch_px);
+        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
+        self.apply_post_rules(cfg, patch_px);
     }
 
-    /// The preset's settings after the explanation: smoothing, equalisation and
-    /// the NCut grid and split.
-    fn apply_post(self, cfg: &mut PipelineConfig, patch_px: usize) {
+    /// The preset's post-processing rules, for a model of `patch_px`-pixel
+    /// patches: the smoothing of both maps, equalisation before Otsu and the
+    /// Fiedler split (the choices that have no field of their own in the C ABI's
+    /// parameters; the NCut grid has one).
+    pub fn apply_post_rules(self, cfg: &mut PipelineConfig, patch_px: usize) {
         cfg.smooth_sigma = self.relevance_smooth_sigma(patch_px);
         cfg.morphology.equalize = self.equalize();
         cfg.ncut_smooth_sigma = self.ncut_smooth_sigma(patch_px);
-        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         cfg.ncut_foreground.split = self.ncut_split();
     }
 
@@ -162,7 +164,8 @@ impl Preset {
             explain: self.explain_config(seed),
             ..Default::default()
         };
-        self.apply_post(&mut cfg, patch_px);
+        cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
+        self.apply_post_rules(&mut cfg, patch_px);
         cfg
     }
 }

@@ -127,12 +127,6 @@ impl PipelineArgs {
         if self.no_crf {
             cfg.crf = None;
         }
-        cfg.smooth_sigma = self
-            .smooth
-            .unwrap_or(preset.relevance_smooth_sigma(patch_px));
-        cfg.ncut_smooth_sigma = self
-            .ncut_smooth
-            .unwrap_or(preset.ncut_smooth_sigma(patch_px));
         cfg.feature = FeatureConfig {
             source: feature_source(&self.feature)?,
             layer: self.layer,
@@ -149,24 +143,30 @@ impl PipelineArgs {
             sigma_x: self.ncut_sigma_x,
             radius: self.ncut_radius,
         };
-        cfg.morphology.equalize = match (self.equalize, self.no_equalize) {
-            (true, _) => true,
-            (_, true) => false,
-            _ => preset.equalize(),
-        };
         cfg.morphology.clear_border = self.clear_border;
         cfg.morphology.dilation_radius = self.morph_radius;
         cfg.morphology.erosion_radius = self.morph_radius;
         cfg.morphology.min_object_size = self.min_object;
-        cfg.morphology.validate()?;
         cfg.ncut_foreground = NcutForegroundParams {
             sigma_r_per_std: (self.ncut_sigma_r_std > 0.0).then_some(self.ncut_sigma_r_std),
             dilation_radius_px: self.ncut_dilation,
-            split: match &self.ncut_split {
-                Some(s) => s.parse::<NcutSplit>()?,
-                None => preset.ncut_split(),
-            },
+            ..Default::default()
         };
+        // The preset's rules, then the flags given explicitly.
+        preset.apply_post_rules(&mut cfg, patch_px);
+        if let Some(sigma) = self.smooth {
+            cfg.smooth_sigma = sigma;
+        }
+        if let Some(sigma) = self.ncut_smooth {
+            cfg.ncut_smooth_sigma = sigma;
+        }
+        if self.equalize || self.no_equalize {
+            cfg.morphology.equalize = self.equalize;
+        }
+        if let Some(split) = &self.ncut_split {
+            cfg.ncut_foreground.split = split.parse::<NcutSplit>()?;
+        }
+        cfg.morphology.validate()?;
         cfg.ncut_foreground.validate()?;
         cfg.tokencut.tau = self.tokencut_tau;
         cfg.maskcut.tau = self.maskcut_tau;
