@@ -15,7 +15,7 @@
 /// once per tile, so the tiling is part of the arithmetic.
 pub const KEY_TILE: usize = 32;
 
-/// Shape of one fused attention call.
+/// Shape of one fused attention call (the CPU twin's and the CUDA kernels').
 #[derive(Debug, Clone, Copy)]
 pub struct AttnShape {
     pub batch: usize,
@@ -27,6 +27,18 @@ pub struct AttnShape {
 impl AttnShape {
     fn dim(&self) -> usize {
         self.heads * self.head_dim
+    }
+    /// Length of qkv and dQ|dK|dV: (batch, tokens, 3·D).
+    pub fn qkv_len(&self) -> usize {
+        self.batch * self.tokens * 3 * self.dim()
+    }
+    /// Length of O and dO: (batch, tokens, D).
+    pub fn out_len(&self) -> usize {
+        self.batch * self.tokens * self.dim()
+    }
+    /// Length of the per-row statistics (LSE, D): (batch, heads, tokens).
+    pub fn rows(&self) -> usize {
+        self.batch * self.heads * self.tokens
     }
     /// Head h's row `i` of q (part 0), k (1) or v (2) of image `img`.
     fn qkv_row<'a>(

@@ -8,6 +8,7 @@
 use super::api::{DeviceApi, KArg, View, ViewMut};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::{row_major_gemm, span, RowMajor};
+pub use crate::backend::cpu::fused_attention::AttnShape;
 use crate::error::{Error, Result};
 
 /// Threads per block of the row kernels (one block per row).
@@ -217,46 +218,26 @@ pub const ATTN_MAX_HEAD_DIM: usize = 64;
 /// Threads per block of the attention kernels, one per row (`ES_ATTN_ROWS`).
 const ATTN_ROWS: usize = 32;
 
-/// Shape of a fused attention call: qkv (batch, tokens, 3·heads·head_dim).
-#[derive(Debug, Clone, Copy)]
-pub struct AttnShape {
-    pub batch: usize,
-    pub heads: usize,
-    pub tokens: usize,
-    pub head_dim: usize,
-}
-
-impl AttnShape {
-    fn qkv_len(&self) -> usize {
-        self.batch * self.tokens * 3 * self.heads * self.head_dim
+/// One block per (image, head, tile of 32 rows) of `s`, and the sizes as the
+/// kernels' ints.
+fn attention_cfg(s: &AttnShape) -> Result<(Cfg, [i32; 4])> {
+    if s.head_dim == 0 || s.head_dim > ATTN_MAX_HEAD_DIM {
+        return Err(Error::param(
+            "head_dim",
+            format!(
+                "the fused attention kernels take head dimensions 1..={ATTN_MAX_HEAD_DIM}, not {}",
+                s.head_dim
+            ),
+        ));
     }
-    fn out_len(&self) -> usize {
-        self.batch * self.tokens * self.heads * self.head_dim
-    }
-    /// Length of the per-row statistics (LSE, D): (batch, heads, tokens).
-    pub fn rows(&self) -> usize {
-        self.batch * self.heads * self.tokens
-    }
-    /// One block per (image, head, tile of 32 rows); the sizes as the kernels' ints.
-    fn cfg(&self) -> Result<(Cfg, [i32; 4])> {
-        if self.head_dim == 0 || self.head_dim > ATTN_MAX_HEAD_DIM {
-            return Err(Error::param(
-                "head_dim",
-                format!(
-                    "the fused attention kernels take head dimensions 1..={ATTN_MAX_HEAD_DIM}, not {}",
-                    self.head_dim
-                ),
-            ));
-        }
-        let blocks = self.batch * self.heads * self.tokens.div_ceil(ATTN_ROWS);
-        let ints = [
-            int("batch", self.batch)?,
-            int("heads", self.heads)?,
-            int("tokens", self.tokens)?,
-            int("head_dim", self.head_dim)?,
-        ];
-        Ok(((int("blocks", blocks)? as u32, ATTN_ROWS as u32), ints))
-    }
+    let blocks = s.batch * s.heads * s.tokens.div_ceil(ATTN_ROWS);
+    let ints = [
+        int("batch", s.batch)?,
+        int("heads", s.heads)?,
+        int("tokens", s.tokens)?,
+        int("head_dim", s.head_dim)?,
+    ];
+    Ok(((int("blocks", blocks)? as u32, ATTN_ROWS as u32), ints))
 }
 
 /// Fused attention forward: `out` (batch, T, D) ← softmax(scale·Q·Kᵀ)·V per head,
@@ -272,7 +253,7 @@ pub fn attention_fwd_f32(
     need("attention.qkv", qkv.len(), s.qkv_len())?;
     need("attention.out", out.len(), s.out_len())?;
     need("attention.lse", lse.len(), s.rows())?;
-    let (cfg, [b, h, t, hd]) = s.cfg()?;
+    let (cfg, [b, h, t, hd]) = attention_cfg(&s)?;
     launch(
         gpu,
         KernelFile::Attention,
@@ -312,7 +293,7 @@ pub fn attention_bwd_f32(
     need("attention_bwd.lse", lse.len(), s.rows())?;
     need("attention_bwd.delta", delta.len(), s.rows())?;
     need("attention_bwd.gqkv", gqkv.len(), s.qkv_len())?;
-    let (cfg, [b, h, t, hd]) = s.cfg()?;
+    let (cfg, [b, h, t, hd]) = attention_cfg(&s)?;
     let sizes = [
         KArg::I32(b),
         KArg::I32(h),
