@@ -108,6 +108,9 @@ struct BackwardScratch {
     delta: DevBuf<f32>,
 }
 
+/// A patch grid (rows, cols) and its interpolated positional table on the device.
+type GridPositions = ((usize, usize), DevBuf<f32>);
+
 /// The CUDA engine over a loaded model. Create it once per model: it uploads the
 /// weights. Calls are serialised (one stream).
 pub struct CudaEngine<'a> {
@@ -117,7 +120,7 @@ pub struct CudaEngine<'a> {
     /// The interpolated positional table of the last grid seen, kept on the device:
     /// a scanner segments one image size, so every forward after the first uploads
     /// only its images.
-    positions: Mutex<Option<((usize, usize), DevBuf<f32>)>>,
+    positions: Mutex<Option<GridPositions>>,
     busy: Mutex<()>,
     /// DenseCRF on the same device (its buffers are made at its first call).
     crf: super::CrfDevice,

@@ -67,7 +67,7 @@ impl Plan {
         let bits = (64 / d as u32).min(32);
         let packed = bits >= 2 && bound < ((1i64 << (bits - 1)) - 1) as f64;
         let bits = if packed { bits } else { 0 };
-        let pad = n % 4 != 0;
+        let pad = !n.is_multiple_of(4);
         let entries = (n + usize::from(pad))
             .checked_mul(dp1)
             .filter(|&e| e < i32::MAX as usize / 2)
