@@ -132,25 +132,13 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
 fn with_seed(cfg: &PipelineConfig, seed: u64) -> PipelineConfig {
     let mut c = cfg.clone();
     if let Some(nt) = c.explain.noise_tunnel.as_mut() {
-        nt.noise = match &nt.noise {
-            Noise::Seeded { samples, stdev, .. } => Noise::Seeded {
-                samples: *samples,
-                stdev: *stdev,
-                seed,
-            },
-            Noise::Designed {
-                samples,
-                stdev,
-                design,
-                ..
-            } => Noise::Designed {
-                samples: *samples,
-                stdev: *stdev,
-                seed,
-                design: *design,
-            },
-            other => other.clone(),
+        let design = match &nt.noise {
+            Noise::Designed { design, .. } => *design,
+            _ => NoiseDesign::Independent,
         };
+        if let Some((stdev, _)) = nt.noise.stdev_and_seed() {
+            nt.noise = Noise::drawn(nt.noise.samples(), stdev, seed, design);
+        }
     }
     c
 }
