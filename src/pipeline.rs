@@ -26,8 +26,8 @@ use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureC
 use crate::attr::fusion::{fuse, pool_to_grid, upsample_mask, Upsample};
 use crate::attr::smooth::gaussian_smooth;
 use crate::attr::{
-    explain, normalize, reduce_channels, ExplainConfig, Explanation, Normalizer, Progress,
-    Reduction,
+    explain_map, ExplainConfig, ExplainedMap, Explanation, Normalizer, Progress, Reduction,
+    RelevanceConfig,
 };
 use crate::backend::{Engine, Facet};
 use crate::error::{Error, Result};
@@ -179,6 +179,15 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
+    /// How the attribution becomes the relevance map.
+    pub fn relevance(&self) -> RelevanceConfig {
+        RelevanceConfig {
+            reduction: self.reduction,
+            smooth_sigma: self.smooth_sigma,
+            normalizer: self.normalizer,
+        }
+    }
+
     /// These settings for one image brought to the network input by `plan`: the
     /// DenseCRF kernels (also MaskCut's, which uses `crf`) are sized in the
     /// original image's pixels ([`CrfParams::at_scale`]). Callers that resize
@@ -242,24 +251,23 @@ pub fn segment(
     progress: Option<Progress>,
 ) -> Result<Segmentation> {
     if !variant.uses_ig() {
-        return segment_explained(engine, x, pixels, variant, cfg, None);
+        return segment_mapped(engine, x, pixels, variant, cfg, None);
     }
     let clock = Instant::now();
-    let e = explain(engine, x, &cfg.explain, progress)?;
+    let e = explain_map(engine, x, &cfg.explain, &cfg.relevance(), progress)?;
     let explain_s = clock.elapsed().as_secs_f64();
-    let mut seg = segment_explained(engine, x, pixels, variant, cfg, Some(&e))?;
+    let mut seg = segment_mapped(engine, x, pixels, variant, cfg, Some(&e))?;
     seg.timings.insert(0, ("explain", explain_s));
     Ok(seg)
 }
 
-/// [`segment`] from an explanation the caller computed with
-/// `explain(engine, x, &cfg.explain, ..)`, so that variants A, B, C
-/// and XNCut of one image can share it (they differ only after the explanation).
-/// `explanation` is required by those variants and ignored by the baselines.
+/// [`segment`] from a full explanation the caller computed with
+/// `explain(engine, x, &cfg.explain, ..)` (e.g. read from a cache): its relevance
+/// map is computed on the host, then as [`segment_mapped`].
 ///
 /// # Errors
-/// As for [`segment`]; [`Error::InvalidParam`] when an IG variant gets no
-/// explanation; [`Error::Shape`] when its attribution is not the input's shape.
+/// As for [`segment_mapped`]; [`Error::Shape`] when the attribution is not the
+/// input's shape.
 pub fn segment_explained(
     engine: &dyn Engine,
     x: ArrayView4<f32>,
@@ -267,6 +275,40 @@ pub fn segment_explained(
     variant: Variant,
     cfg: &PipelineConfig,
     explanation: Option<&Explanation>,
+) -> Result<Segmentation> {
+    let mapped = match explanation {
+        Some(e) if variant.uses_ig() => {
+            if e.attribution.dim() != x.dim() {
+                let (a, b) = (e.attribution.dim(), x.dim());
+                return Err(Error::shape(
+                    "attribution (1, 3, H, W) of this input",
+                    &[b.0, b.1, b.2, b.3],
+                    &[a.0, a.1, a.2, a.3],
+                ));
+            }
+            Some(e.map(&cfg.relevance())?)
+        }
+        _ => None,
+    };
+    segment_mapped(engine, x, pixels, variant, cfg, mapped.as_ref())
+}
+
+/// [`segment`] from a relevance map the caller computed with
+/// `explain_map(engine, x, &cfg.explain, &cfg.relevance(), ..)`, so that variants A,
+/// B, C and XNCut of one image can share it (they differ only after the
+/// explanation). `explained` is required by those variants and ignored by the
+/// baselines.
+///
+/// # Errors
+/// As for [`segment`]; [`Error::InvalidParam`] when an IG variant gets no
+/// explanation; [`Error::Shape`] when its map is not the input's size.
+pub fn segment_mapped(
+    engine: &dyn Engine,
+    x: ArrayView4<f32>,
+    pixels: ArrayView3<u8>,
+    variant: Variant,
+    cfg: &PipelineConfig,
+    explained: Option<&ExplainedMap>,
 ) -> Result<Segmentation> {
     let (b, _, h, w) = x.dim();
     if b != 1 || pixels.dim().0 != h || pixels.dim().1 != w {
@@ -285,25 +327,21 @@ pub fn segment_explained(
     let vit = engine.vit();
     let (mut relevance, mut feature, mut fused) = (None, None, None);
     let (logits, predicted, pre_crf) = if variant.uses_ig() {
-        let e = explanation.ok_or_else(|| {
+        let e = explained.ok_or_else(|| {
             Error::param(
                 "explanation",
                 format!("variant {} needs the image's explanation", variant.name()),
             )
         })?;
-        if e.attribution.dim() != x.dim() {
-            let (a, b) = (e.attribution.dim(), x.dim());
+        if e.relevance.dim() != (h, w) {
+            let (rh, rw) = e.relevance.dim();
             return Err(Error::shape(
-                "attribution (1, 3, H, W) of this input",
-                &[b.0, b.1, b.2, b.3],
-                &[a.0, a.1, a.2, a.3],
+                "relevance map (H, W) of this input",
+                &[h, w],
+                &[rh, rw],
             ));
         }
-        let reduced = reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction);
-        let rel = normalize(
-            &gaussian_smooth(reduced.view(), cfg.smooth_sigma)?,
-            cfg.normalizer,
-        )?;
+        let rel = e.relevance.clone();
         let map = if variant.uses_fusion() {
             let grid = vit.config.grid_for(h, w)?;
             let reference = pool_to_grid(rel.view(), grid)?;

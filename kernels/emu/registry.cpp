@@ -14,6 +14,7 @@
 #include "../ig.cu"
 #include "../norm.cu"
 #include "../patch_embed.cu"
+#include "../relevance.cu"
 #include "../softmax.cu"
 #include "selftest.cu"
 
@@ -30,6 +31,9 @@ const std::vector<emu::KernelEntry>& kernel_table() {
         ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
         ES_KERNEL(softmax_bwd_f32),   ES_KERNEL(attention_fwd_f32),  ES_KERNEL(attention_bwd_dq_f32),
         ES_KERNEL(attention_bwd_dkdv_f32),
+        // The relevance map on the device (relevance.cu).
+        ES_KERNEL(select_target_i32), ES_KERNEL(reduce_channels_f32), ES_KERNEL(blur_axis_f32),
+        ES_KERNEL(min_max_f32),       ES_KERNEL(min_max_scale_f32),
         // DenseCRF (crf_lattice.cu, crf_sort.cu, crf_filter.cu).
         ES_KERNEL(crf_features_f32),  ES_KERNEL(lattice_locate_f32), ES_KERNEL(lattice_reset),
         ES_KERNEL(lattice_insert),    ES_KERNEL(lattice_verify),    ES_KERNEL(lattice_owner_flags), ES_KERNEL(lattice_number),

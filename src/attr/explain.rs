@@ -1,10 +1,12 @@
 //! One call from a normalised image to its explanation: predict, choose the target,
 //! run IG (optionally inside NoiseTunnel) — steps 1–2 of the paper's Algorithm 1.
 
-use ndarray::{Array1, Array4, ArrayView4, Axis};
+use ndarray::{Array1, Array2, Array4, ArrayView4, Axis};
 
 use super::baseline::Baseline;
-use crate::backend::Engine;
+use super::relevance::{normalize, Normalizer, RelevanceConfig};
+use super::smooth::blur_taps;
+use crate::backend::{Engine, RelevanceJob};
 use crate::error::{Error, Result};
 use crate::ig::{IgConfig, NoiseTunnelConfig, Progress};
 
@@ -64,16 +66,7 @@ pub struct Explanation {
     pub deltas: Vec<f32>,
 }
 
-/// Arg-max with the lowest index on ties (as torch.argmax on CPU).
-pub fn argmax(v: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in v.iter().enumerate() {
-        if x > v[best] {
-            best = i;
-        }
-    }
-    best
-}
+pub use crate::backend::relevance::argmax;
 
 /// Explains `x` (1, 3, H, W).
 ///
@@ -120,6 +113,110 @@ pub fn explain(
         attribution: out.attribution,
         logits,
         target,
+        predicted,
+        deltas: out.deltas,
+    })
+}
+
+/// An explanation reduced to the relevance map the mask stage reads.
+#[derive(Debug, Clone)]
+pub struct ExplainedMap {
+    /// (H, W), reduced, smoothed and scaled by a [`RelevanceConfig`].
+    pub relevance: Array2<f32>,
+    /// Logits of the clean input.
+    pub logits: Array1<f32>,
+    /// The class whose logit was explained.
+    pub target: usize,
+    /// The predicted class (arg-max logit).
+    pub predicted: usize,
+    /// As [`Explanation::deltas`].
+    pub deltas: Vec<f32>,
+}
+
+impl Explanation {
+    /// This explanation's relevance map, computed on the host from the attribution.
+    ///
+    /// # Errors
+    /// As [`RelevanceConfig::apply`].
+    pub fn map(&self, rel: &RelevanceConfig) -> Result<ExplainedMap> {
+        Ok(ExplainedMap {
+            relevance: rel.apply(self.attribution.index_axis(Axis(0), 0))?,
+            logits: self.logits.clone(),
+            target: self.target,
+            predicted: self.predicted,
+            deltas: self.deltas.clone(),
+        })
+    }
+}
+
+/// Explains `x` (1, 3, H, W) and reduces the attribution to its relevance map: on the
+/// engine's device when it has a relevance path (the attribution never leaves the
+/// device, one wait per image), else on the host from [`explain`]. Both give the same
+/// map bit for bit.
+///
+/// # Errors
+/// As [`explain`] and [`RelevanceConfig::apply`].
+pub fn explain_map(
+    engine: &dyn Engine,
+    x: ArrayView4<f32>,
+    cfg: &ExplainConfig,
+    rel: &RelevanceConfig,
+    progress: Option<Progress>,
+) -> Result<ExplainedMap> {
+    let Some(device) = engine.relevance_device() else {
+        return explain(engine, x, cfg, progress)?.map(rel);
+    };
+    if x.dim().0 != 1 {
+        let (b, c, h, w) = x.dim();
+        return Err(Error::shape(
+            "input (1, 3, H, W)",
+            &[1, c, h, w],
+            &[b, c, h, w],
+        ));
+    }
+    crate::limits::check_product(
+        "ig_passes",
+        &[
+            cfg.ig.n_steps as u64,
+            cfg.noise_tunnel
+                .as_ref()
+                .map_or(1, |n| n.noise.samples().max(1) as u64),
+        ],
+    )?;
+    if let Some(t) = cfg.target {
+        crate::backend::input::check_class_range("target", engine.classes()?, &[t])?;
+    }
+    let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
+    let taps = blur_taps(rel.smooth_sigma)?;
+    let min_max = rel.normalizer == Normalizer::MinMax;
+    let out = device.explain_relevance(&RelevanceJob {
+        x,
+        baseline: baseline.view(),
+        target: cfg.target,
+        ig: &cfg.ig,
+        nt: cfg.noise_tunnel.as_ref(),
+        reduction: rel.reduction,
+        blur_taps: &taps,
+        min_max,
+        progress,
+    })?;
+    crate::model::check_logits(&out.logits)?;
+    let predicted = argmax(&out.logits);
+    let relevance = if min_max {
+        if out.map.iter().any(|v| !v.is_finite()) {
+            return Err(Error::param(
+                "relevance map",
+                "contains NaN or infinite values",
+            ));
+        }
+        out.map
+    } else {
+        normalize(&out.map, rel.normalizer)?
+    };
+    Ok(ExplainedMap {
+        relevance,
+        logits: Array1::from(out.logits),
+        target: cfg.target.unwrap_or(predicted),
         predicted,
         deltas: out.deltas,
     })

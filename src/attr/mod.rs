@@ -14,8 +14,8 @@ pub use crate::ig::{
     NtOutput, NtType, Progress, Quadrature,
 };
 pub use baseline::Baseline;
-pub use explain::{argmax, explain, ExplainConfig, Explanation};
-pub use relevance::{normalize, reduce_channels, Normalizer, Reduction};
+pub use explain::{argmax, explain, explain_map, ExplainConfig, ExplainedMap, Explanation};
+pub use relevance::{normalize, reduce_channels, Normalizer, Reduction, RelevanceConfig};
 
 /// NoiseTunnel(IG) of one input `x` (1, 3, H, W) towards `target` on `engine`:
 /// the engine's own loop ([`crate::backend::Engine::attribute`]), on its device.

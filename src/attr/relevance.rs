@@ -4,36 +4,7 @@
 use ndarray::{Array2, ArrayView3, Axis};
 
 use crate::error::{Error, Result};
-
-/// How the three channels become one value per pixel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Reduction {
-    /// Σ_c a_c, signed.
-    Sum,
-    /// |Σ_c a_c| — Captum `visualize_image_attr(sign="absolute_value")`, the default.
-    #[default]
-    AbsSum,
-    /// max(Σ_c a_c, 0) — Captum `sign="positive"`.
-    Positive,
-    /// Σ_c |a_c| — the PAIR saliency convention.
-    SumAbs,
-}
-
-impl std::str::FromStr for Reduction {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "sum" => Ok(Reduction::Sum),
-            "abs" => Ok(Reduction::AbsSum),
-            "positive" => Ok(Reduction::Positive),
-            "sum_abs" => Ok(Reduction::SumAbs),
-            other => Err(Error::param(
-                "reduce",
-                format!("`{other}` is not one of sum, abs, positive, sum_abs"),
-            )),
-        }
-    }
-}
+pub use crate::ig::Reduction;
 
 /// How a reduced map is scaled for display and thresholding.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +48,27 @@ impl std::str::FromStr for Normalizer {
                 format!("`{other}` is not one of none, cummass, percentile, minmax"),
             )),
         }
+    }
+}
+
+/// How an attribution becomes the relevance map the mask stage reads: channel
+/// reduction, Gaussian blur (σ in pixels, 0 = none), then scaling.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RelevanceConfig {
+    pub reduction: Reduction,
+    pub smooth_sigma: f32,
+    pub normalizer: Normalizer,
+}
+
+impl RelevanceConfig {
+    /// The map of an attribution (3, H, W), computed on the host.
+    ///
+    /// # Errors
+    /// As [`super::smooth::gaussian_smooth`] and [`normalize`].
+    pub fn apply(&self, attribution: ArrayView3<f32>) -> Result<Array2<f32>> {
+        let reduced = reduce_channels(attribution, self.reduction);
+        let smoothed = super::smooth::gaussian_smooth(reduced.view(), self.smooth_sigma)?;
+        normalize(&smoothed, self.normalizer)
     }
 }
 

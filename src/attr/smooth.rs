@@ -57,18 +57,31 @@ fn blur_axis(map: ArrayView2<f32>, axis: Axis, w: &[f32]) -> Array2<f32> {
 /// # Errors
 /// [`Error::InvalidParam`] when σ is negative or not finite.
 pub fn gaussian_smooth(map: ArrayView2<f32>, sigma: f32) -> Result<Array2<f32>> {
+    let w = blur_taps(sigma)?;
+    if w.is_empty() || map.is_empty() {
+        return Ok(map.to_owned());
+    }
+    let rows = blur_axis(map, Axis(0), &w);
+    Ok(blur_axis(rows.view(), Axis(1), &w))
+}
+
+/// The taps [`gaussian_smooth`] convolves with for `sigma` (none for σ = 0), for a
+/// device that blurs the map where it was computed.
+///
+/// # Errors
+/// [`Error::InvalidParam`] when σ is negative or not finite.
+pub fn blur_taps(sigma: f32) -> Result<Vec<f32>> {
     if !(sigma.is_finite() && sigma >= 0.0) {
         return Err(Error::param(
             "smooth_sigma",
             format!("must be finite and ≥ 0 (pixels), got {sigma}"),
         ));
     }
-    if sigma == 0.0 || map.is_empty() {
-        return Ok(map.to_owned());
-    }
-    let w = taps(sigma);
-    let rows = blur_axis(map, Axis(0), &w);
-    Ok(blur_axis(rows.view(), Axis(1), &w))
+    Ok(if sigma == 0.0 {
+        Vec::new()
+    } else {
+        taps(sigma)
+    })
 }
 
 #[cfg(test)]

@@ -17,8 +17,10 @@ pub mod cpu;
 pub mod cuda;
 pub mod host_ig;
 pub mod input;
+pub mod relevance;
 pub mod taps;
 
+pub use relevance::{DeviceRelevance, RelevanceDevice, RelevanceJob};
 pub use taps::{BlockTaps, Facet};
 
 use ndarray::{Array2, Array4, ArrayView4};
@@ -178,6 +180,12 @@ pub trait Engine: Sync {
     /// DenseCRF on this engine's device, for the pipeline's CRF stage; `None` (the
     /// default): the CRF runs on the CPU.
     fn crf_device(&self) -> Option<&CrfDevice> {
+        None
+    }
+    /// The engine's path from an image to its reduced relevance map without the
+    /// attribution leaving the device; `None` (the default): the host reduces what
+    /// [`Engine::attribute`] returns.
+    fn relevance_device(&self) -> Option<&dyn RelevanceDevice> {
         None
     }
 }

@@ -3,8 +3,6 @@
 
 use std::time::Instant;
 
-use ndarray::{Array2, Axis};
-
 use super::buffers::{handle, write_out};
 use super::callbacks::{with_threads, EsCallbacks, Hooks};
 use super::image::EsImage;
@@ -12,7 +10,7 @@ use super::model::EsModel;
 use super::params::{read_checked, EsSegmentParams};
 use super::result::{stage_seconds, EsResult};
 use super::status::{guard, CapiError, EsStatus};
-use crate::attr::{explain, normalize, reduce_channels, Progress};
+use crate::attr::{explain_map, Progress, RelevanceConfig};
 use crate::error::Result;
 use crate::image::{network_input, PreprocessConfig};
 use crate::pipeline::{segment, PipelineConfig};
@@ -97,12 +95,20 @@ pub unsafe extern "C" fn explainseg_attribute(
             |m, img, _, pre, cfg, tick| {
                 let (x, plan, _) = network_input(&img.image, pre)?;
                 let clock = Instant::now();
-                let e = explain(m.engine()?.as_ref(), x.view(), &cfg.explain, Some(tick))?;
-                let explain_s = clock.elapsed().as_secs_f64();
-                let rel: Array2<f32> = normalize(
-                    &reduce_channels(e.attribution.index_axis(Axis(0), 0), cfg.reduction),
-                    cfg.normalizer,
+                // The relevance as the attribution gives it: no smoothing.
+                let rel_cfg = RelevanceConfig {
+                    smooth_sigma: 0.0,
+                    ..cfg.relevance()
+                };
+                let e = explain_map(
+                    m.engine()?.as_ref(),
+                    x.view(),
+                    &cfg.explain,
+                    &rel_cfg,
+                    Some(tick),
                 )?;
+                let explain_s = clock.elapsed().as_secs_f64();
+                let rel = e.relevance;
                 Ok(EsResult {
                     width: plan.input_width,
                     height: plan.input_height,

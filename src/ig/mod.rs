@@ -10,11 +10,13 @@ pub mod config;
 pub mod noise_design;
 pub mod noise_tunnel;
 pub mod quadrature;
+pub mod reduction;
 
 pub use config::{IgConfig, Progress};
 pub use noise_design::NoiseDesign;
 pub use noise_tunnel::{aggregate, make_noise, Noise, NoiseTunnelConfig, NtOutput, NtType};
 pub use quadrature::{quadrature, Method, Quadrature};
+pub use reduction::Reduction;
 
 /// Captum's convergence delta (completeness check) of one input:
 /// Σ attribution − (F(x)[t] − F(b)[t]), the sum taken in f64 over the f32 values.

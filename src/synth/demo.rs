@@ -5,7 +5,7 @@
 use ndarray::{Array3, Array4};
 
 use super::{generate, Sample, SynthConfig};
-use crate::attr::explain;
+use crate::attr::explain_map;
 use crate::attr::{
     ExplainConfig, IgConfig, Noise, NoiseTunnelConfig, Normalizer, NtType, Progress,
 };
@@ -14,7 +14,7 @@ use crate::error::Result;
 use crate::eval::{scores, Scores};
 use crate::image::normalize_rgb8;
 use crate::model::Vit;
-use crate::pipeline::{segment_explained, PipelineConfig, Segmentation, Variant};
+use crate::pipeline::{segment_mapped, PipelineConfig, Segmentation, Variant};
 use crate::post::morphology::MorphologyParams;
 
 /// The settings chosen for the demo model on a validation set (seed 2, never the
@@ -130,12 +130,18 @@ pub fn run_demo(
             (explain_cfg.mean, explain_cfg.std) = (n.mean, n.std);
         }
         let explanation = match variants.iter().any(|v| v.uses_ig()) {
-            true => Some(explain(engine, x.view(), &explain_cfg, None)?),
+            true => Some(explain_map(
+                engine,
+                x.view(),
+                &explain_cfg,
+                &cfg.relevance(),
+                None,
+            )?),
             false => None,
         };
         let mut results = Vec::new();
         for &v in variants {
-            let seg = segment_explained(
+            let seg = segment_mapped(
                 engine,
                 x.view(),
                 sample.image.view(),

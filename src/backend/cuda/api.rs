@@ -168,11 +168,22 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     /// # Safety
     /// `dst..dst + src.len()` lies inside one live allocation of this device.
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()>;
+    /// Queues a copy of device bytes at `src` into `dst`, ordered after the work
+    /// already queued; the bytes are there once [`DeviceApi::synchronize`] returns.
+    ///
+    /// # Safety
+    /// `src..src + dst.len()` lies inside one live allocation of this device, and
+    /// `dst` is neither read, written nor freed before the next `synchronize`.
+    unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()>;
     /// Copies device bytes at `src` into `dst` once queued work has finished (waits).
     ///
     /// # Safety
     /// `src..src + dst.len()` lies inside one live allocation of this device.
-    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()>;
+    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: the caller's guarantee; dst stays borrowed until the wait below.
+        unsafe { self.dtoh_async(src, dst)? };
+        self.synchronize()
+    }
     /// Launches kernel `name` of `file` on a 1-D grid, no dynamic shared memory.
     ///
     /// # Safety
@@ -297,9 +308,9 @@ impl DeviceApi for Pooled {
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.htod(src, dst) }
     }
-    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+    unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         // SAFETY: forwarded with the caller's guarantee.
-        unsafe { self.dev.dtoh(src, dst) }
+        unsafe { self.dev.dtoh_async(src, dst) }
     }
     unsafe fn launch(
         &self,
@@ -416,6 +427,16 @@ impl<T: DevScalar> DevBuf<T> {
         Ok(out)
     }
 
+    /// Queues the buffer's download into `out` (see [`download_together`]).
+    fn queue_download<'o>(&self, out: &'o mut Vec<T>) -> Result<&'o mut [u8]> {
+        *out = vec![T::default(); self.len];
+        // SAFETY: T is plain data, so any bytes written are valid values.
+        let bytes = unsafe {
+            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), self.len * Self::SIZE)
+        };
+        Ok(bytes)
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -457,6 +478,32 @@ impl<T: DevScalar> DevBuf<T> {
             _b: PhantomData,
         }
     }
+}
+
+/// Downloads several f32 buffers of one device with a single wait: every copy is
+/// queued, then the host waits once (a download per buffer would wait per buffer).
+///
+/// # Errors
+/// Device errors; [`crate::Error::Internal`] when the buffers are on different devices.
+pub fn download_together(bufs: &[&DevBuf<f32>]) -> Result<Vec<Vec<f32>>> {
+    let Some(first) = bufs.first() else {
+        return Ok(Vec::new());
+    };
+    if bufs.iter().any(|b| !Arc::ptr_eq(&b.dev, &first.dev)) {
+        return Err(crate::Error::Internal(
+            "download_together takes buffers of one device".into(),
+        ));
+    }
+    let mut outs: Vec<Vec<f32>> = vec![Vec::new(); bufs.len()];
+    for (buf, out) in bufs.iter().zip(outs.iter_mut()) {
+        let bytes = buf.queue_download(out)?;
+        // SAFETY: ptr..ptr + len·SIZE is exactly this live allocation; `outs` is not
+        // touched again before the synchronize below, and its vectors keep their
+        // heap storage where it is (no push, no reallocation) until then.
+        unsafe { first.dev.dtoh_async(buf.ptr, bytes)? };
+    }
+    first.dev.synchronize()?;
+    Ok(outs)
 }
 
 impl<T: DevScalar> Drop for DevBuf<T> {

@@ -253,14 +253,14 @@ impl DeviceApi for CudarcDevice {
         Ok(())
     }
 
-    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+    unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller guarantees src covers dst.len() bytes of a live
-        // allocation; the synchronize below keeps dst borrowed until the copy is done.
+        // allocation and leaves dst alone until the next synchronize.
         unsafe { driver::memcpy_dtoh_async(dst, src, self.gpu.stream.cu_stream()) }
             .map_err(cuda_err("copying from the device"))?;
         self.counting.record(Event::Dtoh(dst.len()));
-        self.synchronize()
+        Ok(())
     }
 
     unsafe fn launch(

@@ -240,11 +240,12 @@ impl DeviceApi for EmuDevice {
         Ok(())
     }
 
-    unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
-        // SAFETY: as htod, the other way.
+    unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        // SAFETY: as htod, the other way. Work is done when its call returns, so the
+        // copy can happen now.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
         self.counting.record(Event::Dtoh(dst.len()));
-        self.synchronize()
+        Ok(())
     }
 
     unsafe fn launch(

@@ -14,6 +14,8 @@
 //! Supported heads: the CLS-token heads (timm `head.*`, DINO last-blocks CLS). The
 //! DINO avgpool head runs on the CPU backend.
 
+mod relevance;
+
 use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array4, ArrayView4};
@@ -69,6 +71,17 @@ struct Saved {
     xhat2: DevBuf<f32>,
     rstd2: DevBuf<f32>,
     gelu_grad: DevBuf<f32>,
+}
+
+/// NoiseTunnel(IG) of one image, left on the device.
+pub(super) struct DeviceIg {
+    /// The noisy inputs (samples, 3, H, W).
+    noisy: DevBuf<f32>,
+    /// Each sample's attribution (samples, 3, H, W).
+    per_sample: DevBuf<f32>,
+    /// Their aggregate (3, H, W): the attribution.
+    pub(super) aggregated: DevBuf<f32>,
+    samples: usize,
 }
 
 /// What a forward leaves on the device.
@@ -546,8 +559,9 @@ impl<'a> CudaEngine<'a> {
         )
     }
 
-    /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]].
-    fn backward(&self, f: &Forward, targets: &[usize]) -> Result<DevBuf<f32>> {
+    /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]],
+    /// the targets (at least `batch`) already on the device.
+    fn backward(&self, f: &Forward, targets: &View<i32>) -> Result<DevBuf<f32>> {
         let gpu = &*self.gpu;
         let c = &self.vit.config;
         let w = &self.weights;
@@ -565,13 +579,11 @@ impl<'a> CudaEngine<'a> {
                 "backward needs a forward that saved every block".into(),
             ));
         }
-        let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
-        let targets_dev = DevBuf::upload(&self.gpu, &t32)?;
         let mut dfeat = self.zeros(batch * in_dim)?;
         k::head_rows_f32(
             gpu,
             &head_w.as_view(),
-            &targets_dev.as_view(),
+            targets,
             &mut dfeat.as_view_mut(),
             batch,
             in_dim,
@@ -804,21 +816,14 @@ impl<'a> CudaEngine<'a> {
         }
     }
 
-    /// [`Engine::attribute`] entirely on the device: the noisy inputs (the same
-    /// seeded values as the CPU), the path points in batches of `ig.batch_size`, the
-    /// weighted gradient sums, the multiply by (x − b) and the aggregation. Plain IG
-    /// is the one-sample case with zero noise (x + 0 = x exactly, and the mean of one
-    /// sample is the sample). Convergence deltas, when asked for, take the
-    /// per-sample attributions and 1 + samples extra logits off the device.
-    fn attribute_on_device(
+    /// Checks an explanation's image and baseline as the CPU path does; returns the
+    /// image's patch geometry.
+    pub(super) fn check_explanation(
         &self,
         x: ArrayView4<f32>,
         baseline: ArrayView4<f32>,
-        target: usize,
         ig: &IgConfig,
-        nt: Option<&NoiseTunnelConfig>,
-        progress: Option<Progress>,
-    ) -> Result<NtOutput> {
+    ) -> Result<PatchGeometry> {
         let (n, c, h, w) = x.dim();
         if n != 1 {
             return Err(Error::shape(
@@ -837,8 +842,85 @@ impl<'a> CudaEngine<'a> {
         if x.iter().chain(baseline.iter()).any(|v| !v.is_finite()) {
             return Err(Error::param("input", "contains NaN or infinite values"));
         }
-        let geo_one = self.geometry((1, c, h, w))?;
+        quadrature(ig.method, ig.n_steps)?;
+        self.geometry((1, c, h, w))
+    }
+
+    /// The IG rows that run at once for an explanation: `ig.batch_size`, fewer when
+    /// the device's free memory holds fewer.
+    pub(super) fn ig_batch(
+        &self,
+        geo_one: PatchGeometry,
+        ig: &IgConfig,
+        nt: Option<&NoiseTunnelConfig>,
+    ) -> Result<usize> {
+        let samples = nt.map_or(1, |nt| nt.noise.samples());
+        self.rows_that_fit(geo_one, ig.batch_size.min(samples * ig.n_steps).max(1))
+    }
+
+    /// [`Engine::attribute`] entirely on the device: see [`Self::nt_ig`].
+    fn attribute_on_device(
+        &self,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+        target: usize,
+        ig: &IgConfig,
+        nt: Option<&NoiseTunnelConfig>,
+        progress: Option<Progress>,
+    ) -> Result<NtOutput> {
+        let geo_one = self.check_explanation(x, baseline, ig)?;
         self.check_targets(1, &[target])?;
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let (x_dev, base_dev) = self.upload_pair(x, baseline)?;
+        let batch = self.ig_batch(geo_one, ig, nt)?;
+        let targets = DevBuf::upload(&self.gpu, &vec![target as i32; batch])?;
+        let ig_out = self.nt_ig(&x_dev, x, &base_dev, geo_one, &targets, ig, nt, progress)?;
+        let deltas = if ig.return_delta {
+            self.convergence_deltas(&ig_out, &base_dev, geo_one, target, ig.batch_size)?
+        } else {
+            Vec::new()
+        };
+        let (_, c, h, w) = x.dim();
+        Ok(NtOutput {
+            attribution: self.to_array4(&ig_out.aggregated, (1, c, h, w))?,
+            deltas,
+        })
+    }
+
+    /// Copies an image and its baseline (both checked) to the device.
+    pub(super) fn upload_pair(
+        &self,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+    ) -> Result<(DevBuf<f32>, DevBuf<f32>)> {
+        let x_std = x.as_standard_layout();
+        let b_std = baseline.as_standard_layout();
+        Ok((
+            self.upload(x_std.as_slice().expect("standard layout"))?,
+            self.upload(b_std.as_slice().expect("standard layout"))?,
+        ))
+    }
+
+    /// NoiseTunnel(IG) of the image `x_dev` (its host copy `x` serves designed noise)
+    /// on the device: the noisy inputs (the same seeded values as the CPU), the path
+    /// points in batches of `targets.len()` rows, the weighted gradient sums, the
+    /// multiply by (x − b) and the aggregation. Plain IG is the one-sample case with
+    /// zero noise (x + 0 = x exactly, and the mean of one sample is the sample).
+    /// `targets` holds the explained class once per row of a batch. Nothing is read
+    /// back, so the host does not wait.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn nt_ig(
+        &self,
+        x_dev: &DevBuf<f32>,
+        x: ArrayView4<f32>,
+        base_dev: &DevBuf<f32>,
+        geo_one: PatchGeometry,
+        targets: &DevBuf<i32>,
+        ig: &IgConfig,
+        nt: Option<&NoiseTunnelConfig>,
+        progress: Option<Progress>,
+    ) -> Result<DeviceIg> {
+        let (_, c, h, w) = x.dim();
         let plain;
         let nt = match nt {
             Some(nt) => nt,
@@ -854,12 +936,7 @@ impl<'a> CudaEngine<'a> {
         let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
         let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
         let len = c * h * w;
-        let x_std = x.as_standard_layout();
-        let b_std = baseline.as_standard_layout();
-        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
-        let x_dev = self.upload(x_std.as_slice().expect("standard layout"))?;
-        let base_dev = self.upload(b_std.as_slice().expect("standard layout"))?;
         let samples = nt.noise.samples();
         // The noisy inputs (samples, 3, H, W).
         let mut noisy = self.zeros(samples * len)?;
@@ -906,7 +983,7 @@ impl<'a> CudaEngine<'a> {
         let weights_dev = self.upload(&weights)?;
         let mut acc = self.zeros(samples * len)?;
         let total_rows = samples * ig.n_steps;
-        let batch = self.rows_that_fit(geo_one, ig.batch_size.min(total_rows))?;
+        let batch = targets.len();
         let mut row0 = 0;
         while row0 < total_rows {
             let rows = batch.min(total_rows - row0);
@@ -930,7 +1007,7 @@ impl<'a> CudaEngine<'a> {
                 ..geo_one
             };
             let fwd = self.forward(&path.as_view(), geo, true)?;
-            let grads = self.backward(&fwd, &vec![target; rows])?;
+            let grads = self.backward(&fwd, &targets.as_view())?;
             k::ig_accumulate_f32(
                 gpu,
                 &grads.as_view(),
@@ -961,48 +1038,41 @@ impl<'a> CudaEngine<'a> {
             NtType::SmoothGradSq => 1,
             NtType::VarGrad => 2,
         };
-        let mut out = self.zeros(len)?;
+        let mut aggregated = self.zeros(len)?;
         k::nt_aggregate_f32(
             gpu,
             &per_sample.as_view(),
-            &mut out.as_view_mut(),
+            &mut aggregated.as_view_mut(),
             samples,
             len,
             nt_code,
         )?;
-        let deltas = if ig.return_delta {
-            self.convergence_deltas(
-                &per_sample,
-                &noisy,
-                &base_dev,
-                geo_one,
-                samples,
-                target,
-                ig.batch_size,
-            )?
-        } else {
-            Vec::new()
-        };
-        Ok(NtOutput {
-            attribution: self.to_array4(&out, (1, c, h, w))?,
-            deltas,
+        Ok(DeviceIg {
+            noisy,
+            per_sample,
+            aggregated,
+            samples,
         })
     }
 
     /// Σ attribution − (F(x_j)[t] − F(b)[t]) per noise sample, as the host loop
     /// computes it (sums in f64 of the f32 per-sample attributions; logits of the
     /// noisy inputs in batches of `batch_size`).
-    #[allow(clippy::too_many_arguments)]
-    fn convergence_deltas(
+    pub(super) fn convergence_deltas(
         &self,
-        per_sample: &DevBuf<f32>,
-        noisy: &DevBuf<f32>,
+        ig: &DeviceIg,
         base: &DevBuf<f32>,
         geo_one: PatchGeometry,
-        samples: usize,
         target: usize,
         batch_size: usize,
     ) -> Result<Vec<f32>> {
+        let DeviceIg {
+            noisy,
+            per_sample,
+            samples,
+            ..
+        } = ig;
+        let samples = *samples;
         let len = 3 * geo_one.height * geo_one.width;
         let f_base = self.forward(&base.as_view(), geo_one, false)?.logits()?[[0, target]];
         let mut f_inputs = Vec::with_capacity(samples);
@@ -1114,6 +1184,10 @@ impl Engine for CudaEngine<'_> {
         Some(&self.crf)
     }
 
+    fn relevance_device(&self) -> Option<&dyn crate::backend::RelevanceDevice> {
+        Some(self)
+    }
+
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
         self.vit.require_head()?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
@@ -1131,7 +1205,9 @@ impl Engine for CudaEngine<'_> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let (geo, x_dev) = self.upload_input(x)?;
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
-        let gx = self.backward(&fwd, targets)?;
+        let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
+        let targets_dev = DevBuf::upload(&self.gpu, &t32)?;
+        let gx = self.backward(&fwd, &targets_dev.as_view())?;
         let grad = self.to_array4(&gx, x.dim())?;
         Ok((fwd.logits()?, grad))
     }

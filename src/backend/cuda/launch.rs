@@ -747,6 +747,137 @@ pub fn nt_aggregate_f32(
     )
 }
 
+// --- relevance.cu ------------------------------------------------------------------
+
+/// `targets[0..rows)` ← `requested`, or the arg-max of row 0 of `logits` when `None`.
+pub fn select_target_i32(
+    gpu: &dyn DeviceApi,
+    logits: &View<f32>,
+    classes: usize,
+    requested: Option<usize>,
+    targets: &mut ViewMut<i32>,
+    rows: usize,
+) -> Result<()> {
+    need("select_target.logits", logits.len(), classes.max(1))?;
+    need("select_target.targets", targets.len(), rows)?;
+    let requested = match requested {
+        Some(t) if t < classes => int("target", t)?,
+        Some(t) => {
+            return Err(Error::param(
+                "target",
+                format!("class {t} does not exist ({classes} classes)"),
+            ))
+        }
+        None => -1,
+    };
+    launch(
+        gpu,
+        KernelFile::Relevance,
+        "select_target_i32",
+        (1, ROW_BLOCK),
+        &[
+            KArg::Ptr(logits.ptr()),
+            KArg::I32(int("classes", classes)?),
+            KArg::I32(requested),
+            KArg::Ptr(targets.ptr()),
+            KArg::I32(int("rows", rows)?),
+        ],
+    )
+}
+
+/// (3, plane) → (plane) by `reduction` (`attr::relevance::reduce_channels`).
+pub fn reduce_channels_f32(
+    gpu: &dyn DeviceApi,
+    attr: &View<f32>,
+    out: &mut ViewMut<f32>,
+    plane: usize,
+    reduction: crate::ig::Reduction,
+) -> Result<()> {
+    use crate::ig::Reduction;
+    need("reduce_channels.attr", attr.len(), 3 * plane)?;
+    need("reduce_channels.out", out.len(), plane)?;
+    let mode = match reduction {
+        Reduction::Sum => 0,
+        Reduction::AbsSum => 1,
+        Reduction::Positive => 2,
+        Reduction::SumAbs => 3,
+    };
+    launch(
+        gpu,
+        KernelFile::Relevance,
+        "reduce_channels_f32",
+        elems_cfg(plane),
+        &[
+            KArg::Ptr(attr.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::I32(int("plane", plane)?),
+            KArg::I32(mode),
+        ],
+    )
+}
+
+/// One axis (0: along rows, 1: along columns) of the separable Gaussian blur of an
+/// (h, w) map with mirrored borders.
+pub fn blur_axis_f32(
+    gpu: &dyn DeviceApi,
+    input: &View<f32>,
+    out: &mut ViewMut<f32>,
+    taps: &View<f32>,
+    (h, w): (usize, usize),
+    axis: usize,
+) -> Result<()> {
+    need("blur.in", input.len(), h * w)?;
+    need("blur.out", out.len(), h * w)?;
+    if taps.is_empty() || taps.len() % 2 == 0 || axis > 1 {
+        return Err(Error::Internal(format!(
+            "blur: {} taps along axis {axis}",
+            taps.len()
+        )));
+    }
+    launch(
+        gpu,
+        KernelFile::Relevance,
+        "blur_axis_f32",
+        elems_cfg(h * w),
+        &[
+            KArg::Ptr(input.ptr()),
+            KArg::Ptr(out.ptr()),
+            KArg::Ptr(taps.ptr()),
+            KArg::I32(int("taps", taps.len())?),
+            KArg::I32(int("height", h)?),
+            KArg::I32(int("width", w)?),
+            KArg::I32(axis as i32),
+        ],
+    )
+}
+
+/// `v` ← (v − min)/(max − min), or zeros for a constant map; `lohi` (2 values) is
+/// scratch that ends up holding (min, max).
+pub fn min_max_f32(
+    gpu: &dyn DeviceApi,
+    v: &mut ViewMut<f32>,
+    lohi: &mut ViewMut<f32>,
+    n: usize,
+) -> Result<()> {
+    need("min_max.v", v.len(), n)?;
+    need("min_max.lohi", lohi.len(), 2)?;
+    let len = int("len", n)?;
+    launch(
+        gpu,
+        KernelFile::Relevance,
+        "min_max_f32",
+        (1, ELEM_BLOCK),
+        &[KArg::Ptr(v.ptr()), KArg::I32(len), KArg::Ptr(lohi.ptr())],
+    )?;
+    launch(
+        gpu,
+        KernelFile::Relevance,
+        "min_max_scale_f32",
+        elems_cfg(n),
+        &[KArg::Ptr(v.ptr()), KArg::I32(len), KArg::Ptr(lohi.ptr())],
+    )
+}
+
 // --- GEMM --------------------------------------------------------------------------
 
 /// A row-major GEMM operand: rows `ld` floats apart, used transposed when `t`.

@@ -43,11 +43,12 @@ pub enum KernelFile {
     Ig,
     Norm,
     PatchEmbed,
+    Relevance,
     Softmax,
 }
 
 impl KernelFile {
-    pub const ALL: [KernelFile; 10] = [
+    pub const ALL: [KernelFile; 11] = [
         KernelFile::Attention,
         KernelFile::CrfFilter,
         KernelFile::CrfLattice,
@@ -57,6 +58,7 @@ impl KernelFile {
         KernelFile::Ig,
         KernelFile::Norm,
         KernelFile::PatchEmbed,
+        KernelFile::Relevance,
         KernelFile::Softmax,
     ];
 
@@ -71,6 +73,7 @@ impl KernelFile {
             KernelFile::Ig => "ig.cu",
             KernelFile::Norm => "norm.cu",
             KernelFile::PatchEmbed => "patch_embed.cu",
+            KernelFile::Relevance => "relevance.cu",
             KernelFile::Softmax => "softmax.cu",
         }
     }
@@ -86,6 +89,7 @@ impl KernelFile {
             KernelFile::Ig => include_str!("../../../kernels/ig.cu"),
             KernelFile::Norm => include_str!("../../../kernels/norm.cu"),
             KernelFile::PatchEmbed => include_str!("../../../kernels/patch_embed.cu"),
+            KernelFile::Relevance => include_str!("../../../kernels/relevance.cu"),
             KernelFile::Softmax => include_str!("../../../kernels/softmax.cu"),
         }
     }

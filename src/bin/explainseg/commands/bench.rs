@@ -201,8 +201,8 @@ fn synthetic_pixels(size: usize, seed: usize) -> Array3<u8> {
 
 /// `bench --pipeline`.
 fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
-    use explainseg::attr::explain;
-    use explainseg::pipeline::{segment_explained, Preset, Variant};
+    use explainseg::attr::explain_map;
+    use explainseg::pipeline::{segment_mapped, Preset, Variant};
 
     let Some(config) = VitConfig::standard(&args.model, args.patch, args.size) else {
         bail!("--model `{}` is not one of ti, s, b", args.model)
@@ -246,7 +246,13 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
         let x = Array4::from_shape_fn((1, 3, args.size, args.size), |(_, c, y, xx)| {
             (pixels[[y, xx, c]] as f32 / 255.0 - norm.mean[c]) / norm.std[c]
         });
-        explain(engine.as_ref(), x.view(), &cfg.explain, None)?;
+        explain_map(
+            engine.as_ref(),
+            x.view(),
+            &cfg.explain,
+            &cfg.relevance(),
+            None,
+        )?;
     }
     let bar =
         crate::output::progress_bar(out, (args.images * Variant::ALL.len()) as u64, "pipeline");
@@ -258,11 +264,16 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
         // One explanation serves the four IG variants (as `eval` does); its time is
         // counted in each of their rows.
         let t = Instant::now();
-        let e = explain(engine.as_ref(), x.view(), &cfg.explain, None)?;
+        let e = explain_map(
+            engine.as_ref(),
+            x.view(),
+            &cfg.explain,
+            &cfg.relevance(),
+            None,
+        )?;
         let explain_s = t.elapsed().as_secs_f64();
         for (k, &v) in Variant::ALL.iter().enumerate() {
-            let seg =
-                segment_explained(engine.as_ref(), x.view(), pixels.view(), v, &cfg, Some(&e))?;
+            let seg = segment_mapped(engine.as_ref(), x.view(), pixels.view(), v, &cfg, Some(&e))?;
             if v.uses_ig() {
                 sums[k][0] += explain_s;
             }

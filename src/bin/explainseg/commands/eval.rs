@@ -1,7 +1,7 @@
 //! `explainseg eval`: a data set through the methods, scored against its masks.
 //!
 //! Each image is segmented with every requested method (`pipeline::segment`, with
-//! one explanation shared by the IG variants through `segment_explained`; the
+//! one relevance map shared by the IG variants through `segment_mapped`; the
 //! `seconds` column counts it in full for each of them, as if run alone). The mask
 //! is mapped back to the ground truth's size through the image's
 //! [`ResizePlan`](explainseg::image::ResizePlan), and IoU and Dice are appended to
@@ -22,10 +22,10 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use explainseg::attr::explain;
+use explainseg::attr::{explain, explain_map, ExplainedMap};
 use explainseg::dataset::{self, DatasetKind, OpenOptions, Sample};
 use explainseg::eval::scores;
-use explainseg::pipeline::{segment_explained, Variant};
+use explainseg::pipeline::{segment_mapped, Variant};
 use explainseg::render::{read_mask, to_original, write_mask_png};
 
 use crate::args::{IgArgs, ModelArgs, PreprocessArgs};
@@ -362,108 +362,136 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     let bar = progress_bar(out, shard.len() as u64, "eval");
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
     let (mut skipped, mut evaluated, mut empty) = (0usize, 0usize, 0usize);
-    for (i, sample) in shard.iter().enumerate() {
+    // Two stages in two threads: this one explains the next image on the engine's
+    // device while the other turns the current one into masks (morphology, NCut, the
+    // CRF) and scores them, so the device does not wait for the CPU stages. One
+    // image is prepared ahead; the first error of either stage ends the run.
+    let prepare = |sample: &Sample| -> Result<Prepared> {
         let todo: Vec<Variant> = methods
             .iter()
             .copied()
             .filter(|v| !done.contains(&(sample.id.clone(), v.name().to_string())))
             .collect();
-        let chance_todo: Vec<&str> = CHANCE
+        let chance_todo: Vec<&'static str> = CHANCE
             .iter()
             .map(|c| c.0)
             .filter(|c| !done.contains(&(sample.id.clone(), c.to_string())))
             .collect();
         if todo.is_empty() && chance_todo.is_empty() {
-            skipped += 1;
-            bar.inc(1);
-            continue;
-        }
-        if evaluated == 0 && skipped > 0 {
-            bar.reset_eta();
+            return Ok(Prepared::Done);
         }
         let loaded = sample
             .load()
             .with_context(|| format!("sample `{}`", sample.id))?;
         let truth = loaded.mask.expect("checked above");
         if args.skip_empty && !truth.iter().any(|&t| t) {
-            empty += 1;
-            bar.inc(1);
-            continue;
+            return Ok(Prepared::Empty);
         }
         let (x, plan, pixels) = network_input(&loaded.image, &pre)
             .with_context(|| format!("sample `{}`", sample.id))?;
-        let image_cfg = cfg.for_image(&plan);
         // One explanation serves every IG variant of the image.
-        let (explanation, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
-            bar.set_message(format!("{} IG", sample.id));
+        let (explained, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
             let start = Instant::now();
-            let stem = file_stem(&sample.id);
-            let cached = match &cache {
-                Some(c) => c.get(&stem, x.dim())?,
-                None => None,
-            };
-            let e = match cached {
-                Some(e) => e,
-                None => {
-                    let e = explain(engine.as_ref(), x.view(), &cfg.explain, None)
-                        .with_context(|| format!("sample `{}`", sample.id))?;
-                    if let Some(c) = &cache {
-                        c.put(&stem, &e)?;
-                    }
-                    e
-                }
-            };
+            let e = explain_image(engine.as_ref(), cache.as_ref(), &cfg, sample, x.view())?;
             (Some(e), start.elapsed().as_secs_f64())
         } else {
             (None, 0.0)
         };
-        for v in todo {
-            bar.set_message(format!("{} {}", sample.id, v.name()));
-            let start = Instant::now();
-            let seg = segment_explained(
-                engine.as_ref(),
-                x.view(),
-                pixels.view(),
-                v,
-                &image_cfg,
-                explanation.as_ref(),
-            )
-            .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
-            let shared = if v.uses_ig() { explain_s } else { 0.0 };
-            let mask = to_original(seg.mask.view(), &plan, false)?;
-            let s = scores(mask.view(), truth.view())?;
-            writer.append(&Row {
-                id: sample.id.clone(),
-                variant: v.name().to_string(),
-                iou: s.iou,
-                dice: s.dice,
-                class: seg.predicted,
-                seconds: start.elapsed().as_secs_f64() + shared,
-                label: sample.label.clone().unwrap_or_default(),
-            })?;
-            if i < args.grid_rows {
-                let dir = grid_dir.join(file_stem(&sample.id));
-                std::fs::create_dir_all(&dir)?;
-                write_mask_png(&dir.join(format!("{}.png", v.name())), mask.view())?;
+        Ok(Prepared::Ready(Box::new(ReadyImage {
+            todo,
+            chance_todo,
+            truth,
+            x,
+            plan,
+            pixels,
+            explained,
+            explain_s,
+        })))
+    };
+    std::thread::scope(|scope| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Prepared>>(1);
+        let bar_ahead = bar.clone();
+        let producer = scope.spawn(move || {
+            for sample in shard {
+                bar_ahead.set_message(format!("{} IG", sample.id));
+                let prepared = prepare(sample);
+                let failed = prepared.is_err();
+                // A closed channel: the scoring stage stopped on an error.
+                if tx.send(prepared).is_err() || failed {
+                    break;
+                }
             }
+        });
+        for (i, (sample, prepared)) in shard.iter().zip(rx.iter()).enumerate() {
+            let image = match prepared? {
+                Prepared::Done => {
+                    skipped += 1;
+                    bar.inc(1);
+                    continue;
+                }
+                Prepared::Empty => {
+                    empty += 1;
+                    bar.inc(1);
+                    continue;
+                }
+                Prepared::Ready(image) => image,
+            };
+            if evaluated == 0 && skipped > 0 {
+                bar.reset_eta();
+            }
+            let image_cfg = cfg.for_image(&image.plan);
+            for &v in &image.todo {
+                bar.set_message(format!("{} {}", sample.id, v.name()));
+                let start = Instant::now();
+                let seg = segment_mapped(
+                    engine.as_ref(),
+                    image.x.view(),
+                    image.pixels.view(),
+                    v,
+                    &image_cfg,
+                    image.explained.as_ref(),
+                )
+                .with_context(|| format!("sample `{}`, method {}", sample.id, v.name()))?;
+                let shared = if v.uses_ig() { image.explain_s } else { 0.0 };
+                let mask = to_original(seg.mask.view(), &image.plan, false)?;
+                let s = scores(mask.view(), image.truth.view())?;
+                writer.append(&Row {
+                    id: sample.id.clone(),
+                    variant: v.name().to_string(),
+                    iou: s.iou,
+                    dice: s.dice,
+                    class: seg.predicted,
+                    seconds: start.elapsed().as_secs_f64() + shared,
+                    label: sample.label.clone().unwrap_or_default(),
+                })?;
+                if i < args.grid_rows {
+                    let dir = grid_dir.join(file_stem(&sample.id));
+                    std::fs::create_dir_all(&dir)?;
+                    write_mask_png(&dir.join(format!("{}.png", v.name())), mask.view())?;
+                }
+            }
+            // The chance rows: the empty and the whole-image mask scored like the methods.
+            for &c in &image.chance_todo {
+                let pred = ndarray::Array2::from_elem(image.truth.dim(), c == CHANCE[1].0);
+                let s = scores(pred.view(), image.truth.view())?;
+                writer.append(&Row {
+                    id: sample.id.clone(),
+                    variant: c.to_string(),
+                    iou: s.iou,
+                    dice: s.dice,
+                    class: 0,
+                    seconds: 0.0,
+                    label: sample.label.clone().unwrap_or_default(),
+                })?;
+            }
+            evaluated += 1;
+            bar.inc(1);
         }
-        // The chance rows: the empty and the whole-image mask scored like the methods.
-        for c in chance_todo {
-            let pred = ndarray::Array2::from_elem(truth.dim(), c == CHANCE[1].0);
-            let s = scores(pred.view(), truth.view())?;
-            writer.append(&Row {
-                id: sample.id.clone(),
-                variant: c.to_string(),
-                iou: s.iou,
-                dice: s.dice,
-                class: 0,
-                seconds: 0.0,
-                label: sample.label.clone().unwrap_or_default(),
-            })?;
-        }
-        evaluated += 1;
-        bar.inc(1);
-    }
+        drop(rx);
+        producer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the explanation thread panicked"))
+    })?;
     bar.finish_and_clear();
     // Every image of the shard was either scored (now or before) or left out as empty:
     // the loop above stops at the first error, and only --limit can cut it short.
@@ -480,6 +508,51 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
     write_summary(&args.out, &summary, columns.as_deref())?;
     report(out, &summary, evaluated, skipped, empty, &args.out);
     Ok(())
+}
+
+/// What the explaining stage hands the scoring stage for one image.
+enum Prepared {
+    /// Every row of the image is already in `per_image.csv`.
+    Done,
+    /// Left out by `--skip-empty`.
+    Empty,
+    Ready(Box<ReadyImage>),
+}
+
+struct ReadyImage {
+    todo: Vec<Variant>,
+    chance_todo: Vec<&'static str>,
+    truth: ndarray::Array2<bool>,
+    x: ndarray::Array4<f32>,
+    plan: explainseg::image::ResizePlan,
+    pixels: ndarray::Array3<u8>,
+    explained: Option<ExplainedMap>,
+    explain_s: f64,
+}
+
+/// The image's relevance map: from the explanation cache when one is given (it
+/// keeps full attributions, reduced here on the host), else on the engine's device.
+fn explain_image(
+    engine: &dyn explainseg::backend::Engine,
+    cache: Option<&ExplanationCache>,
+    cfg: &explainseg::pipeline::PipelineConfig,
+    sample: &Sample,
+    x: ndarray::ArrayView4<f32>,
+) -> Result<ExplainedMap> {
+    let context = || format!("sample `{}`", sample.id);
+    let Some(cache) = cache else {
+        return explain_map(engine, x, &cfg.explain, &cfg.relevance(), None).with_context(context);
+    };
+    let stem = file_stem(&sample.id);
+    let e = match cache.get(&stem, x.dim())? {
+        Some(e) => e,
+        None => {
+            let e = explain(engine, x, &cfg.explain, None).with_context(context)?;
+            cache.put(&stem, &e)?;
+            e
+        }
+    };
+    e.map(&cfg.relevance()).with_context(context)
 }
 
 /// grid.png from the saved masks of the shard's first images; returns its column names.

@@ -1,0 +1,98 @@
+//! [`RelevanceDevice`] for the CUDA engine: one image from upload to relevance map
+//! with a single wait for the device. The clean image's forward leaves its logits on
+//! the device, a kernel picks the explained class from them, IG + NoiseTunnel reads
+//! that class from device memory, and the attribution is reduced, blurred and scaled
+//! where it lies; only the map and the logits come back, in one synchronisation.
+
+use super::{CudaEngine, Forward};
+use crate::backend::cuda::api::{download_together, DevBuf};
+use crate::backend::cuda::launch as k;
+use crate::backend::relevance::{argmax, DeviceRelevance, RelevanceDevice, RelevanceJob};
+use crate::error::{Error, Result};
+
+impl RelevanceDevice for CudaEngine<'_> {
+    fn explain_relevance(&self, job: &RelevanceJob<'_>) -> Result<DeviceRelevance> {
+        let geo = self.check_explanation(job.x, job.baseline, job.ig)?;
+        self.vit.require_head()?;
+        if let Some(t) = job.target {
+            self.check_targets(1, &[t])?;
+        }
+        let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+        let gpu = &*self.gpu;
+        let (x_dev, base_dev) = self.upload_pair(job.x, job.baseline)?;
+        let Forward {
+            logits, classes, ..
+        } = self.forward(&x_dev.as_view(), geo, false)?;
+        let batch = self.ig_batch(geo, job.ig, job.nt)?;
+        let mut targets = DevBuf::<i32>::zeros(&self.gpu, batch)?;
+        k::select_target_i32(
+            gpu,
+            &logits.as_view(),
+            classes,
+            job.target,
+            &mut targets.as_view_mut(),
+            batch,
+        )?;
+        let ig = self.nt_ig(
+            &x_dev,
+            job.x,
+            &base_dev,
+            geo,
+            &targets,
+            job.ig,
+            job.nt,
+            job.progress,
+        )?;
+        let (h, w) = (geo.height, geo.width);
+        let plane = h * w;
+        let mut map = self.zeros(plane)?;
+        k::reduce_channels_f32(
+            gpu,
+            &ig.aggregated.as_view(),
+            &mut map.as_view_mut(),
+            plane,
+            job.reduction,
+        )?;
+        if !job.blur_taps.is_empty() {
+            // Along the rows, then along the columns, as attr::smooth.
+            let taps = self.upload(job.blur_taps)?;
+            let mut half = self.zeros(plane)?;
+            k::blur_axis_f32(
+                gpu,
+                &map.as_view(),
+                &mut half.as_view_mut(),
+                &taps.as_view(),
+                (h, w),
+                0,
+            )?;
+            k::blur_axis_f32(
+                gpu,
+                &half.as_view(),
+                &mut map.as_view_mut(),
+                &taps.as_view(),
+                (h, w),
+                1,
+            )?;
+        }
+        if job.min_max {
+            let mut lohi = self.zeros(2)?;
+            k::min_max_f32(gpu, &mut map.as_view_mut(), &mut lohi.as_view_mut(), plane)?;
+        }
+        let [map_host, logits_host]: [Vec<f32>; 2] = download_together(&[&map, &logits])?
+            .try_into()
+            .map_err(|_| Error::Internal("two downloads asked, other count returned".into()))?;
+        let logits_host = logits_host[..classes].to_vec();
+        let deltas = if job.ig.return_delta {
+            let target = job.target.unwrap_or_else(|| argmax(&logits_host));
+            self.convergence_deltas(&ig, &base_dev, geo, target, job.ig.batch_size)?
+        } else {
+            Vec::new()
+        };
+        Ok(DeviceRelevance {
+            map: ndarray::Array2::from_shape_vec((h, w), map_host[..plane].to_vec())
+                .map_err(|e| Error::Internal(e.to_string()))?,
+            logits: logits_host,
+            deltas,
+        })
+    }
+}
