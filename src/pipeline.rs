@@ -22,16 +22,19 @@ use std::time::Instant;
 
 use ndarray::{Array1, Array2, Array3, ArrayView3, ArrayView4, Axis};
 
-use crate::attr::features::{feature_map, patch_descriptors, Descriptor, FeatureConfig};
+use crate::attr::features::{
+    feature_map, feature_map_of, patch_descriptors, Descriptor, FeatureConfig,
+};
 use crate::attr::fusion::{fuse, pool_to_grid, upsample_mask, Upsample};
 use crate::attr::smooth::gaussian_smooth;
 use crate::attr::{
     explain_map, ExplainConfig, ExplainedMap, Explanation, Normalizer, Progress, Reduction,
     RelevanceConfig,
 };
-use crate::backend::{Engine, Facet};
+use crate::backend::{Engine, Facet, TapRequest};
 use crate::error::{Error, Result};
 use crate::image::ResizePlan;
+use crate::model::Vit;
 use crate::post::crf::{refine_mask_on, CrfParams};
 use crate::post::maskcut::{self, MaskCutParams};
 use crate::post::morphology::{morphology_mask, MorphologyParams};
@@ -188,6 +191,15 @@ impl PipelineConfig {
         }
     }
 
+    /// The block taps an explanation should bring back for the feature map of
+    /// `variants` (those that fuse it with the relevance), if any.
+    pub fn feature_taps(&self, vit: &Vit, variants: &[Variant]) -> Option<TapRequest> {
+        match variants.iter().any(|v| v.uses_fusion()) {
+            true => self.feature.taps(vit.config.depth),
+            false => None,
+        }
+    }
+
     /// These settings for one image brought to the network input by `plan`: the
     /// DenseCRF kernels (also MaskCut's, which uses `crf`) are sized in the
     /// original image's pixels ([`CrfParams::at_scale`]). Callers that resize
@@ -254,7 +266,8 @@ pub fn segment(
         return segment_mapped(engine, x, pixels, variant, cfg, None);
     }
     let clock = Instant::now();
-    let e = explain_map(engine, x, &cfg.explain, &cfg.relevance(), progress)?;
+    let taps = cfg.feature_taps(engine.vit(), &[variant]);
+    let e = explain_map(engine, x, &cfg.explain, &cfg.relevance(), taps, progress)?;
     let explain_s = clock.elapsed().as_secs_f64();
     let mut seg = segment_mapped(engine, x, pixels, variant, cfg, Some(&e))?;
     seg.timings.insert(0, ("explain", explain_s));
@@ -345,7 +358,17 @@ pub fn segment_mapped(
         let map = if variant.uses_fusion() {
             let grid = vit.config.grid_for(h, w)?;
             let reference = pool_to_grid(rel.view(), grid)?;
-            let f = feature_map(engine, x, &cfg.feature, Some(reference.view()))?;
+            let layer = cfg
+                .feature
+                .layer
+                .unwrap_or(vit.config.depth.saturating_sub(1));
+            let f = match &e.taps {
+                // Read by the explanation's forward, in its wait.
+                Some((l, taps)) if *l == layer => {
+                    feature_map_of(taps, &cfg.feature, Some(reference.view()))?
+                }
+                _ => feature_map(engine, x, &cfg.feature, Some(reference.view()))?,
+            };
             let fm = fuse(rel.view(), f.view(), cfg.upsample)?;
             feature = Some(f);
             fused = Some(fm.clone());

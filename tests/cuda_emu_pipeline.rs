@@ -64,7 +64,7 @@ fn the_devices_relevance_map_is_the_hosts_reduction_bit_for_bit() {
                 normalizer,
             };
             let want = full.map(&rel).unwrap();
-            let got = explain_map(&emu, x.view(), &cfg, &rel, None).unwrap();
+            let got = explain_map(&emu, x.view(), &cfg, &rel, None, None).unwrap();
             assert_eq!(
                 got.relevance, want.relevance,
                 "{reduction:?}, σ {smooth_sigma}, {normalizer:?}"
@@ -88,7 +88,7 @@ fn the_devices_relevance_map_is_the_hosts_reduction_bit_for_bit() {
             .unwrap()
             .map(&rel)
             .unwrap();
-        let got = explain_map(&emu, x.view(), &cfg, &rel, None).unwrap();
+        let got = explain_map(&emu, x.view(), &cfg, &rel, None, None).unwrap();
         assert_eq!(got.target, target);
         assert_eq!(got.relevance, want.relevance, "target {target}");
     }
@@ -97,16 +97,16 @@ fn the_devices_relevance_map_is_the_hosts_reduction_bit_for_bit() {
         ..small_explain()
     };
     let rel = PipelineConfig::default().relevance();
-    assert!(explain_map(&emu, x.view(), &bad, &rel, None).is_err());
+    assert!(explain_map(&emu, x.view(), &bad, &rel, None, None).is_err());
     // And the CPU engine, which reduces on the host, agrees with the device.
-    let cpu = explain_map(&CpuEngine::new(&vit), x.view(), &cfg, &rel, None).unwrap();
-    let dev = explain_map(&emu, x.view(), &cfg, &rel, None).unwrap();
+    let cpu = explain_map(&CpuEngine::new(&vit), x.view(), &cfg, &rel, None, None).unwrap();
+    let dev = explain_map(&emu, x.view(), &cfg, &rel, None, None).unwrap();
     let d = rel_l2(&to_vec(&dev.relevance), &to_vec(&cpu.relevance));
     assert!(d <= 1e-4, "relevance rel-L2 {d:.2e} against the CPU engine");
 }
 
 #[test]
-fn a_segmented_image_waits_twice_and_downloads_only_relevance_logits_and_mask() {
+fn a_segmented_image_waits_twice_and_downloads_only_relevance_logits_taps_and_mask() {
     let (vit, x) = engine_case("s16_tiny");
     let x = x.slice(ndarray::s![..1, .., .., ..]).to_owned();
     let (_, _, h, w) = x.dim();
@@ -119,7 +119,15 @@ fn a_segmented_image_waits_twice_and_downloads_only_relevance_logits_and_mask() 
     let cpu = CpuEngine::new(&vit);
     let classes = vit.classes().unwrap() as u64;
     let (hw, image) = ((h * w) as u64, (3 * h * w * 4) as u64);
-    for variant in [Variant::C, Variant::XNCut] {
+    let grid = vit.config.grid_for(h, w).unwrap();
+    // q|k|v of the feature map's block, read in the explanation's wait (A and B).
+    let qkv = (4 * (grid.0 * grid.1 + 1) * 3 * vit.config.dim) as u64;
+    for variant in [Variant::C, Variant::XNCut, Variant::A, Variant::B] {
+        let taps = if matches!(variant, Variant::A | Variant::B) {
+            qkv
+        } else {
+            0
+        };
         // Warm-up: kernels loaded, positional table cached, and the device's blocks
         // settled: the CRF keeps some of the sizes the first explanation freed, so the
         // second image still allocates what the CRF took.
@@ -134,11 +142,11 @@ fn a_segmented_image_waits_twice_and_downloads_only_relevance_logits_and_mask() 
         assert!(c.syncs <= 2, "{variant:?}: {c:?}");
         // The image and baseline for IG, then the CRF's pixels and unaries.
         assert!(c.htod_bytes <= 2 * image + (1 << 20), "{variant:?}: {c:?}");
-        // Relevance (f32) and logits in one wait; the mask (a byte per pixel) and the
-        // CRF's fault flag in the other.
+        // Relevance (f32), logits and the feature map's taps in one wait; the mask (a
+        // byte per pixel) and the CRF's fault flag in the other.
         assert_eq!(
             c.dtoh_bytes,
-            4 * hw + 4 * classes + hw + 1,
+            4 * hw + 4 * classes + taps + hw + 1,
             "{variant:?}: {c:?}"
         );
         let want = segment(&cpu, x.view(), pixels.view(), variant, &cfg, None).unwrap();

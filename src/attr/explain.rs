@@ -6,7 +6,7 @@ use ndarray::{Array1, Array2, Array4, ArrayView4, Axis};
 use super::baseline::Baseline;
 use super::relevance::{normalize, Normalizer, RelevanceConfig};
 use super::smooth::blur_taps;
-use crate::backend::{Engine, RelevanceJob};
+use crate::backend::{BlockTaps, Engine, RelevanceJob, TapRequest};
 use crate::error::{Error, Result};
 use crate::ig::{IgConfig, NoiseTunnelConfig, Progress};
 
@@ -131,6 +131,10 @@ pub struct ExplainedMap {
     pub predicted: usize,
     /// As [`Explanation::deltas`].
     pub deltas: Vec<f32>,
+    /// The clean image's block taps the caller asked [`explain_map`] for, with their
+    /// block, where the device read them in the same wait (`None` on the host path:
+    /// the feature map then reads them from the engine).
+    pub taps: Option<(usize, BlockTaps)>,
 }
 
 impl Explanation {
@@ -145,6 +149,7 @@ impl Explanation {
             target: self.target,
             predicted: self.predicted,
             deltas: self.deltas.clone(),
+            taps: None,
         })
     }
 }
@@ -152,7 +157,8 @@ impl Explanation {
 /// Explains `x` (1, 3, H, W) and reduces the attribution to its relevance map: on the
 /// engine's device when it has a relevance path (the attribution never leaves the
 /// device, one wait per image), else on the host from [`explain`]. Both give the same
-/// map bit for bit.
+/// map bit for bit. The device also brings back the clean image's `taps` when asked
+/// (for a feature map), in the same wait.
 ///
 /// # Errors
 /// As [`explain`] and [`RelevanceConfig::apply`].
@@ -161,6 +167,7 @@ pub fn explain_map(
     x: ArrayView4<f32>,
     cfg: &ExplainConfig,
     rel: &RelevanceConfig,
+    taps: Option<TapRequest>,
     progress: Option<Progress>,
 ) -> Result<ExplainedMap> {
     let Some(device) = engine.relevance_device() else {
@@ -187,7 +194,7 @@ pub fn explain_map(
         crate::backend::input::check_class_range("target", engine.classes()?, &[t])?;
     }
     let baseline = cfg.baseline.resolve(x, cfg.mean, cfg.std)?;
-    let taps = blur_taps(rel.smooth_sigma)?;
+    let blur = blur_taps(rel.smooth_sigma)?;
     let min_max = rel.normalizer == Normalizer::MinMax;
     let out = device.explain_relevance(&RelevanceJob {
         x,
@@ -196,9 +203,10 @@ pub fn explain_map(
         ig: &cfg.ig,
         nt: cfg.noise_tunnel.as_ref(),
         reduction: rel.reduction,
-        blur_taps: &taps,
+        blur_taps: &blur,
         min_max,
         progress,
+        taps,
     })?;
     crate::model::check_logits(&out.logits)?;
     let predicted = argmax(&out.logits);
@@ -219,5 +227,6 @@ pub fn explain_map(
         target: cfg.target.unwrap_or(predicted),
         predicted,
         deltas: out.deltas,
+        taps: taps.zip(out.taps).map(|(t, b)| (t.layer, b)),
     })
 }

@@ -8,7 +8,7 @@
 
 use ndarray::{Array2, ArrayView2, Axis};
 
-use crate::backend::{BlockTaps, Engine, Facet};
+use crate::backend::{BlockTaps, Engine, Facet, TapRequest};
 use crate::error::{Error, Result};
 
 /// Which per-patch descriptor is reduced to a map.
@@ -105,11 +105,48 @@ pub fn feature_map(
     cfg: &FeatureConfig,
     sign_reference: Option<ArrayView2<f32>>,
 ) -> Result<Array2<f32>> {
-    let taps = engine.block_taps(x, cfg.layer)?;
+    feature_map_of(&engine.block_taps(x, cfg.layer)?, cfg, sign_reference)
+}
+
+impl FeatureConfig {
+    /// The taps an explanation should bring back for this feature map
+    /// ([`super::explain_map`]), or `None` when they cannot come from a device (the
+    /// block's output tokens are not kept there).
+    pub fn taps(&self, depth: usize) -> Option<TapRequest> {
+        let layer = self.layer.unwrap_or(depth.saturating_sub(1));
+        match self.source {
+            FeatureSource::ClsAttention { .. } => Some(TapRequest {
+                layer,
+                attention: true,
+            }),
+            FeatureSource::Descriptor {
+                descriptor: Descriptor::Facet(_),
+                ..
+            } => Some(TapRequest {
+                layer,
+                attention: false,
+            }),
+            FeatureSource::Descriptor {
+                descriptor: Descriptor::Tokens,
+                ..
+            } => None,
+        }
+    }
+}
+
+/// [`feature_map`] from block taps already read (those of block `cfg.layer`).
+///
+/// # Errors
+/// As [`feature_map`].
+pub fn feature_map_of(
+    taps: &BlockTaps,
+    cfg: &FeatureConfig,
+    sign_reference: Option<ArrayView2<f32>>,
+) -> Result<Array2<f32>> {
     let (gr, gc) = taps.grid;
     let values: Vec<f32> = match &cfg.source {
         FeatureSource::ClsAttention { heads } => {
-            let a = taps.cls_attention(); // (heads, gr, gc)
+            let a = taps.cls_attention()?; // (heads, gr, gc)
             let all: Vec<usize> = (0..a.dim().0).collect();
             let chosen = if heads.is_empty() { &all } else { heads };
             if let Some(&bad) = chosen.iter().find(|&&h| h >= a.dim().0) {
@@ -127,7 +164,7 @@ pub fn feature_map(
             mean.iter().copied().collect()
         }
         FeatureSource::Descriptor { descriptor, reduce } => {
-            let desc = descriptors_of(&taps, *descriptor)?;
+            let desc = descriptors_of(taps, *descriptor)?;
             match reduce {
                 Reduce::Norm => desc
                     .outer_iter()

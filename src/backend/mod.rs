@@ -20,7 +20,7 @@ pub mod input;
 pub mod relevance;
 pub mod taps;
 
-pub use relevance::{DeviceRelevance, RelevanceDevice, RelevanceJob};
+pub use relevance::{DeviceRelevance, RelevanceDevice, RelevanceJob, TapRequest};
 pub use taps::{BlockTaps, Facet};
 
 use ndarray::{Array2, Array4, ArrayView4};

@@ -8,6 +8,7 @@
 
 use ndarray::{Array2, ArrayView4};
 
+use super::BlockTaps;
 use crate::error::Result;
 use crate::ig::{IgConfig, NoiseTunnelConfig, Progress, Reduction};
 
@@ -29,6 +30,19 @@ pub struct RelevanceJob<'a> {
     /// Scale the blurred map to [0, 1] by its minimum and maximum.
     pub min_max: bool,
     pub progress: Option<Progress<'a>>,
+    /// Also hand back the clean image's taps at this block (for a feature map), read
+    /// in the same wait.
+    pub taps: Option<TapRequest>,
+}
+
+/// Which block taps an explanation brings back with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapRequest {
+    /// The block, counted from 0.
+    pub layer: usize,
+    /// Also its attention probabilities (heads × tokens²), which a key-based feature
+    /// map does not read.
+    pub attention: bool,
 }
 
 /// What comes back from the device.
@@ -40,6 +54,8 @@ pub struct DeviceRelevance {
     pub logits: Vec<f32>,
     /// Convergence deltas per noise sample, when `ig.return_delta`.
     pub deltas: Vec<f32>,
+    /// The taps the job asked for.
+    pub taps: Option<BlockTaps>,
 }
 
 /// An engine that computes [`DeviceRelevance`] on its device.

@@ -24,8 +24,9 @@ pub struct BlockTaps {
     /// The block's q, k, v from LN1 of its input: (tokens, 3·D), heads inside each
     /// third (h·head_dim + d), as timm's fused qkv projection lays them out.
     pub qkv: Vec<f32>,
-    /// The block's softmax: (heads, tokens, tokens).
-    pub probs: Vec<f32>,
+    /// The block's softmax: (heads, tokens, tokens); `None` where the caller did not
+    /// ask for it (the device path of a key-based feature map leaves it there).
+    pub probs: Option<Vec<f32>>,
     /// The block's output tokens before the final norm: (tokens, D); `None` where
     /// the backend does not keep them.
     pub output: Option<Vec<f32>>,
@@ -48,18 +49,35 @@ impl BlockTaps {
 
     /// The softmax: (heads, tokens, tokens); row 0 is the CLS query's attention over
     /// [CLS, patches…].
-    pub fn attention(&self) -> Array3<f32> {
+    ///
+    /// # Errors
+    /// [`Error::InvalidParam`] where the taps were taken without it.
+    pub fn attention(&self) -> Result<Array3<f32>> {
         let t = self.tokens();
-        Array3::from_shape_vec((self.heads, t, t), self.probs.clone())
-            .expect("sized by the forward")
+        Ok(
+            Array3::from_shape_vec((self.heads, t, t), self.kept_probs()?.to_vec())
+                .expect("sized by the forward"),
+        )
     }
 
     /// CLS→patch attention: (heads, rows, cols) on the patch grid.
-    pub fn cls_attention(&self) -> Array3<f32> {
+    ///
+    /// # Errors
+    /// As [`BlockTaps::attention`].
+    pub fn cls_attention(&self) -> Result<Array3<f32>> {
         let t = self.tokens();
         let (gr, gc) = self.grid;
-        Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| {
-            self.probs[h * t * t + 1 + i * gc + j]
+        let probs = self.kept_probs()?;
+        Ok(Array3::from_shape_fn((self.heads, gr, gc), |(h, i, j)| {
+            probs[h * t * t + 1 + i * gc + j]
+        }))
+    }
+
+    fn kept_probs(&self) -> Result<&[f32]> {
+        self.probs.as_deref().ok_or_else(|| {
+            Error::Internal(
+                "these block taps were taken without the attention probabilities".into(),
+            )
         })
     }
 

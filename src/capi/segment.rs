@@ -105,6 +105,7 @@ pub unsafe extern "C" fn explainseg_attribute(
                     x.view(),
                     &cfg.explain,
                     &rel_cfg,
+                    None,
                     Some(tick),
                 )?;
                 let explain_s = clock.elapsed().as_secs_f64();

@@ -135,6 +135,7 @@ pub fn run_demo(
                 x.view(),
                 &explain_cfg,
                 &cfg.relevance(),
+                cfg.feature_taps(vit, variants),
                 None,
             )?),
             false => None,

@@ -139,7 +139,7 @@ impl ForwardState {
             heads,
             dim: d,
             qkv: self.tap_qkv[image * t * 3 * d..][..t * 3 * d].to_vec(),
-            probs: self.tap_probs[image * heads * t * t..][..heads * t * t].to_vec(),
+            probs: Some(self.tap_probs[image * heads * t * t..][..heads * t * t].to_vec()),
             output: Some(self.tap_tokens[image * t * d..][..t * d].to_vec()),
         })
     }

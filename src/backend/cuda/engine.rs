@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::{Array2, Array4, ArrayView4};
 
-use super::api::{Counters, Dev, DevBuf, DeviceApi, Pooled, View};
+use super::api::{download_together, Counters, Dev, DevBuf, DeviceApi, Pooled, View};
 use super::device::{guarded, CudarcDevice};
 use super::launch::{self as k, AttnShape, Batch, PatchGeometry, PathRows, ATTN_MAX_HEAD_DIM};
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
@@ -1105,17 +1105,28 @@ impl<'a> CudaEngine<'a> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let (geo, x_dev) = self.upload_input(x)?;
         let fwd = self.forward(&x_dev.as_view(), geo, true)?;
-        let saved = &fwd.blocks[layer];
-        let probs = self.tap_probs(&saved.qkv, fwd.batch, fwd.tokens)?;
-        Ok(BlockTaps {
+        let probs = self.tap_probs(&fwd.blocks[layer].qkv, fwd.batch, fwd.tokens)?;
+        let mut got = download_together(&[&fwd.blocks[layer].qkv, &probs])?;
+        let probs = got.pop();
+        Ok(self.block_taps_of(geo, got.pop().unwrap_or_default(), probs))
+    }
+
+    /// Block taps of one image from downloaded q|k|v and probabilities.
+    fn block_taps_of(
+        &self,
+        geo: PatchGeometry,
+        qkv: Vec<f32>,
+        probs: Option<Vec<f32>>,
+    ) -> BlockTaps {
+        BlockTaps {
             grid: geo.grid,
             heads: self.vit.config.heads,
             dim: self.vit.config.dim,
-            qkv: self.download(&saved.qkv)?,
-            probs: self.download(&probs)?,
+            qkv,
+            probs,
             // The residual stream is not kept per block on the device.
             output: None,
-        })
+        }
     }
 }
 

@@ -828,7 +828,7 @@ pub fn blur_axis_f32(
 ) -> Result<()> {
     need("blur.in", input.len(), h * w)?;
     need("blur.out", out.len(), h * w)?;
-    if taps.is_empty() || taps.len() % 2 == 0 || axis > 1 {
+    if taps.is_empty() || taps.len().is_multiple_of(2) || axis > 1 {
         return Err(Error::Internal(format!(
             "blur: {} taps along axis {axis}",
             taps.len()

@@ -7,7 +7,9 @@
 use super::{CudaEngine, Forward};
 use crate::backend::cuda::api::{download_together, DevBuf};
 use crate::backend::cuda::launch as k;
-use crate::backend::relevance::{argmax, DeviceRelevance, RelevanceDevice, RelevanceJob};
+use crate::backend::relevance::{
+    argmax, DeviceRelevance, RelevanceDevice, RelevanceJob, TapRequest,
+};
 use crate::error::{Error, Result};
 
 impl RelevanceDevice for CudaEngine<'_> {
@@ -20,9 +22,9 @@ impl RelevanceDevice for CudaEngine<'_> {
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
         let (x_dev, base_dev) = self.upload_pair(job.x, job.baseline)?;
-        let Forward {
-            logits, classes, ..
-        } = self.forward(&x_dev.as_view(), geo, false)?;
+        // Every block is kept only when the taps of one are asked for.
+        let fwd = self.forward(&x_dev.as_view(), geo, job.taps.is_some())?;
+        let (logits, classes) = (&fwd.logits, fwd.classes);
         let batch = self.ig_batch(geo, job.ig, job.nt)?;
         let mut targets = DevBuf::<i32>::zeros(&self.gpu, batch)?;
         k::select_target_i32(
@@ -78,9 +80,33 @@ impl RelevanceDevice for CudaEngine<'_> {
             let mut lohi = self.zeros(2)?;
             k::min_max_f32(gpu, &mut map.as_view_mut(), &mut lohi.as_view_mut(), plane)?;
         }
-        let [map_host, logits_host]: [Vec<f32>; 2] = download_together(&[&map, &logits])?
-            .try_into()
-            .map_err(|_| Error::Internal("two downloads asked, other count returned".into()))?;
+        let probs = match job.taps {
+            Some(TapRequest {
+                layer,
+                attention: true,
+            }) => Some(self.tap_probs(&tapped(&fwd, layer)?.qkv, 1, fwd.tokens)?),
+            _ => None,
+        };
+        let mut wanted = vec![&map, logits];
+        if let Some(t) = job.taps {
+            wanted.push(&tapped(&fwd, t.layer)?.qkv);
+        }
+        wanted.extend(probs.as_ref());
+        // One wait for everything the host reads.
+        let mut got = download_together(&wanted)?.into_iter();
+        let mut next = || {
+            got.next()
+                .ok_or_else(|| Error::Internal("fewer downloads than asked".into()))
+        };
+        let (map_host, logits_host) = (next()?, next()?);
+        let taps = match job.taps {
+            Some(t) => {
+                let qkv = next()?;
+                let probs = if t.attention { Some(next()?) } else { None };
+                Some(self.block_taps_of(geo, qkv, probs))
+            }
+            None => None,
+        };
         let logits_host = logits_host[..classes].to_vec();
         let deltas = if job.ig.return_delta {
             let target = job.target.unwrap_or_else(|| argmax(&logits_host));
@@ -93,6 +119,20 @@ impl RelevanceDevice for CudaEngine<'_> {
                 .map_err(|e| Error::Internal(e.to_string()))?,
             logits: logits_host,
             deltas,
+            taps,
         })
     }
+}
+
+/// The saved activations of block `layer` in a forward that kept every block.
+fn tapped(fwd: &Forward, layer: usize) -> Result<&super::Saved> {
+    fwd.blocks.get(layer).ok_or_else(|| {
+        Error::param(
+            "layer",
+            format!(
+                "block {layer} does not exist (the model has {})",
+                fwd.blocks.len()
+            ),
+        )
+    })
 }

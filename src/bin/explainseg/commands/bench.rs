@@ -251,6 +251,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
             x.view(),
             &cfg.explain,
             &cfg.relevance(),
+            cfg.feature_taps(&vit, &Variant::ALL),
             None,
         )?;
     }
@@ -269,6 +270,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
             x.view(),
             &cfg.explain,
             &cfg.relevance(),
+            cfg.feature_taps(&vit, &Variant::ALL),
             None,
         )?;
         let explain_s = t.elapsed().as_secs_f64();

@@ -392,7 +392,15 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
         // One explanation serves every IG variant of the image.
         let (explained, explain_s) = if todo.iter().any(|v| v.uses_ig()) {
             let start = Instant::now();
-            let e = explain_image(engine.as_ref(), cache.as_ref(), &cfg, sample, x.view())?;
+            let taps = cfg.feature_taps(&vit, &todo);
+            let e = explain_image(
+                engine.as_ref(),
+                cache.as_ref(),
+                &cfg,
+                taps,
+                sample,
+                x.view(),
+            )?;
             (Some(e), start.elapsed().as_secs_f64())
         } else {
             (None, 0.0)
@@ -536,12 +544,14 @@ fn explain_image(
     engine: &dyn explainseg::backend::Engine,
     cache: Option<&ExplanationCache>,
     cfg: &explainseg::pipeline::PipelineConfig,
+    taps: Option<explainseg::backend::TapRequest>,
     sample: &Sample,
     x: ndarray::ArrayView4<f32>,
 ) -> Result<ExplainedMap> {
     let context = || format!("sample `{}`", sample.id);
     let Some(cache) = cache else {
-        return explain_map(engine, x, &cfg.explain, &cfg.relevance(), None).with_context(context);
+        return explain_map(engine, x, &cfg.explain, &cfg.relevance(), taps, None)
+            .with_context(context);
     };
     let stem = file_stem(&sample.id);
     let e = match cache.get(&stem, x.dim())? {
