@@ -154,3 +154,41 @@ fn a_segmented_image_waits_twice_and_downloads_only_relevance_logits_taps_and_ma
         assert_eq!(got.predicted, want.predicted);
     }
 }
+
+/// `eval` on the emulated device, where the next image is explained on the device
+/// while the current one is masked and scored on another thread, scores every image
+/// as the CPU does.
+#[test]
+fn eval_on_the_emulated_device_scores_as_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("data");
+    tiny_dataset(&root);
+    let mut tables = Vec::new();
+    for device in ["cpu", "cuda-emu"] {
+        let out = tmp.path().join(device);
+        assert_cmd::Command::cargo_bin("explainseg")
+            .unwrap()
+            .args(["eval", "--dataset", "folder", "--root"])
+            .arg(&root)
+            .arg("--weights")
+            .arg(fixture("engine", "s16_tiny/model_timm.safetensors"))
+            .args(["--device", device, "--size", "64", "--steps", "3"])
+            .args(["--nt-samples", "2", "--variants", "a,c,xncut", "--out"])
+            .arg(&out)
+            .assert()
+            .success();
+        // per_image.csv without the wall-clock `seconds` column.
+        let rows: Vec<String> = std::fs::read_to_string(out.join("per_image.csv"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut f: Vec<&str> = l.split(',').collect();
+                f.remove(5);
+                f.join(",")
+            })
+            .collect();
+        assert_eq!(rows.len(), 1 + 4 * 5, "{rows:?}");
+        tables.push(rows);
+    }
+    assert_eq!(tables[0], tables[1]);
+}

@@ -88,3 +88,33 @@ pub fn engine_case(name: &str) -> (explainseg::model::Vit, ndarray::Array4<f32>)
     let x = dyn4(npy_f32(&fixture("engine", &format!("{name}/input.npy"))));
     (vit, x)
 }
+
+/// Four 80×72 images (a textured background and a bright square that moves) with
+/// the square as ground truth.
+pub fn tiny_dataset(root: &std::path::Path) {
+    for d in ["images", "masks"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for i in 0..4u32 {
+        let inside =
+            |x: u32, y: u32| (20 + 4 * i..50 + 4 * i).contains(&x) && (15..45).contains(&y);
+        image::RgbImage::from_fn(80, 72, |x, y| {
+            if inside(x, y) {
+                image::Rgb([230, 80 + 10 * i as u8, 60])
+            } else {
+                image::Rgb([
+                    ((x * 7 + y * 13 + i * 31) % 200) as u8,
+                    ((x * y) % 150) as u8,
+                    90,
+                ])
+            }
+        })
+        .save(root.join(format!("images/im{i}.png")))
+        .unwrap();
+        image::GrayImage::from_fn(80, 72, |x, y| {
+            image::Luma([if inside(x, y) { 255 } else { 0 }])
+        })
+        .save(root.join(format!("masks/im{i}.png")))
+        .unwrap();
+    }
+}
