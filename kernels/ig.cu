@@ -111,6 +111,92 @@ extern "C" __global__ void nt_noise_f32(const float* __restrict__ x, float* __re
     }
 }
 
+// --- Variance-reduced noise (ig::noise_design), drawn where it is used -------------
+
+#define ES_GOLDEN_GAMMA 0x9E3779B97F4A7C15ull
+#define ES_STRATA_KEY 0x535452415441ull  // "STRATA"
+// Strata one thread shuffles in its local memory (ig::noise_design draws any number;
+// the engine draws more on the host).
+#define ES_MAX_STRATA 256
+
+// Φ⁻¹(p), p ∈ (0, 1), by Acklam's rational approximation in the host's order
+// (ig::noise_design::inverse_normal_cdf), with the portable ln.
+__device__ __forceinline__ double es_inverse_normal_cdf(double p) {
+    const double a[6] = {-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2,
+                         1.38357751867269e2,   -3.066479806614716e1, 2.506628277459239};
+    const double b[5] = {-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2,
+                         6.680131188771972e1,  -1.328068155288572e1};
+    const double c[6] = {-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838,
+                         -2.549732539343734,    4.374664141464968,     2.938163982698783};
+    const double d[4] = {7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416};
+    const double p_low = 0.02425;
+    if (p < p_low || p > __dsub_rn(1.0, p_low)) {
+        const double tail_p = p < p_low ? p : __dsub_rn(1.0, p);
+        const double q = __dsqrt_rn(__dmul_rn(-2.0, es_ln_portable(tail_p)));
+        double num = c[0], den = d[0];
+        for (int i = 1; i < 6; ++i) num = __dadd_rn(__dmul_rn(num, q), c[i]);
+        for (int i = 1; i < 4; ++i) den = __dadd_rn(__dmul_rn(den, q), d[i]);
+        den = __dadd_rn(__dmul_rn(den, q), 1.0);
+        const double z = __ddiv_rn(num, den);
+        return p < p_low ? z : -z;
+    }
+    const double q = __dsub_rn(p, 0.5);
+    const double r = __dmul_rn(q, q);
+    double num = a[0], den = b[0];
+    for (int i = 1; i < 6; ++i) num = __dadd_rn(__dmul_rn(num, r), a[i]);
+    for (int i = 1; i < 5; ++i) den = __dadd_rn(__dmul_rn(den, r), b[i]);
+    den = __dadd_rn(__dmul_rn(den, r), 1.0);
+    return __ddiv_rn(__dmul_rn(num, q), den);
+}
+
+// noisy[j, e] = noise_j[e] + x[e] for the designs of ig::noise_design:
+// 1 antithetic, 2 stratified, 3 stratified antithetic. Antithetic designs draw the
+// first ⌈s/2⌉ samples and append the negatives of the first ⌊s/2⌋. One thread per
+// element draws all its samples, as the host does element by element.
+extern "C" __global__ void nt_designed_f32(const float* __restrict__ x, float* __restrict__ noisy,
+                                           unsigned long long seed, float stdev, int samples, int len,
+                                           int design) {
+    const bool mirrored = design != 2;
+    const int drawn = mirrored ? (samples + 1) / 2 : samples;
+    unsigned short strata[ES_MAX_STRATA];
+    for (long long e = es_global_index(); e < len; e += es_grid_stride()) {
+        if (design == 1) {
+            for (int j = 0; j < drawn; ++j) {
+                const unsigned long long index = (unsigned long long)j * (unsigned long long)len + e;
+                noisy[(long long)j * len + e] =
+                    __double2float_rn(__dmul_rn(es_standard_normal(seed, index), (double)stdev));
+            }
+        } else {
+            // Rng::stream(seed, [STRATA_KEY, e]), then a Fisher–Yates shuffle with
+            // Rng::below and one uniform per sample.
+            unsigned long long state = es_splitmix64(seed ^ ES_GOLDEN_GAMMA);
+            state = es_splitmix64(state ^ es_splitmix64(ES_STRATA_KEY + ES_GOLDEN_GAMMA));
+            state = es_splitmix64(state ^ es_splitmix64((unsigned long long)e + ES_GOLDEN_GAMMA));
+            for (int j = 0; j < drawn; ++j) strata[j] = (unsigned short)j;
+            for (int i = drawn - 1; i >= 1; --i) {
+                state += ES_GOLDEN_GAMMA;
+                const int k = (int)__umul64hi(es_splitmix64(state), (unsigned long long)(i + 1));
+                const unsigned short t = strata[i];
+                strata[i] = strata[k];
+                strata[k] = t;
+            }
+            for (int j = 0; j < drawn; ++j) {
+                state += ES_GOLDEN_GAMMA;
+                const unsigned long long bits = es_splitmix64(es_splitmix64(state) ^ ES_GOLDEN_GAMMA);
+                const double u = __ddiv_rn(__dadd_rn(__ull2double_rn(bits >> 11), 0.5), 9007199254740992.0);
+                const double p = __ddiv_rn(__dadd_rn((double)strata[j], u), (double)drawn);
+                noisy[(long long)j * len + e] =
+                    __double2float_rn(__dmul_rn(es_inverse_normal_cdf(p), (double)stdev));
+            }
+        }
+        for (int j = drawn; j < samples; ++j) noisy[(long long)j * len + e] = -noisy[(long long)(j - drawn) * len + e];
+        for (int j = 0; j < samples; ++j) {
+            float* v = noisy + (long long)j * len + e;
+            *v = __fadd_rn(*v, x[e]);
+        }
+    }
+}
+
 // NoiseTunnel aggregation over samples: 0 smoothgrad (mean), 1 smoothgrad_sq (mean
 // of squares), 2 vargrad (E[a²] − E[a]²), accumulated in sample order as the CPU.
 extern "C" __global__ void nt_aggregate_f32(const float* __restrict__ per_sample, float* __restrict__ out,

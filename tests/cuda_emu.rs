@@ -226,8 +226,8 @@ fn tiny_noise_tunnel_and_ig_on_the_device_loop_match_the_cpu() {
 
 #[test]
 fn designed_noise_on_the_device_loop_matches_the_cpu() {
-    // The stable preset's noise (crate::ig::noise_design) is drawn on the host by
-    // the one generator both engines use and uploaded; the rest stays on the device.
+    // The stable preset's noise (crate::ig::noise_design) is drawn on the device by
+    // the twin of the host's generator (tests/cuda_emu_pipeline.rs checks the bits).
     let (vit, x) = tiny();
     let emu = CudaEngine::emulated(&vit).unwrap();
     let cpu = CpuEngine::new(&vit);

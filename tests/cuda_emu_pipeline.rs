@@ -14,6 +14,7 @@ use explainseg::attr::{
 };
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::CudaEngine;
+use explainseg::backend::Engine;
 use explainseg::pipeline::{pixels_from_input, segment, PipelineConfig, Variant};
 
 fn small_explain() -> ExplainConfig {
@@ -191,4 +192,51 @@ fn eval_on_the_emulated_device_scores_as_the_cpu() {
         tables.push(rows);
     }
     assert_eq!(tables[0], tables[1]);
+}
+
+/// The variance-reduced noise designs are drawn on the device bit for bit as on the
+/// host: the device's attribution equals the one from the host's noise uploaded as
+/// given noise (everything after the noise is the same device code), and the stable
+/// preset uploads no noise.
+#[test]
+fn designed_noise_is_drawn_on_the_device_with_the_hosts_bits() {
+    use explainseg::attr::{make_noise, NoiseDesign};
+    let (vit, x) = engine_case("s16_tiny");
+    let x = x.slice(ndarray::s![..1, .., .., ..]).to_owned();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let baseline = ndarray::Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 2,
+        multiply_by_inputs: true,
+        batch_size: 8,
+        return_delta: false,
+    };
+    let image = (x.len() * 4) as u64;
+    for design in [
+        NoiseDesign::Antithetic,
+        NoiseDesign::Stratified,
+        NoiseDesign::StratifiedAntithetic,
+    ] {
+        for samples in [1, 2, 5, 24] {
+            let drawn = Noise::drawn(samples, 1.0, 9 + samples as u64, design);
+            let given = Noise::Injected(make_noise(&drawn, x.view()).unwrap());
+            let run = |noise: Noise| {
+                let nt = NoiseTunnelConfig {
+                    nt_type: NtType::SmoothGrad,
+                    noise,
+                };
+                let before = emu.counters();
+                let out = emu
+                    .attribute(x.view(), baseline.view(), 0, &ig, Some(&nt), None)
+                    .unwrap();
+                (out.attribution, emu.counters().since(&before))
+            };
+            let (want, _) = run(given);
+            let (got, c) = run(drawn);
+            assert_eq!(got, want, "{design:?}, {samples} samples");
+            // Image, baseline, quadrature nodes and weights, targets: no noise.
+            assert!(c.htod_bytes < 2 * image + 1024, "{design:?}: {c:?}");
+        }
+    }
 }

@@ -14,10 +14,11 @@
 //!   ⌈s/2⌉ strata, the rest are their negatives.
 //!
 //! Every value is a pure function of `(seed, element, sample)`, so the noise does
-//! not depend on threads or on the engine (the CUDA engine uploads this tensor).
+//! not depend on threads or on the engine (the CUDA engine draws the same bits on
+//! the device, `nt_designed_f32` in kernels/ig.cu).
 
 use crate::error::{Error, Result};
-use crate::rng::{gaussian_noise, mix, Rng, GOLDEN_GAMMA};
+use crate::rng::{gaussian_noise, ln_portable, mix, Rng, GOLDEN_GAMMA};
 
 /// How the noise samples are drawn together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -120,7 +121,8 @@ fn stratified(seed: u64, samples: usize, len: usize, stdev: f32) -> Vec<f32> {
 }
 
 /// Φ⁻¹(p) for p ∈ (0, 1) by Acklam's rational approximation (relative error
-/// < 1.2e-9, far below the f32 the noise is stored in).
+/// < 1.2e-9, far below the f32 the noise is stored in); the CUDA kernel
+/// `nt_designed_f32` (kernels/ig.cu) is its twin.
 pub fn inverse_normal_cdf(p: f64) -> f64 {
     const A: [f64; 6] = [
         -3.969_683_028_665_376e1,
@@ -156,15 +158,16 @@ pub fn inverse_normal_cdf(p: f64) -> f64 {
         (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
             / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     };
+    // The portable ln (crate::rng), so that the device draws the same bits.
     if p < P_LOW {
-        tail((-2.0 * p.ln()).sqrt())
+        tail((-2.0 * ln_portable(p)).sqrt())
     } else if p <= 1.0 - P_LOW {
         let q = p - 0.5;
         let r = q * q;
         (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
             / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     } else {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+        -tail((-2.0 * ln_portable(1.0 - p)).sqrt())
     }
 }
 

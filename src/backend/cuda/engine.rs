@@ -26,8 +26,8 @@ use super::launch::{self as k, AttnShape, Batch, PatchGeometry, PathRows, ATTN_M
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::ig::{
-    convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseTunnelConfig, NtOutput,
-    NtType, Progress,
+    convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseDesign, NoiseTunnelConfig,
+    NtOutput, NtType, Progress,
 };
 use crate::model::{HeadKind, Vit};
 
@@ -940,23 +940,33 @@ impl<'a> CudaEngine<'a> {
         let samples = nt.noise.samples();
         // The noisy inputs (samples, 3, H, W).
         let mut noisy = self.zeros(samples * len)?;
+        // Validates samples and stdev as the CPU path does.
+        let check = |stdev: f32, seed: u64| -> Result<()> {
+            make_noise(
+                &Noise::Seeded {
+                    samples: 1,
+                    stdev,
+                    seed,
+                },
+                x.slice(ndarray::s![.., .., ..1, ..1]),
+            )?;
+            if samples == 0 {
+                return Err(Error::param(
+                    "nt_samples",
+                    "must be at least 1 (use plain IG for none)",
+                ));
+            }
+            Ok(())
+        };
         match &nt.noise {
-            Noise::Seeded { stdev, seed, .. } => {
-                // Validates samples and stdev as the CPU path does.
-                make_noise(
-                    &Noise::Seeded {
-                        samples: 1,
-                        stdev: *stdev,
-                        seed: *seed,
-                    },
-                    x.slice(ndarray::s![.., .., ..1, ..1]),
-                )?;
-                if samples == 0 {
-                    return Err(Error::param(
-                        "nt_samples",
-                        "must be at least 1 (use plain IG for none)",
-                    ));
-                }
+            Noise::Seeded { stdev, seed, .. }
+            | Noise::Designed {
+                stdev,
+                seed,
+                design: NoiseDesign::Independent,
+                ..
+            } => {
+                check(*stdev, *seed)?;
                 k::nt_noise_f32(
                     gpu,
                     &x_dev.as_view(),
@@ -967,8 +977,27 @@ impl<'a> CudaEngine<'a> {
                     len,
                 )?;
             }
-            // Designed noise is drawn on the host, by the one generator the CPU
-            // path uses (crate::ig::noise_design), and uploaded.
+            // The variance-reduced designs are drawn on the device too (the same
+            // bits as crate::ig::noise_design), up to the strata a thread holds.
+            Noise::Designed {
+                stdev,
+                seed,
+                design,
+                ..
+            } if samples <= k::MAX_DEVICE_STRATA => {
+                check(*stdev, *seed)?;
+                k::nt_designed_f32(
+                    gpu,
+                    &x_dev.as_view(),
+                    &mut noisy.as_view_mut(),
+                    (*seed, *stdev),
+                    *design,
+                    samples,
+                    len,
+                )?;
+            }
+            // Given noise, and designs of more strata, are drawn on the host (by the
+            // one generator the CPU path uses) and uploaded.
             Noise::Injected(_) | Noise::Designed { .. } => {
                 let noise = make_noise(&nt.noise, x)?;
                 let sum = &noise + &x;

@@ -720,6 +720,57 @@ pub fn nt_noise_f32(
     )
 }
 
+/// Strata one device thread shuffles (`ES_MAX_STRATA` of kernels/ig.cu): designs
+/// with more are drawn on the host.
+pub const MAX_DEVICE_STRATA: usize = 256;
+
+/// NoiseTunnel inputs `x + ε_s` for `samples` samples of a variance-reduced design
+/// (`ig::noise_design`), drawn on the device bit for bit as on the host.
+pub fn nt_designed_f32(
+    gpu: &dyn DeviceApi,
+    x: &View<f32>,
+    noisy: &mut ViewMut<f32>,
+    (seed, stdev): (u64, f32),
+    design: crate::ig::NoiseDesign,
+    samples: usize,
+    len: usize,
+) -> Result<()> {
+    use crate::ig::NoiseDesign;
+    need("nt_designed.x", x.len(), len)?;
+    need("nt_designed.noisy", noisy.len(), samples * len)?;
+    let (code, strata) = match design {
+        NoiseDesign::Antithetic => (1, 0),
+        NoiseDesign::Stratified => (2, samples),
+        NoiseDesign::StratifiedAntithetic => (3, samples.div_ceil(2)),
+        NoiseDesign::Independent => {
+            return Err(Error::Internal(
+                "independent noise is drawn by nt_noise_f32".into(),
+            ))
+        }
+    };
+    if strata > MAX_DEVICE_STRATA {
+        return Err(Error::Internal(format!(
+            "{strata} strata; the device draws at most {MAX_DEVICE_STRATA}"
+        )));
+    }
+    let (s, l) = (int("samples", samples)?, int("len", len)?);
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "nt_designed_f32",
+        elems_cfg(len),
+        &[
+            KArg::Ptr(x.ptr()),
+            KArg::Ptr(noisy.ptr()),
+            KArg::U64(seed),
+            KArg::F32(stdev),
+            KArg::I32(s),
+            KArg::I32(l),
+            KArg::I32(code),
+        ],
+    )
+}
+
 /// NoiseTunnel aggregation: `nt_type` 0 smoothgrad, 1 smoothgrad_sq, 2 vargrad.
 pub fn nt_aggregate_f32(
     gpu: &dyn DeviceApi,
