@@ -712,3 +712,34 @@ fn a_kernel_reading_poisoned_workspace_gives_nan() {
     let mut again = ws.take::<f32>(len).unwrap();
     assert!(accumulate(&mut again).iter().all(|v| v.is_nan()));
 }
+
+/// A capture takes every call made on the device's stream, so another thread's
+/// device work (DenseCRF beside the IG loop) waits until the capture ends instead
+/// of landing in the graph.
+#[test]
+fn another_threads_work_waits_for_a_capture_to_end() {
+    use explainseg::backend::cuda::api::{Dev, DevBuf, Pooled};
+    use explainseg::backend::cuda::emu::EmuDevice;
+    use std::sync::Arc;
+    let dev: Dev = Arc::new(Pooled::new(Arc::new(EmuDevice::new().unwrap())));
+    let mut mine = DevBuf::<f32>::upload(&dev, &[1.0]).unwrap();
+    let mut theirs = DevBuf::<f32>::upload(&dev, &[2.0]).unwrap();
+    dev.begin_capture().unwrap();
+    let graph = std::thread::scope(|s| {
+        let other = s.spawn(|| theirs.zero().unwrap());
+        // Give the other thread time to reach the device (it must wait there).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        mine.zero().unwrap();
+        let graph = dev.end_capture().unwrap();
+        other.join().unwrap();
+        graph
+    });
+    // The other thread's zeroing ran (after the capture), and is not in the graph.
+    assert_eq!(theirs.download().unwrap(), [0.0]);
+    assert_eq!(mine.download().unwrap(), [1.0]);
+    let before = dev.counters();
+    // SAFETY: the graph zeroes `mine`, which is live.
+    unsafe { dev.replay(graph).unwrap() };
+    assert_eq!(dev.counters().since(&before).zero_fills, 1);
+    assert_eq!(mine.download().unwrap(), [0.0]);
+}

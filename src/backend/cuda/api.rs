@@ -278,9 +278,20 @@ pub struct Pooled {
     live: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
     /// Uninitialised allocations (the workspace arena): not pooled, freed on the device.
     direct: std::sync::Mutex<std::collections::HashSet<u64>>,
-    /// A graph capture is open: a pool hit would queue a memset into the graph.
-    capturing: std::sync::atomic::AtomicBool,
+    /// The thread capturing a graph, if any. A capture takes every call made on
+    /// the stream, so device work of other threads (e.g. DenseCRF) waits for it to
+    /// end; every call holds this lock while it is issued, so none slips in.
+    capture: std::sync::Mutex<Option<std::thread::ThreadId>>,
+    capture_ended: std::sync::Condvar,
     counting: Counting,
+}
+
+/// Who may issue device work now, under [`Pooled::gate`]'s lock.
+enum Gate<'a> {
+    /// No capture is open.
+    Free(#[allow(dead_code)] std::sync::MutexGuard<'a, Option<std::thread::ThreadId>>),
+    /// This thread is capturing.
+    Capturing(#[allow(dead_code)] std::sync::MutexGuard<'a, Option<std::thread::ThreadId>>),
 }
 
 impl Pooled {
@@ -290,8 +301,28 @@ impl Pooled {
             free: Default::default(),
             live: Default::default(),
             direct: Default::default(),
-            capturing: Default::default(),
+            capture: Default::default(),
+            capture_ended: Default::default(),
             counting: Counting::default(),
+        }
+    }
+
+    /// Waits while another thread captures; the guard keeps captures from starting
+    /// until the caller's call is issued.
+    fn gate(&self) -> Gate<'_> {
+        let me = std::thread::current().id();
+        let mut g = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *g {
+                None => return Gate::Free(g),
+                Some(t) if t == me => return Gate::Capturing(g),
+                Some(_) => {
+                    g = self
+                        .capture_ended
+                        .wait(g)
+                        .unwrap_or_else(|p| p.into_inner())
+                }
+            }
         }
     }
 }
@@ -314,9 +345,11 @@ impl DeviceApi for Pooled {
         self.dev.name()
     }
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
-        if self.capturing.load(Ordering::Relaxed) {
-            return Err(refused_in_capture("allocating device memory"));
-        }
+        let _gate = match self.gate() {
+            // A pool hit would queue a memset into the graph.
+            Gate::Capturing(_) => return Err(refused_in_capture("allocating device memory")),
+            free => free,
+        };
         let cached = {
             let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
             let p = free.get_mut(&bytes).and_then(Vec::pop);
@@ -341,6 +374,7 @@ impl DeviceApi for Pooled {
         Ok(ptr)
     }
     fn alloc_uninit(&self, bytes: usize) -> Result<u64> {
+        let _gate = self.gate();
         let ptr = self.dev.alloc_uninit(bytes)?;
         self.direct
             .lock()
@@ -349,6 +383,7 @@ impl DeviceApi for Pooled {
         Ok(ptr)
     }
     unsafe fn poison(&self, ptr: u64, bytes: usize) {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.poison(ptr, bytes) }
     }
@@ -379,14 +414,17 @@ impl DeviceApi for Pooled {
         }
     }
     unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.zero(ptr, bytes) }
     }
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.htod(src, dst) }
     }
     unsafe fn dtoh(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.dtoh(src, dst) }
     }
@@ -398,26 +436,39 @@ impl DeviceApi for Pooled {
         block: u32,
         args: &[KArg],
     ) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.launch(file, name, grid, block, args) }
     }
     unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.gemm(g, a, b, c, beta) }
     }
     fn synchronize(&self) -> Result<()> {
+        let _gate = self.gate();
         self.dev.synchronize()
     }
     fn begin_capture(&self) -> Result<()> {
+        let Gate::Free(mut g) = self.gate() else {
+            return Err(refused_in_capture("beginning another capture"));
+        };
         self.dev.begin_capture()?;
-        self.capturing.store(true, Ordering::Relaxed);
+        *g = Some(std::thread::current().id());
         Ok(())
     }
     fn end_capture(&self) -> Result<GraphId> {
-        self.capturing.store(false, Ordering::Relaxed);
+        let Gate::Capturing(mut g) = self.gate() else {
+            return Err(crate::error::Error::Cuda(
+                "ending a graph capture that was not begun".into(),
+            ));
+        };
+        *g = None;
+        self.capture_ended.notify_all();
         self.dev.end_capture()
     }
     unsafe fn replay(&self, graph: GraphId) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.replay(graph) }
     }
