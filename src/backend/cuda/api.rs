@@ -567,7 +567,13 @@ impl<T: DevScalar> DevBuf<T> {
 
     /// Copies `v` (of the buffer's length at most) to the start of the buffer.
     pub fn write(&mut self, v: &[T]) -> Result<()> {
-        range_of(..v.len(), self.len);
+        if v.len() > self.len {
+            return Err(crate::error::Error::Internal(format!(
+                "writing {} values into a device buffer of {}",
+                v.len(),
+                self.len
+            )));
+        }
         if v.is_empty() {
             return Ok(());
         }
