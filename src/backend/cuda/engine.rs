@@ -7,9 +7,13 @@
 //! CPU's materialised softmax within the parity tolerances; only `block_taps` builds
 //! the (T, T) probabilities, for the tapped layer (docs/cuda_emulation.md §1.2).
 //!
+//! Every per-call buffer is carved from one workspace arena per engine
+//! ([`super::workspace`]), never zeroed but for the buffers that are accumulated into.
+//!
 //! Also a device-side NoiseTunnel + Integrated Gradients
 //! ([`CudaEngine::noise_tunnel_ig`]): the noisy inputs, path points, gradients and
 //! their weighted sums stay on the device; only the aggregated attribution comes back.
+//! Its loop (`ig_loop`) replays each full batch as a CUDA graph.
 //!
 //! Supported heads: the CLS-token heads (timm `head.*`, DINO last-blocks CLS). The
 //! DINO avgpool head runs on the CPU backend.
