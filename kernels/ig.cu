@@ -9,11 +9,16 @@
 #include "common.cuh"
 #endif
 
+// The batch's first row, `row0`, is read from device memory rather than passed as an
+// argument, so that the launches of an IG batch are identical from batch to batch and
+// can be captured once into a CUDA graph and replayed; ig_advance_row0 moves it on.
+
 // Row r of the batch is path point k of input j, with j·n_steps + k = row0 + r:
 // out[r] = b + α_k·(x_j − b).
 extern "C" __global__ void ig_path_f32(const float* __restrict__ inputs, const float* __restrict__ baseline,
-                                       const float* __restrict__ alphas, float* __restrict__ out, int row0, int rows,
-                                       int n_steps, int len) {
+                                       const float* __restrict__ alphas, float* __restrict__ out,
+                                       const int* __restrict__ row0_at, int rows, int n_steps, int len) {
+    const int row0 = *row0_at;
     const long long n = (long long)rows * len;
     for (long long o = es_global_index(); o < n; o += es_grid_stride()) {
         const int r = int(o / len), e = int(o % len);
@@ -27,7 +32,9 @@ extern "C" __global__ void ig_path_f32(const float* __restrict__ inputs, const f
 // acc[j] += w_k·grad[r] for each row r of the batch, in row order (one thread owns
 // an element of every input, so there is no race and the order matches the CPU).
 extern "C" __global__ void ig_accumulate_f32(const float* __restrict__ grads, const float* __restrict__ weights,
-                                             float* __restrict__ acc, int row0, int rows, int n_steps, int len) {
+                                             float* __restrict__ acc, const int* __restrict__ row0_at, int rows,
+                                             int n_steps, int len) {
+    const int row0 = *row0_at;
     for (long long e = es_global_index(); e < len; e += es_grid_stride()) {
         for (int r = 0; r < rows; ++r) {
             const int j = (row0 + r) / n_steps, k = (row0 + r) % n_steps;
@@ -35,6 +42,11 @@ extern "C" __global__ void ig_accumulate_f32(const float* __restrict__ grads, co
             *a = __fadd_rn(*a, __fmul_rn(grads[(long long)r * len + e], weights[k]));
         }
     }
+}
+
+// *row0_at += rows, after a batch's last read of it (one thread; launched <<<1, 32>>>).
+extern "C" __global__ void ig_advance_row0(int* __restrict__ row0_at, int rows) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) *row0_at += rows;
 }
 
 // out = acc ⊙ (x − b) when multiply_by_inputs, else acc.

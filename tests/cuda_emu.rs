@@ -110,12 +110,15 @@ fn tiny_logits_and_input_gradients_match_the_cpu_and_the_counts_are_exact() {
     // for the logits and the gradient, each a host sync.
     assert_eq!((pass.htod_copies, pass.dtoh_copies, pass.syncs), (3, 2, 2));
     assert_eq!(pass.dtoh_bytes, 4 * (2 * 3 + batch.len()) as u64);
-    // Blocks freed by the call stay in the engine's pool.
-    assert_eq!(pass.frees, 0, "{pass:?}");
-    assert!(pass.allocs > 0);
+    // A fresh engine's first call allocates its workspace arena (every buffer of
+    // the call is carved from it) and the positional table it keeps; the head-norm
+    // gradient, which the backward adds into, is the one buffer zeroed.
+    assert_eq!((pass.allocs, pass.frees), (2, 0), "{pass:?}");
+    assert_eq!((pass.reuses, pass.zero_fills), (0, 1), "{pass:?}");
 
-    // The same call again does the same work, and allocates nothing: every buffer
-    // comes from the pool, zeroed on the device.
+    // The same call again does the same work, and allocates nothing: the arena is
+    // carved again, not zeroed (on this device it is filled with NaN bytes first,
+    // so a buffer read before it is written would show).
     let again = {
         let before = emu.counters();
         let (l2, g2) = emu.logits_and_input_grad(batch.view(), &targets).unwrap();
@@ -148,9 +151,7 @@ fn tiny_logits_and_input_gradients_match_the_cpu_and_the_counts_are_exact() {
     };
     assert_eq!(work(&again_with_pos), work(&pass));
     assert_eq!((again.allocs, again.frees), (0, 0), "{again:?}");
-    // Every buffer of the first call but the kept positional table comes back.
-    assert_eq!(again.reuses, pass.allocs + pass.reuses - 1, "{again:?}");
-    assert_eq!(again.zero_fills, again.reuses);
+    assert_eq!((again.reuses, again.zero_fills), (0, 1), "{again:?}");
 
     // Logits alone: a forward without the backward, one download.
     let before = emu.counters();
@@ -159,7 +160,11 @@ fn tiny_logits_and_input_gradients_match_the_cpu_and_the_counts_are_exact() {
     assert!(rel_max(&to_vec(&l_only), &to_vec(&l_cpu)) <= 1e-5);
     assert_eq!((fwd.launches, fwd.gemms), (fl, fg), "{fwd:?}");
     assert_eq!((fwd.htod_copies, fwd.syncs), (1, 1), "{fwd:?}");
-    assert_eq!((fwd.allocs, fwd.frees), (0, 0), "{fwd:?}");
+    assert_eq!(
+        (fwd.allocs, fwd.frees, fwd.zero_fills),
+        (0, 0, 0),
+        "{fwd:?}"
+    );
     // Bad targets are errors, before any device work.
     let before = emu.counters();
     assert!(emu.logits_and_input_grad(batch.view(), &[0]).is_err());
@@ -200,9 +205,16 @@ fn tiny_noise_tunnel_and_ig_on_the_device_loop_match_the_cpu() {
         // aggregated attribution comes back.
         assert_eq!((c.dtoh_copies, c.syncs), (1, 1), "{c:?}");
         assert_eq!(c.frees, 0, "{c:?}");
+        // Batches of 3, 3 and 2 rows: the two full ones replay one CUDA graph,
+        // captured by the first run; the last runs eagerly.
+        let captures = u64::from(nt_type == NtType::SmoothGrad);
+        assert_eq!((c.graph_captures, c.graph_replays), (captures, 2), "{c:?}");
         if nt_type == NtType::VarGrad {
-            // The second run finds every block in the pool.
-            assert_eq!(c.allocs, 0, "{c:?}");
+            // The second run carves the same workspace: no allocation, and the only
+            // zero-fills are the accumulators: the IG sums, the device row counter
+            // and the head-norm gradient of each of the 3 batches.
+            assert_eq!((c.allocs, c.reuses), (0, 0), "{c:?}");
+            assert_eq!(c.zero_fills, 2 + 3, "{c:?}");
         }
     }
     let ig = IgConfig {
@@ -298,8 +310,25 @@ fn vit_s16_at_224_matches_the_cpu() {
     assert!(rel <= 1e-4, "{rel}");
     let (fl, fg) = forward_work(2, 1);
     let (bl, bg) = backward_work(2, 1);
-    // nt_noise, ig_path, the pass, ig_accumulate, ig_finish, nt_aggregate.
-    assert_eq!(c.launches, 1 + 1 + fl + bl + 1 + 1 + 1, "{c:?}");
+    // nt_noise, ig_path, the pass, ig_accumulate, ig_advance_row0, ig_finish,
+    // nt_aggregate (the batch replayed as a graph counts its launches).
+    assert_eq!(c.launches, 1 + 1 + fl + bl + 1 + 1 + 1 + 1, "{c:?}");
+    assert_eq!((c.graph_captures, c.graph_replays), (1, 1), "{c:?}");
+    // The arena (the positional table is already on the device), the IG sums, the
+    // row counter and the head-norm gradient.
+    assert_eq!((c.allocs, c.reuses, c.zero_fills), (1, 0, 3), "{c:?}");
+    let before = emu.counters();
+    let again = noise_tunnel_ig(&emu, x.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
+    let c2 = emu.counters().since(&before);
+    eprintln!("ViT-S/16 224² NoiseTunnel IG, again: {c2:?}");
+    assert_eq!(to_vec(&again.attribution), to_vec(&got.attribution));
+    assert_eq!((c2.allocs, c2.reuses, c2.zero_fills), (0, 0, 3), "{c2:?}");
+    assert_eq!((c2.graph_captures, c2.graph_replays), (0, 1), "{c2:?}");
+    assert_eq!(
+        (c2.launches, c2.gemms, c2.syncs),
+        (c.launches, c.gemms, 1),
+        "{c2:?}"
+    );
     assert_eq!(c.gemms, fg + bg, "{c:?}");
 }
 
@@ -477,8 +506,7 @@ fn ig_batch_is_chosen_from_free_device_memory() {
     use explainseg::backend::cuda::emu::EmuDevice;
     use std::sync::Arc;
     let (vit, x) = tiny();
-    let (_, c, h, w) = x.dim();
-    let len = c * h * w;
+    let (_, _, h, w) = x.dim();
     let baseline = Array4::<f32>::zeros(x.dim());
     let ig = IgConfig {
         method: Method::GaussLegendre,
@@ -497,17 +525,16 @@ fn ig_batch_is_chosen_from_free_device_memory() {
     };
     let roomy = CudaEngine::emulated(&vit).unwrap();
     let weights = roomy.counters().bytes_allocated as usize;
-    let per_row = roomy.ig_row_bytes(h, w).unwrap();
+    let arena = |rows| roomy.ig_workspace_bytes(h, w, rows, 2, 8).unwrap();
     let before = roomy.counters();
     let want = roomy
         .attribute(x.view(), baseline.view(), 1, &ig, Some(&nt), None)
         .unwrap();
     let one_batch = roomy.counters().since(&before);
 
-    // Weights, what the call holds before its batches (input, baseline, noisy inputs,
-    // accumulator, quadrature), the 64 MiB the engine leaves to the driver, 4½ rows.
-    let fixed = 4 * (2 * len + 2 * 2 * len + 2 * 8);
-    let capacity = weights + fixed + (64 << 20) + 9 * per_row / 2;
+    // Weights, the 64 MiB the engine leaves to the driver, and a workspace between
+    // those of 4 and 5 rows per batch.
+    let capacity = weights + (64 << 20) + (arena(4) + arena(5)) / 2;
     let dev = Arc::new(EmuDevice::with_capacity(capacity).unwrap());
     let tight = CudaEngine::on_device(&vit, dev).unwrap();
     let before = tight.counters();
@@ -516,13 +543,17 @@ fn ig_batch_is_chosen_from_free_device_memory() {
         .unwrap();
     let four_batches = tight.counters().since(&before);
     let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
-    eprintln!("{per_row} B per row; 16 rows in 4 batches vs 1: rel-L2 {rel:.2e}");
+    eprintln!(
+        "workspace {} B for 4 rows, {} B for 16; 16 rows in 4 batches vs 1: rel-L2 {rel:.2e}",
+        arena(4),
+        arena(16)
+    );
     assert!(rel <= 1e-6, "{rel}");
     // The GEMMs of a pass do not depend on its batch (fused attention), so four
     // batches make four times the GEMM calls of one.
     assert_eq!(four_batches.gemms, 4 * one_batch.gemms, "{four_batches:?}");
 
-    let dev = Arc::new(EmuDevice::with_capacity(weights + fixed + (64 << 20)).unwrap());
+    let dev = Arc::new(EmuDevice::with_capacity(weights + (64 << 20) + arena(1) - 1).unwrap());
     let starved = CudaEngine::on_device(&vit, dev).unwrap();
     let err = starved
         .attribute(x.view(), baseline.view(), 1, &ig, Some(&nt), None)
@@ -532,4 +563,184 @@ fn ig_batch_is_chosen_from_free_device_memory() {
         err.contains("needs") && err.contains("device memory"),
         "{err}"
     );
+}
+
+/// IG batches replayed as CUDA graphs give the eager run's attribution bit for bit
+/// and the same device work; a graph is captured once per layout and replayed after.
+#[test]
+fn ig_graphs_match_eager_launches_bit_for_bit() {
+    let (vit, x) = tiny();
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = |n_steps| IgConfig {
+        method: Method::GaussLegendre,
+        n_steps,
+        multiply_by_inputs: true,
+        batch_size: 3,
+        return_delta: false,
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 2,
+            stdev: 0.5,
+            seed: 42,
+        },
+    };
+    let run = |e: &CudaEngine, n_steps| {
+        let before = e.counters();
+        let out = e
+            .attribute(x.view(), baseline.view(), 1, &ig(n_steps), Some(&nt), None)
+            .unwrap();
+        let bits: Vec<u32> = out.attribution.iter().map(|v| v.to_bits()).collect();
+        (bits, e.counters().since(&before))
+    };
+    let eager = CudaEngine::emulated(&vit).unwrap();
+    eager.set_graphs(false);
+    let graphed = CudaEngine::emulated(&vit).unwrap();
+    graphed.set_graphs(true);
+    let (a_eager, c_eager) = run(&eager, 4);
+    let (a_graph, c_graph) = run(&graphed, 4);
+    eprintln!("eager: {c_eager:?}\ngraphs: {c_graph:?}");
+    assert_eq!(a_graph, a_eager);
+    // 8 rows in batches of 3: the two full batches replay the graph captured for the
+    // first; the last 2 rows run eagerly.
+    assert_eq!((c_graph.graph_captures, c_graph.graph_replays), (1, 2));
+    assert_eq!((c_eager.graph_captures, c_eager.graph_replays), (0, 0));
+    // A replay's launches, GEMMs and memsets count as such: the same totals.
+    let work = |c: &Counters| (c.launches, c.gemms, c.zero_fills, c.dtoh_bytes, c.syncs);
+    assert_eq!(work(&c_graph), work(&c_eager));
+    assert_eq!(c_graph.htod_bytes, c_eager.htod_bytes);
+
+    // Again: no capture, two replays, no allocation.
+    let (a2, c2) = run(&graphed, 4);
+    assert_eq!(a2, a_eager);
+    assert_eq!((c2.graph_captures, c2.graph_replays), (0, 2), "{c2:?}");
+    assert_eq!((c2.allocs, c2.reuses), (0, 0), "{c2:?}");
+    assert_eq!(work(&c2), work(&c_eager));
+    // The positional table stays on the device.
+    assert_eq!(c2.htod_copies, c_graph.htod_copies - 1, "{c2:?}");
+
+    // Another number of steps is another layout: one capture, then its replays
+    // (10 rows: 3 full batches and 1 row).
+    let (a5_graph, c5) = run(&graphed, 5);
+    let (a5_eager, _) = run(&eager, 5);
+    assert_eq!(a5_graph, a5_eager);
+    assert_eq!((c5.graph_captures, c5.graph_replays), (1, 3), "{c5:?}");
+}
+
+/// While a graph is captured the device records work instead of running it and
+/// refuses what a graph cannot hold: a download, an allocation, a host sync.
+#[test]
+fn a_capture_refuses_copies_allocations_and_syncs() {
+    use explainseg::backend::cuda::api::{Dev, DevBuf};
+    use explainseg::backend::cuda::emu::EmuDevice;
+    use std::sync::Arc;
+    let dev: Dev = Arc::new(EmuDevice::new().unwrap());
+    let mut buf = DevBuf::<f32>::upload(&dev, &[1.0, 2.0]).unwrap();
+    dev.begin_capture().unwrap();
+    let err = buf.download().unwrap_err().to_string();
+    assert!(
+        err.contains("copying from the device") && err.contains("captured"),
+        "{err}"
+    );
+    assert!(DevBuf::<f32>::zeros(&dev, 4).is_err());
+    assert!(dev.synchronize().is_err());
+    // The refused calls break the capture.
+    let err = dev.end_capture().unwrap_err().to_string();
+    assert!(err.contains("invalidated"), "{err}");
+
+    // A clean capture runs nothing until it is replayed.
+    let before = dev.counters();
+    dev.begin_capture().unwrap();
+    buf.zero().unwrap();
+    let graph = dev.end_capture().unwrap();
+    assert_eq!(buf.download().unwrap(), [1.0, 2.0]);
+    // SAFETY: the graph zeroes `buf`, which is live.
+    unsafe { dev.replay(graph).unwrap() };
+    unsafe { dev.replay(graph).unwrap() };
+    assert_eq!(buf.download().unwrap(), [0.0, 0.0]);
+    let c = dev.counters().since(&before);
+    assert_eq!((c.graph_captures, c.graph_replays, c.zero_fills), (1, 2, 2));
+}
+
+/// The workspace is NaN-poisoned on the emulated device, so a kernel that reads a
+/// buffer nobody wrote gives NaN: here IG sums added into an accumulator that was
+/// not zeroed, and a buffer read after its range was handed back.
+#[test]
+fn a_kernel_reading_poisoned_workspace_gives_nan() {
+    use explainseg::backend::cuda::api::Dev;
+    use explainseg::backend::cuda::emu::EmuDevice;
+    use explainseg::backend::cuda::launch::{ig_accumulate_f32, PathRows};
+    use explainseg::backend::cuda::workspace::Workspace;
+    use std::sync::Arc;
+    let dev: Dev = Arc::new(EmuDevice::new().unwrap());
+    let len = 1000;
+    let p = PathRows {
+        row0: 0,
+        rows: 1,
+        n_steps: 1,
+        len,
+    };
+    let mut arena = Workspace::new(dev.clone());
+    arena.reserve(1 << 16).unwrap();
+    let mut ws = arena.carver();
+    let grads = ws.upload(&vec![1.0f32; len]).unwrap();
+    let weights = ws.upload(&[0.5f32]).unwrap();
+    let row0 = ws.zeros::<i32>(1).unwrap();
+    let mark = ws.mark();
+    let mut acc = ws.take::<f32>(len).unwrap();
+    let accumulate = |acc: &mut explainseg::backend::cuda::api::DevBuf<f32>| {
+        ig_accumulate_f32(
+            &*dev,
+            &grads.as_view(),
+            &weights.as_view(),
+            &mut acc.as_view_mut(),
+            &row0.as_view(),
+            p,
+        )
+        .unwrap();
+        acc.download().unwrap()
+    };
+    // Not zeroed: every sum is NaN.
+    assert!(accumulate(&mut acc).iter().all(|v| v.is_nan()));
+    // Zeroed: the sums.
+    acc.zero().unwrap();
+    assert!(accumulate(&mut acc).iter().all(|&v| v == 0.5));
+    drop(acc);
+    // Handed back and carved again: poisoned again.
+    // SAFETY: `acc` is dropped.
+    unsafe { ws.rewind(mark) };
+    let mut again = ws.take::<f32>(len).unwrap();
+    assert!(accumulate(&mut again).iter().all(|v| v.is_nan()));
+}
+
+/// A capture takes every call made on the device's stream, so another thread's
+/// device work (DenseCRF beside the IG loop) waits until the capture ends instead
+/// of landing in the graph.
+#[test]
+fn another_threads_work_waits_for_a_capture_to_end() {
+    use explainseg::backend::cuda::api::{Dev, DevBuf, Pooled};
+    use explainseg::backend::cuda::emu::EmuDevice;
+    use std::sync::Arc;
+    let dev: Dev = Arc::new(Pooled::new(Arc::new(EmuDevice::new().unwrap())));
+    let mut mine = DevBuf::<f32>::upload(&dev, &[1.0]).unwrap();
+    let mut theirs = DevBuf::<f32>::upload(&dev, &[2.0]).unwrap();
+    dev.begin_capture().unwrap();
+    let graph = std::thread::scope(|s| {
+        let other = s.spawn(|| theirs.zero().unwrap());
+        // Give the other thread time to reach the device (it must wait there).
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        mine.zero().unwrap();
+        let graph = dev.end_capture().unwrap();
+        other.join().unwrap();
+        graph
+    });
+    // The other thread's zeroing ran (after the capture), and is not in the graph.
+    assert_eq!(theirs.download().unwrap(), [0.0]);
+    assert_eq!(mine.download().unwrap(), [1.0]);
+    let before = dev.counters();
+    // SAFETY: the graph zeroes `mine`, which is live.
+    unsafe { dev.replay(graph).unwrap() };
+    assert_eq!(dev.counters().since(&before).zero_fills, 1);
+    assert_eq!(mine.download().unwrap(), [0.0]);
 }

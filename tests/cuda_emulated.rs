@@ -287,6 +287,7 @@ const TESTED: &[&str] = &[
     "embed_tokens_f32",
     "ig_path_f32",
     "ig_accumulate_f32",
+    "ig_advance_row0",
     "ig_finish_f32",
     "nt_noise_f32",
     "nt_aggregate_f32",
@@ -324,6 +325,19 @@ const TESTED_THROUGH_CRF_DEVICE: &[&str] = &[
     "crf_foreground_u8",
 ];
 
+/// The relevance-map and designed-noise kernels (kernels/relevance.cu,
+/// `nt_designed_f32`): tested through the engine (their wrappers in
+/// src/backend/cuda/launch.rs) against the host's computation, bit for bit, by
+/// tests/cuda_emu_pipeline.rs (feature `cuda-emu`).
+const TESTED_THROUGH_ENGINE: &[&str] = &[
+    "select_target_i32",
+    "reduce_channels_f32",
+    "blur_axis_f32",
+    "min_max_f32",
+    "min_max_scale_f32",
+    "nt_designed_f32",
+];
+
 #[test]
 fn every_kernel_has_a_test() {
     let e = emu();
@@ -353,11 +367,17 @@ fn every_kernel_has_a_test() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda/crf/kernels.rs"),
     )
     .unwrap();
+    let engine_wrappers = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/backend/cuda/launch.rs"),
+    )
+    .unwrap();
     for k in &names {
         let through_crf = TESTED_THROUGH_CRF_DEVICE.contains(&k.as_str())
             && crf_wrappers.contains(&format!("\"{k}\""));
+        let through_engine = TESTED_THROUGH_ENGINE.contains(&k.as_str())
+            && engine_wrappers.contains(&format!("\"{k}\""));
         assert!(
-            TESTED.contains(&k.as_str()) || through_crf,
+            TESTED.contains(&k.as_str()) || through_crf || through_engine,
             "kernel {k} has no emulated test"
         );
     }
@@ -1185,6 +1205,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
         let b = baseline.as_slice().unwrap();
         let mut acc = vec![0f32; n_inputs * len];
         let mut row0 = 0;
+        let mut row0_at = [0i32];
         for (i, batch) in batches.iter().enumerate() {
             let rows = batch.dim().0;
             let mut path = poisoned(rows * len);
@@ -1193,7 +1214,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
                 .inp(b)
                 .inp(&alphas)
                 .out(&mut path)
-                .i32(row0)
+                .inp(&row0_at)
                 .i32(rows)
                 .i32(n_steps)
                 .i32(len);
@@ -1205,12 +1226,17 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
                 .inp(&grads)
                 .inp(&weights)
                 .out(&mut acc)
-                .i32(row0)
+                .inp(&row0_at)
                 .i32(rows)
                 .i32(n_steps)
                 .i32(len);
             launch("ig_accumulate_f32", grid_for(len, 128), 128, args, s);
+            // The batch's first row lives on the device; the engine moves it on
+            // with a kernel so a captured batch replays unchanged.
+            let args = Args::default().out(&mut row0_at).i32(rows);
+            launch("ig_advance_row0", 1, 32, args, s);
             row0 += rows;
+            assert_eq!(row0_at, [row0 as i32]);
         }
         assert_eq!(row0, n_inputs * n_steps);
         let mut out = poisoned(n_inputs * len);

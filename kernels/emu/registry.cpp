@@ -26,7 +26,8 @@ const std::vector<emu::KernelEntry>& kernel_table() {
     static const std::vector<emu::KernelEntry> table = {
         ES_KERNEL(add_bias_rows_f32), ES_KERNEL(head_rows_f32),      ES_KERNEL(bias_gelu_f32),
         ES_KERNEL(gelu_bwd_f32),      ES_KERNEL(ig_path_f32),        ES_KERNEL(ig_accumulate_f32),
-        ES_KERNEL(ig_finish_f32),     ES_KERNEL(nt_noise_f32),       ES_KERNEL(nt_designed_f32),       ES_KERNEL(nt_aggregate_f32),
+        ES_KERNEL(ig_finish_f32),     ES_KERNEL(ig_advance_row0),    ES_KERNEL(nt_noise_f32),       ES_KERNEL(nt_designed_f32),
+        ES_KERNEL(nt_aggregate_f32),
         ES_KERNEL(layer_norm_f32),    ES_KERNEL(layer_norm_bwd_f32), ES_KERNEL(im2col_f32),
         ES_KERNEL(col2im_f32),        ES_KERNEL(embed_tokens_f32),   ES_KERNEL(softmax_scale_f32),
         ES_KERNEL(softmax_bwd_f32),   ES_KERNEL(attention_fwd_f32),  ES_KERNEL(attention_bwd_dq_f32),

@@ -4,7 +4,7 @@
 //! attribution's channels, blurs and scales the map on the device, and hands back
 //! only the map and the logits — one wait for the device per explanation. The host
 //! computes the same map from the full attribution (`attr::explain::Explanation::map`);
-//! the two agree bit for bit (docs/cuda_emulation.md §1.3).
+//! the two agree bit for bit (docs/cuda_emulation.md §1.4).
 
 use ndarray::{Array2, ArrayView4};
 

@@ -56,8 +56,14 @@ pub struct Counters {
     pub syncs: u64,
     /// Allocations served from the [`Pooled`] cache instead of the device.
     pub reuses: u64,
-    /// Reused allocations zeroed on the device.
+    /// Zeroings on the device (reused pool blocks, the explicitly zeroed
+    /// accumulators; inside a graph replay each memset node counts).
     pub zero_fills: u64,
+    /// CUDA graphs captured ([`DeviceApi::end_capture`]).
+    pub graph_captures: u64,
+    /// CUDA graph replays ([`DeviceApi::replay`]); the launches, GEMMs and zero-fills
+    /// a replay runs are counted as such too, so totals compare with eager runs.
+    pub graph_replays: u64,
 }
 
 impl Counters {
@@ -76,6 +82,8 @@ impl Counters {
             syncs: self.syncs - earlier.syncs,
             reuses: self.reuses - earlier.reuses,
             zero_fills: self.zero_fills - earlier.zero_fills,
+            graph_captures: self.graph_captures - earlier.graph_captures,
+            graph_replays: self.graph_replays - earlier.graph_replays,
         }
     }
 }
@@ -83,7 +91,7 @@ impl Counters {
 /// Atomic [`Counters`], kept by each device implementation.
 #[derive(Debug, Default)]
 pub struct Counting {
-    c: [AtomicU64; 12],
+    c: [AtomicU64; 14],
 }
 
 #[derive(Clone, Copy)]
@@ -97,6 +105,8 @@ pub enum Event {
     Sync,
     Reuse,
     ZeroFill,
+    Capture,
+    Replay,
 }
 
 impl Counting {
@@ -123,6 +133,8 @@ impl Counting {
             Event::Sync => add(9, 1),
             Event::Reuse => add(10, 1),
             Event::ZeroFill => add(11, 1),
+            Event::Capture => add(12, 1),
+            Event::Replay => add(13, 1),
         }
     }
 
@@ -141,11 +153,29 @@ impl Counting {
             syncs: g(9),
             reuses: g(10),
             zero_fills: g(11),
+            graph_captures: g(12),
+            graph_replays: g(13),
         }
     }
 }
 
+/// A captured graph, by the id its device gave it ([`DeviceApi::end_capture`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GraphId(pub u64);
+
+/// The error of a call a device refuses while it captures a graph: a graph replays
+/// device work only, so nothing may allocate, copy to or from the host, or wait.
+pub fn refused_in_capture(what: &str) -> crate::error::Error {
+    crate::error::Error::Cuda(format!(
+        "{what} is not allowed while a CUDA graph is being captured"
+    ))
+}
+
 /// A device the CUDA engine can run on. Work is ordered as on one CUDA stream.
+///
+/// Between [`DeviceApi::begin_capture`] and [`DeviceApi::end_capture`] the launches,
+/// GEMMs and zeroings are recorded into a graph instead of run (as CUDA stream
+/// capture does); allocations, copies and host syncs are refused with an error.
 pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     /// Which [`Device`] this is (`Cuda` or `CudaEmu`).
     fn kind(&self) -> Device;
@@ -153,6 +183,18 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     fn name(&self) -> String;
     /// `bytes` (> 0) of zeroed device memory.
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64>;
+    /// `bytes` (> 0) of device memory with unspecified contents: the engine's
+    /// workspace arena, whose buffers are written before they are read. The emulated
+    /// device fills it with NaN bytes (see [`DeviceApi::poison`]).
+    fn alloc_uninit(&self, bytes: usize) -> Result<u64>;
+    /// Declares `bytes` at `ptr` dead: the emulated device fills them with `0xFF`
+    /// (NaN as f32, −1 as an integer) so that a later read before a write shows in
+    /// the results; a GPU does nothing. Not counted.
+    ///
+    /// # Safety
+    /// `ptr..ptr + bytes` lies inside one live allocation of this device that no
+    /// queued work still reads.
+    unsafe fn poison(&self, ptr: u64, bytes: usize);
     /// Releases an allocation, ordered after the work already queued.
     ///
     /// # Safety
@@ -205,6 +247,22 @@ pub trait DeviceApi: Send + Sync + std::fmt::Debug {
     unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
+    /// Starts capturing: until [`DeviceApi::end_capture`], launches, GEMMs and
+    /// zeroings are recorded, not run.
+    fn begin_capture(&self) -> Result<()>;
+    /// Ends the capture and returns the graph of what was recorded.
+    ///
+    /// # Errors
+    /// When no capture is open, or the capture was broken (e.g. a free inside it).
+    fn end_capture(&self) -> Result<GraphId>;
+    /// Runs a captured graph (its work is queued as one unit, in capture order).
+    ///
+    /// # Safety
+    /// Every address the graph's work touches is still live and holds what the
+    /// captured calls' safety conditions require.
+    unsafe fn replay(&self, graph: GraphId) -> Result<()>;
+    /// Forgets a graph.
+    fn drop_graph(&self, graph: GraphId);
     /// What the device has done so far.
     fn counters(&self) -> Counters;
     /// Bytes of device memory an allocation can still get (`usize::MAX`: no limit).
@@ -229,7 +287,22 @@ pub struct Pooled {
     free: std::sync::Mutex<(std::collections::HashMap<usize, Vec<u64>>, usize)>,
     /// Sizes of the live blocks handed out.
     live: std::sync::Mutex<std::collections::HashMap<u64, usize>>,
+    /// Uninitialised allocations (the workspace arena): not pooled, freed on the device.
+    direct: std::sync::Mutex<std::collections::HashSet<u64>>,
+    /// The thread capturing a graph, if any. A capture takes every call made on
+    /// the stream, so device work of other threads (e.g. DenseCRF) waits for it to
+    /// end; every call holds this lock while it is issued, so none slips in.
+    capture: std::sync::Mutex<Option<std::thread::ThreadId>>,
+    capture_ended: std::sync::Condvar,
     counting: Counting,
+}
+
+/// Who may issue device work now, under [`Pooled::gate`]'s lock.
+enum Gate<'a> {
+    /// No capture is open.
+    Free(#[allow(dead_code)] std::sync::MutexGuard<'a, Option<std::thread::ThreadId>>),
+    /// This thread is capturing.
+    Capturing(#[allow(dead_code)] std::sync::MutexGuard<'a, Option<std::thread::ThreadId>>),
 }
 
 impl Pooled {
@@ -238,7 +311,29 @@ impl Pooled {
             dev,
             free: Default::default(),
             live: Default::default(),
+            direct: Default::default(),
+            capture: Default::default(),
+            capture_ended: Default::default(),
             counting: Counting::default(),
+        }
+    }
+
+    /// Waits while another thread captures; the guard keeps captures from starting
+    /// until the caller's call is issued.
+    fn gate(&self) -> Gate<'_> {
+        let me = std::thread::current().id();
+        let mut g = self.capture.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match *g {
+                None => return Gate::Free(g),
+                Some(t) if t == me => return Gate::Capturing(g),
+                Some(_) => {
+                    g = self
+                        .capture_ended
+                        .wait(g)
+                        .unwrap_or_else(|p| p.into_inner())
+                }
+            }
         }
     }
 }
@@ -261,6 +356,11 @@ impl DeviceApi for Pooled {
         self.dev.name()
     }
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        let _gate = match self.gate() {
+            // A pool hit would queue a memset into the graph.
+            Gate::Capturing(_) => return Err(refused_in_capture("allocating device memory")),
+            free => free,
+        };
         let cached = {
             let (free, total) = &mut *self.free.lock().unwrap_or_else(|p| p.into_inner());
             let p = free.get_mut(&bytes).and_then(Vec::pop);
@@ -284,7 +384,31 @@ impl DeviceApi for Pooled {
             .insert(ptr, bytes);
         Ok(ptr)
     }
+    fn alloc_uninit(&self, bytes: usize) -> Result<u64> {
+        let _gate = self.gate();
+        let ptr = self.dev.alloc_uninit(bytes)?;
+        self.direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr);
+        Ok(ptr)
+    }
+    unsafe fn poison(&self, ptr: u64, bytes: usize) {
+        let _gate = self.gate();
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.poison(ptr, bytes) }
+    }
     unsafe fn free(&self, ptr: u64) {
+        if self
+            .direct
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ptr)
+        {
+            // SAFETY: ptr is a live direct allocation of the inner device, given back once.
+            unsafe { self.dev.free(ptr) };
+            return;
+        }
         let bytes = self
             .live
             .lock()
@@ -301,14 +425,17 @@ impl DeviceApi for Pooled {
         }
     }
     unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.zero(ptr, bytes) }
     }
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.htod(src, dst) }
     }
     unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.dtoh_async(src, dst) }
     }
@@ -320,15 +447,44 @@ impl DeviceApi for Pooled {
         block: u32,
         args: &[KArg],
     ) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.launch(file, name, grid, block, args) }
     }
     unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        let _gate = self.gate();
         // SAFETY: forwarded with the caller's guarantee.
         unsafe { self.dev.gemm(g, a, b, c, beta) }
     }
     fn synchronize(&self) -> Result<()> {
+        let _gate = self.gate();
         self.dev.synchronize()
+    }
+    fn begin_capture(&self) -> Result<()> {
+        let Gate::Free(mut g) = self.gate() else {
+            return Err(refused_in_capture("beginning another capture"));
+        };
+        self.dev.begin_capture()?;
+        *g = Some(std::thread::current().id());
+        Ok(())
+    }
+    fn end_capture(&self) -> Result<GraphId> {
+        let Gate::Capturing(mut g) = self.gate() else {
+            return Err(crate::error::Error::Cuda(
+                "ending a graph capture that was not begun".into(),
+            ));
+        };
+        *g = None;
+        self.capture_ended.notify_all();
+        self.dev.end_capture()
+    }
+    unsafe fn replay(&self, graph: GraphId) -> Result<()> {
+        let _gate = self.gate();
+        // SAFETY: forwarded with the caller's guarantee.
+        unsafe { self.dev.replay(graph) }
+    }
+    fn drop_graph(&self, graph: GraphId) {
+        self.dev.drop_graph(graph)
     }
     /// The device's counts (its allocations are the pool's misses) plus the reuses.
     fn counters(&self) -> Counters {
@@ -359,6 +515,8 @@ pub struct DevBuf<T: DevScalar> {
     dev: Dev,
     ptr: u64,
     len: usize,
+    /// False for a range of the workspace arena ([`super::workspace`]): not freed on drop.
+    owned: bool,
     _t: PhantomData<T>,
 }
 
@@ -397,8 +555,51 @@ impl<T: DevScalar> DevBuf<T> {
             dev: dev.clone(),
             ptr,
             len,
+            owned: true,
             _t: PhantomData,
         })
+    }
+
+    /// `len` values at `ptr` inside an allocation someone else owns (the workspace
+    /// arena); dropping it frees nothing.
+    ///
+    /// # Safety
+    /// `ptr..ptr + len·size_of::<T>()` lies inside a live allocation of `dev` that
+    /// outlives the buffer, and no other live buffer overlaps it.
+    pub(crate) unsafe fn borrowed(dev: &Dev, ptr: u64, len: usize) -> Self {
+        DevBuf {
+            dev: dev.clone(),
+            ptr,
+            len,
+            owned: false,
+            _t: PhantomData,
+        }
+    }
+
+    /// Copies `v` (of the buffer's length at most) to the start of the buffer.
+    pub fn write(&mut self, v: &[T]) -> Result<()> {
+        if v.len() > self.len {
+            return Err(crate::error::Error::Internal(format!(
+                "writing {} values into a device buffer of {}",
+                v.len(),
+                self.len
+            )));
+        }
+        if v.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: T is plain data; the bytes of `v` are initialised.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(v.as_ptr().cast::<u8>(), std::mem::size_of_val(v))
+        };
+        // SAFETY: checked above that the buffer holds v.len() values.
+        unsafe { self.dev.htod(bytes, self.ptr) }
+    }
+
+    /// Zeroes the buffer on the device (one counted zero-fill).
+    pub fn zero(&mut self) -> Result<()> {
+        // SAFETY: ptr..ptr + len·SIZE is exactly this buffer.
+        unsafe { self.dev.zero(self.ptr, self.len * Self::SIZE) }
     }
 
     /// A device copy of `v`.
@@ -508,8 +709,10 @@ pub fn download_together(bufs: &[&DevBuf<f32>]) -> Result<Vec<Vec<f32>>> {
 
 impl<T: DevScalar> Drop for DevBuf<T> {
     fn drop(&mut self) {
-        // SAFETY: ptr came from this device's alloc_zeroed and is freed only here.
-        unsafe { self.dev.free(self.ptr) };
+        if self.owned {
+            // SAFETY: ptr came from this device's alloc_zeroed and is freed only here.
+            unsafe { self.dev.free(self.ptr) };
+        }
     }
 }
 

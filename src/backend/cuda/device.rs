@@ -9,10 +9,11 @@ use std::sync::{Arc, Mutex};
 use cudarc::cublas::sys::cublasOperation_t;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    result as driver, CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr,
+    result as driver, sys as cu, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream,
+    DevicePtr,
 };
 
-use super::api::{Counters, Counting, DeviceApi, Event, KArg};
+use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::{KernelFile, ModuleCache};
 use crate::backend::blas_layout::ColMajorGemm;
 use crate::backend::Device;
@@ -79,12 +80,18 @@ fn setup_err(what: &str) -> impl Fn(cudarc::driver::DriverError) -> Error + '_ {
     move |e| Error::CudaUnavailable(format!("{what}: {e:?}"))
 }
 
+/// Bytes of the cuBLAS workspace set on the handle (NVIDIA's advice for Hopper): with
+/// a workspace of its own, cuBLAS allocates nothing inside a graph capture.
+const CUBLAS_WORKSPACE_BYTES: usize = 32 << 20;
+
 /// A device, its stream, a cuBLAS handle on that stream, and the kernel modules
 /// loaded into its context.
 pub struct Gpu {
     pub ctx: Arc<CudaContext>,
     pub stream: Arc<CudaStream>,
     pub blas: CudaBlas,
+    /// The cuBLAS handle's workspace (kept alive with the handle).
+    _blas_workspace: CudaSlice<u8>,
     pub modules: ModuleCache,
     /// (major, minor) compute capability.
     pub compute_capability: (i32, i32),
@@ -120,9 +127,35 @@ impl Gpu {
             // cudarc would record around every use of a buffer.
             // SAFETY: every buffer of this backend is used on `stream` only.
             unsafe { ctx.disable_event_tracking() };
-            let stream = ctx.default_stream();
+            // A stream of our own (non-blocking): the legacy default stream
+            // synchronises with every other stream of the process and cannot be
+            // captured into a graph.
+            let stream = ctx
+                .new_stream()
+                .map_err(setup_err("creating a CUDA stream"))?;
             let blas = CudaBlas::new(stream.clone())
                 .map_err(|e| Error::CudaUnavailable(format!("creating a cuBLAS handle: {e:?}")))?;
+            let blas_workspace = stream
+                .alloc_zeros::<u8>(CUBLAS_WORKSPACE_BYTES)
+                .map_err(setup_err("allocating the cuBLAS workspace"))?;
+            {
+                let (ptr, _) = blas_workspace.device_ptr(&stream);
+                // SAFETY: the handle is live, the workspace is a live allocation of
+                // this many bytes, used only on the handle's stream, and outlives it
+                // (both are fields of Gpu, the workspace dropped after the handle).
+                let status = unsafe {
+                    cudarc::cublas::sys::cublasSetWorkspace_v2(
+                        *blas.handle(),
+                        ptr as *mut std::ffi::c_void,
+                        CUBLAS_WORKSPACE_BYTES,
+                    )
+                };
+                if status != cudarc::cublas::sys::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+                    return Err(Error::CudaUnavailable(format!(
+                        "setting the cuBLAS workspace: {status:?}"
+                    )));
+                }
+            }
             let compute_capability = ctx
                 .compute_capability()
                 .map_err(setup_err("reading the compute capability"))?;
@@ -132,6 +165,7 @@ impl Gpu {
                 ctx,
                 stream,
                 blas,
+                _blas_workspace: blas_workspace,
                 compute_capability,
                 name,
             }))
@@ -150,13 +184,43 @@ impl Gpu {
     }
 }
 
-/// [`DeviceApi`] on a real GPU: cudarc's driver calls on the [`Gpu`]'s one stream,
-/// cuBLAS for the GEMMs.
+/// A captured graph. cudarc's `CudaGraph` is not `Send`: CUDA graph objects must not
+/// be used from two threads at once, which the [`CudarcDevice`]'s mutex ensures.
+struct SendGraph {
+    graph: CudaGraph,
+    /// What one replay runs, counted at each replay (nothing runs at capture).
+    counts: Counts,
+}
+
+// SAFETY: a graph is only touched under `CudarcDevice::graphs`' mutex.
+unsafe impl Send for SendGraph {}
+
+/// Launches, GEMMs and memsets recorded into an open capture.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    launches: u64,
+    gemms: u64,
+    zero_fills: u64,
+}
+
+#[derive(Default)]
+struct Graphs {
+    /// The open capture's counts and the first call that broke it.
+    open: Option<(Counts, Option<String>)>,
+    done: HashMap<u64, SendGraph>,
+    next_id: u64,
+    /// Allocations freed inside a capture, released after it ends.
+    deferred: Vec<CudaSlice<u8>>,
+}
+
+/// [`DeviceApi`] on a real GPU: cudarc's driver calls on the [`Gpu`]'s stream,
+/// cuBLAS for the GEMMs, stream capture for the graphs.
 pub struct CudarcDevice {
     gpu: Arc<Gpu>,
     /// Live allocations by device address; dropping the slice frees it (cudarc
     /// chooses stream-ordered or synchronous free as the device supports).
     live: Mutex<HashMap<u64, CudaSlice<u8>>>,
+    graphs: Mutex<Graphs>,
     counting: Counting,
 }
 
@@ -175,8 +239,38 @@ impl CudarcDevice {
         Ok(CudarcDevice {
             gpu: Gpu::new(ordinal)?,
             live: Mutex::new(HashMap::new()),
+            graphs: Mutex::new(Graphs::default()),
             counting: Counting::default(),
         })
+    }
+
+    fn graphs(&self) -> std::sync::MutexGuard<'_, Graphs> {
+        self.graphs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Errs when a capture is open: `what` cannot be part of a graph.
+    fn refuse_in_capture(&self, what: &str) -> Result<()> {
+        match &mut self.graphs().open {
+            Some((_, broken)) => {
+                broken.get_or_insert_with(|| what.to_string());
+                Err(refused_in_capture(what))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Counts `e` now, or into the open capture's graph (counted at each replay).
+    fn count(&self, e: Event) {
+        if let Some((c, _)) = &mut self.graphs().open {
+            match e {
+                Event::Launch => c.launches += 1,
+                Event::Gemm => c.gemms += 1,
+                Event::ZeroFill => c.zero_fills += 1,
+                _ => {}
+            }
+            return;
+        }
+        self.counting.record(e);
     }
 
     pub fn gpu(&self) -> &Gpu {
@@ -211,6 +305,7 @@ impl DeviceApi for CudarcDevice {
     }
 
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        self.refuse_in_capture("allocating device memory")?;
         let slice = self
             .gpu
             .stream
@@ -225,11 +320,34 @@ impl DeviceApi for CudarcDevice {
         Ok(ptr)
     }
 
-    unsafe fn free(&self, ptr: u64) {
+    fn alloc_uninit(&self, bytes: usize) -> Result<u64> {
+        self.refuse_in_capture("allocating device memory")?;
+        // SAFETY: u8 has no invalid bit patterns; every carved buffer is written on
+        // the device before it is read.
+        let slice = unsafe { self.gpu.stream.alloc::<u8>(bytes) }
+            .map_err(cuda_err("allocating device memory"))?;
+        let (ptr, _) = slice.device_ptr(&self.gpu.stream);
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
+            .insert(ptr, slice);
+        self.counting.record(Event::Alloc(bytes));
+        Ok(ptr)
+    }
+
+    unsafe fn poison(&self, _ptr: u64, _bytes: usize) {}
+
+    unsafe fn free(&self, ptr: u64) {
+        let slice = self
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
             .remove(&ptr);
+        if self.refuse_in_capture("freeing device memory").is_err() {
+            // A free inside a capture would become a graph node: keep the memory
+            // until the capture (now failed) ends.
+            self.graphs().deferred.extend(slice);
+        }
         self.counting.record(Event::Free);
     }
 
@@ -238,11 +356,12 @@ impl DeviceApi for CudarcDevice {
         // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
         unsafe { driver::memset_d8_async(ptr, 0, bytes, self.gpu.stream.cu_stream()) }
             .map_err(cuda_err("zeroing device memory"))?;
-        self.counting.record(Event::ZeroFill);
+        self.count(Event::ZeroFill);
         Ok(())
     }
 
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.refuse_in_capture("copying to the device")?;
         self.bind()?;
         // SAFETY: the caller guarantees dst covers src.len() bytes of a live
         // allocation. From pageable memory the call returns once src is staged, so
@@ -254,6 +373,7 @@ impl DeviceApi for CudarcDevice {
     }
 
     unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.refuse_in_capture("copying from the device")?;
         self.bind()?;
         // SAFETY: the caller guarantees src covers dst.len() bytes of a live
         // allocation and leaves dst alone until the next synchronize.
@@ -290,7 +410,7 @@ impl DeviceApi for CudarcDevice {
             )
         }
         .map_err(cuda_err("kernel launch"))?;
-        self.counting.record(Event::Launch);
+        self.count(Event::Launch);
         Ok(())
     }
 
@@ -357,17 +477,86 @@ impl DeviceApi for CudarcDevice {
             }
         }
         .map_err(blas_err)?;
-        self.counting.record(Event::Gemm);
+        self.count(Event::Gemm);
         Ok(())
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.refuse_in_capture("waiting for the device")?;
         self.gpu
             .stream
             .synchronize()
             .map_err(cuda_err("synchronizing"))?;
         self.counting.record(Event::Sync);
         Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        let mut g = self.graphs();
+        if g.open.is_some() {
+            return Err(refused_in_capture("beginning another capture"));
+        }
+        // Relaxed: loading a kernel module on first use inside the capture is
+        // allowed (it is not stream work).
+        self.gpu
+            .stream
+            .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
+            .map_err(cuda_err("beginning a graph capture"))?;
+        g.open = Some((Counts::default(), None));
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId> {
+        let mut g = self.graphs();
+        let (counts, broken) = g
+            .open
+            .take()
+            .ok_or_else(|| Error::Cuda("ending a graph capture that was not begun".into()))?;
+        let graph = self
+            .gpu
+            .stream
+            .end_capture(cu::CUgraphInstantiate_flags(0))
+            .map_err(cuda_err("ending a graph capture"));
+        g.deferred.clear();
+        if let Some(what) = broken {
+            return Err(Error::Cuda(format!(
+                "the graph capture was invalidated: {what} inside it"
+            )));
+        }
+        let graph =
+            graph?.ok_or_else(|| Error::Cuda("the graph capture recorded nothing".into()))?;
+        g.next_id += 1;
+        let id = g.next_id;
+        g.done.insert(id, SendGraph { graph, counts });
+        self.counting.record(Event::Capture);
+        Ok(GraphId(id))
+    }
+
+    unsafe fn replay(&self, graph: GraphId) -> Result<()> {
+        let g = self.graphs();
+        if g.open.is_some() {
+            return Err(refused_in_capture("replaying a graph"));
+        }
+        let sg = g
+            .done
+            .get(&graph.0)
+            .ok_or_else(|| Error::Cuda(format!("no graph {}", graph.0)))?;
+        sg.graph.launch().map_err(cuda_err("replaying a graph"))?;
+        self.counting.record(Event::Replay);
+        for (e, n) in [
+            (Event::Launch, sg.counts.launches),
+            (Event::Gemm, sg.counts.gemms),
+            (Event::ZeroFill, sg.counts.zero_fills),
+        ] {
+            for _ in 0..n {
+                self.counting.record(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_graph(&self, graph: GraphId) {
+        self.graphs().done.remove(&graph.0);
     }
 
     fn counters(&self) -> Counters {

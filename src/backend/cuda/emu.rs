@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
-use super::api::{Counters, Counting, DeviceApi, Event, KArg};
+use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::ColMajorGemm;
 use crate::backend::Device;
@@ -108,11 +108,45 @@ impl Schedule {
     }
 }
 
+/// A call recorded during a graph capture, re-issued on replay.
+#[derive(Debug, Clone)]
+enum Op {
+    Launch {
+        file: KernelFile,
+        name: &'static str,
+        grid: u32,
+        block: u32,
+        args: Vec<KArg>,
+    },
+    Gemm {
+        g: ColMajorGemm,
+        a: u64,
+        b: u64,
+        c: u64,
+        beta: f32,
+    },
+    Zero {
+        ptr: u64,
+        bytes: usize,
+    },
+}
+
+/// Graph capture on the emulated device: calls are recorded instead of run, as CUDA
+/// stream capture does, so a result read before the replay is visibly wrong.
+#[derive(Debug, Default)]
+struct Graphs {
+    /// The open capture's calls, and the first refused call inside it.
+    open: Option<(Vec<Op>, Option<String>)>,
+    done: HashMap<u64, Vec<Op>>,
+    next_id: u64,
+}
+
 /// The emulated device. Its memory is host memory, freed on [`DeviceApi::free`].
 #[derive(Debug)]
 pub struct EmuDevice {
     lib: &'static Library,
     live: Mutex<HashMap<u64, Layout>>,
+    graphs: Mutex<Graphs>,
     counting: Counting,
     schedule: Schedule,
     /// Device memory in bytes, as a GPU has; `None`: host memory, no limit.
@@ -142,6 +176,7 @@ impl EmuDevice {
         Ok(EmuDevice {
             lib: library()?,
             live: Mutex::new(HashMap::new()),
+            graphs: Mutex::new(Graphs::default()),
             counting: Counting::default(),
             schedule,
             capacity: None,
@@ -161,6 +196,51 @@ impl EmuDevice {
 
     fn live_bytes(live: &HashMap<u64, Layout>) -> usize {
         live.values().map(Layout::size).sum()
+    }
+
+    /// Records `op` when a capture is open (true), else leaves it to run (false).
+    fn recorded(&self, op: impl FnOnce() -> Op) -> bool {
+        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut g.open {
+            Some((ops, _)) => {
+                ops.push(op());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Errs when a capture is open: `what` cannot be part of a graph.
+    fn refuse_in_capture(&self, what: &str) -> Result<()> {
+        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut g.open {
+            Some((_, broken)) => {
+                broken.get_or_insert_with(|| what.to_string());
+                Err(refused_in_capture(what))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs a recorded call as if just issued (counted as such).
+    ///
+    /// # Safety
+    /// As the call it records.
+    unsafe fn run(&self, op: &Op) -> Result<()> {
+        // SAFETY: the caller's guarantee, passed on.
+        unsafe {
+            match op {
+                Op::Launch {
+                    file,
+                    name,
+                    grid,
+                    block,
+                    args,
+                } => self.launch(*file, name, *grid, *block, args),
+                Op::Gemm { g, a, b, c, beta } => self.gemm(g, *a, *b, *c, *beta),
+                Op::Zero { ptr, bytes } => self.zero(*ptr, *bytes),
+            }
+        }
     }
 }
 
@@ -188,6 +268,7 @@ impl DeviceApi for EmuDevice {
     }
 
     fn alloc_zeroed(&self, bytes: usize) -> Result<u64> {
+        self.refuse_in_capture("allocating device memory")?;
         let layout = Layout::from_size_align(bytes.max(1), ALIGN)
             .map_err(|e| Error::Cuda(format!("allocating {bytes} bytes: {e}")))?;
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -211,7 +292,21 @@ impl DeviceApi for EmuDevice {
         Ok(p as u64)
     }
 
+    fn alloc_uninit(&self, bytes: usize) -> Result<u64> {
+        let ptr = self.alloc_zeroed(bytes)?;
+        // SAFETY: the allocation just made holds `bytes`.
+        unsafe { self.poison(ptr, bytes) };
+        Ok(ptr)
+    }
+
+    unsafe fn poison(&self, ptr: u64, bytes: usize) {
+        // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
+        unsafe { std::ptr::write_bytes(ptr as *mut u8, 0xFF, bytes) };
+    }
+
     unsafe fn free(&self, ptr: u64) {
+        // A graph may still name this memory: the capture fails at its end.
+        let _ = self.refuse_in_capture("freeing device memory");
         let layout = self
             .live
             .lock()
@@ -226,6 +321,9 @@ impl DeviceApi for EmuDevice {
     }
 
     unsafe fn zero(&self, ptr: u64, bytes: usize) -> Result<()> {
+        if self.recorded(|| Op::Zero { ptr, bytes }) {
+            return Ok(());
+        }
         // SAFETY: the caller guarantees ptr covers `bytes` of a live allocation.
         unsafe { std::ptr::write_bytes(ptr as *mut u8, 0, bytes) };
         self.counting.record(Event::ZeroFill);
@@ -233,6 +331,7 @@ impl DeviceApi for EmuDevice {
     }
 
     unsafe fn htod(&self, src: &[u8], dst: u64) -> Result<()> {
+        self.refuse_in_capture("copying to the device")?;
         // SAFETY: the caller guarantees dst covers src.len() bytes of a live
         // allocation, which a host slice cannot overlap.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst as *mut u8, src.len()) };
@@ -241,6 +340,7 @@ impl DeviceApi for EmuDevice {
     }
 
     unsafe fn dtoh_async(&self, src: u64, dst: &mut [u8]) -> Result<()> {
+        self.refuse_in_capture("copying from the device")?;
         // SAFETY: as htod, the other way. Work is done when its call returns, so the
         // copy can happen now.
         unsafe { std::ptr::copy_nonoverlapping(src as *const u8, dst.as_mut_ptr(), dst.len()) };
@@ -250,12 +350,21 @@ impl DeviceApi for EmuDevice {
 
     unsafe fn launch(
         &self,
-        _file: KernelFile,
+        file: KernelFile,
         name: &'static str,
         grid: u32,
         block: u32,
         args: &[KArg],
     ) -> Result<()> {
+        if self.recorded(|| Op::Launch {
+            file,
+            name,
+            grid,
+            block,
+            args: args.to_vec(),
+        }) {
+            return Ok(());
+        }
         let cname = CString::new(name).map_err(|e| Error::Internal(e.to_string()))?;
         let (schedule, seed) = self.schedule.code();
         let (mut words, sizes): (Vec<u64>, Vec<usize>) = args.iter().map(|a| a.word()).unzip();
@@ -293,6 +402,15 @@ impl DeviceApi for EmuDevice {
     }
 
     unsafe fn gemm(&self, g: &ColMajorGemm, a: u64, b: u64, c: u64, beta: f32) -> Result<()> {
+        if self.recorded(|| Op::Gemm {
+            g: *g,
+            a,
+            b,
+            c,
+            beta,
+        }) {
+            return Ok(());
+        }
         // Column-major element (i, j) of X with leading dimension ld is x[i + j·ld]:
         // row stride 1, column stride ld; a transposed operand swaps them.
         let strides = |ld: usize, t: bool| {
@@ -357,9 +475,65 @@ impl DeviceApi for EmuDevice {
     }
 
     fn synchronize(&self) -> Result<()> {
+        self.refuse_in_capture("waiting for the device")?;
         // Work is done when its call returns.
         self.counting.record(Event::Sync);
         Ok(())
+    }
+
+    fn begin_capture(&self) -> Result<()> {
+        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        if g.open.is_some() {
+            return Err(refused_in_capture("beginning another capture"));
+        }
+        g.open = Some((Vec::new(), None));
+        Ok(())
+    }
+
+    fn end_capture(&self) -> Result<GraphId> {
+        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+        let (ops, broken) = g
+            .open
+            .take()
+            .ok_or_else(|| Error::Cuda("ending a graph capture that was not begun".into()))?;
+        if let Some(what) = broken {
+            return Err(Error::Cuda(format!(
+                "the graph capture was invalidated: {what} inside it"
+            )));
+        }
+        g.next_id += 1;
+        let id = g.next_id;
+        g.done.insert(id, ops);
+        self.counting.record(Event::Capture);
+        Ok(GraphId(id))
+    }
+
+    unsafe fn replay(&self, graph: GraphId) -> Result<()> {
+        let ops = {
+            let g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
+            if g.open.is_some() {
+                return Err(refused_in_capture("replaying a graph"));
+            }
+            g.done
+                .get(&graph.0)
+                .cloned()
+                .ok_or_else(|| Error::Cuda(format!("no graph {}", graph.0)))?
+        };
+        self.counting.record(Event::Replay);
+        for op in &ops {
+            // SAFETY: the caller guarantees the graph's addresses are still valid
+            // for the calls recorded.
+            unsafe { self.run(op)? };
+        }
+        Ok(())
+    }
+
+    fn drop_graph(&self, graph: GraphId) {
+        self.graphs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .done
+            .remove(&graph.0);
     }
 
     fn counters(&self) -> Counters {

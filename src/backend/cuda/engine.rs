@@ -7,22 +7,29 @@
 //! CPU's materialised softmax within the parity tolerances; only `block_taps` builds
 //! the (T, T) probabilities, for the tapped layer (docs/cuda_emulation.md §1.2).
 //!
+//! Every per-call buffer is carved from one workspace arena per engine
+//! ([`super::workspace`]), never zeroed but for the buffers that are accumulated into.
+//!
 //! Also a device-side NoiseTunnel + Integrated Gradients
 //! ([`CudaEngine::noise_tunnel_ig`]): the noisy inputs, path points, gradients and
 //! their weighted sums stay on the device; only the aggregated attribution comes back.
+//! Its loop (`ig_loop`) replays each full batch as a CUDA graph.
 //!
 //! Supported heads: the CLS-token heads (timm `head.*`, DINO last-blocks CLS). The
 //! DINO avgpool head runs on the CPU backend.
 
-mod relevance;
-
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use ndarray::{Array2, Array4, ArrayView4};
 
 use super::api::{download_together, Counters, Dev, DevBuf, DeviceApi, Pooled, View};
 use super::device::{guarded, CudarcDevice};
-use super::launch::{self as k, AttnShape, Batch, PatchGeometry, PathRows, ATTN_MAX_HEAD_DIM};
+use super::launch::{self as k, AttnShape, Batch, PatchGeometry, ATTN_MAX_HEAD_DIM};
+use super::workspace::{Carver, Sizer, Workspace};
+
+mod ig_loop;
+mod relevance;
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
 use crate::error::{Error, Result};
 use crate::ig::{
@@ -30,6 +37,7 @@ use crate::ig::{
     NtOutput, NtType, Progress,
 };
 use crate::model::{HeadKind, Vit};
+use ig_loop::{graphs_from_env, IgCall, IgGraph};
 
 struct DeviceBlock {
     norm1_w: DevBuf<f32>,
@@ -73,15 +81,14 @@ struct Saved {
     gelu_grad: DevBuf<f32>,
 }
 
-/// NoiseTunnel(IG) of one image, left on the device.
-pub(super) struct DeviceIg {
-    /// The noisy inputs (samples, 3, H, W).
-    noisy: DevBuf<f32>,
+/// NoiseTunnel(IG) of one image, left on the device (in the workspace).
+struct DeviceIg {
+    /// The noisy inputs, baseline, sums and targets of the loop.
+    call: IgCall,
     /// Each sample's attribution (samples, 3, H, W).
     per_sample: DevBuf<f32>,
     /// Their aggregate (3, H, W): the attribution.
-    pub(super) aggregated: DevBuf<f32>,
-    samples: usize,
+    aggregated: DevBuf<f32>,
 }
 
 /// What a forward leaves on the device.
@@ -135,6 +142,13 @@ pub struct CudaEngine<'a> {
     /// only its images.
     positions: Mutex<Option<GridPositions>>,
     busy: Mutex<()>,
+    /// Every per-call buffer of a forward, backward or IG call (locked after `busy`).
+    workspace: Mutex<Workspace>,
+    /// The graph of one full IG batch, for the last layout it was captured for.
+    ig_graph: Mutex<Option<IgGraph>>,
+    /// Replay IG batches as CUDA graphs (default on; `EXPLAINSEG_CUDA_GRAPHS=0` or
+    /// [`CudaEngine::set_graphs`] turns it off).
+    graphs: AtomicBool,
     /// DenseCRF on the same device (its buffers are made at its first call).
     crf: super::CrfDevice,
 }
@@ -259,10 +273,13 @@ impl<'a> CudaEngine<'a> {
         Ok(CudaEngine {
             vit,
             crf: super::CrfDevice::new(dev.clone()),
+            workspace: Mutex::new(Workspace::new(dev.clone())),
             gpu: dev,
             weights,
             positions: Mutex::new(None),
             busy: Mutex::new(()),
+            ig_graph: Mutex::new(None),
+            graphs: AtomicBool::new(graphs_from_env()),
         })
     }
 
@@ -271,14 +288,29 @@ impl<'a> CudaEngine<'a> {
         &*self.gpu
     }
 
-    /// Device bytes each IG path row adds to an attribution of an `height`×`width`
-    /// image: the engine runs as many rows at once as the device's free memory holds
-    /// (at most `IgConfig::batch_size`).
+    /// Workspace bytes an attribution of a `height`×`width` image takes with `rows`
+    /// IG path rows per batch, `samples` noise samples and `n_steps` steps: the
+    /// engine runs as many rows at once as the device's free memory holds (at most
+    /// `IgConfig::batch_size`).
     ///
     /// # Errors
     /// [`Error::Shape`] for a size the model's patches do not tile.
-    pub fn ig_row_bytes(&self, height: usize, width: usize) -> Result<usize> {
-        Ok(self.bytes_per_row(self.geometry((1, 3, height, width))?))
+    pub fn ig_workspace_bytes(
+        &self,
+        height: usize,
+        width: usize,
+        rows: usize,
+        samples: usize,
+        n_steps: usize,
+    ) -> Result<usize> {
+        let geo = self.geometry((1, 3, height, width))?;
+        Ok(self.ig_bytes(geo, rows, samples, n_steps))
+    }
+
+    /// Turns CUDA graphs for the IG batches on or off (on by default unless
+    /// `EXPLAINSEG_CUDA_GRAPHS=0`); the results are the same either way.
+    pub fn set_graphs(&self, on: bool) {
+        self.graphs.store(on, Ordering::Relaxed);
     }
 
     /// The device's launches, allocations, copies and host syncs so far.
@@ -314,18 +346,137 @@ impl<'a> CudaEngine<'a> {
         input::check_targets(self.vit, batch, targets)
     }
 
-    /// Checks an input batch (shape, patch grid, finite values) and copies it to the
-    /// device. Callers hold `busy`.
-    fn upload_input(&self, x: ArrayView4<f32>) -> Result<(PatchGeometry, DevBuf<f32>)> {
+    /// Checks an input batch (shape, patch grid, finite values) and copies it into
+    /// the workspace. Callers hold `busy`.
+    fn upload_input(
+        &self,
+        ws: &mut Carver,
+        x: ArrayView4<f32>,
+    ) -> Result<(PatchGeometry, DevBuf<f32>)> {
         let geo = self.geometry(x.dim())?;
         input::check_finite(x)?;
         let xs = x.as_standard_layout();
-        Ok((geo, self.upload(xs.as_slice().expect("standard layout"))?))
+        Ok((geo, ws.upload(xs.as_slice().expect("standard layout"))?))
     }
 
-    /// The forward pass on device input `x` (batch, 3, H, W); keeps every block's
+    /// The workspace, grown to `bytes`. Callers hold `busy`; a growth moves every
+    /// buffer, so the IG graph captured for the old arena is dropped with it.
+    fn workspace(&self, bytes: usize) -> Result<MutexGuard<'_, Workspace>> {
+        let mut ws = self.workspace.lock().unwrap_or_else(|p| p.into_inner());
+        if bytes > ws.capacity() {
+            *self.ig_graph.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+        ws.reserve(bytes)?;
+        Ok(ws)
+    }
+
+    /// The positional table of `grid` on the device, uploaded when the grid changes.
+    fn positions_for(&self, grid: (usize, usize)) -> Result<MutexGuard<'_, Option<GridPositions>>> {
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        if positions.as_ref().map(|(g, _)| *g) != Some(grid) {
+            *positions = None; // back to the pool before the new table is allocated
+            *positions = Some((grid, self.upload(&self.vit.pos_embed(grid)?)?));
+        }
+        Ok(positions)
+    }
+
+    /// Workspace bytes of the images of `geo`, and of a forward of them (keeping
+    /// every block when `save`) and, when `backward`, its input-gradient backward:
+    /// the buffers [`Self::forward`] and [`Self::backward`] carve, in their terms.
+    fn pass_bytes(&self, geo: PatchGeometry, save: bool, backward: bool) -> usize {
+        let c = &self.vit.config;
+        let (d, hidden, heads, depth) = (c.dim, c.mlp_hidden, c.heads, c.depth);
+        let b = geo.batch;
+        let np = geo.grid.0 * geo.grid.1;
+        let t = np + 1;
+        let m = b * t;
+        let pp3 = 3 * c.patch * c.patch;
+        let chunks = self
+            .vit
+            .head
+            .as_ref()
+            .map_or(1, |h| cls_chunks(h.kind).unwrap_or(1));
+        let classes = self.vit.head.as_ref().map_or(0, |h| h.classes);
+        let image = b * 3 * geo.height * geo.width;
+        let mut z = Sizer::default();
+        z.f32s(image);
+        // forward: cols, emb, xs, normed, act, features; saved blocks; head norms; logits.
+        z.f32s(b * np * pp3)
+            .f32s(b * np * d)
+            .f32s(m * d)
+            .f32s(m * d)
+            .f32s(m * hidden)
+            .f32s(b * chunks * d);
+        for _ in 0..if save { depth } else { 1 } {
+            z.f32s(m * d)
+                .f32s(m)
+                .f32s(m * 3 * d)
+                .f32s(m * d)
+                .f32s(b * heads * t)
+                .f32s(m * d)
+                .f32s(m)
+                .f32s(m * hidden);
+        }
+        for _ in 0..chunks {
+            z.f32s(b * d).f32s(b);
+        }
+        z.f32s(b * classes);
+        if backward {
+            // dfeat, g, the block scratch (ga, gn, gqkv, D), gpatch, gx (the
+            // targets are the caller's).
+            z.f32s(b * chunks * d)
+                .f32s(m * d)
+                .f32s(m * hidden)
+                .f32s(m * d)
+                .f32s(m * 3 * d)
+                .f32s(b * heads * t)
+                .f32s(b * np * pp3)
+                .f32s(image);
+        }
+        z.0
+    }
+
+    /// Workspace bytes of an IG call: what it keeps for all batches ([`IgCall`],
+    /// the input, the per-sample attributions and the result), then one batch of
+    /// `rows` path rows through a saved forward and its backward.
+    fn ig_bytes(
+        &self,
+        geo_one: PatchGeometry,
+        rows: usize,
+        samples: usize,
+        n_steps: usize,
+    ) -> usize {
+        let len = 3 * geo_one.height * geo_one.width;
+        let mut z = Sizer::default();
+        // x, baseline, noisy, alphas, weights, acc, row0, targets, per_sample, out.
+        z.f32s(len)
+            .f32s(len)
+            .f32s(samples * len)
+            .f32s(n_steps)
+            .f32s(n_steps)
+            .f32s(samples * len)
+            .i32s(1)
+            .i32s(rows)
+            .f32s(samples * len)
+            .f32s(len);
+        let geo = PatchGeometry {
+            batch: rows,
+            ..geo_one
+        };
+        // The batch's path points are its forward's images.
+        z.0 + self.pass_bytes(geo, true, true)
+    }
+
+    /// The forward pass on device input `x` (batch, 3, H, W), its buffers carved from
+    /// the workspace `ws` (sized by [`Self::pass_bytes`]); keeps every block's
     /// activations when `save`, else reuses one set.
-    fn forward(&self, x: &View<f32>, geo: PatchGeometry, save: bool) -> Result<Forward> {
+    fn forward(
+        &self,
+        ws: &mut Carver,
+        x: &View<f32>,
+        geo: PatchGeometry,
+        save: bool,
+    ) -> Result<Forward> {
         let gpu = &*self.gpu;
         let c = &self.vit.config;
         let w = &self.weights;
@@ -343,9 +494,9 @@ impl<'a> CudaEngine<'a> {
         let pp3 = 3 * c.patch * c.patch;
 
         // Patch embedding, CLS and positions.
-        let mut cols = self.zeros(batch * np * pp3)?;
+        let mut cols = ws.take(batch * np * pp3)?;
         k::im2col_f32(gpu, x, &mut cols.as_view_mut(), geo)?;
-        let mut emb = self.zeros(batch * np * d)?;
+        let mut emb = ws.take(batch * np * d)?;
         k::linear(
             gpu,
             &cols.as_view(),
@@ -357,14 +508,9 @@ impl<'a> CudaEngine<'a> {
             d,
             false,
         )?;
-        drop(cols);
-        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
-        if positions.as_ref().map(|(grid, _)| *grid) != Some(geo.grid) {
-            *positions = None; // back to the pool before the new table is allocated
-            *positions = Some((geo.grid, self.upload(&self.vit.pos_embed(geo.grid)?)?));
-        }
-        let pos = &positions.as_ref().expect("set above").1;
-        let mut xs = self.zeros(m * d)?;
+        let positions = self.positions_for(geo.grid)?;
+        let pos = &positions.as_ref().expect("set by positions_for").1;
+        let mut xs = ws.take(m * d)?;
         k::embed_tokens_f32(
             gpu,
             &emb.as_view(),
@@ -376,28 +522,27 @@ impl<'a> CudaEngine<'a> {
             t,
             d,
         )?;
-        drop(emb);
         drop(positions);
 
         let mut scratch = BlockScratch {
-            normed: self.zeros(m * d)?,
-            act: self.zeros(m * hidden)?,
+            normed: ws.take(m * d)?,
+            act: ws.take(m * hidden)?,
         };
-        let mut features = self.zeros(batch * n_chunks * d)?;
+        let mut features = ws.take(batch * n_chunks * d)?;
         let mut head_norms = Vec::with_capacity(n_chunks);
         let first_tapped = c.depth - n_chunks;
         let mut blocks: Vec<Saved> = Vec::new();
         for (bi, bw) in w.blocks.iter().enumerate() {
             if save || blocks.is_empty() {
                 blocks.push(Saved {
-                    xhat1: self.zeros(m * d)?,
-                    rstd1: self.zeros(m)?,
-                    qkv: self.zeros(m * 3 * d)?,
-                    attn_out: self.zeros(m * d)?,
-                    lse: self.zeros(batch * heads * t)?,
-                    xhat2: self.zeros(m * d)?,
-                    rstd2: self.zeros(m)?,
-                    gelu_grad: self.zeros(m * hidden)?,
+                    xhat1: ws.take(m * d)?,
+                    rstd1: ws.take(m)?,
+                    qkv: ws.take(m * 3 * d)?,
+                    attn_out: ws.take(m * d)?,
+                    lse: ws.take(batch * heads * t)?,
+                    xhat2: ws.take(m * d)?,
+                    rstd2: ws.take(m)?,
+                    gelu_grad: ws.take(m * hidden)?,
                 });
             }
             let s = blocks.last_mut().expect("pushed above");
@@ -406,8 +551,8 @@ impl<'a> CudaEngine<'a> {
             if bi >= first_tapped {
                 // Final-normed CLS rows of this block's output → chunk of the feature.
                 let chunk = bi - first_tapped;
-                let mut xhat = self.zeros(batch * d)?;
-                let mut rstd = self.zeros(batch)?;
+                let mut xhat = ws.take(batch * d)?;
+                let mut rstd = ws.take(batch)?;
                 k::layer_norm_f32(
                     gpu,
                     &xs.as_view(),
@@ -426,7 +571,7 @@ impl<'a> CudaEngine<'a> {
             }
         }
         let in_dim = n_chunks * d;
-        let mut logits = self.zeros(batch * head.classes)?;
+        let mut logits = ws.take(batch * head.classes)?;
         k::linear(
             gpu,
             &features.as_view(),
@@ -559,9 +704,9 @@ impl<'a> CudaEngine<'a> {
         )
     }
 
-    /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]],
-    /// the targets (at least `batch`) already on the device.
-    fn backward(&self, f: &Forward, targets: &View<i32>) -> Result<DevBuf<f32>> {
+    /// Input gradient (batch, 3, H, W) on the device of Σ_b logits[b, targets[b]]
+    /// (`targets` on the device, one per image), its buffers carved from `ws`.
+    fn backward(&self, ws: &mut Carver, f: &Forward, targets: &View<i32>) -> Result<DevBuf<f32>> {
         let gpu = &*self.gpu;
         let c = &self.vit.config;
         let w = &self.weights;
@@ -579,7 +724,7 @@ impl<'a> CudaEngine<'a> {
                 "backward needs a forward that saved every block".into(),
             ));
         }
-        let mut dfeat = self.zeros(batch * in_dim)?;
+        let mut dfeat = ws.take(batch * in_dim)?;
         k::head_rows_f32(
             gpu,
             &head_w.as_view(),
@@ -588,12 +733,14 @@ impl<'a> CudaEngine<'a> {
             batch,
             in_dim,
         )?;
-        let mut g = self.zeros(m * d)?;
+        // The head's norm backward adds into the CLS rows of g; the other rows
+        // start at zero: the one buffer of a pass that is zeroed.
+        let mut g = ws.zeros(m * d)?;
         let mut scratch = BackwardScratch {
-            ga: self.zeros(m * hidden)?,
-            gn: self.zeros(m * d)?,
-            gqkv: self.zeros(m * 3 * d)?,
-            delta: self.zeros(batch * heads * t)?,
+            ga: ws.take(m * hidden)?,
+            gn: ws.take(m * d)?,
+            gqkv: ws.take(m * 3 * d)?,
+            delta: ws.take(batch * heads * t)?,
         };
         let first_tapped = c.depth - n_chunks;
         for bi in (0..c.depth).rev() {
@@ -620,7 +767,7 @@ impl<'a> CudaEngine<'a> {
         let geo = f.geometry;
         let np = t - 1;
         let pp3 = 3 * c.patch * c.patch;
-        let mut gpatch = self.zeros(batch * np * pp3)?;
+        let mut gpatch = ws.take(batch * np * pp3)?;
         k::linear_backward_input(
             gpu,
             &g.slice(d..),
@@ -637,7 +784,7 @@ impl<'a> CudaEngine<'a> {
                 stride_c: np * pp3,
             },
         )?;
-        let mut gx = self.zeros(batch * 3 * geo.height * geo.width)?;
+        let mut gx = ws.take(batch * 3 * geo.height * geo.width)?;
         k::col2im_f32(gpu, &gpatch.as_view(), &mut gx.as_view_mut(), geo)?;
         Ok(gx)
     }
@@ -763,62 +910,44 @@ impl<'a> CudaEngine<'a> {
         Array4::from_shape_vec(dims, self.download(v)?).map_err(|e| Error::Internal(e.to_string()))
     }
 
-    /// Device bytes each image of a batch adds to a saved forward and its backward:
-    /// the per-image share of every buffer `forward(save = true)` and `backward`
-    /// allocate, plus the IG path row it explains.
-    fn bytes_per_row(&self, geo: PatchGeometry) -> usize {
-        let c = &self.vit.config;
-        let (d, hidden, heads, depth) = (c.dim, c.mlp_hidden, c.heads, c.depth);
-        let np = geo.grid.0 * geo.grid.1;
-        let t = np + 1;
-        let image = 3 * geo.height * geo.width;
-        let patches = np * 3 * c.patch * c.patch;
-        let chunks = self
-            .vit
-            .head
-            .as_ref()
-            .map_or(1, |h| cls_chunks(h.kind).unwrap_or(1));
-        let classes = self.vit.head.as_ref().map_or(0, |h| h.classes);
-        // Saved per block: x̂1, x̂2, attention output (T·D each), q|k|v (3·T·D),
-        // 1/σ twice (T each), log-sum-exp (heads·T), GELU′ (T·hidden).
-        let saved = 6 * t * d + 2 * t + heads * t + t * hidden;
-        let forward = patches
-            + np * d
-            + t * d
-            + t * d
-            + t * hidden
-            + chunks * (2 * d + 1)
-            + classes
-            + depth * saved;
-        // dfeat, g, the backward scratch (GELU, norm, q|k|v, D), patch and image grads.
-        let backward =
-            chunks * d + t * d + t * hidden + t * d + 3 * t * d + heads * t + patches + image;
-        4 * (image + forward + backward)
-    }
-
-    /// The IG batch: `wanted` rows, or as many as fit in the device's free memory
-    /// (keeping a tenth of it, at least 64 MiB, for cuBLAS and the driver).
+    /// The IG batch: `wanted` rows, or as many as the workspace of the call can hold
+    /// in the device's free memory (counting the arena it has now, which a growth
+    /// frees first, and keeping a tenth, at least 64 MiB, for cuBLAS and the driver).
     ///
     /// # Errors
     /// [`Error::Cuda`] when not even one row fits.
-    fn rows_that_fit(&self, geo: PatchGeometry, wanted: usize) -> Result<usize> {
+    fn rows_that_fit(
+        &self,
+        geo: PatchGeometry,
+        wanted: usize,
+        samples: usize,
+        n_steps: usize,
+    ) -> Result<usize> {
         let free = self.gpu.free_memory()?;
         if free == usize::MAX {
             return Ok(wanted);
         }
-        let usable = free.saturating_sub((free / 10).max(64 << 20));
-        let per_row = self.bytes_per_row(geo);
-        match usable / per_row {
-            0 => Err(Error::Cuda(format!(
-                "one IG path row needs {per_row} bytes of device memory, {free} are free"
+        let arena = self
+            .workspace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .capacity();
+        let usable = free
+            .saturating_sub((free / 10).max(64 << 20))
+            .saturating_add(arena);
+        let bytes = |rows| self.ig_bytes(geo, rows, samples, n_steps);
+        match (1..=wanted).rev().find(|&rows| bytes(rows) <= usable) {
+            Some(rows) => Ok(rows),
+            None => Err(Error::Cuda(format!(
+                "an IG batch of one path row needs {} bytes of device memory, {free} are free",
+                bytes(1)
             ))),
-            fit => Ok(fit.min(wanted)),
         }
     }
 
     /// Checks an explanation's image and baseline as the CPU path does; returns the
     /// image's patch geometry.
-    pub(super) fn check_explanation(
+    fn check_explanation(
         &self,
         x: ArrayView4<f32>,
         baseline: ArrayView4<f32>,
@@ -846,16 +975,38 @@ impl<'a> CudaEngine<'a> {
         self.geometry((1, c, h, w))
     }
 
-    /// The IG rows that run at once for an explanation: `ig.batch_size`, fewer when
-    /// the device's free memory holds fewer.
-    pub(super) fn ig_batch(
+    /// An IG call's rows per batch (`ig.batch_size`, fewer when the device's free
+    /// memory holds fewer) and its noise samples (1 for plain IG).
+    fn ig_plan(
         &self,
         geo_one: PatchGeometry,
         ig: &IgConfig,
         nt: Option<&NoiseTunnelConfig>,
-    ) -> Result<usize> {
+    ) -> Result<(usize, usize)> {
         let samples = nt.map_or(1, |nt| nt.noise.samples());
-        self.rows_that_fit(geo_one, ig.batch_size.min(samples * ig.n_steps).max(1))
+        let total_rows = samples * ig.n_steps;
+        let batch = self.rows_that_fit(
+            geo_one,
+            ig.batch_size.min(total_rows).max(1),
+            samples,
+            ig.n_steps,
+        )?;
+        Ok((batch, samples))
+    }
+
+    /// Copies an image and its baseline (both checked) into the workspace.
+    fn upload_pair(
+        &self,
+        ws: &mut Carver,
+        x: ArrayView4<f32>,
+        baseline: ArrayView4<f32>,
+    ) -> Result<(DevBuf<f32>, DevBuf<f32>)> {
+        let x_std = x.as_standard_layout();
+        let b_std = baseline.as_standard_layout();
+        Ok((
+            ws.upload(x_std.as_slice().expect("standard layout"))?,
+            ws.upload(b_std.as_slice().expect("standard layout"))?,
+        ))
     }
 
     /// [`Engine::attribute`] entirely on the device: see [`Self::nt_ig`].
@@ -871,51 +1022,52 @@ impl<'a> CudaEngine<'a> {
         let geo_one = self.check_explanation(x, baseline, ig)?;
         self.check_targets(1, &[target])?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let (x_dev, base_dev) = self.upload_pair(x, baseline)?;
-        let batch = self.ig_batch(geo_one, ig, nt)?;
-        let targets = DevBuf::upload(&self.gpu, &vec![target as i32; batch])?;
-        let ig_out = self.nt_ig(&x_dev, x, &base_dev, geo_one, &targets, ig, nt, progress)?;
+        let (batch, samples) = self.ig_plan(geo_one, ig, nt)?;
+        let mut arena = self.workspace(self.ig_bytes(geo_one, batch, samples, ig.n_steps))?;
+        let mut ws = arena.carver();
+        let (x_dev, base_dev) = self.upload_pair(&mut ws, x, baseline)?;
+        let targets = ws.upload(&vec![target as i32; batch])?;
+        let out = self.nt_ig(
+            &mut ws, &x_dev, x, base_dev, geo_one, targets, ig, nt, progress,
+        )?;
         let deltas = if ig.return_delta {
-            self.convergence_deltas(&ig_out, &base_dev, geo_one, target, ig.batch_size)?
+            self.convergence_deltas(
+                &mut ws,
+                &out.per_sample,
+                &out.call.noisy,
+                &out.call.base,
+                geo_one,
+                samples,
+                target,
+                batch,
+            )?
         } else {
             Vec::new()
         };
         let (_, c, h, w) = x.dim();
         Ok(NtOutput {
-            attribution: self.to_array4(&ig_out.aggregated, (1, c, h, w))?,
+            attribution: self.to_array4(&out.aggregated, (1, c, h, w))?,
             deltas,
         })
     }
 
-    /// Copies an image and its baseline (both checked) to the device.
-    pub(super) fn upload_pair(
-        &self,
-        x: ArrayView4<f32>,
-        baseline: ArrayView4<f32>,
-    ) -> Result<(DevBuf<f32>, DevBuf<f32>)> {
-        let x_std = x.as_standard_layout();
-        let b_std = baseline.as_standard_layout();
-        Ok((
-            self.upload(x_std.as_slice().expect("standard layout"))?,
-            self.upload(b_std.as_slice().expect("standard layout"))?,
-        ))
-    }
-
-    /// NoiseTunnel(IG) of the image `x_dev` (its host copy `x` serves designed noise)
-    /// on the device: the noisy inputs (the same seeded values as the CPU), the path
-    /// points in batches of `targets.len()` rows, the weighted gradient sums, the
-    /// multiply by (x − b) and the aggregation. Plain IG is the one-sample case with
-    /// zero noise (x + 0 = x exactly, and the mean of one sample is the sample).
-    /// `targets` holds the explained class once per row of a batch. Nothing is read
-    /// back, so the host does not wait.
+    /// NoiseTunnel(IG) of the image `x_dev` (its host copy `x` serves given noise) on
+    /// the device, its buffers carved from `ws`: the noisy inputs (the same seeded
+    /// values as the CPU, for every noise design), the path points in batches of
+    /// `targets.len()` rows, the weighted gradient sums, the multiply by (x − b) and
+    /// the aggregation. Plain IG is the one-sample case with zero noise (x + 0 = x
+    /// exactly, and the mean of one sample is the sample). `targets` holds the
+    /// explained class once per row of a batch. Nothing is read back, so the host
+    /// does not wait.
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn nt_ig(
+    fn nt_ig(
         &self,
+        ws: &mut Carver,
         x_dev: &DevBuf<f32>,
         x: ArrayView4<f32>,
-        base_dev: &DevBuf<f32>,
+        base_dev: DevBuf<f32>,
         geo_one: PatchGeometry,
-        targets: &DevBuf<i32>,
+        targets: DevBuf<i32>,
         ig: &IgConfig,
         nt: Option<&NoiseTunnelConfig>,
         progress: Option<Progress>,
@@ -939,7 +1091,7 @@ impl<'a> CudaEngine<'a> {
         let gpu = &*self.gpu;
         let samples = nt.noise.samples();
         // The noisy inputs (samples, 3, H, W).
-        let mut noisy = self.zeros(samples * len)?;
+        let mut noisy = ws.take(samples * len)?;
         // Validates samples and stdev as the CPU path does.
         let check = |stdev: f32, seed: u64| -> Result<()> {
             make_noise(
@@ -1001,62 +1153,31 @@ impl<'a> CudaEngine<'a> {
             Noise::Injected(_) | Noise::Designed { .. } => {
                 let noise = make_noise(&nt.noise, x)?;
                 let sum = &noise + &x;
-                noisy = self.upload(
+                noisy.write(
                     sum.as_standard_layout()
                         .as_slice()
                         .expect("standard layout"),
                 )?;
             }
         }
-        let alphas_dev = self.upload(&alphas)?;
-        let weights_dev = self.upload(&weights)?;
-        let mut acc = self.zeros(samples * len)?;
-        let total_rows = samples * ig.n_steps;
         let batch = targets.len();
-        let mut row0 = 0;
-        while row0 < total_rows {
-            let rows = batch.min(total_rows - row0);
-            let p = PathRows {
-                row0,
-                rows,
-                n_steps: ig.n_steps,
-                len,
-            };
-            let mut path = self.zeros(rows * len)?;
-            k::ig_path_f32(
-                gpu,
-                &noisy.as_view(),
-                &base_dev.as_view(),
-                &alphas_dev.as_view(),
-                &mut path.as_view_mut(),
-                p,
-            )?;
-            let geo = PatchGeometry {
-                batch: rows,
-                ..geo_one
-            };
-            let fwd = self.forward(&path.as_view(), geo, true)?;
-            let grads = self.backward(&fwd, &targets.as_view())?;
-            k::ig_accumulate_f32(
-                gpu,
-                &grads.as_view(),
-                &weights_dev.as_view(),
-                &mut acc.as_view_mut(),
-                p,
-            )?;
-            row0 += rows;
-            if let Some(report) = progress {
-                if !report(row0, total_rows) {
-                    return Err(Error::Aborted);
-                }
-            }
-        }
-        let mut per_sample = self.zeros(samples * len)?;
+        let mut call = IgCall {
+            noisy,
+            base: base_dev,
+            alphas: ws.upload(&alphas)?,
+            weights: ws.upload(&weights)?,
+            acc: ws.zeros(samples * len)?,
+            row0: ws.zeros(1)?,
+            targets,
+        };
+        let mut per_sample = ws.take(samples * len)?;
+        let mut aggregated = ws.take(len)?;
+        self.ig_batches(ws, &mut call, geo_one, batch, ig.n_steps, progress)?;
         k::ig_finish_f32(
             gpu,
-            &acc.as_view(),
-            &noisy.as_view(),
-            &base_dev.as_view(),
+            &call.acc.as_view(),
+            &call.noisy.as_view(),
+            &call.base.as_view(),
             &mut per_sample.as_view_mut(),
             samples,
             len,
@@ -1067,7 +1188,6 @@ impl<'a> CudaEngine<'a> {
             NtType::SmoothGradSq => 1,
             NtType::VarGrad => 2,
         };
-        let mut aggregated = self.zeros(len)?;
         k::nt_aggregate_f32(
             gpu,
             &per_sample.as_view(),
@@ -1077,33 +1197,34 @@ impl<'a> CudaEngine<'a> {
             nt_code,
         )?;
         Ok(DeviceIg {
-            noisy,
+            call,
             per_sample,
             aggregated,
-            samples,
         })
     }
 
     /// Σ attribution − (F(x_j)[t] − F(b)[t]) per noise sample, as the host loop
     /// computes it (sums in f64 of the f32 per-sample attributions; logits of the
     /// noisy inputs in batches of `batch_size`).
-    pub(super) fn convergence_deltas(
+    #[allow(clippy::too_many_arguments)]
+    fn convergence_deltas(
         &self,
-        ig: &DeviceIg,
+        ws: &mut Carver,
+        per_sample: &DevBuf<f32>,
+        noisy: &DevBuf<f32>,
         base: &DevBuf<f32>,
         geo_one: PatchGeometry,
+        samples: usize,
         target: usize,
         batch_size: usize,
     ) -> Result<Vec<f32>> {
-        let DeviceIg {
-            noisy,
-            per_sample,
-            samples,
-            ..
-        } = ig;
-        let samples = *samples;
         let len = 3 * geo_one.height * geo_one.width;
-        let f_base = self.forward(&base.as_view(), geo_one, false)?.logits()?[[0, target]];
+        let mark = ws.mark();
+        let f_base = self
+            .forward(ws, &base.as_view(), geo_one, false)?
+            .logits()?[[0, target]];
+        // SAFETY: the forward above is dropped; its buffers are not used again.
+        unsafe { ws.rewind(mark) };
         let mut f_inputs = Vec::with_capacity(samples);
         let mut first = 0;
         while first < samples {
@@ -1113,7 +1234,9 @@ impl<'a> CudaEngine<'a> {
                 ..geo_one
             };
             let chunk = noisy.slice(first * len..(first + rows) * len);
-            let logits = self.forward(&chunk, geo, false)?.logits()?;
+            let logits = self.forward(ws, &chunk, geo, false)?.logits()?;
+            // SAFETY: as above.
+            unsafe { ws.rewind(mark) };
             f_inputs.extend(logits.outer_iter().map(|l| l[target]));
             first += rows;
         }
@@ -1132,8 +1255,10 @@ impl<'a> CudaEngine<'a> {
     fn taps_on_device(&self, x: ArrayView4<f32>, layer: Option<usize>) -> Result<BlockTaps> {
         let layer = tap_layer(self.vit, x, layer)?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let (geo, x_dev) = self.upload_input(x)?;
-        let fwd = self.forward(&x_dev.as_view(), geo, true)?;
+        let mut arena = self.workspace(self.pass_bytes(self.geometry(x.dim())?, true, false))?;
+        let mut ws = arena.carver();
+        let (geo, x_dev) = self.upload_input(&mut ws, x)?;
+        let fwd = self.forward(&mut ws, &x_dev.as_view(), geo, true)?;
         let probs = self.tap_probs(&fwd.blocks[layer].qkv, fwd.batch, fwd.tokens)?;
         let mut got = download_together(&[&fwd.blocks[layer].qkv, &probs])?;
         let probs = got.pop();
@@ -1231,8 +1356,11 @@ impl Engine for CudaEngine<'_> {
     fn logits(&self, x: ArrayView4<f32>) -> Result<Array2<f32>> {
         self.vit.require_head()?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let (geo, x_dev) = self.upload_input(x)?;
-        self.forward(&x_dev.as_view(), geo, false)?.logits()
+        let mut arena = self.workspace(self.pass_bytes(self.geometry(x.dim())?, false, false))?;
+        let mut ws = arena.carver();
+        let (geo, x_dev) = self.upload_input(&mut ws, x)?;
+        self.forward(&mut ws, &x_dev.as_view(), geo, false)?
+            .logits()
     }
 
     fn logits_and_input_grad(
@@ -1240,14 +1368,17 @@ impl Engine for CudaEngine<'_> {
         x: ArrayView4<f32>,
         targets: &[usize],
     ) -> Result<(Array2<f32>, Array4<f32>)> {
-        self.geometry(x.dim())?;
+        let geo = self.geometry(x.dim())?;
         self.check_targets(x.dim().0, targets)?;
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
-        let (geo, x_dev) = self.upload_input(x)?;
-        let fwd = self.forward(&x_dev.as_view(), geo, true)?;
+        let bytes = self.pass_bytes(geo, true, true) + Sizer::default().i32s(geo.batch).0;
+        let mut arena = self.workspace(bytes)?;
+        let mut ws = arena.carver();
+        let (geo, x_dev) = self.upload_input(&mut ws, x)?;
         let t32: Vec<i32> = targets.iter().map(|&v| v as i32).collect();
-        let targets_dev = DevBuf::upload(&self.gpu, &t32)?;
-        let gx = self.backward(&fwd, &targets_dev.as_view())?;
+        let targets_dev = ws.upload(&t32)?;
+        let fwd = self.forward(&mut ws, &x_dev.as_view(), geo, true)?;
+        let gx = self.backward(&mut ws, &fwd, &targets_dev.as_view())?;
         let grad = self.to_array4(&gx, x.dim())?;
         Ok((fwd.logits()?, grad))
     }

@@ -566,7 +566,10 @@ pub fn embed_tokens_f32(
 
 // --- ig.cu -----------------------------------------------------------------------
 
-/// Which rows of the flattened (input, step) list a batch holds.
+/// Which rows of the flattened (input, step) list a batch holds. The kernels read
+/// the first row from a device scalar (`row0_at`, moved on by [`ig_advance_row0`])
+/// so that every batch's launches are the same and a CUDA graph can replay them;
+/// `row0` is the value it holds when the batch runs, for the bounds checks.
 #[derive(Debug, Clone, Copy)]
 pub struct PathRows {
     pub row0: usize,
@@ -589,18 +592,15 @@ pub fn ig_path_f32(
     baseline: &View<f32>,
     alphas: &View<f32>,
     out: &mut ViewMut<f32>,
+    row0_at: &View<i32>,
     p: PathRows,
 ) -> Result<()> {
+    need("ig_path.row0", row0_at.len(), 1)?;
     need("ig_path.inputs", inputs.len(), p.n_inputs_touched() * p.len)?;
     need("ig_path.baseline", baseline.len(), p.len)?;
     need("ig_path.alphas", alphas.len(), p.n_steps)?;
     need("ig_path.out", out.len(), p.rows * p.len)?;
-    let v = [
-        int("row0", p.row0)?,
-        int("rows", p.rows)?,
-        int("n_steps", p.n_steps)?,
-        int("len", p.len)?,
-    ];
+    let v = path_ints(p)?;
     launch(
         gpu,
         KernelFile::Ig,
@@ -611,12 +611,22 @@ pub fn ig_path_f32(
             KArg::Ptr(baseline.ptr()),
             KArg::Ptr(alphas.ptr()),
             KArg::Ptr(out.ptr()),
+            KArg::Ptr(row0_at.ptr()),
             KArg::I32(v[0]),
             KArg::I32(v[1]),
             KArg::I32(v[2]),
-            KArg::I32(v[3]),
         ],
     )
+}
+
+/// (rows, n_steps, len) as the kernels' ints; row0 must fit one too.
+fn path_ints(p: PathRows) -> Result<[i32; 3]> {
+    int("row0", p.row0 + p.rows)?;
+    Ok([
+        int("rows", p.rows)?,
+        int("n_steps", p.n_steps)?,
+        int("len", p.len)?,
+    ])
 }
 
 /// `acc[j] += w_k·grad[r]` for the batch's rows.
@@ -625,17 +635,14 @@ pub fn ig_accumulate_f32(
     grads: &View<f32>,
     weights: &View<f32>,
     acc: &mut ViewMut<f32>,
+    row0_at: &View<i32>,
     p: PathRows,
 ) -> Result<()> {
+    need("ig_accumulate.row0", row0_at.len(), 1)?;
     need("ig_accumulate.grads", grads.len(), p.rows * p.len)?;
     need("ig_accumulate.weights", weights.len(), p.n_steps)?;
     need("ig_accumulate.acc", acc.len(), p.n_inputs_touched() * p.len)?;
-    let v = [
-        int("row0", p.row0)?,
-        int("rows", p.rows)?,
-        int("n_steps", p.n_steps)?,
-        int("len", p.len)?,
-    ];
+    let v = path_ints(p)?;
     launch(
         gpu,
         KernelFile::Ig,
@@ -645,11 +652,23 @@ pub fn ig_accumulate_f32(
             KArg::Ptr(grads.ptr()),
             KArg::Ptr(weights.ptr()),
             KArg::Ptr(acc.ptr()),
+            KArg::Ptr(row0_at.ptr()),
             KArg::I32(v[0]),
             KArg::I32(v[1]),
             KArg::I32(v[2]),
-            KArg::I32(v[3]),
         ],
+    )
+}
+
+/// `*row0_at += rows`: the next batch's first row (the batch's last launch).
+pub fn ig_advance_row0(gpu: &dyn DeviceApi, row0_at: &mut ViewMut<i32>, rows: usize) -> Result<()> {
+    need("ig_advance_row0.row0", row0_at.len(), 1)?;
+    launch(
+        gpu,
+        KernelFile::Ig,
+        "ig_advance_row0",
+        (1, 32),
+        &[KArg::Ptr(row0_at.ptr()), KArg::I32(int("rows", rows)?)],
     )
 }
 

@@ -10,6 +10,7 @@
 //!   cuBLAS handle; [`CudarcDevice`], the [`DeviceApi`] of a real GPU.
 //! - `emu` (feature `cuda-emu`): `EmuDevice`, the [`DeviceApi`] that runs the kernels
 //!   in the fiber emulator of `kernels/emu/` and the GEMMs on the CPU.
+//! - [`workspace`]: the engine's workspace arena (one allocation, carved per call).
 //! - [`modules`]: the kernel files, the NVRTC flags (one place) and the per-process module cache.
 //! - [`launch`]: one typed wrapper per kernel (nothing else launches) and the row-major GEMM.
 //! - [`engine`]: [`CudaEngine`], the [`Engine`](crate::backend::Engine) on a GPU.
@@ -29,6 +30,7 @@ pub mod emu;
 pub mod engine;
 pub mod launch;
 pub mod modules;
+pub mod workspace;
 
 pub use api::{Counters, DeviceApi};
 pub use crf::CrfDevice;

@@ -5,8 +5,9 @@
 //! where it lies; only the map and the logits come back, in one synchronisation.
 
 use super::{CudaEngine, Forward};
-use crate::backend::cuda::api::{download_together, DevBuf};
+use crate::backend::cuda::api::download_together;
 use crate::backend::cuda::launch as k;
+use crate::backend::cuda::workspace::Sizer;
 use crate::backend::relevance::{
     argmax, DeviceRelevance, RelevanceDevice, RelevanceJob, TapRequest,
 };
@@ -21,12 +22,21 @@ impl RelevanceDevice for CudaEngine<'_> {
         }
         let _busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
         let gpu = &*self.gpu;
-        let (x_dev, base_dev) = self.upload_pair(job.x, job.baseline)?;
+        let (batch, samples) = self.ig_plan(geo, job.ig, job.nt)?;
         // Every block is kept only when the taps of one are asked for.
-        let fwd = self.forward(&x_dev.as_view(), geo, job.taps.is_some())?;
+        let save = job.taps.is_some();
+        let plane = geo.height * geo.width;
+        let mut extra = Sizer::default();
+        extra.f32s(plane).f32s(plane).f32s(2);
+        let bytes = self.ig_bytes(geo, batch, samples, job.ig.n_steps)
+            + self.pass_bytes(geo, save, false)
+            + extra.0;
+        let mut arena = self.workspace(bytes)?;
+        let mut ws = arena.carver();
+        let (x_dev, base_dev) = self.upload_pair(&mut ws, job.x, job.baseline)?;
+        let fwd = self.forward(&mut ws, &x_dev.as_view(), geo, save)?;
         let (logits, classes) = (&fwd.logits, fwd.classes);
-        let batch = self.ig_batch(geo, job.ig, job.nt)?;
-        let mut targets = DevBuf::<i32>::zeros(&self.gpu, batch)?;
+        let mut targets = ws.take::<i32>(batch)?;
         k::select_target_i32(
             gpu,
             &logits.as_view(),
@@ -36,18 +46,18 @@ impl RelevanceDevice for CudaEngine<'_> {
             batch,
         )?;
         let ig = self.nt_ig(
+            &mut ws,
             &x_dev,
             job.x,
-            &base_dev,
+            base_dev,
             geo,
-            &targets,
+            targets,
             job.ig,
             job.nt,
             job.progress,
         )?;
         let (h, w) = (geo.height, geo.width);
-        let plane = h * w;
-        let mut map = self.zeros(plane)?;
+        let mut map = ws.take(plane)?;
         k::reduce_channels_f32(
             gpu,
             &ig.aggregated.as_view(),
@@ -58,7 +68,7 @@ impl RelevanceDevice for CudaEngine<'_> {
         if !job.blur_taps.is_empty() {
             // Along the rows, then along the columns, as attr::smooth.
             let taps = self.upload(job.blur_taps)?;
-            let mut half = self.zeros(plane)?;
+            let mut half = ws.take(plane)?;
             k::blur_axis_f32(
                 gpu,
                 &map.as_view(),
@@ -77,7 +87,7 @@ impl RelevanceDevice for CudaEngine<'_> {
             )?;
         }
         if job.min_max {
-            let mut lohi = self.zeros(2)?;
+            let mut lohi = ws.take(2)?;
             k::min_max_f32(gpu, &mut map.as_view_mut(), &mut lohi.as_view_mut(), plane)?;
         }
         let probs = match job.taps {
@@ -110,7 +120,16 @@ impl RelevanceDevice for CudaEngine<'_> {
         let logits_host = logits_host[..classes].to_vec();
         let deltas = if job.ig.return_delta {
             let target = job.target.unwrap_or_else(|| argmax(&logits_host));
-            self.convergence_deltas(&ig, &base_dev, geo, target, job.ig.batch_size)?
+            self.convergence_deltas(
+                &mut ws,
+                &ig.per_sample,
+                &ig.call.noisy,
+                &ig.call.base,
+                geo,
+                samples,
+                target,
+                batch,
+            )?
         } else {
             Vec::new()
         };
