@@ -23,7 +23,7 @@ use ndarray::{Array2, Array4, ArrayView4};
 use super::api::{download_together, Counters, Dev, DevBuf, DeviceApi, Pooled, View};
 use super::device::{guarded, CudarcDevice};
 use super::launch::{self as k, AttnShape, Batch, PatchGeometry, PathRows, ATTN_MAX_HEAD_DIM};
-use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
+use crate::backend::{input, tap_layer, BlockTaps, Device, Engine, Precision};
 use crate::error::{Error, Result};
 use crate::ig::{
     convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseDesign, NoiseTunnelConfig,
@@ -137,6 +137,8 @@ pub struct CudaEngine<'a> {
     busy: Mutex<()>,
     /// DenseCRF on the same device (its buffers are made at its first call).
     crf: super::CrfDevice,
+    /// What every GEMM computes in ([`CudaEngine::with_precision`]).
+    precision: Precision,
 }
 
 impl std::fmt::Debug for CudaEngine<'_> {
@@ -263,7 +265,15 @@ impl<'a> CudaEngine<'a> {
             weights,
             positions: Mutex::new(None),
             busy: Mutex::new(()),
+            precision: Precision::F32,
         })
+    }
+
+    /// This engine with its GEMMs in `precision` (f32 by default; TF32 and bf16 use
+    /// the tensor cores, docs/gpu.md "Precision modes").
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// The device this engine runs on.
@@ -348,6 +358,7 @@ impl<'a> CudaEngine<'a> {
         let mut emb = self.zeros(batch * np * d)?;
         k::linear(
             gpu,
+            self.precision,
             &cols.as_view(),
             &w.patch_w.as_view(),
             None,
@@ -429,6 +440,7 @@ impl<'a> CudaEngine<'a> {
         let mut logits = self.zeros(batch * head.classes)?;
         k::linear(
             gpu,
+            self.precision,
             &features.as_view(),
             &head_w.as_view(),
             Some(&head_b.as_view()),
@@ -482,6 +494,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &normed.as_view(),
             &bw.qkv_w.as_view(),
             Some(&bw.qkv_b.as_view()),
@@ -502,6 +515,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &s.attn_out.as_view(),
             &bw.proj_w.as_view(),
             Some(&bw.proj_b.as_view()),
@@ -529,6 +543,7 @@ impl<'a> CudaEngine<'a> {
         // fc1's bias is added by the GELU kernel.
         k::linear(
             gpu,
+            self.precision,
             &normed.as_view(),
             &bw.fc1_w.as_view(),
             None,
@@ -548,6 +563,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &act.as_view(),
             &bw.fc2_w.as_view(),
             Some(&bw.fc2_b.as_view()),
@@ -623,6 +639,7 @@ impl<'a> CudaEngine<'a> {
         let mut gpatch = self.zeros(batch * np * pp3)?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.slice(d..),
             d,
             &w.patch_w.as_view(),
@@ -666,6 +683,7 @@ impl<'a> CudaEngine<'a> {
         // MLP branch.
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.as_view(),
             d,
             &bw.fc2_w.as_view(),
@@ -683,6 +701,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &ga.as_view(),
             hidden,
             &bw.fc1_w.as_view(),
@@ -708,6 +727,7 @@ impl<'a> CudaEngine<'a> {
         // Attention branch.
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.as_view(),
             d,
             &bw.proj_w.as_view(),
@@ -731,6 +751,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &gqkv.as_view(),
             3 * d,
             &bw.qkv_w.as_view(),
@@ -1174,6 +1195,7 @@ impl CudaEngine<'_> {
             // S_h = Q_h·K_hᵀ for every head h at once.
             k::heads_a_bt(
                 gpu,
+                self.precision,
                 &qkv.slice(base..),
                 3 * d,
                 &qkv.slice(base + d..),
@@ -1202,6 +1224,10 @@ impl Engine for CudaEngine<'_> {
 
     fn device(&self) -> Device {
         self.gpu.kind()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn attribute(

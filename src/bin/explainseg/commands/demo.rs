@@ -69,6 +69,10 @@ pub struct DemoArgs {
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// GEMM precision of the CUDA engine: f32 (faithful), tf32 or bf16 (tensor
+    /// cores, f32 accumulation; docs/gpu.md). The cpu device takes f32 only.
+    #[arg(long, default_value = "f32")]
+    pub precision: explainseg::backend::Precision,
 }
 
 fn write_overlays(
@@ -208,7 +212,13 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
         cfg
     };
     let bar = progress_bar(out, args.count * variants.len() as u64, "segmentations");
-    let engine = engine_for(args.device, &vit)?;
+    let engine = engine_for(
+        explainseg::backend::EngineOptions {
+            device: args.device,
+            precision: args.precision,
+        },
+        &vit,
+    )?;
     // One run per preset over the same images, merged back in the requested order.
     let mut done_before = 0;
     let mut runs = Vec::new();
