@@ -176,3 +176,31 @@ fn tf32_and_bf16_differ_from_f32_within_the_measured_bounds() {
     // Fewer mantissa bits, a larger effect.
     assert!(effects[1] > effects[0], "{effects:?}");
 }
+
+/// `--precision` on the CLI: taken by the emulated CUDA engine, refused by the CPU
+/// engine and for unknown names, each with its reason.
+#[test]
+fn cli_precision_runs_on_the_cuda_engine_and_is_refused_elsewhere() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = fixture("preprocess", "big_299x257_q90.jpg");
+    let weights = fixture("engine", "s16_tiny/model_timm.safetensors");
+    let segment = |device: &str, precision: &str| {
+        let mut cmd = assert_cmd::Command::cargo_bin("explainseg").unwrap();
+        cmd.args(["segment", "--device", device, "--precision", precision])
+            .args(["--size", "64", "--steps", "2", "--nt-samples", "1"])
+            .args(["--variant", "c", "--weights"])
+            .arg(&weights)
+            .arg("--image")
+            .arg(&image)
+            .arg("--out")
+            .arg(tmp.path().join(format!("{device}-{precision}")));
+        cmd.assert()
+    };
+    segment("cuda-emu", "bf16").success();
+    let refused = segment("cpu", "tf32").failure();
+    let err = String::from_utf8_lossy(&refused.get_output().stderr).into_owned();
+    assert!(err.contains("f32 only"), "{err}");
+    let unknown = segment("cuda-emu", "fp8").failure();
+    let err = String::from_utf8_lossy(&unknown.get_output().stderr).into_owned();
+    assert!(err.contains("f32, tf32, bf16"), "{err}");
+}
