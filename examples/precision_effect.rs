@@ -1,6 +1,6 @@
 //! The effect of the CUDA engine's GEMM precision modes (docs/gpu.md, "Precision
 //! modes"), measured on the emulated device, whose GEMMs round their operands as
-//! the tensor cores do (docs/cuda_emulation.md §1.3). For each case and mode
+//! the tensor cores do (docs/cuda_emulation.md §1.4). For each case and mode
 //! against the f32 mode of the same engine: logits rel (max |Δ| / max |f32|), the
 //! IG + NoiseTunnel attribution rel-L2, and the mask IoU of variants C and XNCut
 //! (one explanation per mode, then the pipeline's post-processing with DenseCRF).

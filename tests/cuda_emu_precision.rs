@@ -1,6 +1,6 @@
 //! The CUDA engine's GEMM precision modes on the emulated device (feature
 //! `cuda-emu`): f32 is the engine's unchanged path; TF32 and bf16 are the same f32
-//! GEMM on operands rounded to the mode's format (docs/cuda_emulation.md §1.3), and
+//! GEMM on operands rounded to the mode's format (docs/cuda_emulation.md §1.4), and
 //! move the results by a bounded amount (docs/gpu.md, "Precision modes").
 #![cfg(feature = "cuda-emu")]
 

@@ -185,7 +185,7 @@ fn gpu_vit_s16_at_224_matches_the_cpu_engine() {
 /// The TF32 and bf16 GEMM modes (cublasGemmEx with the 32F fast compute types) run and
 /// stay near the f32 mode: the tiny fixture, IG 8 steps × NoiseTunnel 2 samples, as
 /// tests/cuda_emu_precision.rs measures with the CPU twin. The twin models the operand
-/// rounding but not the tensor cores' summation (docs/cuda_emulation.md §1.3), so the
+/// rounding but not the tensor cores' summation (docs/cuda_emulation.md §1.4), so the
 /// bounds here are 10× the twin's effects (docs/gpu.md, "Precision modes").
 #[test]
 fn gpu_tf32_and_bf16_modes_stay_near_f32() {

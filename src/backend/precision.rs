@@ -1,6 +1,6 @@
 //! The arithmetic of the CUDA engine's GEMMs ([`Precision`]) and the operand
 //! rounding each mode implies, which the emulated device applies before its f32
-//! GEMM (docs/cuda_emulation.md §1.3).
+//! GEMM (docs/cuda_emulation.md §1.4).
 //!
 //! TF32 and bf16 are tensor-core modes of cuBLAS with f32 inputs and outputs: the
 //! library rounds A and B to the narrower format and accumulates in f32
