@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use explainseg::backend::{engine_for, Device};
+use explainseg::backend::{engine_for, Device, EngineOptions, Precision};
 use explainseg::fsutil::CreatedFiles;
 use explainseg::model::{LoadOptions, Vit};
 use explainseg::pipeline::{Preset, Variant};
@@ -72,7 +72,7 @@ pub struct DemoArgs {
     /// GEMM precision of the CUDA engine: f32 (faithful), tf32 or bf16 (tensor
     /// cores, f32 accumulation; docs/gpu.md). The cpu device takes f32 only.
     #[arg(long, default_value = "f32")]
-    pub precision: explainseg::backend::Precision,
+    pub precision: Precision,
 }
 
 fn write_overlays(
@@ -212,13 +212,11 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
         cfg
     };
     let bar = progress_bar(out, args.count * variants.len() as u64, "segmentations");
-    let engine = engine_for(
-        explainseg::backend::EngineOptions {
-            device: args.device,
-            precision: args.precision,
-        },
-        &vit,
-    )?;
+    let options = EngineOptions {
+        device: args.device,
+        precision: args.precision,
+    };
+    let engine = engine_for(options, &vit)?;
     // One run per preset over the same images, merged back in the requested order.
     let mut done_before = 0;
     let mut runs = Vec::new();
