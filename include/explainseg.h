@@ -143,6 +143,27 @@ typedef uint32_t EsPosEmbed;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
+// What the model's GEMMs compute in (CUDA devices only).
+enum EsPrecision
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // f32 operands and accumulation: faithful to the references (the default).
+  ES_PRECISION_F32 = 0,
+  // TF32 tensor cores (operands rounded to 10 mantissa bits), f32 accumulation.
+  ES_PRECISION_TF32 = 1,
+  // bf16 tensor cores (operands rounded to 7 mantissa bits), f32 accumulation.
+  ES_PRECISION_BF16 = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum EsPrecision EsPrecision;
+#else
+typedef uint32_t EsPrecision;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
 // Which segmentation to run (the paper's variants and two baselines).
 enum EsVariant
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
@@ -382,6 +403,11 @@ typedef struct EsModelParams {
   float layer_norm_eps;
   // Positional-embedding interpolation for other input sizes (default DINO).
   EsPosEmbed pos_embed;
+  // GEMM precision (default F32). TF32 and BF16 trade accuracy for speed on a
+  // CUDA device; with the CPU device they make `explainseg_model_load` fail with
+  // `ES_STATUS_INVALID_PARAM`. Added after `pos_embed`: a zero-filled struct, or
+  // one from `explainseg_model_default_params()`, keeps F32.
+  EsPrecision precision;
 } EsModelParams;
 
 // DenseCRF settings (pydensecrf's meaning). Defaults (TokenCut/MaskCut):

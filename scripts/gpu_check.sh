@@ -98,12 +98,17 @@ if [ -n "$cs" ]; then
 else
     echo '{"step":"sanitizer","rc":null,"skipped":"compute-sanitizer not found"}' > "$out/sanitizer.json"
 fi
-# 3. IG 50 steps × 5 NoiseTunnel samples on ViT-S/16 224², one image, best of 3 (f32).
+# 3. IG 50 steps × 5 NoiseTunnel samples on ViT-S/16 224², one image, best of 3, with the
+#    engine's GEMMs in each precision mode (f32; TF32 and bf16 tensor cores, docs/gpu.md).
 step ig_explainseg_f32 60 "$es" --quiet bench --device cuda --model s --size 224 --batch 50 \
     --seconds 3 --steps 50 --samples 5 --repeats 3 --json
 # 3b. The same with the IG batches launched eagerly instead of replayed as CUDA graphs.
 EXPLAINSEG_CUDA_GRAPHS=0 step ig_explainseg_f32_no_graphs 60 "$es" --quiet bench --device cuda \
     --model s --size 224 --batch 50 --seconds 3 --steps 50 --samples 5 --repeats 3 --json
+for precision in tf32 bf16; do
+    step "ig_explainseg_$precision" 45 "$es" --quiet bench --device cuda --precision "$precision" \
+        --model s --size 224 --batch 50 --seconds 3 --steps 50 --samples 5 --repeats 3 --json
+done
 # 4. The whole pipeline per image on the GPU (explain, feature, mask, CRF), every variant.
 step pipeline_explainseg 90 "$es" --quiet bench --pipeline --device cuda --model s --size 224 \
     --batch 50 --steps 50 --samples 5 --images 4 --json
@@ -125,9 +130,10 @@ TFLOP = 19.11e9 * 250 / 1e12
 # H100 SXM dense peaks (NVIDIA H100 datasheet): bf16 989, TF32 494.7, fp32 66.9 TFLOP/s.
 floors_ms = {"bf16": TFLOP / 989 * 1e3, "tf32": TFLOP / 494.7 * 1e3, "f32": TFLOP / 66.9 * 1e3}
 steps = {n: load(n) for n in ["parity", "sanitizer_memcheck", "sanitizer_racecheck", "ig_explainseg_f32",
-                               "ig_explainseg_f32_no_graphs", "pipeline_explainseg", "crf_explainseg",
-                               "ig_torch_f32"]}
-ours = (steps["ig_explainseg_f32"] or {}).get("result") or {}
+                               "ig_explainseg_f32_no_graphs", "ig_explainseg_tf32", "ig_explainseg_bf16",
+                               "pipeline_explainseg", "crf_explainseg", "ig_torch_f32"]}
+modes = {p: (steps["ig_explainseg_" + p] or {}).get("result") or {} for p in ["f32", "tf32", "bf16"]}
+ours = modes["f32"]
 eager = (steps["ig_explainseg_f32_no_graphs"] or {}).get("result") or {}
 ref = (steps["ig_torch_f32"] or {}).get("result") or {}
 pipe = (steps["pipeline_explainseg"] or {}).get("result") or {}
@@ -136,14 +142,14 @@ summary = {
     "steps": {n: (s and {k: s[k] for k in ("rc", "timed_out", "seconds")}) for n, s in steps.items()},
     "tflop_per_image": round(TFLOP, 3),
     "ig_ms_per_image": {
-        "explainseg_f32": ours.get("ig_seconds") and 1e3 * ours["ig_seconds"],
+        **{"explainseg_" + p: r.get("ig_seconds") and 1e3 * r["ig_seconds"] for p, r in modes.items()},
         "explainseg_f32_no_graphs": eager.get("ig_seconds") and 1e3 * eager["ig_seconds"],
         "torch_captum_f32": ref.get("ig_seconds") and 1e3 * ref["ig_seconds"],
         "floor": floors_ms,
-        # Only what this build has: the engine runs f32 GEMMs; TF32/bf16 modes are not
-        # implemented, so they are not measured.
-        "not_measured": ["tf32", "bf16"],
     },
+    # Each mode's time as a fraction of its own dense-peak floor.
+    "ig_fraction_of_floor": {p: floors_ms[p] / (1e3 * r["ig_seconds"])
+                             for p, r in modes.items() if r.get("ig_seconds")},
     # Target on one H100: 1 ms.
     "crf_224_ms": crf.get("crf_seconds") and 1e3 * crf["crf_seconds"],
     "pipeline_seconds_per_image": {r["variant"]: r for r in pipe.get("variants", [])},

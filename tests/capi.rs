@@ -333,6 +333,33 @@ fn model_load_statuses() {
         );
         assert!(last_error().contains("pos_embed"), "{}", last_error());
 
+        // TF32 and bf16 are GEMM modes of the CUDA engine: the CPU refuses them at
+        // load instead of computing in f32 behind the caller's back.
+        for precision in [EsPrecision::Tf32, EsPrecision::Bf16] {
+            let p = EsModelParams {
+                precision,
+                ..explainseg_model_default_params()
+            };
+            check(
+                explainseg_model_load(weights().as_ptr(), null(), &p, &mut m),
+                EsStatus::InvalidParam,
+            );
+            assert!(last_error().contains("precision"), "{}", last_error());
+        }
+        assert_eq!(
+            explainseg_model_default_params().precision,
+            EsPrecision::F32
+        );
+        let mut bad = MaybeUninit::new(explainseg_model_default_params());
+        std::ptr::addr_of_mut!((*bad.as_mut_ptr()).precision)
+            .cast::<u32>()
+            .write(3);
+        check(
+            explainseg_model_load(weights().as_ptr(), null(), bad.as_ptr(), &mut m),
+            EsStatus::InvalidParam,
+        );
+        assert!(last_error().contains("precision"), "{}", last_error());
+
         let m = load_model();
         let mut classes = 0;
         check(explainseg_model_num_classes(m, &mut classes), EsStatus::Ok);

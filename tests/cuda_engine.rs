@@ -181,3 +181,50 @@ fn gpu_vit_s16_at_224_matches_the_cpu_engine() {
     eprintln!("ViT-S/16 224² NoiseTunnel IG on the GPU: rel-L2 {rel:.2e}");
     assert!(rel <= 1e-4, "{rel}");
 }
+
+/// The TF32 and bf16 GEMM modes (cublasGemmEx with the 32F fast compute types) run and
+/// stay near the f32 mode: the tiny fixture, IG 8 steps × NoiseTunnel 2 samples, as
+/// tests/cuda_emu_precision.rs measures with the CPU twin. The twin models the operand
+/// rounding but not the tensor cores' summation (docs/cuda_emulation.md §1.4), so the
+/// bounds here are 10× the twin's effects (docs/gpu.md, "Precision modes").
+#[test]
+fn gpu_tf32_and_bf16_modes_stay_near_f32() {
+    use explainseg::backend::Precision;
+    let (vit, x) = tiny();
+    let Some(f32_mode) = engine_or_skip(&vit) else {
+        return;
+    };
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let ig = IgConfig {
+        method: Method::GaussLegendre,
+        n_steps: 8,
+        multiply_by_inputs: true,
+        batch_size: 16,
+        return_delta: false,
+    };
+    let nt = NoiseTunnelConfig {
+        nt_type: NtType::SmoothGrad,
+        noise: Noise::Seeded {
+            samples: 2,
+            stdev: 1.0,
+            seed: 0,
+        },
+    };
+    let run = |e: &CudaEngine| {
+        let logits = to_vec(&e.logits(x.view()).unwrap());
+        let a = noise_tunnel_ig(e, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        (logits, to_vec(&a.attribution))
+    };
+    let (l_ref, a_ref) = run(&f32_mode);
+    for (p, logits_bound, ig_bound) in
+        [(Precision::Tf32, 6e-3, 1e-2), (Precision::Bf16, 3e-2, 8e-2)]
+    {
+        let e = CudaEngine::new(&vit, 0).unwrap().with_precision(p);
+        assert_eq!(e.precision(), p);
+        let (l, a) = run(&e);
+        let (l_rel, a_rel) = (rel_max(&l, &l_ref), rel_l2(&a, &a_ref));
+        eprintln!("GPU {p} vs f32: logits rel {l_rel:.2e}, IG+NT rel-L2 {a_rel:.2e}");
+        assert!(l_rel <= logits_bound, "{p}: logits rel {l_rel}");
+        assert!(a_rel <= ig_bound, "{p}: IG+NT rel-L2 {a_rel}");
+    }
+}

@@ -6,8 +6,11 @@
 //! its second A's, and the sizes m and n swap. [`reference_sgemm`] executes such a
 //! call on the CPU with cuBLAS's semantics, so the mapping is tested without a GPU.
 
-/// A column-major, optionally strided-batched sgemm:
-/// `C_i = op(A_i)·op(B_i) + beta·C_i`, `X_i` starting `i·stride_x` floats in.
+use super::Precision;
+
+/// A column-major, optionally strided-batched f32 GEMM:
+/// `C_i = op(A_i)·op(B_i) + beta·C_i`, `X_i` starting `i·stride_x` floats in, with
+/// A and B rounded to `precision`'s operand format (f32: untouched, `sgemm`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColMajorGemm {
     pub trans_a: bool,
@@ -22,6 +25,7 @@ pub struct ColMajorGemm {
     pub stride_a: usize,
     pub stride_b: usize,
     pub stride_c: usize,
+    pub precision: Precision,
 }
 
 /// One row-major operand: rows `ld` floats apart, used transposed when `t`; batch
@@ -35,7 +39,8 @@ pub struct RowMajor {
 
 /// The column-major call computing row-major `C (m, n) = op(A) (m, k)·op(B) (k, n)`,
 /// C rows `ldc` apart, `batch` times with C members `stride_c` apart. Its first
-/// operand is **B's** storage and its second **A's**.
+/// operand is **B's** storage and its second **A's**. Precision f32; set
+/// [`ColMajorGemm::precision`] for another.
 #[allow(clippy::too_many_arguments)]
 pub fn row_major_gemm(
     m: usize,
@@ -60,6 +65,7 @@ pub fn row_major_gemm(
         stride_a: b.stride,
         stride_b: a.stride,
         stride_c,
+        precision: Precision::F32,
     }
 }
 
@@ -72,19 +78,20 @@ pub fn span(rows: usize, cols: usize, ld: usize) -> usize {
     }
 }
 
-/// What cuBLAS computes for `g` (alpha = 1), on the CPU in f64 accumulation. `a`, `b`
-/// are the call's first and second operands. For tests.
+/// What cuBLAS computes for `g` (alpha = 1), on the CPU in f64 accumulation of the
+/// operands rounded to `g.precision`. `a`, `b` are the call's first and second
+/// operands. For tests.
 ///
 /// # Panics
 /// If a buffer is shorter than the call reads or writes.
 pub fn reference_sgemm(g: &ColMajorGemm, a: &[f32], b: &[f32], c: &mut [f32], beta: f32) {
     // Column-major element (i, j) of a matrix with leading dimension ld: i + j·ld.
     let at = |x: &[f32], base: usize, ld: usize, t: bool, i: usize, j: usize| {
-        if t {
+        g.precision.round_operand(if t {
             x[base + j + i * ld]
         } else {
             x[base + i + j * ld]
-        }
+        })
     };
     for bi in 0..g.batch {
         for j in 0..g.n {

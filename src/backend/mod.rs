@@ -17,9 +17,11 @@ pub mod cpu;
 pub mod cuda;
 pub mod host_ig;
 pub mod input;
+pub mod precision;
 pub mod relevance;
 pub mod taps;
 
+pub use precision::Precision;
 pub use relevance::{DeviceRelevance, RelevanceDevice, RelevanceJob, TapRequest};
 pub use taps::{BlockTaps, Facet};
 
@@ -66,21 +68,60 @@ impl std::str::FromStr for Device {
     }
 }
 
-/// The engine for `device` over a loaded model: the one place a backend is chosen.
+/// How to build an engine: the device, and the arithmetic of the CUDA engine's
+/// GEMMs. A bare [`Device`] converts into the faithful default (f32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineOptions {
+    pub device: Device,
+    /// GEMM precision (docs/gpu.md, "Precision modes"); only the CUDA engine
+    /// (`cuda`, `cuda-emu`) has modes other than [`Precision::F32`].
+    pub precision: Precision,
+}
+
+impl From<Device> for EngineOptions {
+    fn from(device: Device) -> Self {
+        EngineOptions {
+            device,
+            precision: Precision::F32,
+        }
+    }
+}
+
+/// The engine for `options` (a [`Device`], or [`EngineOptions`] with a GEMM
+/// precision) over a loaded model: the one place a backend is chosen.
 ///
 /// # Errors
 /// [`Error::CudaUnavailable`] for [`Device::Cuda`] in a build without the `cuda`
 /// feature (for [`Device::CudaEmu`], without `cuda-emu`), or where no usable GPU or CUDA library is found — never a CPU engine
-/// in its place.
-pub fn engine_for<'v>(device: Device, vit: &'v Vit) -> Result<Box<dyn Engine + 'v>> {
+/// in its place. [`Error::InvalidParam`] for a precision other than f32 on the CPU
+/// (its GEMMs are f32 only; no silent substitute).
+pub fn engine_for<'v>(
+    options: impl Into<EngineOptions>,
+    vit: &'v Vit,
+) -> Result<Box<dyn Engine + 'v>> {
+    let EngineOptions { device, precision } = options.into();
     match device {
-        Device::Cpu => Ok(Box::new(cpu::CpuEngine::new(vit))),
+        Device::Cpu => {
+            if precision != Precision::F32 {
+                return Err(Error::param(
+                    "precision",
+                    format!(
+                        "{precision} is a GEMM mode of the CUDA engine; the cpu device computes in f32 only (use --precision f32, or --device cuda)"
+                    ),
+                ));
+            }
+            Ok(Box::new(cpu::CpuEngine::new(vit)))
+        }
         #[cfg(feature = "cuda")]
-        Device::Cuda => Ok(Box::new(cuda::CudaEngine::new(vit, 0)?)),
+        Device::Cuda => Ok(Box::new(
+            cuda::CudaEngine::new(vit, 0)?.with_precision(precision),
+        )),
         #[cfg(not(feature = "cuda"))]
         Device::Cuda => Err(unavailable(device)),
         #[cfg(feature = "cuda-emu")]
-        Device::CudaEmu => Ok(Box::new(cuda::CudaEngine::emulated(vit)?)),
+        Device::CudaEmu => Ok(Box::new(
+            cuda::CudaEngine::emulated(vit)?.with_precision(precision),
+        )),
         #[cfg(not(feature = "cuda-emu"))]
         Device::CudaEmu => Err(unavailable(device)),
     }
@@ -138,6 +179,10 @@ pub trait Engine: Sync {
     fn vit(&self) -> &Vit;
     /// The device it runs on.
     fn device(&self) -> Device;
+    /// The arithmetic of its GEMMs ([`Precision::F32`] unless built with another).
+    fn precision(&self) -> Precision {
+        Precision::F32
+    }
     /// Number of classes of the head.
     fn classes(&self) -> Result<usize> {
         self.vit().classes()

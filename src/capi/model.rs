@@ -11,7 +11,7 @@ use super::params::{read_checked, EsModelParams, EsSegmentParams};
 use super::status::{guard, CapiError, EsStatus};
 use crate::attr::argmax;
 use crate::backend::cpu::ops::softmax_row;
-use crate::backend::{engine_for, Device, Engine};
+use crate::backend::{engine_for, Device, Engine, EngineOptions, Precision};
 use crate::model::Vit;
 
 /// A loaded model (opaque). Immutable once loaded: one handle may be used by any
@@ -21,13 +21,19 @@ pub struct EsModel {
     pub(crate) vit: Vit,
     /// Where every call on this model runs (`EsModelParams::device`).
     pub(crate) device: Device,
+    /// What its GEMMs compute in (`EsModelParams::precision`).
+    pub(crate) precision: Precision,
 }
 
 impl EsModel {
     /// The engine for this model's device (cheap on the CPU; the CUDA engine
     /// uploads the weights).
     pub(crate) fn engine(&self) -> crate::Result<Box<dyn Engine + '_>> {
-        engine_for(self.device, &self.vit)
+        let options = EngineOptions {
+            device: self.device,
+            precision: self.precision,
+        };
+        engine_for(options, &self.vit)
     }
 }
 
@@ -62,6 +68,7 @@ pub unsafe extern "C" fn explainseg_model_load(
         let model = EsModel {
             vit,
             device: params.device(),
+            precision: params.precision(),
         };
         // A device that cannot run fails here, at load, with its reason
         // (ES_STATUS_CUDA_UNAVAILABLE), never later and never on another device.

@@ -8,7 +8,7 @@
 
 use crate::attr::baseline::DEFAULT_BLUR_SIGMA_PX;
 use crate::attr::{Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
-use crate::backend::Device;
+use crate::backend::{Device, Precision};
 use crate::error::{Error, Result};
 use crate::image::{Normalization, PreprocessConfig, ResizeMode};
 use crate::model::{LoadOptions, PosEmbedMode};
@@ -30,6 +30,18 @@ pub enum EsDevice {
     /// The CUDA code path on an emulated device (slow; for tests);
     /// `ES_STATUS_CUDA_UNAVAILABLE` in builds without the `cuda-emu` feature.
     CudaEmu = 2,
+}
+
+/// What the model's GEMMs compute in (CUDA devices only).
+#[repr(u32)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EsPrecision {
+    /// f32 operands and accumulation: faithful to the references (the default).
+    F32 = 0,
+    /// TF32 tensor cores (operands rounded to 10 mantissa bits), f32 accumulation.
+    Tf32 = 1,
+    /// bf16 tensor cores (operands rounded to 7 mantissa bits), f32 accumulation.
+    Bf16 = 2,
 }
 
 /// How the positional embedding is interpolated for other input sizes.
@@ -154,6 +166,11 @@ pub struct EsModelParams {
     pub layer_norm_eps: f32,
     /// Positional-embedding interpolation for other input sizes (default DINO).
     pub pos_embed: EsPosEmbed,
+    /// GEMM precision (default F32). TF32 and BF16 trade accuracy for speed on a
+    /// CUDA device; with the CPU device they make `explainseg_model_load` fail with
+    /// `ES_STATUS_INVALID_PARAM`. Added after `pos_embed`: a zero-filled struct, or
+    /// one from `explainseg_model_default_params()`, keeps F32.
+    pub precision: EsPrecision,
 }
 
 /// DenseCRF settings (pydensecrf's meaning). Defaults (TokenCut/MaskCut):
@@ -266,6 +283,7 @@ impl Default for EsModelParams {
             heads: 0,
             layer_norm_eps: 0.0,
             pos_embed: EsPosEmbed::Dino,
+            precision: EsPrecision::F32,
         }
     }
 }
@@ -412,6 +430,15 @@ impl EsVariant {
 }
 
 impl EsModelParams {
+    /// The precision of the model's GEMMs.
+    pub fn precision(&self) -> Precision {
+        match self.precision {
+            EsPrecision::F32 => Precision::F32,
+            EsPrecision::Tf32 => Precision::Tf32,
+            EsPrecision::Bf16 => Precision::Bf16,
+        }
+    }
+
     /// The device the model's calls run on.
     pub fn device(&self) -> Device {
         match self.device {
@@ -651,7 +678,8 @@ fn check_bool(name: &'static str, raw: u8) -> CapiResult {
 impl CheckedParams for EsModelParams {
     unsafe fn check_raw(ptr: *const Self) -> CapiResult {
         check_enum("device", raw_u32!(ptr, device), 3)?;
-        check_enum("pos_embed", raw_u32!(ptr, pos_embed), 3)
+        check_enum("pos_embed", raw_u32!(ptr, pos_embed), 3)?;
+        check_enum("precision", raw_u32!(ptr, precision), 3)
     }
 }
 

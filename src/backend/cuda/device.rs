@@ -3,10 +3,11 @@
 //! `catch_unwind` as a second line of defence.
 
 use std::collections::HashMap;
+use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 
-use cudarc::cublas::sys::cublasOperation_t;
+use cudarc::cublas::sys::{cublasComputeType_t, cublasOperation_t};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     result as driver, sys as cu, CudaContext, CudaFunction, CudaGraph, CudaSlice, CudaStream,
@@ -16,7 +17,7 @@ use cudarc::driver::{
 use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::{KernelFile, ModuleCache};
 use crate::backend::blas_layout::ColMajorGemm;
-use crate::backend::Device;
+use crate::backend::{Device, Precision};
 use crate::error::{Error, Result};
 
 /// Checks that the CUDA driver, NVRTC and cuBLAS libraries can be loaded.
@@ -182,6 +183,83 @@ impl Gpu {
         self.modules
             .function(&self.ctx, self.compute_capability, file, name)
     }
+}
+
+/// `g` through `cublasGemmEx` / `cublasGemmStridedBatchedEx` with f32 A, B and C
+/// and `compute`, a 32F compute type (TF32 or bf16 tensor-core products with f32
+/// accumulation: cuBLAS rounds A and B itself), the default algorithm.
+///
+/// # Safety
+/// As [`DeviceApi::gemm`]; `handle` is bound to the stream the operands are used on.
+unsafe fn gemm_ex(
+    handle: cudarc::cublas::sys::cublasHandle_t,
+    g: &ColMajorGemm,
+    compute: cublasComputeType_t,
+    a: u64,
+    b: u64,
+    c: u64,
+    beta: f32,
+) -> Result<()> {
+    use cudarc::cublas::result::{gemm_ex, gemm_strided_batched_ex};
+    use cudarc::cublas::sys::{cublasGemmAlgo_t, cudaDataType};
+    let int = |v: usize| {
+        i32::try_from(v)
+            .map_err(|_| Error::param("gemm", format!("{v} exceeds cuBLAS's 32-bit sizes")))
+    };
+    let op = |t: bool| {
+        if t {
+            cublasOperation_t::CUBLAS_OP_T
+        } else {
+            cublasOperation_t::CUBLAS_OP_N
+        }
+    };
+    let f32_ = cudaDataType::CUDA_R_32F;
+    let algo = cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT;
+    let alpha = 1.0f32;
+    let (alpha, beta) = (
+        (&alpha as *const f32).cast::<c_void>(),
+        (&beta as *const f32).cast::<c_void>(),
+    );
+    let (pa, pb, pc) = (a as *const c_void, b as *const c_void, c as *mut c_void);
+    let (m, n, k) = (int(g.m)?, int(g.n)?, int(g.k)?);
+    let (lda, ldb, ldc) = (int(g.lda)?, int(g.ldb)?, int(g.ldc)?);
+    let (ta, tb) = (op(g.trans_a), op(g.trans_b));
+    // SAFETY: the caller's guarantee; alpha and beta outlive the call.
+    unsafe {
+        if g.batch == 1 {
+            gemm_ex(
+                handle, ta, tb, m, n, k, alpha, pa, f32_, lda, pb, f32_, ldb, beta, pc, f32_, ldc,
+                compute, algo,
+            )
+        } else {
+            gemm_strided_batched_ex(
+                handle,
+                ta,
+                tb,
+                m,
+                n,
+                k,
+                alpha,
+                pa,
+                f32_,
+                lda,
+                g.stride_a as i64,
+                pb,
+                f32_,
+                ldb,
+                g.stride_b as i64,
+                beta,
+                pc,
+                f32_,
+                ldc,
+                g.stride_c as i64,
+                int(g.batch)?,
+                compute,
+                algo,
+            )
+        }
+    }
+    .map_err(|e| Error::Cuda(format!("cuBLAS GEMM ({}): {e:?}", g.precision)))
 }
 
 /// A captured graph. cudarc's `CudaGraph` is not `Send`: CUDA graph objects must not
@@ -433,6 +511,18 @@ impl DeviceApi for CudarcDevice {
         self.bind()?;
         let blas_err =
             |e: cudarc::cublas::result::CublasError| Error::Cuda(format!("cuBLAS sgemm: {e:?}"));
+        let compute = match g.precision {
+            Precision::F32 => None,
+            Precision::Tf32 => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+            Precision::Bf16 => Some(cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_16BF),
+        };
+        if let Some(compute) = compute {
+            // SAFETY: the caller guarantees the operands cover what this call reads
+            // and writes; the handle's stream is the Gpu's stream.
+            unsafe { gemm_ex(handle, g, compute, a, b, c, beta) }?;
+            self.count(Event::Gemm);
+            return Ok(());
+        }
         // SAFETY: the caller guarantees the operands cover what this call reads and
         // writes; the handle's stream is the Gpu's stream.
         unsafe {

@@ -15,7 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::ColMajorGemm;
-use crate::backend::Device;
+use crate::backend::{Device, Precision};
 use crate::error::{Error, Result};
 
 /// The library build.rs compiled; written to a file at first use to be dlopened.
@@ -258,6 +258,37 @@ impl Drop for EmuDevice {
     }
 }
 
+/// Operand `x` of `g` (`rows` of op(X) by g.k, stored transposed when `t`, leading
+/// dimension `ld`, batch members `stride` apart) rounded to `g.precision`'s format,
+/// and the address to read it at: `x` itself for f32 (no copy), else the copy's.
+///
+/// # Safety
+/// `x` covers what the call reads of this operand.
+unsafe fn rounded(
+    g: &ColMajorGemm,
+    x: u64,
+    t: bool,
+    ld: usize,
+    rows: usize,
+    stride: usize,
+) -> (Vec<f32>, u64) {
+    if g.precision == Precision::F32 || g.batch == 0 || rows == 0 || g.k == 0 {
+        return (Vec::new(), x);
+    }
+    // Column-major: not transposed, (rows, k) with columns ld apart; transposed, (k, rows).
+    let span = if t {
+        (rows - 1) * ld + g.k
+    } else {
+        (g.k - 1) * ld + rows
+    };
+    let len = (g.batch - 1) * stride + span;
+    // SAFETY: the caller guarantees x covers the `len` values the call reads.
+    let src = unsafe { std::slice::from_raw_parts(x as *const f32, len) };
+    let copy: Vec<f32> = src.iter().map(|&v| g.precision.round_operand(v)).collect();
+    let at = copy.as_ptr() as u64;
+    (copy, at)
+}
+
 impl DeviceApi for EmuDevice {
     fn kind(&self) -> Device {
         Device::CudaEmu
@@ -422,6 +453,11 @@ impl DeviceApi for EmuDevice {
         };
         let (a_rs, a_cs) = strides(g.lda, g.trans_a);
         let (b_rs, b_cs) = strides(g.ldb, g.trans_b);
+        // TF32/bf16: the tensor cores' operand rounding, then the same f32 GEMM.
+        // SAFETY: the caller guarantees A and B cover what the call reads.
+        let (_a_rounded, a) = unsafe { rounded(g, a, g.trans_a, g.lda, g.m, g.stride_a) };
+        // SAFETY: as above.
+        let (_b_rounded, b) = unsafe { rounded(g, b, !g.trans_b, g.ldb, g.n, g.stride_b) };
         let work = g.m * g.n * g.k;
         let par = if work >= 1 << 18 && rayon::current_num_threads() > 1 {
             gemm::Parallelism::Rayon(rayon::current_num_threads())

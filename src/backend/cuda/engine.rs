@@ -30,7 +30,7 @@ use super::workspace::{Carver, Sizer, Workspace};
 
 mod ig_loop;
 mod relevance;
-use crate::backend::{input, tap_layer, BlockTaps, Device, Engine};
+use crate::backend::{input, tap_layer, BlockTaps, Device, Engine, Precision};
 use crate::error::{Error, Result};
 use crate::ig::{
     convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseDesign, NoiseTunnelConfig,
@@ -151,6 +151,8 @@ pub struct CudaEngine<'a> {
     graphs: AtomicBool,
     /// DenseCRF on the same device (its buffers are made at its first call).
     crf: super::CrfDevice,
+    /// What every GEMM computes in ([`CudaEngine::with_precision`]).
+    precision: Precision,
 }
 
 impl std::fmt::Debug for CudaEngine<'_> {
@@ -280,7 +282,15 @@ impl<'a> CudaEngine<'a> {
             busy: Mutex::new(()),
             ig_graph: Mutex::new(None),
             graphs: AtomicBool::new(graphs_from_env()),
+            precision: Precision::F32,
         })
+    }
+
+    /// This engine with its GEMMs in `precision` (f32 by default; TF32 and bf16 use
+    /// the tensor cores, docs/gpu.md "Precision modes").
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
     }
 
     /// The device this engine runs on.
@@ -499,6 +509,7 @@ impl<'a> CudaEngine<'a> {
         let mut emb = ws.take(batch * np * d)?;
         k::linear(
             gpu,
+            self.precision,
             &cols.as_view(),
             &w.patch_w.as_view(),
             None,
@@ -574,6 +585,7 @@ impl<'a> CudaEngine<'a> {
         let mut logits = ws.take(batch * head.classes)?;
         k::linear(
             gpu,
+            self.precision,
             &features.as_view(),
             &head_w.as_view(),
             Some(&head_b.as_view()),
@@ -627,6 +639,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &normed.as_view(),
             &bw.qkv_w.as_view(),
             Some(&bw.qkv_b.as_view()),
@@ -647,6 +660,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &s.attn_out.as_view(),
             &bw.proj_w.as_view(),
             Some(&bw.proj_b.as_view()),
@@ -674,6 +688,7 @@ impl<'a> CudaEngine<'a> {
         // fc1's bias is added by the GELU kernel.
         k::linear(
             gpu,
+            self.precision,
             &normed.as_view(),
             &bw.fc1_w.as_view(),
             None,
@@ -693,6 +708,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear(
             gpu,
+            self.precision,
             &act.as_view(),
             &bw.fc2_w.as_view(),
             Some(&bw.fc2_b.as_view()),
@@ -770,6 +786,7 @@ impl<'a> CudaEngine<'a> {
         let mut gpatch = ws.take(batch * np * pp3)?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.slice(d..),
             d,
             &w.patch_w.as_view(),
@@ -813,6 +830,7 @@ impl<'a> CudaEngine<'a> {
         // MLP branch.
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.as_view(),
             d,
             &bw.fc2_w.as_view(),
@@ -830,6 +848,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &ga.as_view(),
             hidden,
             &bw.fc1_w.as_view(),
@@ -855,6 +874,7 @@ impl<'a> CudaEngine<'a> {
         // Attention branch.
         k::linear_backward_input(
             gpu,
+            self.precision,
             &g.as_view(),
             d,
             &bw.proj_w.as_view(),
@@ -878,6 +898,7 @@ impl<'a> CudaEngine<'a> {
         )?;
         k::linear_backward_input(
             gpu,
+            self.precision,
             &gqkv.as_view(),
             3 * d,
             &bw.qkv_w.as_view(),
@@ -1299,6 +1320,7 @@ impl CudaEngine<'_> {
             // S_h = Q_h·K_hᵀ for every head h at once.
             k::heads_a_bt(
                 gpu,
+                self.precision,
                 &qkv.slice(base..),
                 3 * d,
                 &qkv.slice(base + d..),
@@ -1327,6 +1349,10 @@ impl Engine for CudaEngine<'_> {
 
     fn device(&self) -> Device {
         self.gpu.kind()
+    }
+
+    fn precision(&self) -> Precision {
+        self.precision
     }
 
     fn attribute(

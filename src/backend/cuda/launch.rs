@@ -9,6 +9,7 @@ use super::api::{DeviceApi, KArg, View, ViewMut};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::{row_major_gemm, span, RowMajor};
 pub use crate::backend::cpu::fused_attention::AttnShape;
+use crate::backend::Precision;
 use crate::error::{Error, Result};
 
 /// Threads per block of the row kernels (one block per row).
@@ -976,14 +977,16 @@ impl Batch {
 }
 
 /// Row-major `C (m, n) = op(A) (m, k) · op(B) (k, n) + beta·C`, C rows `ldc` apart,
-/// in f32 on the device's BLAS (cuBLAS: default math mode, no TF32 unless
-/// NVIDIA_TF32_OVERRIDE says so).
+/// f32 in and out on the device's BLAS, A and B rounded to `precision` (f32: cuBLAS
+/// `sgemm`, default math mode, no TF32 unless NVIDIA_TF32_OVERRIDE says so; TF32 and
+/// bf16: tensor cores, f32 accumulation).
 ///
 /// cuBLAS is column-major: [`row_major_gemm`] turns the call around (tested on the
 /// CPU in `backend::blas_layout`), so no data moves.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     gpu: &dyn DeviceApi,
+    precision: Precision,
     m: usize,
     n: usize,
     k: usize,
@@ -1011,7 +1014,7 @@ pub fn gemm(
     if batch.count == 0 || m == 0 || n == 0 {
         return Ok(());
     }
-    let g = row_major_gemm(
+    let mut g = row_major_gemm(
         m,
         n,
         k,
@@ -1029,6 +1032,7 @@ pub fn gemm(
         batch.count,
         batch.stride_c,
     );
+    g.precision = precision;
     // SAFETY: the spans checked above cover every element the call reads (A, B) and
     // writes (C) for these sizes, leading dimensions and batch strides; C is a
     // unique borrow, so it overlaps neither A nor B.
@@ -1050,6 +1054,7 @@ pub fn gemm(
 #[allow(clippy::too_many_arguments)]
 pub fn linear(
     gpu: &dyn DeviceApi,
+    precision: Precision,
     x: &View<f32>,
     w: &View<f32>,
     bias: Option<&View<f32>>,
@@ -1061,6 +1066,7 @@ pub fn linear(
 ) -> Result<()> {
     gemm(
         gpu,
+        precision,
         rows,
         out,
         inp,
@@ -1091,6 +1097,7 @@ pub fn linear(
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward_input(
     gpu: &dyn DeviceApi,
+    precision: Precision,
     dy: &View<f32>,
     dy_ld: usize,
     w: &View<f32>,
@@ -1102,6 +1109,7 @@ pub fn linear_backward_input(
 ) -> Result<()> {
     gemm(
         gpu,
+        precision,
         rows,
         inp,
         out,
@@ -1129,6 +1137,7 @@ pub fn linear_backward_input(
 #[allow(clippy::too_many_arguments)]
 pub fn heads_a_bt(
     gpu: &dyn DeviceApi,
+    precision: Precision,
     a: &View<f32>,
     lda: usize,
     b: &View<f32>,
@@ -1140,6 +1149,7 @@ pub fn heads_a_bt(
 ) -> Result<()> {
     gemm(
         gpu,
+        precision,
         t,
         t,
         hd,

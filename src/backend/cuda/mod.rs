@@ -1,5 +1,6 @@
 //! The CUDA backend (feature `cuda`): the kernels of `kernels/` compiled by NVRTC at
-//! run time for the device's compute capability, GEMMs through cuBLAS (f32, no TF32),
+//! run time for the device's compute capability, GEMMs through cuBLAS (f32 by default;
+//! TF32 or bf16 tensor cores on request, `backend::Precision`),
 //! all through cudarc with its libraries loaded at run time — so this builds where no
 //! CUDA is installed, and [`Gpu::new`] then reports [`Error::CudaUnavailable`]
 //! instead of panicking.

@@ -7,7 +7,7 @@ use clap::Args;
 use explainseg::attr::{
     Baseline, ExplainConfig, IgConfig, Method, Noise, NoiseDesign, NoiseTunnelConfig, NtType,
 };
-use explainseg::backend::{engine_for, Device, Engine};
+use explainseg::backend::{engine_for, Device, Engine, EngineOptions, Precision};
 use explainseg::image::{Normalization, PreprocessConfig, ResizeMode};
 use explainseg::model::{LoadOptions, PosEmbedMode, Vit};
 use explainseg::pipeline::Preset;
@@ -36,6 +36,10 @@ pub struct ModelArgs {
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// GEMM precision of the CUDA engine: f32 (faithful), tf32 or bf16 (tensor
+    /// cores, f32 accumulation; docs/gpu.md). The cpu device takes f32 only.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 impl ModelArgs {
@@ -57,9 +61,17 @@ impl ModelArgs {
         Ok(Vit::load(&self.weights, self.head.as_deref(), &opts)?)
     }
 
-    /// The engine for `--device` over a loaded model ([`engine_for`]: no fallback).
+    /// The engine for `--device` and `--precision` over a loaded model
+    /// ([`engine_for`]: no fallback).
     pub fn engine<'v>(&self, vit: &'v Vit) -> Result<Box<dyn Engine + 'v>> {
-        Ok(engine_for(self.device, vit)?)
+        Ok(engine_for(self.engine_options(), vit)?)
+    }
+
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            device: self.device,
+            precision: self.precision,
+        }
     }
 }
 

@@ -44,6 +44,10 @@ pub struct BenchArgs {
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: explainseg::backend::Device,
+    /// GEMM precision of the CUDA engine: f32 (faithful), tf32 or bf16 (tensor
+    /// cores, f32 accumulation; docs/gpu.md). The cpu device takes f32 only.
+    #[arg(long, default_value = "f32")]
+    pub precision: explainseg::backend::Precision,
     /// Time the whole pipeline instead: seconds per image of each stage of every
     /// variant (a, b, c, xncut, tokencut, maskcut) on synthetic images, random weights,
     /// the paper's preset with --steps × --samples IG passes (the paper's 50 × 5 takes
@@ -66,6 +70,15 @@ pub struct BenchArgs {
     /// 10 × 24 for the stable preset's own).
     #[arg(long, default_value = "paper")]
     pub preset: String,
+}
+
+impl BenchArgs {
+    fn engine_options(&self) -> explainseg::backend::EngineOptions {
+        explainseg::backend::EngineOptions {
+            device: self.device,
+            precision: self.precision,
+        }
+    }
 }
 
 /// Best GFLOP/s of a few (m×k)·(k×n) products on the current pool.
@@ -108,7 +121,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
         (config.forward_macs(tokens) + config.backward_macs(tokens)) as f64 * 2.0 / 1e9;
     let mlp_shape = (args.batch * tokens, config.dim, config.mlp_hidden);
     let vit = Vit::random(config, 2, 1);
-    let engine = explainseg::backend::engine_for(args.device, &vit)?;
+    let engine = explainseg::backend::engine_for(args.engine_options(), &vit)?;
     let busy = spinner(out, "benchmarking");
     // Best of many repetitions: the machine's sustained SGEMM rate with this GEMM.
     let peak_square = sgemm_gflops(1536, 1536, 1536, 12).max(sgemm_gflops(2048, 2048, 2048, 6));
@@ -169,6 +182,7 @@ pub fn run(args: &BenchArgs, out: &Output) -> Result<()> {
             "fwd_bwd_passes_per_s": passes_per_s, "gflops_per_s": gflops, "gflop_per_pass": gflop_per_pass,
             "fraction_of_peak": gflops / peak, "ig_seconds": ig_seconds, "ig_seconds_each": ig_times,
             "ig_steps": args.steps, "nt_samples": args.samples, "device": format!("{:?}", engine.device()),
+            "precision": engine.precision().name(),
         }),
     );
     Ok(())
@@ -216,7 +230,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
     }
     let threads = rayon::current_num_threads();
     let vit = Vit::random(config, 2, 1);
-    let engine = explainseg::backend::engine_for(args.device, &vit)?;
+    let engine = explainseg::backend::engine_for(args.engine_options(), &vit)?;
     let norm = vit
         .normalization
         .unwrap_or(explainseg::image::Normalization {
@@ -321,7 +335,7 @@ fn run_pipeline(args: &BenchArgs, out: &Output) -> Result<()> {
         serde_json::json!({
             "model": vit.config.name(), "size": args.size, "threads": threads, "images": args.images,
             "preset": preset.name(), "ig_steps": args.steps, "nt_samples": args.samples, "passes": passes,
-            "variants": rows,
+            "device": engine.device().name(), "precision": engine.precision().name(), "variants": rows,
         }),
     );
     Ok(())

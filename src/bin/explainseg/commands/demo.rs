@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use clap::Args;
-use explainseg::backend::{engine_for, Device};
+use explainseg::backend::{engine_for, Device, EngineOptions, Precision};
 use explainseg::fsutil::CreatedFiles;
 use explainseg::model::{LoadOptions, Vit};
 use explainseg::pipeline::{Preset, Variant};
@@ -69,6 +69,10 @@ pub struct DemoArgs {
     /// Compute device: cpu, cuda or cuda-emu (the CUDA code path emulated on the CPU).
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// GEMM precision of the CUDA engine: f32 (faithful), tf32 or bf16 (tensor
+    /// cores, f32 accumulation; docs/gpu.md). The cpu device takes f32 only.
+    #[arg(long, default_value = "f32")]
+    pub precision: Precision,
 }
 
 fn write_overlays(
@@ -208,7 +212,11 @@ pub fn run(args: &DemoArgs, out: &Output) -> Result<()> {
         cfg
     };
     let bar = progress_bar(out, args.count * variants.len() as u64, "segmentations");
-    let engine = engine_for(args.device, &vit)?;
+    let options = EngineOptions {
+        device: args.device,
+        precision: args.precision,
+    };
+    let engine = engine_for(options, &vit)?;
     // One run per preset over the same images, merged back in the requested order.
     let mut done_before = 0;
     let mut runs = Vec::new();

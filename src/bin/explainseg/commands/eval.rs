@@ -200,10 +200,14 @@ fn explanation_key(
     let m = &args.model;
     // Devices round differently, so their explanations and scores are not mixed;
     // the CPU adds nothing, which keeps the keys of earlier CPU runs valid.
-    let device = match m.device {
+    let mut device = match m.device {
         explainseg::backend::Device::Cpu => String::new(),
         other => format!("|device={}", other.name()),
     };
+    // Likewise GEMM precisions; f32 adds nothing.
+    if m.precision != explainseg::backend::Precision::F32 {
+        device.push_str(&format!("|precision={}", m.precision));
+    }
     format!(
         "dataset={}|root={}|tile={}|weights={:016x}|head={:?}|noise={:?}|heads={:?}|eps={:?}|pos_embed={}|pos_grid={:?}|preprocess={pre_debug}|explain={explain_debug}{device}",
         args.dataset.name(),
