@@ -10,6 +10,11 @@ use ndarray::{Array2, ArrayView2, Axis};
 
 use crate::error::{Error, Result};
 
+/// The largest σ accepted, in pixels: the side of the largest network input (32
+/// patches of 32 px). Beyond it a blur only flattens the map, and its taps (8σ + 1)
+/// would cost memory and time for nothing.
+pub const MAX_SIGMA_PX: f32 = 1024.0;
+
 /// Normalised Gaussian taps for σ (pixels), truncated at 4σ like
 /// `scipy.ndimage.gaussian_filter`.
 fn taps(sigma: f32) -> Vec<f32> {
@@ -55,7 +60,7 @@ fn blur_axis(map: ArrayView2<f32>, axis: Axis, w: &[f32]) -> Array2<f32> {
 /// map unchanged.
 ///
 /// # Errors
-/// [`Error::InvalidParam`] when σ is negative or not finite.
+/// [`Error::InvalidParam`] when σ is negative, not finite or above [`MAX_SIGMA_PX`].
 pub fn gaussian_smooth(map: ArrayView2<f32>, sigma: f32) -> Result<Array2<f32>> {
     let w = blur_taps(sigma)?;
     if w.is_empty() || map.is_empty() {
@@ -69,12 +74,12 @@ pub fn gaussian_smooth(map: ArrayView2<f32>, sigma: f32) -> Result<Array2<f32>> 
 /// device that blurs the map where it was computed.
 ///
 /// # Errors
-/// [`Error::InvalidParam`] when σ is negative or not finite.
+/// As [`gaussian_smooth`].
 pub fn blur_taps(sigma: f32) -> Result<Vec<f32>> {
-    if !(sigma.is_finite() && sigma >= 0.0) {
+    if !(sigma.is_finite() && (0.0..=MAX_SIGMA_PX).contains(&sigma)) {
         return Err(Error::param(
             "smooth_sigma",
-            format!("must be finite and ≥ 0 (pixels), got {sigma}"),
+            format!("must be between 0 and {MAX_SIGMA_PX} pixels, got {sigma}"),
         ));
     }
     Ok(if sigma == 0.0 {
@@ -117,5 +122,8 @@ mod tests {
         assert_eq!(gaussian_smooth(m.view(), 0.0).unwrap(), m);
         assert!(gaussian_smooth(m.view(), -1.0).is_err());
         assert!(gaussian_smooth(m.view(), f32::NAN).is_err());
+        // A huge σ is refused before its taps are allocated (8σ + 1 of them).
+        assert!(gaussian_smooth(m.view(), 1e9).is_err());
+        assert!(gaussian_smooth(m.view(), MAX_SIGMA_PX).is_ok());
     }
 }
