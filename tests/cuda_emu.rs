@@ -178,13 +178,7 @@ fn tiny_noise_tunnel_and_ig_on_the_device_loop_match_the_cpu() {
     let emu = CudaEngine::emulated(&vit).unwrap();
     let cpu = CpuEngine::new(&vit);
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 4,
-        multiply_by_inputs: true,
-        batch_size: 3,
-        return_delta: false,
-    };
+    let ig = ig_config(4, 3);
     for nt_type in [NtType::SmoothGrad, NtType::VarGrad] {
         let nt = NoiseTunnelConfig {
             nt_type,
@@ -244,13 +238,7 @@ fn designed_noise_on_the_device_loop_matches_the_cpu() {
     let emu = CudaEngine::emulated(&vit).unwrap();
     let cpu = CpuEngine::new(&vit);
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 3,
-        multiply_by_inputs: true,
-        batch_size: 4,
-        return_delta: false,
-    };
+    let ig = ig_config(3, 4);
     for design in [NoiseDesign::Antithetic, NoiseDesign::StratifiedAntithetic] {
         let nt = NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
@@ -286,21 +274,8 @@ fn vit_s16_at_224_matches_the_cpu() {
 
     // NoiseTunnel IG, 1 sample × 2 steps in one batch of 2.
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 2,
-        multiply_by_inputs: true,
-        batch_size: 2,
-        return_delta: false,
-    };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 1,
-            stdev: 0.2,
-            seed: 9,
-        },
-    };
+    let ig = ig_config(2, 2);
+    let nt = seeded_nt(1, 0.2, 9);
     let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
     let before = emu.counters();
     let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
@@ -508,21 +483,8 @@ fn ig_batch_is_chosen_from_free_device_memory() {
     let (vit, x) = tiny();
     let (_, _, h, w) = x.dim();
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 8,
-        multiply_by_inputs: true,
-        batch_size: 16,
-        return_delta: false,
-    };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 2,
-            stdev: 0.3,
-            seed: 5,
-        },
-    };
+    let ig = ig_config(8, 16);
+    let nt = seeded_nt(2, 0.3, 5);
     let roomy = CudaEngine::emulated(&vit).unwrap();
     let weights = roomy.counters().bytes_allocated as usize;
     let arena = |rows| roomy.ig_workspace_bytes(h, w, rows, 2, 8).unwrap();
@@ -578,14 +540,7 @@ fn ig_graphs_match_eager_launches_bit_for_bit() {
         batch_size: 3,
         return_delta: false,
     };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 2,
-            stdev: 0.5,
-            seed: 42,
-        },
-    };
+    let nt = seeded_nt(2, 0.5, 42);
     let run = |e: &CudaEngine, n_steps| {
         let before = e.counters();
         let out = e

@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use explainseg::attr::{
-    explain, explain_map, ExplainConfig, IgConfig, Method, Noise, NoiseTunnelConfig, Normalizer,
-    NtType, Reduction, RelevanceConfig,
+    explain, explain_map, ExplainConfig, Noise, NoiseTunnelConfig, Normalizer, NtType, Reduction,
+    RelevanceConfig,
 };
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::CudaEngine;
@@ -19,21 +19,8 @@ use explainseg::pipeline::{pixels_from_input, segment, PipelineConfig, Variant};
 
 fn small_explain() -> ExplainConfig {
     ExplainConfig {
-        ig: IgConfig {
-            method: Method::GaussLegendre,
-            n_steps: 3,
-            multiply_by_inputs: true,
-            batch_size: 4,
-            return_delta: false,
-        },
-        noise_tunnel: Some(NoiseTunnelConfig {
-            nt_type: NtType::SmoothGrad,
-            noise: Noise::Seeded {
-                samples: 2,
-                stdev: 0.3,
-                seed: 11,
-            },
-        }),
+        ig: ig_config(3, 4),
+        noise_tunnel: Some(seeded_nt(2, 0.3, 11)),
         ..ExplainConfig::default()
     }
 }
@@ -205,13 +192,7 @@ fn designed_noise_is_drawn_on_the_device_with_the_hosts_bits() {
     let x = x.slice(ndarray::s![..1, .., .., ..]).to_owned();
     let emu = CudaEngine::emulated(&vit).unwrap();
     let baseline = ndarray::Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 2,
-        multiply_by_inputs: true,
-        batch_size: 8,
-        return_delta: false,
-    };
+    let ig = ig_config(2, 8);
     let image = (x.len() * 4) as u64;
     for design in [
         NoiseDesign::Antithetic,

@@ -9,7 +9,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::attr::noise_tunnel_ig;
 use explainseg::backend::blas_layout::{reference_sgemm, ColMajorGemm};
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::api::DevBuf;
@@ -129,21 +129,8 @@ fn f32_is_the_engines_default_path_bit_for_bit() {
 
 /// IG 8 steps × NoiseTunnel 2 samples on the tiny fixture, as docs/gpu.md's table.
 fn attribution(engine: &dyn Engine, x: &Array4<f32>) -> Vec<f32> {
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 8,
-        multiply_by_inputs: true,
-        batch_size: 16,
-        return_delta: false,
-    };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 2,
-            stdev: 1.0,
-            seed: 0,
-        },
-    };
+    let ig = ig_config(8, 16);
+    let nt = seeded_nt(2, 1.0, 0);
     let baseline = Array4::<f32>::zeros(x.dim());
     let out = noise_tunnel_ig(engine, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
     to_vec(&out.attribution)

@@ -10,7 +10,7 @@
 mod common;
 
 use common::*;
-use explainseg::attr::{noise_tunnel_ig, IgConfig, Method, Noise, NoiseTunnelConfig, NtType};
+use explainseg::attr::{noise_tunnel_ig, IgConfig, Noise, NoiseTunnelConfig, NtType};
 use explainseg::backend::cpu::CpuEngine;
 use explainseg::backend::cuda::{probe, CudaEngine};
 use explainseg::backend::Engine;
@@ -92,13 +92,7 @@ fn gpu_noise_tunnel_matches_the_cpu_path_for_the_same_seed() {
     };
     let cpu = CpuEngine::new(&vit);
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 8,
-        multiply_by_inputs: true,
-        batch_size: 5,
-        return_delta: false,
-    };
+    let ig = ig_config(8, 5);
     for nt_type in [NtType::SmoothGrad, NtType::VarGrad] {
         let nt = NoiseTunnelConfig {
             nt_type,
@@ -160,21 +154,8 @@ fn gpu_vit_s16_at_224_matches_the_cpu_engine() {
 
     let one = x.slice(ndarray::s![0..1, .., .., ..]).to_owned();
     let baseline = Array4::<f32>::zeros(one.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 4,
-        multiply_by_inputs: true,
-        batch_size: 4,
-        return_delta: false,
-    };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 2,
-            stdev: 0.2,
-            seed: 9,
-        },
-    };
+    let ig = ig_config(4, 4);
+    let nt = seeded_nt(2, 0.2, 9);
     let want = noise_tunnel_ig(&cpu, one.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
     let got = noise_tunnel_ig(&gpu, one.view(), baseline.view(), 2, &ig, &nt, None).unwrap();
     let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
@@ -195,21 +176,8 @@ fn gpu_tf32_and_bf16_modes_stay_near_f32() {
         return;
     };
     let baseline = Array4::<f32>::zeros(x.dim());
-    let ig = IgConfig {
-        method: Method::GaussLegendre,
-        n_steps: 8,
-        multiply_by_inputs: true,
-        batch_size: 16,
-        return_delta: false,
-    };
-    let nt = NoiseTunnelConfig {
-        nt_type: NtType::SmoothGrad,
-        noise: Noise::Seeded {
-            samples: 2,
-            stdev: 1.0,
-            seed: 0,
-        },
-    };
+    let ig = ig_config(8, 16);
+    let nt = seeded_nt(2, 1.0, 0);
     let run = |e: &CudaEngine| {
         let logits = to_vec(&e.logits(x.view()).unwrap());
         let a = noise_tunnel_ig(e, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();

@@ -68,16 +68,9 @@ pub struct Explanation {
 
 pub use crate::backend::relevance::argmax;
 
-/// Explains `x` (1, 3, H, W).
-///
-/// # Errors
-/// Invalid settings or shapes; engine errors; [`Error::Aborted`] from the callback.
-pub fn explain(
-    engine: &dyn Engine,
-    x: ArrayView4<f32>,
-    cfg: &ExplainConfig,
-    progress: Option<Progress>,
-) -> Result<Explanation> {
+/// The checks every explanation makes first: one image, and no more passes than the
+/// `ig_passes` limit.
+fn check_request(x: ArrayView4<f32>, cfg: &ExplainConfig) -> Result<()> {
     if x.dim().0 != 1 {
         let (b, c, h, w) = x.dim();
         return Err(Error::shape(
@@ -95,6 +88,20 @@ pub fn explain(
                 .map_or(1, |n| n.noise.samples().max(1) as u64),
         ],
     )?;
+    Ok(())
+}
+
+/// Explains `x` (1, 3, H, W).
+///
+/// # Errors
+/// Invalid settings or shapes; engine errors; [`Error::Aborted`] from the callback.
+pub fn explain(
+    engine: &dyn Engine,
+    x: ArrayView4<f32>,
+    cfg: &ExplainConfig,
+    progress: Option<Progress>,
+) -> Result<Explanation> {
+    check_request(x, cfg)?;
     let logits = engine.logits(x)?.index_axis(Axis(0), 0).to_owned();
     crate::model::check_logits(logits.as_slice().unwrap_or(&[]))?;
     let predicted = argmax(logits.as_slice().expect("owned row"));
@@ -173,23 +180,7 @@ pub fn explain_map(
     let Some(device) = engine.relevance_device() else {
         return explain(engine, x, cfg, progress)?.map(rel);
     };
-    if x.dim().0 != 1 {
-        let (b, c, h, w) = x.dim();
-        return Err(Error::shape(
-            "input (1, 3, H, W)",
-            &[1, c, h, w],
-            &[b, c, h, w],
-        ));
-    }
-    crate::limits::check_product(
-        "ig_passes",
-        &[
-            cfg.ig.n_steps as u64,
-            cfg.noise_tunnel
-                .as_ref()
-                .map_or(1, |n| n.noise.samples().max(1) as u64),
-        ],
-    )?;
+    check_request(x, cfg)?;
     if let Some(t) = cfg.target {
         crate::backend::input::check_class_range("target", engine.classes()?, &[t])?;
     }

@@ -109,11 +109,16 @@ pub fn feature_map(
 }
 
 impl FeatureConfig {
+    /// The block read, counted from 0, in a model of `depth` blocks.
+    pub fn block(&self, depth: usize) -> usize {
+        self.layer.unwrap_or(depth.saturating_sub(1))
+    }
+
     /// The taps an explanation should bring back for this feature map
     /// ([`super::explain_map`]), or `None` when they cannot come from a device (the
     /// block's output tokens are not kept there).
     pub fn taps(&self, depth: usize) -> Option<TapRequest> {
-        let layer = self.layer.unwrap_or(depth.saturating_sub(1));
+        let layer = self.block(depth);
         match self.source {
             FeatureSource::ClsAttention { .. } => Some(TapRequest {
                 layer,

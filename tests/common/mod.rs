@@ -118,3 +118,26 @@ pub fn tiny_dataset(root: &std::path::Path) {
         .unwrap();
     }
 }
+
+/// IG as the device tests run it: Gauss–Legendre, `n_steps` path points in batches of
+/// `batch_size` rows, multiplied by the inputs, no convergence deltas.
+pub fn ig_config(n_steps: usize, batch_size: usize) -> explainseg::ig::IgConfig {
+    explainseg::ig::IgConfig {
+        n_steps,
+        batch_size,
+        return_delta: false,
+        ..Default::default()
+    }
+}
+
+/// A smoothgrad NoiseTunnel of `samples` independent seeded draws of σ `stdev`.
+pub fn seeded_nt(samples: usize, stdev: f32, seed: u64) -> explainseg::ig::NoiseTunnelConfig {
+    explainseg::ig::NoiseTunnelConfig {
+        nt_type: explainseg::ig::NtType::SmoothGrad,
+        noise: explainseg::ig::Noise::Seeded {
+            samples,
+            stdev,
+            seed,
+        },
+    }
+}

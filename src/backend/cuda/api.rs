@@ -171,6 +171,97 @@ pub fn refused_in_capture(what: &str) -> crate::error::Error {
     ))
 }
 
+/// The graph bookkeeping both devices keep: the open capture (what it has recorded so
+/// far, `R`, and the first call refused inside it) and the finished graphs (`G`) by id.
+#[derive(Debug)]
+pub struct Captures<R, G> {
+    open: Option<(R, Option<String>)>,
+    done: std::collections::HashMap<u64, G>,
+    next_id: u64,
+}
+
+impl<R, G> Default for Captures<R, G> {
+    fn default() -> Self {
+        Captures {
+            open: None,
+            done: Default::default(),
+            next_id: 0,
+        }
+    }
+}
+
+impl<R, G> Captures<R, G> {
+    /// Opens a capture that starts from `recording`.
+    ///
+    /// # Errors
+    /// When one is open already.
+    pub fn begin(&mut self, recording: R) -> Result<()> {
+        if self.open.is_some() {
+            return Err(refused_in_capture("beginning another capture"));
+        }
+        self.open = Some((recording, None));
+        Ok(())
+    }
+
+    /// The open capture's recording; `None` when no capture is open.
+    pub fn recording(&mut self) -> Option<&mut R> {
+        self.open.as_mut().map(|(r, _)| r)
+    }
+
+    /// Errs when a capture is open, which `what` then invalidates.
+    pub fn refuse(&mut self, what: &str) -> Result<()> {
+        match &mut self.open {
+            Some((_, broken)) => {
+                broken.get_or_insert_with(|| what.to_string());
+                Err(refused_in_capture(what))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Closes the open capture: its recording, and whether a call inside broke it (an
+    /// error to return once the device's own capture has ended too).
+    ///
+    /// # Errors
+    /// When no capture is open.
+    pub fn close(&mut self) -> Result<(R, Result<()>)> {
+        let (recording, broken) = self.open.take().ok_or_else(|| {
+            crate::error::Error::Cuda("ending a graph capture that was not begun".into())
+        })?;
+        let status = match broken {
+            Some(what) => Err(crate::error::Error::Cuda(format!(
+                "the graph capture was invalidated: {what} inside it"
+            ))),
+            None => Ok(()),
+        };
+        Ok((recording, status))
+    }
+
+    /// Keeps a finished graph; its id.
+    pub fn insert(&mut self, graph: G) -> GraphId {
+        self.next_id += 1;
+        self.done.insert(self.next_id, graph);
+        GraphId(self.next_id)
+    }
+
+    /// Graph `id`, to replay.
+    ///
+    /// # Errors
+    /// While a capture is open, or for an unknown id.
+    pub fn get(&self, id: GraphId) -> Result<&G> {
+        if self.open.is_some() {
+            return Err(refused_in_capture("replaying a graph"));
+        }
+        self.done
+            .get(&id.0)
+            .ok_or_else(|| crate::error::Error::Cuda(format!("no graph {}", id.0)))
+    }
+
+    pub fn remove(&mut self, id: GraphId) {
+        self.done.remove(&id.0);
+    }
+}
+
 /// A device the CUDA engine can run on. Work is ordered as on one CUDA stream.
 ///
 /// Between [`DeviceApi::begin_capture`] and [`DeviceApi::end_capture`] the launches,
@@ -618,24 +709,20 @@ impl<T: DevScalar> DevBuf<T> {
 
     /// The buffer's values on the host (waits for the device).
     pub fn download(&self) -> Result<Vec<T>> {
-        let mut out = vec![T::default(); self.len];
-        // SAFETY: T is plain data, so any bytes written are valid values.
-        let bytes = unsafe {
-            std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), self.len * Self::SIZE)
-        };
+        let mut out = Vec::new();
+        let bytes = self.host_bytes(&mut out);
         // SAFETY: ptr..ptr + len·SIZE is exactly this live allocation.
         unsafe { self.dev.dtoh(self.ptr, bytes)? };
         Ok(out)
     }
 
-    /// Queues the buffer's download into `out` (see [`download_together`]).
-    fn queue_download<'o>(&self, out: &'o mut Vec<T>) -> Result<&'o mut [u8]> {
+    /// `out` sized to the buffer, as the bytes a download writes.
+    fn host_bytes<'o>(&self, out: &'o mut Vec<T>) -> &'o mut [u8] {
         *out = vec![T::default(); self.len];
         // SAFETY: T is plain data, so any bytes written are valid values.
-        let bytes = unsafe {
+        unsafe {
             std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<u8>(), self.len * Self::SIZE)
-        };
-        Ok(bytes)
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -697,7 +784,7 @@ pub fn download_together(bufs: &[&DevBuf<f32>]) -> Result<Vec<Vec<f32>>> {
     }
     let mut outs: Vec<Vec<f32>> = vec![Vec::new(); bufs.len()];
     for (buf, out) in bufs.iter().zip(outs.iter_mut()) {
-        let bytes = buf.queue_download(out)?;
+        let bytes = buf.host_bytes(out);
         // SAFETY: ptr..ptr + len·SIZE is exactly this live allocation; `outs` is not
         // touched again before the synchronize below, and its vectors keep their
         // heap storage where it is (no push, no reallocation) until then.

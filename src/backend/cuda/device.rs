@@ -14,7 +14,7 @@ use cudarc::driver::{
     DevicePtr,
 };
 
-use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
+use super::api::{Captures, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::{KernelFile, ModuleCache};
 use crate::backend::blas_layout::ColMajorGemm;
 use crate::backend::{Device, Precision};
@@ -283,10 +283,8 @@ struct Counts {
 
 #[derive(Default)]
 struct Graphs {
-    /// The open capture's counts and the first call that broke it.
-    open: Option<(Counts, Option<String>)>,
-    done: HashMap<u64, SendGraph>,
-    next_id: u64,
+    /// The open capture's counts, and the finished graphs.
+    captures: Captures<Counts, SendGraph>,
     /// Allocations freed inside a capture, released after it ends.
     deferred: Vec<CudaSlice<u8>>,
 }
@@ -328,18 +326,12 @@ impl CudarcDevice {
 
     /// Errs when a capture is open: `what` cannot be part of a graph.
     fn refuse_in_capture(&self, what: &str) -> Result<()> {
-        match &mut self.graphs().open {
-            Some((_, broken)) => {
-                broken.get_or_insert_with(|| what.to_string());
-                Err(refused_in_capture(what))
-            }
-            None => Ok(()),
-        }
+        self.graphs().captures.refuse(what)
     }
 
     /// Counts `e` now, or into the open capture's graph (counted at each replay).
     fn count(&self, e: Event) {
-        if let Some((c, _)) = &mut self.graphs().open {
+        if let Some(c) = self.graphs().captures.recording() {
             match e {
                 Event::Launch => c.launches += 1,
                 Event::Gemm => c.gemms += 1,
@@ -583,54 +575,40 @@ impl DeviceApi for CudarcDevice {
 
     fn begin_capture(&self) -> Result<()> {
         let mut g = self.graphs();
-        if g.open.is_some() {
-            return Err(refused_in_capture("beginning another capture"));
-        }
+        g.captures.begin(Counts::default())?;
         // Relaxed: loading a kernel module on first use inside the capture is
         // allowed (it is not stream work).
-        self.gpu
+        let begun = self
+            .gpu
             .stream
             .begin_capture(cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
-            .map_err(cuda_err("beginning a graph capture"))?;
-        g.open = Some((Counts::default(), None));
-        Ok(())
+            .map_err(cuda_err("beginning a graph capture"));
+        if begun.is_err() {
+            // Nothing was captured: close the bookkeeping's capture again.
+            let _ = g.captures.close();
+        }
+        begun
     }
 
     fn end_capture(&self) -> Result<GraphId> {
         let mut g = self.graphs();
-        let (counts, broken) = g
-            .open
-            .take()
-            .ok_or_else(|| Error::Cuda("ending a graph capture that was not begun".into()))?;
+        let (counts, status) = g.captures.close()?;
         let graph = self
             .gpu
             .stream
             .end_capture(cu::CUgraphInstantiate_flags(0))
             .map_err(cuda_err("ending a graph capture"));
         g.deferred.clear();
-        if let Some(what) = broken {
-            return Err(Error::Cuda(format!(
-                "the graph capture was invalidated: {what} inside it"
-            )));
-        }
+        status?;
         let graph =
             graph?.ok_or_else(|| Error::Cuda("the graph capture recorded nothing".into()))?;
-        g.next_id += 1;
-        let id = g.next_id;
-        g.done.insert(id, SendGraph { graph, counts });
         self.counting.record(Event::Capture);
-        Ok(GraphId(id))
+        Ok(g.captures.insert(SendGraph { graph, counts }))
     }
 
     unsafe fn replay(&self, graph: GraphId) -> Result<()> {
         let g = self.graphs();
-        if g.open.is_some() {
-            return Err(refused_in_capture("replaying a graph"));
-        }
-        let sg = g
-            .done
-            .get(&graph.0)
-            .ok_or_else(|| Error::Cuda(format!("no graph {}", graph.0)))?;
+        let sg = g.captures.get(graph)?;
         sg.graph.launch().map_err(cuda_err("replaying a graph"))?;
         self.counting.record(Event::Replay);
         for (e, n) in [
@@ -646,7 +624,7 @@ impl DeviceApi for CudarcDevice {
     }
 
     fn drop_graph(&self, graph: GraphId) {
-        self.graphs().done.remove(&graph.0);
+        self.graphs().captures.remove(graph);
     }
 
     fn counters(&self) -> Counters {

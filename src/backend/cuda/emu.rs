@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::{Mutex, OnceLock};
 
-use super::api::{refused_in_capture, Counters, Counting, DeviceApi, Event, GraphId, KArg};
+use super::api::{Captures, Counters, Counting, DeviceApi, Event, GraphId, KArg};
 use super::modules::KernelFile;
 use crate::backend::blas_layout::ColMajorGemm;
 use crate::backend::{Device, Precision};
@@ -133,13 +133,7 @@ enum Op {
 
 /// Graph capture on the emulated device: calls are recorded instead of run, as CUDA
 /// stream capture does, so a result read before the replay is visibly wrong.
-#[derive(Debug, Default)]
-struct Graphs {
-    /// The open capture's calls, and the first refused call inside it.
-    open: Option<(Vec<Op>, Option<String>)>,
-    done: HashMap<u64, Vec<Op>>,
-    next_id: u64,
-}
+type Graphs = Captures<Vec<Op>, Vec<Op>>;
 
 /// The emulated device. Its memory is host memory, freed on [`DeviceApi::free`].
 #[derive(Debug)]
@@ -198,11 +192,14 @@ impl EmuDevice {
         live.values().map(Layout::size).sum()
     }
 
+    fn graphs(&self) -> std::sync::MutexGuard<'_, Graphs> {
+        self.graphs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records `op` when a capture is open (true), else leaves it to run (false).
     fn recorded(&self, op: impl FnOnce() -> Op) -> bool {
-        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut g.open {
-            Some((ops, _)) => {
+        match self.graphs().recording() {
+            Some(ops) => {
                 ops.push(op());
                 true
             }
@@ -212,14 +209,7 @@ impl EmuDevice {
 
     /// Errs when a capture is open: `what` cannot be part of a graph.
     fn refuse_in_capture(&self, what: &str) -> Result<()> {
-        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        match &mut g.open {
-            Some((_, broken)) => {
-                broken.get_or_insert_with(|| what.to_string());
-                Err(refused_in_capture(what))
-            }
-            None => Ok(()),
-        }
+        self.graphs().refuse(what)
     }
 
     /// Runs a recorded call as if just issued (counted as such).
@@ -518,43 +508,19 @@ impl DeviceApi for EmuDevice {
     }
 
     fn begin_capture(&self) -> Result<()> {
-        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        if g.open.is_some() {
-            return Err(refused_in_capture("beginning another capture"));
-        }
-        g.open = Some((Vec::new(), None));
-        Ok(())
+        self.graphs().begin(Vec::new())
     }
 
     fn end_capture(&self) -> Result<GraphId> {
-        let mut g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-        let (ops, broken) = g
-            .open
-            .take()
-            .ok_or_else(|| Error::Cuda("ending a graph capture that was not begun".into()))?;
-        if let Some(what) = broken {
-            return Err(Error::Cuda(format!(
-                "the graph capture was invalidated: {what} inside it"
-            )));
-        }
-        g.next_id += 1;
-        let id = g.next_id;
-        g.done.insert(id, ops);
+        let mut g = self.graphs();
+        let (ops, status) = g.close()?;
+        status?;
         self.counting.record(Event::Capture);
-        Ok(GraphId(id))
+        Ok(g.insert(ops))
     }
 
     unsafe fn replay(&self, graph: GraphId) -> Result<()> {
-        let ops = {
-            let g = self.graphs.lock().unwrap_or_else(|p| p.into_inner());
-            if g.open.is_some() {
-                return Err(refused_in_capture("replaying a graph"));
-            }
-            g.done
-                .get(&graph.0)
-                .cloned()
-                .ok_or_else(|| Error::Cuda(format!("no graph {}", graph.0)))?
-        };
+        let ops = self.graphs().get(graph)?.clone();
         self.counting.record(Event::Replay);
         for op in &ops {
             // SAFETY: the caller guarantees the graph's addresses are still valid
@@ -565,11 +531,7 @@ impl DeviceApi for EmuDevice {
     }
 
     fn drop_graph(&self, graph: GraphId) {
-        self.graphs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .done
-            .remove(&graph.0);
+        self.graphs().remove(graph);
     }
 
     fn counters(&self) -> Counters {
