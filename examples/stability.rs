@@ -15,7 +15,8 @@
 //! A setting is `paper`, `stable` (the presets, docs/method.md §6.2) or
 //! `STEPSxSAMPLES[:DESIGN][:SPLIT][:KNOB...]` on top of the paper preset (DESIGN a
 //! `NoiseDesign` name, SPLIT `mean` or `otsu`; knobs `kK` σ_r = K·std, `gN` NCut
-//! grid, `sS` relevance smoothing σ px, `nS` smoothing σ px of the map NCut cuts).
+//! grid, `sS` relevance smoothing σ px, `nS` smoothing σ px of the map NCut cuts,
+//! `zS` noise σ, `q1` stratified path points instead of Gauss–Legendre).
 //! The noise σ is the base configuration's (1.0; 0.5 for the synthetic demo
 //! model, whose demo settings stand in for the paper preset). `STABILITY_DEBUG=1`
 //! prints each image's seed IoU and foreground fractions. `--cache DIR` keeps
@@ -74,6 +75,7 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
         "stable" => Preset::Stable.apply(&mut cfg, patch_px),
         _ => {
             let mut parts = spec.split(':');
+            let mut stdev_override: Option<f32> = None;
             let (steps, samples) = parts
                 .next()
                 .and_then(|p| p.split_once('x'))
@@ -83,7 +85,7 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
             // Further knobs: kK (σ_r = K·std), gN (NCut grid side), sS (relevance
             // smoothing σ px), nS (smoothing σ px of the map NCut cuts), e0/b0/c0
             // (no equalisation / border clearing / CRF), rR (closing radius px),
-            // v1 (control variate).
+            // v1 (control variate), zS (noise σ), q1 (stratified path points).
             for knob in parts {
                 let (key, value) = knob.split_at(1);
                 match key {
@@ -106,6 +108,12 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
                         ) = (r, r);
                     }
                     "v" => control_variate = value != "0",
+                    "q" => {
+                        if value != "0" {
+                            cfg.explain.ig.method = explainseg::ig::Method::Stratified;
+                        }
+                    }
+                    "z" => stdev_override = Some(value.parse()?),
                     _ => return Err(format!("unknown knob `{knob}`").into()),
                 }
             }
@@ -115,6 +123,7 @@ fn setting(spec: &str, base: &PipelineConfig, patch_px: usize) -> Res<Setting> {
                 .as_ref()
                 .and_then(|nt| nt.noise.stdev_and_seed())
                 .unwrap_or((1.0, 0));
+            let stdev = stdev_override.unwrap_or(stdev);
             cfg.explain.ig.n_steps = steps.parse()?;
             let nt = cfg.explain.noise_tunnel.as_mut().ok_or("no NoiseTunnel")?;
             nt.noise = Noise::drawn(samples.parse()?, stdev, seed, design);
@@ -249,14 +258,18 @@ fn explain_cached(
     control_variate: bool,
     cache: Option<&std::path::Path>,
 ) -> Res<(Explanation, f64)> {
-    let key = format!(
+    let key = (format!(
         "{}_{:?}_{}_{:?}{}",
         im.id,
         im.x.dim(),
         cfg.explain.ig.n_steps,
         cfg.explain.noise_tunnel.as_ref().map(|nt| &nt.noise),
         if control_variate { "_cv" } else { "" }
-    )
+    ) + if cfg.explain.ig.method == explainseg::ig::Method::Stratified {
+        "_stratified_path"
+    } else {
+        ""
+    })
     .chars()
     .map(|c| {
         if c.is_ascii_alphanumeric() || c == '.' {

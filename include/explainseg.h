@@ -230,6 +230,9 @@ enum EsIgMethod
   ES_IG_METHOD_RIEMANN_MIDDLE = 3,
   // Trapezoid rule.
   ES_IG_METHOD_RIEMANN_TRAPEZOID = 4,
+  // Stratified random path points shared by all noise samples (not Captum's;
+  // the stable preset's, docs/method.md §6.1).
+  ES_IG_METHOD_STRATIFIED = 5,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -285,8 +288,8 @@ typedef uint32_t EsNtType;
 // choices that have no field of their own — how the noise samples are drawn, the
 // smoothing of the relevance map and of the map the NCut variants cut, whether
 // the morphology chain equalises the map before Otsu and where the NCut variants
-// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
-// NoiseTunnel samples and NCut grid.
+// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps
+// and path rule, NoiseTunnel samples and σ, and NCut grid.
 enum EsPreset
 #if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
   : uint32_t
@@ -637,10 +640,11 @@ struct EsModelParams explainseg_model_default_params(void);
 struct EsSegmentParams explainseg_segment_default_params(void);
 
 // The defaults of `preset` (an `EsPreset` value) into `out`:
-// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
-// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
-// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
-// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+// `explainseg_segment_default_params()` with the preset's IG steps and path rule,
+// NoiseTunnel samples and σ, NCut grid and `preset` field (PAPER gives exactly the
+// defaults; STABLE: 200 passes, each one stratified noise sample of σ 0.5 at its own
+// stratified path point, a 28-cell NCut grid, docs/method.md §6.2).
+// `ES_STATUS_INVALID_PARAM` for an unknown preset.
 //
 // # Safety
 // `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.

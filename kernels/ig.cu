@@ -13,33 +13,36 @@
 // argument, so that the launches of an IG batch are identical from batch to batch and
 // can be captured once into a CUDA graph and replayed; ig_advance_row0 moves it on.
 
-// Row r of the batch is path point k of input j, with j·n_steps + k = row0 + r:
-// out[r] = b + α_k·(x_j − b).
+// Row r of the batch is row g = row0 + r of the (input, step) list: path point k
+// of input j, g = j·n_steps + k. Its α and weight are entry g % period of the
+// tables (period n_steps for a fixed rule, every row for the stratified design):
+// out[r] = b + α·(x_j − b).
 extern "C" __global__ void ig_path_f32(const float* __restrict__ inputs, const float* __restrict__ baseline,
                                        const float* __restrict__ alphas, float* __restrict__ out,
-                                       const int* __restrict__ row0_at, int rows, int n_steps, int len) {
+                                       const int* __restrict__ row0_at, int rows, int n_steps, int period,
+                                       int len) {
     const int row0 = *row0_at;
     const long long n = (long long)rows * len;
     for (long long o = es_global_index(); o < n; o += es_grid_stride()) {
         const int r = int(o / len), e = int(o % len);
-        const int j = (row0 + r) / n_steps, k = (row0 + r) % n_steps;
+        const int g = row0 + r, j = g / n_steps;
         const float b = baseline[e];
         const float d = __fsub_rn(inputs[(long long)j * len + e], b);
-        out[o] = __fadd_rn(b, __fmul_rn(alphas[k], d));
+        out[o] = __fadd_rn(b, __fmul_rn(alphas[g % period], d));
     }
 }
 
-// acc[j] += w_k·grad[r] for each row r of the batch, in row order (one thread owns
+// acc[j] += w·grad[r] for each row r of the batch, in row order (one thread owns
 // an element of every input, so there is no race and the order matches the CPU).
 extern "C" __global__ void ig_accumulate_f32(const float* __restrict__ grads, const float* __restrict__ weights,
                                              float* __restrict__ acc, const int* __restrict__ row0_at, int rows,
-                                             int n_steps, int len) {
+                                             int n_steps, int period, int len) {
     const int row0 = *row0_at;
     for (long long e = es_global_index(); e < len; e += es_grid_stride()) {
         for (int r = 0; r < rows; ++r) {
-            const int j = (row0 + r) / n_steps, k = (row0 + r) % n_steps;
+            const int g = row0 + r, j = g / n_steps;
             float* a = acc + (long long)j * len + e;
-            *a = __fadd_rn(*a, __fmul_rn(grads[(long long)r * len + e], weights[k]));
+            *a = __fadd_rn(*a, __fmul_rn(grads[(long long)r * len + e], weights[g % period]));
         }
     }
 }

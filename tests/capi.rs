@@ -611,7 +611,7 @@ fn presets_through_the_c_abi() {
     let stable = unsafe { p.assume_init() };
     assert_eq!(
         (stable.ig_steps, stable.nt_samples, stable.preset),
-        (10, 24, EsPreset::Stable)
+        (1, 200, EsPreset::Stable)
     );
     // SAFETY: as above; NULL is refused.
     check(
@@ -630,6 +630,8 @@ fn presets_through_the_c_abi() {
     let cfg = stable.pipeline_config(patch).unwrap();
     let want = explainseg::pipeline::Preset::Stable.pipeline_config(0, patch);
     assert_eq!(cfg.explain.noise_tunnel, want.explain.noise_tunnel);
+    assert_eq!(cfg.explain.ig.method, want.explain.ig.method);
+    assert_eq!(cfg.explain.ig.n_steps, want.explain.ig.n_steps);
     assert_eq!(cfg.ncut_foreground, want.ncut_foreground);
     assert_eq!(cfg.ncut_smooth_sigma, want.ncut_smooth_sigma);
     assert_eq!(cfg.smooth_sigma, want.smooth_sigma);

@@ -130,9 +130,10 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
         let v: serde_json::Value = serde_json::from_slice(&assert.get_output().stdout).unwrap();
         (v, to_vec(&npy_f32(&out.join("attribution.npy"))))
     };
-    // One convergence delta per noise sample: the preset's 24, or an explicit count.
+    // No convergence deltas for the stratified path (one random point per sample is
+    // no quadrature); one per noise sample otherwise, here an explicit count.
     let (stable, a) = run("stable", &["--preset", "stable"]);
-    assert_eq!(stable["deltas"].as_array().unwrap().len(), 24);
+    assert_eq!(stable["deltas"].as_array().map_or(0, |d| d.len()), 0);
     let (_, again) = run("again", &["--preset", "stable"]);
     assert_eq!(a, again, "deterministic for a seed");
     let (_, other_seed) = run("seed", &["--preset", "stable", "--seed", "5"]);
@@ -143,7 +144,16 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
     assert_eq!(p, default, "paper is the default");
     let (few, _) = run(
         "few",
-        &["--preset", "stable", "--nt-samples", "6", "--steps", "4"],
+        &[
+            "--preset",
+            "stable",
+            "--nt-samples",
+            "6",
+            "--steps",
+            "4",
+            "--method",
+            "gausslegendre",
+        ],
     );
     assert_eq!(few["deltas"].as_array().unwrap().len(), 6);
     // The same draws as the preset's own noise design, given explicitly.
@@ -151,14 +161,27 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
         "explicit",
         &[
             "--steps",
-            "10",
+            "1",
+            "--method",
+            "stratified",
             "--nt-samples",
-            "24",
+            "200",
+            "--nt-stdev",
+            "0.5",
             "--noise-design",
             "stratified",
         ],
     );
     assert_eq!(a, explicit);
+    // The preset's σ and path rule are its own: the paper's σ 1 changes the draws,
+    // the paper's Gauss–Legendre point changes where the gradients are taken.
+    for (name, flag, value) in [
+        ("sigma", "--nt-stdev", "1.0"),
+        ("gl", "--method", "gausslegendre"),
+    ] {
+        let (_, other) = run(name, &["--preset", "stable", flag, value]);
+        assert_ne!(a, other, "{flag} {value}");
+    }
 
     let image = fixture("preprocess", "big_299x257_q90.jpg");
     let segment = |name: &str, extra: &[&str]| {
@@ -180,7 +203,7 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
     let (v, smoothed) = segment("seg", &["--preset", "stable"]);
     assert_eq!(
         (v["passes"].as_u64(), v["preset"].as_str()),
-        (Some(240), Some("stable"))
+        (Some(200), Some("stable"))
     );
     // The preset smooths the relevance by one patch of the model (16 px here); an
     // explicit --smooth overrides it.

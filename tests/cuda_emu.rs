@@ -253,6 +253,38 @@ fn designed_noise_on_the_device_loop_matches_the_cpu() {
 }
 
 #[test]
+fn stratified_path_points_on_the_device_loop_match_the_cpu() {
+    // The stable preset's path rule: every row has its own α (a table as long as
+    // the rows, not the steps). Batches of 5 rows straddle the noise samples.
+    let (vit, x) = tiny();
+    let emu = CudaEngine::emulated(&vit).unwrap();
+    let cpu = CpuEngine::new(&vit);
+    let baseline = Array4::<f32>::zeros(x.dim());
+    for n_steps in [1, 2] {
+        let ig = explainseg::ig::IgConfig {
+            method: explainseg::ig::Method::Stratified,
+            ..ig_config(n_steps, 5)
+        };
+        let nt = NoiseTunnelConfig {
+            nt_type: NtType::SmoothGrad,
+            noise: Noise::drawn(12, 0.5, 3, NoiseDesign::Stratified),
+        };
+        let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
+        let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+        eprintln!("tiny stratified path, {n_steps} steps: rel-L2 {rel:.2e}");
+        assert!(rel <= 1e-4, "{n_steps} steps: {rel}");
+        // The rows' own points, not a shared rule: Gauss–Legendre's differ.
+        let fixed = explainseg::ig::IgConfig {
+            method: explainseg::ig::Method::GaussLegendre,
+            ..ig
+        };
+        let other = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &fixed, &nt, None).unwrap();
+        assert!(rel_l2(&to_vec(&other.attribution), &to_vec(&got.attribution)) > 1e-3);
+    }
+}
+
+#[test]
 fn vit_s16_at_224_matches_the_cpu() {
     let vit = vit_s16(2);
     let emu = CudaEngine::emulated(&vit).unwrap();
@@ -634,6 +666,7 @@ fn a_kernel_reading_poisoned_workspace_gives_nan() {
         row0: 0,
         rows: 1,
         n_steps: 1,
+        period: 1,
         len,
     };
     let mut arena = Workspace::new(dev.clone());

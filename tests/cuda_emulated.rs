@@ -1217,6 +1217,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
                 .inp(&row0_at)
                 .i32(rows)
                 .i32(n_steps)
+                .i32(n_steps)
                 .i32(len);
             let s = SCHEDULES[i % 3];
             launch("ig_path_f32", grid_for(path.len(), 128), 128, args, s);
@@ -1228,6 +1229,7 @@ fn ig_kernels_reproduce_the_cpu_integrated_gradients_bit_for_bit() {
                 .out(&mut acc)
                 .inp(&row0_at)
                 .i32(rows)
+                .i32(n_steps)
                 .i32(n_steps)
                 .i32(len);
             launch("ig_accumulate_f32", grid_for(len, 128), 128, args, s);

@@ -71,7 +71,7 @@ fn input_gradients_match_autograd() {
 
 #[test]
 fn quadrature_matches_captum_at_50_steps() {
-    for m in Method::ALL {
+    for m in Method::CAPTUM {
         let q = quadrature(m, 50).unwrap();
         let alphas = npy_f64(&fixture(
             "engine",
@@ -100,7 +100,7 @@ fn ig_matches_captum_for_every_rule() {
         let c = Case::load(name);
         let engine = CpuEngine::new(&c.vit);
         let zero = Array4::<f32>::zeros((1, 3, c.x.dim().2, c.x.dim().3));
-        for m in Method::ALL {
+        for m in Method::CAPTUM {
             let cfg = IgConfig {
                 method: m,
                 n_steps: c.steps("ig"),
@@ -270,6 +270,38 @@ fn ig_completeness_holds_for_many_baselines_and_inputs() {
         );
         assert!((out.deltas[0] - (sum - gap)).abs() <= 1e-4);
     }
+}
+
+#[test]
+fn stratified_path_points_estimate_the_path_integral() {
+    // Method::Stratified is a Monte Carlo rule (one random point per stratum of
+    // [0, 1]): with many points it converges to the integral Gauss–Legendre
+    // computes (Captum's rule, pinned above), and its sum keeps completeness.
+    let c = Case::load("s16_tiny");
+    let engine = CpuEngine::new(&c.vit);
+    let zero = Array4::<f32>::zeros(c.x.dim());
+    let run = |method, n_steps| {
+        let cfg = IgConfig {
+            method,
+            n_steps,
+            batch_size: 32,
+            ..Default::default()
+        };
+        integrated_gradients(&engine, c.x.view(), zero.view(), 1, &cfg, None).unwrap()
+    };
+    let exact = run(Method::GaussLegendre, 64);
+    let mut errors = Vec::new();
+    for n in [16, 256] {
+        let mc = run(Method::Stratified, n);
+        let err = rel_l2(
+            mc.attributions.as_slice().unwrap(),
+            exact.attributions.as_slice().unwrap(),
+        );
+        eprintln!("stratified path, {n} points: rel-L2 {err:.2e} against Gauss-Legendre 64");
+        errors.push(err);
+    }
+    assert!(errors[1] < 1e-3, "{errors:?}");
+    assert!(errors[1] < errors[0], "more points, closer: {errors:?}");
 }
 
 #[test]

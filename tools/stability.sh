@@ -10,14 +10,17 @@
 #   bash tools/stability.sh busi MODEL [COUNT] [DATA=../shared/data] [SIZE=144]  # test lesions
 #
 # SETTINGS (comma list, see examples/stability.rs) and REFERENCE (STEPSxSAMPLES)
-# override the defaults; CACHE=DIR keeps every explanation there, so that a rerun
+# override the defaults (the current stable preset spelled out with knobs is
+# 1x200:stratified:mean:s8:n16:g28:e0:z0.5:q1 for 8-px patches; compare it with a
+# reference at its σ, REFERENCE=25x64:independent:mean:z0.5); SKIP=N starts after
+# the first N images; CACHE=DIR keeps every explanation there, so that a rerun
 # with other post-processing settings on the same images only recomputes the masks.
 # CPU only; a real-data image costs about 3,200 passes.
 set -euo pipefail
 what=${1:?synth, kvasir or busi}
 settings=${SETTINGS:-paper,stable,10x24,4x16:stratified:mean:n4:g28}
 reference=${REFERENCE:-25x64}
-run=(cargo run --quiet --release --example stability -- ${CACHE:+--cache "$CACHE"})
+run=(cargo run --quiet --release --example stability -- ${CACHE:+--cache "$CACHE"} ${SKIP:+--skip "$SKIP"})
 case "$what" in
   synth)
     "${run[@]}" --synth 7 --count "${2:-20}" --settings "$settings" --reference "$reference" ;;

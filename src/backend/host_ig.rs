@@ -12,13 +12,14 @@
 //! chunks; here the weighted gradients are summed first and multiplied once, which
 //! differs in rounding only.
 
-use ndarray::{Array4, ArrayView4, Axis};
+use std::collections::VecDeque;
+
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::ig::{
-    aggregate, convergence_delta, make_noise, quadrature, IgConfig, NoiseTunnelConfig, NtOutput,
-    Progress,
+    make_noise, path_points, Aggregator, IgConfig, NoiseTunnelConfig, NtOutput, Progress,
 };
 
 /// IG of each input, with its convergence delta when requested.
@@ -44,6 +45,43 @@ pub fn integrated_gradients<E: Engine + ?Sized>(
     cfg: &IgConfig,
     progress: Option<Progress>,
 ) -> Result<IgOutput> {
+    let mut attributions = Array4::<f32>::zeros(inputs.dim());
+    let sums = ig_rows(
+        engine,
+        inputs,
+        baseline,
+        target,
+        cfg,
+        0,
+        progress,
+        |j, a| {
+            attributions.index_axis_mut(Axis(0), j).assign(&a);
+        },
+    )?;
+    let deltas = deltas_if_asked(engine, inputs, baseline, target, cfg, &sums)?;
+    Ok(IgOutput {
+        attributions,
+        deltas,
+    })
+}
+
+/// The IG loop: every (input, step) row in batches of `cfg.batch_size`, the
+/// weighted gradients of an input summed in row order and, once its last row is
+/// done, multiplied by (x − b) (when `multiply_by_inputs`) and handed to `finish`
+/// in input order. Only the inputs a batch touches hold an accumulator, so the
+/// attributions of many noise samples are never all in memory. Returns each
+/// input's Σ attribution (in f64, rounded to f32, as the convergence delta sums).
+#[allow(clippy::too_many_arguments)]
+fn ig_rows<E: Engine + ?Sized>(
+    engine: &E,
+    inputs: ArrayView4<f32>,
+    baseline: ArrayView4<f32>,
+    target: usize,
+    cfg: &IgConfig,
+    path_seed: u64,
+    progress: Option<Progress>,
+    mut finish: impl FnMut(usize, ArrayView3<f32>),
+) -> Result<Vec<f32>> {
     if cfg.batch_size == 0 {
         return Err(Error::param("batch_size", "must be at least 1"));
     }
@@ -53,81 +91,86 @@ pub fn integrated_gradients<E: Engine + ?Sized>(
         return Err(Error::shape("baseline", &[1, c, h, w], &[a, b, cc, d]));
     }
     // Also validates n_steps for the rule.
-    let q = quadrature(cfg.method, cfg.n_steps)?;
-    let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
-    let steps: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
+    let path = path_points(cfg.method, cfg.n_steps, n_inputs, path_seed)?;
     let base = baseline.index_axis(Axis(0), 0);
-    // (x − b) per input, in f32 as Captum forms it.
-    let diffs: Array4<f32> = &inputs - &baseline;
+    // (x − b) of input j, in f32 as Captum forms it.
+    let diff = |j: usize| &inputs.index_axis(Axis(0), j) - &base;
     let total_rows = n_inputs * cfg.n_steps;
-    let mut total_grad = Array4::<f32>::zeros((n_inputs, c, h, w));
+    // Accumulators of the inputs begun and not finished, oldest first.
+    let mut open: VecDeque<(usize, Array3<f32>)> = VecDeque::new();
+    let mut sums = Vec::with_capacity(n_inputs);
     let mut done = 0;
     while done < total_rows {
         let rows = cfg.batch_size.min(total_rows - done);
         let mut batch = Array4::<f32>::zeros((rows, c, h, w));
+        let mut batch_diff: Option<(usize, Array3<f32>)> = None;
         for (r, mut row) in batch.outer_iter_mut().enumerate() {
-            let (j, k) = ((done + r) / cfg.n_steps, (done + r) % cfg.n_steps);
-            let diff = diffs.index_axis(Axis(0), j);
+            let j = (done + r) / cfg.n_steps;
+            let (alpha, _) = path.at(done + r);
+            if batch_diff.as_ref().map(|(k, _)| *k) != Some(j) {
+                batch_diff = Some((j, diff(j)));
+            }
+            let d = &batch_diff.as_ref().expect("set above").1;
             ndarray::Zip::from(&mut row)
                 .and(&base)
-                .and(&diff)
-                .for_each(|o, &b, &d| *o = b + alphas[k] * d);
+                .and(d)
+                .for_each(|o, &b, &d| *o = b + alpha * d);
         }
         let (_, grads) = engine.logits_and_input_grad(batch.view(), &vec![target; rows])?;
         for (r, g) in grads.outer_iter().enumerate() {
-            let (j, k) = ((done + r) / cfg.n_steps, (done + r) % cfg.n_steps);
-            let mut acc = total_grad.index_axis_mut(Axis(0), j);
-            acc.zip_mut_with(&g, |a, &gv| *a += gv * steps[k]);
+            let j = (done + r) / cfg.n_steps;
+            let (_, weight) = path.at(done + r);
+            if open.back().map(|(k, _)| *k) != Some(j) {
+                open.push_back((j, Array3::zeros((c, h, w))));
+            }
+            let acc = &mut open.back_mut().expect("pushed above").1;
+            acc.zip_mut_with(&g, |a, &gv| *a += gv * weight);
         }
         done += rows;
+        // Inputs whose rows are all done, in order.
+        while let Some((j, _)) = open.front() {
+            if (j + 1) * cfg.n_steps > done {
+                break;
+            }
+            let (j, mut acc) = open.pop_front().expect("front exists");
+            if cfg.multiply_by_inputs {
+                acc *= &diff(j);
+            }
+            sums.push(acc.iter().map(|&v| v as f64).sum::<f64>() as f32);
+            finish(j, acc.view());
+        }
         if let Some(p) = progress {
             if !p(done, total_rows) {
                 return Err(Error::Aborted);
             }
         }
     }
-    let attributions = if cfg.multiply_by_inputs {
-        total_grad * &diffs
-    } else {
-        total_grad
-    };
-    let deltas = if cfg.return_delta {
-        convergence_deltas(
-            engine,
-            inputs,
-            baseline,
-            target,
-            &attributions,
-            cfg.batch_size,
-        )?
-    } else {
-        Vec::new()
-    };
-    Ok(IgOutput {
-        attributions,
-        deltas,
-    })
+    Ok(sums)
 }
 
-/// Σ attribution − (F(x)[t] − F(b)[t]) for each input (Captum's completeness check).
-fn convergence_deltas<E: Engine + ?Sized>(
+/// The convergence deltas of the inputs whose Σ attribution is `sums`, when
+/// `cfg.return_delta`; else none.
+fn deltas_if_asked<E: Engine + ?Sized>(
     engine: &E,
     inputs: ArrayView4<f32>,
     baseline: ArrayView4<f32>,
     target: usize,
-    attributions: &Array4<f32>,
-    batch_size: usize,
+    cfg: &IgConfig,
+    sums: &[f32],
 ) -> Result<Vec<f32>> {
+    if !cfg.return_delta {
+        return Ok(Vec::new());
+    }
     let f_base = engine.logits(baseline)?[[0, target]];
     let mut f_inputs = Vec::with_capacity(inputs.dim().0);
-    for chunk in inputs.axis_chunks_iter(Axis(0), batch_size) {
+    for chunk in inputs.axis_chunks_iter(Axis(0), cfg.batch_size) {
         let logits = engine.logits(chunk)?;
         f_inputs.extend(logits.outer_iter().map(|l| l[target]));
     }
-    Ok(attributions
-        .outer_iter()
+    Ok(sums
+        .iter()
         .zip(f_inputs)
-        .map(|(a, f)| convergence_delta(a, f, f_base))
+        .map(|(&sum, f)| sum - (f - f_base))
         .collect())
 }
 
@@ -160,11 +203,24 @@ pub fn attribute<E: Engine + ?Sized>(
             deltas: out.deltas,
         });
     };
-    let noise = make_noise(&nt.noise, x)?;
-    let noisy = &noise + &x;
-    let out = integrated_gradients(engine, noisy.view(), baseline, target, ig, progress)?;
+    // The noise tensor becomes the noisy inputs in place (one buffer of samples × image).
+    let mut noisy = make_noise(&nt.noise, x)?;
+    noisy += &x;
+    let path_seed = nt.noise.stdev_and_seed().map_or(0, |(_, seed)| seed);
+    let mut aggregator = Aggregator::default();
+    let sums = ig_rows(
+        engine,
+        noisy.view(),
+        baseline,
+        target,
+        ig,
+        path_seed,
+        progress,
+        |_, a| aggregator.add(a),
+    )?;
+    let deltas = deltas_if_asked(engine, noisy.view(), baseline, target, ig, &sums)?;
     Ok(NtOutput {
-        attribution: aggregate(&out.attributions, nt.nt_type),
-        deltas: out.deltas,
+        attribution: aggregator.finish(nt.nt_type),
+        deltas,
     })
 }

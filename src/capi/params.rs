@@ -102,6 +102,9 @@ pub enum EsIgMethod {
     RiemannMiddle = 3,
     /// Trapezoid rule.
     RiemannTrapezoid = 4,
+    /// Stratified random path points shared by all noise samples (not Captum's;
+    /// the stable preset's, docs/method.md §6.1).
+    Stratified = 5,
 }
 
 /// NoiseTunnel aggregation (Captum's `nt_type`).
@@ -120,8 +123,8 @@ pub enum EsNtType {
 /// choices that have no field of their own — how the noise samples are drawn, the
 /// smoothing of the relevance map and of the map the NCut variants cut, whether
 /// the morphology chain equalises the map before Otsu and where the NCut variants
-/// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps,
-/// NoiseTunnel samples and NCut grid.
+/// split the Fiedler vector; `explainseg_segment_preset_params()` also sets the preset's IG steps
+/// and path rule, NoiseTunnel samples and σ, and NCut grid.
 #[repr(u32)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EsPreset {
@@ -358,12 +361,15 @@ impl Default for EsSegmentParams {
 }
 
 impl EsSegmentParams {
-    /// The defaults with `preset`'s IG steps, NoiseTunnel samples and NCut grid.
+    /// The defaults with `preset`'s IG steps and path rule, NoiseTunnel samples and
+    /// σ, and NCut grid.
     pub fn for_preset(preset: EsPreset) -> Self {
         let p = preset.preset();
         EsSegmentParams {
             ig_steps: p.ig_steps() as u32,
+            ig_method: EsIgMethod::from(p.ig_method()),
             nt_samples: p.nt_samples() as u32,
+            nt_stdev: p.nt_stdev(),
             ncut_grid: p.ncut_grid() as u32,
             preset,
             ..EsSegmentParams::default()
@@ -379,6 +385,7 @@ impl From<Method> for EsIgMethod {
             Method::RiemannRight => EsIgMethod::RiemannRight,
             Method::RiemannMiddle => EsIgMethod::RiemannMiddle,
             Method::RiemannTrapezoid => EsIgMethod::RiemannTrapezoid,
+            Method::Stratified => EsIgMethod::Stratified,
         }
     }
 }
@@ -401,6 +408,7 @@ impl EsIgMethod {
             EsIgMethod::RiemannRight => Method::RiemannRight,
             EsIgMethod::RiemannMiddle => Method::RiemannMiddle,
             EsIgMethod::RiemannTrapezoid => Method::RiemannTrapezoid,
+            EsIgMethod::Stratified => Method::Stratified,
         }
     }
 }
@@ -699,7 +707,7 @@ impl CheckedParams for EsSegmentParams {
     unsafe fn check_raw(ptr: *const Self) -> CapiResult {
         check_enum("variant", raw_u32!(ptr, variant), 6)?;
         check_enum("resize", raw_u32!(ptr, resize), 3)?;
-        check_enum("ig_method", raw_u32!(ptr, ig_method), 5)?;
+        check_enum("ig_method", raw_u32!(ptr, ig_method), 6)?;
         check_enum("baseline", raw_u32!(ptr, baseline), 3)?;
         check_enum("nt_type", raw_u32!(ptr, nt_type), 3)?;
         check_bool("crf_enabled", raw_bool!(ptr, crf_enabled))?;
@@ -723,10 +731,11 @@ pub extern "C" fn explainseg_segment_default_params() -> EsSegmentParams {
 }
 
 /// The defaults of `preset` (an `EsPreset` value) into `out`:
-/// `explainseg_segment_default_params()` with the preset's IG steps, NoiseTunnel
-/// samples, NCut grid and `preset` field (PAPER gives exactly the defaults;
-/// STABLE: IG 10 steps × 24 stratified noise samples, a 28-cell NCut grid,
-/// docs/method.md §6.2). `ES_STATUS_INVALID_PARAM` for an unknown preset.
+/// `explainseg_segment_default_params()` with the preset's IG steps and path rule,
+/// NoiseTunnel samples and σ, NCut grid and `preset` field (PAPER gives exactly the
+/// defaults; STABLE: 200 passes, each one stratified noise sample of σ 0.5 at its own
+/// stratified path point, a 28-cell NCut grid, docs/method.md §6.2).
+/// `ES_STATUS_INVALID_PARAM` for an unknown preset.
 ///
 /// # Safety
 /// `out` NULL (`ES_STATUS_NULL_POINTER`) or writable.

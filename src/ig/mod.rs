@@ -9,12 +9,16 @@
 pub mod config;
 pub mod noise_design;
 pub mod noise_tunnel;
+pub mod path;
 pub mod quadrature;
 pub mod reduction;
 
 pub use config::{IgConfig, Progress};
 pub use noise_design::NoiseDesign;
-pub use noise_tunnel::{aggregate, make_noise, Noise, NoiseTunnelConfig, NtOutput, NtType};
+pub use noise_tunnel::{
+    aggregate, make_noise, Aggregator, Noise, NoiseTunnelConfig, NtOutput, NtType,
+};
+pub use path::{path_points, PathPoints};
 pub use quadrature::{quadrature, Method, Quadrature};
 pub use reduction::Reduction;
 

@@ -102,21 +102,43 @@ fn mirrored(mut first: Vec<f32>, samples: usize, len: usize) -> Vec<f32> {
 
 /// Latin-hypercube normals: element `e` of sample `j` is
 /// `σ·Φ⁻¹((π_e(j) + u_{e,j})/s)`, `π_e` a seeded permutation of the strata.
+/// Elements are drawn in parallel chunks (each value is a pure function of
+/// `(seed, e, j)`, so the result does not depend on the threads).
 fn stratified(seed: u64, samples: usize, len: usize, stdev: f32) -> Vec<f32> {
+    use rayon::prelude::*;
+    const CHUNK: usize = 256;
+    // Each chunk's values, sample-major within the chunk.
+    let chunks: Vec<Vec<f32>> = (0..len.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(|c| {
+            let (e0, e1) = (c * CHUNK, ((c + 1) * CHUNK).min(len));
+            let width = e1 - e0;
+            let mut block = vec![0f32; samples * width];
+            let mut strata: Vec<usize> = (0..samples).collect();
+            let s = samples as f64;
+            for e in e0..e1 {
+                let mut rng = Rng::stream(seed, &[STRATA_KEY, e as u64]);
+                strata.iter_mut().enumerate().for_each(|(j, k)| *k = j);
+                rng.shuffle(&mut strata);
+                for (j, &k) in strata.iter().enumerate() {
+                    // A uniform in (0, 1): never 0, so Φ⁻¹ stays finite.
+                    let bits = mix(rng.next_u64() ^ GOLDEN_GAMMA);
+                    let u = ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                    block[j * width + e - e0] =
+                        (inverse_normal_cdf((k as f64 + u) / s) * stdev as f64) as f32;
+                }
+            }
+            block
+        })
+        .collect();
     let mut out = vec![0f32; samples * len];
-    let mut strata: Vec<usize> = (0..samples).collect();
-    let s = samples as f64;
-    for e in 0..len {
-        let mut rng = Rng::stream(seed, &[STRATA_KEY, e as u64]);
-        strata.iter_mut().enumerate().for_each(|(j, k)| *k = j);
-        rng.shuffle(&mut strata);
-        for (j, &k) in strata.iter().enumerate() {
-            // A uniform in (0, 1): never 0, so Φ⁻¹ stays finite.
-            let bits = mix(rng.next_u64() ^ GOLDEN_GAMMA);
-            let u = ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-            out[j * len + e] = (inverse_normal_cdf((k as f64 + u) / s) * stdev as f64) as f32;
+    out.par_chunks_mut(len).enumerate().for_each(|(j, row)| {
+        for (c, block) in chunks.iter().enumerate() {
+            let e0 = c * CHUNK;
+            let width = block.len() / samples;
+            row[e0..e0 + width].copy_from_slice(&block[j * width..(j + 1) * width]);
         }
-    }
+    });
     out
 }
 

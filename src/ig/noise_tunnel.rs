@@ -3,7 +3,7 @@
 //! the per-sample attributions are aggregated in f32:
 //! smoothgrad = mean, smoothgrad_sq = mean of squares, vargrad = E[a²] − E[a]².
 
-use ndarray::{Array4, ArrayView4, Axis};
+use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 
 use super::noise_design::{designed_noise, NoiseDesign};
 use crate::error::{Error, Result};
@@ -199,21 +199,51 @@ fn check_seeded(samples: usize, stdev: f32) -> Result<()> {
 
 /// Captum's aggregation over the sample axis, in f32, dividing by s.
 pub fn aggregate(per_sample: &Array4<f32>, nt_type: NtType) -> Array4<f32> {
-    let s = per_sample.dim().0 as f32;
-    let mut sum = per_sample.index_axis(Axis(0), 0).to_owned();
-    let mut sum_sq = sum.mapv(|v| v * v);
-    for a in per_sample.outer_iter().skip(1) {
-        sum += &a;
-        sum_sq.zip_mut_with(&a, |q, &v| *q += v * v);
+    let mut agg = Aggregator::default();
+    for a in per_sample.outer_iter() {
+        agg.add(a);
     }
-    let mean = sum.mapv(|v| v / s);
-    let mean_sq = sum_sq.mapv(|v| v / s);
-    let out = match nt_type {
-        NtType::SmoothGrad => mean,
-        NtType::SmoothGradSq => mean_sq,
-        NtType::VarGrad => &mean_sq - &(&mean * &mean),
-    };
-    out.insert_axis(Axis(0))
+    agg.finish(nt_type)
+}
+
+/// [`aggregate`] one sample at a time, in sample order (the same sums, the same
+/// bits), so that the per-sample attributions need not all be held at once.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    /// Σ a_j and Σ a_j², once a sample was added.
+    sums: Option<(Array3<f32>, Array3<f32>)>,
+    samples: usize,
+}
+
+impl Aggregator {
+    /// Adds the next sample's attribution (3, H, W).
+    pub fn add(&mut self, a: ArrayView3<f32>) {
+        match &mut self.sums {
+            None => self.sums = Some((a.to_owned(), a.mapv(|v| v * v))),
+            Some((sum, sum_sq)) => {
+                *sum += &a;
+                sum_sq.zip_mut_with(&a, |q, &v| *q += v * v);
+            }
+        }
+        self.samples += 1;
+    }
+
+    /// The aggregate (1, 3, H, W) of the samples added.
+    ///
+    /// # Panics
+    /// When no sample was added (NoiseTunnel has at least one).
+    pub fn finish(self, nt_type: NtType) -> Array4<f32> {
+        let s = self.samples as f32;
+        let (sum, sum_sq) = self.sums.expect("at least one sample");
+        let mean = sum.mapv(|v| v / s);
+        let mean_sq = sum_sq.mapv(|v| v / s);
+        let out = match nt_type {
+            NtType::SmoothGrad => mean,
+            NtType::SmoothGradSq => mean_sq,
+            NtType::VarGrad => &mean_sq - &(&mean * &mean),
+        };
+        out.insert_axis(Axis(0))
+    }
 }
 
 #[cfg(test)]

@@ -17,15 +17,29 @@ pub enum Method {
     RiemannMiddle,
     /// Ends at 0 and 1; Captum halves the first and last of its 1/n weights.
     RiemannTrapezoid,
+    /// Not Captum's: random points, one from each of the equal strata of [0, 1]
+    /// that all inputs' rows share, weights 1/n ([`crate::ig::path_points`]).
+    /// [`quadrature`] gives its stratum midpoints, the points' expectation.
+    Stratified,
 }
 
 impl Method {
-    pub const ALL: [Method; 5] = [
+    /// Captum's rules (the ones its parity fixtures cover).
+    pub const CAPTUM: [Method; 5] = [
         Method::GaussLegendre,
         Method::RiemannLeft,
         Method::RiemannRight,
         Method::RiemannMiddle,
         Method::RiemannTrapezoid,
+    ];
+
+    pub const ALL: [Method; 6] = [
+        Method::GaussLegendre,
+        Method::RiemannLeft,
+        Method::RiemannRight,
+        Method::RiemannMiddle,
+        Method::RiemannTrapezoid,
+        Method::Stratified,
     ];
 
     /// Captum's name for the rule.
@@ -36,6 +50,7 @@ impl Method {
             Method::RiemannRight => "riemann_right",
             Method::RiemannMiddle => "riemann_middle",
             Method::RiemannTrapezoid => "riemann_trapezoid",
+            Method::Stratified => "stratified",
         }
     }
 }
@@ -46,7 +61,7 @@ impl std::str::FromStr for Method {
         Method::ALL
             .into_iter()
             .find(|m| m.name() == s)
-            .ok_or_else(|| Error::param("method", format!("`{s}` is not one of gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid")))
+            .ok_or_else(|| Error::param("method", format!("`{s}` is not one of gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid, stratified")))
     }
 }
 
@@ -63,13 +78,13 @@ pub struct Quadrature {
 /// [`Error::InvalidParam`] when `n` is 0, or 1 for the Riemann rules (Captum asserts
 /// n > 1 there).
 pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
-    if n == 0 || (n == 1 && method != Method::GaussLegendre) {
+    if n == 0 || (n == 1 && !matches!(method, Method::GaussLegendre | Method::Stratified)) {
         return Err(Error::param(
             "n_steps",
             format!(
                 "{n} steps: {} needs at least {}",
                 method.name(),
-                if method == Method::GaussLegendre {
+                if matches!(method, Method::GaussLegendre | Method::Stratified) {
                     1
                 } else {
                     2
@@ -101,6 +116,12 @@ pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
         Method::RiemannLeft => (0.0, 1.0 - 1.0 / nf),
         Method::RiemannMiddle => (1.0 / (2.0 * nf), 1.0 - 1.0 / (2.0 * nf)),
         Method::RiemannRight => (1.0 / nf, 1.0),
+        Method::Stratified => {
+            return Ok(Quadrature {
+                alphas: (0..n).map(|k| (k as f64 + 0.5) / nf).collect(),
+                steps,
+            })
+        }
         Method::GaussLegendre => unreachable!("handled above"),
     };
     Ok(Quadrature {

@@ -33,8 +33,8 @@ mod relevance;
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine, Precision};
 use crate::error::{Error, Result};
 use crate::ig::{
-    convergence_delta, make_noise, quadrature, IgConfig, Noise, NoiseDesign, NoiseTunnelConfig,
-    NtOutput, NtType, Progress,
+    convergence_delta, make_noise, path_points, quadrature, IgConfig, Noise, NoiseDesign,
+    NoiseTunnelConfig, NtOutput, NtType, Progress,
 };
 use crate::model::{HeadKind, Vit};
 use ig_loop::{graphs_from_env, IgCall, IgGraph};
@@ -1105,12 +1105,11 @@ impl<'a> CudaEngine<'a> {
                 &plain
             }
         };
-        let q = quadrature(ig.method, ig.n_steps)?;
-        let alphas: Vec<f32> = q.alphas.iter().map(|&a| a as f32).collect();
-        let weights: Vec<f32> = q.steps.iter().map(|&s| s as f32).collect();
+        let samples = nt.noise.samples();
+        let path_seed = nt.noise.stdev_and_seed().map_or(0, |(_, seed)| seed);
+        let path = path_points(ig.method, ig.n_steps, samples, path_seed)?;
         let len = c * h * w;
         let gpu = &*self.gpu;
-        let samples = nt.noise.samples();
         // The noisy inputs (samples, 3, H, W).
         let mut noisy = ws.take(samples * len)?;
         // Validates samples and stdev as the CPU path does.
@@ -1185,8 +1184,8 @@ impl<'a> CudaEngine<'a> {
         let mut call = IgCall {
             noisy,
             base: base_dev,
-            alphas: ws.upload(&alphas)?,
-            weights: ws.upload(&weights)?,
+            alphas: ws.upload(&path.alphas)?,
+            weights: ws.upload(&path.weights)?,
             acc: ws.zeros(samples * len)?,
             row0: ws.zeros(1)?,
             targets,

@@ -576,6 +576,9 @@ pub struct PathRows {
     pub row0: usize,
     pub rows: usize,
     pub n_steps: usize,
+    /// Entries of the α and weight tables; row `g` reads entry `g % period`
+    /// ([`crate::ig::PathPoints`]).
+    pub period: usize,
     /// Values per input (3·H·W).
     pub len: usize,
 }
@@ -586,7 +589,7 @@ impl PathRows {
     }
 }
 
-/// Path points `b + α_k (x_j − b)` of the batch's rows.
+/// Path points `b + α_g (x_j − b)` of the batch's rows.
 pub fn ig_path_f32(
     gpu: &dyn DeviceApi,
     inputs: &View<f32>,
@@ -599,7 +602,7 @@ pub fn ig_path_f32(
     need("ig_path.row0", row0_at.len(), 1)?;
     need("ig_path.inputs", inputs.len(), p.n_inputs_touched() * p.len)?;
     need("ig_path.baseline", baseline.len(), p.len)?;
-    need("ig_path.alphas", alphas.len(), p.n_steps)?;
+    need("ig_path.alphas", alphas.len(), p.period)?;
     need("ig_path.out", out.len(), p.rows * p.len)?;
     let v = path_ints(p)?;
     launch(
@@ -616,21 +619,26 @@ pub fn ig_path_f32(
             KArg::I32(v[0]),
             KArg::I32(v[1]),
             KArg::I32(v[2]),
+            KArg::I32(v[3]),
         ],
     )
 }
 
-/// (rows, n_steps, len) as the kernels' ints; row0 must fit one too.
-fn path_ints(p: PathRows) -> Result<[i32; 3]> {
+/// (rows, n_steps, period, len) as the kernels' ints; row0 must fit one too.
+fn path_ints(p: PathRows) -> Result<[i32; 4]> {
     int("row0", p.row0 + p.rows)?;
+    if p.n_steps == 0 || p.period == 0 {
+        return Err(Error::param("n_steps", "path tables must not be empty"));
+    }
     Ok([
         int("rows", p.rows)?,
         int("n_steps", p.n_steps)?,
+        int("period", p.period)?,
         int("len", p.len)?,
     ])
 }
 
-/// `acc[j] += w_k·grad[r]` for the batch's rows.
+/// `acc[j] += w_g·grad[r]` for the batch's rows.
 pub fn ig_accumulate_f32(
     gpu: &dyn DeviceApi,
     grads: &View<f32>,
@@ -641,7 +649,7 @@ pub fn ig_accumulate_f32(
 ) -> Result<()> {
     need("ig_accumulate.row0", row0_at.len(), 1)?;
     need("ig_accumulate.grads", grads.len(), p.rows * p.len)?;
-    need("ig_accumulate.weights", weights.len(), p.n_steps)?;
+    need("ig_accumulate.weights", weights.len(), p.period)?;
     need("ig_accumulate.acc", acc.len(), p.n_inputs_touched() * p.len)?;
     let v = path_ints(p)?;
     launch(
@@ -657,6 +665,7 @@ pub fn ig_accumulate_f32(
             KArg::I32(v[0]),
             KArg::I32(v[1]),
             KArg::I32(v[2]),
+            KArg::I32(v[3]),
         ],
     )
 }

@@ -170,9 +170,12 @@ pub struct IgArgs {
     /// IG path points (Captum n_steps) [default: the preset's, 50 for paper].
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Quadrature: gausslegendre, riemann_left, riemann_right, riemann_middle, riemann_trapezoid.
-    #[arg(long, default_value = "gausslegendre")]
-    pub method: String,
+    /// Path points: gausslegendre, riemann_left, riemann_right, riemann_middle,
+    /// riemann_trapezoid (Captum's rules), stratified (random, one stratum of [0, 1]
+    /// per pass across all noise samples) [default: the preset's, gausslegendre for
+    /// paper].
+    #[arg(long)]
+    pub method: Option<String>,
     /// NoiseTunnel aggregation: smoothgrad, smoothgrad_sq, vargrad.
     #[arg(long, default_value = "smoothgrad")]
     pub nt_type: String,
@@ -184,9 +187,10 @@ pub struct IgArgs {
     /// stratified-antithetic [default: the preset's, independent for paper].
     #[arg(long)]
     pub noise_design: Option<String>,
-    /// Noise standard deviation in normalised units (absolute, as Captum).
-    #[arg(long, default_value_t = 1.0)]
-    pub nt_stdev: f32,
+    /// Noise standard deviation in normalised units (absolute, as Captum)
+    /// [default: the preset's, 1.0 for paper].
+    #[arg(long)]
+    pub nt_stdev: Option<f32>,
     /// Inject noise from an (S,3,H,W) float32 .npy instead of drawing it.
     #[arg(long, value_name = "FILE.npy")]
     pub noise: Option<PathBuf>,
@@ -199,7 +203,9 @@ pub struct IgArgs {
     /// Forward+backward passes per batch (bounds memory: ~44 MB each for ViT-S/16 at 224²).
     #[arg(long, default_value_t = 10)]
     pub batch: usize,
-    /// Skip the convergence delta (saves 2 forwards per sample).
+    /// Skip the convergence delta (saves 2 forwards per sample). The stratified path
+    /// rule never computes it: one random point per sample is not a quadrature of
+    /// its path, so a per-sample delta checks nothing.
     #[arg(long)]
     pub no_delta: bool,
 }
@@ -216,12 +222,16 @@ impl IgArgs {
             Some(d) => d.parse()?,
             None => preset.noise_design(),
         };
+        let method = match &self.method {
+            Some(m) => m.parse::<Method>()?,
+            None => preset.ig_method(),
+        };
         let ig = IgConfig {
-            method: self.method.parse::<Method>()?,
+            method,
             n_steps: self.steps.unwrap_or(preset.ig_steps()),
             multiply_by_inputs: true,
             batch_size: self.batch,
-            return_delta: !self.no_delta,
+            return_delta: !self.no_delta && method != Method::Stratified,
         };
         ig.validate()?;
         let nt_type: NtType = self.nt_type.parse()?;
@@ -250,7 +260,7 @@ impl IgArgs {
                 nt_type,
                 noise: Noise::drawn(
                     samples.unwrap_or(preset.nt_samples()),
-                    self.nt_stdev,
+                    self.nt_stdev.unwrap_or(preset.nt_stdev()),
                     self.seed,
                     design,
                 ),

@@ -14,7 +14,8 @@ use crate::ig::Progress;
 
 /// What fixes every address and size an IG batch's graph bakes in: where the call's
 /// buffers and the batch's range of the arena lie (callers carve different buffers
-/// before them), and the layout (rows per batch, image size, noise samples, steps).
+/// before them), and the layout (rows per batch, image size, noise samples, steps,
+/// path-table entries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct IgGraphKey {
     /// noisy, base, alphas, weights, acc, row0, targets, then the batch's first
@@ -25,6 +26,7 @@ pub(super) struct IgGraphKey {
     pub width: usize,
     pub samples: usize,
     pub n_steps: usize,
+    pub period: usize,
 }
 
 /// A captured IG batch graph, forgotten by its device on drop.
@@ -94,6 +96,7 @@ impl CudaEngine<'_> {
             width: geo_one.width,
             samples,
             n_steps,
+            period: call.alphas.len(),
         };
         let mark = ws.mark();
         let mut row0 = 0;
@@ -102,6 +105,7 @@ impl CudaEngine<'_> {
                 row0,
                 rows: rows.min(total_rows - row0),
                 n_steps,
+                period: call.alphas.len(),
                 len,
             };
             if p.rows == rows && self.graphs.load(Ordering::Relaxed) {
