@@ -70,7 +70,8 @@ pub fn integrated_gradients<E: Engine + ?Sized>(
 /// done, multiplied by (x − b) (when `multiply_by_inputs`) and handed to `finish`
 /// in input order. Only the inputs a batch touches hold an accumulator, so the
 /// attributions of many noise samples are never all in memory. Returns each
-/// input's Σ attribution (in f64, rounded to f32, as the convergence delta sums).
+/// input's Σ attribution (in f64, rounded to f32, as the convergence delta sums)
+/// when `cfg.return_delta`, else nothing.
 #[allow(clippy::too_many_arguments)]
 fn ig_rows<E: Engine + ?Sized>(
     engine: &E,
@@ -136,7 +137,9 @@ fn ig_rows<E: Engine + ?Sized>(
             if cfg.multiply_by_inputs {
                 acc *= &diff(j);
             }
-            sums.push(acc.iter().map(|&v| v as f64).sum::<f64>() as f32);
+            if cfg.return_delta {
+                sums.push(acc.iter().map(|&v| v as f64).sum::<f64>() as f32);
+            }
             finish(j, acc.view());
         }
         if let Some(p) = progress {
