@@ -94,53 +94,56 @@ fn ig_rows<E: Engine + ?Sized>(
     // Also validates n_steps for the rule.
     let path = path_points(cfg.method, cfg.n_steps, n_inputs, path_seed)?;
     let base = baseline.index_axis(Axis(0), 0);
-    // (x − b) of input j, in f32 as Captum forms it.
-    let diff = |j: usize| &inputs.index_axis(Axis(0), j) - &base;
     let total_rows = n_inputs * cfg.n_steps;
-    // Accumulators of the inputs begun and not finished, oldest first.
-    let mut open: VecDeque<(usize, Array3<f32>)> = VecDeque::new();
+    // The inputs begun and not finished, in input order (consecutive indices).
+    let mut open: VecDeque<OpenInput> = VecDeque::new();
     let mut sums = Vec::with_capacity(n_inputs);
     let mut done = 0;
     while done < total_rows {
         let rows = cfg.batch_size.min(total_rows - done);
         let mut batch = Array4::<f32>::zeros((rows, c, h, w));
-        let mut batch_diff: Option<(usize, Array3<f32>)> = None;
         for (r, mut row) in batch.outer_iter_mut().enumerate() {
             let j = (done + r) / cfg.n_steps;
-            let (alpha, _) = path.at(done + r);
-            if batch_diff.as_ref().map(|(k, _)| *k) != Some(j) {
-                batch_diff = Some((j, diff(j)));
+            if open.back().map(|o| o.index) != Some(j) {
+                open.push_back(OpenInput {
+                    index: j,
+                    // (x − b), in f32 as Captum forms it: once per input.
+                    diff: &inputs.index_axis(Axis(0), j) - &base,
+                    acc: Array3::zeros((c, h, w)),
+                });
             }
-            let d = &batch_diff.as_ref().expect("set above").1;
+            let d = &open.back().expect("pushed above").diff;
+            let (alpha, _) = path.at(done + r);
             ndarray::Zip::from(&mut row)
                 .and(&base)
                 .and(d)
                 .for_each(|o, &b, &d| *o = b + alpha * d);
         }
         let (_, grads) = engine.logits_and_input_grad(batch.view(), &vec![target; rows])?;
+        let first = open.front().expect("the batch opened its inputs").index;
         for (r, g) in grads.outer_iter().enumerate() {
-            let j = (done + r) / cfg.n_steps;
             let (_, weight) = path.at(done + r);
-            if open.back().map(|(k, _)| *k) != Some(j) {
-                open.push_back((j, Array3::zeros((c, h, w))));
-            }
-            let acc = &mut open.back_mut().expect("pushed above").1;
+            let acc = &mut open[(done + r) / cfg.n_steps - first].acc;
             acc.zip_mut_with(&g, |a, &gv| *a += gv * weight);
         }
         done += rows;
         // Inputs whose rows are all done, in order.
-        while let Some((j, _)) = open.front() {
-            if (j + 1) * cfg.n_steps > done {
-                break;
-            }
-            let (j, mut acc) = open.pop_front().expect("front exists");
+        while open
+            .front()
+            .is_some_and(|o| (o.index + 1) * cfg.n_steps <= done)
+        {
+            let OpenInput {
+                index,
+                diff,
+                mut acc,
+            } = open.pop_front().expect("front exists");
             if cfg.multiply_by_inputs {
-                acc *= &diff(j);
+                acc *= &diff;
             }
             if cfg.return_delta {
                 sums.push(acc.iter().map(|&v| v as f64).sum::<f64>() as f32);
             }
-            finish(j, acc.view());
+            finish(index, acc.view());
         }
         if let Some(p) = progress {
             if !p(done, total_rows) {
@@ -149,6 +152,15 @@ fn ig_rows<E: Engine + ?Sized>(
         }
     }
     Ok(sums)
+}
+
+/// An input of [`ig_rows`] whose rows are under way.
+struct OpenInput {
+    index: usize,
+    /// x − b.
+    diff: Array3<f32>,
+    /// Σ w·∇F over its rows so far.
+    acc: Array3<f32>,
 }
 
 /// The convergence deltas of the inputs whose Σ attribution is `sums`, when
@@ -209,7 +221,6 @@ pub fn attribute<E: Engine + ?Sized>(
     // The noise tensor becomes the noisy inputs in place (one buffer of samples × image).
     let mut noisy = make_noise(&nt.noise, x)?;
     noisy += &x;
-    let path_seed = nt.noise.stdev_and_seed().map_or(0, |(_, seed)| seed);
     let mut aggregator = Aggregator::default();
     let sums = ig_rows(
         engine,
@@ -217,7 +228,7 @@ pub fn attribute<E: Engine + ?Sized>(
         baseline,
         target,
         ig,
-        path_seed,
+        nt.noise.seed(),
         progress,
         |_, a| aggregator.add(a),
     )?;

@@ -95,6 +95,12 @@ impl Noise {
         }
     }
 
+    /// The seed of drawn noise, 0 for injected noise: it also seeds the stratified
+    /// path points ([`crate::ig::path_points`]), one rule for every engine.
+    pub fn seed(&self) -> u64 {
+        self.stdev_and_seed().map_or(0, |(_, seed)| seed)
+    }
+
     /// Number of noise samples this source yields.
     pub fn samples(&self) -> usize {
         match self {

@@ -42,6 +42,14 @@ impl Method {
         Method::Stratified,
     ];
 
+    /// A fixed quadrature of each input's path, so that Captum's per-input
+    /// convergence delta checks it. Random stratified points are not (one point per
+    /// noise sample is no quadrature of that sample's path): the presets and the CLI
+    /// ask for no deltas with them.
+    pub fn is_quadrature(self) -> bool {
+        self != Method::Stratified
+    }
+
     /// Captum's name for the rule.
     pub fn name(self) -> &'static str {
         match self {

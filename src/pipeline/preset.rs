@@ -61,14 +61,6 @@ impl Preset {
         }
     }
 
-    /// Whether the preset's explanation computes Captum's per-sample convergence
-    /// deltas: not for one random path point per sample, which is no quadrature of
-    /// that sample's path (the deltas would cost a forward per sample and check
-    /// nothing).
-    pub fn convergence_delta(self) -> bool {
-        self.ig_method() != Method::Stratified
-    }
-
     /// NoiseTunnel samples.
     pub fn nt_samples(self) -> usize {
         match self {
@@ -145,7 +137,7 @@ impl Preset {
         let mut cfg = ExplainConfig::default();
         cfg.ig.n_steps = self.ig_steps();
         cfg.ig.method = self.ig_method();
-        cfg.ig.return_delta = self.convergence_delta();
+        cfg.ig.return_delta = self.ig_method().is_quadrature();
         cfg.noise_tunnel = Some(NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
             noise: Noise::drawn(
@@ -168,9 +160,9 @@ impl Preset {
         }
         cfg.explain.ig.n_steps = self.ig_steps();
         cfg.explain.ig.method = self.ig_method();
-        cfg.explain.ig.return_delta &= self.convergence_delta();
+        cfg.explain.ig.return_delta &= self.ig_method().is_quadrature();
         let (nt_type, seed) = match &cfg.explain.noise_tunnel {
-            Some(nt) => (nt.nt_type, nt.noise.stdev_and_seed().map_or(0, |(_, s)| s)),
+            Some(nt) => (nt.nt_type, nt.noise.seed()),
             None => (NtType::SmoothGrad, 0),
         };
         cfg.explain.noise_tunnel = Some(NoiseTunnelConfig {

@@ -1106,8 +1106,7 @@ impl<'a> CudaEngine<'a> {
             }
         };
         let samples = nt.noise.samples();
-        let path_seed = nt.noise.stdev_and_seed().map_or(0, |(_, seed)| seed);
-        let path = path_points(ig.method, ig.n_steps, samples, path_seed)?;
+        let path = path_points(ig.method, ig.n_steps, samples, nt.noise.seed())?;
         let len = c * h * w;
         let gpu = &*self.gpu;
         // The noisy inputs (samples, 3, H, W).

@@ -231,7 +231,7 @@ impl IgArgs {
             n_steps: self.steps.unwrap_or(preset.ig_steps()),
             multiply_by_inputs: true,
             batch_size: self.batch,
-            return_delta: !self.no_delta && method != Method::Stratified,
+            return_delta: !self.no_delta && method.is_quadrature(),
         };
         ig.validate()?;
         let nt_type: NtType = self.nt_type.parse()?;
