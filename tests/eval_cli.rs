@@ -23,7 +23,7 @@ const FAST: [&str; 8] = [
 ];
 const METHODS: [&str; 3] = ["c", "xncut", "tokencut"];
 /// The chance rows each scored image gets in per_image.csv (and the summaries).
-const CHANCE: [&str; 2] = ["chance-empty", "chance-whole"];
+const CHANCE: [&str; 3] = ["chance-empty", "chance-whole", "chance-ellipse"];
 
 fn eval(root: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::cargo_bin("explainseg").unwrap();
@@ -147,8 +147,18 @@ fn outputs_agree_with_each_other_and_with_segment() {
         );
         assert!(g > 0.0 && g < n);
         assert_eq!(rows[&(id.clone(), "chance-empty".into())], (0.0, 0.0, 0));
-        let (iou, dice, _) = rows[&(id, "chance-whole".into())];
+        let (iou, dice, _) = rows[&(id.clone(), "chance-whole".into())];
         assert_eq!((iou, dice), (g / n, 2.0 * g / (g + n)));
+        // The ellipse row scores the library's centred ellipse at the mask's size.
+        let dims = image::image_dimensions(root.join(format!("masks/im{i}.png"))).unwrap();
+        let ellipse = explainseg::eval::centred_ellipse(dims.1 as usize, dims.0 as usize);
+        let (e, inter) = (
+            ellipse.iter().filter(|v| **v).count() as f64,
+            ellipse.iter().zip(&truth).filter(|(p, t)| **p && **t).count() as f64,
+        );
+        let (e_iou, e_dice, _) = rows[&(id, "chance-ellipse".into())];
+        assert!((e_iou - inter / (e + g - inter)).abs() < 1e-12);
+        assert!((e_dice - 2.0 * inter / (e + g)).abs() < 1e-12);
         (iou_whole, dice_whole) = (iou_whole + iou, dice_whole + dice);
     }
     assert_eq!(chance[0]["images"], 4);

@@ -33,7 +33,7 @@ use crate::commands::eval_cache::ExplanationCache;
 use crate::commands::eval_grid::{write_grid, GridRow};
 use crate::commands::eval_report::{
     file_hash, fnv1a, read_config, read_rows, summarize, table_rows, write_rows, write_summary,
-    Row, RowWriter, ShardManifest, CHANCE, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
+    Chance, Row, RowWriter, ShardManifest, CHANCE, CONFIG_FILE, FNV_OFFSET, ROWS_FILE,
 };
 use crate::commands::segment::PipelineArgs;
 use crate::output::{progress_bar, Output};
@@ -376,10 +376,9 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
             .copied()
             .filter(|v| !done.contains(&(sample.id.clone(), v.name().to_string())))
             .collect();
-        let chance_todo: Vec<&'static str> = CHANCE
+        let chance_todo: Vec<&'static Chance> = CHANCE
             .iter()
-            .map(|c| c.0)
-            .filter(|c| !done.contains(&(sample.id.clone(), c.to_string())))
+            .filter(|c| !done.contains(&(sample.id.clone(), c.variant.to_string())))
             .collect();
         if todo.is_empty() && chance_todo.is_empty() {
             return Ok(Prepared::Done);
@@ -482,13 +481,14 @@ pub fn run(args: &EvalArgs, out: &Output) -> Result<()> {
                     write_mask_png(&dir.join(format!("{}.png", v.name())), mask.view())?;
                 }
             }
-            // The chance rows: the empty and the whole-image mask scored like the methods.
-            for &c in &image.chance_todo {
-                let pred = ndarray::Array2::from_elem(image.truth.dim(), c == CHANCE[1].0);
+            // The chance rows: fixed masks scored like the methods.
+            for c in &image.chance_todo {
+                let (h, w) = image.truth.dim();
+                let pred = (c.mask)(h, w);
                 let s = scores(pred.view(), image.truth.view())?;
                 writer.append(&Row {
                     id: sample.id.clone(),
-                    variant: c.to_string(),
+                    variant: c.variant.to_string(),
                     iou: s.iou,
                     dice: s.dice,
                     class: 0,
@@ -533,7 +533,7 @@ enum Prepared {
 
 struct ReadyImage {
     todo: Vec<Variant>,
-    chance_todo: Vec<&'static str>,
+    chance_todo: Vec<&'static Chance>,
     truth: ndarray::Array2<bool>,
     x: ndarray::Array4<f32>,
     plan: explainseg::image::ResizePlan,

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use explainseg::dataset::csv::{line, Table};
 use explainseg::eval::{mean_scores, Scores};
 use explainseg::pipeline::Variant;
+use ndarray::Array2;
 
 pub const ROWS_FILE: &str = "per_image.csv";
 pub const CONFIG_FILE: &str = "config.json";
@@ -20,11 +21,33 @@ pub const HEADER: [&str; 7] = ["id", "variant", "iou", "dice", "class", "seconds
 /// The chance rows every table carries, so that a weak model cannot pass for a working
 /// one: (the `variant` of their per-image rows, their name in the tables). Each image
 /// scored gets one row of each (class 0, 0 seconds), scored with the methods' IoU and
-/// Dice against the same ground truth.
-pub const CHANCE: [(&str, &str); 2] = [
-    ("chance-empty", "chance: empty mask"),
-    ("chance-whole", "chance: whole-image mask"),
+/// Dice against the same ground truth. The centred ellipse is the fixed shape that
+/// framing alone predicts (`explainseg::eval::centred_ellipse`).
+pub const CHANCE: [Chance; 3] = [
+    Chance {
+        variant: "chance-empty",
+        name: "chance: empty mask",
+        mask: |h, w| Array2::from_elem((h, w), false),
+    },
+    Chance {
+        variant: "chance-whole",
+        name: "chance: whole-image mask",
+        mask: |h, w| Array2::from_elem((h, w), true),
+    },
+    Chance {
+        variant: "chance-ellipse",
+        name: "chance: centred ellipse",
+        mask: explainseg::eval::centred_ellipse,
+    },
 ];
+
+/// One chance row: its per-image `variant`, its name in the tables, and its mask
+/// for an image of (height, width).
+pub struct Chance {
+    pub variant: &'static str,
+    pub name: &'static str,
+    pub mask: fn(usize, usize) -> Array2<bool>,
+}
 
 /// One image scored with one method.
 #[derive(Debug, Clone, PartialEq)]
@@ -185,7 +208,7 @@ pub fn summarize(rows: &[Row], header: &serde_json::Value) -> serde_json::Value 
             .map(|v| (v.name(), method_name(v.name()))),
     )
     .into();
-    out["chance"] = means(rows, CHANCE.iter().map(|(v, name)| (*v, name.to_string()))).into();
+    out["chance"] = means(rows, CHANCE.iter().map(|c| (c.variant, c.name.to_string()))).into();
     let images: HashSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
     out["images"] = images.len().into();
     out
@@ -251,7 +274,7 @@ pub fn summary_markdown(summary: &serde_json::Value, grid_columns: Option<&[Stri
         ));
     }
     if summary["chance"].as_array().is_some_and(|c| !c.is_empty()) {
-        md.push_str("\nThe chance rows score the empty mask and the whole-image mask on the same images: a method must beat both.\n");
+        md.push_str("\nThe chance rows score the empty mask, the whole-image mask and a centred ellipse (semi-axes a third of the sides) on the same images: a method that localises must beat all three.\n");
     }
     md.push_str(&format!(
         "\nConfiguration fingerprint `{}` (see config.json); per-image rows in {ROWS_FILE}.\n",
