@@ -19,10 +19,9 @@ pub const SHARD_FILE: &str = "shard.json";
 pub const HEADER: [&str; 7] = ["id", "variant", "iou", "dice", "class", "seconds", "label"];
 
 /// The chance rows every table carries, so that a weak model cannot pass for a working
-/// one: (the `variant` of their per-image rows, their name in the tables). Each image
-/// scored gets one row of each (class 0, 0 seconds), scored with the methods' IoU and
-/// Dice against the same ground truth. The centred ellipse is the fixed shape that
-/// framing alone predicts (`explainseg::eval::centred_ellipse`).
+/// one. Each image scored gets one row of each (class 0, 0 seconds), scored with the
+/// methods' IoU and Dice against the same ground truth. The centred ellipse is the
+/// fixed shape that framing alone predicts (`explainseg::eval::centred_ellipse`).
 pub const CHANCE: [Chance; 3] = [
     Chance {
         variant: "chance-empty",
