@@ -154,7 +154,11 @@ fn outputs_agree_with_each_other_and_with_segment() {
         let ellipse = explainseg::eval::centred_ellipse(dims.1 as usize, dims.0 as usize);
         let (e, inter) = (
             ellipse.iter().filter(|v| **v).count() as f64,
-            ellipse.iter().zip(&truth).filter(|(p, t)| **p && **t).count() as f64,
+            ellipse
+                .iter()
+                .zip(&truth)
+                .filter(|(p, t)| **p && **t)
+                .count() as f64,
         );
         let (e_iou, e_dice, _) = rows[&(id, "chance-ellipse".into())];
         assert!((e_iou - inter / (e + g - inter)).abs() < 1e-12);
