@@ -2,7 +2,7 @@
 # Self-supervised pretraining on Kvasir-SEG and BUSI (issue 16; docs/pretraining.md): DINO on
 # each set's training images (their masks are never read), the patch classifier fine-tuned
 # from the pretrained backbone exactly as tools/real_data.sh trains it from scratch, then
-# every method on the test images as real_data.sh's test_eval. CPU only, about 40 minutes
+# every method on the test images as real_data.sh's test_eval. CPU only, about 25 minutes
 # on 2 quiet cores. Every stage resumes: pretraining and fine-tuning continue from their
 # checkpoints (a finished run is a no-op), eval resumes itself.
 #
