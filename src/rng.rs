@@ -68,6 +68,13 @@ impl Rng {
         (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
     }
 
+    /// Uniform in (0, 1), never 0 (so an inverse CDF stays finite and a path point
+    /// is never the baseline itself), with 53 random bits.
+    pub fn uniform_open_f64(&mut self) -> f64 {
+        let bits = mix(self.next_u64() ^ GOLDEN_GAMMA);
+        ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
     /// Uniform in [lo, hi).
     pub fn range(&mut self, lo: f32, hi: f32) -> f32 {
         lo + (hi - lo) * self.uniform()

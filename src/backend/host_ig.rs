@@ -19,7 +19,8 @@ use ndarray::{Array3, Array4, ArrayView3, ArrayView4, Axis};
 use super::Engine;
 use crate::error::{Error, Result};
 use crate::ig::{
-    make_noise, path_points, Aggregator, IgConfig, NoiseTunnelConfig, NtOutput, Progress,
+    attribution_sum, convergence_delta, make_noise, path_points, Aggregator, IgConfig,
+    NoiseTunnelConfig, NtOutput, Progress,
 };
 
 /// IG of each input, with its convergence delta when requested.
@@ -141,7 +142,7 @@ fn ig_rows<E: Engine + ?Sized>(
                 acc *= &diff;
             }
             if cfg.return_delta {
-                sums.push(acc.iter().map(|&v| v as f64).sum::<f64>() as f32);
+                sums.push(attribution_sum(&acc));
             }
             finish(index, acc.view());
         }
@@ -185,7 +186,7 @@ fn deltas_if_asked<E: Engine + ?Sized>(
     Ok(sums
         .iter()
         .zip(f_inputs)
-        .map(|(&sum, f)| sum - (f - f_base))
+        .map(|(&sum, f)| convergence_delta(sum, f, f_base))
         .collect())
 }
 

@@ -22,12 +22,14 @@ pub use path::{path_points, PathPoints};
 pub use quadrature::{quadrature, Method, Quadrature};
 pub use reduction::Reduction;
 
-/// Captum's convergence delta (completeness check) of one input:
-/// Σ attribution − (F(x)[t] − F(b)[t]), the sum taken in f64 over the f32 values.
-pub fn convergence_delta<'a>(
-    attribution: impl IntoIterator<Item = &'a f32>,
-    f_input: f32,
-    f_base: f32,
-) -> f32 {
-    attribution.into_iter().map(|v| *v as f64).sum::<f64>() as f32 - (f_input - f_base)
+/// Σ attribution of one input as Captum's convergence delta takes it: in f64 over
+/// the f32 values, rounded to f32.
+pub fn attribution_sum<'a>(attribution: impl IntoIterator<Item = &'a f32>) -> f32 {
+    attribution.into_iter().map(|v| *v as f64).sum::<f64>() as f32
+}
+
+/// Captum's convergence delta (completeness check) of one input from its
+/// [`attribution_sum`]: Σ attribution − (F(x)[t] − F(b)[t]).
+pub fn convergence_delta(attribution_sum: f32, f_input: f32, f_base: f32) -> f32 {
+    attribution_sum - (f_input - f_base)
 }

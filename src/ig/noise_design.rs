@@ -18,7 +18,7 @@
 //! the device, `nt_designed_f32` in kernels/ig.cu).
 
 use crate::error::{Error, Result};
-use crate::rng::{gaussian_noise, ln_portable, mix, Rng, GOLDEN_GAMMA};
+use crate::rng::{gaussian_noise, ln_portable, Rng};
 
 /// How the noise samples are drawn together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,9 +121,7 @@ fn stratified(seed: u64, samples: usize, len: usize, stdev: f32) -> Vec<f32> {
                 strata.iter_mut().enumerate().for_each(|(j, k)| *k = j);
                 rng.shuffle(&mut strata);
                 for (j, &k) in strata.iter().enumerate() {
-                    // A uniform in (0, 1): never 0, so Φ⁻¹ stays finite.
-                    let bits = mix(rng.next_u64() ^ GOLDEN_GAMMA);
-                    let u = ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+                    let u = rng.uniform_open_f64();
                     block[j * width + e - e0] =
                         (inverse_normal_cdf((k as f64 + u) / s) * stdev as f64) as f32;
                 }

@@ -13,7 +13,7 @@
 
 use super::quadrature::{quadrature, Method};
 use crate::error::Result;
-use crate::rng::{mix, Rng, GOLDEN_GAMMA};
+use crate::rng::Rng;
 
 /// Key of the path-point stream, apart from the noise of the same seed.
 const PATH_KEY: u64 = 0x5041_5448; // "PATH"
@@ -60,9 +60,7 @@ pub fn path_points(method: Method, n_steps: usize, inputs: usize, seed: u64) -> 
     let alphas = strata
         .iter()
         .map(|&k| {
-            // Uniform in (0, 1), never 0: α 0 would be the baseline itself.
-            let bits = mix(rng.next_u64() ^ GOLDEN_GAMMA);
-            let u = ((bits >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+            let u = rng.uniform_open_f64();
             ((k as f64 + u) / rows as f64) as f32
         })
         .collect();

@@ -33,8 +33,8 @@ mod relevance;
 use crate::backend::{input, tap_layer, BlockTaps, Device, Engine, Precision};
 use crate::error::{Error, Result};
 use crate::ig::{
-    convergence_delta, make_noise, path_points, quadrature, IgConfig, Noise, NoiseDesign,
-    NoiseTunnelConfig, NtOutput, NtType, Progress,
+    attribution_sum, convergence_delta, make_noise, path_points, quadrature, IgConfig, Noise,
+    NoiseDesign, NoiseTunnelConfig, NtOutput, NtType, Progress,
 };
 use crate::model::{HeadKind, Vit};
 use ig_loop::{graphs_from_env, IgCall, IgGraph};
@@ -1263,7 +1263,7 @@ impl<'a> CudaEngine<'a> {
         Ok(attributions
             .chunks(len)
             .zip(f_inputs)
-            .map(|(a, f)| convergence_delta(a, f, f_base))
+            .map(|(a, f)| convergence_delta(attribution_sum(a), f, f_base))
             .collect())
     }
 
