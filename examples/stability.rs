@@ -258,18 +258,19 @@ fn explain_cached(
     control_variate: bool,
     cache: Option<&std::path::Path>,
 ) -> Res<(Explanation, f64)> {
-    let key = (format!(
-        "{}_{:?}_{}_{:?}{}",
+    let key = format!(
+        "{}_{:?}_{}_{:?}{}{}",
         im.id,
         im.x.dim(),
         cfg.explain.ig.n_steps,
         cfg.explain.noise_tunnel.as_ref().map(|nt| &nt.noise),
-        if control_variate { "_cv" } else { "" }
-    ) + if cfg.explain.ig.method == explainseg::ig::Method::Stratified {
-        "_stratified_path"
-    } else {
-        ""
-    })
+        if control_variate { "_cv" } else { "" },
+        if cfg.explain.ig.method == explainseg::ig::Method::Stratified {
+            "_stratified_path"
+        } else {
+            ""
+        }
+    )
     .chars()
     .map(|c| {
         if c.is_ascii_alphanumeric() || c == '.' {

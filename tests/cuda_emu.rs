@@ -237,16 +237,13 @@ fn designed_noise_on_the_device_loop_matches_the_cpu() {
     let (vit, x) = tiny();
     let emu = CudaEngine::emulated(&vit).unwrap();
     let cpu = CpuEngine::new(&vit);
-    let baseline = Array4::<f32>::zeros(x.dim());
     let ig = ig_config(3, 4);
     for design in [NoiseDesign::Antithetic, NoiseDesign::StratifiedAntithetic] {
         let nt = NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
             noise: Noise::drawn(4, 0.5, 7, design),
         };
-        let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
-        let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
-        let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+        let (_, rel) = device_nt_against_cpu(&cpu, &emu, &x, &ig, &nt);
         eprintln!("tiny NoiseTunnel {design:?}: rel-L2 {rel:.2e}");
         assert!(rel <= 1e-4, "{design:?}: {rel}");
     }
@@ -259,29 +256,42 @@ fn stratified_path_points_on_the_device_loop_match_the_cpu() {
     let (vit, x) = tiny();
     let emu = CudaEngine::emulated(&vit).unwrap();
     let cpu = CpuEngine::new(&vit);
-    let baseline = Array4::<f32>::zeros(x.dim());
     for n_steps in [1, 2] {
-        let ig = explainseg::ig::IgConfig {
-            method: explainseg::ig::Method::Stratified,
+        let ig = IgConfig {
+            method: Method::Stratified,
             ..ig_config(n_steps, 5)
         };
         let nt = NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
             noise: Noise::drawn(12, 0.5, 3, NoiseDesign::Stratified),
         };
-        let want = noise_tunnel_ig(&cpu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
-        let got = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &ig, &nt, None).unwrap();
-        let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+        let (got, rel) = device_nt_against_cpu(&cpu, &emu, &x, &ig, &nt);
         eprintln!("tiny stratified path, {n_steps} steps: rel-L2 {rel:.2e}");
         assert!(rel <= 1e-4, "{n_steps} steps: {rel}");
         // The rows' own points, not a shared rule: Gauss–Legendre's differ.
-        let fixed = explainseg::ig::IgConfig {
-            method: explainseg::ig::Method::GaussLegendre,
+        let fixed = IgConfig {
+            method: Method::GaussLegendre,
             ..ig
         };
-        let other = noise_tunnel_ig(&emu, x.view(), baseline.view(), 1, &fixed, &nt, None).unwrap();
-        assert!(rel_l2(&to_vec(&other.attribution), &to_vec(&got.attribution)) > 1e-3);
+        let (other, _) = device_nt_against_cpu(&cpu, &emu, &x, &fixed, &nt);
+        assert!(rel_l2(&to_vec(&other), &to_vec(&got)) > 1e-3);
     }
+}
+
+/// The NoiseTunnel IG of `x` (target 1, zero baseline) on the emulated device, and
+/// its rel-L2 to the CPU engine's.
+fn device_nt_against_cpu(
+    cpu: &CpuEngine,
+    emu: &CudaEngine,
+    x: &Array4<f32>,
+    ig: &IgConfig,
+    nt: &NoiseTunnelConfig,
+) -> (Array4<f32>, f64) {
+    let baseline = Array4::<f32>::zeros(x.dim());
+    let want = noise_tunnel_ig(cpu, x.view(), baseline.view(), 1, ig, nt, None).unwrap();
+    let got = noise_tunnel_ig(emu, x.view(), baseline.view(), 1, ig, nt, None).unwrap();
+    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
+    (got.attribution, rel)
 }
 
 #[test]

@@ -41,10 +41,9 @@ def token_mask(mask_path, grid):
 
 def cls_attention(binary, weights, head, image, out):
     cmd = [binary, "--quiet", "--threads", "2", "segment", "--weights", weights,
+           *(["--head", head] if head else []),
            "--image", image, "--size", str(SIZE), "--variant", "b", "--feature", "cls-attn",
            "--steps", "1", "--nt-samples", "1", "--no-delta", "--no-crf", "--out", out]
-    if head:
-        cmd[5:5] = ["--head", head]
     subprocess.run(cmd, check=True)
     return np.load(os.path.join(out, "feature.npy")).astype(np.float64)
 

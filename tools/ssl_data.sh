@@ -87,14 +87,17 @@ cuts busip busi "$busi" train 144 "$out/heldout" --ids "$out/busip_ssl_vit.val_i
 [ "$stage" = heldout ] && exit 0
 
 # Test images, every method, as tools/real_data.sh's test_eval (same sizes, same flags).
+test_eval() { # name dataset root split size [eval flags...]
+  local name=$1 kind=$2 root=$3 split=$4 size=$5
+  shift 5
+  "$bin" --quiet --threads 2 eval --dataset "$kind" --root "$root" --split "$split" \
+    --weights "$out/${name}_ssl_vit.safetensors" --size "$size" --variants all --skip-empty \
+    --explanations "$out/${name}_ssl.explanations" "$@" --out "$out/test/${name}_ssl"
+}
 # shellcheck disable=SC2086
-"$bin" --quiet --threads 2 eval --dataset kvasir --root "$kvasir" --split val \
-  --weights "$out/kvasir_ssl_vit.safetensors" --size 160 --variants all --skip-empty \
-  --explanations "$out/kvasir_ssl.explanations" ${KVASIR_FLAGS:-} --out "$out/test/kvasir_ssl"
+test_eval kvasir kvasir "$kvasir" val 160 ${KVASIR_FLAGS:-}
 # shellcheck disable=SC2086
-"$bin" --quiet --threads 2 eval --dataset busi --root "$busi" --split test \
-  --weights "$out/busip_ssl_vit.safetensors" --size 144 --variants all --skip-empty \
-  --explanations "$out/busip_ssl.explanations" ${BUSI_FLAGS:-} --out "$out/test/busip_ssl"
+test_eval busip busi "$busi" test 144 ${BUSI_FLAGS:-}
 # shellcheck disable=SC2086
 cuts kvasir kvasir "$kvasir" val 160 "$out/test" ${KVASIR_FLAGS:-}
 # shellcheck disable=SC2086

@@ -86,18 +86,15 @@ pub struct Quadrature {
 /// [`Error::InvalidParam`] when `n` is 0, or 1 for the Riemann rules (Captum asserts
 /// n > 1 there).
 pub fn quadrature(method: Method, n: usize) -> Result<Quadrature> {
-    if n == 0 || (n == 1 && !matches!(method, Method::GaussLegendre | Method::Stratified)) {
+    // Captum asserts n > 1 for its Riemann rules.
+    let min_steps = match method {
+        Method::GaussLegendre | Method::Stratified => 1,
+        _ => 2,
+    };
+    if n < min_steps {
         return Err(Error::param(
             "n_steps",
-            format!(
-                "{n} steps: {} needs at least {}",
-                method.name(),
-                if matches!(method, Method::GaussLegendre | Method::Stratified) {
-                    1
-                } else {
-                    2
-                }
-            ),
+            format!("{n} steps: {} needs at least {min_steps}", method.name()),
         ));
     }
     if n > 100_000 {

@@ -140,14 +140,19 @@ impl Preset {
         cfg.ig.return_delta = self.ig_method().is_quadrature();
         cfg.noise_tunnel = Some(NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
-            noise: Noise::drawn(
-                self.nt_samples(),
-                self.nt_stdev(),
-                seed,
-                self.noise_design(),
-            ),
+            noise: self.noise(seed),
         });
         cfg
+    }
+
+    /// The preset's noise draws for `seed`.
+    fn noise(self, seed: u64) -> Noise {
+        Noise::drawn(
+            self.nt_samples(),
+            self.nt_stdev(),
+            seed,
+            self.noise_design(),
+        )
     }
 
     /// Applies the preset to `cfg`, keeping its noise seed and aggregation (a given
@@ -167,12 +172,7 @@ impl Preset {
         };
         cfg.explain.noise_tunnel = Some(NoiseTunnelConfig {
             nt_type,
-            noise: Noise::drawn(
-                self.nt_samples(),
-                self.nt_stdev(),
-                seed,
-                self.noise_design(),
-            ),
+            noise: self.noise(seed),
         });
         cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         self.apply_post_rules(cfg, patch_px);
