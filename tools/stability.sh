@@ -11,8 +11,8 @@
 #
 # SETTINGS (comma list, see examples/stability.rs) and REFERENCE (STEPSxSAMPLES)
 # override the defaults (the current stable preset spelled out with knobs is
-# 1x200:stratified:mean:s8:n16:g28:e0:z0.5:q1 for 8-px patches; compare it with a
-# reference at its σ, REFERENCE=25x64:independent:mean:z0.5); SKIP=N starts after
+# 1x200:stratified:mean:s8:n16:g28:e0:z0.25:q1 for 8-px patches; compare it with a
+# reference at its σ, REFERENCE=1x1600:stratified:mean:z0.25:q1); SKIP=N starts after
 # the first N images; CACHE=DIR keeps every explanation there, so that a rerun
 # with other post-processing settings on the same images only recomputes the masks.
 # CPU only; a real-data image costs about 3,200 passes.

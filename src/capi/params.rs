@@ -733,7 +733,7 @@ pub extern "C" fn explainseg_segment_default_params() -> EsSegmentParams {
 /// The defaults of `preset` (an `EsPreset` value) into `out`:
 /// `explainseg_segment_default_params()` with the preset's IG steps and path rule,
 /// NoiseTunnel samples and σ, NCut grid and `preset` field (PAPER gives exactly the
-/// defaults; STABLE: 200 passes, each one stratified noise sample of σ 0.5 at its own
+/// defaults; STABLE: 200 passes, each one stratified noise sample of σ 0.25 at its own
 /// stratified path point, a 28-cell NCut grid, docs/method.md §6.2).
 /// `ES_STATUS_INVALID_PARAM` for an unknown preset.
 ///

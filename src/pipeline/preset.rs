@@ -6,8 +6,9 @@
 //!   what [`PipelineConfig::default`] has always been.
 //! * **stable**: fewer passes, spent where the mask depends on them: one pass
 //!   per noise sample, 200 samples drawn stratified ([`NoiseDesign::Stratified`])
-//!   at σ 0.5 (SmoothGrad's recommended noise level, about a tenth of the
-//!   normalised input's range), each at its own path point of a stratification of
+//!   at σ 0.25 (about 6% of the normalised input's range: half of SmoothGrad's
+//!   lower end, as the relevance smoothing below already does the denoising that
+//!   larger noise buys), each at its own path point of a stratification of
 //!   [0, 1] shared by all samples ([`Method::Stratified`]), so that as many noise
 //!   images are averaged as passes are run; relevance smoothed by a Gaussian of σ
 //!   one patch of the model (the network sees patches, so finer detail in the map
@@ -70,11 +71,12 @@ impl Preset {
     }
 
     /// NoiseTunnel noise σ in normalised units (Captum's default 1.0 for the paper,
-    /// about 22% of the ImageNet-normalised range; 0.5, about 11%, for stable).
+    /// about 22% of the ImageNet-normalised range; 0.25, about 6%, for stable: the
+    /// smaller the noise, the less 64–200 samples leave of it in the mask).
     pub fn nt_stdev(self) -> f32 {
         match self {
             Preset::Paper => 1.0,
-            Preset::Stable => 0.5,
+            Preset::Stable => 0.25,
         }
     }
 

@@ -54,7 +54,7 @@ pub struct DemoArgs {
     #[arg(long)]
     pub smooth: Option<f32>,
     /// paper (the demo settings), stable (docs/method.md §6.2 applied on top: its
-    /// steps, samples, noise design, smoothing and NCut rule; the demo's noise σ), or
+    /// steps, samples, noise design and σ, smoothing and NCut rule), or
     /// per-variant: stable for c, paper for the others — what measured better on
     /// image seeds other than the demo's (docs/method.md §6.2).
     #[arg(long, default_value = "per-variant")]
