@@ -768,6 +768,24 @@ impl Lattice {
         out: &mut [f32],
         scratch: &mut FilterScratch,
     ) {
+        self.filter_into(input, scale, vs, out, scratch, |o, v| *o = v);
+    }
+
+    /// [`Lattice::filter`] with each output value `v` handed to `emit(&mut out[i], v)`
+    /// instead of stored, so that a caller can fold it into a buffer it already holds
+    /// (mean field subtracts the weighted message in place) without a separate output
+    /// array and a second pass over it.
+    pub(crate) fn filter_into<E>(
+        &self,
+        input: &[f32],
+        scale: &[f32],
+        vs: usize,
+        out: &mut [f32],
+        scratch: &mut FilterScratch,
+        emit: E,
+    ) where
+        E: Fn(&mut f32, f32) + Sync + Copy,
+    {
         assert!(vs > 0, "lattice filter: empty values");
         assert_eq!(input.len(), self.n_points * vs, "lattice filter input");
         assert_eq!(out.len(), self.n_points * vs, "lattice filter output");
@@ -783,28 +801,31 @@ impl Lattice {
                 c0,
             };
             match (g, seq_path) {
-                (1, true) => self.filter_group::<1, true>(&v, out, scratch),
-                (2, true) => self.filter_group::<2, true>(&v, out, scratch),
-                (1, false) => self.filter_group::<1, false>(&v, out, scratch),
-                (2, false) => self.filter_group::<2, false>(&v, out, scratch),
-                (3, _) => self.filter_group::<3, false>(&v, out, scratch),
-                (4, _) => self.filter_group::<4, false>(&v, out, scratch),
-                (5, _) => self.filter_group::<5, false>(&v, out, scratch),
-                (6, _) => self.filter_group::<6, false>(&v, out, scratch),
-                (7, _) => self.filter_group::<7, false>(&v, out, scratch),
-                _ => self.filter_group::<8, false>(&v, out, scratch),
+                (1, true) => self.filter_group::<1, true, E>(&v, out, scratch, emit),
+                (2, true) => self.filter_group::<2, true, E>(&v, out, scratch, emit),
+                (1, false) => self.filter_group::<1, false, E>(&v, out, scratch, emit),
+                (2, false) => self.filter_group::<2, false, E>(&v, out, scratch, emit),
+                (3, _) => self.filter_group::<3, false, E>(&v, out, scratch, emit),
+                (4, _) => self.filter_group::<4, false, E>(&v, out, scratch, emit),
+                (5, _) => self.filter_group::<5, false, E>(&v, out, scratch, emit),
+                (6, _) => self.filter_group::<6, false, E>(&v, out, scratch, emit),
+                (7, _) => self.filter_group::<7, false, E>(&v, out, scratch, emit),
+                _ => self.filter_group::<8, false, E>(&v, out, scratch, emit),
             }
             c0 += g;
         }
     }
 
     /// Filters components `c0..c0+G` of the values; `SEQ`: densecrf's scalar path.
-    fn filter_group<const G: usize, const SEQ: bool>(
+    fn filter_group<const G: usize, const SEQ: bool, E>(
         &self,
         v: &Values,
         out: &mut [f32],
         scratch: &mut FilterScratch,
-    ) {
+        emit: E,
+    ) where
+        E: Fn(&mut f32, f32) + Sync + Copy,
+    {
         let Values {
             input,
             scale,
@@ -910,7 +931,7 @@ impl Lattice {
                         }
                     }
                     for i in 0..G {
-                        o[c0 + i] = acc[i] * sp;
+                        emit(&mut o[c0 + i], acc[i] * sp);
                     }
                 }
             });

@@ -53,9 +53,12 @@ impl PairwiseKernel {
         })
     }
 
-    /// `out = K(q) = n ∘ L(n ∘ q)` for `q` point-major `(n_points, m)`.
-    fn apply(&self, q: &[f32], m: usize, out: &mut [f32], scratch: &mut FilterScratch) {
-        self.lattice.filter(q, &self.norm, m, out, scratch);
+    /// `t = t − (−w · K(q))`, element by element, with `K(q) = n ∘ L(n ∘ q)` for `q`
+    /// point-major `(n_points, m)` (Potts: compat(K) = −w·K, and densecrf subtracts it).
+    fn subtract_message(&self, q: &[f32], m: usize, t: &mut [f32], scratch: &mut FilterScratch) {
+        let w = self.weight;
+        self.lattice
+            .filter_into(q, &self.norm, m, t, scratch, move |t, k| *t -= -w * k);
     }
 }
 
@@ -80,31 +83,22 @@ pub(crate) fn inference(
         return q;
     }
     let mut scratch = FilterScratch::default();
-    let mut filtered: Vec<Vec<f32>> = kernels.iter().map(|_| vec![0f32; unary.len()]).collect();
-    let weights: Vec<f32> = kernels.iter().map(|k| k.weight).collect();
+    // t = −U, then per kernel in order t = t − (−w·K(Q)), then Q = softmax(t); each
+    // kernel's message is folded into t as it is sliced (no array per kernel).
+    let mut t = vec![0f32; unary.len()];
     for _ in 0..n_iterations {
-        for (k, out) in kernels.iter().zip(filtered.iter_mut()) {
-            k.apply(&q, m, out, &mut scratch);
-        }
-        let filtered = &filtered;
-        let weights = &weights;
-        q.par_chunks_mut(m * CHUNK)
+        t.par_chunks_mut(m * CHUNK)
             .zip(unary.par_chunks(m * CHUNK))
-            .enumerate()
-            .for_each(|(c, (q, u))| {
-                let span = c * CHUNK * m..c * CHUNK * m + q.len();
-                // t = −U, then per kernel in order t = t − (−w·K(Q)), element by element
-                // (Potts: compat(K) = −w·K, and densecrf subtracts it).
-                for (q, u) in q.iter_mut().zip(u) {
-                    *q = -u;
+            .for_each(|(t, u)| {
+                for (t, u) in t.iter_mut().zip(u) {
+                    *t = -u;
                 }
-                for (f, &w) in filtered.iter().zip(weights) {
-                    for (q, f) in q.iter_mut().zip(&f[span.clone()]) {
-                        *q -= -w * f;
-                    }
-                }
-                softmax_rows(q, m);
             });
+        for k in kernels {
+            k.subtract_message(&q, m, &mut t, &mut scratch);
+        }
+        t.par_chunks_mut(m * CHUNK).for_each(|t| softmax_rows(t, m));
+        std::mem::swap(&mut q, &mut t);
     }
     q
 }
