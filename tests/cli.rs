@@ -167,7 +167,7 @@ fn stable_preset_is_plumbed_through_attribute_and_segment() {
             "--nt-samples",
             "200",
             "--nt-stdev",
-            "0.5",
+            "0.25",
             "--noise-design",
             "stratified",
         ],
