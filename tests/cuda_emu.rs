@@ -273,13 +273,26 @@ fn stratified_path_points_on_the_device_loop_match_the_cpu() {
             method: Method::GaussLegendre,
             ..ig
         };
-        let (other, _) = device_nt_against_cpu(&cpu, &emu, &x, &fixed, &nt);
+        let other = nt_attribution(&emu, &x, &fixed, &nt);
         assert!(rel_l2(&to_vec(&other), &to_vec(&got)) > 1e-3);
     }
 }
 
-/// The NoiseTunnel IG of `x` (target 1, zero baseline) on the emulated device, and
-/// its rel-L2 to the CPU engine's.
+/// The NoiseTunnel IG of `x` (target 1, zero baseline) on `engine`.
+fn nt_attribution(
+    engine: &dyn Engine,
+    x: &Array4<f32>,
+    ig: &IgConfig,
+    nt: &NoiseTunnelConfig,
+) -> Array4<f32> {
+    let baseline = Array4::<f32>::zeros(x.dim());
+    noise_tunnel_ig(engine, x.view(), baseline.view(), 1, ig, nt, None)
+        .unwrap()
+        .attribution
+}
+
+/// The NoiseTunnel IG of `x` on the emulated device, and its rel-L2 to the CPU
+/// engine's.
 fn device_nt_against_cpu(
     cpu: &CpuEngine,
     emu: &CudaEngine,
@@ -287,11 +300,10 @@ fn device_nt_against_cpu(
     ig: &IgConfig,
     nt: &NoiseTunnelConfig,
 ) -> (Array4<f32>, f64) {
-    let baseline = Array4::<f32>::zeros(x.dim());
-    let want = noise_tunnel_ig(cpu, x.view(), baseline.view(), 1, ig, nt, None).unwrap();
-    let got = noise_tunnel_ig(emu, x.view(), baseline.view(), 1, ig, nt, None).unwrap();
-    let rel = rel_l2(&to_vec(&got.attribution), &to_vec(&want.attribution));
-    (got.attribution, rel)
+    let want = nt_attribution(cpu, x, ig, nt);
+    let got = nt_attribution(emu, x, ig, nt);
+    let rel = rel_l2(&to_vec(&got), &to_vec(&want));
+    (got, rel)
 }
 
 #[test]

@@ -117,12 +117,7 @@ fn stable_preset_with_64_passes_keeps_a_and_c_steady() {
     let engine = CpuEngine::new(&vit);
     let with_64 = |seed| {
         let mut cfg = stable(seed);
-        cfg.explain.noise_tunnel.as_mut().unwrap().noise = Noise::drawn(
-            64,
-            Preset::Stable.nt_stdev(),
-            seed,
-            Preset::Stable.noise_design(),
-        );
+        cfg.explain.noise_tunnel.as_mut().unwrap().noise = Preset::Stable.noise(64, seed);
         assert_eq!(cfg.explain.passes(), 64);
         cfg
     };

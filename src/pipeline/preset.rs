@@ -142,19 +142,16 @@ impl Preset {
         cfg.ig.return_delta = self.ig_method().is_quadrature();
         cfg.noise_tunnel = Some(NoiseTunnelConfig {
             nt_type: NtType::SmoothGrad,
-            noise: self.noise(seed),
+            noise: self.noise(self.nt_samples(), seed),
         });
         cfg
     }
 
-    /// The preset's noise draws for `seed`.
-    fn noise(self, seed: u64) -> Noise {
-        Noise::drawn(
-            self.nt_samples(),
-            self.nt_stdev(),
-            seed,
-            self.noise_design(),
-        )
+    /// `samples` noise draws of the preset's σ and design for `seed` (its own
+    /// count is [`Preset::nt_samples`]; fewer trade steadiness for latency,
+    /// docs/method.md §6.2).
+    pub fn noise(self, samples: usize, seed: u64) -> Noise {
+        Noise::drawn(samples, self.nt_stdev(), seed, self.noise_design())
     }
 
     /// Applies the preset to `cfg`, keeping its noise seed and aggregation (a given
@@ -174,7 +171,7 @@ impl Preset {
         };
         cfg.explain.noise_tunnel = Some(NoiseTunnelConfig {
             nt_type,
-            noise: self.noise(seed),
+            noise: self.noise(self.nt_samples(), seed),
         });
         cfg.ncut.grid = Some((self.ncut_grid(), self.ncut_grid()));
         self.apply_post_rules(cfg, patch_px);
