@@ -13,19 +13,19 @@ out=${2:-runs}
 bin=${EXPLAINSEG:-target/release/explainseg}
 mkdir -p "$out"
 [ -x "$bin" ] || cargo build --release
+# shellcheck source=tools/classifier_runs.sh
+source "$(dirname "$0")/classifier_runs.sh"
 
 # The backbone is trained from scratch (no pretrained weights on these machines):
 # a ViT with 4 blocks, width 96, 3 heads, 8-px patches, AdamW + cosine.
-vit=(--init random --arch custom:4,96,3,8 --finetune all --optimizer adamw --lr 1e-3
-     --schedule cosine --seed 0)
+vit=(--init random --arch "$classifier_arch" "${classifier_recipe[@]}")
 
 # Kvasir-SEG: the paper's set-up. 224-px patches of the official train split,
 # positive at >= 5% polyp pixels, balanced, trained at 64 px; whole images are then
 # segmented at 160 px, about the scale the patches were seen at (224 -> 64 is 0.29,
 # a typical 622-px image -> 160 is 0.26).
 [ -f "$out/kvasir_vit.safetensors" ] || "$bin" --threads 2 train --dataset kvasir \
-  --data "$data/kvasir_seg" --split train --patches "${vit[@]}" --img-size 64 \
-  --epochs 60 --batch-size 64 --augment hflip,vflip,jitter,rotate \
+  --data "$data/kvasir_seg" --split train --patches "${vit[@]}" "${kvasir_patch_training[@]}" \
   --out "$out/kvasir_vit.safetensors"
 
 # BUSI by class (benign / malignant / normal), whole images at 96 px, on the fixed
@@ -38,8 +38,8 @@ vit=(--init random --arch custom:4,96,3,8 --finetune all --optimizer adamw --lr 
 # BUSI as Kvasir: lesion / background patches (224 px, trained at 64 px); whole
 # images are segmented at 144 px (a typical 500-px image at the patches' scale).
 [ -f "$out/busip_vit.safetensors" ] || "$bin" --threads 2 train --dataset busi \
-  --data "$data/busi" --split train --patches "${vit[@]}" --img-size 64 --epochs 40 \
-  --batch-size 64 --augment hflip,jitter,rotate --out "$out/busip_vit.safetensors"
+  --data "$data/busi" --split train --patches "${vit[@]}" "${busip_patch_training[@]}" \
+  --out "$out/busip_vit.safetensors"
 
 # Post-processing sweep on the held-out training images (never trained on), one
 # setting changed at a time from the defaults; explanations (IG 50 steps x
@@ -86,16 +86,12 @@ sweep busip busi "$data/busi" train 144 "$out/busip_vit.val_ids.txt"
 # Test images, every method, chosen settings ($KVASIR_FLAGS / $BUSI_FLAGS; empty = the
 # defaults). Kvasir: the official val split (120). BUSI: the fixed test part's lesion
 # images (its normals have empty masks).
-test_eval() { # name dataset root split size flags...
-  local name=$1 kind=$2 root=$3 split=$4 size=$5
-  shift 5
-  "$bin" --quiet --threads 2 eval --dataset "$kind" --root "$root" --split "$split" \
-    --weights "$out/${name}_vit.safetensors" --size "$size" --variants all --skip-empty \
-    --explanations "$out/$name.explanations" "$@" --out "$out/test/$name"
+test_of() { # name dataset root split size [eval flags...]
+  test_eval "$out/$1_vit.safetensors" "$out/$1.explanations" "$out/test/$1" "${@:2}"
 }
 # shellcheck disable=SC2086
-test_eval kvasir kvasir "$data/kvasir_seg" val 160 ${KVASIR_FLAGS:-}
+test_of kvasir kvasir "$data/kvasir_seg" val 160 ${KVASIR_FLAGS:-}
 # shellcheck disable=SC2086
-test_eval busip busi "$data/busi" test 144 ${BUSI_FLAGS:-}
+test_of busip busi "$data/busi" test 144 ${BUSI_FLAGS:-}
 # shellcheck disable=SC2086
-test_eval busi busi "$data/busi" test 96 ${BUSI_FLAGS:-}
+test_of busi busi "$data/busi" test 96 ${BUSI_FLAGS:-}

@@ -27,11 +27,13 @@ stage=${STAGE:-all}
 bin=${EXPLAINSEG:-target/release/explainseg}
 mkdir -p "$out"
 [ -x "$bin" ] || cargo build --release
+# shellcheck source=tools/classifier_runs.sh
+source "$(dirname "$0")/classifier_runs.sh"
 
-# The backbone of tools/real_data.sh (4 blocks, width 96, 3 heads, 8-px patches), so the
-# classifiers differ only in where their backbone came from. No colour jitter, grey scale or
-# solarisation: on these sets they drive the targets to uniform collapse.
-arch=custom:4,96,3,8
+# The backbone of tools/real_data.sh, so the classifiers differ only in where their
+# backbone came from. No colour jitter, grey scale or solarisation: on these sets they
+# drive the targets to uniform collapse.
+arch=$classifier_arch
 ssl=(--arch "$arch" --global-size 64 --local-size 32 --source-size 160
      --local-crops "${SSL_LOCAL_CROPS:-6}" --epochs "${SSL_EPOCHS:-80}"
      --batch-size "${SSL_BATCH:-64}" --lr "${SSL_LR:-0.0005}" --warmup-epochs "${SSL_WARMUP:-10}"
@@ -51,14 +53,13 @@ pretrain() { # name dataset root
     --momentum-teacher 1 --out-dim "${SSL_OUT_DIM:-256}" --seed 0 --out "$init"
 }
 
-finetune() { # name dataset root epochs augment: real_data.sh's command, --weights for --init random
-  local name=$1 kind=$2 root=$3 epochs=$4 augment=$5 tuned=$out/$1_ssl_vit.safetensors
+finetune() { # name dataset root training flags...: real_data.sh's, --weights for --init random
+  local name=$1 kind=$2 root=$3 tuned=$out/$1_ssl_vit.safetensors
+  shift 3
   local start=(--weights "$out/${name}_dino.safetensors")
   [ -f "$tuned" ] && start=(--resume "$tuned")
   "$bin" --threads 2 train --dataset "$kind" --data "$root" --split train --patches \
-    "${start[@]}" --finetune all --optimizer adamw --lr 1e-3 --schedule cosine --seed 0 \
-    --img-size 64 --epochs "$epochs" --batch-size 64 --augment "$augment" \
-    --out "$tuned"
+    "${start[@]}" "${classifier_recipe[@]}" "$@" --out "$tuned"
 }
 
 # TokenCut and MaskCut read only the backbone's keys; the fine-tuned head only names the class.
@@ -76,8 +77,8 @@ kvasir=$data/kvasir_seg busi=$data/busi
 pretrain kvasir kvasir "$kvasir"
 pretrain busip busi "$busi"
 [ "$stage" = pretrain ] && exit 0
-finetune kvasir kvasir "$kvasir" 60 hflip,vflip,jitter,rotate
-finetune busip busi "$busi" 40 hflip,jitter,rotate
+finetune kvasir kvasir "$kvasir" "${kvasir_patch_training[@]}"
+finetune busip busi "$busi" "${busip_patch_training[@]}"
 [ "$stage" = train ] && exit 0
 
 # Held-out training images (never trained on by the classifier; the pretraining saw them
@@ -87,17 +88,13 @@ cuts busip busi "$busi" train 144 "$out/heldout" --ids "$out/busip_ssl_vit.val_i
 [ "$stage" = heldout ] && exit 0
 
 # Test images, every method, as tools/real_data.sh's test_eval (same sizes, same flags).
-test_eval() { # name dataset root split size [eval flags...]
-  local name=$1 kind=$2 root=$3 split=$4 size=$5
-  shift 5
-  "$bin" --quiet --threads 2 eval --dataset "$kind" --root "$root" --split "$split" \
-    --weights "$out/${name}_ssl_vit.safetensors" --size "$size" --variants all --skip-empty \
-    --explanations "$out/${name}_ssl.explanations" "$@" --out "$out/test/${name}_ssl"
+test_of() { # name dataset root split size [eval flags...]
+  test_eval "$out/$1_ssl_vit.safetensors" "$out/$1_ssl.explanations" "$out/test/$1_ssl" "${@:2}"
 }
 # shellcheck disable=SC2086
-test_eval kvasir kvasir "$kvasir" val 160 ${KVASIR_FLAGS:-}
+test_of kvasir kvasir "$kvasir" val 160 ${KVASIR_FLAGS:-}
 # shellcheck disable=SC2086
-test_eval busip busi "$busi" test 144 ${BUSI_FLAGS:-}
+test_of busip busi "$busi" test 144 ${BUSI_FLAGS:-}
 # shellcheck disable=SC2086
 cuts kvasir kvasir "$kvasir" val 160 "$out/test" ${KVASIR_FLAGS:-}
 # shellcheck disable=SC2086
